@@ -1,0 +1,32 @@
+// Core bindings: thread control and build information.
+#include <pybind11/pybind11.h>
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+#include "fastattn/bindings/bindings.h"
+
+namespace fastattn::py_bind {
+
+void bind_core(py::module_& m) {
+  m.def(
+      "set_num_threads",
+      [](int n) {
+        FA_CHECK(n > 0, "set_num_threads: expected a positive thread count, got ", n);
+#if defined(_OPENMP)
+        omp_set_num_threads(n);
+#endif
+      },
+      "Threads used by the CPU kernels (OpenMP).");
+  m.def("get_num_threads", []() {
+#if defined(_OPENMP)
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+  });
+  m.attr("cuda_built") = false;
+}
+
+}  // namespace fastattn::py_bind

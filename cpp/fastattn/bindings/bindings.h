@@ -1,0 +1,27 @@
+// Shared pieces of the pybind11 module: tensor conversion (DLPack) and the per-area bind functions.
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+#include <string>
+
+#include "fastattn/core/tensor.h"
+
+namespace fastattn::py_bind {
+
+namespace py = pybind11;
+
+// A Tensor view over any object with __dlpack__ (numpy arrays, torch tensors) or an object
+// exposing the buffer protocol, without a copy. `name` appears in error messages. The caller
+// keeps `obj` alive while the view is used. Throws InvalidArgument for unsupported dtypes or
+// devices, naming the argument.
+Tensor tensor_from_py(const py::handle& obj, const char* name);
+
+// Same, but returns an undefined Tensor for None.
+Tensor optional_tensor_from_py(const py::handle& obj, const char* name);
+
+void bind_core(py::module_& m);
+void bind_ops(py::module_& m);
+void bind_model(py::module_& m);
+
+}  // namespace fastattn::py_bind

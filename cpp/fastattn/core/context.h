@@ -1,0 +1,32 @@
+// The per-device Context every kernel and layer takes: where it runs, which allocator gives its
+// scratch memory, how many CPU threads it may use. GPU builds add the stream and BLAS handle;
+// tensor parallelism adds the communicator (later issues).
+#pragma once
+
+#include "fastattn/core/allocator.h"
+#include "fastattn/core/device.h"
+
+namespace fastattn {
+
+class Communicator;  // comm/communicator.h (tensor parallelism)
+
+struct Context {
+  Device device{};
+  Allocator* allocator = host_allocator();
+  // CPU threads for OpenMP-parallel kernels; 0 = OpenMP's default (OMP_NUM_THREADS or all cores).
+  int num_threads = 0;
+  Communicator* comm = nullptr;  // null = single rank
+  void* stream = nullptr;        // cudaStream_t in CUDA builds
+};
+
+// A Context for the CPU with the default allocator.
+inline Context cpu_context(int num_threads = 0) {
+  Context c;
+  c.num_threads = num_threads;
+  return c;
+}
+
+// Threads an OpenMP region started by a kernel should use for this context.
+int context_threads(const Context& ctx);
+
+}  // namespace fastattn

@@ -1,0 +1,38 @@
+// Rotary position embedding, applied in place to Q or K of shape [T, heads, head_dim]
+// (strided views into a fused QKV buffer are fine: last dim contiguous).
+#pragma once
+
+#include <vector>
+
+#include "fastattn/core/context.h"
+#include "fastattn/core/tensor.h"
+
+namespace fastattn::kernels {
+
+// kNeox: rotate the two halves of the rotary dims (x[i], x[i + d/2]) — Llama / Hugging Face style.
+// kInterleaved: rotate adjacent pairs (x[2i], x[2i+1]) — GPT-J / Meta original style.
+enum class RopeStyle { kNeox, kInterleaved };
+
+// kNone: theta^(-2i/d). kLinear: positions divided by factor. kLlama3: Llama 3.1 frequency-band
+// scaling (factor, low_freq_factor, high_freq_factor, original_max_position).
+// kDynamicNTK: base scaled by the sequence length when it exceeds original_max_position.
+enum class RopeScaling { kNone, kLinear, kLlama3, kDynamicNTK };
+
+struct RopeParams {
+  RopeStyle style = RopeStyle::kNeox;
+  float theta = 10000.0f;
+  int rotary_dim = 0;  // 0 = whole head_dim; else the first rotary_dim dims are rotated
+  RopeScaling scaling = RopeScaling::kNone;
+  float factor = 1.0f;
+  float low_freq_factor = 1.0f;
+  float high_freq_factor = 4.0f;
+  int original_max_position = 0;
+};
+
+// Inverse frequencies (rotary_dim / 2 of them) for the params; seq_len matters for kDynamicNTK only.
+std::vector<float> rope_inv_freq(const RopeParams& p, int head_dim, int64_t seq_len = 0);
+
+// x: float32 [T, H, D] (in place); positions: int32 or int64 [T].
+void apply_rope(const Context& ctx, const RopeParams& p, Tensor& x, const Tensor& positions);
+
+}  // namespace fastattn::kernels
