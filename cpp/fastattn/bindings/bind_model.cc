@@ -1,8 +1,156 @@
-// Model and session bindings: filled in by the model work.
+// Model and session bindings: _C.SessionOptions and _C.InferenceSession (generate / logits with
+// the GIL released, timings, config as a dict).
+#include <pybind11/numpy.h>
+#include <pybind11/stl.h>
+
 #include "fastattn/bindings/bindings.h"
+#include "fastattn/runtime/session.h"
 
 namespace fastattn::py_bind {
+namespace {
 
-void bind_model(py::module_& m) { (void)m; }
+using runtime::GenerateOptions;
+using runtime::InferenceSession;
+using runtime::SessionOptions;
+
+const char* rope_scaling_name(kernels::RopeScaling s) {
+  switch (s) {
+    case kernels::RopeScaling::kNone:
+      return "none";
+    case kernels::RopeScaling::kLinear:
+      return "linear";
+    case kernels::RopeScaling::kLlama3:
+      return "llama3";
+    case kernels::RopeScaling::kDynamicNTK:
+      return "dynamic";
+  }
+  return "unknown";
+}
+
+py::dict config_dict(const models::ModelConfig& c) {
+  py::dict d;
+  d["architecture"] = c.architecture;
+  d["dtype"] = dtype_name(c.dtype);
+  d["tp_size"] = c.tp_size;
+  d["vocab_size"] = c.vocab_size;
+  d["vocab_size_padded"] = c.vocab_size_padded;
+  d["hidden_size"] = c.hidden_size;
+  d["num_layers"] = c.num_layers;
+  d["num_heads"] = c.num_heads;
+  d["num_kv_heads"] = c.num_kv_heads;
+  d["head_dim"] = c.head_dim;
+  d["intermediate_size"] = c.intermediate_size;
+  d["max_position_embeddings"] = c.max_position_embeddings;
+  d["norm_type"] = c.norm_type == kernels::NormType::kRMSNorm ? "rmsnorm" : "layernorm";
+  d["norm_eps"] = c.norm_eps;
+  d["activation"] = models::activation_name(c.activation);
+  d["gated_ffn"] = c.gated_ffn;
+  d["qkv_bias"] = c.qkv_bias;
+  d["o_bias"] = c.o_bias;
+  d["mlp_bias"] = c.mlp_bias;
+  d["tie_word_embeddings"] = c.tie_word_embeddings;
+  py::dict rope;
+  rope["theta"] = c.rope.theta;
+  rope["style"] = c.rope.style == kernels::RopeStyle::kNeox ? "neox" : "interleaved";
+  rope["rotary_dim"] = c.rope.rotary_dim;
+  py::dict scaling;
+  scaling["type"] = rope_scaling_name(c.rope.scaling);
+  if (c.rope.scaling != kernels::RopeScaling::kNone) {
+    scaling["factor"] = c.rope.factor;
+  }
+  if (c.rope.scaling == kernels::RopeScaling::kLlama3 ||
+      c.rope.scaling == kernels::RopeScaling::kDynamicNTK) {
+    scaling["original_max_position"] = c.rope.original_max_position;
+  }
+  if (c.rope.scaling == kernels::RopeScaling::kLlama3) {
+    scaling["low_freq_factor"] = c.rope.low_freq_factor;
+    scaling["high_freq_factor"] = c.rope.high_freq_factor;
+  }
+  rope["scaling"] = scaling;
+  d["rope"] = rope;
+  d["sliding_window"] = c.sliding_window > 0 ? py::object(py::int_(c.sliding_window)) : py::none();
+  d["bos_token_id"] = c.bos_token_id >= 0 ? py::object(py::int_(c.bos_token_id)) : py::none();
+  d["eos_token_id"] = c.eos_token_ids;
+  d["file"] = c.file;
+  return d;
+}
+
+py::dict timings_dict(const runtime::Timings& t) {
+  py::dict d;
+  d["prefill_tokens"] = t.prefill_tokens;
+  d["prefill_seconds"] = t.prefill_seconds;
+  d["prefill_tokens_per_s"] = t.prefill_tokens_per_s();
+  d["decode_steps"] = t.decode_steps;
+  d["decode_seconds"] = t.decode_seconds;
+  d["decode_ms_per_step"] = t.decode_ms_per_step();
+  return d;
+}
+
+}  // namespace
+
+void bind_model(py::module_& m) {
+  py::class_<SessionOptions>(m, "SessionOptions", "Options of an InferenceSession.")
+      .def(py::init<>())
+      .def_readwrite("device", &SessionOptions::device)
+      .def_readwrite("num_threads", &SessionOptions::num_threads)
+      .def_readwrite("max_batch", &SessionOptions::max_batch)
+      .def_readwrite("max_seq_len", &SessionOptions::max_seq_len)
+      .def_readwrite("kv_block_size", &SessionOptions::kv_block_size)
+      .def_readwrite("kv_dtype", &SessionOptions::kv_dtype)
+      .def_readwrite("max_cache_tokens", &SessionOptions::max_cache_tokens)
+      .def_readwrite("prefill_chunk_tokens", &SessionOptions::prefill_chunk_tokens)
+      .def_readwrite("verbose", &SessionOptions::verbose)
+      .def("__repr__", [](const SessionOptions& o) {
+        return "SessionOptions(device='" + o.device + "', num_threads=" +
+               std::to_string(o.num_threads) + ", max_batch=" + std::to_string(o.max_batch) +
+               ", max_seq_len=" + std::to_string(o.max_seq_len) + ", kv_block_size=" +
+               std::to_string(o.kv_block_size) + ", kv_dtype='" + o.kv_dtype +
+               "', max_cache_tokens=" + std::to_string(o.max_cache_tokens) +
+               ", prefill_chunk_tokens=" + std::to_string(o.prefill_chunk_tokens) + ")";
+      });
+
+  py::class_<InferenceSession>(m, "InferenceSession",
+                               "A loaded model with its KV cache, serving generate() and logits().")
+      .def(py::init<const std::string&, const SessionOptions&>(), py::arg("model_dir"),
+           py::arg("options") = SessionOptions(), py::call_guard<py::gil_scoped_release>())
+      .def(
+          "generate",
+          [](InferenceSession& s, const std::vector<std::vector<int64_t>>& prompts,
+             int64_t max_new_tokens, float temperature, int top_k, float top_p, uint64_t seed,
+             const std::vector<int64_t>& stop_tokens) {
+            GenerateOptions o;
+            o.max_new_tokens = max_new_tokens;
+            o.sampling.temperature = temperature;
+            o.sampling.top_k = top_k;
+            o.sampling.top_p = top_p;
+            o.sampling.seed = seed;
+            o.stop_tokens = stop_tokens;
+            py::gil_scoped_release release;
+            return s.generate(prompts, o);
+          },
+          py::arg("prompts"), py::arg("max_new_tokens"), py::arg("temperature") = 0.0f,
+          py::arg("top_k") = 0, py::arg("top_p") = 1.0f, py::arg("seed") = 0,
+          py::arg("stop_tokens") = std::vector<int64_t>(),
+          "New tokens for each prompt (the stop token, if hit, is included).")
+      .def(
+          "logits",
+          [](InferenceSession& s, const std::vector<int64_t>& prompt) {
+            py::array_t<float> out({static_cast<py::ssize_t>(prompt.size()),
+                                    static_cast<py::ssize_t>(s.config().vocab_size)});
+            Tensor view(out.mutable_data(), DType::kFloat32,
+                        {static_cast<int64_t>(prompt.size()), s.config().vocab_size});
+            {
+              py::gil_scoped_release release;
+              s.logits_into(prompt, view);
+            }
+            return out;
+          },
+          py::arg("prompt"), "float32 [len(prompt), vocab_size] logits at every position.")
+      .def_property_readonly("timings", [](const InferenceSession& s) { return timings_dict(s.timings()); })
+      .def_property_readonly("config", [](const InferenceSession& s) { return config_dict(s.config()); })
+      .def_property_readonly("options", [](const InferenceSession& s) { return s.options(); })
+      .def_property_readonly("kv_cache_bytes", &InferenceSession::kv_cache_bytes)
+      .def_property_readonly("weight_bytes", &InferenceSession::weight_bytes);
+}
 
 }  // namespace fastattn::py_bind

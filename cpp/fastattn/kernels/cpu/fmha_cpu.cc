@@ -1,0 +1,305 @@
+// CPU attention driver: turns validated FmhaParams into tile jobs, runs them on OpenMP threads
+// (dynamic schedule, heaviest first, since causal masks make tiles uneven), and merges split-KV
+// partial results by log-sum-exp.
+//
+// Jobs: for each sequence and KV head, its rows (query tokens x the KV group's query heads) are
+// cut into tiles of up to 64 rows (wide kernel) or kept as one tile of <= 4 rows (narrow kernel,
+// decode). When those tiles cannot keep the threads busy (decode with a small batch), each tile's
+// key range is split (split-KV); every split writes a normalised partial output and its LSE, and
+// a second parallel pass combines them.
+#include "fastattn/kernels/cpu/fmha_cpu.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+#include "fastattn/core/allocator.h"
+#include "fastattn/kernels/cpu/fmha_cpu_impl.h"
+
+namespace fastattn::kernels::cpu {
+namespace {
+
+// Split-KV: used when fewer than kSplitBelowJobsPerThread tile jobs per thread exist; then aims
+// for kSplitTargetJobsPerThread jobs per thread, never splitting below kMinSplitKeys keys.
+constexpr int kSplitBelowJobsPerThread = 2;
+constexpr int kSplitTargetJobsPerThread = 4;
+constexpr int64_t kMinSplitKeys = 256;
+
+size_t align64(size_t n) { return (n + 63) / 64 * 64; }
+
+AttnArgs make_args(const FmhaParams& p, const FmhaShape& sh) {
+  AttnArgs a;
+  a.q = static_cast<const char*>(p.q.data());
+  a.q_dtype = p.q.dtype();
+  a.q_tok_stride = p.q.stride(0), a.q_head_stride = p.q.stride(1);
+  a.out = static_cast<char*>(p.out.data());
+  a.out_dtype = p.out.dtype();
+  a.o_tok_stride = p.out.stride(0), a.o_head_stride = p.out.stride(1);
+  if (p.lse.defined()) {
+    a.lse = p.lse.data_as<float>();
+    a.lse_head_stride = p.lse.stride(0), a.lse_tok_stride = p.lse.stride(1);
+  }
+  a.k = static_cast<const char*>(p.k.data());
+  a.v = static_cast<const char*>(p.v.data());
+  a.kv_dtype = p.k.dtype();
+  a.paged = sh.paged;
+  if (sh.paged) {
+    a.k_blk_stride = p.k.stride(0), a.k_tok_stride = p.k.stride(1), a.k_head_stride = p.k.stride(2);
+    a.v_blk_stride = p.v.stride(0), a.v_tok_stride = p.v.stride(1), a.v_head_stride = p.v.stride(2);
+    a.block_size = sh.block_size;
+    a.block_table = p.block_table.data_as<int32_t>();
+    a.block_table_stride = p.block_table.stride(0);
+    a.seqlens_k = p.seqlens_k.data_as<int32_t>();
+  } else {
+    a.k_tok_stride = p.k.stride(0), a.k_head_stride = p.k.stride(1);
+    a.v_tok_stride = p.v.stride(0), a.v_head_stride = p.v.stride(1);
+    a.cu_seqlens_k = p.cu_seqlens_k.data_as<int32_t>();
+  }
+  a.cu_seqlens_q = p.cu_seqlens_q.data_as<int32_t>();
+  a.num_heads_q = sh.num_heads_q, a.num_heads_k = sh.num_heads_k;
+  a.group = sh.num_heads_q / sh.num_heads_k;
+  a.head_dim = sh.head_dim;
+  const float scale = p.softmax_scale > 0.0f ? p.softmax_scale
+                                             : 1.0f / std::sqrt(static_cast<float>(sh.head_dim));
+  a.scale_log2 = scale * kLog2e;
+  a.causal = p.causal;
+  a.window_left = p.window_left, a.window_right = p.window_right;
+  if (p.alibi_slopes.defined()) {
+    a.alibi = p.alibi_slopes.data_as<float>();
+    if (p.alibi_slopes.dim() == 2) {
+      a.alibi_batch_stride = p.alibi_slopes.stride(0), a.alibi_head_stride = p.alibi_slopes.stride(1);
+    } else {
+      a.alibi_head_stride = p.alibi_slopes.stride(0);
+    }
+  }
+  return a;
+}
+
+// Keys a row range may see at most (for the cost estimate and split decisions).
+int64_t visible_key_span(const AttnArgs& a, const SeqInfo& s, int64_t row_begin, int64_t row_end) {
+  const KeyRange first = visible_keys(a, s, row_begin / a.group);
+  const KeyRange last = visible_keys(a, s, (row_end - 1) / a.group);
+  const int64_t lo = std::min(first.lo, last.lo), hi = std::max(first.hi, last.hi);
+  return std::max<int64_t>(0, hi - lo + 1);
+}
+
+struct Plan {
+  std::vector<TileJob> jobs;
+  // Split-KV groups: the jobs of one tile that cover different key ranges, merged at the end.
+  struct Merge {
+    int64_t seq;
+    int kv_head;
+    int64_t row_begin, row_end;
+    int splits;
+    size_t offset;  // start of this group's outputs [splits][rows][D] and LSEs [splits][rows]
+    float* partial_o = nullptr;
+    float* partial_lse = nullptr;
+  };
+  std::vector<Merge> merges;
+  size_t partial_floats = 0;
+};
+
+Plan make_plan(const AttnArgs& a, const FmhaShape& sh, int threads) {
+  Plan plan;
+  struct Tile {
+    int64_t seq;
+    int kv_head;
+    int64_t row_begin, row_end, keys;
+  };
+  std::vector<Tile> tiles;
+  for (int64_t b = 0; b < sh.batch; ++b) {
+    const SeqInfo s = seq_info(a, b);
+    const int64_t rows = s.sq * a.group;
+    if (rows == 0) continue;
+    const int64_t tile_rows = rows <= kNarrowMaxRows ? rows : kWideMaxRows;
+    for (int h = 0; h < a.num_heads_k; ++h) {
+      for (int64_t r0 = 0; r0 < rows; r0 += tile_rows) {
+        const int64_t r1 = std::min(rows, r0 + tile_rows);
+        tiles.push_back({b, h, r0, r1, visible_key_span(a, s, r0, r1)});
+      }
+    }
+  }
+  const int64_t n_tiles = static_cast<int64_t>(tiles.size());
+  int64_t max_splits = 1;
+  if (n_tiles < static_cast<int64_t>(kSplitBelowJobsPerThread) * threads) {
+    max_splits = (static_cast<int64_t>(kSplitTargetJobsPerThread) * threads + n_tiles - 1) /
+                 std::max<int64_t>(1, n_tiles);
+  }
+  for (const Tile& t : tiles) {
+    const SeqInfo s = seq_info(a, t.seq);
+    int64_t splits = std::min(max_splits, std::max<int64_t>(1, t.keys / kMinSplitKeys));
+    // Split points fall on kKvTile boundaries, so every split sees whole aligned tiles.
+    const int64_t per_split =
+        splits > 1 ? ((s.sk + splits - 1) / splits + kKvTile - 1) / kKvTile * kKvTile : s.sk;
+    if (splits > 1) splits = (s.sk + per_split - 1) / per_split;
+    const int64_t rows = t.row_end - t.row_begin;
+    const size_t rows_d = static_cast<size_t>(rows) * static_cast<size_t>(a.head_dim);
+    for (int64_t sp = 0; sp < splits; ++sp) {
+      TileJob job;
+      job.seq = t.seq, job.kv_head = t.kv_head;
+      job.row_begin = t.row_begin, job.row_end = t.row_end;
+      job.narrow = s.sq * a.group <= kNarrowMaxRows;
+      job.key_begin = sp * per_split;
+      job.key_end = splits > 1 ? std::min(s.sk, (sp + 1) * per_split) : s.sk;
+      job.cost = static_cast<double>(rows) *
+                 static_cast<double>(std::min(t.keys, job.key_end - job.key_begin) + kKvTile);
+      if (splits > 1) {
+        job.split_group = static_cast<int64_t>(plan.merges.size());
+        job.split_index = static_cast<int>(sp);
+      }
+      plan.jobs.push_back(job);
+    }
+    if (splits > 1) {
+      plan.merges.push_back(
+          {t.seq, t.kv_head, t.row_begin, t.row_end, static_cast<int>(splits), plan.partial_floats});
+      plan.partial_floats += static_cast<size_t>(splits) * (rows_d + static_cast<size_t>(rows));
+    }
+  }
+  std::stable_sort(plan.jobs.begin(), plan.jobs.end(),
+                   [](const TileJob& x, const TileJob& y) { return x.cost > y.cost; });
+  return plan;
+}
+
+// Combines the splits of one row: out = sum_s w_s o_s with w_s = 2^(lse_s - lse) / normaliser.
+void merge_row(const AttnArgs& a, const Plan::Merge& mg, int64_t r, float* acc) {
+  const int D = a.head_dim;
+  const int64_t rows = mg.row_end - mg.row_begin;
+  float lse_max = -INFINITY;
+  for (int sp = 0; sp < mg.splits; ++sp) lse_max = std::fmax(lse_max, mg.partial_lse[sp * rows + r]);
+  for (int d = 0; d < D; ++d) acc[d] = 0.0f;
+  float total = 0.0f;
+  if (lse_max != -INFINITY) {
+    for (int sp = 0; sp < mg.splits; ++sp) {
+      const float w = std::exp2(mg.partial_lse[sp * rows + r] - lse_max);
+      if (w == 0.0f) continue;
+      const float* o = mg.partial_o + (sp * rows + r) * D;
+      for (int d = 0; d < D; ++d) acc[d] += w * o[d];
+      total += w;
+    }
+  }
+  // write_row divides by l and reports m + log2(l): pass the merged sum and max.
+  TileJob direct;
+  direct.seq = mg.seq, direct.kv_head = mg.kv_head;
+  direct.row_begin = mg.row_begin, direct.row_end = mg.row_end;
+  write_row(a, seq_info(a, mg.seq), direct, mg.row_begin + r, acc, lse_max, total);
+}
+
+}  // namespace
+
+void write_row(const AttnArgs& a, const SeqInfo& s, const TileJob& job, int64_t row, float* o,
+               float m, float l) {
+  const int D = a.head_dim;
+  const bool seen = l > 0.0f;
+  const float inv = seen ? 1.0f / l : 0.0f;
+  for (int d = 0; d < D; ++d) o[d] = seen ? o[d] * inv : 0.0f;
+  const float lse2 = seen ? m + std::log2(l) : -INFINITY;
+  if (job.partial_o != nullptr) {
+    const int64_t local = row - job.row_begin;
+    std::copy(o, o + D, job.partial_o + local * D);
+    job.partial_lse[local] = lse2;
+    return;
+  }
+  const int64_t tok = s.q_begin + row / a.group;
+  const int head = job.kv_head * a.group + static_cast<int>(row % a.group);
+  char* dst = a.out + (tok * a.o_tok_stride + head * a.o_head_stride) *
+                          static_cast<int64_t>(dtype_size(a.out_dtype));
+  convert_from_float(o, dst, a.out_dtype, D);
+  if (a.lse != nullptr) a.lse[head * a.lse_head_stride + tok * a.lse_tok_stride] = lse2 * kLn2;
+}
+
+size_t scratch_bytes(int head_dim) {
+  const size_t D = static_cast<size_t>(head_dim);
+  const size_t W = kWideMaxRows;
+  return align64(D * W * 4) * 2 + align64(kKvTile * W * 4) + align64(kKvTile * D * 4) * 2 +
+         align64(D * 4) + align64(W * 4) * 7 + align64(kKvTile * sizeof(float*)) * 2;
+}
+
+Scratch carve_scratch(void* base, int head_dim) {
+  const size_t D = static_cast<size_t>(head_dim);
+  const size_t W = kWideMaxRows;
+  char* p = static_cast<char*>(base);
+  auto take = [&p](size_t bytes) {
+    char* r = p;
+    p += align64(bytes);
+    return r;
+  };
+  Scratch sc;
+  sc.qt = reinterpret_cast<float*>(take(D * W * 4));
+  sc.ot = reinterpret_cast<float*>(take(D * W * 4));
+  sc.st = reinterpret_cast<float*>(take(kKvTile * W * 4));
+  sc.kbuf = reinterpret_cast<float*>(take(kKvTile * D * 4));
+  sc.vbuf = reinterpret_cast<float*>(take(kKvTile * D * 4));
+  sc.row = reinterpret_cast<float*>(take(D * 4));
+  sc.m = reinterpret_cast<float*>(take(W * 4));
+  sc.l = reinterpret_cast<float*>(take(W * 4));
+  sc.slope = reinterpret_cast<float*>(take(W * 4));
+  sc.lo = reinterpret_cast<int32_t*>(take(W * 4));
+  sc.hi = reinterpret_cast<int32_t*>(take(W * 4));
+  sc.pos = reinterpret_cast<int32_t*>(take(W * 4));
+  take(W * 4);  // spare, keeps the layout in step with scratch_bytes
+  sc.kptr = reinterpret_cast<const float**>(take(kKvTile * sizeof(float*)));
+  sc.vptr = reinterpret_cast<const float**>(take(kKvTile * sizeof(float*)));
+  return sc;
+}
+
+void fmha_forward_cpu(const Context& ctx, const FmhaParams& p, const FmhaShape& shape) {
+  const AttnArgs a = make_args(p, shape);
+  const int threads = std::max(1, context_threads(ctx));
+  Plan plan = make_plan(a, shape, threads);
+  if (plan.jobs.empty()) return;
+
+  Allocator* alloc = ctx.allocator != nullptr && ctx.allocator->device().is_cpu_addressable()
+                         ? ctx.allocator
+                         : host_allocator();
+  const size_t per_thread = align64(scratch_bytes(shape.head_dim));
+  const size_t partial_bytes = align64(plan.partial_floats * sizeof(float));
+  Buffer scratch(alloc, per_thread * static_cast<size_t>(threads) + partial_bytes);
+  char* base = static_cast<char*>(scratch.data());
+  float* partial = reinterpret_cast<float*>(base + per_thread * static_cast<size_t>(threads));
+  for (Plan::Merge& mg : plan.merges) {
+    const size_t rows_d = static_cast<size_t>(mg.row_end - mg.row_begin) * shape.head_dim;
+    mg.partial_o = partial + mg.offset;
+    mg.partial_lse = mg.partial_o + static_cast<size_t>(mg.splits) * rows_d;
+  }
+  for (TileJob& job : plan.jobs) {
+    if (job.split_group < 0) continue;
+    const Plan::Merge& mg = plan.merges[static_cast<size_t>(job.split_group)];
+    const int64_t rows = mg.row_end - mg.row_begin;
+    job.partial_o = mg.partial_o + static_cast<int64_t>(job.split_index) * rows * shape.head_dim;
+    job.partial_lse = mg.partial_lse + static_cast<int64_t>(job.split_index) * rows;
+  }
+
+  const int64_t n_jobs = static_cast<int64_t>(plan.jobs.size());
+  const int used_threads = static_cast<int>(std::min<int64_t>(threads, n_jobs));
+#pragma omp parallel num_threads(used_threads)
+  {
+#if defined(_OPENMP)
+    const int tid = omp_get_thread_num();
+#else
+    const int tid = 0;
+#endif
+    Scratch sc = carve_scratch(base + per_thread * static_cast<size_t>(tid), shape.head_dim);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t i = 0; i < n_jobs; ++i) {
+      const TileJob& job = plan.jobs[static_cast<size_t>(i)];
+      if (job.narrow) {
+        run_narrow_job(a, job, sc);
+      } else {
+        run_wide_job(a, job, sc);
+      }
+    }
+    if (!plan.merges.empty()) {
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t i = 0; i < static_cast<int64_t>(plan.merges.size()); ++i) {
+        const Plan::Merge& mg = plan.merges[static_cast<size_t>(i)];
+        for (int64_t r = 0; r < mg.row_end - mg.row_begin; ++r) merge_row(a, mg, r, sc.row);
+      }
+    }
+  }
+}
+
+}  // namespace fastattn::kernels::cpu

@@ -1,0 +1,202 @@
+// The narrow attention tile (decode): 1..4 query rows (one token's query heads of a KV group, or a
+// few tokens) against K/V tiles, vectorised across the head dim. Decode is bound by reading K and
+// V once, so this kernel streams each key and value row exactly once per tile:
+//   scores  s[r][j] = dot(q_r, K[j])           four keys at a time, then a horizontal sum
+//   softmax per row, vectorised across the tile's keys
+//   output  o_r = alpha_r * o_r + sum_j p[r][j] * V[j]   in groups of four 16-float chunks
+// A head dim that is not a multiple of 16 uses masked loads for its last chunk.
+#include <cmath>
+
+#include "fastattn/kernels/cpu/fmha_cpu_impl.h"
+#include "fastattn/kernels/cpu/fmha_simd.h"
+
+namespace fastattn::kernels::cpu {
+namespace {
+
+using simd::V16;
+
+inline int padded(int d) { return (d + 15) / 16 * 16; }
+
+// s[r][j..j+KJ) for ROWS query rows (q: [ROWS][Dp]) and keys kp[0..KJ).
+template <int ROWS, int KJ>
+inline void qk_keys(const float* const* kp, const float* q, int head_dim, float* s, int j) {
+  const int dp = padded(head_dim);
+  const int full = head_dim / 16, tail = head_dim % 16;
+  V16 acc[KJ][ROWS];
+#pragma GCC unroll 4
+  for (int k = 0; k < KJ; ++k)
+#pragma GCC unroll 4
+    for (int r = 0; r < ROWS; ++r) acc[k][r] = simd::splat(0.0f);
+  for (int ch = 0; ch <= full; ++ch) {
+    if (ch == full && tail == 0) break;
+    V16 qv[ROWS];
+#pragma GCC unroll 4
+    for (int r = 0; r < ROWS; ++r) qv[r] = simd::load(q + r * dp + 16 * ch);
+#pragma GCC unroll 4
+    for (int k = 0; k < KJ; ++k) {
+      const V16 kv = ch < full ? simd::load(kp[k] + 16 * ch) : simd::load_first(kp[k] + 16 * ch, tail);
+#pragma GCC unroll 4
+      for (int r = 0; r < ROWS; ++r) acc[k][r] = simd::fma(qv[r], kv, acc[k][r]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int k = 0; k < KJ; ++k)
+#pragma GCC unroll 4
+    for (int r = 0; r < ROWS; ++r) s[r * kKvTile + j + k] = simd::reduce_add(acc[k][r]);
+}
+
+// o[r][chunks ch0..ch0+G) = alpha_r * o + sum_j p[r][j] * V[j][chunk]. With TAIL, the group's
+// last chunk holds only `tail` valid floats of V.
+template <int ROWS, int G, bool TAIL>
+inline void pv_group(const float* const* vp, int n, const float* p, const float* alpha, int ch0,
+                     int tail, int dp, float* o) {
+  V16 acc[ROWS][G];
+#pragma GCC unroll 4
+  for (int r = 0; r < ROWS; ++r)
+#pragma GCC unroll 4
+    for (int g = 0; g < G; ++g)
+      acc[r][g] = simd::mul(simd::load(o + r * dp + 16 * (ch0 + g)), simd::splat(alpha[r]));
+  for (int j = 0; j < n; ++j) {
+    V16 v[G];
+#pragma GCC unroll 4
+    for (int g = 0; g < G; ++g) {
+      const float* src = vp[j] + 16 * (ch0 + g);
+      v[g] = (TAIL && g == G - 1) ? simd::load_first(src, tail) : simd::load(src);
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < ROWS; ++r) {
+      const V16 pb = simd::splat(p[r * kKvTile + j]);
+#pragma GCC unroll 4
+      for (int g = 0; g < G; ++g) acc[r][g] = simd::fma(pb, v[g], acc[r][g]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < ROWS; ++r)
+#pragma GCC unroll 4
+    for (int g = 0; g < G; ++g) simd::store(o + r * dp + 16 * (ch0 + g), acc[r][g]);
+}
+
+template <int ROWS, bool TAIL>
+void pv_group_dispatch(int g, const float* const* vp, int n, const float* p, const float* alpha,
+                       int ch0, int tail, int dp, float* o) {
+  switch (g) {
+    case 1:
+      return pv_group<ROWS, 1, TAIL>(vp, n, p, alpha, ch0, tail, dp, o);
+    case 2:
+      return pv_group<ROWS, 2, TAIL>(vp, n, p, alpha, ch0, tail, dp, o);
+    case 3:
+      return pv_group<ROWS, 3, TAIL>(vp, n, p, alpha, ch0, tail, dp, o);
+    default:
+      return pv_group<ROWS, 4, TAIL>(vp, n, p, alpha, ch0, tail, dp, o);
+  }
+}
+
+template <int ROWS>
+void run_narrow(const AttnArgs& a, const TileJob& job, Scratch& sc) {
+  const SeqInfo s = seq_info(a, job.seq);
+  const int D = a.head_dim;
+  const int dp = padded(D);
+  const int nchunks = dp / 16, tail = D % 16;
+  const KvSource kv(a, s, job.kv_head);
+  const size_t q_elem = dtype_size(a.q_dtype);
+  float* q = sc.qt;  // [ROWS][dp]
+  float* o = sc.ot;  // [ROWS][dp]
+  float* p = sc.st;  // [ROWS][kKvTile]
+
+  int32_t min_lo = INT32_MAX, max_hi = INT32_MIN;
+  float alpha[ROWS];
+  for (int r = 0; r < ROWS; ++r) {
+    const int64_t row = job.row_begin + r;
+    const int64_t tok = row / a.group;
+    const int head = job.kv_head * a.group + static_cast<int>(row % a.group);
+    const KeyRange kr = visible_keys(a, s, tok);
+    sc.lo[r] = kr.lo, sc.hi[r] = kr.hi;
+    sc.pos[r] = static_cast<int32_t>(tok + s.sk - s.sq);
+    sc.slope[r] = alibi_slope_log2(a, s, head);
+    if (kr.lo <= kr.hi) min_lo = std::min(min_lo, kr.lo), max_hi = std::max(max_hi, kr.hi);
+    sc.m[r] = -INFINITY;
+    sc.l[r] = 0.0f;
+    const char* qrow = a.q + ((s.q_begin + tok) * a.q_tok_stride + head * a.q_head_stride) *
+                                 static_cast<int64_t>(q_elem);
+    convert_to_float(qrow, a.q_dtype, q + r * dp, D);
+    for (int d = 0; d < dp; ++d) {
+      q[r * dp + d] = d < D ? q[r * dp + d] * a.scale_log2 : 0.0f;
+      o[r * dp + d] = 0.0f;
+    }
+  }
+
+  const int64_t key_begin = std::max<int64_t>(job.key_begin, min_lo);
+  const int64_t key_end = std::min<int64_t>(job.key_end, static_cast<int64_t>(max_hi) + 1);
+  const bool any_mask = has_mask(a) || a.alibi != nullptr;
+  for (int64_t j0 = key_begin; j0 < key_end;) {
+    const int64_t j1 = std::min<int64_t>(key_end, (j0 / kKvTile + 1) * kKvTile);
+    const int n = static_cast<int>(j1 - j0);
+    gather_rows(kv, false, j0, n, a.kv_dtype, D, sc.kbuf, sc.kptr);
+    int j = 0;
+    for (; j + 4 <= n; j += 4) qk_keys<ROWS, 4>(sc.kptr + j, q, D, p, j);
+    for (; j < n; ++j) qk_keys<ROWS, 1>(sc.kptr + j, q, D, p, j);
+
+    const int n16 = (n + 15) / 16 * 16;
+    for (int r = 0; r < ROWS; ++r) {
+      float* pr = p + r * kKvTile;
+      if (any_mask) {
+        for (int jj = 0; jj < n; ++jj) {
+          const int32_t key = static_cast<int32_t>(j0 + jj);
+          const int32_t dist = sc.pos[r] > key ? sc.pos[r] - key : key - sc.pos[r];
+          pr[jj] = (key < sc.lo[r] || key > sc.hi[r])
+                       ? -INFINITY
+                       : pr[jj] - sc.slope[r] * static_cast<float>(dist);
+        }
+      }
+      for (int jj = n; jj < n16; ++jj) pr[jj] = -INFINITY;
+      V16 mx = simd::splat(-INFINITY);
+      for (int jj = 0; jj < n16; jj += 16) mx = simd::max(mx, simd::load(pr + jj));
+      const float m_new = std::fmax(sc.m[r], simd::reduce_max(mx));
+      const float m_use = m_new == -INFINITY ? 0.0f : m_new;
+      alpha[r] = std::exp2(sc.m[r] - m_use);
+      V16 sum = simd::splat(0.0f);
+      const V16 mv = simd::splat(m_use);
+      for (int jj = 0; jj < n16; jj += 16) {
+        const V16 e = simd::exp2(simd::sub(simd::load(pr + jj), mv));
+        simd::store(pr + jj, e);
+        sum = simd::add(sum, e);
+      }
+      sc.l[r] = sc.l[r] * alpha[r] + simd::reduce_add(sum);
+      sc.m[r] = m_new;
+    }
+
+    gather_rows(kv, true, j0, n, a.kv_dtype, D, sc.vbuf, sc.vptr);
+    for (int ch0 = 0; ch0 < nchunks; ch0 += 4) {
+      const int g = std::min(4, nchunks - ch0);
+      if (tail != 0 && ch0 + g == nchunks) {
+        pv_group_dispatch<ROWS, true>(g, sc.vptr, n, p, alpha, ch0, tail, dp, o);
+      } else {
+        pv_group_dispatch<ROWS, false>(g, sc.vptr, n, p, alpha, ch0, tail, dp, o);
+      }
+    }
+    j0 = j1;
+  }
+
+  for (int r = 0; r < ROWS; ++r) {
+    write_row(a, s, job, job.row_begin + r, o + r * dp, sc.m[r], sc.l[r]);
+  }
+}
+
+}  // namespace
+
+void run_narrow_job(const AttnArgs& a, const TileJob& job, Scratch& sc) {
+  switch (job.row_end - job.row_begin) {
+    case 1:
+      return run_narrow<1>(a, job, sc);
+    case 2:
+      return run_narrow<2>(a, job, sc);
+    case 3:
+      return run_narrow<3>(a, job, sc);
+    case 4:
+      return run_narrow<4>(a, job, sc);
+    default:
+      FA_ASSERT(false, "narrow tile of ", job.row_end - job.row_begin, " rows");
+  }
+}
+
+}  // namespace fastattn::kernels::cpu

@@ -1,0 +1,176 @@
+// A 16-lane float vector for the CPU attention kernel: AVX-512 intrinsics where the build targets
+// AVX-512, otherwise plain 16-element loops (which the compiler vectorises for AVX2/SSE). The
+// attention code is written once against this type.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#if defined(__AVX512F__)
+// GCC 12 reports its own _mm512_undefined_ps() pass-through operands (inside the intrinsics
+// header) as maybe-uninitialized; the warning is located in the header, so silence it there.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+#pragma GCC diagnostic pop
+#endif
+
+namespace fastattn::kernels::cpu::simd {
+
+constexpr int kLanes = 16;
+
+// Exponent floor for exp2: 2^-160 rounds to zero in float, so -inf (a masked score) maps to 0
+// without a NaN from (-inf) - round(-inf).
+constexpr float kExp2Floor = -160.0f;
+
+// Taylor coefficients of 2^f = e^(f ln2) for |f| <= 0.5, degree 7: relative error < 1e-8,
+// below float's half-ulp.
+constexpr float kExp2C1 = 0.693147180559945f;
+constexpr float kExp2C2 = 0.240226506959101f;
+constexpr float kExp2C3 = 0.0555041086648216f;
+constexpr float kExp2C4 = 0.00961812910762848f;
+constexpr float kExp2C5 = 0.00133335581464284f;
+constexpr float kExp2C6 = 0.000154035303933816f;
+constexpr float kExp2C7 = 1.52527338040598e-05f;
+
+#if defined(__AVX512F__)
+
+struct V16 {
+  __m512 v;
+};
+
+inline V16 load(const float* p) { return {_mm512_loadu_ps(p)}; }
+// Loads the first n (< 16) lanes, zeros the rest.
+inline V16 load_first(const float* p, int n) {
+  return {_mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1u), p)};
+}
+inline void store(float* p, V16 a) { _mm512_storeu_ps(p, a.v); }
+inline void store_first(float* p, V16 a, int n) {
+  _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << n) - 1u), a.v);
+}
+inline V16 splat(float x) { return {_mm512_set1_ps(x)}; }
+inline V16 add(V16 a, V16 b) { return {_mm512_add_ps(a.v, b.v)}; }
+inline V16 sub(V16 a, V16 b) { return {_mm512_sub_ps(a.v, b.v)}; }
+inline V16 mul(V16 a, V16 b) { return {_mm512_mul_ps(a.v, b.v)}; }
+inline V16 max(V16 a, V16 b) { return {_mm512_max_ps(a.v, b.v)}; }
+// a * b + c
+inline V16 fma(V16 a, V16 b, V16 c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
+inline float reduce_add(V16 a) { return _mm512_reduce_add_ps(a.v); }
+inline float reduce_max(V16 a) { return _mm512_reduce_max_ps(a.v); }
+// Lanes where a == -inf become 0 (the online-softmax guard for rows that have seen no key yet).
+inline V16 zero_if_neg_inf(V16 a) {
+  const __mmask16 inf = _mm512_cmp_ps_mask(a.v, _mm512_set1_ps(-INFINITY), _CMP_EQ_OQ);
+  return {_mm512_mask_mov_ps(a.v, inf, _mm512_setzero_ps())};
+}
+
+// 2^x for x <= ~128; -inf (and anything below kExp2Floor) gives 0.
+inline V16 exp2(V16 x) {
+  const __m512 xc = _mm512_max_ps(x.v, _mm512_set1_ps(kExp2Floor));
+  const __m512 n = _mm512_roundscale_ps(xc, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 f = _mm512_sub_ps(xc, n);
+  __m512 p = _mm512_set1_ps(kExp2C7);
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp2C6));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp2C5));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp2C4));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp2C3));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp2C2));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp2C1));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+  return {_mm512_scalef_ps(p, n)};
+}
+
+// Lanes whose key index j lies outside [lo, hi] (per-lane int32 bounds) become -inf.
+inline V16 mask_outside(V16 s, const int32_t* lo, const int32_t* hi, int32_t j) {
+  const __m512i jv = _mm512_set1_epi32(j);
+  const __mmask16 below = _mm512_cmpgt_epi32_mask(_mm512_loadu_si512(lo), jv);
+  const __mmask16 above = _mm512_cmpgt_epi32_mask(jv, _mm512_loadu_si512(hi));
+  return {_mm512_mask_mov_ps(s.v, below | above, _mm512_set1_ps(-INFINITY))};
+}
+
+// s - slope * |pos - j| per lane (ALiBi; slope already in the log2 domain).
+inline V16 add_alibi(V16 s, const float* slope, const int32_t* pos, int32_t j) {
+  const __m512i d = _mm512_abs_epi32(_mm512_sub_epi32(_mm512_loadu_si512(pos), _mm512_set1_epi32(j)));
+  return {_mm512_fnmadd_ps(_mm512_loadu_ps(slope), _mm512_cvtepi32_ps(d), s.v)};
+}
+
+#else  // portable fallback
+
+struct V16 {
+  float v[kLanes];
+};
+
+inline V16 load(const float* p) {
+  V16 r;
+  for (int i = 0; i < kLanes; ++i) r.v[i] = p[i];
+  return r;
+}
+inline V16 load_first(const float* p, int n) {
+  V16 r;
+  for (int i = 0; i < kLanes; ++i) r.v[i] = i < n ? p[i] : 0.0f;
+  return r;
+}
+inline void store(float* p, V16 a) {
+  for (int i = 0; i < kLanes; ++i) p[i] = a.v[i];
+}
+inline void store_first(float* p, V16 a, int n) {
+  for (int i = 0; i < n; ++i) p[i] = a.v[i];
+}
+inline V16 splat(float x) {
+  V16 r;
+  for (int i = 0; i < kLanes; ++i) r.v[i] = x;
+  return r;
+}
+#define FA_SIMD_BINARY(name, expr)               \
+  inline V16 name(V16 a, V16 b) {                \
+    V16 r;                                       \
+    for (int i = 0; i < kLanes; ++i) r.v[i] = expr; \
+    return r;                                    \
+  }
+FA_SIMD_BINARY(add, a.v[i] + b.v[i])
+FA_SIMD_BINARY(sub, a.v[i] - b.v[i])
+FA_SIMD_BINARY(mul, a.v[i] * b.v[i])
+FA_SIMD_BINARY(max, a.v[i] > b.v[i] ? a.v[i] : b.v[i])
+#undef FA_SIMD_BINARY
+inline V16 fma(V16 a, V16 b, V16 c) {
+  V16 r;
+  for (int i = 0; i < kLanes; ++i) r.v[i] = std::fma(a.v[i], b.v[i], c.v[i]);
+  return r;
+}
+inline float reduce_add(V16 a) {
+  float s = 0.0f;
+  for (int i = 0; i < kLanes; ++i) s += a.v[i];
+  return s;
+}
+inline float reduce_max(V16 a) {
+  float m = a.v[0];
+  for (int i = 1; i < kLanes; ++i) m = a.v[i] > m ? a.v[i] : m;
+  return m;
+}
+inline V16 zero_if_neg_inf(V16 a) {
+  for (int i = 0; i < kLanes; ++i) a.v[i] = a.v[i] == -INFINITY ? 0.0f : a.v[i];
+  return a;
+}
+inline V16 exp2(V16 x) {
+  V16 r;
+  for (int i = 0; i < kLanes; ++i) {
+    const float xc = x.v[i] > kExp2Floor ? x.v[i] : kExp2Floor;
+    r.v[i] = std::exp2(xc);
+  }
+  return r;
+}
+inline V16 mask_outside(V16 s, const int32_t* lo, const int32_t* hi, int32_t j) {
+  for (int i = 0; i < kLanes; ++i) s.v[i] = (j < lo[i] || j > hi[i]) ? -INFINITY : s.v[i];
+  return s;
+}
+inline V16 add_alibi(V16 s, const float* slope, const int32_t* pos, int32_t j) {
+  for (int i = 0; i < kLanes; ++i) {
+    const int32_t d = pos[i] > j ? pos[i] - j : j - pos[i];
+    s.v[i] -= slope[i] * static_cast<float>(d);
+  }
+  return s;
+}
+
+#endif
+
+}  // namespace fastattn::kernels::cpu::simd

@@ -1,0 +1,115 @@
+// linear(): argument checks, the choice between the decode GEMV kernel (gemv.cc) and BLAS sgemm,
+// and the bias.
+#include <algorithm>
+#include <vector>
+
+#include "fastattn/kernels/cpu/cpu_util.h"
+#include "fastattn/kernels/cpu/linear_impl.h"
+#include "fastattn/kernels/gemm.h"
+
+namespace fastattn::kernels {
+namespace cpu {
+namespace {
+
+// Rows of a 16-bit weight widened per sgemm call: ~2 MiB of fp32, which stays in L2/L3 while
+// sgemm reads it, and small enough that the conversion buffer is no burden.
+constexpr int64_t kPanelFloats = int64_t{1} << 19;
+
+void add_bias(const Context& ctx, const Tensor& bias, float* y, int64_t ldy, int64_t M,
+              int64_t N) {
+  std::vector<float> widened;
+  const float* b = as_float(bias, widened);
+#pragma omp parallel for num_threads(threads_for(ctx, M * N)) schedule(static)
+  for (int64_t m = 0; m < M; ++m) {
+    float* row = y + m * ldy;
+#pragma omp simd
+    for (int64_t n = 0; n < N; ++n) row[n] += b[n];
+  }
+}
+
+}  // namespace
+
+void gemm_blas(const LinearArgs& a, int num_threads) {
+  if (a.w_type == DType::kFloat32) {
+    gemm_f32(false, true, a.M, a.N, a.K, 1.0f, a.x, a.ldx, static_cast<const float*>(a.w), a.K,
+             0.0f, a.y, a.ldy);
+    return;
+  }
+  // 16-bit weights: widen a panel of rows, multiply it, move on. The widening costs one pass
+  // over the panel and is shared by all M rows of x.
+  const int64_t panel = std::min(a.N, std::max<int64_t>(16, kPanelFloats / a.K));
+  thread_local std::vector<float> scratch;
+  if (scratch.size() < static_cast<size_t>(panel * a.K)) scratch.resize(panel * a.K);
+  float* wf = scratch.data();
+  const auto* w16 = static_cast<const uint16_t*>(a.w);
+  const int threads = panel * a.K < kParallelMinElements ? 1 : std::max(1, num_threads);
+  for (int64_t n0 = 0; n0 < a.N; n0 += panel) {
+    const int64_t rows = std::min(panel, a.N - n0);
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t r = 0; r < rows; ++r)
+      convert_to_float(w16 + (n0 + r) * a.K, a.w_type, wf + r * a.K, a.K);
+    gemm_f32(false, true, a.M, rows, a.K, 1.0f, a.x, a.ldx, wf, a.K, 0.0f, a.y + n0, a.ldy);
+  }
+}
+
+}  // namespace cpu
+
+void linear(const Context& ctx, const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y) {
+  check_cpu(x, "x");
+  check_cpu(w, "w");
+  check_cpu(y, "y");
+  check_dtype(x, "x", DType::kFloat32);
+  check_dim(x, "x", 2);
+  FA_CHECK(x.last_dim_contiguous(), "x: the last dimension must be contiguous, got ", x.describe(),
+           " with strides ", shape_str(x.strides()));
+  check_floating(w, "w");
+  check_dim(w, "w", 2);
+  check_contiguous(w, "w");
+  const int64_t M = x.size(0), K = x.size(1), N = w.size(0);
+  FA_CHECK(w.size(1) == K, "w: expected [N, ", K, "] to match x ", x.describe(),
+           " (weights are stored [out_features, in_features]), got ", w.describe());
+  if (bias.defined()) {
+    check_cpu(bias, "bias");
+    check_floating(bias, "bias");
+    check_shape(bias, "bias", {N});
+    check_contiguous(bias, "bias");
+  }
+  check_dtype(y, "y", DType::kFloat32);
+  check_shape(y, "y", {M, N});
+  FA_CHECK(y.last_dim_contiguous(), "y: the last dimension must be contiguous, got ", y.describe(),
+           " with strides ", shape_str(y.strides()));
+  // Rows must not overlap (BLAS needs ld >= row length); a single row may carry any stride.
+  const int64_t ldx = M <= 1 ? std::max<int64_t>(K, 1) : x.stride(0);
+  const int64_t ldy = M <= 1 ? std::max<int64_t>(N, 1) : y.stride(0);
+  FA_CHECK(ldx >= K, "x: row stride ", x.stride(0), " is smaller than its row length ", K);
+  FA_CHECK(ldy >= N, "y: row stride ", y.stride(0), " is smaller than its row length ", N);
+  if (M == 0 || N == 0) return;
+  const size_t y_bytes = static_cast<size_t>(((M - 1) * ldy + N) * 4);
+  FA_CHECK(!cpu::ranges_overlap(y.data(), y_bytes, x.data(), static_cast<size_t>(((M - 1) * ldx + K) * 4)),
+           "y: must not overlap x (linear does not work in place)");
+  FA_CHECK(!cpu::ranges_overlap(y.data(), y_bytes, w.data(), w.nbytes()), "y: must not overlap w");
+
+  float* yp = y.data_as<float>();
+  if (K == 0) {
+    for (int64_t m = 0; m < M; ++m) std::fill(yp + m * ldy, yp + m * ldy + N, 0.0f);
+  } else {
+    cpu::LinearArgs a;
+    a.x = x.data_as<const float>();
+    a.ldx = ldx;
+    a.w = w.data();
+    a.w_type = w.dtype();
+    a.y = yp;
+    a.ldy = ldy;
+    a.M = M;
+    a.N = N;
+    a.K = K;
+    if (M <= cpu::kGemvMaxM) {
+      cpu::gemv_rows(a, context_threads(ctx));
+    } else {
+      cpu::gemm_blas(a, context_threads(ctx));
+    }
+  }
+  if (bias.defined()) cpu::add_bias(ctx, bias, yp, ldy, M, N);
+}
+
+}  // namespace fastattn::kernels

@@ -1,0 +1,50 @@
+#include "fastattn/layers/attention_layer.h"
+
+#include "fastattn/kernels/attention/fmha.h"
+#include "fastattn/kernels/gemm.h"
+#include "fastattn/kernels/kv_copy.h"
+#include "fastattn/layers/parallel.h"
+
+namespace fastattn::layers {
+
+void AttentionLayer::forward(const Context& ctx, const ForwardBatch& batch, const Tensor& x,
+                             Tensor& k_cache, Tensor& v_cache, AttentionScratch& scratch,
+                             Tensor& out) const {
+  const int64_t T = batch.num_tokens;
+  const int64_t D = p_.head_dim;
+  const int64_t hq = p_.num_heads;
+  const int64_t hk = p_.num_kv_heads;
+  const int64_t qkv_cols = (hq + 2 * hk) * D;
+
+  scratch.qkv.resize(DType::kFloat32, {T, qkv_cols});
+  kernels::linear(ctx, x, w_.qkv_weight, w_.qkv_bias, scratch.qkv.view());
+
+  // Q, K and V as strided [T, heads, D] views into the fused projection output.
+  float* base = scratch.qkv.data_as<float>();
+  const Device dev = scratch.qkv.view().device();
+  Tensor q(base, DType::kFloat32, {T, hq, D}, {qkv_cols, D, 1}, dev);
+  Tensor k(base + hq * D, DType::kFloat32, {T, hk, D}, {qkv_cols, D, 1}, dev);
+  Tensor v(base + (hq + hk) * D, DType::kFloat32, {T, hk, D}, {qkv_cols, D, 1}, dev);
+
+  kernels::apply_rope(ctx, p_.rope, q, batch.positions);
+  kernels::apply_rope(ctx, p_.rope, k, batch.positions);
+  kernels::kv_cache_write(ctx, k, v, k_cache, v_cache, batch.slot_mapping);
+
+  scratch.attn.resize(DType::kFloat32, {T, hq, D});
+  kernels::FmhaParams fp;
+  fp.q = q;
+  fp.k = k_cache;
+  fp.v = v_cache;
+  fp.out = scratch.attn.view();
+  fp.cu_seqlens_q = batch.cu_seqlens_q;
+  fp.block_table = batch.block_table;
+  fp.seqlens_k = batch.seqlens_k;
+  fp.causal = true;  // bottom-right aligned: new tokens see the cached prefix and themselves
+  fp.window_left = p_.window_left;
+  kernels::fmha_forward(ctx, fp);
+
+  const Tensor attn2d = scratch.attn.view().reshape({T, hq * D});
+  row_parallel_linear(ctx, attn2d, w_.o_weight, w_.o_bias, out);
+}
+
+}  // namespace fastattn::layers

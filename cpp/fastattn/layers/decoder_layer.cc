@@ -1,0 +1,26 @@
+#include "fastattn/layers/decoder_layer.h"
+
+#include "fastattn/kernels/activation.h"
+
+namespace fastattn::layers {
+
+DecoderLayer::DecoderLayer(const DecoderLayerParams& p, const DecoderLayerWeights& w)
+    : p_(p), w_(w), attention_(p.attention, w.attention), ffn_(p.ffn, w.ffn) {}
+
+void DecoderLayer::forward(const Context& ctx, const ForwardBatch& batch, Tensor& hidden,
+                           Tensor& k_cache, Tensor& v_cache, LayerScratch& scratch) const {
+  const std::vector<int64_t> shape = hidden.shape();
+  scratch.normed.resize(DType::kFloat32, shape);
+  scratch.branch_out.resize(DType::kFloat32, shape);
+  Tensor& normed = scratch.normed.view();
+  Tensor& branch = scratch.branch_out.view();
+
+  kernels::norm(ctx, p_.norm, hidden, w_.attn_norm.weight, w_.attn_norm.bias, normed);
+  attention_.forward(ctx, batch, normed, k_cache, v_cache, scratch.attention, branch);
+  // hidden += attention output; normed = ffn_norm(hidden)
+  kernels::add_norm(ctx, p_.norm, hidden, branch, w_.ffn_norm.weight, w_.ffn_norm.bias, normed);
+  ffn_.forward(ctx, normed, scratch.ffn, branch);
+  kernels::add(ctx, hidden, branch, hidden);
+}
+
+}  // namespace fastattn::layers

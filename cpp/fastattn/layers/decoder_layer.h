@@ -1,0 +1,51 @@
+// DecoderLayer: one pre-norm transformer block.
+//   h += attention(norm(h));  h += ffn(norm(h))
+#pragma once
+
+#include "fastattn/kernels/norm.h"
+#include "fastattn/layers/attention_layer.h"
+#include "fastattn/layers/ffn_layer.h"
+
+namespace fastattn::layers {
+
+struct NormWeights {
+  Tensor weight;  // [H]
+  Tensor bias;    // [H] (LayerNorm) or undefined
+};
+
+struct DecoderLayerParams {
+  kernels::NormParams norm;
+  AttentionParams attention;
+  FfnParams ffn;
+};
+
+struct DecoderLayerWeights {
+  NormWeights attn_norm;
+  AttentionWeights attention;
+  NormWeights ffn_norm;
+  FfnWeights ffn;
+};
+
+struct LayerScratch {
+  OwnedTensor normed;      // [T, H]
+  OwnedTensor branch_out;  // [T, H]
+  AttentionScratch attention;
+  FfnScratch ffn;
+};
+
+class DecoderLayer {
+ public:
+  DecoderLayer(const DecoderLayerParams& p, const DecoderLayerWeights& w);
+
+  // hidden: float32 [T, H], the residual stream, updated in place.
+  void forward(const Context& ctx, const ForwardBatch& batch, Tensor& hidden, Tensor& k_cache,
+               Tensor& v_cache, LayerScratch& scratch) const;
+
+ private:
+  DecoderLayerParams p_;
+  DecoderLayerWeights w_;
+  AttentionLayer attention_;
+  FfnLayer ffn_;
+};
+
+}  // namespace fastattn::layers

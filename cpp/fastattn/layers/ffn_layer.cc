@@ -1,0 +1,60 @@
+#include "fastattn/layers/ffn_layer.h"
+
+#include "fastattn/core/error.h"
+#include "fastattn/kernels/activation.h"
+#include "fastattn/kernels/gemm.h"
+#include "fastattn/layers/parallel.h"
+
+namespace fastattn::layers {
+
+FfnLayer::FfnLayer(const FfnParams& p, const FfnWeights& w) : p_(p), w_(w) {
+  FA_CHECK(p.gated || p.activation != FfnActivation::kSilu,
+           "FFN: silu is supported as SwiGLU only (gated_ffn = true)");
+}
+
+void FfnLayer::gated_gelu(const Context& ctx, const Tensor& gate_up, Tensor& act) const {
+  const int64_t T = gate_up.size(0);
+  const int64_t I = p_.intermediate;
+  const auto approx =
+      p_.activation == FfnActivation::kGeluTanh ? kernels::GeluApprox::kTanh : kernels::GeluApprox::kErf;
+  // gelu over the gate half, one contiguous row at a time (the kernel takes same-shape tensors).
+  for (int64_t t = 0; t < T; ++t) {
+    Tensor gate = gate_up.select(0, t).slice(0, 0, I);
+    Tensor dst = act.select(0, t);
+    kernels::gelu(ctx, gate, dst, approx);
+  }
+  const float* gu = gate_up.data_as<const float>();
+  float* a = act.data_as<float>();
+  const int64_t gu_stride = gate_up.stride(0);
+#pragma omp parallel for num_threads(context_threads(ctx)) schedule(static)
+  for (int64_t t = 0; t < T; ++t) {
+    const float* up = gu + t * gu_stride + I;
+    float* row = a + t * I;
+    for (int64_t j = 0; j < I; ++j) row[j] *= up[j];
+  }
+}
+
+void FfnLayer::forward(const Context& ctx, const Tensor& x, FfnScratch& scratch, Tensor& out) const {
+  const int64_t T = x.size(0);
+  const int64_t I = p_.intermediate;
+  if (!p_.gated) {
+    scratch.up.resize(DType::kFloat32, {T, I});
+    kernels::linear(ctx, x, w_.up_weight, w_.up_bias, scratch.up.view());
+    const auto approx = p_.activation == FfnActivation::kGeluTanh ? kernels::GeluApprox::kTanh
+                                                                   : kernels::GeluApprox::kErf;
+    kernels::gelu(ctx, scratch.up.view(), scratch.up.view(), approx);
+    row_parallel_linear(ctx, scratch.up.view(), w_.down_weight, w_.down_bias, out);
+    return;
+  }
+  scratch.up.resize(DType::kFloat32, {T, 2 * I});
+  kernels::linear(ctx, x, w_.up_weight, w_.up_bias, scratch.up.view());
+  scratch.act.resize(DType::kFloat32, {T, I});
+  if (p_.activation == FfnActivation::kSilu) {
+    kernels::swiglu(ctx, scratch.up.view(), scratch.act.view());
+  } else {
+    gated_gelu(ctx, scratch.up.view(), scratch.act.view());
+  }
+  row_parallel_linear(ctx, scratch.act.view(), w_.down_weight, w_.down_bias, out);
+}
+
+}  // namespace fastattn::layers

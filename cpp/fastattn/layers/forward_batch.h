@@ -1,0 +1,22 @@
+// ForwardBatch: what one forward pass over a varlen batch needs to know besides the activations.
+// The tokens of sequence b are rows cu_seqlens_q[b] .. cu_seqlens_q[b+1] of every activation.
+#pragma once
+
+#include <cstdint>
+
+#include "fastattn/core/tensor.h"
+
+namespace fastattn::layers {
+
+struct ForwardBatch {
+  int64_t num_tokens = 0;  // T
+  int num_seqs = 0;        // B
+  Tensor token_ids;        // int32 [T]
+  Tensor positions;        // int32 [T]: position of each token in its sequence
+  Tensor slot_mapping;     // int32 [T]: KV-cache slot each token's K/V is written to
+  Tensor cu_seqlens_q;     // int32 [B + 1]
+  Tensor block_table;      // int32 [B, max_blocks]
+  Tensor seqlens_k;        // int32 [B]: tokens of each sequence in the cache, this batch included
+};
+
+}  // namespace fastattn::layers

@@ -1,0 +1,144 @@
+#include "fastattn/models/decoder_model.h"
+
+#include <cstring>
+
+#include "fastattn/core/error.h"
+#include "fastattn/core/logging.h"
+
+namespace fastattn::models {
+namespace {
+
+std::string rank_dir(const std::string& model_dir, int rank, const ModelConfig& c) {
+  FA_CHECK(rank >= 0 && rank < c.tp_size, "rank ", rank, " out of range for tp_size ", c.tp_size,
+           " in ", c.file);
+  return model_dir + "/rank" + std::to_string(rank);
+}
+
+}  // namespace
+
+DecoderModel::DecoderModel(const std::string& model_dir, int rank)
+    : model_dir_(model_dir),
+      rank_(rank),
+      config_(load_model_config(model_dir)),
+      store_(rank_dir(model_dir, rank, config_)) {
+  load_weights();
+}
+
+layers::NormWeights DecoderModel::load_norm(const std::string& prefix) {
+  const int64_t H = config_.hidden_size;
+  layers::NormWeights n;
+  n.weight = store_.load(prefix + ".weight", config_.dtype, {H});
+  if (config_.has_norm_bias()) n.bias = store_.load(prefix + ".bias", config_.dtype, {H});
+  return n;
+}
+
+void DecoderModel::load_weights() {
+  const ModelConfig& c = config_;
+  const DType dt = c.dtype;
+  const int64_t H = c.hidden_size;
+  const int64_t D = c.head_dim;
+  const int64_t hq = c.local_heads();
+  const int64_t I = c.local_intermediate();
+  const int64_t Vr = c.local_vocab();
+
+  layers::EmbeddingWeights ew;
+  ew.table = store_.load("embed.weight", dt, {Vr, H});
+  ew.vocab_start = rank_ * Vr;
+  ew.vocab_parallel = c.tp_size > 1;
+  embedding_ = std::make_unique<layers::Embedding>(ew);
+
+  layers::DecoderLayerParams lp;
+  lp.norm = kernels::NormParams{c.norm_type, c.norm_eps};
+  lp.attention.num_heads = c.local_heads();
+  lp.attention.num_kv_heads = c.local_kv_heads();
+  lp.attention.head_dim = c.head_dim;
+  lp.attention.rope = c.rope;
+  lp.attention.window_left = c.window_left();
+  lp.ffn.intermediate = I;
+  lp.ffn.gated = c.gated_ffn;
+  lp.ffn.activation = c.activation;
+
+  layers_.reserve(static_cast<size_t>(c.num_layers));
+  for (int i = 0; i < c.num_layers; ++i) {
+    const std::string p = "layers." + std::to_string(i) + ".";
+    layers::DecoderLayerWeights w;
+    w.attn_norm = load_norm(p + "attn_norm");
+    w.attention.qkv_weight = store_.load(p + "attn.qkv.weight", dt, {c.qkv_rows(), H});
+    if (c.qkv_bias) w.attention.qkv_bias = store_.load(p + "attn.qkv.bias", dt, {c.qkv_rows()});
+    w.attention.o_weight = store_.load(p + "attn.o.weight", dt, {H, hq * D});
+    if (c.o_bias) w.attention.o_bias = store_.load(p + "attn.o.bias", dt, {H});
+    w.ffn_norm = load_norm(p + "ffn_norm");
+    const std::string up = c.gated_ffn ? "ffn.gate_up" : "ffn.up";
+    const int64_t up_rows = c.gated_ffn ? 2 * I : I;
+    w.ffn.up_weight = store_.load(p + up + ".weight", dt, {up_rows, H});
+    if (c.mlp_bias) w.ffn.up_bias = store_.load(p + up + ".bias", dt, {up_rows});
+    w.ffn.down_weight = store_.load(p + "ffn.down.weight", dt, {H, I});
+    if (c.mlp_bias) w.ffn.down_bias = store_.load(p + "ffn.down.bias", dt, {H});
+    layers_.emplace_back(lp, w);
+  }
+
+  layers::LmHeadParams hp;
+  hp.norm = lp.norm;
+  hp.vocab_size = c.vocab_size;
+  layers::LmHeadWeights hw;
+  hw.final_norm = load_norm("final_norm");
+  hw.weight = c.tie_word_embeddings ? ew.table : store_.load("lm_head.weight", dt, {Vr, H});
+  lm_head_ = std::make_unique<layers::LmHead>(hp, hw);
+
+  const std::vector<std::string> unused = store_.unused_files();
+  if (!unused.empty()) {
+    std::string list;
+    for (const auto& f : unused) list += (list.empty() ? "" : ", ") + f;
+    FA_LOG(kWarning, store_.dir(), ": ", unused.size(),
+           " tensor file(s) the config does not use (does config.json match the weights?): ",
+           list);
+  }
+}
+
+kvcache::KvCacheConfig DecoderModel::kv_cache_config(int64_t num_blocks, int block_size,
+                                                     DType dtype) const {
+  kvcache::KvCacheConfig kc;
+  kc.num_layers = config_.num_layers;
+  kc.num_blocks = num_blocks;
+  kc.block_size = block_size;
+  kc.num_kv_heads = config_.local_kv_heads();
+  kc.head_dim = config_.head_dim;
+  kc.dtype = dtype;
+  return kc;
+}
+
+void DecoderModel::forward(const Context& ctx, const layers::ForwardBatch& batch,
+                           kvcache::KvCache& cache, ModelScratch& scratch) const {
+  FA_CHECK(config_.tp_size == 1 || ctx.comm != nullptr, config_.file, ": tp_size = ",
+           config_.tp_size, ": a tensor-parallel model needs a communicator (run under mpirun)");
+  FA_CHECK(cache.config().num_layers == config_.num_layers, "KV cache has ",
+           cache.config().num_layers, " layers, the model ", config_.num_layers);
+  scratch.hidden.resize(DType::kFloat32, {batch.num_tokens, config_.hidden_size});
+  Tensor& hidden = scratch.hidden.view();
+  embedding_->forward(ctx, batch.token_ids, hidden);
+  for (int i = 0; i < config_.num_layers; ++i) {
+    layers_[static_cast<size_t>(i)].forward(ctx, batch, hidden, cache.k(i), cache.v(i),
+                                            scratch.layer);
+  }
+}
+
+void DecoderModel::logits_for_rows(const Context& ctx, ModelScratch& scratch,
+                                   const std::vector<int64_t>& rows, Tensor& logits) const {
+  const int64_t H = config_.hidden_size;
+  const int64_t R = static_cast<int64_t>(rows.size());
+  const Tensor& hidden = scratch.hidden.view();
+  scratch.head_rows.resize(DType::kFloat32, {R, H});
+  float* dst = scratch.head_rows.data_as<float>();
+  for (int64_t r = 0; r < R; ++r) {
+    const int64_t row = rows[static_cast<size_t>(r)];
+    FA_ASSERT(row >= 0 && row < hidden.size(0), "LM head row ", row, " out of range");
+    std::memcpy(dst + r * H, hidden.ptr_at({row}), static_cast<size_t>(H) * sizeof(float));
+  }
+  lm_head_->forward(ctx, scratch.head_rows.view(), scratch.vocab_shard, logits);
+}
+
+void DecoderModel::logits_all(const Context& ctx, ModelScratch& scratch, Tensor& logits) const {
+  lm_head_->forward(ctx, scratch.hidden.view(), scratch.vocab_shard, logits);
+}
+
+}  // namespace fastattn::models

@@ -1,0 +1,67 @@
+// DecoderModel: a config-driven decoder-only transformer (Llama / Qwen2 / Mistral, and GPT- or
+// Pangu-style models through the config keys norm_type, activation, gated_ffn, biases and tied
+// embeddings). Loads one tensor-parallel rank's weights, memory-mapped and zero-copy, and runs a
+// varlen batch through embedding, decoder layers (writing the paged KV cache) and the LM head.
+// The model holds no per-request state: activations live in a ModelScratch the caller owns.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "fastattn/kvcache/kv_cache.h"
+#include "fastattn/layers/decoder_layer.h"
+#include "fastattn/layers/embedding.h"
+#include "fastattn/layers/forward_batch.h"
+#include "fastattn/layers/lm_head.h"
+#include "fastattn/models/model_config.h"
+#include "fastattn/models/weight_store.h"
+
+namespace fastattn::models {
+
+// Activation buffers for forward passes; they grow to the largest batch seen and are reused.
+struct ModelScratch {
+  OwnedTensor hidden;       // [T, H]: the residual stream after forward()
+  OwnedTensor head_rows;    // [R, H]: rows gathered for the LM head
+  OwnedTensor vocab_shard;  // [R, Vr]: tensor-parallel LM head only
+  layers::LayerScratch layer;
+};
+
+class DecoderModel {
+ public:
+  // Reads MODEL_DIR/config.json and maps MODEL_DIR/rank{rank}/*.fat. Throws FileError naming the
+  // file for anything missing or malformed.
+  explicit DecoderModel(const std::string& model_dir, int rank = 0);
+
+  const ModelConfig& config() const { return config_; }
+  const std::string& model_dir() const { return model_dir_; }
+  size_t weight_bytes() const { return store_.mapped_bytes(); }
+  // Shape of the KV cache this model needs per rank (num_blocks and block_size left to the caller).
+  kvcache::KvCacheConfig kv_cache_config(int64_t num_blocks, int block_size, DType dtype) const;
+
+  // Runs the decoder layers over the batch: embeds batch.token_ids, writes each layer's K/V into
+  // the cache and leaves the final residual stream (before the final norm) in scratch.hidden.
+  void forward(const Context& ctx, const layers::ForwardBatch& batch, kvcache::KvCache& cache,
+               ModelScratch& scratch) const;
+
+  // logits[R, vocab_size] for rows `rows` of scratch.hidden (rows are copied first, so the
+  // hidden state is left intact).
+  void logits_for_rows(const Context& ctx, ModelScratch& scratch,
+                       const std::vector<int64_t>& rows, Tensor& logits) const;
+  // logits[T, vocab_size] for every row of scratch.hidden (normalises scratch.hidden in place).
+  void logits_all(const Context& ctx, ModelScratch& scratch, Tensor& logits) const;
+
+ private:
+  void load_weights();
+  layers::NormWeights load_norm(const std::string& prefix);
+
+  std::string model_dir_;
+  int rank_;
+  ModelConfig config_;
+  WeightStore store_;
+  std::unique_ptr<layers::Embedding> embedding_;
+  std::vector<layers::DecoderLayer> layers_;
+  std::unique_ptr<layers::LmHead> lm_head_;
+};
+
+}  // namespace fastattn::models

@@ -1,0 +1,270 @@
+#include "fastattn/models/model_config.h"
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "fastattn/core/error.h"
+
+namespace fastattn::models {
+namespace {
+
+using json = nlohmann::json;
+
+const char* json_type(const json& v) { return v.type_name(); }
+
+// Reads keys of one JSON object; `prefix` ("" or "rope." ...) makes the full key name in messages.
+class KeyReader {
+ public:
+  KeyReader(const json& obj, std::string file, std::string prefix)
+      : obj_(obj), file_(std::move(file)), prefix_(std::move(prefix)) {}
+
+  [[noreturn]] void fail(const std::string& key, const std::string& what) const {
+    FA_THROW_AS(FileError, file_, ": key '", prefix_, key, "' ", what);
+  }
+
+  bool has(const std::string& key) const { return obj_.contains(key) && !obj_.at(key).is_null(); }
+
+  const json& require(const std::string& key) const {
+    if (!obj_.contains(key)) fail(key, "is missing");
+    return obj_.at(key);
+  }
+
+  int64_t integer(const std::string& key, int64_t min_value) const {
+    const json& v = require(key);
+    if (!v.is_number_integer()) fail(key, std::string("must be an integer, got ") + dump(v));
+    const int64_t x = v.get<int64_t>();
+    if (x < min_value) fail(key, "must be >= " + std::to_string(min_value) + ", got " + dump(v));
+    return x;
+  }
+
+  double number(const std::string& key) const {
+    const json& v = require(key);
+    if (!v.is_number()) fail(key, std::string("must be a number, got ") + dump(v));
+    return v.get<double>();
+  }
+
+  double positive_number(const std::string& key) const {
+    const double x = number(key);
+    if (!(x > 0)) fail(key, "must be > 0, got " + dump(obj_.at(key)));
+    return x;
+  }
+
+  bool boolean(const std::string& key) const {
+    const json& v = require(key);
+    if (!v.is_boolean()) fail(key, std::string("must be true or false, got ") + dump(v));
+    return v.get<bool>();
+  }
+
+  std::string string(const std::string& key) const {
+    const json& v = require(key);
+    if (!v.is_string()) fail(key, std::string("must be a string, got ") + dump(v));
+    return v.get<std::string>();
+  }
+
+  // A string that must be one of `choices` (listed in the message otherwise).
+  std::string choice(const std::string& key, const std::vector<std::string>& choices) const {
+    const std::string s = string(key);
+    for (const auto& c : choices) {
+      if (s == c) return s;
+    }
+    std::string list;
+    for (size_t i = 0; i < choices.size(); ++i) list += (i ? ", " : "") + choices[i];
+    fail(key, "has unknown value '" + s + "' (expected one of: " + list + ")");
+  }
+
+  KeyReader object(const std::string& key) const {
+    const json& v = require(key);
+    if (!v.is_object()) fail(key, std::string("must be an object, got ") + json_type(v));
+    return KeyReader(v, file_, prefix_ + key + ".");
+  }
+
+  static std::string dump(const json& v) {
+    std::string s = v.dump();
+    if (s.size() > 60) s = s.substr(0, 57) + "...";
+    return s;
+  }
+
+ private:
+  const json& obj_;
+  std::string file_;
+  std::string prefix_;
+};
+
+int to_int(const KeyReader& r, const std::string& key, int64_t v) {
+  if (v > (1LL << 31) - 1) r.fail(key, "is too large: " + std::to_string(v));
+  return static_cast<int>(v);
+}
+
+void parse_rope(const KeyReader& root, ModelConfig& c) {
+  const KeyReader r = root.object("rope");
+  c.rope.theta = static_cast<float>(r.positive_number("theta"));
+  const std::string style = r.choice("style", {"neox", "interleaved"});
+  c.rope.style = style == "neox" ? kernels::RopeStyle::kNeox : kernels::RopeStyle::kInterleaved;
+  c.rope.rotary_dim = c.head_dim;
+  if (r.has("rotary_dim")) {
+    const int64_t rd = r.integer("rotary_dim", 2);
+    if (rd > c.head_dim || rd % 2 != 0) {
+      r.fail("rotary_dim", "must be even and at most head_dim (" + std::to_string(c.head_dim) +
+                               "), got " + std::to_string(rd));
+    }
+    c.rope.rotary_dim = static_cast<int>(rd);
+  }
+  c.rope.scaling = kernels::RopeScaling::kNone;
+  if (!r.has("scaling")) return;
+  const KeyReader s = r.object("scaling");
+  const std::string type = s.choice("type", {"none", "linear", "dynamic", "llama3"});
+  if (type == "none") return;
+  c.rope.factor = static_cast<float>(s.positive_number("factor"));
+  if (type == "linear") {
+    c.rope.scaling = kernels::RopeScaling::kLinear;
+    return;
+  }
+  c.rope.original_max_position =
+      s.has("original_max_position")
+          ? to_int(s, "original_max_position", s.integer("original_max_position", 1))
+          : static_cast<int>(c.max_position_embeddings);
+  if (type == "dynamic") {
+    c.rope.scaling = kernels::RopeScaling::kDynamicNTK;
+    return;
+  }
+  c.rope.scaling = kernels::RopeScaling::kLlama3;
+  c.rope.low_freq_factor = static_cast<float>(s.positive_number("low_freq_factor"));
+  c.rope.high_freq_factor = static_cast<float>(s.positive_number("high_freq_factor"));
+  if (!(c.rope.high_freq_factor > c.rope.low_freq_factor)) {
+    s.fail("high_freq_factor", "must be greater than low_freq_factor");
+  }
+}
+
+void parse_tokens(const KeyReader& r, const json& root, ModelConfig& c) {
+  if (r.has("bos_token_id")) c.bos_token_id = r.integer("bos_token_id", 0);
+  if (!r.has("eos_token_id")) return;
+  const json& e = root.at("eos_token_id");
+  if (e.is_number_integer()) {
+    c.eos_token_ids.push_back(r.integer("eos_token_id", 0));
+    return;
+  }
+  if (!e.is_array()) r.fail("eos_token_id", "must be an integer, a list of integers or null");
+  for (const json& t : e) {
+    if (!t.is_number_integer() || t.get<int64_t>() < 0) {
+      r.fail("eos_token_id", "must hold non-negative integers, got " + KeyReader::dump(t));
+    }
+    c.eos_token_ids.push_back(t.get<int64_t>());
+  }
+}
+
+// Relations between keys (divisibility, tensor-parallel split).
+void check_consistency(const KeyReader& r, const ModelConfig& c) {
+  if (c.num_heads % c.num_kv_heads != 0) {
+    r.fail("num_kv_heads", "(" + std::to_string(c.num_kv_heads) + ") must divide num_heads (" +
+                               std::to_string(c.num_heads) + ")");
+  }
+  if (c.vocab_size_padded < c.vocab_size || c.vocab_size_padded % c.tp_size != 0) {
+    r.fail("vocab_size_padded", "(" + std::to_string(c.vocab_size_padded) +
+                                    ") must be >= vocab_size (" + std::to_string(c.vocab_size) +
+                                    ") and a multiple of tp_size (" + std::to_string(c.tp_size) +
+                                    ")");
+  }
+  if (c.num_heads % c.tp_size != 0) {
+    r.fail("tp_size", "(" + std::to_string(c.tp_size) + ") must divide num_heads (" +
+                          std::to_string(c.num_heads) + ")");
+  }
+  if (c.num_kv_heads % c.tp_size != 0 && c.tp_size % c.num_kv_heads != 0) {
+    r.fail("tp_size", "(" + std::to_string(c.tp_size) + ") must divide or be a multiple of " +
+                          "num_kv_heads (" + std::to_string(c.num_kv_heads) + ")");
+  }
+  if (c.intermediate_size % c.tp_size != 0) {
+    r.fail("tp_size", "(" + std::to_string(c.tp_size) + ") must divide intermediate_size (" +
+                          std::to_string(c.intermediate_size) + ")");
+  }
+  if (c.gated_ffn == false && c.activation == Activation::kSilu) {
+    r.fail("activation", "'silu' needs gated_ffn = true (SwiGLU); a plain FFN supports gelu and "
+                         "gelu_tanh");
+  }
+}
+
+}  // namespace
+
+const char* activation_name(Activation a) {
+  switch (a) {
+    case Activation::kSilu:
+      return "silu";
+    case Activation::kGelu:
+      return "gelu";
+    case Activation::kGeluTanh:
+      return "gelu_tanh";
+  }
+  return "unknown";
+}
+
+ModelConfig parse_model_config(const std::string& json_text, const std::string& file) {
+  json root;
+  try {
+    root = json::parse(json_text);
+  } catch (const json::parse_error& e) {
+    FA_THROW_AS(FileError, file, ": not valid JSON (", e.what(), ")");
+  }
+  if (!root.is_object()) FA_THROW_AS(FileError, file, ": expected a JSON object at the top level");
+  const KeyReader r(root, file, "");
+  ModelConfig c;
+  c.file = file;
+
+  if (r.string("format") != "fastattention") {
+    r.fail("format", "must be \"fastattention\", got " + KeyReader::dump(root.at("format")));
+  }
+  if (r.integer("format_version", 0) != 1) {
+    r.fail("format_version", "is " + KeyReader::dump(root.at("format_version")) +
+                                 "; this build reads version 1");
+  }
+  c.architecture = r.choice("architecture", {"llama", "qwen2", "mistral", "gpt", "pangu"});
+  c.dtype = dtype_from_name(r.choice("dtype", {"float32", "float16", "bfloat16"}));
+  c.tp_size = to_int(r, "tp_size", r.integer("tp_size", 1));
+
+  c.vocab_size = r.integer("vocab_size", 1);
+  c.vocab_size_padded = r.integer("vocab_size_padded", 1);
+  c.hidden_size = r.integer("hidden_size", 1);
+  c.num_layers = to_int(r, "num_layers", r.integer("num_layers", 1));
+  c.num_heads = to_int(r, "num_heads", r.integer("num_heads", 1));
+  c.num_kv_heads = to_int(r, "num_kv_heads", r.integer("num_kv_heads", 1));
+  c.head_dim = to_int(r, "head_dim", r.integer("head_dim", 1));
+  c.intermediate_size = r.integer("intermediate_size", 1);
+  c.max_position_embeddings = r.integer("max_position_embeddings", 1);
+  if (c.vocab_size > (1LL << 31) - 1) r.fail("vocab_size", "does not fit token ids in int32");
+
+  c.norm_type = r.choice("norm_type", {"rmsnorm", "layernorm"}) == "rmsnorm"
+                    ? kernels::NormType::kRMSNorm
+                    : kernels::NormType::kLayerNorm;
+  c.norm_eps = static_cast<float>(r.positive_number("norm_eps"));
+  const std::string act = r.choice("activation", {"silu", "gelu", "gelu_tanh"});
+  c.activation = act == "silu"   ? Activation::kSilu
+                 : act == "gelu" ? Activation::kGelu
+                                 : Activation::kGeluTanh;
+  c.gated_ffn = r.boolean("gated_ffn");
+  c.qkv_bias = r.boolean("qkv_bias");
+  c.o_bias = r.boolean("o_bias");
+  c.mlp_bias = r.boolean("mlp_bias");
+  c.tie_word_embeddings = r.boolean("tie_word_embeddings");
+
+  parse_rope(r, c);
+  if (r.has("sliding_window")) {
+    c.sliding_window = to_int(r, "sliding_window", r.integer("sliding_window", 1));
+  }
+  parse_tokens(r, root, c);
+  check_consistency(r, c);
+  return c;
+}
+
+ModelConfig load_model_config(const std::string& model_dir) {
+  const std::string path = model_dir + "/config.json";
+  std::ifstream in(path);
+  if (!in) {
+    FA_THROW_AS(FileError, path, ": cannot open the model config (is '", model_dir,
+                "' an exported model directory?)");
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) FA_THROW_AS(FileError, path, ": read error");
+  return parse_model_config(text.str(), path);
+}
+
+}  // namespace fastattn::models

@@ -1,0 +1,301 @@
+#include "fastattn/runtime/session.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "fastattn/core/error.h"
+#include "fastattn/core/logging.h"
+
+namespace fastattn::runtime {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// Returns every sequence's KV blocks to the pool when a call ends, normally or by an exception.
+struct FreeAllOnExit {
+  kvcache::BlockManager& blocks;
+  ~FreeAllOnExit() { blocks.reset(); }
+};
+
+std::string mib(size_t bytes) {
+  return std::to_string(bytes / (1024 * 1024)) + " MiB";
+}
+
+}  // namespace
+
+struct InferenceSession::Sequence {
+  size_t index = 0;  // request index in the batch
+  const std::vector<int64_t>* prompt = nullptr;
+  kvcache::BlockManager::SeqId id = 0;
+  int64_t cached = 0;  // tokens already written to the KV cache
+  std::vector<int64_t>* out = nullptr;
+  bool done = false;
+};
+
+InferenceSession::InferenceSession(const std::string& model_dir, const SessionOptions& options)
+    : options_(options) {
+  const Device device = parse_device(options.device);
+  FA_CHECK(device.type == DeviceType::kCPU, "device '", options.device,
+           "': this build has no CUDA support (built for CPU only); use device='cpu'");
+  FA_CHECK(options.num_threads >= 0, "num_threads: must be >= 0 (0 = default), got ",
+           options.num_threads);
+  FA_CHECK(options.max_batch >= 1, "max_batch: must be >= 1, got ", options.max_batch);
+  FA_CHECK(options.max_seq_len >= 0, "max_seq_len: must be >= 1 (or 0 for the model's ",
+           "max_position_embeddings), got ", options.max_seq_len);
+  FA_CHECK(options.kv_block_size >= 1 && options.kv_block_size <= 4096,
+           "kv_block_size: must be in 1..4096, got ", options.kv_block_size);
+  FA_CHECK(options.max_cache_tokens >= 0, "max_cache_tokens: must be >= 0 (0 = default), got ",
+           options.max_cache_tokens);
+  FA_CHECK(options.prefill_chunk_tokens >= 1, "prefill_chunk_tokens: must be >= 1, got ",
+           options.prefill_chunk_tokens);
+  const DType kv_dtype = dtype_from_name(options.kv_dtype, "kv_dtype");
+  FA_CHECK(is_floating(kv_dtype), "kv_dtype: must be float32, float16 or bfloat16, got '",
+           options.kv_dtype, "'");
+
+  // Checked before any weight is mapped: a tensor-parallel export cannot run in one process.
+  const models::ModelConfig cfg = models::load_model_config(model_dir);
+  FA_CHECK(cfg.tp_size == 1, cfg.file, ": tp_size = ", cfg.tp_size,
+           ": tensor parallelism needs `mpirun` (one process per rank) and is not available yet; ",
+           "export the model with tp_size = 1 to run it in one process");
+
+  ctx_ = cpu_context(options.num_threads);
+  model_ = std::make_unique<models::DecoderModel>(model_dir, 0);
+  resolve_options();
+
+  const int bs = options_.kv_block_size;
+  const int64_t num_blocks = (options_.max_cache_tokens + bs - 1) / bs;
+  cache_ = std::make_unique<kvcache::KvCache>(model_->kv_cache_config(num_blocks, bs, kv_dtype),
+                                              ctx_.allocator);
+  blocks_ = std::make_unique<kvcache::BlockManager>(num_blocks, bs);
+  const int64_t max_blocks_per_seq = (options_.max_seq_len + bs - 1) / bs;
+  builder_.reserve(std::max<int64_t>(options_.prefill_chunk_tokens, options_.max_batch),
+                   options_.max_batch, max_blocks_per_seq);
+  sample_params_.reserve(static_cast<size_t>(options_.max_batch));
+  sample_steps_.reserve(static_cast<size_t>(options_.max_batch));
+  rows_.reserve(static_cast<size_t>(options_.max_batch));
+
+  if (options_.verbose) {
+    log_message(LogLevel::kInfo,
+                detail::concat("loaded ", model_dir, " (", config().architecture, ", ",
+                               config().num_layers, " layers, ", mib(weight_bytes()),
+                               " of weights mapped); KV cache ", mib(kv_cache_bytes()), " for ",
+                               num_blocks * bs, " tokens (", num_blocks, " blocks of ", bs, ", ",
+                               options_.kv_dtype, "); max_batch ", options_.max_batch,
+                               ", max_seq_len ", options_.max_seq_len, ", threads ",
+                               options_.num_threads));
+  }
+}
+
+InferenceSession::~InferenceSession() = default;
+
+void InferenceSession::resolve_options() {
+  const models::ModelConfig& c = config();
+  if (options_.max_seq_len == 0) options_.max_seq_len = c.max_position_embeddings;
+  if (options_.max_seq_len > c.max_position_embeddings) {
+    FA_LOG(kWarning, "max_seq_len ", options_.max_seq_len, " exceeds the model's ",
+           "max_position_embeddings ", c.max_position_embeddings,
+           ": positions beyond it were not trained");
+  }
+  if (options_.max_cache_tokens == 0) {
+    options_.max_cache_tokens =
+        static_cast<int64_t>(options_.max_batch) * std::min<int64_t>(options_.max_seq_len, 4096);
+  }
+  options_.num_threads = context_threads(ctx_);
+  ctx_.num_threads = options_.num_threads;
+}
+
+void InferenceSession::check_prompt(const std::vector<int64_t>& prompt, size_t index,
+                                    int64_t max_new) const {
+  const int64_t vocab = config().vocab_size;
+  const int64_t len = static_cast<int64_t>(prompt.size());
+  FA_CHECK(len > 0, "prompt ", index, " is empty; every prompt needs at least one token");
+  for (size_t p = 0; p < prompt.size(); ++p) {
+    FA_CHECK(prompt[p] >= 0 && prompt[p] < vocab, "prompt ", index, ", position ", p,
+             ": token id ", prompt[p], " is out of range [0, ", vocab, ")");
+  }
+  FA_CHECK(len <= options_.max_seq_len, "prompt ", index, " has ", len,
+           " tokens, more than max_seq_len = ", options_.max_seq_len);
+  FA_CHECK(len + max_new <= options_.max_seq_len, "prompt ", index, " (", len,
+           " tokens) + max_new_tokens (", max_new, ") = ", len + max_new,
+           " exceeds max_seq_len = ", options_.max_seq_len);
+}
+
+void InferenceSession::check_generate_options(const GenerateOptions& o) const {
+  FA_CHECK(o.max_new_tokens >= 0, "max_new_tokens: must be >= 0, got ", o.max_new_tokens);
+  const kernels::SamplingParams& s = o.sampling;
+  FA_CHECK(s.temperature >= 0.0f, "temperature: must be >= 0 (0 = greedy), got ", s.temperature);
+  FA_CHECK(s.top_k >= 0, "top_k: must be >= 0 (0 = no limit), got ", s.top_k);
+  FA_CHECK(s.top_p > 0.0f && s.top_p <= 1.0f, "top_p: must be in (0, 1], got ", s.top_p);
+  for (int64_t t : o.stop_tokens) {
+    FA_CHECK(t >= 0 && t < config().vocab_size, "stop_tokens: token id ", t,
+             " is out of range [0, ", config().vocab_size, ")");
+  }
+}
+
+std::vector<std::vector<int64_t>> InferenceSession::generate(
+    const std::vector<std::vector<int64_t>>& prompts, const GenerateOptions& o) {
+  std::lock_guard<std::mutex> lock(mu_);
+  FA_CHECK(!prompts.empty(), "prompts: empty list; pass at least one prompt");
+  FA_CHECK(static_cast<int64_t>(prompts.size()) <= options_.max_batch, "batch of ",
+           prompts.size(), " prompts exceeds max_batch = ", options_.max_batch);
+  check_generate_options(o);
+  for (size_t i = 0; i < prompts.size(); ++i) check_prompt(prompts[i], i, o.max_new_tokens);
+
+  timings_ = Timings();
+  std::vector<std::vector<int64_t>> outputs(prompts.size());
+  if (o.max_new_tokens == 0) return outputs;
+
+  // Reserve each sequence's whole KV need up front (the last new token is never fed back), so a
+  // batch either fits or fails before any work, never half-way through.
+  const FreeAllOnExit free_on_exit{*blocks_};
+  int64_t need_blocks = 0;
+  for (const auto& p : prompts) {
+    need_blocks += blocks_->blocks_for(static_cast<int64_t>(p.size()) + o.max_new_tokens - 1);
+  }
+  if (need_blocks > blocks_->num_free_blocks()) {
+    const int64_t bs = blocks_->block_size();
+    FA_THROW_AS(OutOfMemory, "KV cache: this batch needs ", need_blocks * bs,
+                " tokens of cache (", need_blocks, " blocks of ", bs,
+                " for the prompts + max_new_tokens) but the pool holds ",
+                blocks_->num_free_blocks() * bs, " (max_cache_tokens = ",
+                options_.max_cache_tokens, "); raise max_cache_tokens or lower the batch or ",
+                "max_new_tokens");
+  }
+  std::vector<Sequence> seqs(prompts.size());
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    Sequence& s = seqs[i];
+    s.index = i;
+    s.prompt = &prompts[i];
+    s.id = blocks_->add_sequence();
+    blocks_->reserve(s.id, static_cast<int64_t>(prompts[i].size()) + o.max_new_tokens - 1);
+    s.out = &outputs[i];
+    s.out->reserve(static_cast<size_t>(o.max_new_tokens));
+  }
+
+  const auto t0 = Clock::now();
+  prefill(seqs, o);
+  timings_.prefill_seconds = seconds_since(t0);
+  const auto t1 = Clock::now();
+  decode(seqs, o);
+  timings_.decode_seconds = seconds_since(t1);
+  return outputs;
+}
+
+void InferenceSession::prefill(std::vector<Sequence>& seqs, const GenerateOptions& o) {
+  std::vector<Sequence*> finishing;
+  finishing.reserve(seqs.size());
+  size_t cur = 0;   // sequence being prefilled
+  int64_t pos = 0;  // its next prompt position
+  while (cur < seqs.size()) {
+    builder_.clear();
+    finishing.clear();
+    rows_.clear();
+    int64_t budget = options_.prefill_chunk_tokens;
+    while (cur < seqs.size() && budget > 0) {
+      Sequence& s = seqs[cur];
+      const int64_t len = static_cast<int64_t>(s.prompt->size());
+      const int64_t n = std::min(len - pos, budget);
+      builder_.add(*blocks_, s.id, s.prompt->data() + pos, n, pos);
+      budget -= n;
+      pos += n;
+      s.cached = pos;
+      if (pos == len) {  // prompt complete: its last row gives the first new token
+        finishing.push_back(&s);
+        rows_.push_back(builder_.last_row(builder_.num_seqs() - 1));
+        ++cur;
+        pos = 0;
+      }
+    }
+    const layers::ForwardBatch batch = builder_.build();
+    model_->forward(ctx_, batch, *cache_, scratch_);
+    timings_.prefill_tokens += batch.num_tokens;
+    if (finishing.empty()) continue;
+    logits_.resize(DType::kFloat32, {static_cast<int64_t>(rows_.size()), config().vocab_size});
+    model_->logits_for_rows(ctx_, scratch_, rows_, logits_.view());
+    sample_and_append(finishing, o);
+  }
+}
+
+void InferenceSession::decode(std::vector<Sequence>& seqs, const GenerateOptions& o) {
+  std::vector<Sequence*> active;
+  active.reserve(seqs.size());
+  for (Sequence& s : seqs) {
+    if (!s.done) active.push_back(&s);
+  }
+  while (!active.empty()) {
+    builder_.clear();
+    for (Sequence* s : active) {
+      builder_.add(*blocks_, s->id, &s->out->back(), 1, s->cached);
+      s->cached += 1;
+    }
+    const layers::ForwardBatch batch = builder_.build();
+    model_->forward(ctx_, batch, *cache_, scratch_);
+    // One token per sequence: every row needs logits, so the LM head runs on the whole batch.
+    logits_.resize(DType::kFloat32, {static_cast<int64_t>(active.size()), config().vocab_size});
+    model_->logits_all(ctx_, scratch_, logits_.view());
+    sample_and_append(active, o);
+    ++timings_.decode_steps;
+    active.erase(std::remove_if(active.begin(), active.end(), [](Sequence* s) { return s->done; }),
+                 active.end());
+  }
+}
+
+void InferenceSession::sample_and_append(std::vector<Sequence*>& which, const GenerateOptions& o) {
+  const size_t R = which.size();
+  sample_params_.resize(R);
+  sample_steps_.resize(R);
+  for (size_t r = 0; r < R; ++r) {
+    sample_params_[r] = o.sampling;
+    sample_params_[r].seed = o.sampling.seed + which[r]->index;
+    sample_steps_[r] = which[r]->out->size();  // index of the token being drawn
+  }
+  sampled_.resize(DType::kInt32, {static_cast<int64_t>(R)});
+  kernels::sample(ctx_, logits_.view(), sample_params_, sample_steps_, sampled_.view());
+  const int32_t* tok = sampled_.data_as<int32_t>();
+  for (size_t r = 0; r < R; ++r) {
+    Sequence& s = *which[r];
+    s.out->push_back(tok[r]);
+    const bool stop = std::find(o.stop_tokens.begin(), o.stop_tokens.end(), tok[r]) !=
+                      o.stop_tokens.end();
+    if (stop || static_cast<int64_t>(s.out->size()) >= o.max_new_tokens) s.done = true;
+  }
+}
+
+void InferenceSession::logits_into(const std::vector<int64_t>& prompt, Tensor& out) {
+  std::lock_guard<std::mutex> lock(mu_);
+  check_prompt(prompt, 0, 0);
+  const int64_t len = static_cast<int64_t>(prompt.size());
+  check_dtype(out, "logits out", DType::kFloat32);
+  check_shape(out, "logits out", {len, config().vocab_size});
+  FA_CHECK(out.last_dim_contiguous(), "logits out: the last dimension must be contiguous");
+  check_cpu(out, "logits out");
+
+  timings_ = Timings();
+  const auto t0 = Clock::now();
+  const FreeAllOnExit free_on_exit{*blocks_};
+  const kvcache::BlockManager::SeqId seq = blocks_->add_sequence();
+  blocks_->reserve(seq, len);
+  for (int64_t pos = 0; pos < len; pos += options_.prefill_chunk_tokens) {
+    const int64_t n = std::min(options_.prefill_chunk_tokens, len - pos);
+    builder_.clear();
+    builder_.add(*blocks_, seq, prompt.data() + pos, n, pos);
+    model_->forward(ctx_, builder_.build(), *cache_, scratch_);
+    Tensor rows = out.slice(0, pos, pos + n);
+    model_->logits_all(ctx_, scratch_, rows);
+  }
+  timings_.prefill_tokens = len;
+  timings_.prefill_seconds = seconds_since(t0);
+}
+
+OwnedTensor InferenceSession::logits(const std::vector<int64_t>& prompt) {
+  OwnedTensor out(host_allocator(), DType::kFloat32,
+                  {static_cast<int64_t>(prompt.size()), config().vocab_size});
+  logits_into(prompt, out.view());
+  return out;
+}
+
+}  // namespace fastattn::runtime

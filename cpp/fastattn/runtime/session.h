@@ -1,0 +1,113 @@
+// InferenceSession: loads an exported model and serves batches of requests: the prompts are
+// prefilled together as varlen batches (in chunks of at most prefill_chunk_tokens tokens, so
+// activation memory stays bounded), then decoded together one token per step; a sequence leaves
+// the batch when it emits a stop token or reaches max_new_tokens. KV blocks come from a paged pool
+// (KvCache + BlockManager) and are returned after every call, so a session serves any number of
+// calls. Calls are serialised (one at a time per session).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "fastattn/core/context.h"
+#include "fastattn/kernels/sampling.h"
+#include "fastattn/kvcache/block_manager.h"
+#include "fastattn/kvcache/kv_cache.h"
+#include "fastattn/models/decoder_model.h"
+#include "fastattn/runtime/batch_builder.h"
+
+namespace fastattn::runtime {
+
+struct SessionOptions {
+  std::string device = "cpu";  // only "cpu" in this build; "cuda" throws (no CUDA support built)
+  int num_threads = 0;         // CPU threads for the kernels; 0 = OpenMP's default
+  int max_batch = 8;           // most prompts per generate() call
+  int64_t max_seq_len = 0;     // prompt + new tokens per sequence; 0 = max_position_embeddings
+  int kv_block_size = 16;      // tokens per KV-cache block
+  std::string kv_dtype = "float32";  // float32 | float16 | bfloat16
+  // KV pool size in tokens over all sequences (rounded up to whole blocks). 0 = the default
+  // max_batch * min(max_seq_len, 4096): room for a full batch of moderately long sequences.
+  int64_t max_cache_tokens = 0;
+  int64_t prefill_chunk_tokens = 2048;  // token budget of one prefill forward pass
+  bool verbose = false;                 // log model size and KV-cache memory at load
+};
+
+struct GenerateOptions {
+  int64_t max_new_tokens = 16;
+  // Request i of a batch samples with seed sampling.seed + i (and its own step counter), so its
+  // tokens do not depend on the other requests: to reproduce it alone, pass seed + i.
+  kernels::SamplingParams sampling;
+  // A sequence stops after emitting one of these; the stop token is included in its output.
+  // The config's eos_token_id is not added implicitly.
+  std::vector<int64_t> stop_tokens;
+};
+
+// Measured by the last generate() or logits() call (each call resets them). Prefill covers the
+// prompt forward passes and the first sampled token; decode covers the batched steps after it.
+struct Timings {
+  int64_t prefill_tokens = 0;
+  double prefill_seconds = 0.0;
+  int64_t decode_steps = 0;  // batched steps (one token for every sequence still running)
+  double decode_seconds = 0.0;
+  double prefill_tokens_per_s() const {
+    return prefill_seconds > 0 ? static_cast<double>(prefill_tokens) / prefill_seconds : 0.0;
+  }
+  double decode_ms_per_step() const {
+    return decode_steps > 0 ? 1e3 * decode_seconds / static_cast<double>(decode_steps) : 0.0;
+  }
+};
+
+class InferenceSession {
+ public:
+  // Throws FileError for a broken model directory, InvalidArgument for bad options.
+  InferenceSession(const std::string& model_dir, const SessionOptions& options = {});
+  ~InferenceSession();
+
+  // New tokens of each prompt (not the prompt itself). Bad input throws InvalidArgument naming
+  // the prompt, position or option; a KV pool too small for the batch throws OutOfMemory.
+  std::vector<std::vector<int64_t>> generate(const std::vector<std::vector<int64_t>>& prompts,
+                                             const GenerateOptions& options);
+
+  // Logits at every position of the prompt into out: float32 [len(prompt), vocab_size], rows may
+  // be strided (last dim contiguous).
+  void logits_into(const std::vector<int64_t>& prompt, Tensor& out);
+  // Same, into a new tensor.
+  OwnedTensor logits(const std::vector<int64_t>& prompt);
+
+  const Timings& timings() const { return timings_; }
+  const models::ModelConfig& config() const { return model_->config(); }
+  // The options with defaults resolved (max_seq_len, max_cache_tokens, num_threads).
+  const SessionOptions& options() const { return options_; }
+  size_t kv_cache_bytes() const { return cache_->nbytes(); }
+  size_t weight_bytes() const { return model_->weight_bytes(); }
+
+ private:
+  struct Sequence;
+  void resolve_options();
+  void check_prompt(const std::vector<int64_t>& prompt, size_t index, int64_t max_new) const;
+  void check_generate_options(const GenerateOptions& o) const;
+  void prefill(std::vector<Sequence>& seqs, const GenerateOptions& o);
+  void decode(std::vector<Sequence>& seqs, const GenerateOptions& o);
+  // Samples one token for each sequence in `which` from rows of logits_; appends them.
+  void sample_and_append(std::vector<Sequence*>& which, const GenerateOptions& o);
+
+  SessionOptions options_;
+  Context ctx_;
+  std::unique_ptr<models::DecoderModel> model_;
+  std::unique_ptr<kvcache::KvCache> cache_;
+  std::unique_ptr<kvcache::BlockManager> blocks_;
+  models::ModelScratch scratch_;
+  BatchBuilder builder_;
+  OwnedTensor logits_;   // [B, vocab] for sampling
+  OwnedTensor sampled_;  // int32 [B]
+  std::vector<kernels::SamplingParams> sample_params_;
+  std::vector<uint64_t> sample_steps_;
+  std::vector<int64_t> rows_;
+  Timings timings_;
+  std::mutex mu_;
+};
+
+}  // namespace fastattn::runtime

@@ -1,0 +1,247 @@
+"""End-to-end CPU benchmark: FastAttention Session vs Hugging Face transformers.
+
+    fastattention bench e2e --device cpu [--threads N] [--prompt-len 512] [--new-tokens 64] [--quick]
+
+A ~100M-parameter Llama-shaped model (hidden 768, 12 layers, 12 heads, intermediate 2048, vocab
+32000) with random weights is built as a transformers LlamaForCausalLM, saved, and exported with
+our exporter in float32, bfloat16 and float16. In one process, on the same threads:
+
+  prefill tokens/s   batch 1, a --prompt-len prompt
+  decode ms/step     batch 1, --new-tokens greedy tokens after a --decode-prompt-len prompt
+
+for transformers float32 (its fastest CPU path: torch.inference_mode, SDPA attention, KV cache;
+prefill is a forward over the prompt, decode a manual loop feeding past_key_values) and for our
+Session with each exported dtype. Prints a markdown table with ratios against transformers.
+Each number is the best of --repeats runs after a warm-up run.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+import numpy as np
+
+FULL_MODEL = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                  intermediate_size=2048, vocab_size=32000)
+QUICK_MODEL = dict(hidden_size=256, num_hidden_layers=2, num_attention_heads=4,
+                   intermediate_size=512, vocab_size=32000)
+
+
+@dataclass
+class Result:
+    engine: str
+    weights: str
+    prefill_tokens_per_s: float
+    decode_ms_per_step: float
+    decode_tokens: List[int]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", choices=["cpu"], default="cpu",
+                        help="device to run on (only cpu is built)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for both engines (default: all cores)")
+    parser.add_argument("--prompt-len", type=int, default=None,
+                        help="prefill prompt length (default 512; 64 with --quick)")
+    parser.add_argument("--decode-prompt-len", type=int, default=None,
+                        help="prompt length before decoding (default 128; 32 with --quick)")
+    parser.add_argument("--new-tokens", type=int, default=None,
+                        help="decode steps (default 64; 8 with --quick)")
+    parser.add_argument("--kv-heads", type=int, default=12, help="KV heads (12 = MHA, 4 = GQA)")
+    parser.add_argument("--dtypes", default="float32,bfloat16,float16",
+                        help="comma-separated weight dtypes of our sessions")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed runs per measurement, best kept (default 3; 1 with --quick)")
+    parser.add_argument("--work-dir", default=None,
+                        help="where the checkpoint and exports go (default: a temporary dir)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true",
+                        help="a 2-layer hidden-256 model and short prompts (a smoke test)")
+
+
+def _resolve(args: argparse.Namespace) -> argparse.Namespace:
+    quick = args.quick
+    defaults = dict(prompt_len=(64, 512), decode_prompt_len=(32, 128), new_tokens=(8, 64),
+                    repeats=(1, 3))
+    for name, (q, full) in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, q if quick else full)
+    if args.threads is None:
+        args.threads = os.cpu_count() or 1
+    for name in ("threads", "prompt_len", "decode_prompt_len", "new_tokens", "repeats", "kv_heads"):
+        if getattr(args, name) <= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    args.dtype_list = [d.strip() for d in args.dtypes.split(",") if d.strip()]
+    for d in args.dtype_list:
+        if d not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"--dtypes: unknown dtype {d!r} (expected float32, bfloat16, float16)")
+    return args
+
+
+def build_checkpoint(hf_dir: str, args: argparse.Namespace) -> Dict[str, int]:
+    """A random-initialised LlamaForCausalLM saved as a Hugging Face checkpoint."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    shape = dict(QUICK_MODEL if args.quick else FULL_MODEL)
+    heads = shape["num_attention_heads"]
+    kv_heads = min(args.kv_heads, heads)
+    if heads % kv_heads:
+        raise ValueError(f"--kv-heads {args.kv_heads} must divide the {heads} attention heads")
+    max_len = max(args.prompt_len, args.decode_prompt_len + args.new_tokens) + 16
+    config = LlamaConfig(**shape, num_key_value_heads=kv_heads,
+                         max_position_embeddings=max(2048, max_len), tie_word_embeddings=False)
+    torch.manual_seed(args.seed)
+    model = LlamaForCausalLM(config).eval()
+    model.save_pretrained(hf_dir)
+    params = sum(p.numel() for p in model.parameters())
+    del model
+    gc.collect()
+    return dict(shape, num_key_value_heads=kv_heads, params=params)
+
+
+def _best_of(repeats: int, fn) -> float:
+    fn()  # warm-up
+    return min(fn() for _ in range(repeats))
+
+
+def bench_transformers(hf_dir: str, prompt: np.ndarray, decode_prompt: np.ndarray,
+                       args: argparse.Namespace) -> Result:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32,
+                                                 attn_implementation="sdpa").eval()
+    ids = torch.from_numpy(prompt.astype(np.int64))[None]
+    dids = torch.from_numpy(decode_prompt.astype(np.int64))[None]
+    tokens: List[int] = []
+
+    def prefill() -> float:
+        t0 = time.perf_counter()
+        model(input_ids=ids, use_cache=True)
+        return time.perf_counter() - t0
+
+    def decode() -> float:
+        out = model(input_ids=dids, use_cache=True)
+        past = out.past_key_values
+        nxt = out.logits[:, -1].argmax(-1, keepdim=True)
+        tokens.clear()
+        tokens.append(int(nxt))
+        # Steps: the first token comes from the prefill; each step feeds one token and samples one.
+        t0 = time.perf_counter()
+        for _ in range(args.new_tokens - 1):
+            out = model(input_ids=nxt, past_key_values=past, use_cache=True)
+            past = out.past_key_values
+            nxt = out.logits[:, -1].argmax(-1, keepdim=True)
+            tokens.append(int(nxt))
+        return (time.perf_counter() - t0) / max(args.new_tokens - 1, 1)
+
+    with torch.inference_mode():
+        prefill_s = _best_of(args.repeats, prefill)
+        decode_s = _best_of(args.repeats, decode)
+    del model
+    gc.collect()
+    return Result("transformers", "float32", len(prompt) / prefill_s, decode_s * 1e3, list(tokens))
+
+
+def bench_session(model_dir: str, dtype: str, prompt: np.ndarray, decode_prompt: np.ndarray,
+                  args: argparse.Namespace) -> Result:
+    from fastattention.session import Session
+
+    session = Session(model_dir, num_threads=args.threads, max_batch=1,
+                      max_seq_len=max(len(prompt), len(decode_prompt) + args.new_tokens) + 8)
+    prompt_ids = [int(t) for t in prompt]
+    decode_ids = [int(t) for t in decode_prompt]
+    tokens: List[int] = []
+
+    def prefill() -> float:
+        session.generate([prompt_ids], 1)
+        return session.timings["prefill_seconds"]
+
+    def decode() -> float:
+        out = session.generate([decode_ids], args.new_tokens)
+        tokens[:] = [int(t) for t in out[0]]
+        t = session.timings
+        if t["decode_steps"] <= 0:
+            raise RuntimeError(f"session {dtype}: no decode steps were timed ({t})")
+        return t["decode_seconds"] / t["decode_steps"]
+
+    prefill_s = _best_of(args.repeats, prefill)
+    decode_s = _best_of(args.repeats, decode)
+    del session
+    gc.collect()
+    return Result("fastattention", dtype, len(prompt) / prefill_s, decode_s * 1e3, list(tokens))
+
+
+def format_table(results: List[Result], baseline: Result) -> str:
+    lines = ["| engine | weights | prefill tokens/s | vs transformers | decode ms/step | vs transformers |",
+             "|---|---|---:|---:|---:|---:|"]
+    for r in results:
+        lines.append(
+            f"| {r.engine} | {r.weights} | {r.prefill_tokens_per_s:,.0f} | "
+            f"{r.prefill_tokens_per_s / baseline.prefill_tokens_per_s:.2f}x | "
+            f"{r.decode_ms_per_step:.2f} | {baseline.decode_ms_per_step / r.decode_ms_per_step:.2f}x |")
+    return "\n".join(lines)
+
+
+def _agreement(a: List[int], b: List[int]) -> str:
+    same = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        same += 1
+    return f"{same}/{min(len(a), len(b))}"
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    args = _resolve(args)
+    torch.set_num_threads(args.threads)
+    from fastattention.export import export_hf
+
+    work: Optional[tempfile.TemporaryDirectory] = None
+    root = args.work_dir
+    if root is None:
+        work = tempfile.TemporaryDirectory(prefix="fastattention-e2e-")
+        root = work.name
+    try:
+        hf_dir = os.path.join(root, "hf")
+        t0 = time.perf_counter()
+        shape = build_checkpoint(hf_dir, args)
+        print(f"model: Llama-shaped, {shape['params'] / 1e6:.1f}M parameters (hidden "
+              f"{shape['hidden_size']}, {shape['num_hidden_layers']} layers, "
+              f"{shape['num_attention_heads']} heads, {shape['num_key_value_heads']} KV heads, "
+              f"intermediate {shape['intermediate_size']}, vocab {shape['vocab_size']}), random "
+              f"weights, built in {time.perf_counter() - t0:.1f} s", flush=True)
+        rng = np.random.default_rng(args.seed)
+        prompt = rng.integers(3, shape["vocab_size"], size=args.prompt_len)
+        decode_prompt = rng.integers(3, shape["vocab_size"], size=args.decode_prompt_len)
+        print(f"threads: {args.threads} (torch.set_num_threads and Session num_threads); "
+              f"prefill prompt {args.prompt_len}, decode {args.new_tokens} tokens after "
+              f"{args.decode_prompt_len}; batch 1; best of {args.repeats}", flush=True)
+
+        results = [bench_transformers(hf_dir, prompt, decode_prompt, args)]
+        print(f"  transformers float32 done", flush=True)
+        for dtype in args.dtype_list:
+            out_dir = os.path.join(root, f"export-{dtype}")
+            export_hf(hf_dir, out_dir, tp=1, dtype=dtype, progress=False)
+            results.append(bench_session(out_dir, dtype, prompt, decode_prompt, args))
+            print(f"  fastattention {dtype} done", flush=True)
+    finally:
+        if work is not None:
+            work.cleanup()
+
+    baseline = results[0]
+    print()
+    print(format_table(results, baseline))
+    print()
+    for r in results[1:]:
+        print(f"greedy decode tokens agreeing with transformers float32 ({r.weights} weights): "
+              f"{_agreement(r.decode_tokens, baseline.decode_tokens)}")
+    return 0

@@ -1,0 +1,206 @@
+"""The `fastattention` command line.
+
+    fastattention export   --hf HF_DIR --out MODEL_DIR [--tp N] [--dtype float16|bfloat16|float32]
+    fastattention generate --model MODEL_DIR --prompt "1 2 3" [--prompt "4 5"] [--max-new-tokens N]
+                           [--temperature T] [--top-k K] [--top-p P] [--seed S] [--threads N]
+    fastattention bench attention|e2e [options]     (see `fastattention bench NAME --help`)
+
+Exit status: 0 on success, 2 for a usage error (bad option or value), 1 when the work itself fails
+(missing or bad weight files, unsupported model, ...); the message goes to stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from typing import List, Optional, Sequence
+
+BENCHES = {
+    "attention": "attention kernel speed: FastAttention vs a reference implementation",
+    "e2e": "end-to-end prefill and decode speed: FastAttention vs transformers",
+}
+DTYPES = ("float16", "bfloat16", "float32")
+
+
+class CliError(Exception):
+    """A failure the user can fix; printed without a traceback."""
+
+
+def parse_prompt(text: str) -> List[int]:
+    """'1 2 3' or '1,2,3' -> [1, 2, 3]."""
+    fields = text.replace(",", " ").split()
+    if not fields:
+        raise argparse.ArgumentTypeError("empty prompt: expected token ids such as \"1 2 3\"")
+    try:
+        ids = [int(f) for f in fields]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"bad prompt {text!r}: expected integer token ids separated by spaces, such as \"1 2 3\"")
+    if any(i < 0 for i in ids):
+        raise argparse.ArgumentTypeError(f"bad prompt {text!r}: token ids must be >= 0")
+    return ids
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+# ---------------------------------------------------------------------------------------- export
+def add_export_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="convert a Hugging Face checkpoint to the FastAttention format",
+                       description="Convert a Hugging Face checkpoint directory (config.json + "
+                                   "*.safetensors) to a FastAttention model directory "
+                                   "(docs/FORMAT.md).")
+    p.add_argument("--hf", required=True, metavar="DIR", help="Hugging Face checkpoint directory")
+    p.add_argument("--out", required=True, metavar="DIR", help="output model directory")
+    p.add_argument("--tp", type=positive_int, default=1, help="tensor-parallel size (default 1)")
+    p.add_argument("--dtype", choices=DTYPES, default="float16",
+                   help="dtype of the exported weights (default float16)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    if not os.path.isdir(args.hf):
+        raise CliError(f"--hf {args.hf}: no such directory")
+    if not os.path.isfile(os.path.join(args.hf, "config.json")):
+        raise CliError(f"--hf {args.hf}: no config.json in this directory (expected a Hugging Face "
+                       "checkpoint)")
+    from fastattention.export import export_hf
+
+    export_hf(args.hf, args.out, tp=args.tp, dtype=args.dtype, progress=not args.quiet)
+    print(f"exported {args.hf} -> {args.out} (dtype {args.dtype}, tp {args.tp})")
+    return 0
+
+
+# -------------------------------------------------------------------------------------- generate
+def add_generate_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("generate", help="generate tokens from token-id prompts",
+                       description="Load an exported model and generate from one or more prompts "
+                                   "given as token ids. Prints each prompt's new token ids and the "
+                                   "prefill/decode timings.")
+    p.add_argument("--model", required=True, metavar="DIR", help="exported model directory")
+    p.add_argument("--prompt", required=True, action="append", type=parse_prompt, metavar="IDS",
+                   help='token ids, e.g. "1 2 3"; repeat the option for a batch')
+    p.add_argument("--max-new-tokens", type=positive_int, default=16)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--top-k", type=int, default=0, help="0 = no top-k filter")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--stop", type=int, action="append", default=[], metavar="ID",
+                   help="stop token id (repeatable)")
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads (default all)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.set_defaults(func=run_generate)
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    if not os.path.isdir(args.model):
+        raise CliError(f"--model {args.model}: no such directory")
+    if not os.path.isfile(os.path.join(args.model, "config.json")):
+        raise CliError(f"--model {args.model}: no config.json (expected a directory written by "
+                       "`fastattention export`)")
+    if args.temperature < 0:
+        raise CliError(f"--temperature must be >= 0, got {args.temperature}")
+    if not 0.0 < args.top_p <= 1.0:
+        raise CliError(f"--top-p must be in (0, 1], got {args.top_p}")
+    if args.top_k < 0:
+        raise CliError(f"--top-k must be >= 0, got {args.top_k}")
+    from fastattention.session import Session
+
+    session = Session(args.model, num_threads=args.threads, max_batch=max(len(args.prompt), 1))
+    outputs = session.generate(args.prompt, args.max_new_tokens, temperature=args.temperature,
+                               top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                               stop_tokens=tuple(args.stop))
+    timings = dict(session.timings)
+    outputs = [[int(t) for t in out] for out in outputs]
+    if args.json:
+        print(json.dumps({"prompts": args.prompt, "outputs": outputs, "timings": timings}))
+        return 0
+    for i, (prompt, out) in enumerate(zip(args.prompt, outputs)):
+        print(f"[{i}] prompt ({len(prompt)} tokens): {' '.join(map(str, prompt))}")
+        print(f"[{i}] new    ({len(out)} tokens): {' '.join(map(str, out))}")
+    print(format_timings(timings))
+    return 0
+
+
+def format_timings(t: dict) -> str:
+    parts = []
+    if "prefill_tokens" in t:
+        parts.append(f"prefill: {t['prefill_tokens']} tokens in {t['prefill_seconds']:.3f} s "
+                     f"({t['prefill_tokens_per_s']:.1f} tokens/s)")
+    if "decode_steps" in t:
+        parts.append(f"decode: {t['decode_steps']} steps in {t['decode_seconds']:.3f} s "
+                     f"({t['decode_ms_per_step']:.2f} ms/step)")
+    return "\n".join(parts) if parts else f"timings: {t}"
+
+
+# ----------------------------------------------------------------------------------------- bench
+def add_bench_parser(sub: argparse._SubParsersAction, load: bool = True) -> None:
+    """load=False skips importing the bench modules (some import torch, which is slow)."""
+    p = sub.add_parser("bench", help="benchmarks", description="Benchmarks: " + ", ".join(
+        f"{name} ({text})" for name, text in BENCHES.items()))
+    bench_sub = p.add_subparsers(dest="bench", metavar="{" + ",".join(BENCHES) + "}")
+    bench_sub.required = True
+    for name, text in BENCHES.items():
+        bp = bench_sub.add_parser(name, help=text, description=text)
+        if not load:
+            continue
+        try:
+            module = importlib.import_module(f"fastattention.bench.{name}")
+        except ImportError as e:  # e.g. a benchmark needing torch in a base install
+            bp.set_defaults(func=_unavailable(name, e))
+            bp.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+            continue
+        module.add_arguments(bp)
+        bp.set_defaults(func=module.run)
+
+
+def _unavailable(name: str, error: ImportError):
+    def run(args: argparse.Namespace) -> int:
+        raise CliError(f"bench {name} is unavailable: {error} "
+                       "(install the test extra: pip install \".[test]\")")
+    return run
+
+
+# ------------------------------------------------------------------------------------------ main
+def build_parser(load_benches: bool = True) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fastattention",
+                                     description="FastAttention LLM inference runtime.")
+    from fastattention import __version__
+
+    parser.add_argument("--version", action="version", version=f"fastattention {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="{export,generate,bench}")
+    sub.required = True
+    add_export_parser(sub)
+    add_generate_parser(sub)
+    add_bench_parser(sub, load=load_benches)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(load_benches="bench" in argv)
+    args = parser.parse_args(argv)
+    try:
+        rc = args.func(args)
+    except CliError as e:
+        print(f"fastattention {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except (ValueError, MemoryError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
+        # The runtime's errors (ValueError, WeightFileError, MemoryError) name what is wrong.
+        print(f"fastattention {args.command}: error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""Export Hugging Face checkpoints to the FastAttention weight format (docs/FORMAT.md).
+
+    from fastattention.export import export_hf, read_tensor
+    config = export_hf("path/to/hf_model", "path/to/out", tp=2, dtype="float16")
+    embed = read_tensor("path/to/out/rank0/embed.weight.fat", upcast_bf16=True)
+"""
+from fastattention.export.convert import export_hf
+from fastattention.export.format import (
+    DTYPES,
+    FatHeader,
+    WeightFileError,
+    bfloat16_bits_to_float32,
+    float32_to_bfloat16_bits,
+    read_header,
+    read_tensor,
+    write_tensor,
+)
+from fastattention.export.hf import SUPPORTED_ARCHITECTURES, runtime_config
+
+__all__ = [
+    "DTYPES",
+    "FatHeader",
+    "SUPPORTED_ARCHITECTURES",
+    "WeightFileError",
+    "bfloat16_bits_to_float32",
+    "export_hf",
+    "float32_to_bfloat16_bits",
+    "read_header",
+    "read_tensor",
+    "runtime_config",
+    "write_tensor",
+]

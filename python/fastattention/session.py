@@ -1,0 +1,162 @@
+"""Session: load an exported model (see docs/FORMAT.md) and generate tokens or compute logits.
+
+    from fastattention.session import Session
+    s = Session("exported/llama", max_batch=4)
+    new_tokens = s.generate([[1, 15043], [1, 306, 626]], max_new_tokens=32)
+    s.timings   # {"prefill_tokens": ..., "decode_ms_per_step": ..., ...} of the last call
+
+Semantics worth knowing:
+  * generate() returns the new tokens only. A sequence stops after emitting one of `stop_tokens`
+    (the stop token is included in its output) or after max_new_tokens. The config's
+    eos_token_id is not a stop token unless passed (session.config["eos_token_id"]).
+  * Sampling: temperature 0 is greedy. Request i of a batch draws with seed `seed + i` and its own
+    step counter, so its tokens do not depend on the rest of the batch; to reproduce request i
+    alone, pass seed + i.
+  * timings describe the last generate() or logits() call (each call resets them).
+  * Errors: bad arguments raise TypeError / ValueError naming the prompt, position or option;
+    broken weight files raise fastattention.WeightFileError (a ValueError) naming the file; a KV
+    cache too small for the batch raises MemoryError.
+"""
+from __future__ import annotations
+
+import numbers
+import os
+
+import numpy as np
+
+from fastattention._native import _C
+
+_KV_DTYPES = ("float32", "float16", "bfloat16")
+
+
+def _check_int(name: str, value, minimum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _check_float(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    return float(value)
+
+
+def _check_seed(seed) -> int:
+    seed = _check_int("seed", seed, 0)
+    if seed >= 1 << 64:
+        raise ValueError(f"seed must be below 2**64, got {seed}")
+    return seed
+
+
+def _token_list(prompt, where: str) -> list[int]:
+    """A prompt as a list of Python ints; TypeError naming `where` for anything else."""
+    if isinstance(prompt, np.ndarray):
+        if prompt.ndim != 1 or prompt.dtype.kind not in "iu":
+            raise TypeError(f"{where} must be a 1-D integer array or a list of ints, got a "
+                            f"{prompt.ndim}-D {prompt.dtype} array")
+        return [int(t) for t in prompt]
+    if isinstance(prompt, (str, bytes)) or not isinstance(prompt, (list, tuple)):
+        raise TypeError(f"{where} must be a list of token ids (ints), got {type(prompt).__name__}"
+                        + (" (tokenize the text first)" if isinstance(prompt, (str, bytes)) else ""))
+    out = []
+    for pos, tok in enumerate(prompt):
+        if isinstance(tok, bool) or not isinstance(tok, numbers.Integral):
+            raise TypeError(f"{where}, position {pos}: token ids must be ints, got "
+                            f"{type(tok).__name__} {tok!r}")
+        out.append(int(tok))
+    return out
+
+
+class Session:
+    """An exported model loaded for inference, with its paged KV cache.
+
+    model_dir: an exported model directory (config.json, rank0/...).
+    device: "cpu" (this build has no CUDA).
+    num_threads: CPU threads for the kernels (None: OpenMP's default).
+    max_batch: most prompts per generate() call.
+    max_seq_len: prompt + new tokens per sequence (None: the model's max_position_embeddings).
+    kv_block_size: tokens per KV-cache block.
+    kv_dtype: "float32", "float16" or "bfloat16" KV cache.
+    max_cache_tokens: KV pool size in tokens over all sequences (None: max_batch *
+        min(max_seq_len, 4096)).
+    prefill_chunk_tokens: token budget of one prefill forward pass (bounds activation memory;
+        longer prompts and batches are prefilled in chunks).
+    verbose: log the weight and KV-cache memory at load.
+    """
+
+    def __init__(self, model_dir, device: str = "cpu", *, num_threads=None, max_batch: int = 8,
+                 max_seq_len=None, kv_block_size: int = 16, kv_dtype: str = "float32",
+                 max_cache_tokens=None, prefill_chunk_tokens: int = 2048, verbose: bool = False):
+        if not isinstance(model_dir, (str, os.PathLike)):
+            raise TypeError(f"model_dir must be a path, got {type(model_dir).__name__}")
+        if not isinstance(device, str):
+            raise TypeError(f"device must be a string, got {type(device).__name__}")
+        if not isinstance(kv_dtype, str) or kv_dtype not in _KV_DTYPES:
+            raise ValueError(f"kv_dtype must be one of {', '.join(_KV_DTYPES)}, got {kv_dtype!r}")
+        opts = _C.SessionOptions()
+        opts.device = device
+        opts.num_threads = 0 if num_threads is None else _check_int("num_threads", num_threads, 1)
+        opts.max_batch = _check_int("max_batch", max_batch, 1)
+        opts.max_seq_len = 0 if max_seq_len is None else _check_int("max_seq_len", max_seq_len, 1)
+        opts.kv_block_size = _check_int("kv_block_size", kv_block_size, 1)
+        opts.kv_dtype = kv_dtype
+        opts.max_cache_tokens = (0 if max_cache_tokens is None
+                                 else _check_int("max_cache_tokens", max_cache_tokens, 1))
+        opts.prefill_chunk_tokens = _check_int("prefill_chunk_tokens", prefill_chunk_tokens, 1)
+        opts.verbose = bool(verbose)
+        self.model_dir = os.fspath(model_dir)
+        self._session = _C.InferenceSession(self.model_dir, opts)
+
+    def generate(self, prompts, max_new_tokens: int, *, temperature: float = 0.0, top_k: int = 0,
+                 top_p: float = 1.0, seed: int = 0, stop_tokens=()) -> list[list[int]]:
+        """New tokens for each prompt (a list of lists of token ids), the batch run together."""
+        if isinstance(prompts, (str, bytes)) or not isinstance(prompts, (list, tuple)):
+            raise TypeError(f"prompts must be a list of prompts (lists of token ids), got "
+                            f"{type(prompts).__name__}")
+        if len(prompts) == 0:
+            raise ValueError("prompts: empty list; pass at least one prompt")
+        if all(isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in prompts):
+            raise TypeError("prompts must be a list of prompts (lists of token ids), got a flat "
+                            "list of ints; wrap a single prompt as [prompt]")
+        batch = [_token_list(p, f"prompt {i}") for i, p in enumerate(prompts)]
+        stops = _token_list(list(stop_tokens) if isinstance(stop_tokens, (set, frozenset))
+                            else stop_tokens, "stop_tokens")
+        return self._session.generate(
+            batch, _check_int("max_new_tokens", max_new_tokens, 0),
+            temperature=_check_float("temperature", temperature),
+            top_k=_check_int("top_k", top_k, 0),
+            top_p=_check_float("top_p", top_p),
+            seed=_check_seed(seed),
+            stop_tokens=stops)
+
+    def logits(self, prompt) -> np.ndarray:
+        """float32 logits [len(prompt), vocab_size] at every position of one prompt."""
+        return self._session.logits(_token_list(prompt, "prompt"))
+
+    @property
+    def timings(self) -> dict:
+        """prefill_tokens, prefill_seconds, prefill_tokens_per_s, decode_steps, decode_seconds,
+        decode_ms_per_step of the last generate() / logits() call."""
+        return self._session.timings
+
+    @property
+    def config(self) -> dict:
+        """The model's config.json as parsed and validated by the runtime."""
+        return self._session.config
+
+    @property
+    def options(self):
+        """The session options with defaults resolved (max_seq_len, max_cache_tokens, ...)."""
+        return self._session.options
+
+    @property
+    def kv_cache_bytes(self) -> int:
+        return self._session.kv_cache_bytes
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"Session({self.model_dir!r}, {c['architecture']}, {c['num_layers']} layers, "
+                f"hidden {c['hidden_size']}, vocab {c['vocab_size']})")
