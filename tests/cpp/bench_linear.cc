@@ -170,6 +170,7 @@ int main(int argc, char** argv) {
     bench_decode_step(1);
     bench_decode_step(2);
   }
+  if (what == "step2") bench_decode_step(2);
   if (what == "all" || what == "crossover") bench_crossover();
   return 0;
 }

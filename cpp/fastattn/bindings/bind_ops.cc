@@ -1,8 +1,57 @@
-// Kernel-level ops (attention): filled in by the attention work.
+// Kernel-level ops: attention (fmha_forward) on numpy arrays / torch tensors, zero-copy through
+// DLPack. The GIL is released while the kernel runs.
 #include "fastattn/bindings/bindings.h"
+#include "fastattn/core/context.h"
+#include "fastattn/kernels/attention/fmha.h"
 
 namespace fastattn::py_bind {
 
-void bind_ops(py::module_& m) { (void)m; }
+namespace {
+
+void fmha_forward_py(const py::handle& q, const py::handle& k, const py::handle& v,
+                     const py::handle& out, const py::handle& lse, const py::handle& cu_seqlens_q,
+                     const py::handle& cu_seqlens_k, const py::handle& block_table,
+                     const py::handle& seqlens_k, float softmax_scale, bool causal, int window_left,
+                     int window_right, const py::handle& alibi_slopes, int num_threads) {
+  FA_CHECK(num_threads >= 0, "num_threads: expected >= 0 (0 = the OpenMP default), got ",
+           num_threads);
+  kernels::FmhaParams p;
+  p.q = tensor_from_py(q, "q");
+  p.k = tensor_from_py(k, "k");
+  p.v = tensor_from_py(v, "v");
+  p.out = tensor_from_py(out, "out");
+  p.lse = optional_tensor_from_py(lse, "lse");
+  p.cu_seqlens_q = tensor_from_py(cu_seqlens_q, "cu_seqlens_q");
+  p.cu_seqlens_k = optional_tensor_from_py(cu_seqlens_k, "cu_seqlens_k");
+  p.block_table = optional_tensor_from_py(block_table, "block_table");
+  p.seqlens_k = optional_tensor_from_py(seqlens_k, "seqlens_k");
+  p.alibi_slopes = optional_tensor_from_py(alibi_slopes, "alibi_slopes");
+  p.softmax_scale = softmax_scale;
+  p.causal = causal;
+  p.window_left = window_left;
+  p.window_right = window_right;
+  const Context ctx = cpu_context(num_threads);
+  // The views stay valid without the GIL: the caller's arguments keep the arrays alive.
+  py::gil_scoped_release release;
+  kernels::fmha_forward(ctx, p);
+}
+
+}  // namespace
+
+void bind_ops(py::module_& m) {
+  m.def("fmha_forward", &fmha_forward_py, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("out"),
+        py::arg("lse") = py::none(), py::kw_only(), py::arg("cu_seqlens_q"),
+        py::arg("cu_seqlens_k") = py::none(), py::arg("block_table") = py::none(),
+        py::arg("seqlens_k") = py::none(), py::arg("softmax_scale") = 0.0f,
+        py::arg("causal") = false, py::arg("window_left") = -1, py::arg("window_right") = -1,
+        py::arg("alibi_slopes") = py::none(), py::arg("num_threads") = 0,
+        R"doc(FlashAttention-2 forward into preallocated `out` (and optionally `lse`).
+
+Layouts (FlashAttention's varlen convention): q, out [total_q, Hq, D]; contiguous k, v
+[total_k, Hk, D] with cu_seqlens_k, or paged k, v [num_blocks, block_size, Hk, D] with
+block_table [B, max_blocks] and seqlens_k [B]; cu_seqlens_q int32 [B + 1]; lse float32
+[Hq, total_q] (natural log). Masks are bottom-right aligned. Any float dtype for q, k / v, out.
+Bad input raises ValueError naming the argument.)doc");
+}
 
 }  // namespace fastattn::py_bind

@@ -26,6 +26,8 @@ struct AttentionWeights {
 
 // Scratch reused across calls (grows, never shrinks).
 struct AttentionScratch {
+  explicit AttentionScratch(Allocator* a = host_allocator())
+      : qkv(a, DType::kFloat32, {0}), attn(a, DType::kFloat32, {0}) {}
   OwnedTensor qkv;   // [T, (hq + 2 hk) * D]
   OwnedTensor attn;  // [T, hq, D]
 };

@@ -27,6 +27,8 @@ struct DecoderLayerWeights {
 };
 
 struct LayerScratch {
+  explicit LayerScratch(Allocator* a = host_allocator())
+      : normed(a, DType::kFloat32, {0}), branch_out(a, DType::kFloat32, {0}), attention(a), ffn(a) {}
   OwnedTensor normed;      // [T, H]
   OwnedTensor branch_out;  // [T, H]
   AttentionScratch attention;

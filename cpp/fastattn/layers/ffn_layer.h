@@ -23,6 +23,8 @@ struct FfnWeights {
 };
 
 struct FfnScratch {
+  explicit FfnScratch(Allocator* a = host_allocator())
+      : up(a, DType::kFloat32, {0}), act(a, DType::kFloat32, {0}) {}
   OwnedTensor up;   // [T, 2I] or [T, I]
   OwnedTensor act;  // [T, I] (gated only)
 };

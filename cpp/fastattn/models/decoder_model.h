@@ -21,6 +21,11 @@ namespace fastattn::models {
 
 // Activation buffers for forward passes; they grow to the largest batch seen and are reused.
 struct ModelScratch {
+  explicit ModelScratch(Allocator* a = host_allocator())
+      : hidden(a, DType::kFloat32, {0}),
+        head_rows(a, DType::kFloat32, {0}),
+        vocab_shard(a, DType::kFloat32, {0}),
+        layer(a) {}
   OwnedTensor hidden;       // [T, H]: the residual stream after forward()
   OwnedTensor head_rows;    // [R, H]: rows gathered for the LM head
   OwnedTensor vocab_shard;  // [R, Vr]: tensor-parallel LM head only

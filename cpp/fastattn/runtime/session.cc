@@ -63,6 +63,9 @@ InferenceSession::InferenceSession(const std::string& model_dir, const SessionOp
            "export the model with tp_size = 1 to run it in one process");
 
   ctx_ = cpu_context(options.num_threads);
+  scratch_ = models::ModelScratch(ctx_.allocator);
+  logits_ = OwnedTensor(ctx_.allocator, DType::kFloat32, {0});
+  sampled_ = OwnedTensor(ctx_.allocator, DType::kInt32, {0});
   model_ = std::make_unique<models::DecoderModel>(model_dir, 0);
   resolve_options();
 

@@ -203,6 +203,12 @@ def run(args: argparse.Namespace) -> int:
 
     args = _resolve(args)
     torch.set_num_threads(args.threads)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
     from fastattention.export import export_hf
 
     work: Optional[tempfile.TemporaryDirectory] = None

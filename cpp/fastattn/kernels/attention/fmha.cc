@@ -33,12 +33,6 @@ void check_not_given(const Tensor& t, const char* name, const char* why) {
   FA_CHECK(!t.defined(), name, ": must not be given ", why);
 }
 
-void check_same_device(const Tensor& t, const char* name, const Tensor& q) {
-  if (!t.defined()) return;
-  FA_CHECK(t.device() == q.device(), name, " is on ", t.device().str(), " but q is on ",
-           q.device().str(), ": all tensors must be on one device");
-}
-
 // cu_seqlens: starts at 0, never decreases, ends at the number of rows of `rows_of`.
 void check_cu_seqlens_values(const Tensor& cu, const char* name, int64_t rows, const char* rows_of) {
   const int32_t* c = cu.data_as<int32_t>();
@@ -156,24 +150,30 @@ cpu::FmhaShape check_structure(const FmhaParams& p) {
   FA_CHECK(p.window_right >= -1, "window_right: expected >= -1 (-1 = unbounded), got ",
            p.window_right);
 
+  return sh;
+}
+
+// The CPU kernel needs every tensor in CPU-addressable memory (host or pinned host). This build
+// has no CUDA kernels, so a tensor in GPU memory is an error; a CUDA build dispatches here.
+void check_devices(const FmhaParams& p) {
   const std::pair<const Tensor*, const char*> all[] = {
-      {&p.k, "k"}, {&p.v, "v"}, {&p.out, "out"}, {&p.lse, "lse"},
+      {&p.q, "q"}, {&p.k, "k"}, {&p.v, "v"}, {&p.out, "out"}, {&p.lse, "lse"},
       {&p.cu_seqlens_q, "cu_seqlens_q"}, {&p.cu_seqlens_k, "cu_seqlens_k"},
       {&p.block_table, "block_table"}, {&p.seqlens_k, "seqlens_k"},
       {&p.alibi_slopes, "alibi_slopes"}};
-  for (const auto& [t, name] : all) check_same_device(*t, name, p.q);
-  return sh;
+  for (const auto& [t, name] : all) {
+    if (t->defined() && !t->device().is_cpu_addressable()) {
+      FA_THROW_AS(Error, "fmha_forward: ", name, " is on ", t->device().str(),
+                  " but FastAttention was not built with CUDA (CPU tensors only)");
+    }
+  }
 }
 
 }  // namespace
 
 void fmha_forward(const Context& ctx, const FmhaParams& p) {
+  check_devices(p);
   const cpu::FmhaShape sh = check_structure(p);
-  if (!p.q.device().is_cpu_addressable()) {
-    // The CUDA kernels plug in here in builds with CUDA.
-    FA_THROW_AS(Error, "fmha_forward: q is on ", p.q.device().str(),
-                " but this build of FastAttention was not built with CUDA (CPU tensors only)");
-  }
   check_cu_seqlens_values(p.cu_seqlens_q, "cu_seqlens_q", sh.total_q, "q");
   if (sh.paged) {
     check_paged_values(p, sh.batch, p.k.size(0), sh.block_size);

@@ -28,6 +28,8 @@ namespace {
 constexpr int kSplitBelowJobsPerThread = 2;
 constexpr int kSplitTargetJobsPerThread = 4;
 constexpr int64_t kMinSplitKeys = 256;
+// Wide jobs shrink (fewer 64-row sub-tiles each) until there are this many per thread.
+constexpr int kMinJobsPerThread = 8;
 
 size_t align64(size_t n) { return (n + 63) / 64 * 64; }
 
@@ -110,12 +112,23 @@ Plan make_plan(const AttnArgs& a, const FmhaShape& sh, int threads) {
     int kv_head;
     int64_t row_begin, row_end, keys;
   };
+  // Wide jobs take up to kMaxSubTiles tiles of 64 rows, fewer when that would leave fewer than
+  // kMinJobsPerThread jobs per thread.
+  int sub_tiles = kMaxSubTiles;
+  for (; sub_tiles > 1; sub_tiles /= 2) {
+    int64_t jobs = 0;
+    for (int64_t b = 0; b < sh.batch; ++b) {
+      const int64_t tiles64 = (seq_info(a, b).sq * a.group + kWideMaxRows - 1) / kWideMaxRows;
+      jobs += (tiles64 + sub_tiles - 1) / sub_tiles * a.num_heads_k;
+    }
+    if (jobs >= static_cast<int64_t>(kMinJobsPerThread) * threads) break;
+  }
   std::vector<Tile> tiles;
   for (int64_t b = 0; b < sh.batch; ++b) {
     const SeqInfo s = seq_info(a, b);
     const int64_t rows = s.sq * a.group;
     if (rows == 0) continue;
-    const int64_t tile_rows = rows <= kNarrowMaxRows ? rows : kWideMaxRows;
+    const int64_t tile_rows = rows <= kNarrowMaxRows ? rows : int64_t{kWideMaxRows} * sub_tiles;
     for (int h = 0; h < a.num_heads_k; ++h) {
       for (int64_t r0 = 0; r0 < rows; r0 += tile_rows) {
         const int64_t r1 = std::min(rows, r0 + tile_rows);
@@ -211,39 +224,35 @@ void write_row(const AttnArgs& a, const SeqInfo& s, const TileJob& job, int64_t 
   if (a.lse != nullptr) a.lse[head * a.lse_head_stride + tok * a.lse_tok_stride] = lse2 * kLn2;
 }
 
-size_t scratch_bytes(int head_dim) {
+size_t layout_scratch(void* base, int head_dim, Scratch* sc) {
   const size_t D = static_cast<size_t>(head_dim);
   const size_t W = kWideMaxRows;
-  return align64(D * W * 4) * 2 + align64(kKvTile * W * 4) + align64(kKvTile * D * 4) * 2 +
-         align64(D * 4) + align64(W * 4) * 7 + align64(kKvTile * sizeof(float*)) * 2;
-}
-
-Scratch carve_scratch(void* base, int head_dim) {
-  const size_t D = static_cast<size_t>(head_dim);
-  const size_t W = kWideMaxRows;
-  char* p = static_cast<char*>(base);
-  auto take = [&p](size_t bytes) {
-    char* r = p;
-    p += align64(bytes);
+  const size_t packed = static_cast<size_t>(packed_row_stride(head_dim));
+  size_t used = 0;
+  auto take = [&](size_t bytes) {
+    char* r = base != nullptr ? static_cast<char*>(base) + used : nullptr;
+    used += align64(bytes);
     return r;
   };
-  Scratch sc;
-  sc.qt = reinterpret_cast<float*>(take(D * W * 4));
-  sc.ot = reinterpret_cast<float*>(take(D * W * 4));
-  sc.st = reinterpret_cast<float*>(take(kKvTile * W * 4));
-  sc.kbuf = reinterpret_cast<float*>(take(kKvTile * D * 4));
-  sc.vbuf = reinterpret_cast<float*>(take(kKvTile * D * 4));
-  sc.row = reinterpret_cast<float*>(take(D * 4));
-  sc.m = reinterpret_cast<float*>(take(W * 4));
-  sc.l = reinterpret_cast<float*>(take(W * 4));
-  sc.slope = reinterpret_cast<float*>(take(W * 4));
-  sc.lo = reinterpret_cast<int32_t*>(take(W * 4));
-  sc.hi = reinterpret_cast<int32_t*>(take(W * 4));
-  sc.pos = reinterpret_cast<int32_t*>(take(W * 4));
-  take(W * 4);  // spare, keeps the layout in step with scratch_bytes
-  sc.kptr = reinterpret_cast<const float**>(take(kKvTile * sizeof(float*)));
-  sc.vptr = reinterpret_cast<const float**>(take(kKvTile * sizeof(float*)));
-  return sc;
+  Scratch local;
+  Scratch& s = sc != nullptr ? *sc : local;
+  for (RowTile& t : s.tiles) {
+    t.qt = reinterpret_cast<float*>(take(D * W * 4));
+    t.ot = reinterpret_cast<float*>(take(D * W * 4));
+    t.st = reinterpret_cast<float*>(take(kKvTile * W * 4));
+    t.m = reinterpret_cast<float*>(take(W * 4));
+    t.l = reinterpret_cast<float*>(take(W * 4));
+    t.slope = reinterpret_cast<float*>(take(W * 4));
+    t.lo = reinterpret_cast<int32_t*>(take(W * 4));
+    t.hi = reinterpret_cast<int32_t*>(take(W * 4));
+    t.pos = reinterpret_cast<int32_t*>(take(W * 4));
+  }
+  s.kbuf = reinterpret_cast<float*>(take(kKvTile * packed * 4));
+  s.vbuf = reinterpret_cast<float*>(take(kKvTile * packed * 4));
+  s.row = reinterpret_cast<float*>(take(D * 4));
+  s.kptr = reinterpret_cast<const float**>(take(kKvTile * sizeof(float*)));
+  s.vptr = reinterpret_cast<const float**>(take(kKvTile * sizeof(float*)));
+  return used;
 }
 
 void fmha_forward_cpu(const Context& ctx, const FmhaParams& p, const FmhaShape& shape) {
@@ -255,7 +264,7 @@ void fmha_forward_cpu(const Context& ctx, const FmhaParams& p, const FmhaShape& 
   Allocator* alloc = ctx.allocator != nullptr && ctx.allocator->device().is_cpu_addressable()
                          ? ctx.allocator
                          : host_allocator();
-  const size_t per_thread = align64(scratch_bytes(shape.head_dim));
+  const size_t per_thread = layout_scratch(nullptr, shape.head_dim, nullptr);
   const size_t partial_bytes = align64(plan.partial_floats * sizeof(float));
   Buffer scratch(alloc, per_thread * static_cast<size_t>(threads) + partial_bytes);
   char* base = static_cast<char*>(scratch.data());
@@ -282,7 +291,8 @@ void fmha_forward_cpu(const Context& ctx, const FmhaParams& p, const FmhaShape& 
 #else
     const int tid = 0;
 #endif
-    Scratch sc = carve_scratch(base + per_thread * static_cast<size_t>(tid), shape.head_dim);
+    Scratch sc;
+    layout_scratch(base + per_thread * static_cast<size_t>(tid), shape.head_dim, &sc);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t i = 0; i < n_jobs; ++i) {
       const TileJob& job = plan.jobs[static_cast<size_t>(i)];

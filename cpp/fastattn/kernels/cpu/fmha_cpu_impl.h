@@ -20,6 +20,9 @@ namespace fastattn::kernels::cpu {
 constexpr int kKvTile = 64;
 // Rows of a wide tile: 4 vectors of 16 lanes.
 constexpr int kWideMaxRows = 64;
+// A wide job holds up to this many tiles of 64 rows: they share each packed K / V tile, which
+// divides the cost of gathering K / V rows (spread over memory pages) by the number of tiles.
+constexpr int kMaxSubTiles = 4;
 // A (sequence, KV head) with at most this many rows in total takes the narrow kernel.
 constexpr int kNarrowMaxRows = 4;
 constexpr float kLog2e = 1.4426950408889634f;
@@ -158,39 +161,65 @@ struct TileJob {
 void write_row(const AttnArgs& a, const SeqInfo& s, const TileJob& job, int64_t row, float* o,
                float m, float l);
 
-// Thread-local scratch memory, carved from one allocation per thread.
-struct Scratch {
+// Per-tile state of up to 64 query rows (one wide sub-tile, or the narrow kernel's rows).
+struct RowTile {
   float* qt;      // wide: [D][64] scaled Q^T; narrow: [4][Dpad] scaled Q rows
   float* ot;      // wide: [D][64] O^T accumulator; narrow: [4][Dpad]
   float* st;      // wide: [kKvTile][64] scores / probabilities; narrow: [4][kKvTile]
-  float* kbuf;    // [kKvTile][D] K tile converted to float32 (16-bit KV)
-  float* vbuf;    // [kKvTile][D]
-  float* row;     // [D] temporary
   float* m;       // [64] running max (log2 domain)
   float* l;       // [64] running sum
   float* slope;   // [64] ALiBi slope per row (log2 domain)
   int32_t* lo;    // [64] visible key range per row
   int32_t* hi;    // [64]
   int32_t* pos;   // [64] query position in key coordinates
+};
+
+// Thread-local scratch memory, carved from one allocation per thread.
+struct Scratch {
+  RowTile tiles[kMaxSubTiles];
+  float* kbuf;    // [kKvTile][packed_row_stride(D)] K tile as float32
+  float* vbuf;    // [kKvTile][packed_row_stride(D)]
+  float* row;     // [D] temporary
   const float** kptr;  // [kKvTile] float32 row pointers of the current K tile
   const float** vptr;  // [kKvTile]
 };
 
-size_t scratch_bytes(int head_dim);
-Scratch carve_scratch(void* base, int head_dim);
+// Lays out one thread's scratch at `base` (when not null) and returns its size in bytes.
+size_t layout_scratch(void* base, int head_dim, Scratch* sc);
 
 void run_wide_job(const AttnArgs& a, const TileJob& job, Scratch& sc);
 void run_narrow_job(const AttnArgs& a, const TileJob& job, Scratch& sc);
 
-// Fills ptr[0..n) with float32 rows of K (or V) keys j0..j0+n, converting 16-bit storage into buf.
-inline void gather_rows(const KvSource& src, bool values, int64_t j0, int n, DType dtype, int head_dim,
-                        float* buf, const float** ptr) {
+// Asks for K and V rows j0..j0+n to be brought into L2 while the current tile computes: rows of a
+// [tokens, heads, D] tensor are far apart, which the hardware prefetchers do not follow.
+inline void prefetch_rows(const KvSource& src, int64_t j0, int n, int head_dim) {
+  const int64_t bytes = static_cast<int64_t>(head_dim) * static_cast<int64_t>(src.elem);
+  for (int j = 0; j < n; ++j) {
+    const char* k = src.k_row(j0 + j);
+    const char* v = src.v_row(j0 + j);
+    for (int64_t off = 0; off < bytes; off += 64) {
+      __builtin_prefetch(k + off, 0, 2);
+      __builtin_prefetch(v + off, 0, 2);
+    }
+  }
+}
+
+// Row stride (floats) of packed K / V tiles: padded by one cache line so that consecutive rows
+// do not map to the same L1 set.
+inline int packed_row_stride(int head_dim) { return (head_dim + 15) / 16 * 16 + 16; }
+
+// Fills ptr[0..n) with float32 rows of K (or V) keys j0..j0+n. 16-bit storage is converted into
+// buf; float32 rows are used in place unless `pack` asks for a copy into buf too (the wide kernel
+// packs: rows of a [tokens, heads, D] tensor sit a power-of-two stride apart and would all fall
+// into the same L1 cache set).
+inline void gather_rows(const KvSource& src, bool values, int64_t j0, int n, DType dtype,
+                        int head_dim, bool pack, float* buf, const float** ptr) {
   for (int j = 0; j < n; ++j) {
     const char* r = values ? src.v_row(j0 + j) : src.k_row(j0 + j);
-    if (dtype == DType::kFloat32) {
+    if (dtype == DType::kFloat32 && !pack) {
       ptr[j] = reinterpret_cast<const float*>(r);
     } else {
-      float* dst = buf + static_cast<int64_t>(j) * head_dim;
+      float* dst = buf + static_cast<int64_t>(j) * packed_row_stride(head_dim);
       convert_to_float(r, dtype, dst, head_dim);
       ptr[j] = dst;
     }

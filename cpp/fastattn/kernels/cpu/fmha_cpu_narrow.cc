@@ -99,9 +99,10 @@ void run_narrow(const AttnArgs& a, const TileJob& job, Scratch& sc) {
   const int nchunks = dp / 16, tail = D % 16;
   const KvSource kv(a, s, job.kv_head);
   const size_t q_elem = dtype_size(a.q_dtype);
-  float* q = sc.qt;  // [ROWS][dp]
-  float* o = sc.ot;  // [ROWS][dp]
-  float* p = sc.st;  // [ROWS][kKvTile]
+  RowTile& rt = sc.tiles[0];
+  float* q = rt.qt;  // [ROWS][dp]
+  float* o = rt.ot;  // [ROWS][dp]
+  float* p = rt.st;  // [ROWS][kKvTile]
 
   int32_t min_lo = INT32_MAX, max_hi = INT32_MIN;
   float alpha[ROWS];
@@ -110,12 +111,12 @@ void run_narrow(const AttnArgs& a, const TileJob& job, Scratch& sc) {
     const int64_t tok = row / a.group;
     const int head = job.kv_head * a.group + static_cast<int>(row % a.group);
     const KeyRange kr = visible_keys(a, s, tok);
-    sc.lo[r] = kr.lo, sc.hi[r] = kr.hi;
-    sc.pos[r] = static_cast<int32_t>(tok + s.sk - s.sq);
-    sc.slope[r] = alibi_slope_log2(a, s, head);
+    rt.lo[r] = kr.lo, rt.hi[r] = kr.hi;
+    rt.pos[r] = static_cast<int32_t>(tok + s.sk - s.sq);
+    rt.slope[r] = alibi_slope_log2(a, s, head);
     if (kr.lo <= kr.hi) min_lo = std::min(min_lo, kr.lo), max_hi = std::max(max_hi, kr.hi);
-    sc.m[r] = -INFINITY;
-    sc.l[r] = 0.0f;
+    rt.m[r] = -INFINITY;
+    rt.l[r] = 0.0f;
     const char* qrow = a.q + ((s.q_begin + tok) * a.q_tok_stride + head * a.q_head_stride) *
                                  static_cast<int64_t>(q_elem);
     convert_to_float(qrow, a.q_dtype, q + r * dp, D);
@@ -131,7 +132,7 @@ void run_narrow(const AttnArgs& a, const TileJob& job, Scratch& sc) {
   for (int64_t j0 = key_begin; j0 < key_end;) {
     const int64_t j1 = std::min<int64_t>(key_end, (j0 / kKvTile + 1) * kKvTile);
     const int n = static_cast<int>(j1 - j0);
-    gather_rows(kv, false, j0, n, a.kv_dtype, D, sc.kbuf, sc.kptr);
+    gather_rows(kv, false, j0, n, a.kv_dtype, D, false, sc.kbuf, sc.kptr);
     int j = 0;
     for (; j + 4 <= n; j += 4) qk_keys<ROWS, 4>(sc.kptr + j, q, D, p, j);
     for (; j < n; ++j) qk_keys<ROWS, 1>(sc.kptr + j, q, D, p, j);
@@ -142,18 +143,18 @@ void run_narrow(const AttnArgs& a, const TileJob& job, Scratch& sc) {
       if (any_mask) {
         for (int jj = 0; jj < n; ++jj) {
           const int32_t key = static_cast<int32_t>(j0 + jj);
-          const int32_t dist = sc.pos[r] > key ? sc.pos[r] - key : key - sc.pos[r];
-          pr[jj] = (key < sc.lo[r] || key > sc.hi[r])
+          const int32_t dist = rt.pos[r] > key ? rt.pos[r] - key : key - rt.pos[r];
+          pr[jj] = (key < rt.lo[r] || key > rt.hi[r])
                        ? -INFINITY
-                       : pr[jj] - sc.slope[r] * static_cast<float>(dist);
+                       : pr[jj] - rt.slope[r] * static_cast<float>(dist);
         }
       }
       for (int jj = n; jj < n16; ++jj) pr[jj] = -INFINITY;
       V16 mx = simd::splat(-INFINITY);
       for (int jj = 0; jj < n16; jj += 16) mx = simd::max(mx, simd::load(pr + jj));
-      const float m_new = std::fmax(sc.m[r], simd::reduce_max(mx));
+      const float m_new = std::fmax(rt.m[r], simd::reduce_max(mx));
       const float m_use = m_new == -INFINITY ? 0.0f : m_new;
-      alpha[r] = std::exp2(sc.m[r] - m_use);
+      alpha[r] = std::exp2(rt.m[r] - m_use);
       V16 sum = simd::splat(0.0f);
       const V16 mv = simd::splat(m_use);
       for (int jj = 0; jj < n16; jj += 16) {
@@ -161,11 +162,11 @@ void run_narrow(const AttnArgs& a, const TileJob& job, Scratch& sc) {
         simd::store(pr + jj, e);
         sum = simd::add(sum, e);
       }
-      sc.l[r] = sc.l[r] * alpha[r] + simd::reduce_add(sum);
-      sc.m[r] = m_new;
+      rt.l[r] = rt.l[r] * alpha[r] + simd::reduce_add(sum);
+      rt.m[r] = m_new;
     }
 
-    gather_rows(kv, true, j0, n, a.kv_dtype, D, sc.vbuf, sc.vptr);
+    gather_rows(kv, true, j0, n, a.kv_dtype, D, false, sc.vbuf, sc.vptr);
     for (int ch0 = 0; ch0 < nchunks; ch0 += 4) {
       const int g = std::min(4, nchunks - ch0);
       if (tail != 0 && ch0 + g == nchunks) {
@@ -178,7 +179,7 @@ void run_narrow(const AttnArgs& a, const TileJob& job, Scratch& sc) {
   }
 
   for (int r = 0; r < ROWS; ++r) {
-    write_row(a, s, job, job.row_begin + r, o + r * dp, sc.m[r], sc.l[r]);
+    write_row(a, s, job, job.row_begin + r, o + r * dp, rt.m[r], rt.l[r]);
   }
 }
 

@@ -84,7 +84,10 @@ inline void pv_block(const float* const* vrow, int d0, const float* pt, int n, c
   for (int j = 0; j < n; ++j) {
     V16 pv[C];
 #pragma GCC unroll 4
-    for (int c = 0; c < C; ++c) pv[c] = simd::load(pt + j * L + 16 * c);
+    for (int c = 0; c < C; ++c) {
+      pv[c] = simd::load(pt + j * L + 16 * c);
+      simd::pin(pv[c]);
+    }
     const float* vj = vrow[j] + d0;
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
@@ -122,8 +125,7 @@ void pv_tile(const float* const* vptr, int n, const float* pt, const V16* alpha,
 // Online-softmax step on S^T[n][L] in place (scores -> probabilities). Applies ALiBi and the
 // per-row key ranges, updates the running max m and sum l, returns the rescale factor per lane.
 template <int C>
-void softmax_tile(float* st, int n, int32_t j0, bool masked, bool alibi, Scratch& sc,
-                  V16* alpha) {
+void softmax_tile(float* st, int n, int32_t j0, bool masked, bool alibi, RowTile& sc, V16* alpha) {
   constexpr int L = 16 * C;
   for (int c = 0; c < C; ++c) {
     float* col = st + 16 * c;
@@ -154,66 +156,77 @@ void softmax_tile(float* st, int n, int32_t j0, bool masked, bool alibi, Scratch
   }
 }
 
-template <int C>
-void run_wide(const AttnArgs& a, const TileJob& job, Scratch& sc) {
-  constexpr int L = 16 * C;
-  const SeqInfo s = seq_info(a, job.seq);
-  const int D = a.head_dim;
-  const int rows = static_cast<int>(job.row_end - job.row_begin);
-  const KvSource kv(a, s, job.kv_head);
-  const size_t q_elem = dtype_size(a.q_dtype);
+// One sub-tile of up to 64 rows of a wide job.
+struct SubTile {
+  RowTile* t;
+  int64_t row_begin;
+  int rows;
+  int vectors;  // C: 16-lane vectors covering the rows
+  int32_t min_lo, max_lo, min_hi, max_hi;  // over rows that see any key
+  bool any_empty;                          // some row sees no key (always masked)
+};
 
-  // Rows: scaled Q^T, key ranges, ALiBi slopes. Lanes past `rows` see no key.
-  int32_t min_lo = INT32_MAX, max_lo = INT32_MIN, min_hi = INT32_MAX, max_hi = INT32_MIN;
-  bool any_empty = false;
+// Scaled Q^T, key ranges and ALiBi slopes of a sub-tile; lanes past `rows` see no key.
+void setup_rows(const AttnArgs& a, const SeqInfo& s, int kv_head, SubTile& sub, float* tmp) {
+  const int L = 16 * sub.vectors;
+  const int D = a.head_dim;
+  const size_t q_elem = dtype_size(a.q_dtype);
+  RowTile& t = *sub.t;
+  sub.min_lo = INT32_MAX, sub.max_lo = INT32_MIN, sub.min_hi = INT32_MAX, sub.max_hi = INT32_MIN;
+  sub.any_empty = false;
   for (int r = 0; r < L; ++r) {
-    sc.m[r] = -INFINITY;
-    sc.l[r] = 0.0f;
-    if (r >= rows) {
-      sc.lo[r] = 1, sc.hi[r] = 0, sc.pos[r] = 0, sc.slope[r] = 0.0f;
-      for (int d = 0; d < D; ++d) sc.qt[d * L + r] = 0.0f;
+    t.m[r] = -INFINITY;
+    t.l[r] = 0.0f;
+    if (r >= sub.rows) {
+      t.lo[r] = 1, t.hi[r] = 0, t.pos[r] = 0, t.slope[r] = 0.0f;
+      for (int d = 0; d < D; ++d) t.qt[d * L + r] = 0.0f;
       continue;
     }
-    const int64_t row = job.row_begin + r;
+    const int64_t row = sub.row_begin + r;
     const int64_t tok = row / a.group;
-    const int head = job.kv_head * a.group + static_cast<int>(row % a.group);
+    const int head = kv_head * a.group + static_cast<int>(row % a.group);
     const KeyRange kr = visible_keys(a, s, tok);
-    sc.lo[r] = kr.lo, sc.hi[r] = kr.hi;
-    sc.pos[r] = static_cast<int32_t>(tok + s.sk - s.sq);
-    sc.slope[r] = alibi_slope_log2(a, s, head);
+    t.lo[r] = kr.lo, t.hi[r] = kr.hi;
+    t.pos[r] = static_cast<int32_t>(tok + s.sk - s.sq);
+    t.slope[r] = alibi_slope_log2(a, s, head);
     if (kr.lo > kr.hi) {
-      any_empty = true;
+      sub.any_empty = true;
     } else {
-      min_lo = std::min(min_lo, kr.lo), max_lo = std::max(max_lo, kr.lo);
-      min_hi = std::min(min_hi, kr.hi), max_hi = std::max(max_hi, kr.hi);
+      sub.min_lo = std::min(sub.min_lo, kr.lo), sub.max_lo = std::max(sub.max_lo, kr.lo);
+      sub.min_hi = std::min(sub.min_hi, kr.hi), sub.max_hi = std::max(sub.max_hi, kr.hi);
     }
     const char* qrow = a.q + ((s.q_begin + tok) * a.q_tok_stride + head * a.q_head_stride) *
                                  static_cast<int64_t>(q_elem);
-    convert_to_float(qrow, a.q_dtype, sc.row, D);
-    for (int d = 0; d < D; ++d) sc.qt[d * L + r] = sc.row[d] * a.scale_log2;
+    convert_to_float(qrow, a.q_dtype, tmp, D);
+    for (int d = 0; d < D; ++d) t.qt[d * L + r] = tmp[d] * a.scale_log2;
   }
-  for (int64_t i = 0; i < static_cast<int64_t>(D) * L; ++i) sc.ot[i] = 0.0f;
+  for (int64_t i = 0; i < static_cast<int64_t>(D) * L; ++i) t.ot[i] = 0.0f;
+}
 
-  const int64_t key_begin = std::max<int64_t>(job.key_begin, min_lo);
-  const int64_t key_end = std::min<int64_t>(job.key_end, static_cast<int64_t>(max_hi) + 1);
-  const bool alibi = a.alibi != nullptr;
+// One FlashAttention-2 step of a sub-tile against the packed K / V tile of keys j0..j0+n.
+template <int C>
+void tile_step(const AttnArgs& a, SubTile& sub, int64_t j0, int n, const Scratch& sc) {
+  const int64_t j1 = j0 + n;
+  if (j1 - 1 < sub.min_lo || j0 > sub.max_hi) return;  // no row of this sub-tile sees these keys
+  // Tiles inside every row's key range need no mask.
+  const bool masked = sub.any_empty || j0 < sub.max_lo || j1 - 1 > sub.min_hi;
+  RowTile& t = *sub.t;
   V16 alpha[C];
-  for (int64_t j0 = key_begin; j0 < key_end;) {
-    const int64_t j1 = std::min<int64_t>(key_end, (j0 / kKvTile + 1) * kKvTile);
-    const int n = static_cast<int>(j1 - j0);
-    // Tiles inside every row's key range need no mask (fully masked ones are never visited).
-    const bool masked = any_empty || j0 < max_lo || j1 - 1 > min_hi;
-    gather_rows(kv, false, j0, n, a.kv_dtype, D, sc.kbuf, sc.kptr);
-    qk_tile<C>(sc.kptr, n, sc.qt, D, sc.st);
-    softmax_tile<C>(sc.st, n, static_cast<int32_t>(j0), masked, alibi, sc, alpha);
-    gather_rows(kv, true, j0, n, a.kv_dtype, D, sc.vbuf, sc.vptr);
-    pv_tile<C>(sc.vptr, n, sc.st, alpha, D, sc.ot);
-    j0 = j1;
-  }
+  qk_tile<C>(sc.kptr, n, t.qt, a.head_dim, t.st);
+  softmax_tile<C>(t.st, n, static_cast<int32_t>(j0), masked, a.alibi != nullptr, t, alpha);
+  pv_tile<C>(sc.vptr, n, t.st, alpha, a.head_dim, t.ot);
+}
 
-  for (int r = 0; r < rows; ++r) {
-    for (int d = 0; d < D; ++d) sc.row[d] = sc.ot[d * L + r];
-    write_row(a, s, job, job.row_begin + r, sc.row, sc.m[r], sc.l[r]);
+void tile_step_any(const AttnArgs& a, SubTile& sub, int64_t j0, int n, const Scratch& sc) {
+  switch (sub.vectors) {
+    case 1:
+      return tile_step<1>(a, sub, j0, n, sc);
+    case 2:
+      return tile_step<2>(a, sub, j0, n, sc);
+    case 3:
+      return tile_step<3>(a, sub, j0, n, sc);
+    default:
+      return tile_step<4>(a, sub, j0, n, sc);
   }
 }
 
@@ -221,16 +234,44 @@ void run_wide(const AttnArgs& a, const TileJob& job, Scratch& sc) {
 
 void run_wide_job(const AttnArgs& a, const TileJob& job, Scratch& sc) {
   const int64_t rows = job.row_end - job.row_begin;
-  FA_ASSERT(rows >= 1 && rows <= kWideMaxRows, "wide tile of ", rows, " rows");
-  switch ((rows + 15) / 16) {
-    case 1:
-      return run_wide<1>(a, job, sc);
-    case 2:
-      return run_wide<2>(a, job, sc);
-    case 3:
-      return run_wide<3>(a, job, sc);
-    default:
-      return run_wide<4>(a, job, sc);
+  FA_ASSERT(rows >= 1 && rows <= kWideMaxRows * kMaxSubTiles, "wide job of ", rows, " rows");
+  const SeqInfo s = seq_info(a, job.seq);
+  const int D = a.head_dim;
+  const KvSource kv(a, s, job.kv_head);
+
+  SubTile subs[kMaxSubTiles];
+  const int n_sub = static_cast<int>((rows + kWideMaxRows - 1) / kWideMaxRows);
+  int32_t lo = INT32_MAX, hi = INT32_MIN;
+  for (int i = 0; i < n_sub; ++i) {
+    SubTile& sub = subs[i];
+    sub.t = &sc.tiles[i];
+    sub.row_begin = job.row_begin + static_cast<int64_t>(i) * kWideMaxRows;
+    sub.rows = static_cast<int>(std::min<int64_t>(kWideMaxRows, job.row_end - sub.row_begin));
+    sub.vectors = (sub.rows + 15) / 16;
+    setup_rows(a, s, job.kv_head, sub, sc.row);
+    lo = std::min(lo, sub.min_lo), hi = std::max(hi, sub.max_hi);
+  }
+
+  const int64_t key_begin = std::max<int64_t>(job.key_begin, lo);
+  const int64_t key_end = std::min<int64_t>(job.key_end, static_cast<int64_t>(hi) + 1);
+  for (int64_t j0 = key_begin; j0 < key_end;) {
+    const int64_t j1 = std::min<int64_t>(key_end, (j0 / kKvTile + 1) * kKvTile);
+    const int n = static_cast<int>(j1 - j0);
+    const int64_t next_end = std::min<int64_t>(key_end, j1 + kKvTile);
+    if (j1 < next_end) prefetch_rows(kv, j1, static_cast<int>(next_end - j1), D);
+    gather_rows(kv, false, j0, n, a.kv_dtype, D, true, sc.kbuf, sc.kptr);
+    gather_rows(kv, true, j0, n, a.kv_dtype, D, true, sc.vbuf, sc.vptr);
+    for (int i = 0; i < n_sub; ++i) tile_step_any(a, subs[i], j0, n, sc);
+    j0 = j1;
+  }
+
+  for (int i = 0; i < n_sub; ++i) {
+    const SubTile& sub = subs[i];
+    const int L = 16 * sub.vectors;
+    for (int r = 0; r < sub.rows; ++r) {
+      for (int d = 0; d < D; ++d) sc.row[d] = sub.t->ot[d * L + r];
+      write_row(a, s, job, sub.row_begin + r, sc.row, sub.t->m[r], sub.t->l[r]);
+    }
   }
 }
 

@@ -9,9 +9,10 @@
 
 #if defined(__AVX512F__)
 // GCC 12 reports its own _mm512_undefined_ps() pass-through operands (inside the intrinsics
-// header) as maybe-uninitialized; the warning is located in the header, so silence it there.
+// header) as (maybe-)uninitialized; the warning is located in the header, so silence it there.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 #pragma GCC diagnostic pop
 #endif
@@ -41,6 +42,9 @@ struct V16 {
 };
 
 inline V16 load(const float* p) { return {_mm512_loadu_ps(p)}; }
+// Keeps a loaded value in a register: stops the compiler from folding the load into each of the
+// FMAs that use it (which would re-read it once per use and saturate the load ports).
+inline void pin(V16& a) { asm("" : "+v"(a.v)); }
 // Loads the first n (< 16) lanes, zeros the rest.
 inline V16 load_first(const float* p, int n) {
   return {_mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1u), p)};
@@ -105,6 +109,7 @@ inline V16 load(const float* p) {
   for (int i = 0; i < kLanes; ++i) r.v[i] = p[i];
   return r;
 }
+inline void pin(V16&) {}
 inline V16 load_first(const float* p, int n) {
   V16 r;
   for (int i = 0; i < kLanes; ++i) r.v[i] = i < n ? p[i] : 0.0f;

@@ -1,0 +1,199 @@
+"""The `fastattention` command line: export, generate and bench on real (tiny) models, checking
+what they print against the Python API, and bad input: exit status 2 for usage errors, 1 for
+failures, each with a message naming the option or file at fault."""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fastattention.export import read_header, read_tensor
+from fastattention.session import Session
+
+
+def cli(*args, timeout=300):
+    """Runs `python -m fastattention.cli ARGS`; returns the CompletedProcess (text)."""
+    return subprocess.run([sys.executable, "-m", "fastattention.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def parse_generate(stdout: str):
+    """{index: new ids} and the timing numbers from `fastattention generate` output."""
+    new = {int(m.group(1)): [int(t) for t in m.group(3).split()]
+           for m in re.finditer(r"^\[(\d+)\] new\s+\((\d+) tokens\): ?(.*)$", stdout, re.M)}
+    prefill = re.search(r"^prefill: (\d+) tokens in ([\d.]+) s \(([\d.]+) tokens/s\)$", stdout, re.M)
+    decode = re.search(r"^decode: (\d+) steps in ([\d.]+) s \(([\d.]+) ms/step\)$", stdout, re.M)
+    return new, prefill, decode
+
+
+def test_console_script_is_installed():
+    script = pathlib.Path(sys.executable).parent / "fastattention"
+    assert script.exists(), f"{script} missing: is the package installed (pip install .)?"
+    out = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    for command in ("export", "generate", "bench"):
+        assert command in out.stdout
+
+
+def test_export_command(hf_model_factory, tmp_path):
+    hf = hf_model_factory("llama")
+    out_dir = tmp_path / "exported"
+    res = cli("export", "--hf", hf.path, "--out", out_dir, "--dtype", "bfloat16", "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert f"-> {out_dir}" in res.stdout
+    config = json.loads((out_dir / "config.json").read_text())
+    assert config["dtype"] == "bfloat16" and config["tp_size"] == 1
+    assert config["num_layers"] == hf.config["num_hidden_layers"]
+    header = read_header(out_dir / "rank0" / "embed.weight.fat")
+    assert header.dtype == "bfloat16"
+    assert header.shape == (hf.config["vocab_size"], hf.config["hidden_size"])
+    # The values are the checkpoint's, rounded to bfloat16 (relative error <= 2**-8).
+    embed = read_tensor(out_dir / "rank0" / "embed.weight.fat", upcast_bf16=True)
+    ref = hf.state_dict()["model.embed_tokens.weight"]
+    assert np.all(np.abs(embed - ref) <= np.abs(ref) * 2.0**-8)
+    session = Session(out_dir)
+    assert session.config["dtype"] == "bfloat16"
+
+
+def test_export_command_tp2(hf_model_factory, tmp_path):
+    hf = hf_model_factory("llama")
+    res = cli("export", "--hf", hf.path, "--out", tmp_path / "tp2", "--tp", "2", "--dtype",
+              "float32", "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert sorted(p.name for p in (tmp_path / "tp2").iterdir()) == ["config.json", "rank0", "rank1"]
+
+
+def test_generate_command_matches_session(exported_model_factory):
+    model = exported_model_factory("llama")
+    prompts = ["1 5 9 33 7", "4,8,15,16,23,42", "3"]
+    args = ["generate", "--model", model.path, "--max-new-tokens", 12, "--threads", 2]
+    for p in prompts:
+        args += ["--prompt", p]
+    res = cli(*args)
+    assert res.returncode == 0, res.stderr
+    new, prefill, decode = parse_generate(res.stdout)
+    expected = Session(model.path, max_batch=3).generate(
+        [[int(t) for t in p.replace(",", " ").split()] for p in prompts], 12)
+    assert [new[i] for i in range(len(prompts))] == expected
+    assert prefill and int(prefill.group(1)) == 5 + 6 + 1 and float(prefill.group(3)) > 0
+    assert decode and int(decode.group(1)) == 11 and float(decode.group(3)) > 0
+
+
+def test_generate_command_sampling_and_json(exported_model_factory):
+    model = exported_model_factory("qwen2")
+    args = ["generate", "--model", model.path, "--prompt", "10 20 30", "--max-new-tokens", 8,
+            "--temperature", 0.8, "--top-k", 20, "--top-p", 0.9, "--seed", 7, "--json"]
+    res = cli(*args)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    expected = Session(model.path).generate([[10, 20, 30]], 8, temperature=0.8, top_k=20,
+                                            top_p=0.9, seed=7)
+    assert out["outputs"] == expected and out["prompts"] == [[10, 20, 30]]
+    assert out["timings"]["decode_steps"] == 7
+    # A stop token ends the sequence (and is included).
+    stop = expected[0][2]
+    res = cli(*args, "--stop", stop)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["outputs"][0] == expected[0][:expected[0].index(stop) + 1]
+
+
+def test_bench_e2e_quick():
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    res = cli("bench", "e2e", "--device", "cpu", "--quick", "--threads", 2,
+              "--dtypes", "float32,bfloat16", timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    rows = {}
+    for line in res.stdout.splitlines():
+        m = re.match(r"^\| (transformers|fastattention) \| (\w+) \| ([\d,]+) \| ([\d.]+)x \| "
+                     r"([\d.]+) \| ([\d.]+)x \|$", line)
+        if m:
+            rows[(m.group(1), m.group(2))] = m.groups()
+    assert set(rows) == {("transformers", "float32"), ("fastattention", "float32"),
+                         ("fastattention", "bfloat16")}, res.stdout
+    assert rows[("transformers", "float32")][3] == "1.00"
+    for engine, dtype, prefill, _, decode, _ in rows.values():
+        assert float(prefill.replace(",", "")) > 0 and float(decode) > 0
+    # Same weights in float32: the greedy tokens agree with transformers' all the way.
+    assert re.search(r"\(float32 weights\): 8/8$", res.stdout, re.M), res.stdout
+
+
+def test_bench_attention_help():
+    res = cli("bench", "attention", "--help")
+    assert res.returncode == 0, res.stderr
+    assert "usage: fastattention bench attention" in res.stdout
+
+
+# ------------------------------------------------------------------------------------ bad input
+
+
+@pytest.mark.parametrize("args, code, message", [
+    ([], 2, "required: .*command|the following arguments are required"),
+    (["serve"], 2, "invalid choice: 'serve'"),
+    (["bench", "nosuch"], 2, "invalid choice: 'nosuch'"),
+    (["export", "--hf", "/nonexistent/hf", "--out", "/tmp/x"], 1,
+     "--hf /nonexistent/hf: no such directory"),
+    (["export", "--hf", ".", "--out", "/tmp/x", "--dtype", "int8"], 2,
+     "argument --dtype: invalid choice: 'int8'"),
+    (["export", "--hf", ".", "--out", "/tmp/x", "--tp", "0"], 2,
+     "argument --tp: expected a positive integer, got 0"),
+    (["export", "--out", "/tmp/x"], 2, "the following arguments are required: --hf"),
+    (["generate", "--model", "/nonexistent/model", "--prompt", "1 2"], 1,
+     "--model /nonexistent/model: no such directory"),
+    (["generate", "--model", ".", "--prompt", "1 x 2"], 2, "bad prompt '1 x 2'"),
+    (["generate", "--model", ".", "--prompt", ""], 2, "empty prompt"),
+    (["generate", "--model", "."], 2, "the following arguments are required: --prompt"),
+])
+def test_usage_errors(args, code, message):
+    res = cli(*args)
+    assert res.returncode == code, (res.stdout, res.stderr)
+    assert re.search(message, res.stderr), res.stderr
+
+
+def test_export_of_a_dir_without_config(tmp_path):
+    res = cli("export", "--hf", tmp_path, "--out", tmp_path / "out")
+    assert res.returncode == 1
+    assert f"--hf {tmp_path}: no config.json" in res.stderr
+
+
+def test_export_of_unsupported_architecture(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert",
+                                                      "architectures": ["BertForMaskedLM"]}))
+    res = cli("export", "--hf", tmp_path, "--out", tmp_path / "out")
+    assert res.returncode == 1
+    assert "bert" in res.stderr.lower() and "Traceback" not in res.stderr
+
+
+def test_generate_bad_token_and_options(exported_model_factory):
+    model = exported_model_factory("llama")
+    vocab = model.config["vocab_size"]
+    res = cli("generate", "--model", model.path, "--prompt", f"1 2 {vocab}")
+    assert res.returncode == 1
+    assert f"position 2: token id {vocab} is out of range" in res.stderr
+    assert "Traceback" not in res.stderr
+    res = cli("generate", "--model", model.path, "--prompt", "1 2", "--top-p", "1.5")
+    assert res.returncode == 1 and "--top-p must be in (0, 1], got 1.5" in res.stderr
+    res = cli("generate", "--model", model.path, "--prompt", "1 2", "--temperature", "-1")
+    assert res.returncode == 1 and "--temperature must be >= 0" in res.stderr
+    long_prompt = " ".join(["5"] * (model.config["max_position_embeddings"] + 1))
+    res = cli("generate", "--model", model.path, "--prompt", long_prompt)
+    assert res.returncode == 1 and "max_seq_len" in res.stderr
+
+
+def test_generate_broken_weights(exported_model_factory, tmp_path):
+    model = exported_model_factory("llama")
+    broken = tmp_path / "broken"
+    (broken / "rank0").mkdir(parents=True)
+    (broken / "config.json").write_bytes((model.path / "config.json").read_bytes())
+    for f in (model.path / "rank0").iterdir():
+        data = f.read_bytes()
+        (broken / "rank0" / f.name).write_bytes(data[:-4] if f.name == "lm_head.weight.fat" else data)
+    res = cli("generate", "--model", broken, "--prompt", "1 2")
+    assert res.returncode == 1
+    assert "WeightFileError" in res.stderr and "lm_head.weight.fat" in res.stderr
