@@ -199,7 +199,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # The runtime's errors (ValueError, WeightFileError, MemoryError) name what is wrong.
         print(f"fastattention {args.command}: error: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
-    return int(rc or 0)
+    # Subcommands return an exit status; benchmarks may return their results instead (success).
+    return rc if isinstance(rc, int) and not isinstance(rc, bool) else 0
 
 
 if __name__ == "__main__":

@@ -165,5 +165,41 @@ def test_prompt_longer_than_max_seq_len(exported_model_factory):
     with pytest.raises(ValueError, match=rf"prompt 0 \({limit - 2} tokens\) \+ max_new_tokens "
                                          rf"\(3\) = {limit + 1} exceeds max_seq_len = {limit}"):
         s.generate([[5] * (limit - 2)], 3)
-    with pytest.raises(ValueError, match="max_seq_len"):
-        Session(model.path, max_seq_len=limit + 1)  # beyond what the model's positions allow
+
+
+# ------------------------------------------------------------------------------- attention op
+
+
+def test_attention_head_dim_mismatch():
+    import fastattention.ops as ops
+
+    rng = np.random.default_rng(0)
+    q = rng.standard_normal((1, 8, 4, 64), dtype=np.float32)
+    k = rng.standard_normal((1, 8, 4, 32), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"head dims of q \(64\) and k \(32\) differ"):
+        ops.attention(q, k, k.copy())
+    # The same mismatch through the varlen entry point, which the C++ side checks itself.
+    cu = np.array([0, 8], np.int32)
+    with pytest.raises(ValueError, match=r"head dim|headdim|head_dim"):
+        ops.attention_varlen(q[0], k[0], k[0].copy(), cu, cu)
+
+
+def test_attention_bad_heads_dtypes_and_lengths():
+    import fastattention.ops as ops
+
+    rng = np.random.default_rng(1)
+    q = rng.standard_normal((1, 8, 6, 16), dtype=np.float32)
+    k = rng.standard_normal((1, 8, 4, 16), dtype=np.float32)
+    with pytest.raises(ValueError, match="q has 6 heads, not a multiple of the 4 KV heads"):
+        ops.attention(q, k, k.copy())
+    k3 = rng.standard_normal((1, 8, 3, 16), dtype=np.float32)
+    with pytest.raises(ValueError, match="k and v must have the same dtype"):
+        ops.attention(q, k3, k3.astype(np.float16))
+    with pytest.raises(ValueError, match=r"q: dtype int64 is not supported"):
+        ops.attention(q.astype(np.int64), k3, k3.copy())
+    with pytest.raises(ValueError, match="q: expected 4 dimensions"):
+        ops.attention(q[0], k3, k3.copy())
+    # cu_seqlens that run past the tokens
+    with pytest.raises(ValueError, match="cu_seqlens_k"):
+        ops.attention_varlen(q[0], k3[0], k3[0].copy(), np.array([0, 8], np.int32),
+                             np.array([0, 9], np.int32))

@@ -41,6 +41,16 @@ def test_console_script_is_installed():
         assert command in out.stdout
 
 
+def test_package_entry_points():
+    """The lazy top-level names of the package resolve in a fresh interpreter."""
+    code = ("import fastattention as fa; import numpy as np; "
+            "q = np.ones((1, 2, 1, 8), np.float32); "
+            "print(fa.ops.attention(q, q, q).shape, fa.Session.__name__, fa.export_hf.__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["(1,", "2,", "1,", "8)", "Session", "export_hf"]
+
+
 def test_export_command(hf_model_factory, tmp_path):
     hf = hf_model_factory("llama")
     out_dir = tmp_path / "exported"
@@ -124,10 +134,14 @@ def test_bench_e2e_quick():
     assert re.search(r"\(float32 weights\): 8/8$", res.stdout, re.M), res.stdout
 
 
-def test_bench_attention_help():
-    res = cli("bench", "attention", "--help")
-    assert res.returncode == 0, res.stderr
-    assert "usage: fastattention bench attention" in res.stdout
+def test_bench_attention_small():
+    pytest.importorskip("torch")
+    res = cli("bench", "attention", "--device", "cpu", "--seqlens", "64,128", "--heads", 2,
+              "--head-dim", 32, "--causal", "yes", "--warmup", 1, "--repeats", 1, "--threads", 2)
+    assert res.returncode == 0, res.stdout + res.stderr
+    table = [line for line in res.stdout.splitlines() if line.startswith("|")]
+    assert len(table) == 2 + 2, res.stdout  # header, separator, one row per sequence length
+    assert table[2].startswith("| 64 |") and table[3].startswith("| 128 |"), res.stdout
 
 
 # ------------------------------------------------------------------------------------ bad input

@@ -10,7 +10,8 @@ float32 and loaded in a Session. Against transformers (float32, in the same proc
     we run the same tokens through the KV-cache path one token per forward pass
     (prefill_chunk_tokens=1, so each token attends to the paged cache, as a decode step does);
   * greedy generate() returns the same tokens as transformers' generate(do_sample=False);
-  * a batch of 3 prompts of different lengths generates what transformers generates for each.
+  * a batch of 3 prompts of different lengths generates what transformers generates for each,
+    and, with the config's EOS as a stop token, stops where transformers' generate() stops.
 """
 from __future__ import annotations
 
@@ -37,6 +38,8 @@ class Case:
         self.config = exported.config
         self.vocab = int(self.config["vocab_size"])
         self.hf = exported.hf.load_model(torch.float32)
+        # EOS is an ordinary token unless a test asks to stop at it (as in our generate()).
+        self.hf.generation_config.eos_token_id = None
         self.session = Session(exported.path, max_batch=4, max_seq_len=128, kv_block_size=4)
 
     def prompt(self, length: int, seed: int) -> list:
@@ -60,12 +63,14 @@ class Case:
                               use_cache=True)
         return np.stack(logits), tokens
 
-    def hf_generate(self, ids, new_tokens: int) -> list:
+    def hf_generate(self, ids, new_tokens: int, stop_at_eos: bool = False) -> list:
+        """transformers' greedy generate(). Without stop_at_eos, EOS is an ordinary token (as in
+        our generate() without stop_tokens); min_new_tokens would not do: it masks EOS out."""
+        extra = dict(eos_token_id=self.config["eos_token_id"]) if stop_at_eos else {}
         with torch.inference_mode():
-            out = self.hf.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids),
-                                                                                  dtype=torch.long),
-                                   do_sample=False, max_new_tokens=new_tokens,
-                                   min_new_tokens=new_tokens, pad_token_id=0)
+            out = self.hf.generate(torch.tensor([ids]), do_sample=False, max_new_tokens=new_tokens,
+                                   pad_token_id=0, **extra,
+                                   attention_mask=torch.ones(1, len(ids), dtype=torch.long))
         return out[0, len(ids):].tolist()
 
 
@@ -131,3 +136,16 @@ def test_batch_of_three_prompts_matches_transformers(case, name):
     prompts = [c.prompt(n, 10 + n) for n in (PROMPT_LEN, 5, 13)]
     refs = [c.hf_generate(p, NEW_TOKENS) for p in prompts]
     assert c.session.generate(prompts, NEW_TOKENS) == refs
+    eos = c.config["eos_token_id"]
+    refs = [c.hf_generate(p, NEW_TOKENS, stop_at_eos=True) for p in prompts]
+    assert c.session.generate(prompts, NEW_TOKENS, stop_tokens=eos) == refs
+
+
+def test_stops_at_eos_where_transformers_does(case):
+    """A prompt whose greedy continuation emits EOS (id 2) as its third token."""
+    c = case("mistral")
+    prompt = c.prompt(13, 23)
+    free = c.hf_generate(prompt, NEW_TOKENS)
+    assert free[2] == 2 and c.config["eos_token_id"] == [2]  # the premise of this test
+    assert c.hf_generate(prompt, NEW_TOKENS, stop_at_eos=True) == free[:3]
+    assert c.session.generate([prompt], NEW_TOKENS, stop_tokens=[2]) == [free[:3]]

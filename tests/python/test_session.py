@@ -547,3 +547,31 @@ def test_weights_are_memory_mapped_not_copied(model_factory):
     s = Session(path, max_seq_len=16)
     total = sum(os.path.getsize(f) for f in (path / "rank0").iterdir())
     assert s._session.weight_bytes == total
+
+
+def test_concurrent_calls_are_serialised(model_factory):
+    """generate() releases the GIL; calls from several threads must not interfere."""
+    import threading
+
+    path, _, _ = model_factory("llama")
+    s = Session(path, max_seq_len=64, max_batch=2)
+    prompts = [[prompt_of(5 + i, 70 + i), prompt_of(9, 80 + i)] for i in range(4)]
+    expected = [s.generate(p, 8) for p in prompts]
+    results = [None] * 4
+
+    def work(i):
+        results[i] = s.generate(prompts[i], 8)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == expected
+
+
+def test_verbose_reports_kv_memory(model_factory, capfd):
+    path, cfg, _ = model_factory("llama")
+    s = Session(path, max_seq_len=32, max_batch=2, verbose=True)
+    err = capfd.readouterr().err
+    assert f"KV cache {s.kv_cache_bytes / (1 << 20):.2f} MiB for 64 tokens" in err

@@ -17,12 +17,9 @@ void FfnLayer::gated_gelu(const Context& ctx, const Tensor& gate_up, Tensor& act
   const int64_t I = p_.intermediate;
   const auto approx =
       p_.activation == FfnActivation::kGeluTanh ? kernels::GeluApprox::kTanh : kernels::GeluApprox::kErf;
-  // gelu over the gate half, one contiguous row at a time (the kernel takes same-shape tensors).
-  for (int64_t t = 0; t < T; ++t) {
-    Tensor gate = gate_up.select(0, t).slice(0, 0, I);
-    Tensor dst = act.select(0, t);
-    kernels::gelu(ctx, gate, dst, approx);
-  }
+  // gelu over the gate half: a [T, I] view with row stride 2I (rows need only a contiguous last dim).
+  const Tensor gate = gate_up.slice(1, 0, I);
+  kernels::gelu(ctx, gate, act, approx);
   const float* gu = gate_up.data_as<const float>();
   float* a = act.data_as<float>();
   const int64_t gu_stride = gate_up.stride(0);

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <limits>
 
 #include "fastattn/core/error.h"
 #include "fastattn/core/logging.h"
@@ -22,7 +24,9 @@ struct FreeAllOnExit {
 };
 
 std::string mib(size_t bytes) {
-  return std::to_string(bytes / (1024 * 1024)) + " MiB";
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.2f MiB", static_cast<double>(bytes) / (1024.0 * 1024.0));
+  return buf;
 }
 
 }  // namespace
@@ -44,8 +48,9 @@ InferenceSession::InferenceSession(const std::string& model_dir, const SessionOp
   FA_CHECK(options.num_threads >= 0, "num_threads: must be >= 0 (0 = default), got ",
            options.num_threads);
   FA_CHECK(options.max_batch >= 1, "max_batch: must be >= 1, got ", options.max_batch);
-  FA_CHECK(options.max_seq_len >= 0, "max_seq_len: must be >= 1 (or 0 for the model's ",
-           "max_position_embeddings), got ", options.max_seq_len);
+  FA_CHECK(options.max_seq_len >= 0 && options.max_seq_len <= std::numeric_limits<int32_t>::max(),
+           "max_seq_len: must be in 1..2^31-1 (or 0 for the model's max_position_embeddings), ",
+           "got ", options.max_seq_len);
   FA_CHECK(options.kv_block_size >= 1 && options.kv_block_size <= 4096,
            "kv_block_size: must be in 1..4096, got ", options.kv_block_size);
   FA_CHECK(options.max_cache_tokens >= 0, "max_cache_tokens: must be >= 0 (0 = default), got ",

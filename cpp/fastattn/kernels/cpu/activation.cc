@@ -1,27 +1,19 @@
 // SwiGLU, GELU (erf and tanh forms) and element-wise add on float32 activations.
 //
-// The transcendental parts are vectorised with AVX-512 (a Cephes-style exp, relative error about
-// 2 ulp) and fall back to <cmath> elsewhere. Every form is written so it stays accurate in
+// The transcendental parts are vectorised with AVX-512 (exp512 from vec_math.h, relative error
+// about 2 ulp) and fall back to <cmath> elsewhere. Every form is written so it stays accurate in
 // relative terms over the whole range:
-//   silu(g)       = g / (1 + exp(-g))
-//   gelu_tanh(x)  = 0.5 x (1 + tanh(u)) = x / (1 + exp(-2u)),  u = sqrt(2/pi) (x + 0.044715 x^3)
+//   silu(g)       = g * sigmoid(g)
+//   gelu_tanh(x)  = 0.5 x (1 + tanh(u)) = x * sigmoid(2u),  u = sqrt(2/pi) (x + 0.044715 x^3)
+//   sigmoid(v)    = (v >= 0 ? 1 : e) / (1 + e), e = exp(-|v|)  (exp never overflows)
 //   gelu_erf(x)   = x * Phi(x), Phi(x) = 0.5 erfc(-x / sqrt 2), with erfc from the Chebyshev fit in
 //                   Numerical Recipes (fractional error < 1.2e-7 everywhere), so the negative tail
 //                   keeps its relative accuracy instead of cancelling in 1 + erf(x).
 #include <cmath>
 
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
-
 #include "fastattn/kernels/activation.h"
 #include "fastattn/kernels/cpu/cpu_util.h"
-
-#if defined(__GNUC__) && !defined(__clang__)
-// GCC 12's AVX-512 intrinsics start from _mm512_undefined_ps(): a false -Wuninitialized.
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+#include "fastattn/kernels/cpu/vec_math.h"
 
 namespace fastattn::kernels {
 namespace {
@@ -30,63 +22,44 @@ constexpr float kSqrt2OverPi = 0.7978845608028654f;
 constexpr float kGeluCubic = 0.044715f;
 constexpr float kInvSqrt2 = 0.7071067811865476f;
 
-// erfc(z) for z >= 0 (Numerical Recipes erfcc): t * exp(-z^2 + P(t)), t = 1 / (1 + z/2).
-inline float erfc_poly(float t) {
-  return -1.26551223f +
-         t * (1.00002368f +
-              t * (0.37409196f +
-                   t * (0.09678418f +
-                        t * (-0.18628806f +
-                             t * (0.27886807f +
-                                  t * (-1.13520398f +
-                                       t * (1.48851587f + t * (-0.82215223f + t * 0.17087277f))))))));
+// Scalar forms (tails and non-AVX-512 builds), evaluated in double and rounded once.
+inline double sigmoid_d(double v) {
+  const double e = std::exp(-std::fabs(v));
+  return (v >= 0 ? 1.0 : e) / (1.0 + e);
 }
-
-inline float silu_scalar(float g) { return g / (1.0f + std::exp(-g)); }
+inline float silu_scalar(float g) { return static_cast<float>(g * sigmoid_d(g)); }
 inline float gelu_tanh_scalar(float x) {
-  const float u = kSqrt2OverPi * (x + kGeluCubic * x * x * x);
-  return x / (1.0f + std::exp(-2.0f * u));
+  const double xd = x;
+  const double u = static_cast<double>(kSqrt2OverPi) * (xd + static_cast<double>(kGeluCubic) * xd * xd * xd);
+  return static_cast<float>(xd * sigmoid_d(2.0 * u));
 }
 inline float gelu_erf_scalar(float x) {
-  const float z = std::fabs(x) * kInvSqrt2;
-  const float t = 1.0f / (1.0f + 0.5f * z);
-  const float erfc_z = t * std::exp(-z * z + erfc_poly(t));
-  const float phi = x < 0.0f ? 0.5f * erfc_z : 1.0f - 0.5f * erfc_z;
-  return x * phi;
+  return static_cast<float>(0.5 * x * std::erfc(-static_cast<double>(x) * 0.7071067811865476));
 }
 
 #if defined(__AVX512F__)
-// exp(x): x = n ln2 + r, |r| <= ln2/2, exp(r) by Cephes' degree-7 polynomial, 2^n by scalef
-// (which also gives inf / 0 / denormals at the ends). NaN propagates through the clamps.
-inline __m512 exp512(__m512 x) {
-  x = _mm512_min_ps(_mm512_set1_ps(89.0f), _mm512_max_ps(_mm512_set1_ps(-104.0f), x));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-  return _mm512_scalef_ps(p, n);
+using cpu::exp512;
+
+// sigmoid(v) = 1 / (1 + e^-v) evaluated as (v >= 0 ? 1 : e) / (1 + e), e = exp(-|v|): exp never
+// overflows, so the far negative side underflows gracefully instead of dividing by inf.
+inline __m512 sigmoid512(__m512 v) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  const __m512 e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_abs_ps(v)));
+  const __mmask16 neg = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ);
+  return _mm512_div_ps(_mm512_mask_blend_ps(neg, one, e), _mm512_add_ps(one, e));
 }
 
-inline __m512 silu512(__m512 g) {
-  const __m512 one = _mm512_set1_ps(1.0f);
-  return _mm512_div_ps(g, _mm512_add_ps(one, exp512(_mm512_sub_ps(_mm512_setzero_ps(), g))));
-}
+inline __m512 silu512(__m512 g) { return _mm512_mul_ps(g, sigmoid512(g)); }
 
 inline __m512 gelu_tanh512(__m512 x) {
   const __m512 x3 = _mm512_mul_ps(_mm512_mul_ps(x, x), x);
   const __m512 u = _mm512_mul_ps(_mm512_set1_ps(kSqrt2OverPi),
                                  _mm512_fmadd_ps(_mm512_set1_ps(kGeluCubic), x3, x));
-  const __m512 e = exp512(_mm512_mul_ps(_mm512_set1_ps(-2.0f), u));
-  return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+  return _mm512_mul_ps(x, sigmoid512(_mm512_add_ps(u, u)));
 }
 
+// erfc(z) = t exp(-z^2 + P(t)) with z^2 = x^2 / 2 carried as an exact float pair (hi + lo from
+// an FMA): rounding z^2 to float would cost 2 z^2 ulp of relative accuracy in the tail.
 inline __m512 gelu_erf512(__m512 x) {
   const __m512 one = _mm512_set1_ps(1.0f), half = _mm512_set1_ps(0.5f);
   const __m512 z = _mm512_mul_ps(_mm512_abs_ps(x), _mm512_set1_ps(kInvSqrt2));
@@ -95,7 +68,11 @@ inline __m512 gelu_erf512(__m512 x) {
   const float c[] = {-0.82215223f, 1.48851587f, -1.13520398f, 0.27886807f, -0.18628806f,
                      0.09678418f,  0.37409196f, 1.00002368f,  -1.26551223f};
   for (float ci : c) p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(ci));
-  const __m512 erfc_z = _mm512_mul_ps(t, exp512(_mm512_fnmadd_ps(z, z, p)));
+  const __m512 hi = _mm512_mul_ps(x, x);
+  const __m512 lo = _mm512_fmsub_ps(x, x, hi);  // x^2 = hi + lo exactly
+  const __m512 a = _mm512_mul_ps(_mm512_set1_ps(-0.5f), hi);
+  const __m512 b = _mm512_fnmadd_ps(half, lo, p);  // P(t) - lo / 2
+  const __m512 erfc_z = _mm512_mul_ps(t, exp512(a, b));
   const __m512 half_erfc = _mm512_mul_ps(half, erfc_z);
   const __mmask16 neg = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_LT_OQ);
   const __m512 phi = _mm512_mask_blend_ps(neg, _mm512_sub_ps(one, half_erfc), half_erfc);

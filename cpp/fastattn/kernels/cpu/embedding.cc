@@ -12,13 +12,12 @@ void lookup(const Context& ctx, const I* ids, const Tensor& table, Tensor& out, 
             bool vocab_parallel) {
   const int64_t T = out.size(0), H = out.size(1), V = table.size(0);
   // Check every id before writing anything, so a bad id leaves out untouched.
-  if (!vocab_parallel) {
-    for (int64_t t = 0; t < T; ++t) {
-      const int64_t id = static_cast<int64_t>(ids[t]);
-      FA_CHECK(id >= vocab_start && id < vocab_start + V, "token id ", id, " at position ", t,
-               " is out of range for a vocabulary of ", V,
-               vocab_start != 0 ? " (shard starting at " + std::to_string(vocab_start) + ")" : "");
-    }
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t id = static_cast<int64_t>(ids[t]);
+    FA_CHECK(id >= 0, "token id ", id, " at position ", t, " is negative");
+    FA_CHECK(vocab_parallel || (id >= vocab_start && id < vocab_start + V), "token id ", id,
+             " at position ", t, " is out of range for a vocabulary of ", V,
+             vocab_start != 0 ? " (rows starting at id " + std::to_string(vocab_start) + ")" : "");
   }
   const char* tab = static_cast<const char*>(table.data());
   const size_t row_bytes = static_cast<size_t>(table.stride(0)) * dtype_size(table.dtype());

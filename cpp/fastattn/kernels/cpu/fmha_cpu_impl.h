@@ -17,7 +17,7 @@
 namespace fastattn::kernels::cpu {
 
 // Keys per K/V tile.
-constexpr int kKvTile = 64;
+constexpr int kKvTile = 48;
 // Rows of a wide tile: 4 vectors of 16 lanes.
 constexpr int kWideMaxRows = 64;
 // A wide job holds up to this many tiles of 64 rows: they share each packed K / V tile, which
@@ -194,14 +194,18 @@ void run_narrow_job(const AttnArgs& a, const TileJob& job, Scratch& sc);
 // [tokens, heads, D] tensor are far apart, which the hardware prefetchers do not follow.
 inline void prefetch_rows(const KvSource& src, int64_t j0, int n, int head_dim) {
   const int64_t bytes = static_cast<int64_t>(head_dim) * static_cast<int64_t>(src.elem);
+  unsigned touch = 0;
   for (int j = 0; j < n; ++j) {
     const char* k = src.k_row(j0 + j);
     const char* v = src.v_row(j0 + j);
+    // A load per row warms the TLB (a prefetch that misses it may be dropped).
+    touch += static_cast<unsigned char>(*k) + static_cast<unsigned char>(*v);
     for (int64_t off = 0; off < bytes; off += 64) {
       __builtin_prefetch(k + off, 0, 2);
       __builtin_prefetch(v + off, 0, 2);
     }
   }
+  asm volatile("" : : "r"(touch));
 }
 
 // Row stride (floats) of packed K / V tiles: padded by one cache line so that consecutive rows

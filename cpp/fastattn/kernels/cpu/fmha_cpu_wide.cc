@@ -22,7 +22,7 @@ using simd::V16;
 template <int C>
 constexpr int kQkRows = C == 4 ? 6 : (C == 3 ? 8 : (C == 2 ? 8 : 8));
 template <int C>
-constexpr int kPvRows = C == 4 ? 4 : (C == 3 ? 6 : (C == 2 ? 8 : 8));
+constexpr int kPvRows = C == 4 ? 6 : (C == 3 ? 6 : (C == 2 ? 8 : 8));
 
 // S^T[r] (r < R) for keys krow[0..R) against all lanes of Q^T.
 template <int R, int C>
@@ -259,8 +259,8 @@ void run_wide_job(const AttnArgs& a, const TileJob& job, Scratch& sc) {
     const int n = static_cast<int>(j1 - j0);
     const int64_t next_end = std::min<int64_t>(key_end, j1 + kKvTile);
     if (j1 < next_end) prefetch_rows(kv, j1, static_cast<int>(next_end - j1), D);
-    gather_rows(kv, false, j0, n, a.kv_dtype, D, true, sc.kbuf, sc.kptr);
-    gather_rows(kv, true, j0, n, a.kv_dtype, D, true, sc.vbuf, sc.vptr);
+    gather_rows(kv, false, j0, n, a.kv_dtype, D, false, sc.kbuf, sc.kptr);
+    gather_rows(kv, true, j0, n, a.kv_dtype, D, false, sc.vbuf, sc.vptr);
     for (int i = 0; i < n_sub; ++i) tile_step_any(a, subs[i], j0, n, sc);
     j0 = j1;
   }

@@ -1,0 +1,99 @@
+// Writes new tokens' K and V into a paged cache, converting the dtype on the way.
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "fastattn/kernels/cpu/cpu_util.h"
+#include "fastattn/kernels/kv_copy.h"
+
+namespace fastattn::kernels {
+namespace {
+
+void check_new(const Tensor& t, const char* name) {
+  check_cpu(t, name);
+  check_floating(t, name);
+  check_dim(t, name, 3);
+  FA_CHECK(t.last_dim_contiguous(), name, ": the last dimension must be contiguous, got ",
+           t.describe(), " with strides ", shape_str(t.strides()));
+}
+
+void check_cache(const Tensor& t, const char* name) {
+  check_cpu(t, name);
+  check_floating(t, name);
+  check_dim(t, name, 4);
+  FA_CHECK(t.last_dim_contiguous(), name, ": the last dimension must be contiguous, got ",
+           t.describe(), " with strides ", shape_str(t.strides()));
+}
+
+// Copies n elements from src (type st) to dst (type dt). `tmp` holds n floats when both are
+// 16-bit types of different kinds.
+void copy_row(const void* src, DType st, void* dst, DType dt, int64_t n, float* tmp) {
+  if (st == dt) {
+    std::memcpy(dst, src, static_cast<size_t>(n) * dtype_size(st));
+  } else if (dt == DType::kFloat32) {
+    convert_to_float(src, st, static_cast<float*>(dst), n);
+  } else if (st == DType::kFloat32) {
+    convert_from_float(static_cast<const float*>(src), dst, dt, n);
+  } else {
+    convert_to_float(src, st, tmp, n);
+    convert_from_float(tmp, dst, dt, n);
+  }
+}
+
+// Writes every (token, head) row of `src` [T, Hk, D] to its slot of `cache`.
+void write_one(const Context& ctx, const Tensor& src, Tensor& cache, const int32_t* slots,
+               int64_t block_size) {
+  const int64_t T = src.size(0), Hk = src.size(1), D = src.size(2);
+  const size_t s_es = dtype_size(src.dtype()), c_es = dtype_size(cache.dtype());
+  const char* sp = static_cast<const char*>(src.data());
+  char* cp = static_cast<char*>(cache.data());
+#pragma omp parallel num_threads(cpu::threads_for(ctx, T * Hk * D))
+  {
+    std::vector<float> tmp(static_cast<size_t>(D));
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t slot = slots[t];
+      if (slot < 0) continue;
+      const int64_t block = slot / block_size, offset = slot % block_size;
+      for (int64_t h = 0; h < Hk; ++h) {
+        const char* s = sp + (t * src.stride(0) + h * src.stride(1)) * s_es;
+        char* c = cp + (block * cache.stride(0) + offset * cache.stride(1) + h * cache.stride(2)) * c_es;
+        copy_row(s, src.dtype(), c, cache.dtype(), D, tmp.data());
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void kv_cache_write(const Context& ctx, const Tensor& k_new, const Tensor& v_new, Tensor& k_cache,
+                    Tensor& v_cache, const Tensor& slot_mapping) {
+  check_new(k_new, "k_new");
+  check_new(v_new, "v_new");
+  check_cache(k_cache, "k_cache");
+  check_cache(v_cache, "v_cache");
+  check_cpu(slot_mapping, "slot_mapping");
+  check_dtype(slot_mapping, "slot_mapping", DType::kInt32);
+  check_dim(slot_mapping, "slot_mapping", 1);
+  check_contiguous(slot_mapping, "slot_mapping");
+  const int64_t T = k_new.size(0), Hk = k_new.size(1);
+  const int64_t num_blocks = k_cache.size(0), block_size = k_cache.size(1);
+  // V may have its own head size (D); everything else must agree with K.
+  check_shape(k_cache, "k_cache", {num_blocks, block_size, Hk, k_new.size(2)});
+  check_shape(v_new, "v_new", {T, Hk, v_new.size(2)});
+  check_shape(v_cache, "v_cache", {num_blocks, block_size, Hk, v_new.size(2)});
+  check_shape(slot_mapping, "slot_mapping", {T});
+
+  const int32_t* slots = slot_mapping.data_as<const int32_t>();
+  const int64_t num_slots = num_blocks * block_size;
+  // Validate every slot before writing, so a bad mapping leaves the cache untouched.
+  for (int64_t t = 0; t < T; ++t) {
+    FA_CHECK(slots[t] >= -1 && slots[t] < num_slots, "slot_mapping: slot ", slots[t],
+             " at position ", t, " is out of range for a cache of ", num_blocks, " blocks x ",
+             block_size, " slots (valid: 0..", num_slots - 1, ", or -1 to skip the token)");
+  }
+  write_one(ctx, k_new, k_cache, slots, block_size);
+  write_one(ctx, v_new, v_cache, slots, block_size);
+}
+
+}  // namespace fastattn::kernels
