@@ -222,5 +222,14 @@ def main(argv=None) -> int:
     return 0
 
 
+def run(argv=None) -> int:
+    """main() with the runtime's errors (which name the file or option at fault) printed plainly."""
+    try:
+        return main(argv)
+    except (ValueError, MemoryError, OSError) as e:
+        print(f"llama_infer: error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

@@ -23,7 +23,7 @@ def __getattr__(name):
 
         return export_hf
     if name == "ops":
-        from fastattention import ops
+        import importlib
 
-        return ops
+        return importlib.import_module("fastattention.ops")
     raise AttributeError(f"module 'fastattention' has no attribute {name!r}")

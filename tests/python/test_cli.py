@@ -43,7 +43,8 @@ def test_console_script_is_installed():
 
 def test_package_entry_points():
     """The lazy top-level names of the package resolve in a fresh interpreter."""
-    code = ("import fastattention as fa; import numpy as np; "
+    code = ("from fastattention import ops, Session, export_hf; "
+            "import fastattention as fa; import numpy as np; "
             "q = np.ones((1, 2, 1, 8), np.float32); "
             "print(fa.ops.attention(q, q, q).shape, fa.Session.__name__, fa.export_hf.__name__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

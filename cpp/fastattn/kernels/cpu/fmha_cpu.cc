@@ -103,6 +103,7 @@ struct Plan {
   };
   std::vector<Merge> merges;
   size_t partial_floats = 0;
+  int max_wide_tiles = 0;  // most 64-row sub-tiles in one wide job (0: narrow jobs only)
 };
 
 Plan make_plan(const AttnArgs& a, const FmhaShape& sh, int threads) {
@@ -156,6 +157,10 @@ Plan make_plan(const AttnArgs& a, const FmhaShape& sh, int threads) {
       job.seq = t.seq, job.kv_head = t.kv_head;
       job.row_begin = t.row_begin, job.row_end = t.row_end;
       job.narrow = s.sq * a.group <= kNarrowMaxRows;
+      if (!job.narrow) {
+        plan.max_wide_tiles = std::max(
+            plan.max_wide_tiles, static_cast<int>((rows + kWideMaxRows - 1) / kWideMaxRows));
+      }
       job.key_begin = sp * per_split;
       job.key_end = splits > 1 ? std::min(s.sk, (sp + 1) * per_split) : s.sk;
       job.cost = static_cast<double>(rows) *
@@ -224,32 +229,41 @@ void write_row(const AttnArgs& a, const SeqInfo& s, const TileJob& job, int64_t 
   if (a.lse != nullptr) a.lse[head * a.lse_head_stride + tok * a.lse_tok_stride] = lse2 * kLn2;
 }
 
-size_t layout_scratch(void* base, int head_dim, Scratch* sc) {
-  const size_t D = static_cast<size_t>(head_dim);
+size_t layout_scratch(void* base, const ScratchShape& shape, Scratch* sc) {
+  const size_t D = static_cast<size_t>(shape.head_dim);
+  const size_t dpad = (D + 15) / 16 * 16;
   const size_t W = kWideMaxRows;
-  const size_t packed = static_cast<size_t>(packed_row_stride(head_dim));
+  // The narrow kernel uses tile 0 as [4][dpad] Q / O rows and [4][kKvTile] probabilities.
+  const bool wide = shape.wide_tiles > 0;
+  const size_t q_floats = wide ? D * W : kNarrowMaxRows * dpad;
+  const size_t s_floats = wide ? kKvTile * W : kNarrowMaxRows * kKvTile;
+  const size_t kv_floats =
+      shape.convert_kv ? static_cast<size_t>(kKvTile) * packed_row_stride(shape.head_dim) : 0;
   size_t used = 0;
   auto take = [&](size_t bytes) {
-    char* r = base != nullptr ? static_cast<char*>(base) + used : nullptr;
+    char* r = base != nullptr && bytes > 0 ? static_cast<char*>(base) + used : nullptr;
     used += align64(bytes);
     return r;
   };
   Scratch local;
   Scratch& s = sc != nullptr ? *sc : local;
-  for (RowTile& t : s.tiles) {
-    t.qt = reinterpret_cast<float*>(take(D * W * 4));
-    t.ot = reinterpret_cast<float*>(take(D * W * 4));
-    t.st = reinterpret_cast<float*>(take(kKvTile * W * 4));
-    t.m = reinterpret_cast<float*>(take(W * 4));
-    t.l = reinterpret_cast<float*>(take(W * 4));
-    t.slope = reinterpret_cast<float*>(take(W * 4));
-    t.lo = reinterpret_cast<int32_t*>(take(W * 4));
-    t.hi = reinterpret_cast<int32_t*>(take(W * 4));
-    t.pos = reinterpret_cast<int32_t*>(take(W * 4));
+  for (int i = 0; i < kMaxSubTiles; ++i) {
+    RowTile& t = s.tiles[i];
+    const bool used_tile = i == 0 || i < shape.wide_tiles;
+    const size_t n = used_tile ? 1 : 0;
+    t.qt = reinterpret_cast<float*>(take(n * q_floats * 4));
+    t.ot = reinterpret_cast<float*>(take(n * q_floats * 4));
+    t.st = reinterpret_cast<float*>(take(n * s_floats * 4));
+    t.m = reinterpret_cast<float*>(take(n * W * 4));
+    t.l = reinterpret_cast<float*>(take(n * W * 4));
+    t.slope = reinterpret_cast<float*>(take(n * W * 4));
+    t.lo = reinterpret_cast<int32_t*>(take(n * W * 4));
+    t.hi = reinterpret_cast<int32_t*>(take(n * W * 4));
+    t.pos = reinterpret_cast<int32_t*>(take(n * W * 4));
   }
-  s.kbuf = reinterpret_cast<float*>(take(kKvTile * packed * 4));
-  s.vbuf = reinterpret_cast<float*>(take(kKvTile * packed * 4));
-  s.row = reinterpret_cast<float*>(take(D * 4));
+  s.kbuf = reinterpret_cast<float*>(take(kv_floats * 4));
+  s.vbuf = reinterpret_cast<float*>(take(kv_floats * 4));
+  s.row = reinterpret_cast<float*>(take(dpad * 4));
   s.kptr = reinterpret_cast<const float**>(take(kKvTile * sizeof(float*)));
   s.vptr = reinterpret_cast<const float**>(take(kKvTile * sizeof(float*)));
   return used;
@@ -264,7 +278,11 @@ void fmha_forward_cpu(const Context& ctx, const FmhaParams& p, const FmhaShape& 
   Allocator* alloc = ctx.allocator != nullptr && ctx.allocator->device().is_cpu_addressable()
                          ? ctx.allocator
                          : host_allocator();
-  const size_t per_thread = layout_scratch(nullptr, shape.head_dim, nullptr);
+  ScratchShape scratch_shape;
+  scratch_shape.head_dim = shape.head_dim;
+  scratch_shape.wide_tiles = plan.max_wide_tiles;
+  scratch_shape.convert_kv = a.kv_dtype != DType::kFloat32;
+  const size_t per_thread = layout_scratch(nullptr, scratch_shape, nullptr);
   const size_t partial_bytes = align64(plan.partial_floats * sizeof(float));
   Buffer scratch(alloc, per_thread * static_cast<size_t>(threads) + partial_bytes);
   char* base = static_cast<char*>(scratch.data());
@@ -292,7 +310,7 @@ void fmha_forward_cpu(const Context& ctx, const FmhaParams& p, const FmhaShape& 
     const int tid = 0;
 #endif
     Scratch sc;
-    layout_scratch(base + per_thread * static_cast<size_t>(tid), shape.head_dim, &sc);
+    layout_scratch(base + per_thread * static_cast<size_t>(tid), scratch_shape, &sc);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t i = 0; i < n_jobs; ++i) {
       const TileJob& job = plan.jobs[static_cast<size_t>(i)];

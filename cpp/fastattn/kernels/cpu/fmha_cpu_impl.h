@@ -17,7 +17,7 @@
 namespace fastattn::kernels::cpu {
 
 // Keys per K/V tile.
-constexpr int kKvTile = 48;
+constexpr int kKvTile = 64;
 // Rows of a wide tile: 4 vectors of 16 lanes.
 constexpr int kWideMaxRows = 64;
 // A wide job holds up to this many tiles of 64 rows: they share each packed K / V tile, which
@@ -184,8 +184,16 @@ struct Scratch {
   const float** vptr;  // [kKvTile]
 };
 
+// What one thread's scratch must hold: `wide_tiles` wide sub-tiles (0 when only the narrow
+// kernel runs) and float32 K / V tile buffers when K / V are stored in 16 bits.
+struct ScratchShape {
+  int head_dim = 0;
+  int wide_tiles = 0;
+  bool convert_kv = false;
+};
+
 // Lays out one thread's scratch at `base` (when not null) and returns its size in bytes.
-size_t layout_scratch(void* base, int head_dim, Scratch* sc);
+size_t layout_scratch(void* base, const ScratchShape& shape, Scratch* sc);
 
 void run_wide_job(const AttnArgs& a, const TileJob& job, Scratch& sc);
 void run_narrow_job(const AttnArgs& a, const TileJob& job, Scratch& sc);

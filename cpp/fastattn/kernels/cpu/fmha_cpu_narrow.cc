@@ -132,6 +132,8 @@ void run_narrow(const AttnArgs& a, const TileJob& job, Scratch& sc) {
   for (int64_t j0 = key_begin; j0 < key_end;) {
     const int64_t j1 = std::min<int64_t>(key_end, (j0 / kKvTile + 1) * kKvTile);
     const int n = static_cast<int>(j1 - j0);
+    const int64_t next_end = std::min<int64_t>(key_end, j1 + kKvTile);
+    if (j1 < next_end) prefetch_rows(kv, j1, static_cast<int>(next_end - j1), D);
     gather_rows(kv, false, j0, n, a.kv_dtype, D, false, sc.kbuf, sc.kptr);
     int j = 0;
     for (; j + 4 <= n; j += 4) qk_keys<ROWS, 4>(sc.kptr + j, q, D, p, j);

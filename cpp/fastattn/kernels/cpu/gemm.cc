@@ -1,5 +1,7 @@
 // linear(): argument checks, the choice between the decode GEMV kernel (gemv.cc) and BLAS sgemm,
 // and the bias.
+#include <omp.h>
+
 #include <algorithm>
 #include <vector>
 
@@ -11,9 +13,29 @@ namespace fastattn::kernels {
 namespace cpu {
 namespace {
 
-// Rows of a 16-bit weight widened per sgemm call: ~2 MiB of fp32, which stays in L2/L3 while
-// sgemm reads it, and small enough that the conversion buffer is no burden.
-constexpr int64_t kPanelFloats = int64_t{1} << 19;
+// Rows of a 16-bit weight widened per sgemm call: ~1 MiB of fp32, which stays in L2 while
+// sgemm reads it, and small enough that the per-thread conversion buffer is no burden.
+constexpr int64_t kPanelFloats = int64_t{1} << 18;
+
+// y[:, n_begin, n_end) by sgemm in the calling thread. 16-bit weights: widen a panel of rows,
+// multiply it, move on; the widening is one pass over the panel, shared by all M rows of x.
+void gemm_rows(const LinearArgs& a, int64_t n_begin, int64_t n_end) {
+  if (a.w_type == DType::kFloat32) {
+    gemm_f32(false, true, a.M, n_end - n_begin, a.K, 1.0f, a.x, a.ldx,
+             static_cast<const float*>(a.w) + n_begin * a.K, a.K, 0.0f, a.y + n_begin, a.ldy);
+    return;
+  }
+  const int64_t panel = std::min(n_end - n_begin, std::max<int64_t>(16, kPanelFloats / a.K));
+  thread_local std::vector<float> scratch;
+  if (scratch.size() < static_cast<size_t>(panel * a.K)) scratch.resize(panel * a.K);
+  const auto* w16 = static_cast<const uint16_t*>(a.w);
+  for (int64_t n0 = n_begin; n0 < n_end; n0 += panel) {
+    const int64_t rows = std::min(panel, n_end - n0);
+    convert_to_float(w16 + n0 * a.K, a.w_type, scratch.data(), rows * a.K);
+    gemm_f32(false, true, a.M, rows, a.K, 1.0f, a.x, a.ldx, scratch.data(), a.K, 0.0f, a.y + n0,
+             a.ldy);
+  }
+}
 
 void add_bias(const Context& ctx, const Tensor& bias, float* y, int64_t ldy, int64_t M,
               int64_t N) {
@@ -30,25 +52,15 @@ void add_bias(const Context& ctx, const Tensor& bias, float* y, int64_t ldy, int
 }  // namespace
 
 void gemm_blas(const LinearArgs& a, int num_threads) {
-  if (a.w_type == DType::kFloat32) {
-    gemm_f32(false, true, a.M, a.N, a.K, 1.0f, a.x, a.ldx, static_cast<const float*>(a.w), a.K,
-             0.0f, a.y, a.ldy);
-    return;
-  }
-  // 16-bit weights: widen a panel of rows, multiply it, move on. The widening costs one pass
-  // over the panel and is shared by all M rows of x.
-  const int64_t panel = std::min(a.N, std::max<int64_t>(16, kPanelFloats / a.K));
-  thread_local std::vector<float> scratch;
-  if (scratch.size() < static_cast<size_t>(panel * a.K)) scratch.resize(panel * a.K);
-  float* wf = scratch.data();
-  const auto* w16 = static_cast<const uint16_t*>(a.w);
-  const int threads = panel * a.K < kParallelMinElements ? 1 : std::max(1, num_threads);
-  for (int64_t n0 = 0; n0 < a.N; n0 += panel) {
-    const int64_t rows = std::min(panel, a.N - n0);
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t r = 0; r < rows; ++r)
-      convert_to_float(w16 + (n0 + r) * a.K, a.w_type, wf + r * a.K, a.K);
-    gemm_f32(false, true, a.M, rows, a.K, 1.0f, a.x, a.ldx, wf, a.K, 0.0f, a.y + n0, a.ldy);
+  // Contiguous ranges of N (multiples of 16 rows) per thread; at least 64 rows each.
+  const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads, a.N / 64)));
+#pragma omp parallel num_threads(threads)
+  {
+    const int nt = omp_get_num_threads(), t = omp_get_thread_num();
+    const int64_t per = (a.N + nt - 1) / nt;
+    const int64_t chunk = (per + 15) / 16 * 16;
+    const int64_t n_begin = std::min(a.N, t * chunk), n_end = std::min(a.N, n_begin + chunk);
+    if (n_end > n_begin) gemm_rows(a, n_begin, n_end);
   }
 }
 

@@ -31,6 +31,9 @@ void gemv_rows(const LinearArgs& a, int num_threads);
 const char* gemv_isa();
 
 // Prefill regime: BLAS sgemm; 16-bit weights are widened panel by panel into a scratch buffer.
+// Threads are OpenMP's: each takes a contiguous range of N and calls a single-threaded sgemm, so
+// the BLAS's own thread pool never competes with OpenMP's (spinning) workers for the cores.
 void gemm_blas(const LinearArgs& a, int num_threads);
+
 
 }  // namespace fastattn::kernels::cpu

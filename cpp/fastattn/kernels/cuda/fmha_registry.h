@@ -1,0 +1,27 @@
+// The registry of compiled FMHA instances, keyed by (MMA implementation, head dim, dtype).
+// The table itself is generated at configure time (cmake/generate_fmha_instances.py) from the
+// architectures and head dims the build was asked for.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "fastattn/core/dtype.h"
+#include "fastattn/kernels/cuda/fmha_cuda.h"
+#include "fastattn/kernels/cuda/fmha_device_params.h"
+
+namespace fastattn::kernels::cuda {
+
+using FmhaLaunchFn = void (*)(const FmhaDeviceParams&, cudaStream_t);
+
+struct FmhaInstance {
+  MmaImpl impl;
+  int head_dim;
+  DType dtype;
+  const char* archs;  // the SASS targets it was compiled for, e.g. "80;90"
+  FmhaLaunchFn launch;
+};
+
+// All compiled instances (generated); count in *n.
+const FmhaInstance* fmha_instance_table(int* n);
+
+}  // namespace fastattn::kernels::cuda

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# One call on the lent GPU machine: build FastAttention with CUDA (every MMA path compiled for the
+# local GPU, so the 884 / 1688 numerics are checked there too), run the GPU tests, the bank-conflict
+# measurement of the Volta layout and the attention benchmark. Logs go to $OUT (device tool).
+#   bash tests/gpu/run_on_device.sh [tests|bench|ncu|all]   (default: all)
+# Needs the wheels the machine lacks in .whl/ (scipy-openblas32, nlohmann-json): see tests/gpu/README.md.
+set -uo pipefail
+export PYTHONUNBUFFERED=1
+what=${1:-all}
+out=${OUT:-/tmp/fa_out}; mkdir -p "$out"
+cd "$(dirname "$0")/../.."
+root=$PWD
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$root/python
+nvidia-smi --query-gpu=name,compute_cap,memory.total,clocks.sm --format=csv,noheader
+cc=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)
+
+t0=$(date +%s)
+cmake -S . -B build/gpu -G Ninja -DPython3_EXECUTABLE="$(which python3)" \
+  -Dpybind11_DIR="$(python3 -m pybind11 --cmakedir)" -DFASTATTN_BUILD_PYTHON=ON \
+  -DFASTATTN_BUILD_TESTS=OFF -DFASTATTN_CUDA=ON -DFASTATTN_CUDA_ARCHS="$cc" \
+  -DFASTATTN_CUDA_ALL_IMPLS=ON -DFASTATTN_CUDA_PTXAS_VERBOSE=ON \
+  -DCMAKE_LIBRARY_OUTPUT_DIRECTORY="$root/python/fastattention" > "$out/configure.log" 2>&1 \
+  || { tail -30 "$out/configure.log"; exit 1; }
+cmake --build build/gpu -j"$(nproc)" > "$out/build.log" 2>&1 || { grep -B2 -A10 -m5 "error" "$out/build.log"; exit 1; }
+echo "build: $(( $(date +%s) - t0 )) s"
+# Registers / shared memory / spills per kernel instance.
+grep -E "Compiling entry function|Used [0-9]+ registers|spill stores" "$out/build.log" \
+  | sed -E 's/.*entry function .(_Z[^ ]*)./\1/' | paste - - - 2>/dev/null | head -60 > "$out/ptxas.txt" || true
+python3 -c "import fastattention as f; print('instances:', *f._C.fmha_cuda_instances(), sep='\n  ')"
+
+if [[ $what == all || $what == tests ]]; then
+  python3 -m pytest tests/gpu -q -x -p no:cacheprovider 2>&1 | tee "$out/pytest_gpu.log" | tail -25
+  # compute-sanitizer on one small case of each path (memcheck and racecheck).
+  for tool in memcheck racecheck; do
+    for impl in 884 1688 16816; do
+      compute-sanitizer --tool $tool --error-exitcode 9 python3 tests/gpu/small_case.py $impl \
+        > "$out/sanitizer_${tool}_${impl}.log" 2>&1
+      echo "compute-sanitizer $tool $impl: rc=$? $(grep -c 'ERROR SUMMARY: 0 errors' "$out/sanitizer_${tool}_${impl}.log") clean summaries"
+    done
+  done
+fi
+if [[ $what == all || $what == ncu ]]; then
+  for impl in 884 884-plain; do
+    ncu --clock-control none --kernel-name regex:fmha_fwd_sm70 --launch-count 1 \
+      --metrics l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_ld.sum,l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_st.sum,l1tex__data_pipe_lsu_wavefronts_mem_shared_op_ld.sum,smsp__inst_executed_op_shared_ld.sum,gpu__time_duration.sum \
+      python3 tests/gpu/small_case.py $impl 1024 > "$out/ncu_$impl.log" 2>&1
+    echo "== ncu $impl"; grep -E "bank_conflicts|wavefronts|inst_executed|duration" "$out/ncu_$impl.log"
+  done
+fi
+if [[ $what == all || $what == bench ]]; then
+  python3 -m fastattention.cli bench attention --device cuda 2>&1 | tee "$out/bench_attention_cuda.md" | tail -40
+fi
