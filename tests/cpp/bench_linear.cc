@@ -9,9 +9,12 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "fastattn/core/context.h"
+#include "fastattn/kernels/cpu/linear_impl.h"
 #include "fastattn/kernels/gemm.h"
 #include "kernel_test_util.h"
 
@@ -40,25 +43,25 @@ struct Weights {
   }
 };
 
-// Seconds per call: the best of five trials of >= 0.1 s each (the machine is shared, so the
-// best trial is the one least disturbed), cycling through `copies` weight copies.
+// Seconds per call: a low percentile (default the 10th) of individually timed calls over
+// >= 0.5 s, cycling through `copies` weight copies (> L3, so every call reads from DRAM). The
+// development machine is shared: a call one of whose threads was descheduled waits a whole time
+// slice (~4-8 ms), so means are meaningless; the low percentile is the undisturbed time.
+double g_percentile = 0.1;
 template <class F>
 double time_per_call(F&& f, size_t copies) {
   for (size_t i = 0; i < copies; ++i) f(i);  // warm up (page in, thread pools)
-  double best = 1e30;
+  std::vector<double> t;
+  const auto start = Clock::now();
   size_t next = 0;
-  for (int trial = 0; trial < 5; ++trial) {
-    int iters = 0;
+  while (t.size() < 15 || std::chrono::duration<double>(Clock::now() - start).count() < 0.5) {
     const auto t0 = Clock::now();
-    double elapsed = 0;
-    while (elapsed < 0.1 || iters < 5) {
-      f(next++ % copies);
-      ++iters;
-      elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
-    }
-    best = std::min(best, elapsed / iters);
+    f(next++ % copies);
+    t.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
   }
-  return best;
+  const size_t k = static_cast<size_t>(g_percentile * static_cast<double>(t.size() - 1));
+  std::nth_element(t.begin(), t.begin() + k, t.end());
+  return t[k];
 }
 
 double gbps(int64_t N, int64_t K, DType dt, double sec) {
@@ -136,22 +139,31 @@ void bench_decode_step(int threads) {
   }
 }
 
-// Time of linear() for M rows vs sgemm on widened weights (where the GEMV stops paying).
+// Time of the two regimes for M rows (weights cold): where the GEMV stops paying.
 void bench_crossover() {
   const int64_t N = 2048, K = 768;
   std::vector<float> x = fa_test::randn(static_cast<size_t>(32 * K), 5), y(32 * N);
   for (DType dt : fa_test::kFloatTypes) {
     Weights w(dt, N, K, true);
-    for (int64_t M : {1, 2, 4, 8, 12, 16, 32}) {
-      auto run = [&](size_t i) {
-        Tensor xt(x.data(), DType::kFloat32, {M, K});
-        Tensor wt(w.copies[i].data(), dt, {N, K});
-        Tensor yt(y.data(), DType::kFloat32, {M, N});
-        kernels::linear(cpu_context(2), xt, wt, Tensor(), yt);
+    for (int64_t M : {1, 2, 4, 8, 12, 16, 24, 32}) {
+      auto args = [&](size_t i) {
+        kernels::cpu::LinearArgs a;
+        a.x = x.data();
+        a.ldx = K;
+        a.w = w.copies[i].data();
+        a.w_type = dt;
+        a.y = y.data();
+        a.ldy = N;
+        a.M = M;
+        a.N = N;
+        a.K = K;
+        return a;
       };
-      const double s = time_per_call(run, w.copies.size());
-      std::printf("crossover %ldx%ld %-8s M=%2ld linear: %8.1f us\n", static_cast<long>(N),
-                  static_cast<long>(K), dtype_name(dt), static_cast<long>(M), s * 1e6);
+      const double g = time_per_call([&](size_t i) { kernels::cpu::gemv_rows(args(i), 2); }, w.copies.size());
+      const double b = time_per_call([&](size_t i) { kernels::cpu::gemm_blas(args(i), 2); }, w.copies.size());
+      std::printf("crossover %ldx%ld %-8s M=%2ld  gemv: %8.1f us   blas: %8.1f us\n",
+                  static_cast<long>(N), static_cast<long>(K), dtype_name(dt), static_cast<long>(M),
+                  g * 1e6, b * 1e6);
     }
   }
 }
@@ -160,6 +172,7 @@ void bench_crossover() {
 
 int main(int argc, char** argv) {
   const std::string what = argc > 1 ? argv[1] : "all";
+  if (argc > 2) g_percentile = std::atof(argv[2]);  // e.g. 0.5 for the median
   std::printf("BLAS: %s\n", kernels::blas_name());
   if (what == "all" || what == "shapes") {
     for (bool cold : {true, false})

@@ -8,6 +8,9 @@
 //                  seqlens_k [B]; key j of sequence b is in block block_table[b][j / block_size].
 // Token and head dims may be strided (views into a fused QKV buffer); the last dim is contiguous.
 // Hq must be a multiple of Hk (GQA/MQA: query head h reads KV head h / (Hq / Hk)).
+// CPU kernel: any head dim 1..256; float32 / float16 / bfloat16 storage, converted to float32
+// per tile (float32 accumulation). Decode with few (sequence, KV head) pairs splits the key range
+// over threads and merges the parts by log-sum-exp.
 //
 // Masks (bottom-right aligned, as with a KV cache): query i of a sequence with Sq queries and Sk
 // keys sits at position i + Sk - Sq. Key j is visible if
@@ -26,7 +29,7 @@ struct FmhaParams {
   Tensor q;    // [total_q, Hq, D]
   Tensor k;    // contiguous [total_k, Hk, D] or paged [num_blocks, block_size, Hk, D]
   Tensor v;    // same layout as k
-  Tensor out;  // [total_q, Hq, D], same dtype as q
+  Tensor out;  // [total_q, Hq, D]; any float dtype (CPU: q, k / v and out may each differ)
   Tensor lse;  // optional: float32 [Hq, total_q], natural-log log-sum-exp of the scaled scores
 
   Tensor cu_seqlens_q;  // int32 [B + 1]

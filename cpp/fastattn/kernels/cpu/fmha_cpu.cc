@@ -81,12 +81,21 @@ AttnArgs make_args(const FmhaParams& p, const FmhaShape& sh) {
   return a;
 }
 
-// Keys a row range may see at most (for the cost estimate and split decisions).
-int64_t visible_key_span(const AttnArgs& a, const SeqInfo& s, int64_t row_begin, int64_t row_end) {
-  const KeyRange first = visible_keys(a, s, row_begin / a.group);
-  const KeyRange last = visible_keys(a, s, (row_end - 1) / a.group);
-  const int64_t lo = std::min(first.lo, last.lo), hi = std::max(first.hi, last.hi);
-  return std::max<int64_t>(0, hi - lo + 1);
+// The keys [begin, end) some row of a row range may see (the union of the rows' ranges).
+struct KeySpan {
+  int64_t begin = 0, end = 0;
+};
+
+KeySpan visible_key_span(const AttnArgs& a, const SeqInfo& s, int64_t row_begin, int64_t row_end) {
+  KeySpan span{INT64_MAX, INT64_MIN};
+  for (int64_t tok = row_begin / a.group; tok <= (row_end - 1) / a.group; ++tok) {
+    const KeyRange kr = visible_keys(a, s, tok);
+    if (kr.lo > kr.hi) continue;
+    span.begin = std::min<int64_t>(span.begin, kr.lo);
+    span.end = std::max<int64_t>(span.end, int64_t{kr.hi} + 1);
+  }
+  if (span.begin >= span.end) return KeySpan{};
+  return span;
 }
 
 struct Plan {
@@ -111,7 +120,8 @@ Plan make_plan(const AttnArgs& a, const FmhaShape& sh, int threads) {
   struct Tile {
     int64_t seq;
     int kv_head;
-    int64_t row_begin, row_end, keys;
+    int64_t row_begin, row_end;
+    KeySpan keys;
   };
   // Wide jobs take up to kMaxSubTiles tiles of 64 rows, fewer when that would leave fewer than
   // kMinJobsPerThread jobs per thread.
@@ -145,11 +155,16 @@ Plan make_plan(const AttnArgs& a, const FmhaShape& sh, int threads) {
   }
   for (const Tile& t : tiles) {
     const SeqInfo s = seq_info(a, t.seq);
-    int64_t splits = std::min(max_splits, std::max<int64_t>(1, t.keys / kMinSplitKeys));
-    // Split points fall on kKvTile boundaries, so every split sees whole aligned tiles.
-    const int64_t per_split =
-        splits > 1 ? ((s.sk + splits - 1) / splits + kKvTile - 1) / kKvTile * kKvTile : s.sk;
-    if (splits > 1) splits = (s.sk + per_split - 1) / per_split;
+    const int64_t n_keys = t.keys.end - t.keys.begin;
+    int64_t splits = std::min(max_splits, std::max<int64_t>(1, n_keys / kMinSplitKeys));
+    // Splits cover the visible keys; their bounds fall on kKvTile multiples, so every split sees
+    // whole aligned tiles.
+    const int64_t first = t.keys.begin / kKvTile * kKvTile;
+    int64_t per_split = s.sk;
+    if (splits > 1) {
+      per_split = ((t.keys.end - first + splits - 1) / splits + kKvTile - 1) / kKvTile * kKvTile;
+      splits = (t.keys.end - first + per_split - 1) / per_split;
+    }
     const int64_t rows = t.row_end - t.row_begin;
     const size_t rows_d = static_cast<size_t>(rows) * static_cast<size_t>(a.head_dim);
     for (int64_t sp = 0; sp < splits; ++sp) {
@@ -161,10 +176,14 @@ Plan make_plan(const AttnArgs& a, const FmhaShape& sh, int threads) {
         plan.max_wide_tiles = std::max(
             plan.max_wide_tiles, static_cast<int>((rows + kWideMaxRows - 1) / kWideMaxRows));
       }
-      job.key_begin = sp * per_split;
-      job.key_end = splits > 1 ? std::min(s.sk, (sp + 1) * per_split) : s.sk;
+      if (splits > 1) {
+        job.key_begin = first + sp * per_split;
+        job.key_end = std::min(t.keys.end, first + (sp + 1) * per_split);
+      } else {
+        job.key_begin = 0, job.key_end = s.sk;
+      }
       job.cost = static_cast<double>(rows) *
-                 static_cast<double>(std::min(t.keys, job.key_end - job.key_begin) + kKvTile);
+                 static_cast<double>(std::min(n_keys, job.key_end - job.key_begin) + kKvTile);
       if (splits > 1) {
         job.split_group = static_cast<int64_t>(plan.merges.size());
         job.split_index = static_cast<int>(sp);
@@ -238,7 +257,7 @@ size_t layout_scratch(void* base, const ScratchShape& shape, Scratch* sc) {
   const size_t q_floats = wide ? D * W : kNarrowMaxRows * dpad;
   const size_t s_floats = wide ? kKvTile * W : kNarrowMaxRows * kKvTile;
   const size_t kv_floats =
-      shape.convert_kv ? static_cast<size_t>(kKvTile) * packed_row_stride(shape.head_dim) : 0;
+      shape.convert_kv ? static_cast<size_t>(kKvTile) * converted_row_stride(shape.head_dim) : 0;
   size_t used = 0;
   auto take = [&](size_t bytes) {
     char* r = base != nullptr && bytes > 0 ? static_cast<char*>(base) + used : nullptr;

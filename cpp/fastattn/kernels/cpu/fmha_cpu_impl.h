@@ -20,8 +20,9 @@ namespace fastattn::kernels::cpu {
 constexpr int kKvTile = 64;
 // Rows of a wide tile: 4 vectors of 16 lanes.
 constexpr int kWideMaxRows = 64;
-// A wide job holds up to this many tiles of 64 rows: they share each packed K / V tile, which
-// divides the cost of gathering K / V rows (spread over memory pages) by the number of tiles.
+// A wide job holds up to this many tiles of 64 rows: they share each K / V tile while it is in
+// cache, which divides the cost of fetching K / V rows (often one memory page apart, in a
+// [tokens, heads, D] tensor) by the number of tiles.
 constexpr int kMaxSubTiles = 4;
 // A (sequence, KV head) with at most this many rows in total takes the narrow kernel.
 constexpr int kNarrowMaxRows = 4;
@@ -177,8 +178,8 @@ struct RowTile {
 // Thread-local scratch memory, carved from one allocation per thread.
 struct Scratch {
   RowTile tiles[kMaxSubTiles];
-  float* kbuf;    // [kKvTile][packed_row_stride(D)] K tile as float32
-  float* vbuf;    // [kKvTile][packed_row_stride(D)]
+  float* kbuf;    // [kKvTile][converted_row_stride(D)] 16-bit K tile converted to float32
+  float* vbuf;    // [kKvTile][converted_row_stride(D)]
   float* row;     // [D] temporary
   const float** kptr;  // [kKvTile] float32 row pointers of the current K tile
   const float** vptr;  // [kKvTile]
@@ -216,22 +217,20 @@ inline void prefetch_rows(const KvSource& src, int64_t j0, int n, int head_dim) 
   asm volatile("" : : "r"(touch));
 }
 
-// Row stride (floats) of packed K / V tiles: padded by one cache line so that consecutive rows
-// do not map to the same L1 set.
-inline int packed_row_stride(int head_dim) { return (head_dim + 15) / 16 * 16 + 16; }
+// Row stride (floats) of converted K / V tiles: padded by one cache line so that consecutive
+// rows do not map to the same L1 set.
+inline int converted_row_stride(int head_dim) { return (head_dim + 15) / 16 * 16 + 16; }
 
-// Fills ptr[0..n) with float32 rows of K (or V) keys j0..j0+n. 16-bit storage is converted into
-// buf; float32 rows are used in place unless `pack` asks for a copy into buf too (the wide kernel
-// packs: rows of a [tokens, heads, D] tensor sit a power-of-two stride apart and would all fall
-// into the same L1 cache set).
+// Fills ptr[0..n) with float32 rows of K (or V) keys j0..j0+n: float32 rows are used in place
+// (no copy), 16-bit rows are converted into buf.
 inline void gather_rows(const KvSource& src, bool values, int64_t j0, int n, DType dtype,
-                        int head_dim, bool pack, float* buf, const float** ptr) {
+                        int head_dim, float* buf, const float** ptr) {
   for (int j = 0; j < n; ++j) {
     const char* r = values ? src.v_row(j0 + j) : src.k_row(j0 + j);
-    if (dtype == DType::kFloat32 && !pack) {
+    if (dtype == DType::kFloat32) {
       ptr[j] = reinterpret_cast<const float*>(r);
     } else {
-      float* dst = buf + static_cast<int64_t>(j) * packed_row_stride(head_dim);
+      float* dst = buf + static_cast<int64_t>(j) * converted_row_stride(head_dim);
       convert_to_float(r, dtype, dst, head_dim);
       ptr[j] = dst;
     }

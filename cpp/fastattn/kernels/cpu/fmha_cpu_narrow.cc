@@ -134,7 +134,7 @@ void run_narrow(const AttnArgs& a, const TileJob& job, Scratch& sc) {
     const int n = static_cast<int>(j1 - j0);
     const int64_t next_end = std::min<int64_t>(key_end, j1 + kKvTile);
     if (j1 < next_end) prefetch_rows(kv, j1, static_cast<int>(next_end - j1), D);
-    gather_rows(kv, false, j0, n, a.kv_dtype, D, false, sc.kbuf, sc.kptr);
+    gather_rows(kv, false, j0, n, a.kv_dtype, D, sc.kbuf, sc.kptr);
     int j = 0;
     for (; j + 4 <= n; j += 4) qk_keys<ROWS, 4>(sc.kptr + j, q, D, p, j);
     for (; j < n; ++j) qk_keys<ROWS, 1>(sc.kptr + j, q, D, p, j);
@@ -168,7 +168,7 @@ void run_narrow(const AttnArgs& a, const TileJob& job, Scratch& sc) {
       rt.m[r] = m_new;
     }
 
-    gather_rows(kv, true, j0, n, a.kv_dtype, D, false, sc.vbuf, sc.vptr);
+    gather_rows(kv, true, j0, n, a.kv_dtype, D, sc.vbuf, sc.vptr);
     for (int ch0 = 0; ch0 < nchunks; ch0 += 4) {
       const int g = std::min(4, nchunks - ch0);
       if (tail != 0 && ch0 + g == nchunks) {

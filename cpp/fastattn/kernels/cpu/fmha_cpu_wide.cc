@@ -1,4 +1,5 @@
-// The wide attention tile (prefill): up to 64 query rows against K/V tiles of kKvTile keys.
+// The wide attention kernel (prefill): a job of up to 4 sub-tiles of 64 query rows walks the K/V
+// tiles of kKvTile keys once; each tile, while in cache, serves every sub-tile in turn.
 //
 // Everything is vectorised across query rows, which makes the whole FlashAttention-2 step free of
 // transposes of K or V and of horizontal reductions:
@@ -7,7 +8,8 @@
 //   online softmax down the columns of S^T: max and sum are lane-wise vector ops
 //   O^T   [D][L]   O^T[d] = alpha * O^T[d] + sum_j V[j][d] * P^T[j]   (broadcast V, vector of P^T)
 // Both products are register-blocked AVX-512 FMA micro-kernels (R rows x C vectors of
-// accumulators); K and V rows are read in place (float32) or from a converted tile (16-bit).
+// accumulators); K and V rows are read in place (float32) or from a converted tile (16-bit),
+// and the next tile's rows are prefetched while the current one computes.
 #include <cmath>
 
 #include "fastattn/kernels/cpu/fmha_cpu_impl.h"
@@ -167,11 +169,12 @@ struct SubTile {
 };
 
 // Scaled Q^T, key ranges and ALiBi slopes of a sub-tile; lanes past `rows` see no key.
-void setup_rows(const AttnArgs& a, const SeqInfo& s, int kv_head, SubTile& sub, float* tmp) {
+void setup_rows(const AttnArgs& a, const SeqInfo& s, int kv_head, SubTile& sub) {
   const int L = 16 * sub.vectors;
   const int D = a.head_dim;
   const size_t q_elem = dtype_size(a.q_dtype);
   RowTile& t = *sub.t;
+  float* stage = t.ot;  // [L][D] float32 query rows, transposed into Q^T below
   sub.min_lo = INT32_MAX, sub.max_lo = INT32_MIN, sub.min_hi = INT32_MAX, sub.max_hi = INT32_MIN;
   sub.any_empty = false;
   for (int r = 0; r < L; ++r) {
@@ -179,7 +182,7 @@ void setup_rows(const AttnArgs& a, const SeqInfo& s, int kv_head, SubTile& sub, 
     t.l[r] = 0.0f;
     if (r >= sub.rows) {
       t.lo[r] = 1, t.hi[r] = 0, t.pos[r] = 0, t.slope[r] = 0.0f;
-      for (int d = 0; d < D; ++d) t.qt[d * L + r] = 0.0f;
+      for (int d = 0; d < D; ++d) stage[r * D + d] = 0.0f;
       continue;
     }
     const int64_t row = sub.row_begin + r;
@@ -197,13 +200,13 @@ void setup_rows(const AttnArgs& a, const SeqInfo& s, int kv_head, SubTile& sub, 
     }
     const char* qrow = a.q + ((s.q_begin + tok) * a.q_tok_stride + head * a.q_head_stride) *
                                  static_cast<int64_t>(q_elem);
-    convert_to_float(qrow, a.q_dtype, tmp, D);
-    for (int d = 0; d < D; ++d) t.qt[d * L + r] = tmp[d] * a.scale_log2;
+    convert_to_float(qrow, a.q_dtype, stage + static_cast<int64_t>(r) * D, D);
   }
+  simd::transpose(stage, D, L, D, t.qt, L, a.scale_log2);
   for (int64_t i = 0; i < static_cast<int64_t>(D) * L; ++i) t.ot[i] = 0.0f;
 }
 
-// One FlashAttention-2 step of a sub-tile against the packed K / V tile of keys j0..j0+n.
+// One FlashAttention-2 step of a sub-tile against the K / V tile of keys j0..j0+n.
 template <int C>
 void tile_step(const AttnArgs& a, SubTile& sub, int64_t j0, int n, const Scratch& sc) {
   const int64_t j1 = j0 + n;
@@ -248,7 +251,7 @@ void run_wide_job(const AttnArgs& a, const TileJob& job, Scratch& sc) {
     sub.row_begin = job.row_begin + static_cast<int64_t>(i) * kWideMaxRows;
     sub.rows = static_cast<int>(std::min<int64_t>(kWideMaxRows, job.row_end - sub.row_begin));
     sub.vectors = (sub.rows + 15) / 16;
-    setup_rows(a, s, job.kv_head, sub, sc.row);
+    setup_rows(a, s, job.kv_head, sub);
     lo = std::min(lo, sub.min_lo), hi = std::max(hi, sub.max_hi);
   }
 
@@ -259,8 +262,8 @@ void run_wide_job(const AttnArgs& a, const TileJob& job, Scratch& sc) {
     const int n = static_cast<int>(j1 - j0);
     const int64_t next_end = std::min<int64_t>(key_end, j1 + kKvTile);
     if (j1 < next_end) prefetch_rows(kv, j1, static_cast<int>(next_end - j1), D);
-    gather_rows(kv, false, j0, n, a.kv_dtype, D, false, sc.kbuf, sc.kptr);
-    gather_rows(kv, true, j0, n, a.kv_dtype, D, false, sc.vbuf, sc.vptr);
+    gather_rows(kv, false, j0, n, a.kv_dtype, D, sc.kbuf, sc.kptr);
+    gather_rows(kv, true, j0, n, a.kv_dtype, D, sc.vbuf, sc.vptr);
     for (int i = 0; i < n_sub; ++i) tile_step_any(a, subs[i], j0, n, sc);
     j0 = j1;
   }
@@ -268,9 +271,11 @@ void run_wide_job(const AttnArgs& a, const TileJob& job, Scratch& sc) {
   for (int i = 0; i < n_sub; ++i) {
     const SubTile& sub = subs[i];
     const int L = 16 * sub.vectors;
+    float* rows_out = sub.t->qt;  // Q^T is no longer needed: O rows [L][D] go here
+    simd::transpose(sub.t->ot, L, D, L, rows_out, D, 1.0f);
     for (int r = 0; r < sub.rows; ++r) {
-      for (int d = 0; d < D; ++d) sc.row[d] = sub.t->ot[d * L + r];
-      write_row(a, s, job, sub.row_begin + r, sc.row, sub.t->m[r], sub.t->l[r]);
+      write_row(a, s, job, sub.row_begin + r, rows_out + static_cast<int64_t>(r) * D, sub.t->m[r],
+                sub.t->l[r]);
     }
   }
 }

@@ -98,7 +98,42 @@ inline V16 add_alibi(V16 s, const float* slope, const int32_t* pos, int32_t j) {
   return {_mm512_fnmadd_ps(_mm512_loadu_ps(slope), _mm512_cvtepi32_ps(d), s.v)};
 }
 
+// dst[c][r] = src[r][c] * scale for a 16 x 16 block (strides in floats).
+inline void transpose16(const float* src, int64_t src_stride, float* dst, int64_t dst_stride,
+                        float scale) {
+  __m512 r[16], t[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * src_stride);
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+    r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+    r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+  }
+  for (int h = 0; h < 2; ++h) {
+    for (int i = 0; i < 4; ++i) {
+      t[8 * h + i] = _mm512_shuffle_f32x4(r[8 * h + i], r[8 * h + i + 4], 0x88);
+      t[8 * h + i + 4] = _mm512_shuffle_f32x4(r[8 * h + i], r[8 * h + i + 4], 0xDD);
+    }
+  }
+  const __m512 sv = _mm512_set1_ps(scale);
+  for (int i = 0; i < 8; ++i) {
+    _mm512_storeu_ps(dst + i * dst_stride, _mm512_mul_ps(_mm512_shuffle_f32x4(t[i], t[i + 8], 0x88), sv));
+    _mm512_storeu_ps(dst + (i + 8) * dst_stride,
+                     _mm512_mul_ps(_mm512_shuffle_f32x4(t[i], t[i + 8], 0xDD), sv));
+  }
+}
+
 #else  // portable fallback
+
+inline void transpose16(const float* src, int64_t src_stride, float* dst, int64_t dst_stride,
+                        float scale) {
+  for (int r = 0; r < 16; ++r)
+    for (int c = 0; c < 16; ++c) dst[c * dst_stride + r] = src[r * src_stride + c] * scale;
+}
 
 struct V16 {
   float v[kLanes];
@@ -177,5 +212,18 @@ inline V16 add_alibi(V16 s, const float* slope, const int32_t* pos, int32_t j) {
 }
 
 #endif
+
+// dst[c][r] = src[r][c] * scale for an rows x cols block, 16 x 16 tiles at a time.
+inline void transpose(const float* src, int64_t src_stride, int rows, int cols, float* dst,
+                      int64_t dst_stride, float scale) {
+  const int r16 = rows / 16 * 16, c16 = cols / 16 * 16;
+  for (int r = 0; r < r16; r += 16)
+    for (int c = 0; c < c16; c += 16)
+      transpose16(src + r * src_stride + c, src_stride, dst + c * dst_stride + r, dst_stride, scale);
+  for (int r = 0; r < rows; ++r) {
+    const int c0 = r < r16 ? c16 : 0;
+    for (int c = c0; c < cols; ++c) dst[c * dst_stride + r] = src[r * src_stride + c] * scale;
+  }
+}
 
 }  // namespace fastattn::kernels::cpu::simd

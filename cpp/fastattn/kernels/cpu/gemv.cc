@@ -98,6 +98,39 @@ inline void dot_row(const float* x, int64_t ldx, const typename L::T* w, int64_t
   for (int m = 0; m < MB; ++m) y[m * ldy] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[m], acc1[m]));
 }
 
+// Two adjacent weight rows against MB activation rows: y[m * ldy + r] for r < 2. Used when M > 1,
+// where one row at a time would be bound by the activation loads (one per FMA); sharing each
+// activation vector between two rows halves them. (At M = 1 the single stream wins.)
+template <class L, int MB>
+inline void dot_row_pair(const float* x, int64_t ldx, const typename L::T* w, int64_t K, float* y,
+                         int64_t ldy) {
+  __m512 acc0[MB], acc1[MB];
+  for (int m = 0; m < MB; ++m) acc0[m] = acc1[m] = _mm512_setzero_ps();
+  const typename L::T* w1 = w + K;
+  int64_t k = 0;
+  for (; k + 16 <= K; k += 16) {
+    const __m512 a = L::load(w + k), b = L::load(w1 + k);
+    for (int m = 0; m < MB; ++m) {
+      const __m512 xv = _mm512_loadu_ps(x + m * ldx + k);
+      acc0[m] = _mm512_fmadd_ps(a, xv, acc0[m]);
+      acc1[m] = _mm512_fmadd_ps(b, xv, acc1[m]);
+    }
+  }
+  if (k < K) {
+    const __mmask16 mask = static_cast<__mmask16>((1u << (K - k)) - 1u);
+    const __m512 a = L::load(w + k, mask), b = L::load(w1 + k, mask);
+    for (int m = 0; m < MB; ++m) {
+      const __m512 xv = _mm512_maskz_loadu_ps(mask, x + m * ldx + k);
+      acc0[m] = _mm512_fmadd_ps(a, xv, acc0[m]);
+      acc1[m] = _mm512_fmadd_ps(b, xv, acc1[m]);
+    }
+  }
+  for (int m = 0; m < MB; ++m) {
+    y[m * ldy] = _mm512_reduce_add_ps(acc0[m]);
+    y[m * ldy + 1] = _mm512_reduce_add_ps(acc1[m]);
+  }
+}
+
 #elif defined(FA_GEMV_AVX2)
 
 inline float hsum(__m256 v) {
@@ -198,10 +231,41 @@ inline void row_all_m(const LinearArgs& a, const typename L::T* w, int64_t n) {
   }
 }
 
+#if defined(FA_GEMV_AVX512)
+// All M activation rows against weight rows n and n + 1.
+template <class L>
+inline void row_pair_all_m(const LinearArgs& a, const typename L::T* w, int64_t n) {
+  const typename L::T* wr = w + n * a.K;
+  for (int64_t m0 = 0; m0 < a.M; m0 += kMaxRowsX) {
+    const float* x = a.x + m0 * a.ldx;
+    float* y = a.y + m0 * a.ldy + n;
+    switch (std::min<int64_t>(kMaxRowsX, a.M - m0)) {
+      case 1: dot_row_pair<L, 1>(x, a.ldx, wr, a.K, y, a.ldy); break;
+      case 2: dot_row_pair<L, 2>(x, a.ldx, wr, a.K, y, a.ldy); break;
+      case 3: dot_row_pair<L, 3>(x, a.ldx, wr, a.K, y, a.ldy); break;
+      default: dot_row_pair<L, 4>(x, a.ldx, wr, a.K, y, a.ldy); break;
+    }
+  }
+}
+#endif
+
 template <class L>
 void gemv_typed(const LinearArgs& a, int num_threads) {
   const auto* w = static_cast<const typename L::T*>(a.w);
   const int threads = a.N * a.K < kMinParallelWeights ? 1 : std::max(1, num_threads);
+#if defined(FA_GEMV_AVX512)
+  if (a.M > 1) {
+    const int64_t pairs = a.N / 2;
+#pragma omp parallel num_threads(threads)
+    {
+#pragma omp for schedule(static) nowait
+      for (int64_t p = 0; p < pairs; ++p) row_pair_all_m<L>(a, w, 2 * p);
+#pragma omp single nowait
+      if (a.N % 2) row_all_m<L>(a, w, a.N - 1);
+    }
+    return;
+  }
+#endif
   // Static schedule: each thread streams one contiguous range of weight rows.
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t n = 0; n < a.N; ++n) row_all_m<L>(a, w, n);
