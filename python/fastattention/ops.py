@@ -88,6 +88,32 @@ def _int32(x: Any, name: str, ndim: int) -> Any:
     return arr
 
 
+def _on_cuda(x: Any) -> bool:
+    return _is_torch(x) and x.is_cuda
+
+
+def _index_for(q: Any, arr: Any) -> Any:
+    """An int32 index array on q's device (a torch CUDA tensor when q is on the GPU)."""
+    if not _on_cuda(q):
+        return arr.cpu().numpy() if _is_torch(arr) else arr
+    torch = _torch()
+    if _is_torch(arr):
+        return arr.to(device=q.device, dtype=torch.int32)
+    return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.int32)).to(q.device)
+
+
+def _device_args(q: Any, impl: str) -> dict:
+    """impl / stream arguments of _C.fmha_forward: CUDA tensors run on torch's current stream."""
+    if not isinstance(impl, str):
+        raise ValueError(f"impl: expected a string, got {impl!r}")
+    if not _on_cuda(q):
+        if impl != "auto":
+            raise ValueError(f"impl: '{impl}' selects a CUDA MMA path; q is not a CUDA tensor "
+                             "(the CPU kernel takes impl='auto')")
+        return {}
+    return dict(impl=impl, stream=_torch().cuda.current_stream(q.device).cuda_stream)
+
+
 def _slopes(x: Any) -> Any:
     if x is None:
         return None
@@ -151,14 +177,17 @@ def _merge(x: Any) -> Any:
 
 def attention(q: Any, k: Any, v: Any, *, causal: bool = False, window: Sequence[int] = (-1, -1),
               alibi_slopes: Any = None, softmax_scale: Optional[float] = None,
-              return_lse: bool = False, num_threads: int = 0) -> Any:
+              return_lse: bool = False, num_threads: int = 0, impl: str = "auto") -> Any:
     """Attention over batches of equal-length sequences.
 
     q: (batch, seqlen_q, Hq, D); k, v: (batch, seqlen_k, Hk, D). Returns out (batch, seqlen_q, Hq, D)
     of q's type and dtype, and with return_lse also lse float32 (batch, Hq, seqlen_q) (natural log
-    of the softmax denominators of the scaled scores).
+    of the softmax denominators of the scaled scores). On torch CUDA tensors the GPU kernels run on
+    the current stream; impl ("auto" | "884" | "1688" | "16816") forces an MMA path, so every path
+    can be tested on one GPU.
     """
     q, k, v = _tensor(q, "q"), _tensor(k, "k"), _tensor(v, "v")
+    dev = _device_args(q, impl)
     for name, x in (("q", q), ("k", k), ("v", v)):
         if x.ndim != 4:
             raise ValueError(f"{name}: expected 4 dimensions (batch, seqlen, heads, headdim), "
@@ -170,6 +199,8 @@ def attention(q: Any, k: Any, v: Any, *, causal: bool = False, window: Sequence[
     batch, sq, hq, d = _shape(q)
     sk = int(k.shape[1])
     slopes = _slopes(alibi_slopes)
+    if slopes is not None and _on_cuda(q):
+        slopes = slopes.to(q.device) if _is_torch(slopes) else _torch().from_numpy(slopes).to(q.device)
     out = _empty_like_q(q, (batch, sq, hq, d))
     lse = _empty_f32(q, (batch, hq, sq)) if return_lse else None
     if batch == 0 or sq == 0:
@@ -177,16 +208,17 @@ def attention(q: Any, k: Any, v: Any, *, causal: bool = False, window: Sequence[
 
     if all(_mergeable(x) for x in (q, k, v)) and (lse is None or batch == 1):
         # One call over all sequences: (batch, seqlen) viewed as the token dim.
-        cu_q = np.arange(batch + 1, dtype=np.int32) * sq
-        cu_k = np.arange(batch + 1, dtype=np.int32) * sk
+        cu_q = _index_for(q, np.arange(batch + 1, dtype=np.int32) * sq)
+        cu_k = _index_for(q, np.arange(batch + 1, dtype=np.int32) * sk)
         _C.fmha_forward(_merge(q), _merge(k), _merge(v), _merge(out),
                         lse[0] if lse is not None else None, cu_seqlens_q=cu_q,
-                        cu_seqlens_k=cu_k, alibi_slopes=slopes, num_threads=num_threads, **opts)
+                        cu_seqlens_k=cu_k, alibi_slopes=slopes, num_threads=num_threads,
+                        max_seqlen_q=sq, **dev, **opts)
     else:
         # Views that cannot merge their batch and token dims (or a per-sequence LSE layout): one
         # call per sequence, still without copies.
-        cu_q = np.array([0, sq], dtype=np.int32)
-        cu_k = np.array([0, sk], dtype=np.int32)
+        cu_q = _index_for(q, np.array([0, sq], dtype=np.int32))
+        cu_k = _index_for(q, np.array([0, sk], dtype=np.int32))
         if slopes is not None and slopes.ndim == 2 and slopes.shape[0] != batch:
             raise ValueError(f"alibi_slopes: expected shape ({hq},) or ({batch}, {hq}), "
                              f"got {_shape(slopes)}")
@@ -194,7 +226,7 @@ def attention(q: Any, k: Any, v: Any, *, causal: bool = False, window: Sequence[
             sl = slopes[b] if slopes is not None and slopes.ndim == 2 else slopes
             _C.fmha_forward(q[b], k[b], v[b], out[b], lse[b] if lse is not None else None,
                             cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, alibi_slopes=sl,
-                            num_threads=num_threads, **opts)
+                            num_threads=num_threads, max_seqlen_q=sq, **dev, **opts)
     return (out, lse) if return_lse else out
 
 
@@ -211,25 +243,32 @@ def attention_varlen(q: Any, k: Any, v: Any, cu_seqlens_q: Any, cu_seqlens_k: An
                      max_seqlen_q: Optional[int] = None, max_seqlen_k: Optional[int] = None,
                      causal: bool = False, window: Sequence[int] = (-1, -1),
                      alibi_slopes: Any = None, softmax_scale: Optional[float] = None,
-                     return_lse: bool = False, num_threads: int = 0) -> Any:
+                     return_lse: bool = False, num_threads: int = 0, impl: str = "auto") -> Any:
     """Attention over a batch of sequences of different lengths, packed along the token dim.
 
     q: (total_q, Hq, D), k / v: (total_k, Hk, D); sequence b owns q rows cu_seqlens_q[b] ..
     cu_seqlens_q[b + 1] and k / v rows cu_seqlens_k[b] .. cu_seqlens_k[b + 1] (int arrays of
     batch + 1 entries starting at 0). max_seqlen_q / max_seqlen_k are accepted for FlashAttention
-    compatibility and checked. Returns out (total_q, Hq, D), and with return_lse also lse float32
-    (Hq, total_q).
+    compatibility and checked (on CUDA tensors max_seqlen_q spares a device-to-host copy of
+    cu_seqlens_q). Returns out (total_q, Hq, D), and with return_lse also lse float32 (Hq, total_q).
     """
     q, k, v = _tensor(q, "q"), _tensor(k, "k"), _tensor(v, "v")
+    dev = _device_args(q, impl)
     cu_q = _int32(cu_seqlens_q, "cu_seqlens_q", 1)
     cu_k = _int32(cu_seqlens_k, "cu_seqlens_k", 1)
-    _check_max_seqlen(max_seqlen_q, cu_q, "max_seqlen_q")
-    _check_max_seqlen(max_seqlen_k, cu_k, "max_seqlen_k")
+    if not _on_cuda(q):  # on the GPU this would be a synchronising copy per call
+        _check_max_seqlen(max_seqlen_q, cu_q, "max_seqlen_q")
+        _check_max_seqlen(max_seqlen_k, cu_k, "max_seqlen_k")
+    cu_q, cu_k = _index_for(q, cu_q), _index_for(q, cu_k)
+    slopes = _slopes(alibi_slopes)
+    if slopes is not None and _on_cuda(q):
+        slopes = slopes.to(q.device) if _is_torch(slopes) else _torch().from_numpy(slopes).to(q.device)
     opts = _options(causal, window, softmax_scale)
     out = _empty_like_q(q, _shape(q))
     lse = _empty_f32(q, (q.shape[1], q.shape[0])) if return_lse and q.ndim == 3 else None
     _C.fmha_forward(q, k, v, out, lse, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k,
-                    alibi_slopes=_slopes(alibi_slopes), num_threads=num_threads, **opts)
+                    alibi_slopes=slopes, num_threads=num_threads,
+                    max_seqlen_q=int(max_seqlen_q or 0), **dev, **opts)
     return (out, lse) if return_lse else out
 
 

@@ -5,7 +5,15 @@
 #include <omp.h>
 #endif
 
+#include <pybind11/stl.h>
+
+#include <string>
+#include <vector>
+
 #include "fastattn/bindings/bindings.h"
+#if defined(FASTATTN_WITH_CUDA)
+#include "fastattn/kernels/cuda/fmha_cuda.h"
+#endif
 
 namespace fastattn::py_bind {
 
@@ -26,7 +34,15 @@ void bind_core(py::module_& m) {
     return 1;
 #endif
   });
+#if defined(FASTATTN_WITH_CUDA)
+  m.attr("cuda_built") = true;
+  m.def("fmha_cuda_instances", &kernels::cuda::fmha_cuda_instances,
+        "The CUDA attention instances compiled into this build.");
+#else
   m.attr("cuda_built") = false;
+  m.def("fmha_cuda_instances", []() { return std::vector<std::string>(); },
+        "The CUDA attention instances compiled into this build (none: no CUDA).");
+#endif
 }
 
 }  // namespace fastattn::py_bind

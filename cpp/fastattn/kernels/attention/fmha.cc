@@ -6,6 +6,9 @@
 #include <string>
 
 #include "fastattn/kernels/cpu/fmha_cpu.h"
+#if defined(FASTATTN_WITH_CUDA)
+#include "fastattn/kernels/cuda/fmha_cuda.h"
+#endif
 
 namespace fastattn::kernels {
 namespace {
@@ -153,27 +156,54 @@ cpu::FmhaShape check_structure(const FmhaParams& p) {
   return sh;
 }
 
-// The CPU kernel needs every tensor in CPU-addressable memory (host or pinned host). This build
-// has no CUDA kernels, so a tensor in GPU memory is an error; a CUDA build dispatches here.
-void check_devices(const FmhaParams& p) {
+// Every tensor must live where q lives: all CPU-addressable (the CPU kernel), or all on q's GPU
+// (the CUDA kernels). Returns true for the GPU.
+bool check_devices(const FmhaParams& p) {
   const std::pair<const Tensor*, const char*> all[] = {
       {&p.q, "q"}, {&p.k, "k"}, {&p.v, "v"}, {&p.out, "out"}, {&p.lse, "lse"},
       {&p.cu_seqlens_q, "cu_seqlens_q"}, {&p.cu_seqlens_k, "cu_seqlens_k"},
       {&p.block_table, "block_table"}, {&p.seqlens_k, "seqlens_k"},
       {&p.alibi_slopes, "alibi_slopes"}};
+  const bool on_gpu = p.q.defined() && !p.q.device().is_cpu_addressable();
+#if !defined(FASTATTN_WITH_CUDA)
   for (const auto& [t, name] : all) {
     if (t->defined() && !t->device().is_cpu_addressable()) {
       FA_THROW_AS(Error, "fmha_forward: ", name, " is on ", t->device().str(),
                   " but FastAttention was not built with CUDA (CPU tensors only)");
     }
   }
+#endif
+  for (const auto& [t, name] : all) {
+    if (!t->defined()) continue;
+    const bool ok = on_gpu ? t->device() == p.q.device() : t->device().is_cpu_addressable();
+    FA_CHECK(ok, name, " is on ", t->device().str(), " but q is on ", p.q.device().str(),
+             ": every tensor of one attention call must be on the same device");
+  }
+  return on_gpu;
 }
 
 }  // namespace
 
 void fmha_forward(const Context& ctx, const FmhaParams& p) {
-  check_devices(p);
+  const bool on_gpu = check_devices(p);
   const cpu::FmhaShape sh = check_structure(p);
+  if (on_gpu) {
+#if defined(FASTATTN_WITH_CUDA)
+    // The index arrays live in GPU memory: their values are not checked here (as in
+    // FlashAttention); the shapes are.
+    FA_CHECK(p.max_seqlen_q >= 0, "max_seqlen_q: expected >= 0, got ", p.max_seqlen_q);
+    cuda::FmhaCudaShape cs;
+    cs.batch = static_cast<int>(sh.batch);
+    cs.total_q = static_cast<int>(sh.total_q);
+    cs.num_heads_q = sh.num_heads_q;
+    cs.num_heads_k = sh.num_heads_k;
+    cs.head_dim = sh.head_dim;
+    cs.max_seqlen_q = p.max_seqlen_q;
+    cuda::fmha_forward_cuda(ctx, p, cs, cuda::parse_mma_impl(p.impl));
+    return;
+#endif
+  }
+  FA_CHECK(p.impl == "auto", "impl: '", p.impl, "' selects a CUDA MMA path, but the tensors are on the CPU");
   check_cu_seqlens_values(p.cu_seqlens_q, "cu_seqlens_q", sh.total_q, "q");
   if (sh.paged) {
     check_paged_values(p, sh.batch, p.k.size(0), sh.block_size);

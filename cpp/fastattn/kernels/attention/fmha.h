@@ -20,6 +20,8 @@
 // zero output and lse = -inf.
 #pragma once
 
+#include <string>
+
 #include "fastattn/core/context.h"
 #include "fastattn/core/tensor.h"
 
@@ -42,6 +44,12 @@ struct FmhaParams {
   int window_left = -1;
   int window_right = -1;
   Tensor alibi_slopes;  // optional float32 [Hq] or [B, Hq]
+
+  // GPU only. max_seqlen_q: the longest query sequence (0 = read cu_seqlens_q back from the
+  // device, a synchronising copy). impl: the MMA path, "auto" (the device's native one), "884",
+  // "1688" or "16816" (to test every path on one GPU).
+  int max_seqlen_q = 0;
+  std::string impl = "auto";
 };
 
 // Validates every tensor (dtype, shape, offsets) and throws InvalidArgument naming the one at

@@ -10,153 +10,17 @@
 // Both products are register-blocked AVX-512 FMA micro-kernels (R rows x C vectors of
 // accumulators); K and V rows are read in place (float32) or from a converted tile (16-bit),
 // and the next tile's rows are prefetched while the current one computes.
+#include <algorithm>
 #include <cmath>
 
 #include "fastattn/kernels/cpu/fmha_cpu_impl.h"
+#include "fastattn/kernels/cpu/fmha_cpu_wide_kernels.h"
 #include "fastattn/kernels/cpu/fmha_simd.h"
 
 namespace fastattn::kernels::cpu {
 namespace {
 
 using simd::V16;
-
-// Register blocking: accumulators of R rows x C vectors (R * C <= 24 of the 32 zmm registers).
-template <int C>
-constexpr int kQkRows = C == 4 ? 6 : (C == 3 ? 8 : (C == 2 ? 8 : 8));
-template <int C>
-constexpr int kPvRows = C == 4 ? 6 : (C == 3 ? 6 : (C == 2 ? 8 : 8));
-
-// S^T[r] (r < R) for keys krow[0..R) against all lanes of Q^T.
-template <int R, int C>
-inline void qk_block(const float* const* krow, const float* qt, int head_dim, float* st) {
-  constexpr int L = 16 * C;
-  V16 acc[R][C];
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r)
-#pragma GCC unroll 4
-    for (int c = 0; c < C; ++c) acc[r][c] = simd::splat(0.0f);
-  const float* kr[R];
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) kr[r] = krow[r];
-  for (int d = 0; d < head_dim; ++d) {
-    V16 qv[C];
-#pragma GCC unroll 4
-    for (int c = 0; c < C; ++c) qv[c] = simd::load(qt + d * L + 16 * c);
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      const V16 kb = simd::splat(kr[r][d]);
-#pragma GCC unroll 4
-      for (int c = 0; c < C; ++c) acc[r][c] = simd::fma(kb, qv[c], acc[r][c]);
-    }
-  }
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r)
-#pragma GCC unroll 4
-    for (int c = 0; c < C; ++c) simd::store(st + r * L + 16 * c, acc[r][c]);
-}
-
-template <int R, int C>
-inline void qk_tail(int rem, const float* const* krow, const float* qt, int head_dim, float* st) {
-  if (rem == R) {
-    qk_block<R, C>(krow, qt, head_dim, st);
-  } else if constexpr (R > 1) {
-    qk_tail<R - 1, C>(rem, krow, qt, head_dim, st);
-  }
-}
-
-template <int C>
-void qk_tile(const float* const* kptr, int n, const float* qt, int head_dim, float* st) {
-  constexpr int R = kQkRows<C>;
-  constexpr int L = 16 * C;
-  int j = 0;
-  for (; j + R <= n; j += R) qk_block<R, C>(kptr + j, qt, head_dim, st + j * L);
-  if (j < n) qk_tail<R - 1, C>(n - j, kptr + j, qt, head_dim, st + j * L);
-}
-
-// O^T rows d0..d0+R: alpha * O^T + sum_j V[j][d] * P^T[j].
-template <int R, int C>
-inline void pv_block(const float* const* vrow, int d0, const float* pt, int n, const V16* alpha,
-                     float* ot) {
-  constexpr int L = 16 * C;
-  V16 acc[R][C];
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r)
-#pragma GCC unroll 4
-    for (int c = 0; c < C; ++c) acc[r][c] = simd::mul(simd::load(ot + r * L + 16 * c), alpha[c]);
-  for (int j = 0; j < n; ++j) {
-    V16 pv[C];
-#pragma GCC unroll 4
-    for (int c = 0; c < C; ++c) {
-      pv[c] = simd::load(pt + j * L + 16 * c);
-      simd::pin(pv[c]);
-    }
-    const float* vj = vrow[j] + d0;
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      const V16 vb = simd::splat(vj[r]);
-#pragma GCC unroll 4
-      for (int c = 0; c < C; ++c) acc[r][c] = simd::fma(vb, pv[c], acc[r][c]);
-    }
-  }
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r)
-#pragma GCC unroll 4
-    for (int c = 0; c < C; ++c) simd::store(ot + r * L + 16 * c, acc[r][c]);
-}
-
-template <int R, int C>
-inline void pv_tail(int rem, const float* const* vrow, int d0, const float* pt, int n,
-                    const V16* alpha, float* ot) {
-  if (rem == R) {
-    pv_block<R, C>(vrow, d0, pt, n, alpha, ot);
-  } else if constexpr (R > 1) {
-    pv_tail<R - 1, C>(rem, vrow, d0, pt, n, alpha, ot);
-  }
-}
-
-template <int C>
-void pv_tile(const float* const* vptr, int n, const float* pt, const V16* alpha, int head_dim,
-             float* ot) {
-  constexpr int R = kPvRows<C>;
-  constexpr int L = 16 * C;
-  int d = 0;
-  for (; d + R <= head_dim; d += R) pv_block<R, C>(vptr, d, pt, n, alpha, ot + d * L);
-  if (d < head_dim) pv_tail<R - 1, C>(head_dim - d, vptr, d, pt, n, alpha, ot + d * L);
-}
-
-// Online-softmax step on S^T[n][L] in place (scores -> probabilities). Applies ALiBi and the
-// per-row key ranges, updates the running max m and sum l, returns the rescale factor per lane.
-template <int C>
-void softmax_tile(float* st, int n, int32_t j0, bool masked, bool alibi, RowTile& sc, V16* alpha) {
-  constexpr int L = 16 * C;
-  for (int c = 0; c < C; ++c) {
-    float* col = st + 16 * c;
-    const V16 m_old = simd::load(sc.m + 16 * c);
-    V16 mx = m_old;
-    if (masked || alibi) {
-      for (int j = 0; j < n; ++j) {
-        V16 s = simd::load(col + j * L);
-        if (alibi) s = simd::add_alibi(s, sc.slope + 16 * c, sc.pos + 16 * c, j0 + j);
-        if (masked) s = simd::mask_outside(s, sc.lo + 16 * c, sc.hi + 16 * c, j0 + j);
-        simd::store(col + j * L, s);
-        mx = simd::max(mx, s);
-      }
-    } else {
-      for (int j = 0; j < n; ++j) mx = simd::max(mx, simd::load(col + j * L));
-    }
-    // A lane that has seen no visible key keeps m = -inf; subtracting 0 instead keeps exp2 at 0.
-    const V16 m_use = simd::zero_if_neg_inf(mx);
-    alpha[c] = simd::exp2(simd::sub(m_old, m_use));
-    V16 sum = simd::splat(0.0f);
-    for (int j = 0; j < n; ++j) {
-      const V16 p = simd::exp2(simd::sub(simd::load(col + j * L), m_use));
-      simd::store(col + j * L, p);
-      sum = simd::add(sum, p);
-    }
-    simd::store(sc.l + 16 * c, simd::fma(simd::load(sc.l + 16 * c), alpha[c], sum));
-    simd::store(sc.m + 16 * c, mx);
-  }
-}
 
 // One sub-tile of up to 64 rows of a wide job.
 struct SubTile {
@@ -166,7 +30,45 @@ struct SubTile {
   int vectors;  // C: 16-lane vectors covering the rows
   int32_t min_lo, max_lo, min_hi, max_hi;  // over rows that see any key
   bool any_empty;                          // some row sees no key (always masked)
+  // Per 16-row vector: the union of its rows' key ranges (lo > hi when no row sees a key).
+  int32_t vec_lo[4], vec_hi[4];
 };
+
+// Keys [begin, end) of a tile (relative to its first key) over which the same vectors [c0, c1)
+// of a sub-tile see some key; the others see none there and are skipped.
+struct Segment {
+  int begin, end, c0, c1;
+};
+
+// Cuts a masked tile of keys j0..j0+n into segments by which vectors are active (at most
+// 2 * 4 + 1 pieces). Returns the number of segments with an active vector.
+int key_segments(const SubTile& sub, int64_t j0, int n, Segment* out) {
+  int cuts[2 * 4 + 2];
+  int n_cuts = 0;
+  cuts[n_cuts++] = 0;
+  cuts[n_cuts++] = n;
+  for (int c = 0; c < sub.vectors; ++c) {
+    if (sub.vec_lo[c] > sub.vec_hi[c]) continue;
+    const int64_t lo = sub.vec_lo[c] - j0, end = int64_t{sub.vec_hi[c]} + 1 - j0;
+    if (lo > 0 && lo < n) cuts[n_cuts++] = static_cast<int>(lo);
+    if (end > 0 && end < n) cuts[n_cuts++] = static_cast<int>(end);
+  }
+  for (int i = 1; i < n_cuts; ++i)  // insertion sort of <= 10 cut points
+    for (int k = i; k > 0 && cuts[k - 1] > cuts[k]; --k) std::swap(cuts[k - 1], cuts[k]);
+  int count = 0;
+  for (int i = 0; i + 1 < n_cuts; ++i) {
+    const int begin = cuts[i], end = cuts[i + 1];
+    if (begin == end) continue;
+    int c0 = sub.vectors, c1 = 0;
+    for (int c = 0; c < sub.vectors; ++c) {
+      const bool active = sub.vec_lo[c] <= sub.vec_hi[c] && sub.vec_lo[c] <= j0 + end - 1 &&
+                          sub.vec_hi[c] >= j0 + begin;
+      if (active) c0 = std::min(c0, c), c1 = std::max(c1, c + 1);
+    }
+    if (c0 < c1) out[count++] = {begin, end, c0, c1};
+  }
+  return count;
+}
 
 // Scaled Q^T, key ranges and ALiBi slopes of a sub-tile; lanes past `rows` see no key.
 void setup_rows(const AttnArgs& a, const SeqInfo& s, int kv_head, SubTile& sub) {
@@ -202,6 +104,14 @@ void setup_rows(const AttnArgs& a, const SeqInfo& s, int kv_head, SubTile& sub) 
                                  static_cast<int64_t>(q_elem);
     convert_to_float(qrow, a.q_dtype, stage + static_cast<int64_t>(r) * D, D);
   }
+  for (int c = 0; c < sub.vectors; ++c) {
+    sub.vec_lo[c] = INT32_MAX, sub.vec_hi[c] = INT32_MIN;
+    for (int r = 16 * c; r < 16 * c + 16; ++r) {
+      if (t.lo[r] > t.hi[r]) continue;
+      sub.vec_lo[c] = std::min(sub.vec_lo[c], t.lo[r]);
+      sub.vec_hi[c] = std::max(sub.vec_hi[c], t.hi[r]);
+    }
+  }
   simd::transpose(stage, D, L, D, t.qt, L, a.scale_log2);
   for (int64_t i = 0; i < static_cast<int64_t>(D) * L; ++i) t.ot[i] = 0.0f;
 }
@@ -209,15 +119,40 @@ void setup_rows(const AttnArgs& a, const SeqInfo& s, int kv_head, SubTile& sub) 
 // One FlashAttention-2 step of a sub-tile against the K / V tile of keys j0..j0+n.
 template <int C>
 void tile_step(const AttnArgs& a, SubTile& sub, int64_t j0, int n, const Scratch& sc) {
+  constexpr int L = 16 * C;
   const int64_t j1 = j0 + n;
   if (j1 - 1 < sub.min_lo || j0 > sub.max_hi) return;  // no row of this sub-tile sees these keys
   // Tiles inside every row's key range need no mask.
   const bool masked = sub.any_empty || j0 < sub.max_lo || j1 - 1 > sub.min_hi;
   RowTile& t = *sub.t;
+  const int D = a.head_dim;
   V16 alpha[C];
-  qk_tile<C>(sc.kptr, n, t.qt, a.head_dim, t.st);
-  softmax_tile<C>(t.st, n, static_cast<int32_t>(j0), masked, a.alibi != nullptr, t, alpha);
-  pv_tile<C>(sc.vptr, n, t.st, alpha, a.head_dim, t.ot);
+  if (!masked) {
+    wide::qk_tile<C>(sc.kptr, n, t.qt, L, D, t.st);
+    wide::softmax_tile<C>(t.st, n, static_cast<int32_t>(j0), false, a.alibi != nullptr, t, alpha);
+    wide::pv_tile<C>(sc.vptr, n, t.st, L, alpha, D, t.ot);
+    return;
+  }
+  // A masked tile (the causal diagonal, window edges) computes, per run of keys, only the
+  // 16-row vectors that see some of those keys; the softmax masks the rest to -inf anyway.
+  Segment seg[2 * 4 + 1];
+  const int n_seg = key_segments(sub, j0, n, seg);
+  for (int i = 0; i < n_seg; ++i) {
+    const Segment& g = seg[i];
+    wide::qk_tile_any(g.c1 - g.c0, sc.kptr + g.begin, g.end - g.begin, t.qt + 16 * g.c0, L, D,
+                      t.st + g.begin * L + 16 * g.c0);
+  }
+  wide::softmax_tile<C>(t.st, n, static_cast<int32_t>(j0), true, a.alibi != nullptr, t, alpha);
+  for (int64_t d = 0; d < D; ++d)
+    for (int c = 0; c < C; ++c) {
+      float* o = t.ot + d * L + 16 * c;
+      simd::store(o, simd::mul(simd::load(o), alpha[c]));
+    }
+  for (int i = 0; i < n_seg; ++i) {
+    const Segment& g = seg[i];
+    wide::pv_tile_any(g.c1 - g.c0, sc.vptr + g.begin, g.end - g.begin, t.st + g.begin * L + 16 * g.c0,
+                      L, nullptr, D, t.ot + 16 * g.c0);
+  }
 }
 
 void tile_step_any(const AttnArgs& a, SubTile& sub, int64_t j0, int n, const Scratch& sc) {

@@ -1,18 +1,21 @@
 // The decode-regime linear kernel: y[M, N] = x[M, K] @ w[N, K]^T for small M.
 //
-// Batch-1 decode is bound by the bytes of weight read, so the kernel reads each weight row exactly
-// once from memory: the row is loaded two vectors at a time, widened to fp32 in registers (F16C
-// for float16, a 16-bit shift for bfloat16), and multiplied against up to four activation rows
-// held in L1. Activation rows beyond four re-read the same weight row from L1/L2, not from memory.
-// Threads split N into contiguous ranges, so each thread reads one purely sequential stream.
+// Batch-1 decode is bound by the bytes of weight read, so the kernel reads each weight element
+// exactly once from memory, widens it to fp32 in registers (F16C for float16, a 16-bit shift for
+// bfloat16) and multiplies it against up to four activation rows held in L1 (activation rows
+// beyond four re-read the weights from L1/L2, not from memory).
 //
-// Why one row at a time: on this class of CPU (measured on a 2-core Zen 4 VM) a single sequential
-// stream per core reaches the memory roof (~22 GB/s per core, ~42 GB/s for two), while
-// interleaving 4 or 8 rows (4-8 streams 3 KB apart) reached only 15-19 GB/s per core: the
-// hardware prefetcher follows one stream far better than many short ones. Software prefetching
-// made every variant slower.
+// Memory access pattern, which decides the speed (measured on the 2-core Zen 4 VM this project
+// develops on, weights streamed from DRAM):
+//   - each thread owns one contiguous range of weight rows;
+//   - the range is cut into kStreams equal parts, and rows i of the parts are processed together,
+//     so the thread reads kStreams long sequential streams side by side.
+// Reading rows one at a time (one stream) reached ~22-23 GB/s per core, and interleaving adjacent
+// rows (many streams 3 KB long) only 11-19 GB/s: the prefetchers want long streams. Two to four
+// long streams reached 26-28 GB/s per core and 45-50 GB/s for two cores, above a plain one-stream
+// read loop. Four rows at once also share every activation load between four FMAs, which keeps
+// M > 1 from becoming bound by loads. Software prefetching made every variant slower.
 #include <algorithm>
-#include <cstring>
 
 #if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
@@ -24,6 +27,8 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
+
+#include <omp.h>
 
 #include "fastattn/core/error.h"
 #include "fastattn/kernels/cpu/linear_impl.h"
@@ -37,10 +42,20 @@
 namespace fastattn::kernels::cpu {
 namespace {
 
-// Activation rows handled per pass over a weight row (2 * kMaxRowsX accumulators).
+// Long sequential weight streams each thread reads side by side (see the header comment).
+constexpr int kStreams = 4;
+// Activation rows per pass over the weights (kStreams * kMaxRowsX accumulators).
 constexpr int kMaxRowsX = 4;
 // Below this many weight elements one thread is faster than forking a team.
 constexpr int64_t kMinParallelWeights = 1 << 15;
+
+// Weight rows handled together: w[r] points at row r's first element, y[r] at its output column
+// in the first activation row (later rows are ldy floats apart).
+template <typename T, int R>
+struct RowSet {
+  const T* w[R];
+  float* y[R];
+};
 
 #if defined(FA_GEMV_AVX512)
 
@@ -69,66 +84,33 @@ struct LoadBF16 {
   static __m512 load(const T* p, __mmask16 m) { return widen(_mm256_maskz_loadu_epi16(m, p)); }
 };
 
-// y[m * ldy] = dot(x row m, w) for m < MB.
-template <class L, int MB>
-inline void dot_row(const float* x, int64_t ldx, const typename L::T* w, int64_t K, float* y,
-                    int64_t ldy) {
-  __m512 acc0[MB], acc1[MB];
-  for (int m = 0; m < MB; ++m) acc0[m] = acc1[m] = _mm512_setzero_ps();
-  int64_t k = 0;
-  for (; k + 32 <= K; k += 32) {
-    const __m512 w0 = L::load(w + k), w1 = L::load(w + k + 16);
-    for (int m = 0; m < MB; ++m) {
-      acc0[m] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + m * ldx + k), acc0[m]);
-      acc1[m] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + m * ldx + k + 16), acc1[m]);
-    }
-  }
-  if (k + 16 <= K) {
-    const __m512 w0 = L::load(w + k);
-    for (int m = 0; m < MB; ++m)
-      acc0[m] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + m * ldx + k), acc0[m]);
-    k += 16;
-  }
-  if (k < K) {
-    const __mmask16 mask = static_cast<__mmask16>((1u << (K - k)) - 1u);
-    const __m512 w1 = L::load(w + k, mask);
-    for (int m = 0; m < MB; ++m)
-      acc1[m] = _mm512_fmadd_ps(w1, _mm512_maskz_loadu_ps(mask, x + m * ldx + k), acc1[m]);
-  }
-  for (int m = 0; m < MB; ++m) y[m * ldy] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[m], acc1[m]));
-}
-
-// Two adjacent weight rows against MB activation rows: y[m * ldy + r] for r < 2. Used when M > 1,
-// where one row at a time would be bound by the activation loads (one per FMA); sharing each
-// activation vector between two rows halves them. (At M = 1 the single stream wins.)
-template <class L, int MB>
-inline void dot_row_pair(const float* x, int64_t ldx, const typename L::T* w, int64_t K, float* y,
-                         int64_t ldy) {
-  __m512 acc0[MB], acc1[MB];
-  for (int m = 0; m < MB; ++m) acc0[m] = acc1[m] = _mm512_setzero_ps();
-  const typename L::T* w1 = w + K;
+// y[r][m * ldy] = dot(x row m, w[r]) for r < R, m < MB.
+template <class L, int R, int MB>
+inline void dot_rows(const float* x, int64_t ldx, const RowSet<typename L::T, R>& s, int64_t K,
+                     int64_t ldy) {
+  __m512 acc[MB][R];
+  for (int m = 0; m < MB; ++m)
+    for (int r = 0; r < R; ++r) acc[m][r] = _mm512_setzero_ps();
   int64_t k = 0;
   for (; k + 16 <= K; k += 16) {
-    const __m512 a = L::load(w + k), b = L::load(w1 + k);
+    __m512 wv[R];
+    for (int r = 0; r < R; ++r) wv[r] = L::load(s.w[r] + k);
     for (int m = 0; m < MB; ++m) {
       const __m512 xv = _mm512_loadu_ps(x + m * ldx + k);
-      acc0[m] = _mm512_fmadd_ps(a, xv, acc0[m]);
-      acc1[m] = _mm512_fmadd_ps(b, xv, acc1[m]);
+      for (int r = 0; r < R; ++r) acc[m][r] = _mm512_fmadd_ps(wv[r], xv, acc[m][r]);
     }
   }
   if (k < K) {
     const __mmask16 mask = static_cast<__mmask16>((1u << (K - k)) - 1u);
-    const __m512 a = L::load(w + k, mask), b = L::load(w1 + k, mask);
+    __m512 wv[R];
+    for (int r = 0; r < R; ++r) wv[r] = L::load(s.w[r] + k, mask);
     for (int m = 0; m < MB; ++m) {
       const __m512 xv = _mm512_maskz_loadu_ps(mask, x + m * ldx + k);
-      acc0[m] = _mm512_fmadd_ps(a, xv, acc0[m]);
-      acc1[m] = _mm512_fmadd_ps(b, xv, acc1[m]);
+      for (int r = 0; r < R; ++r) acc[m][r] = _mm512_fmadd_ps(wv[r], xv, acc[m][r]);
     }
   }
-  for (int m = 0; m < MB; ++m) {
-    y[m * ldy] = _mm512_reduce_add_ps(acc0[m]);
-    y[m * ldy + 1] = _mm512_reduce_add_ps(acc1[m]);
-  }
+  for (int m = 0; m < MB; ++m)
+    for (int r = 0; r < R; ++r) s.y[r][m * ldy] = _mm512_reduce_add_ps(acc[m][r]);
 }
 
 #elif defined(FA_GEMV_AVX2)
@@ -161,29 +143,27 @@ struct LoadBF16 {
   static float scalar(const T* p) { return bf16_to_float(*p); }
 };
 
-template <class L, int MB>
-inline void dot_row(const float* x, int64_t ldx, const typename L::T* w, int64_t K, float* y,
-                    int64_t ldy) {
-  __m256 acc0[MB], acc1[MB];
-  for (int m = 0; m < MB; ++m) acc0[m] = acc1[m] = _mm256_setzero_ps();
+template <class L, int R, int MB>
+inline void dot_rows(const float* x, int64_t ldx, const RowSet<typename L::T, R>& s, int64_t K,
+                     int64_t ldy) {
+  __m256 acc[MB][R];
+  for (int m = 0; m < MB; ++m)
+    for (int r = 0; r < R; ++r) acc[m][r] = _mm256_setzero_ps();
   int64_t k = 0;
-  for (; k + 16 <= K; k += 16) {
-    const __m256 w0 = L::load(w + k), w1 = L::load(w + k + 8);
+  for (; k + 8 <= K; k += 8) {
+    __m256 wv[R];
+    for (int r = 0; r < R; ++r) wv[r] = L::load(s.w[r] + k);
     for (int m = 0; m < MB; ++m) {
-      acc0[m] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + m * ldx + k), acc0[m]);
-      acc1[m] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + m * ldx + k + 8), acc1[m]);
+      const __m256 xv = _mm256_loadu_ps(x + m * ldx + k);
+      for (int r = 0; r < R; ++r) acc[m][r] = _mm256_fmadd_ps(wv[r], xv, acc[m][r]);
     }
   }
-  if (k + 8 <= K) {
-    const __m256 w0 = L::load(w + k);
-    for (int m = 0; m < MB; ++m)
-      acc0[m] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + m * ldx + k), acc0[m]);
-    k += 8;
-  }
   for (int m = 0; m < MB; ++m) {
-    float s = hsum(_mm256_add_ps(acc0[m], acc1[m]));
-    for (int64_t kk = k; kk < K; ++kk) s += L::scalar(w + kk) * x[m * ldx + kk];
-    y[m * ldy] = s;
+    for (int r = 0; r < R; ++r) {
+      float sum = hsum(acc[m][r]);
+      for (int64_t kk = k; kk < K; ++kk) sum += L::scalar(s.w[r] + kk) * x[m * ldx + kk];
+      s.y[r][m * ldy] = sum;
+    }
   }
 }
 
@@ -202,73 +182,64 @@ struct LoadBF16 {
   static float scalar(const T* p) { return bf16_to_float(*p); }
 };
 
-template <class L, int MB>
-inline void dot_row(const float* x, int64_t ldx, const typename L::T* w, int64_t K, float* y,
-                    int64_t ldy) {
-  float acc[MB] = {};
+template <class L, int R, int MB>
+inline void dot_rows(const float* x, int64_t ldx, const RowSet<typename L::T, R>& s, int64_t K,
+                     int64_t ldy) {
+  float acc[MB][R] = {};
   for (int64_t k = 0; k < K; ++k) {
-    const float wv = L::scalar(w + k);
-    for (int m = 0; m < MB; ++m) acc[m] += wv * x[m * ldx + k];
+    float wv[R];
+    for (int r = 0; r < R; ++r) wv[r] = L::scalar(s.w[r] + k);
+    for (int m = 0; m < MB; ++m)
+      for (int r = 0; r < R; ++r) acc[m][r] += wv[r] * x[m * ldx + k];
   }
-  for (int m = 0; m < MB; ++m) y[m * ldy] = acc[m];
+  for (int m = 0; m < MB; ++m)
+    for (int r = 0; r < R; ++r) s.y[r][m * ldy] = acc[m][r];
 }
 
 #endif
 
-// All M activation rows against weight row n.
-template <class L>
-inline void row_all_m(const LinearArgs& a, const typename L::T* w, int64_t n) {
-  const typename L::T* wr = w + n * a.K;
+// All M activation rows against the R weight rows of s.
+template <class L, int R>
+inline void rows_all_m(const LinearArgs& a, RowSet<typename L::T, R> s) {
   for (int64_t m0 = 0; m0 < a.M; m0 += kMaxRowsX) {
     const float* x = a.x + m0 * a.ldx;
-    float* y = a.y + m0 * a.ldy + n;
     switch (std::min<int64_t>(kMaxRowsX, a.M - m0)) {
-      case 1: dot_row<L, 1>(x, a.ldx, wr, a.K, y, a.ldy); break;
-      case 2: dot_row<L, 2>(x, a.ldx, wr, a.K, y, a.ldy); break;
-      case 3: dot_row<L, 3>(x, a.ldx, wr, a.K, y, a.ldy); break;
-      default: dot_row<L, 4>(x, a.ldx, wr, a.K, y, a.ldy); break;
+      case 1: dot_rows<L, R, 1>(x, a.ldx, s, a.K, a.ldy); break;
+      case 2: dot_rows<L, R, 2>(x, a.ldx, s, a.K, a.ldy); break;
+      case 3: dot_rows<L, R, 3>(x, a.ldx, s, a.K, a.ldy); break;
+      default: dot_rows<L, R, 4>(x, a.ldx, s, a.K, a.ldy); break;
     }
+    for (int r = 0; r < R; ++r) s.y[r] += kMaxRowsX * a.ldy;
   }
 }
 
-#if defined(FA_GEMV_AVX512)
-// All M activation rows against weight rows n and n + 1.
+// Weight rows [n0, n1) as kStreams long streams side by side, then the leftover rows.
 template <class L>
-inline void row_pair_all_m(const LinearArgs& a, const typename L::T* w, int64_t n) {
-  const typename L::T* wr = w + n * a.K;
-  for (int64_t m0 = 0; m0 < a.M; m0 += kMaxRowsX) {
-    const float* x = a.x + m0 * a.ldx;
-    float* y = a.y + m0 * a.ldy + n;
-    switch (std::min<int64_t>(kMaxRowsX, a.M - m0)) {
-      case 1: dot_row_pair<L, 1>(x, a.ldx, wr, a.K, y, a.ldy); break;
-      case 2: dot_row_pair<L, 2>(x, a.ldx, wr, a.K, y, a.ldy); break;
-      case 3: dot_row_pair<L, 3>(x, a.ldx, wr, a.K, y, a.ldy); break;
-      default: dot_row_pair<L, 4>(x, a.ldx, wr, a.K, y, a.ldy); break;
+void gemv_range(const LinearArgs& a, int64_t n0, int64_t n1) {
+  using T = typename L::T;
+  const T* w = static_cast<const T*>(a.w);
+  const int64_t q = (n1 - n0) / kStreams;
+  for (int64_t i = 0; i < q; ++i) {
+    RowSet<T, kStreams> s;
+    for (int r = 0; r < kStreams; ++r) {
+      const int64_t n = n0 + r * q + i;
+      s.w[r] = w + n * a.K;
+      s.y[r] = a.y + n;
     }
+    rows_all_m<L, kStreams>(a, s);
   }
+  for (int64_t n = n0 + kStreams * q; n < n1; ++n) rows_all_m<L, 1>(a, RowSet<T, 1>{{w + n * a.K}, {a.y + n}});
 }
-#endif
 
 template <class L>
 void gemv_typed(const LinearArgs& a, int num_threads) {
-  const auto* w = static_cast<const typename L::T*>(a.w);
   const int threads = a.N * a.K < kMinParallelWeights ? 1 : std::max(1, num_threads);
-#if defined(FA_GEMV_AVX512)
-  if (a.M > 1) {
-    const int64_t pairs = a.N / 2;
 #pragma omp parallel num_threads(threads)
-    {
-#pragma omp for schedule(static) nowait
-      for (int64_t p = 0; p < pairs; ++p) row_pair_all_m<L>(a, w, 2 * p);
-#pragma omp single nowait
-      if (a.N % 2) row_all_m<L>(a, w, a.N - 1);
-    }
-    return;
+  {
+    // One contiguous range of rows per thread.
+    const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
+    gemv_range<L>(a, a.N * t / nt, a.N * (t + 1) / nt);
   }
-#endif
-  // Static schedule: each thread streams one contiguous range of weight rows.
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (int64_t n = 0; n < a.N; ++n) row_all_m<L>(a, w, n);
 }
 
 }  // namespace
