@@ -140,7 +140,7 @@ void bench_decode_step(int threads) {
 }
 
 // Time of the two regimes for M rows (weights cold): where the GEMV stops paying.
-void bench_crossover() {
+void bench_crossover(int threads) {
   const int64_t N = 2048, K = 768;
   std::vector<float> x = fa_test::randn(static_cast<size_t>(32 * K), 5), y(32 * N);
   for (DType dt : fa_test::kFloatTypes) {
@@ -159,11 +159,13 @@ void bench_crossover() {
         a.K = K;
         return a;
       };
-      const double g = time_per_call([&](size_t i) { kernels::cpu::gemv_rows(args(i), 2); }, w.copies.size());
-      const double b = time_per_call([&](size_t i) { kernels::cpu::gemm_blas(args(i), 2); }, w.copies.size());
-      std::printf("crossover %ldx%ld %-8s M=%2ld  gemv: %8.1f us   blas: %8.1f us\n",
-                  static_cast<long>(N), static_cast<long>(K), dtype_name(dt), static_cast<long>(M),
-                  g * 1e6, b * 1e6);
+      const double g = time_per_call([&](size_t i) { kernels::cpu::gemv_rows(args(i), threads); },
+                                     w.copies.size());
+      const double b = time_per_call([&](size_t i) { kernels::cpu::gemm_blas(args(i), threads); },
+                                     w.copies.size());
+      std::printf("crossover %ldx%ld %-8s threads=%d M=%2ld  gemv: %8.1f us   blas: %8.1f us\n",
+                  static_cast<long>(N), static_cast<long>(K), dtype_name(dt), threads,
+                  static_cast<long>(M), g * 1e6, b * 1e6);
     }
   }
 }
@@ -184,6 +186,9 @@ int main(int argc, char** argv) {
     bench_decode_step(2);
   }
   if (what == "step2") bench_decode_step(2);
-  if (what == "all" || what == "crossover") bench_crossover();
+  if (what == "all" || what == "crossover") {
+    bench_crossover(1);
+    bench_crossover(2);
+  }
   return 0;
 }

@@ -2,7 +2,7 @@
 # One call on the lent GPU machine: build FastAttention with CUDA (every MMA path compiled for the
 # local GPU, so the 884 / 1688 numerics are checked there too), run the GPU tests, the bank-conflict
 # measurement of the Volta layout and the attention benchmark. Logs go to $OUT (device tool).
-#   bash tests/gpu/run_on_device.sh [tests|bench|ncu|all]   (default: all)
+#   bash tests/gpu/run_on_device.sh [tests|sanitize|ncu|bench|debug|all]   (default: all)
 # Needs the wheels the machine lacks in .whl/ (scipy-openblas32, nlohmann-json): see tests/gpu/README.md.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
@@ -31,14 +31,20 @@ python3 -c "import fastattention as f; print('instances:', *f._C.fmha_cuda_insta
 
 if [[ $what == all || $what == tests ]]; then
   python3 -m pytest tests/gpu -q -x -p no:cacheprovider 2>&1 | tee "$out/pytest_gpu.log" | tail -25
+fi
+if [[ $what == all || $what == tests || $what == sanitize ]]; then
   # compute-sanitizer on one small case of each path (memcheck and racecheck).
   for tool in memcheck racecheck; do
     for impl in 884 1688 16816; do
-      compute-sanitizer --tool $tool --error-exitcode 9 python3 tests/gpu/small_case.py $impl \
+      compute-sanitizer --tool $tool --kernel-name kns=fmha_fwd --error-exitcode 9 \
+        python3 tests/gpu/small_case.py $impl \
         > "$out/sanitizer_${tool}_${impl}.log" 2>&1
       echo "compute-sanitizer $tool $impl: rc=$? $(grep -c 'ERROR SUMMARY: 0 errors' "$out/sanitizer_${tool}_${impl}.log") clean summaries"
     done
   done
+fi
+if [[ $what == debug ]]; then
+  cuda-gdb -batch -ex run -ex bt --args python3 tests/gpu/bad_input_case.py 2>&1 | tail -40
 fi
 if [[ $what == all || $what == ncu ]]; then
   for impl in 884 884-plain; do
