@@ -28,6 +28,11 @@ if(NOT FASTATTN_CUDA STREQUAL "OFF")
 endif()
 
 if(FASTATTN_WITH_CUDA)
+  # nvcc's host compiler is the C++ compiler: objects of both must agree on the standard
+  # library's headers (a different g++ behind nvcc broke iostreams in a mixed build).
+  if(NOT CMAKE_CUDA_HOST_COMPILER)
+    set(CMAKE_CUDA_HOST_COMPILER ${CMAKE_CXX_COMPILER} CACHE FILEPATH "nvcc host compiler")
+  endif()
   # enable_language must run at directory scope, not inside the function below.
   enable_language(CUDA)
   find_package(CUDAToolkit REQUIRED)
@@ -68,7 +73,7 @@ function(fastattn_add_cuda target)
                ${CMAKE_SOURCE_DIR}/cmake/generate_fmha_instances.py)
 
   file(STRINGS ${gen_dir}/manifest.txt manifest)
-  set(instance_sources ${gen_dir}/fmha_registry_table.cu)
+  set(instance_sources ${gen_dir}/fmha_registry_table.cc)
   foreach(line ${manifest})
     string(REPLACE "|" ";" parts "${line}")
     list(GET parts 0 file)
@@ -81,7 +86,9 @@ function(fastattn_add_cuda target)
     list(APPEND instance_sources ${gen_dir}/${file})
   endforeach()
 
-  file(GLOB cuda_host_sources CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/cpp/fastattn/kernels/cuda/*.cu)
+  # Host code of the CUDA path is plain C++ (compiled by the C++ compiler); only the generated
+  # kernel instances go through nvcc.
+  file(GLOB cuda_host_sources CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/cpp/fastattn/kernels/cuda/*.cc)
   target_sources(${target} PRIVATE ${cuda_host_sources} ${instance_sources})
   set_target_properties(${target} PROPERTIES CUDA_ARCHITECTURES OFF CUDA_STANDARD 17
                         CUDA_STANDARD_REQUIRED ON)

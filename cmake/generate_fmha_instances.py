@@ -120,11 +120,11 @@ def main():
         "}  // namespace fastattn::kernels::cuda",
         "",
     ]
-    write_if_changed(os.path.join(args.out, "fmha_registry_table.cu"), "\n".join(lines))
+    write_if_changed(os.path.join(args.out, "fmha_registry_table.cc"), "\n".join(lines))
     write_if_changed(os.path.join(args.out, "manifest.txt"), "\n".join(manifest) + "\n")
     for stale in os.listdir(args.out):
         if stale.startswith("fmha_") and stale.endswith(".cu") and stale not in wanted \
-                and stale != "fmha_registry_table.cu":
+                and stale != "fmha_registry_table.cc":
             os.remove(os.path.join(args.out, stale))
 
 

@@ -24,6 +24,7 @@ Bad arguments raise ValueError naming the argument.
 """
 from __future__ import annotations
 
+import math
 import sys
 from typing import Any, Optional, Sequence, Tuple
 
@@ -145,7 +146,7 @@ def _options(causal: bool, window: Sequence[int], softmax_scale: Optional[float]
     scale = 0.0
     if softmax_scale is not None:
         scale = float(softmax_scale)
-        if not np.isfinite(scale) or scale <= 0:
+        if not math.isfinite(scale) or scale <= 0:
             raise ValueError(f"softmax_scale: expected a finite value > 0 (or None for "
                              f"1/sqrt(head dim)), got {softmax_scale}")
     return dict(causal=bool(causal), window_left=left, window_right=right, softmax_scale=scale)

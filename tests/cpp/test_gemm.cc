@@ -1,4 +1,5 @@
-// linear(): every weight dtype, both regimes (GEMV for small M, BLAS for large M), odd shapes,
+// linear(): every weight dtype, both regimes (GEMV for small M, BLAS for large M; the switch is at
+// M = 24 for fp32 and 32 for 16-bit weights), odd shapes,
 // strided x and y, with and without bias, against a float64 reference; bad arguments.
 #include <cmath>
 #include <string>
@@ -94,19 +95,21 @@ TEST(linear_large_enough_to_thread) {
     run_case({1, 1031, 520, dt, true, 0, 0, 2}, 7);
     run_case({4, 300, 2048, dt, false, 5, 0, 2}, 8);
     run_case({24, 1100, 520, dt, true, 0, 2, 2}, 9);
+    run_case({30, 333, 100, dt, false, 1, 0, 2}, 10);  // GEMV for 16-bit, BLAS for fp32
+    run_case({40, 1025, 64, dt, true, 0, 0, 2}, 11);   // BLAS for every dtype
   }
 }
 
 TEST(linear_small_m_equals_large_m_path) {
-  // The same rows computed as M=1 (GEMV) and inside M=32 (BLAS) agree to fp32 rounding.
+  // The same rows computed as M=1 (GEMV) and inside M=48 (BLAS) agree to fp32 rounding.
   const int64_t N = 96, K = 200;
   for (DType dt : fa_test::kFloatTypes) {
-    std::vector<float> xs = fa_test::randn(32 * K, 3);
+    std::vector<float> xs = fa_test::randn(48 * K, 3);
     FloatData w = fa_test::make_float_data(dt, N * K, 4);
-    std::vector<float> big(32 * N, fa_test::kPoison), one(N, fa_test::kPoison);
+    std::vector<float> big(48 * N, fa_test::kPoison), one(N, fa_test::kPoison);
     Tensor wt(w.data(), dt, {N, K});
-    Tensor yb(big.data(), DType::kFloat32, {32, N});
-    kernels::linear(cpu_context(), Tensor(xs.data(), DType::kFloat32, {32, K}), wt, Tensor(), yb);
+    Tensor yb(big.data(), DType::kFloat32, {48, N});
+    kernels::linear(cpu_context(), Tensor(xs.data(), DType::kFloat32, {48, K}), wt, Tensor(), yb);
     Tensor y1(one.data(), DType::kFloat32, {1, N});
     kernels::linear(cpu_context(), Tensor(xs.data() + 5 * K, DType::kFloat32, {1, K}), wt, Tensor(),
                     y1);

@@ -29,7 +29,11 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
-                        help="device to run on (this build has the CPU kernel only)")
+                        help="cpu: this table; cuda: the GPU grid of bench/attention_cuda.py "
+                             "(TFLOP/s vs SDPA flash / efficient / cudnn / naive)")
+    parser.add_argument("--impl", default="auto",
+                        help="cuda only: MMA path auto | 884 | 1688 | 16816")
+    parser.add_argument("--quick", action="store_true", help="cuda only: a small grid")
     parser.add_argument("--seqlens", default="512,1024,2048,4096",
                         help="comma-separated sequence lengths (queries = keys)")
     parser.add_argument("--batch", type=int, default=1)
@@ -81,10 +85,26 @@ def _time_pair(ours, theirs, warmup: int, repeats: int):
     return statistics.median(t_ours), statistics.median(t_theirs)
 
 
+def _run_cuda(args: argparse.Namespace) -> List[Dict]:
+    import torch
+
+    from fastattention import _C
+    from fastattention.bench import attention_cuda
+
+    if not getattr(_C, "cuda_built", False):
+        raise ValueError("--device cuda: this build of FastAttention has no CUDA kernels "
+                         "(rebuild on a machine with a GPU, or with FASTATTN_CUDA=ON)")
+    if not torch.cuda.is_available():
+        raise ValueError("--device cuda: torch sees no CUDA GPU")
+    args.dtype = None if args.dtype == "float32" else args.dtype  # default: float16 and bfloat16
+    attention_cuda.print_header(torch.cuda.get_device_name(), args.impl)
+    return attention_cuda.run(args)
+
+
 def run(args: argparse.Namespace) -> List[Dict]:
     """Runs the benchmark, prints the table, returns one dict per (seqlen, causal) row."""
-    if args.device != "cpu":
-        raise ValueError("--device: this build of FastAttention has no CUDA kernels (cpu only)")
+    if args.device == "cuda":
+        return _run_cuda(args)
     import os
 
     import torch

@@ -3,10 +3,11 @@
 // partial results by log-sum-exp.
 //
 // Jobs: for each sequence and KV head, its rows (query tokens x the KV group's query heads) are
-// cut into tiles of up to 64 rows (wide kernel) or kept as one tile of <= 4 rows (narrow kernel,
-// decode). When those tiles cannot keep the threads busy (decode with a small batch), each tile's
-// key range is split (split-KV); every split writes a normalised partial output and its LSE, and
-// a second parallel pass combines them.
+// cut into jobs of up to 4 x 64 rows (wide kernel; fewer rows per job when there would be too few
+// jobs for the threads) or kept as one job of <= 4 rows (narrow kernel, decode). When those
+// cannot keep the threads busy (decode with a small batch), each one's visible key range is
+// split (split-KV); every split writes a normalised partial output and its LSE, and a second
+// parallel pass combines them.
 #include "fastattn/kernels/cpu/fmha_cpu.h"
 
 #include <algorithm>
@@ -28,6 +29,8 @@ namespace {
 constexpr int kSplitBelowJobsPerThread = 2;
 constexpr int kSplitTargetJobsPerThread = 4;
 constexpr int64_t kMinSplitKeys = 256;
+// Below this much work (rows x keys x head dim, summed over jobs) a call runs single-threaded.
+constexpr double kMinParallelWork = 1 << 18;
 // Wide jobs shrink (fewer 64-row sub-tiles each) until there are this many per thread.
 constexpr int kMinJobsPerThread = 8;
 
@@ -113,6 +116,7 @@ struct Plan {
   std::vector<Merge> merges;
   size_t partial_floats = 0;
   int max_wide_tiles = 0;  // most 64-row sub-tiles in one wide job (0: narrow jobs only)
+  double work = 0.0;       // sum over jobs of rows x keys x head dim (multiply-adds per product)
 };
 
 Plan make_plan(const AttnArgs& a, const FmhaShape& sh, int threads) {
@@ -188,6 +192,7 @@ Plan make_plan(const AttnArgs& a, const FmhaShape& sh, int threads) {
         job.split_group = static_cast<int64_t>(plan.merges.size());
         job.split_index = static_cast<int>(sp);
       }
+      plan.work += job.cost * a.head_dim;
       plan.jobs.push_back(job);
     }
     if (splits > 1) {
@@ -294,6 +299,12 @@ void fmha_forward_cpu(const Context& ctx, const FmhaParams& p, const FmhaShape& 
   Plan plan = make_plan(a, shape, threads);
   if (plan.jobs.empty()) return;
 
+  const int64_t n_jobs = static_cast<int64_t>(plan.jobs.size());
+  // Tiny calls (a few decode rows over short contexts) run on the calling thread: waking the
+  // OpenMP team would cost more than the work.
+  const int used_threads = plan.work < kMinParallelWork
+                               ? 1
+                               : static_cast<int>(std::min<int64_t>(threads, n_jobs));
   Allocator* alloc = ctx.allocator != nullptr && ctx.allocator->device().is_cpu_addressable()
                          ? ctx.allocator
                          : host_allocator();
@@ -303,9 +314,9 @@ void fmha_forward_cpu(const Context& ctx, const FmhaParams& p, const FmhaShape& 
   scratch_shape.convert_kv = a.kv_dtype != DType::kFloat32;
   const size_t per_thread = layout_scratch(nullptr, scratch_shape, nullptr);
   const size_t partial_bytes = align64(plan.partial_floats * sizeof(float));
-  Buffer scratch(alloc, per_thread * static_cast<size_t>(threads) + partial_bytes);
+  Buffer scratch(alloc, per_thread * static_cast<size_t>(used_threads) + partial_bytes);
   char* base = static_cast<char*>(scratch.data());
-  float* partial = reinterpret_cast<float*>(base + per_thread * static_cast<size_t>(threads));
+  float* partial = reinterpret_cast<float*>(base + per_thread * static_cast<size_t>(used_threads));
   for (Plan::Merge& mg : plan.merges) {
     const size_t rows_d = static_cast<size_t>(mg.row_end - mg.row_begin) * shape.head_dim;
     mg.partial_o = partial + mg.offset;
@@ -319,8 +330,6 @@ void fmha_forward_cpu(const Context& ctx, const FmhaParams& p, const FmhaShape& 
     job.partial_lse = mg.partial_lse + static_cast<int64_t>(job.split_index) * rows;
   }
 
-  const int64_t n_jobs = static_cast<int64_t>(plan.jobs.size());
-  const int used_threads = static_cast<int>(std::min<int64_t>(threads, n_jobs));
 #pragma omp parallel num_threads(used_threads)
   {
 #if defined(_OPENMP)

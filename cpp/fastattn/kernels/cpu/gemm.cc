@@ -115,7 +115,7 @@ void linear(const Context& ctx, const Tensor& x, const Tensor& w, const Tensor& 
     a.M = M;
     a.N = N;
     a.K = K;
-    if (M <= cpu::kGemvMaxM) {
+    if (M <= cpu::gemv_max_m(w.dtype())) {
       cpu::gemv_rows(a, context_threads(ctx));
     } else {
       cpu::gemm_blas(a, context_threads(ctx));
