@@ -58,6 +58,13 @@ struct FmhaBlockInfo {
   }
 };
 
+// 2^x with the special-function unit (ex2.approx.ftz: ~2 ulp, 2^-inf = +0).
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
 // Online-softmax step for one row: folds a new tile maximum into the running max and returns
 // the exp2 base to subtract and the factor that rescales the old accumulator and sum.
 // A row that has seen no visible key keeps max = -inf and uses base 0, so exp2 gives 0, not NaN.
@@ -69,7 +76,7 @@ struct OnlineSoftmaxStep {
 __device__ __forceinline__ OnlineSoftmaxStep online_softmax_step(float& row_max, float tile_max) {
   const float mx = fmaxf(row_max, tile_max);
   const float base = mx == -INFINITY ? 0.f : mx;
-  const float alpha = exp2f(row_max - base);
+  const float alpha = fast_exp2(row_max - base);
   row_max = mx;
   return {base, alpha};
 }

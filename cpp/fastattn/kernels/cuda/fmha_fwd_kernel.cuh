@@ -150,51 +150,54 @@ __global__ void __launch_bounds__(T::kThreads) fmha_fwd_kernel(const FmhaDeviceP
       }
     }
 
-    // Scores to the log2 domain, per-tile mask and ALiBi on the blocks that need them.
+    // Softmax in the log2 domain. Without ALiBi the scores stay raw here (masked ones -inf) and
+    // the scale is folded into the exp2 argument, one FFMA per element: sc = scale * log2(e).
+    // With ALiBi the bias is added to scaled scores first, and sc = 1.
     const int col0 = nb * kBlockN;
-    const bool need_mask = info.block_needs_mask(p, nb, kBlockM, kBlockN) || p.alibi_slopes != nullptr;
+    const bool need_mask = info.block_needs_mask(p, nb, kBlockM, kBlockN);
+    const bool alibi = p.alibi_slopes != nullptr;
+    const float sc = alibi ? 1.f : p.scale_log2;
+    if (need_mask || alibi) {
 #pragma unroll
-    for (int mt = 0; mt < kMTiles; ++mt) {
+      for (int mt = 0; mt < kMTiles; ++mt) {
 #pragma unroll
-      for (int nt = 0; nt < kNTiles; ++nt) {
+        for (int nt = 0; nt < kNTiles; ++nt) {
 #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          float x = s[mt][nt][i] * p.scale_log2;
-          if (need_mask) {
+          for (int i = 0; i < 4; ++i) {
             const int q_row = row_lo + warp * T::kWarpM + mt * 16 + g + (i / 2) * 8;
-            x = info.masked(p, x, q_row, col0 + nt * 8 + 2 * t + (i % 2));
+            const int k_col = col0 + nt * 8 + 2 * t + (i % 2);
+            const float x = info.masked(p, alibi ? s[mt][nt][i] * p.scale_log2 : s[mt][nt][i], q_row, k_col);
+            s[mt][nt][i] = x;
           }
-          s[mt][nt][i] = x;
         }
       }
     }
 
-    // Online softmax: new row max, rescale O and the running sum, P = exp2(S - max).
+    // Online softmax: new row max, rescale O and the running sum, P = exp2(S * sc - max).
 #pragma unroll
     for (int mt = 0; mt < kMTiles; ++mt) {
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        float mx = row_max[mt][h];
+        float mx = -INFINITY;
 #pragma unroll
         for (int nt = 0; nt < kNTiles; ++nt) mx = fmaxf(mx, fmaxf(s[mt][nt][2 * h], s[mt][nt][2 * h + 1]));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        const OnlineSoftmaxStep step = online_softmax_step(row_max[mt][h], mx);
-        const float base = step.base, alpha = step.alpha;
+        const OnlineSoftmaxStep step = online_softmax_step(row_max[mt][h], mx * sc);
         float sum = 0.f;
 #pragma unroll
         for (int nt = 0; nt < kNTiles; ++nt) {
-          const float p0 = exp2f(s[mt][nt][2 * h] - base);
-          const float p1 = exp2f(s[mt][nt][2 * h + 1] - base);
+          const float p0 = fast_exp2(fmaf(s[mt][nt][2 * h], sc, -step.base));
+          const float p1 = fast_exp2(fmaf(s[mt][nt][2 * h + 1], sc, -step.base));
           s[mt][nt][2 * h] = p0;
           s[mt][nt][2 * h + 1] = p1;
           sum += p0 + p1;
         }
-        row_sum[mt][h] = row_sum[mt][h] * alpha + sum;
+        row_sum[mt][h] = row_sum[mt][h] * step.alpha + sum;
 #pragma unroll
         for (int dt = 0; dt < kDTiles; ++dt) {
-          o[mt][dt][2 * h] *= alpha;
-          o[mt][dt][2 * h + 1] *= alpha;
+          o[mt][dt][2 * h] *= step.alpha;
+          o[mt][dt][2 * h + 1] *= step.alpha;
         }
       }
     }
