@@ -44,7 +44,8 @@ if [[ $what == all || $what == tests || $what == sanitize ]]; then
   done
 fi
 if [[ $what == debug ]]; then
-  cuda-gdb -batch -ex run -ex bt --args python3 tests/gpu/bad_input_case.py 2>&1 | tail -40
+  cuda-gdb -batch -ex run -ex bt --args python3 tests/gpu/bad_input_case.py > "$out/debug.log" 2>&1
+  grep -E "calling|ValueError|SIGSEGV|^#[0-9] " "$out/debug.log" | head -20
 fi
 if [[ $what == all || $what == ncu ]]; then
   for impl in 884 884-plain; do
