@@ -44,6 +44,9 @@ if [[ $what == all || $what == tests || $what == sanitize ]]; then
   done
 fi
 if [[ $what == debug ]]; then
+  g++ --version | head -1; nvcc --version | tail -1
+  ldd python/fastattention/_C*.so | grep -E "stdc|gcc_s|gomp|cudart"
+  python3 tests/gpu/bad_input_case.py 2>&1 | tail -20
   cuda-gdb -batch -ex run -ex bt --args python3 tests/gpu/bad_input_case.py > "$out/debug.log" 2>&1
   grep -E "calling|ValueError|SIGSEGV|^#[0-9] " "$out/debug.log" | head -20
 fi
