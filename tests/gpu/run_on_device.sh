@@ -15,7 +15,12 @@ export PYTHONPATH=/tmp/site:$root/python
 nvidia-smi --query-gpu=name,compute_cap,memory.total,clocks.sm --format=csv,noheader
 cc=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)
 
+# This image exports compiler flags (a -static-libstdc++ in them gives the module its own copy of
+# the C++ runtime, whose iostreams then crash when they format a number): build without them.
+env | grep -E "^(LDFLAGS|CXXFLAGS|CFLAGS|CPPFLAGS|CUDAFLAGS)=" || true
+unset LDFLAGS CXXFLAGS CFLAGS CPPFLAGS CUDAFLAGS
 t0=$(date +%s)
+rm -rf build/gpu
 cmake -S . -B build/gpu -G Ninja -DPython3_EXECUTABLE="$(which python3)" \
   -Dpybind11_DIR="$(python3 -m pybind11 --cmakedir)" -DFASTATTN_BUILD_PYTHON=ON \
   -DFASTATTN_BUILD_TESTS=OFF -DFASTATTN_CUDA=ON -DFASTATTN_CUDA_ARCHS="$cc" \
