@@ -33,6 +33,9 @@ if(FASTATTN_WITH_CUDA)
   if(NOT CMAKE_CUDA_HOST_COMPILER)
     set(CMAKE_CUDA_HOST_COMPILER ${CMAKE_CXX_COMPILER} CACHE FILEPATH "nvcc host compiler")
   endif()
+  # One CUDA runtime, the shared one (CUDA::cudart below): not also the static one nvcc links by
+  # default, or the process would hold two copies of the runtime's state.
+  set(CMAKE_CUDA_RUNTIME_LIBRARY Shared)
   # enable_language must run at directory scope, not inside the function below.
   enable_language(CUDA)
   find_package(CUDAToolkit REQUIRED)

@@ -15,14 +15,15 @@ export PYTHONPATH=/tmp/site:$root/python
 nvidia-smi --query-gpu=name,compute_cap,memory.total,clocks.sm --format=csv,noheader
 cc=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)
 
-# This image exports compiler flags (a -static-libstdc++ in them gives the module its own copy of
-# the C++ runtime, whose iostreams then crash when they format a number): build without them.
-env | grep -E "^(LDFLAGS|CXXFLAGS|CFLAGS|CPPFLAGS|CUDAFLAGS)=" || true
-unset LDFLAGS CXXFLAGS CFLAGS CPPFLAGS CUDAFLAGS
+# The image's default g++ (/opt/gcc) ships libstdc++ as a static archive only: a module linked
+# with it carries its own C++ runtime, whose iostreams crash formatting a number inside a process
+# that already uses the shared one. Build with the system compiler, which links libstdc++.so.
+cxx=g++; [[ -x /usr/bin/g++ ]] && cxx=/usr/bin/g++
 t0=$(date +%s)
 rm -rf build/gpu
 cmake -S . -B build/gpu -G Ninja -DPython3_EXECUTABLE="$(which python3)" \
   -Dpybind11_DIR="$(python3 -m pybind11 --cmakedir)" -DFASTATTN_BUILD_PYTHON=ON \
+  -DCMAKE_CXX_COMPILER="$cxx" \
   -DFASTATTN_BUILD_TESTS=OFF -DFASTATTN_CUDA=ON -DFASTATTN_CUDA_ARCHS="$cc" \
   -DFASTATTN_CUDA_ALL_IMPLS=ON -DFASTATTN_CUDA_PTXAS_VERBOSE=ON \
   -DCMAKE_LIBRARY_OUTPUT_DIRECTORY="$root/python/fastattention" > "$out/configure.log" 2>&1 \
@@ -50,7 +51,7 @@ if [[ $what == all || $what == tests || $what == sanitize ]]; then
 fi
 if [[ $what == debug ]]; then
   g++ --version | head -1; nvcc --version | tail -1
-  ldd python/fastattention/_C*.so | grep -E "stdc|gcc_s|gomp|cudart"
+  ldd python/fastattention/_C*.so | grep -E "stdc|gcc_s|gomp|cudart|openblas"
   python3 tests/gpu/bad_input_case.py 2>&1 | tail -20
   cuda-gdb -batch -ex run -ex bt --args python3 tests/gpu/bad_input_case.py > "$out/debug.log" 2>&1
   grep -E "calling|ValueError|SIGSEGV|^#[0-9] " "$out/debug.log" | head -20
