@@ -28,11 +28,11 @@ if(NOT FASTATTN_CUDA STREQUAL "OFF")
 endif()
 
 if(FASTATTN_WITH_CUDA)
-  # nvcc's host compiler is the C++ compiler: objects of both must agree on the standard
-  # library's headers (a different g++ behind nvcc broke iostreams in a mixed build).
-  if(NOT CMAKE_CUDA_HOST_COMPILER)
-    set(CMAKE_CUDA_HOST_COMPILER ${CMAKE_CXX_COMPILER} CACHE FILEPATH "nvcc host compiler")
-  endif()
+  # nvcc's host compiler is the C++ compiler, whatever CUDAHOSTCXX says: the link line gets the
+  # host compiler's library directories, and a second g++ there (seen: one whose directory holds
+  # only a static libstdc++) put a private copy of the C++ runtime into the module, whose
+  # iostreams then crashed formatting numbers.
+  set(CMAKE_CUDA_HOST_COMPILER ${CMAKE_CXX_COMPILER})
   # One CUDA runtime, the shared one (CUDA::cudart below): not also the static one nvcc links by
   # default, or the process would hold two copies of the runtime's state.
   set(CMAKE_CUDA_RUNTIME_LIBRARY Shared)

@@ -15,10 +15,11 @@ export PYTHONPATH=/tmp/site:$root/python
 nvidia-smi --query-gpu=name,compute_cap,memory.total,clocks.sm --format=csv,noheader
 cc=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)
 
-# The image's default g++ (/opt/gcc) ships libstdc++ as a static archive only: a module linked
+# The image's /opt/gcc g++ (also its CUDAHOSTCXX) links libstdc++ statically: a module linked
 # with it carries its own C++ runtime, whose iostreams crash formatting a number inside a process
 # that already uses the shared one. Build with the system compiler, which links libstdc++.so.
 cxx=g++; [[ -x /usr/bin/g++ ]] && cxx=/usr/bin/g++
+unset CUDAHOSTCXX
 t0=$(date +%s)
 rm -rf build/gpu
 cmake -S . -B build/gpu -G Ninja -DPython3_EXECUTABLE="$(which python3)" \
