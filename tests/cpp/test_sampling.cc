@@ -205,6 +205,32 @@ TEST(combined_filters) {
   CHECK(outside == 0);
 }
 
+TEST(ties_rank_by_lower_id) {
+  // 200 equal logits (plus a few lower ones): the top 10, and the 25% nucleus, are the lowest ids.
+  std::vector<float> logits(230, 0.5f);
+  for (int i = 200; i < 230; ++i) logits[i] = -1.0f;
+  SamplingParams k;
+  k.temperature = 1.0f;
+  k.top_k = 10;
+  const auto ck = histogram(logits, k, 2000);
+  int outside = 0, inside = 0;
+  for (int i = 0; i < 230; ++i) (i < 10 ? inside : outside) += ck[i];
+  CHECK(outside == 0 && inside == 2000);
+  for (int i = 0; i < 10; ++i) CHECK(ck[i] > 0);
+  SamplingParams p;
+  p.temperature = 1.0f;
+  p.top_p = 0.25f;  // mass of 200 equal tokens out of ~200 + 30 e^-1.5: the first ~57
+  const auto cp = histogram(logits, p, 3000);
+  const auto keep = nucleus(logits, 1.0, 0.25f);
+  int kept = 0;
+  for (int i = 0; i < 230; ++i) {
+    kept += keep[i];
+    if (!keep[i]) CHECK(cp[i] == 0);
+  }
+  CHECK(kept > 40 && kept < 70);
+  for (int i = 0; i < kept; ++i) CHECK(keep[i]);  // the nucleus is the lowest ids
+}
+
 TEST(masked_logits_never_sampled) {
   std::vector<float> logits(64, -std::numeric_limits<float>::infinity());
   logits[5] = 0.0f;

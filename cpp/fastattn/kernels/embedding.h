@@ -10,6 +10,7 @@ namespace fastattn::kernels {
 // float dtype. With vocab_parallel = false every id must lie in [0, V): an id outside throws
 // InvalidArgument naming the id and its position. With vocab_parallel = true (a tensor-parallel
 // shard holding rows [vocab_start, vocab_start + V)) ids outside the shard give zero rows.
+// Negative ids throw in both modes; nothing is written when an id is rejected.
 void embedding_lookup(const Context& ctx, const Tensor& ids, const Tensor& table, Tensor& out,
                       int64_t vocab_start = 0, bool vocab_parallel = false);
 

@@ -14,7 +14,9 @@ struct NormParams {
 };
 
 // out[T, H] = norm(x[T, H]) * weight[H] (+ bias[H], LayerNorm only; bias may be undefined).
-// out may alias x.
+// out may alias x. RMSNorm: x * rsqrt(mean(x^2) + eps) * weight (Hugging Face's float32 order);
+// LayerNorm: (x - mean) * rsqrt(var + eps) * weight + bias (biased variance). Statistics are
+// accumulated in double. A bias with RMSNorm throws InvalidArgument.
 void norm(const Context& ctx, const NormParams& p, const Tensor& x, const Tensor& weight,
           const Tensor& bias, Tensor& out);
 

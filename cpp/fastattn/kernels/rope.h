@@ -30,9 +30,13 @@ struct RopeParams {
 };
 
 // Inverse frequencies (rotary_dim / 2 of them) for the params; seq_len matters for kDynamicNTK only.
+// Computed with transformers' float32 arithmetic (modeling_rope_utils.py), so angles match its own
+// to the last bit but for rare 1-ulp differences of its SLEEF pow.
 std::vector<float> rope_inv_freq(const RopeParams& p, int head_dim, int64_t seq_len = 0);
 
-// x: float32 [T, H, D] (in place); positions: int32 or int64 [T].
+// x: float32 [T, H, D] (in place); positions: int32 or int64 [T], each >= 0.
+// kDynamicNTK takes seq_len = max(positions) + 1 over the call, as transformers does for one
+// forward: apply it per sequence when a batch mixes sequences.
 void apply_rope(const Context& ctx, const RopeParams& p, Tensor& x, const Tensor& positions);
 
 }  // namespace fastattn::kernels

@@ -19,6 +19,10 @@ struct SamplingParams {
 // The random draw for a row depends only on (seed, step): the same request with the same seed
 // gives the same tokens whatever the batch, thread count or machine.
 // logits: float32 [B, V]; params and steps: B entries; out: int32 [B].
+// Filters apply in Hugging Face's order: temperature, top-k, then top-p over the renormalised
+// top-k distribution (the token that crosses top_p is kept). -inf logits are masked tokens;
+// NaN or +inf logits, a row of only -inf, temperature < 0, top_k < 0 or top_p outside (0, 1]
+// throw InvalidArgument.
 void sample(const Context& ctx, const Tensor& logits, const std::vector<SamplingParams>& params,
             const std::vector<uint64_t>& steps, Tensor& out);
 

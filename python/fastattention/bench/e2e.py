@@ -13,7 +13,8 @@ for transformers float32 (its fastest CPU path: torch.inference_mode, SDPA atten
 prefill is a forward over the prompt with the LM head on the last position only, as generate()
 does; decode a manual greedy loop feeding past_key_values) and for our
 Session with each exported dtype. Prints a markdown table with ratios against transformers.
-Each number is the best of --repeats runs after a warm-up run.
+After a warm-up call of each, --repeats rounds run every engine in turn (so load from elsewhere
+on the machine falls on all of them alike) and the best time of each is kept.
 """
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ import inspect
 import os
 import tempfile
 import time
-from dataclasses import dataclass
-from typing import Dict, List, Optional
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -32,6 +33,17 @@ FULL_MODEL = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                   intermediate_size=2048, vocab_size=32000)
 QUICK_MODEL = dict(hidden_size=256, num_hidden_layers=2, num_attention_heads=4,
                    intermediate_size=512, vocab_size=32000)
+
+
+@dataclass
+class Engine:
+    """One engine under test: prefill() -> seconds, decode() -> seconds per step; decode() leaves
+    its greedy tokens in `tokens`."""
+    engine: str
+    weights: str
+    prefill: Callable[[], float]
+    decode: Callable[[], float]
+    tokens: List[int] = field(default_factory=list)
 
 
 @dataclass
@@ -58,7 +70,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtypes", default="float32,bfloat16,float16",
                         help="comma-separated weight dtypes of our sessions")
     parser.add_argument("--repeats", type=int, default=None,
-                        help="timed runs per measurement, best kept (default 3; 1 with --quick)")
+                        help="timed rounds, each running every engine once; best kept "
+                             "(default 5; 1 with --quick)")
     parser.add_argument("--work-dir", default=None,
                         help="where the checkpoint and exports go (default: a temporary dir)")
     parser.add_argument("--seed", type=int, default=0)
@@ -69,7 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _resolve(args: argparse.Namespace) -> argparse.Namespace:
     quick = args.quick
     defaults = dict(prompt_len=(64, 512), decode_prompt_len=(32, 128), new_tokens=(8, 64),
-                    repeats=(1, 3))
+                    repeats=(1, 5))
     for name, (q, full) in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, q if quick else full)
@@ -107,13 +120,8 @@ def build_checkpoint(hf_dir: str, args: argparse.Namespace) -> Dict[str, int]:
     return dict(shape, num_key_value_heads=kv_heads, params=params)
 
 
-def _best_of(repeats: int, fn) -> float:
-    fn()  # warm-up
-    return min(fn() for _ in range(repeats))
-
-
-def bench_transformers(hf_dir: str, prompt: np.ndarray, decode_prompt: np.ndarray,
-                       args: argparse.Namespace) -> Result:
+def transformers_engine(hf_dir: str, prompt: np.ndarray, decode_prompt: np.ndarray,
+                        args: argparse.Namespace) -> Engine:
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -121,50 +129,48 @@ def bench_transformers(hf_dir: str, prompt: np.ndarray, decode_prompt: np.ndarra
                                                  attn_implementation="sdpa").eval()
     ids = torch.from_numpy(prompt.astype(np.int64))[None]
     dids = torch.from_numpy(decode_prompt.astype(np.int64))[None]
-    tokens: List[int] = []
-
     # The LM head over the last position only, as generate() does in its prefill.
     params = inspect.signature(model.forward).parameters
     last_only = next(({name: 1} for name in ("logits_to_keep", "num_logits_to_keep")
                       if name in params), {})
+    engine = Engine("transformers", "float32", lambda: 0.0, lambda: 0.0)
 
+    @torch.inference_mode()
     def prefill() -> float:
         t0 = time.perf_counter()
         model(input_ids=ids, use_cache=True, **last_only)
         return time.perf_counter() - t0
 
+    @torch.inference_mode()
     def decode() -> float:
         out = model(input_ids=dids, use_cache=True, **last_only)
         past = out.past_key_values
         nxt = out.logits[:, -1].argmax(-1, keepdim=True)
-        tokens.clear()
-        tokens.append(int(nxt))
-        # Steps: the first token comes from the prefill; each step feeds one token and samples one.
+        tokens = [int(nxt)]
+        # The first token comes from the prefill; each step feeds one token and picks the next.
         t0 = time.perf_counter()
         for _ in range(args.new_tokens - 1):
             out = model(input_ids=nxt, past_key_values=past, use_cache=True)
             past = out.past_key_values
             nxt = out.logits[:, -1].argmax(-1, keepdim=True)
             tokens.append(int(nxt))
-        return (time.perf_counter() - t0) / max(args.new_tokens - 1, 1)
+        elapsed = time.perf_counter() - t0
+        engine.tokens = tokens
+        return elapsed / max(args.new_tokens - 1, 1)
 
-    with torch.inference_mode():
-        prefill_s = _best_of(args.repeats, prefill)
-        decode_s = _best_of(args.repeats, decode)
-    del model
-    gc.collect()
-    return Result("transformers", "float32", len(prompt) / prefill_s, decode_s * 1e3, list(tokens))
+    engine.prefill, engine.decode = prefill, decode
+    return engine
 
 
-def bench_session(model_dir: str, dtype: str, prompt: np.ndarray, decode_prompt: np.ndarray,
-                  args: argparse.Namespace) -> Result:
+def session_engine(model_dir: str, dtype: str, prompt: np.ndarray, decode_prompt: np.ndarray,
+                   args: argparse.Namespace) -> Engine:
     from fastattention.session import Session
 
     session = Session(model_dir, num_threads=args.threads, max_batch=1,
                       max_seq_len=max(len(prompt), len(decode_prompt) + args.new_tokens) + 8)
     prompt_ids = [int(t) for t in prompt]
     decode_ids = [int(t) for t in decode_prompt]
-    tokens: List[int] = []
+    engine = Engine("fastattention", dtype, lambda: 0.0, lambda: 0.0)
 
     def prefill() -> float:
         session.generate([prompt_ids], 1)
@@ -172,17 +178,38 @@ def bench_session(model_dir: str, dtype: str, prompt: np.ndarray, decode_prompt:
 
     def decode() -> float:
         out = session.generate([decode_ids], args.new_tokens)
-        tokens[:] = [int(t) for t in out[0]]
+        engine.tokens = [int(t) for t in out[0]]
         t = session.timings
         if t["decode_steps"] <= 0:
             raise RuntimeError(f"session {dtype}: no decode steps were timed ({t})")
         return t["decode_seconds"] / t["decode_steps"]
 
-    prefill_s = _best_of(args.repeats, prefill)
-    decode_s = _best_of(args.repeats, decode)
-    del session
-    gc.collect()
-    return Result("fastattention", dtype, len(prompt) / prefill_s, decode_s * 1e3, list(tokens))
+    engine.prefill, engine.decode = prefill, decode
+    return engine
+
+
+def measure(engines: List[Engine], prompt_len: int, repeats: int) -> List[Result]:
+    """A warm-up call of each, then `repeats` rounds that run every engine in turn (so load from
+    elsewhere on the machine falls on all of them alike); the best time of each is kept."""
+    best_prefill = [float("inf")] * len(engines)
+    best_decode = [float("inf")] * len(engines)
+    for e in engines:
+        e.prefill()
+        e.decode()
+    for _ in range(repeats):
+        for i, e in enumerate(engines):
+            best_prefill[i] = min(best_prefill[i], e.prefill())
+        for i, e in enumerate(engines):
+            best_decode[i] = min(best_decode[i], e.decode())
+    return [Result(e.engine, e.weights, prompt_len / p, d * 1e3, list(e.tokens))
+            for e, p, d in zip(engines, best_prefill, best_decode)]
+
+
+def _load() -> str:
+    try:
+        return "%.2f" % os.getloadavg()[0]
+    except OSError:
+        return "n/a"
 
 
 def format_table(results: List[Result], baseline: Result) -> str:
@@ -237,15 +264,20 @@ def run(args: argparse.Namespace) -> int:
         decode_prompt = rng.integers(3, shape["vocab_size"], size=args.decode_prompt_len)
         print(f"threads: {args.threads} (torch.set_num_threads and Session num_threads); "
               f"prefill prompt {args.prompt_len}, decode {args.new_tokens} tokens after "
-              f"{args.decode_prompt_len}; batch 1; best of {args.repeats}", flush=True)
+              f"{args.decode_prompt_len}; batch 1; best of {args.repeats} interleaved rounds",
+              flush=True)
 
-        results = [bench_transformers(hf_dir, prompt, decode_prompt, args)]
-        print(f"  transformers float32 done", flush=True)
+        engines = [transformers_engine(hf_dir, prompt, decode_prompt, args)]
         for dtype in args.dtype_list:
             out_dir = os.path.join(root, f"export-{dtype}")
             export_hf(hf_dir, out_dir, tp=1, dtype=dtype, progress=False)
-            results.append(bench_session(out_dir, dtype, prompt, decode_prompt, args))
-            print(f"  fastattention {dtype} done", flush=True)
+            engines.append(session_engine(out_dir, dtype, prompt, decode_prompt, args))
+        load_before = _load()
+        t0 = time.perf_counter()
+        results = measure(engines, args.prompt_len, args.repeats)
+        print(f"measured in {time.perf_counter() - t0:.0f} s; load average before "
+              f"{load_before}, after {_load()} (other work on the machine skews the numbers)",
+              flush=True)
     finally:
         if work is not None:
             work.cleanup()

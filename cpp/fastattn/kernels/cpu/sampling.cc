@@ -6,8 +6,8 @@
 // draw u = uniform_from_counter(seed, step) then walks the kept tokens in id order and picks the
 // first whose cumulative probability exceeds u * total. The draw depends only on (seed, step) and
 // the kept set: rows are independent of batch composition, thread count and machine.
-// Everything is O(V) per row (vectorised softmax weights, nth_element for top-k, a weighted
-// quickselect for top-p): no sort of the vocabulary.
+// Everything is O(V) per row (vectorised softmax weights; top-k and top-p both as a weighted
+// quickselect in sampling_select.cc that yields a threshold rank): no sort of the vocabulary.
 #include <algorithm>
 #include <cmath>
 #include <exception>
@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "fastattn/kernels/cpu/cpu_util.h"
+#include "fastattn/kernels/cpu/sampling_select.h"
 #include "fastattn/kernels/cpu/vec_math.h"
 #include "fastattn/kernels/sampling.h"
 
@@ -39,18 +40,25 @@ void check_params(const SamplingParams& p, int64_t row) {
 
 // Checks a logits row; returns the index of the largest logit (lowest id among ties).
 int64_t check_and_argmax(const float* l, int64_t V, int64_t row) {
-  int64_t best = -1;
-  float best_v = -std::numeric_limits<float>::infinity();
+  // Vectorisable passes: the largest value and whether any value is NaN or +inf; the slow
+  // search for the culprit only runs when there is one.
+  float max_v = -std::numeric_limits<float>::infinity();
+  int bad = 0;
+#pragma omp simd reduction(max : max_v) reduction(| : bad)
   for (int64_t i = 0; i < V; ++i) {
     const float v = l[i];
-    FA_CHECK(!std::isnan(v) && v != std::numeric_limits<float>::infinity(), "logits: row ", row,
-             " has ", v, " at token ", i, " (logits must be finite or -inf)");
-    if (v > best_v) {
-      best_v = v;
-      best = i;
-    }
+    bad |= (v != v) | (v == std::numeric_limits<float>::infinity());
+    max_v = v > max_v ? v : max_v;
   }
-  FA_CHECK(best >= 0, "logits: every logit of row ", row, " is -inf: no token can be sampled");
+  if (bad) {
+    for (int64_t i = 0; i < V; ++i)
+      FA_CHECK(!std::isnan(l[i]) && l[i] != std::numeric_limits<float>::infinity(), "logits: row ",
+               row, " has ", l[i], " at token ", i, " (logits must be finite or -inf)");
+  }
+  FA_CHECK(max_v != -std::numeric_limits<float>::infinity(), "logits: every logit of row ", row,
+           " is -inf: no token can be sampled");
+  int64_t best = 0;
+  while (l[best] != max_v) ++best;  // the lowest id among ties
   return best;
 }
 
@@ -72,66 +80,13 @@ void softmax_weights(const float* l, int64_t V, float max_logit, float inv_t, fl
                                                            : std::exp((l[i] - max_logit) * inv_t);
 }
 
-struct Candidate {
-  float logit;
-  int32_t id;
-  float weight;  // w[id], carried along so the selection loops read no other array
-};
-// Higher logit first; lower id first among equal logits (a strict total order, so "the k best"
-// and "the nucleus" are well-defined sets).
-inline bool before(const Candidate& a, const Candidate& b) {
-  return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
-}
-
-// Reorders c[0, n) so that its first m elements are the smallest most-likely prefix (in `before`
-// order) whose weight reaches `target`; returns m (>= 1). Weighted quickselect: expected O(n),
-// where sorting a 32K vocabulary would cost milliseconds.
-size_t nucleus_prefix(Candidate* c, size_t n, double target) {
-  size_t lo = 0, hi = n;  // the answer lies in [lo, hi); c[0, lo) is already in the nucleus
-  while (hi - lo > 16) {
-    // Median of three as pivot, moved to lo.
-    const size_t mid = lo + (hi - lo) / 2;
-    if (before(c[mid], c[lo])) std::swap(c[mid], c[lo]);
-    if (before(c[hi - 1], c[lo])) std::swap(c[hi - 1], c[lo]);
-    if (before(c[hi - 1], c[mid])) std::swap(c[hi - 1], c[mid]);
-    std::swap(c[lo], c[mid]);
-    const Candidate pivot = c[lo];
-    // Partition c[lo + 1, hi): better than the pivot first. Branch-free (the comparison is a
-    // coin flip that a branch predictor cannot learn).
-    size_t split = lo + 1;
-    double better = 0.0;
-    for (size_t i = lo + 1; i < hi; ++i) {
-      const Candidate x = c[i];
-      const bool b = before(x, pivot);
-      c[i] = c[split];
-      c[split] = x;
-      better += b ? static_cast<double>(x.weight) : 0.0;
-      split += b ? 1 : 0;
-    }
-    std::swap(c[lo], c[split - 1]);  // pivot between the two sides, at split - 1
-    if (better >= target) {
-      hi = split - 1;  // the nucleus ends among the better ones
-      continue;
-    }
-    target -= better;
-    if (static_cast<double>(pivot.weight) >= target) return split;  // the pivot crosses top_p
-    target -= pivot.weight;
-    lo = split;
-  }
-  std::sort(c + lo, c + hi, before);
-  double cum = 0.0;
-  size_t m = lo;
-  while (m < hi) {
-    cum += c[m++].weight;
-    if (cum >= target) break;
-  }
-  return std::max<size_t>(m, 1);
-}
+// Tokens per block of the draw's two-level search.
+constexpr int64_t kBlock = 256;
 
 struct RowScratch {
-  std::vector<float> w;
-  std::vector<Candidate> cand;
-  std::vector<uint8_t> keep;
+  std::vector<float> w, kept_w;
+  std::vector<double> block_sum;
+  cpu::Candidates cand;
 };
 
 int32_t sample_row(const float* logits, int64_t V, const SamplingParams& p, uint64_t step,
@@ -140,43 +95,66 @@ int32_t sample_row(const float* logits, int64_t V, const SamplingParams& p, uint
   if (p.temperature == 0.0f || p.top_k == 1) return static_cast<int32_t>(argmax);
 
   s.w.resize(static_cast<size_t>(V));
+  s.kept_w.resize(static_cast<size_t>(V));
+  s.block_sum.resize(static_cast<size_t>((V + kBlock - 1) / kBlock));
   float* w = s.w.data();
   softmax_weights(logits, V, logits[argmax], 1.0f / p.temperature, w);
-  const bool filtered = p.top_k > 0 || p.top_p < 1.0f;
-  if (filtered) {
-    // Candidates: tokens with non-zero weight (the rest cannot be drawn anyway).
-    s.cand.clear();
-    for (int64_t i = 0; i < V; ++i)
-      if (w[i] > 0.0f) s.cand.push_back({logits[i], static_cast<int32_t>(i), w[i]});
-    size_t n = s.cand.size();
-    if (p.top_k > 0 && static_cast<size_t>(p.top_k) < n) {
-      n = static_cast<size_t>(p.top_k);
-      std::nth_element(s.cand.begin(), s.cand.begin() + static_cast<ptrdiff_t>(n - 1), s.cand.end(),
-                       before);
-    }
-    if (p.top_p < 1.0f) {
-      double mass = 0.0;
-      for (size_t i = 0; i < n; ++i) mass += s.cand[i].weight;
-      n = nucleus_prefix(s.cand.data(), n, static_cast<double>(p.top_p) * mass);
-    }
-    s.keep.assign(static_cast<size_t>(V), 0);
-    for (size_t i = 0; i < n; ++i) s.keep[s.cand[i].id] = 1;
+  // The kept tokens are those ranking no later than `limit` (logit desc, id asc); tokens of zero
+  // weight (masked, or underflowed) cannot be drawn whatever the limit.
+  cpu::Rank limit{-std::numeric_limits<float>::infinity(), std::numeric_limits<int32_t>::max()};
+  if (p.top_k > 0) {
+    s.cand.gather(logits, w, V, limit);
+    if (static_cast<size_t>(p.top_k) < s.cand.n) limit = cpu::select_prefix(s.cand, p.top_k, true);
   }
-  // The draw walks the kept tokens in id order, so it depends only on the kept set.
-  const uint8_t* keep = filtered ? s.keep.data() : nullptr;
+  if (p.top_p < 1.0f) {
+    s.cand.gather(logits, w, V, limit);
+    double mass = 0.0;
+    const float* cw = s.cand.weight.data();
+#pragma omp simd reduction(+ : mass)
+    for (size_t i = 0; i < s.cand.n; ++i) mass += cw[i];
+    limit = cpu::select_prefix(s.cand, static_cast<double>(p.top_p) * mass, false);
+  }
+  // The draw walks the kept tokens in id order, so it depends only on the kept set. Weights of
+  // kept tokens go to a masked copy summed per block of kBlock tokens (vectorised); the draw
+  // finds its block from the block sums, then its token inside the block.
+  const float lim_logit = limit.logit;
+  const int32_t lim_id = limit.id;
+  float* kw = s.kept_w.data();
+#pragma omp simd
+  for (int32_t i = 0; i < static_cast<int32_t>(V); ++i) {
+    const bool kept = (logits[i] > lim_logit) | ((logits[i] == lim_logit) & (i <= lim_id));
+    kw[i] = kept ? w[i] : 0.0f;
+  }
+  const int64_t blocks = (V + kBlock - 1) / kBlock;
+  double* bsum = s.block_sum.data();
   double total = 0.0;
-  for (int64_t i = 0; i < V; ++i)
-    if (!keep || keep[i]) total += w[i];
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t end = std::min(V, (b + 1) * kBlock);
+    double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t i = b * kBlock; i < end; ++i) sum += kw[i];
+    bsum[b] = sum;
+    total += sum;
+  }
   const double u = static_cast<double>(uniform_from_counter(p.seed, step)) * total;
   double cum = 0.0;
   int64_t last = argmax;
-  for (int64_t i = 0; i < V; ++i) {
-    if ((keep && !keep[i]) || w[i] == 0.0f) continue;
-    cum += w[i];
-    last = i;
-    if (u < cum) return static_cast<int32_t>(i);
+  for (int64_t b = 0; b < blocks; ++b) {
+    if (bsum[b] == 0.0) continue;
+    if (u >= cum + bsum[b] && b + 1 < blocks) {
+      cum += bsum[b];
+      continue;
+    }
+    // The draw lands in this block (or the mass ran out through rounding: take the last kept).
+    const int64_t end = std::min(V, (b + 1) * kBlock);
+    for (int64_t i = b * kBlock; i < end; ++i) {
+      if (kw[i] == 0.0f) continue;
+      cum += kw[i];
+      last = i;
+      if (u < cum) return static_cast<int32_t>(i);
+    }
   }
-  return static_cast<int32_t>(last);  // u * total rounded up to the full mass
+  return static_cast<int32_t>(last);
 }
 
 }  // namespace
