@@ -188,6 +188,11 @@ def session_engine(model_dir: str, dtype: str, prompt: np.ndarray, decode_prompt
     return engine
 
 
+# Pause before each timed call: thread pools spin for a while after their last job (OpenBLAS's
+# workers for up to ~0.1 s, OpenMP's for a few ms), which would steal cores from the next engine.
+SETTLE_SECONDS = 0.25
+
+
 def measure(engines: List[Engine], prompt_len: int, repeats: int) -> List[Result]:
     """A warm-up call of each, then `repeats` rounds that run every engine in turn (so load from
     elsewhere on the machine falls on all of them alike); the best time of each is kept."""
@@ -198,8 +203,10 @@ def measure(engines: List[Engine], prompt_len: int, repeats: int) -> List[Result
         e.decode()
     for _ in range(repeats):
         for i, e in enumerate(engines):
+            time.sleep(SETTLE_SECONDS)
             best_prefill[i] = min(best_prefill[i], e.prefill())
         for i, e in enumerate(engines):
+            time.sleep(SETTLE_SECONDS)
             best_decode[i] = min(best_decode[i], e.decode())
     return [Result(e.engine, e.weights, prompt_len / p, d * 1e3, list(e.tokens))
             for e, p, d in zip(engines, best_prefill, best_decode)]
