@@ -69,7 +69,7 @@ void check_paged_values(const FmhaParams& p, int64_t batch, int64_t num_blocks, 
 }
 
 // Structure checks (no memory reads); returns the derived shapes.
-cpu::FmhaShape check_structure(const FmhaParams& p) {
+FmhaShape check_structure(const FmhaParams& p) {
   check_defined(p.q, "q");
   check_defined(p.k, "k");
   check_defined(p.v, "v");
@@ -93,7 +93,7 @@ cpu::FmhaShape check_structure(const FmhaParams& p) {
   check_rows_contiguous(p.k, "k");
   check_rows_contiguous(p.v, "v");
 
-  cpu::FmhaShape sh;
+  FmhaShape sh;
   const int64_t d = p.q.size(2);
   FA_CHECK(p.k.size(-1) == d && p.v.size(-1) == d, "head dims of q (", d, "), k (", p.k.size(-1),
            ") and v (", p.v.size(-1), ") differ");
@@ -186,20 +186,13 @@ bool check_devices(const FmhaParams& p) {
 
 void fmha_forward(const Context& ctx, const FmhaParams& p) {
   const bool on_gpu = check_devices(p);
-  const cpu::FmhaShape sh = check_structure(p);
+  const FmhaShape sh = check_structure(p);
   if (on_gpu) {
 #if defined(FASTATTN_WITH_CUDA)
     // The index arrays live in GPU memory: their values are not checked here (as in
     // FlashAttention); the shapes are.
     FA_CHECK(p.max_seqlen_q >= 0, "max_seqlen_q: expected >= 0, got ", p.max_seqlen_q);
-    cuda::FmhaCudaShape cs;
-    cs.batch = static_cast<int>(sh.batch);
-    cs.total_q = static_cast<int>(sh.total_q);
-    cs.num_heads_q = sh.num_heads_q;
-    cs.num_heads_k = sh.num_heads_k;
-    cs.head_dim = sh.head_dim;
-    cs.max_seqlen_q = p.max_seqlen_q;
-    cuda::fmha_forward_cuda(ctx, p, cs, cuda::parse_mma_impl(p.impl));
+    cuda::fmha_forward_cuda(ctx, p, sh, cuda::parse_mma_impl(p.impl));
     return;
 #endif
   }

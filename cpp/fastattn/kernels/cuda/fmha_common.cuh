@@ -39,6 +39,23 @@ struct FmhaBlockInfo {
     slope_log2 = p.alibi_slopes ? p.alibi_slopes[batch * p.alibi_batch_stride + head] * kLog2e : 0.f;
   }
 
+  // First element of this sequence's rows of one head in q / k / v (the head dim is contiguous).
+  template <typename Element>
+  __device__ const Element* q_ptr(const FmhaDeviceParams& p, int head) const {
+    return static_cast<const Element*>(p.q) + static_cast<int64_t>(q_start) * p.q_row_stride +
+           head * p.q_head_stride;
+  }
+  template <typename Element>
+  __device__ const Element* k_ptr(const FmhaDeviceParams& p, int kv_head) const {
+    return static_cast<const Element*>(p.k) + static_cast<int64_t>(k_start) * p.k_row_stride +
+           kv_head * p.k_head_stride;
+  }
+  template <typename Element>
+  __device__ const Element* v_ptr(const FmhaDeviceParams& p, int kv_head) const {
+    return static_cast<const Element*>(p.v) + static_cast<int64_t>(k_start) * p.v_row_stride +
+           kv_head * p.v_head_stride;
+  }
+
   // Whether K/V block nb may hold a masked element for some row of this query block (the
   // sequence end, or a causal / window edge crossing it); other blocks skip the element mask.
   __device__ bool block_needs_mask(const FmhaDeviceParams& p, int nb, int block_m, int block_n) const {

@@ -98,7 +98,7 @@ std::vector<std::string> fmha_cuda_instances() {
   return out;
 }
 
-void fmha_forward_cuda(const Context& ctx, const FmhaParams& p, const FmhaCudaShape& shape,
+void fmha_forward_cuda(const Context& ctx, const FmhaParams& p, const FmhaShape& shape,
                        MmaImpl impl) {
   FA_CHECK(p.k.dim() == 3, "k: paged KV caches are not supported by the CUDA prefill kernel yet; ",
            "got ", p.k.describe());
@@ -149,16 +149,16 @@ void fmha_forward_cuda(const Context& ctx, const FmhaParams& p, const FmhaCudaSh
   d.lse_head_stride = p.lse.defined() ? p.lse.stride(0) : 0;
   d.cu_seqlens_q = p.cu_seqlens_q.data_as<int32_t>();
   d.cu_seqlens_k = p.cu_seqlens_k.data_as<int32_t>();
-  d.batch = shape.batch;
+  d.batch = static_cast<int>(shape.batch);
   d.num_heads_q = shape.num_heads_q;
   d.num_heads_k = shape.num_heads_k;
   d.head_dim = shape.head_dim;
-  d.max_seqlen_q = shape.max_seqlen_q;
+  d.max_seqlen_q = p.max_seqlen_q;
   if (d.max_seqlen_q <= 0) {  // derive it: one small synchronous copy
-    std::vector<int32_t> cu(static_cast<size_t>(shape.batch) + 1);
+    std::vector<int32_t> cu(static_cast<size_t>(shape.batch) + 1);  // batch + 1 offsets
     FA_CUDA_CHECK(cudaMemcpy(cu.data(), d.cu_seqlens_q, cu.size() * sizeof(int32_t),
                              cudaMemcpyDeviceToHost));
-    for (int b = 0; b < shape.batch; ++b) d.max_seqlen_q = std::max(d.max_seqlen_q, cu[b + 1] - cu[b]);
+    for (int b = 0; b < d.batch; ++b) d.max_seqlen_q = std::max(d.max_seqlen_q, cu[b + 1] - cu[b]);
   }
   const float scale = p.softmax_scale > 0.f ? p.softmax_scale : 1.0f / std::sqrt(static_cast<float>(shape.head_dim));
   d.softmax_scale = scale;

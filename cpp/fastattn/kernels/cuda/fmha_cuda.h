@@ -8,6 +8,7 @@
 
 #include "fastattn/core/context.h"
 #include "fastattn/kernels/attention/fmha.h"
+#include "fastattn/kernels/attention/fmha_shape.h"
 
 namespace fastattn::kernels::cuda {
 
@@ -24,18 +25,11 @@ enum class MmaImpl { kAuto = 0, k884 = 1, k1688 = 2, k16816 = 3, k884Plain = 4 }
 MmaImpl parse_mma_impl(const std::string& name);
 const char* mma_impl_name(MmaImpl impl);
 
-struct FmhaCudaShape {
-  int batch = 0;
-  int total_q = 0;
-  int num_heads_q = 0;
-  int num_heads_k = 0;
-  int head_dim = 0;
-  int max_seqlen_q = 0;  // 0 = read cu_seqlens_q from the device (a synchronising copy)
-};
 
-// Runs the forward pass on p's CUDA tensors on ctx.stream. Throws InvalidArgument naming the
+// Runs the forward pass on p's CUDA tensors on ctx.stream. p.max_seqlen_q = 0 reads
+// cu_seqlens_q back from the device (a synchronising copy). Throws InvalidArgument naming the
 // missing instance (impl, arch, head dim, dtype) when the build does not contain it.
-void fmha_forward_cuda(const Context& ctx, const FmhaParams& p, const FmhaCudaShape& shape,
+void fmha_forward_cuda(const Context& ctx, const FmhaParams& p, const FmhaShape& shape,
                        MmaImpl impl);
 
 // The instances compiled into this build, as "16816/hd128/float16" strings (for reports).

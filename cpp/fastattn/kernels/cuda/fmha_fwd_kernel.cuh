@@ -93,12 +93,9 @@ __global__ void __launch_bounds__(T::kThreads) fmha_fwd_kernel(const FmhaDeviceP
   const int g = lane / 4;
   const int t = lane % 4;
 
-  const Element* q_base = static_cast<const Element*>(p.q) +
-                          static_cast<int64_t>(info.q_start) * p.q_row_stride + head * p.q_head_stride;
-  const Element* k_base = static_cast<const Element*>(p.k) +
-                          static_cast<int64_t>(info.k_start) * p.k_row_stride + kv_head * p.k_head_stride;
-  const Element* v_base = static_cast<const Element*>(p.v) +
-                          static_cast<int64_t>(info.k_start) * p.v_row_stride + kv_head * p.v_head_stride;
+  const Element* q_base = info.q_ptr<Element>(p, head);
+  const Element* k_base = info.k_ptr<Element>(p, kv_head);
+  const Element* v_base = info.v_ptr<Element>(p, kv_head);
 
   float o[kMTiles][kDTiles][4];
   float row_max[kMTiles][2];

@@ -148,12 +148,9 @@ __global__ void __launch_bounds__(T::kThreads) fmha_fwd_sm70_kernel(const FmhaDe
   // The two accumulator rows this thread holds (h = v1), relative to the warp.
   const int acc_row[2] = {qp * 8 + i0 + 4 * i2, qp * 8 + i0 + 2 + 4 * i2};
 
-  const __half* q_base = static_cast<const __half*>(p.q) +
-                         static_cast<int64_t>(info.q_start) * p.q_row_stride + head * p.q_head_stride;
-  const __half* k_base = static_cast<const __half*>(p.k) +
-                         static_cast<int64_t>(info.k_start) * p.k_row_stride + kv_head * p.k_head_stride;
-  const __half* v_base = static_cast<const __half*>(p.v) +
-                         static_cast<int64_t>(info.k_start) * p.v_row_stride + kv_head * p.v_head_stride;
+  const __half* q_base = info.q_ptr<__half>(p, head);
+  const __half* k_base = info.k_ptr<__half>(p, kv_head);
+  const __half* v_base = info.v_ptr<__half>(p, kv_head);
 
   float o[kDTiles][8];
 #pragma unroll
