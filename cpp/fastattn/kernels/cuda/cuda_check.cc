@@ -1,4 +1,4 @@
-#include "fastattn/core/cuda_check.h"
+#include "fastattn/kernels/cuda/cuda_check.h"
 
 #include "fastattn/core/error.h"
 

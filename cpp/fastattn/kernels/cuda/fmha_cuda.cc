@@ -3,7 +3,7 @@
 #include <string>
 #include <vector>
 
-#include "fastattn/core/cuda_check.h"
+#include "fastattn/kernels/cuda/cuda_check.h"
 #include "fastattn/kernels/cuda/fmha_cuda.h"
 #include "fastattn/kernels/cuda/fmha_registry.h"
 

@@ -4,7 +4,7 @@
 // registers per thread for O in this warp tiling, so it is not instantiated for 884.
 #pragma once
 
-#include "fastattn/core/cuda_check.h"
+#include "fastattn/kernels/cuda/cuda_check.h"
 #include "fastattn/kernels/cuda/fmha_fwd_sm70.cuh"
 #include "fastattn/kernels/cuda/fmha_launch.h"
 
