@@ -2,7 +2,7 @@
 # One call on the lent GPU machine: build FastAttention with CUDA (every MMA path compiled for the
 # local GPU, so the 884 / 1688 numerics are checked there too), run the GPU tests, the bank-conflict
 # measurement of the Volta layout and the attention benchmark. Logs go to $OUT (device tool).
-#   bash tests/gpu/run_on_device.sh [tests|sanitize|ncu|bench|debug|all]   (default: all)
+#   bash tests/gpu/run_on_device.sh [tests|sanitize|ncu|profile|bench|debug|all]   (default: all)
 # Needs the wheels the machine lacks in .whl/ (scipy-openblas32, nlohmann-json): see tests/gpu/README.md.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
@@ -64,6 +64,14 @@ if [[ $what == all || $what == ncu ]]; then
       python3 tests/gpu/small_case.py $impl 1024 > "$out/ncu_$impl.log" 2>&1
     echo "== ncu $impl"; grep -E "bank_conflicts|wavefronts|inst_executed|duration" "$out/ncu_$impl.log"
   done
+fi
+if [[ $what == profile ]]; then
+  # Where the 16816 kernel's time goes: warp stalls, pipe utilisation, occupancy.
+  ncu --clock-control none --kernel-name regex:fmha_fwd_kernel --launch-count 1 \
+    --section WarpStateStats --section ComputeWorkloadAnalysis --section Occupancy \
+    --section LaunchStats --section SpeedOfLight \
+    python3 tests/gpu/small_case.py 16816 4096 > "$out/ncu_profile_16816.log" 2>&1
+  grep -E "Stall|stall|Pipe|Throughput|Occupancy|Registers|Warp Cycles|Issued|Eligible|Duration" "$out/ncu_profile_16816.log" | head -60
 fi
 if [[ $what == all || $what == bench ]]; then
   python3 -m fastattention.cli bench attention --device cuda 2>&1 | tee "$out/bench_attention_cuda.md" | tail -40
