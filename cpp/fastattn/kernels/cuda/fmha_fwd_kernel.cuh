@@ -81,9 +81,7 @@ __global__ void __launch_bounds__(T::kThreads) fmha_fwd_kernel(const FmhaDeviceP
   Element* sK = sQ + kBlockM * kRowElems;
   Element* sV = sK + kBlockN * kRowElems;
 
-  // Query blocks run last-first: under a causal mask the last rows see the most keys, so the
-  // longest CTAs start first and the tail of the grid is short.
-  const FmhaBlockInfo info(p, gridDim.x - 1 - blockIdx.x, blockIdx.y, blockIdx.z, kBlockM, kBlockN);
+  const FmhaBlockInfo info(p, blockIdx.x, blockIdx.y, blockIdx.z, kBlockM, kBlockN);
   if (info.row_lo >= info.seqlen_q) return;
   const int head = blockIdx.y;
   const int kv_head = head / (p.num_heads_q / p.num_heads_k);
@@ -177,28 +175,22 @@ __global__ void __launch_bounds__(T::kThreads) fmha_fwd_kernel(const FmhaDeviceP
     for (int mt = 0; mt < kMTiles; ++mt) {
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        // Two independent max / sum chains (even and odd columns) halve the dependent latency.
-        float mx0 = -INFINITY, mx1 = -INFINITY;
+        float mx = -INFINITY;
 #pragma unroll
-        for (int nt = 0; nt < kNTiles; ++nt) {
-          mx0 = fmaxf(mx0, s[mt][nt][2 * h]);
-          mx1 = fmaxf(mx1, s[mt][nt][2 * h + 1]);
-        }
-        float mx = fmaxf(mx0, mx1);
+        for (int nt = 0; nt < kNTiles; ++nt) mx = fmaxf(mx, fmaxf(s[mt][nt][2 * h], s[mt][nt][2 * h + 1]));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
         const OnlineSoftmaxStep step = online_softmax_step(row_max[mt][h], mx * sc);
-        float sum0 = 0.f, sum1 = 0.f;
+        float sum = 0.f;
 #pragma unroll
         for (int nt = 0; nt < kNTiles; ++nt) {
           const float p0 = fast_exp2(fmaf(s[mt][nt][2 * h], sc, -step.base));
           const float p1 = fast_exp2(fmaf(s[mt][nt][2 * h + 1], sc, -step.base));
           s[mt][nt][2 * h] = p0;
           s[mt][nt][2 * h + 1] = p1;
-          sum0 += p0;
-          sum1 += p1;
+          sum += p0 + p1;
         }
-        row_sum[mt][h] = row_sum[mt][h] * step.alpha + (sum0 + sum1);
+        row_sum[mt][h] = row_sum[mt][h] * step.alpha + sum;
 #pragma unroll
         for (int dt = 0; dt < kDTiles; ++dt) {
           o[mt][dt][2 * h] *= step.alpha;

@@ -132,9 +132,7 @@ __global__ void __launch_bounds__(T::kThreads) fmha_fwd_sm70_kernel(const FmhaDe
   __half* sK = sQ + T::kQElems;
   __half* sV = sK + T::kKVElems;
 
-  // Query blocks run last-first: under a causal mask the last rows see the most keys, so the
-  // longest CTAs start first and the tail of the grid is short.
-  const FmhaBlockInfo info(p, gridDim.x - 1 - blockIdx.x, blockIdx.y, blockIdx.z, kBlockM, kBlockN);
+  const FmhaBlockInfo info(p, blockIdx.x, blockIdx.y, blockIdx.z, kBlockM, kBlockN);
   if (info.row_lo >= info.seqlen_q) return;
   const int head = blockIdx.y;
   const int kv_head = head / (p.num_heads_q / p.num_heads_k);
