@@ -340,3 +340,17 @@ def test_bad_input_from_cpp():
         _C.fmha_forward(q, k, k, np.empty_like(q), np.empty((12, 4), np.float32),
                         cu_seqlens_q=np.array([0, 12], np.int32),
                         cu_seqlens_k=np.array([0, 10], np.int32))
+
+
+def test_impl_option_needs_cuda_tensors():
+    """impl selects a CUDA MMA path: on CPU arrays anything but "auto" is a clear error."""
+    q = np.random.default_rng(7).standard_normal((1, 8, 2, 16)).astype(np.float32)
+    for bad in ("884", "16816", "cpu"):
+        with pytest.raises(ValueError, match="impl"):
+            attention(q, q, q, impl=bad)
+    with pytest.raises(ValueError, match="impl"):
+        attention(q, q, q, impl=884)
+    cu = np.array([0, 8], dtype=np.int32)
+    with pytest.raises(ValueError, match="impl"):
+        attention_varlen(q[0], q[0], q[0], cu, cu, impl="1688")
+    assert np.isfinite(attention(q, q, q, impl="auto")).all()
