@@ -26,9 +26,7 @@ LAUNCH_HEADER = {
 DTYPES = {"float16": ("__half", "kFloat16"), "bfloat16": ("__nv_bfloat16", "kBFloat16")}
 
 
-# The 884 warp tiling keeps O for 32 rows x D in registers: D = 256 does not fit (see
-# fmha_launch_sm70.cuh), so 884 instances stop at 128.
-MAX_HEAD_DIM = {"884": 128, "1688": 256, "16816": 256}
+MAX_HEAD_DIM = {"884": 256, "1688": 256, "16816": 256}
 
 
 def dtypes_for(impl):

@@ -83,7 +83,10 @@ __device__ __forceinline__ int sm70_offset(int row, int col) {
   return row * kRowChunks * 8 + phys * 8 + (col & 7);
 }
 
-template <typename Element_, int kHeadDim_, int kBlockN_, int kNumWarps_, bool kSwizzle_>
+// kDSplit > 1 computes O in kDSplit column slices, one pass over K / V each (QK^T and the softmax
+// are recomputed per pass): O for 32 rows x D in registers must fit, and D = 256 does not in one.
+template <typename Element_, int kHeadDim_, int kBlockN_, int kNumWarps_, bool kSwizzle_,
+          int kDSplit_ = 1>
 struct FmhaTraitsSm70 {
   using Element = Element_;
   static constexpr int kHeadDim = kHeadDim_;
@@ -95,13 +98,14 @@ struct FmhaTraitsSm70 {
   static constexpr int kChunks = kHeadDim / 8;               // 16-byte chunks of data per row
   static constexpr int kRowChunks = (kChunks + 7) / 8 * 8;   // padded to 128-byte groups
   static constexpr int kPRowChunks = (kBlockN / 8 + 7) / 8 * 8;
-  static constexpr int kDTiles = kHeadDim / 8;
+  static constexpr int kDSplit = kDSplit_;
+  static constexpr int kDTiles = kHeadDim / 8 / kDSplit;  // O n8 tiles per pass
   static constexpr int kNTiles = kBlockN / 8;
   static constexpr size_t kQElems = static_cast<size_t>(kBlockM) * kRowChunks * 8;
   static constexpr size_t kKVElems = static_cast<size_t>(kBlockN) * kRowChunks * 8;
   static constexpr size_t kPElems = static_cast<size_t>(32) * kPRowChunks * 8;  // per warp
   static constexpr size_t kSmemBytes = (kQElems + 2 * kKVElems + kNumWarps * kPElems) * 2;
-  static_assert(kHeadDim % 16 == 0 && kBlockN % 16 == 0, "tile sizes");
+  static_assert(kHeadDim % (16 * kDSplit) == 0 && kBlockN % 16 == 0, "tile sizes");
 };
 
 // Global rows [row0, row0 + rows) -> swizzled shared tile, through registers; rows at or past
@@ -152,139 +156,143 @@ __global__ void __launch_bounds__(T::kThreads) fmha_fwd_sm70_kernel(const FmhaDe
   const __half* k_base = info.k_ptr<__half>(p, kv_head);
   const __half* v_base = info.v_ptr<__half>(p, kv_head);
 
-  float o[kDTiles][8];
-#pragma unroll
-  for (int dt = 0; dt < kDTiles; ++dt)
-#pragma unroll
-    for (int v = 0; v < 8; ++v) o[dt][v] = 0.f;
-  float row_max[2] = {-INFINITY, -INFINITY};
-  float row_sum[2] = {0.f, 0.f};
-
   if (info.nb_begin < info.nb_end) {
     sm70_load_tile<T>(sQ, q_base, p.q_row_stride, info.row_lo, kBlockM, info.seqlen_q);
   }
-  for (int nb = info.nb_begin; nb < info.nb_end; ++nb) {
-    __syncthreads();  // every warp is done with the previous K / V
-    sm70_load_tile<T>(sK, k_base, p.k_row_stride, nb * kBlockN, kBlockN, info.seqlen_k);
-    sm70_load_tile<T>(sV, v_base, p.v_row_stride, nb * kBlockN, kBlockN, info.seqlen_k);
-    __syncthreads();
+#pragma unroll 1
+  for (int dh = 0; dh < T::kDSplit; ++dh) {  // column slice [d0, d0 + kDTiles * 8) of O
+    const int d0 = dh * kDTiles * 8;
+    float o[kDTiles][8];
+#pragma unroll
+    for (int dt = 0; dt < kDTiles; ++dt)
+#pragma unroll
+      for (int v = 0; v < 8; ++v) o[dt][v] = 0.f;
+    float row_max[2] = {-INFINITY, -INFINITY};
+    float row_sum[2] = {0.f, 0.f};
 
-    // S = Q K^T: per 16-byte chunk of the head dim, two k4 steps.
-    float s[kNTiles][8];
-#pragma unroll
-    for (int nt = 0; nt < kNTiles; ++nt)
-#pragma unroll
-      for (int v = 0; v < 8; ++v) s[nt][v] = 0.f;
-#pragma unroll
-    for (int kc = 0; kc < T::kChunks; ++kc) {
-      const uint4 a = *reinterpret_cast<const uint4*>(sQ + sm70_offset<kRC, kSw>(a_row, kc * 8));
-#pragma unroll
-      for (int nt = 0; nt < kNTiles; ++nt) {
-        const uint4 b = *reinterpret_cast<const uint4*>(sK + sm70_offset<kRC, kSw>(nt * 8 + qi, kc * 8));
-        mma884<false>(s[nt], a.x, a.y, b.x, b.y);
-        mma884<false>(s[nt], a.z, a.w, b.z, b.w);
-      }
-    }
+    for (int nb = info.nb_begin; nb < info.nb_end; ++nb) {
+      __syncthreads();  // every warp is done with the previous K / V
+      sm70_load_tile<T>(sK, k_base, p.k_row_stride, nb * kBlockN, kBlockN, info.seqlen_k);
+      sm70_load_tile<T>(sV, v_base, p.v_row_stride, nb * kBlockN, kBlockN, info.seqlen_k);
+      __syncthreads();
 
-    // Scale, mask, online softmax (rows live in lanes l and l ^ 2).
-    const bool need_mask = info.block_needs_mask(p, nb, kBlockM, kBlockN) || p.alibi_slopes != nullptr;
+      // S = Q K^T: per 16-byte chunk of the head dim, two k4 steps.
+      float s[kNTiles][8];
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int q_row = info.row_lo + warp_row0 + acc_row[h];
-      float mx = -INFINITY;
+      for (int nt = 0; nt < kNTiles; ++nt)
 #pragma unroll
-      for (int nt = 0; nt < kNTiles; ++nt) {
+        for (int v = 0; v < 8; ++v) s[nt][v] = 0.f;
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          const int v = (j & 1) + 2 * h + 4 * (j >> 1);
-          float x = s[nt][v] * p.scale_log2;
-          if (need_mask) {
-            const int k_col = nb * kBlockN + nt * 8 + (j & 1) + 2 * i1 + 4 * (j >> 1);
-            x = info.masked(p, x, q_row, k_col);
-          }
-          s[nt][v] = x;
-          mx = fmaxf(mx, x);
+      for (int kc = 0; kc < T::kChunks; ++kc) {
+        const uint4 a = *reinterpret_cast<const uint4*>(sQ + sm70_offset<kRC, kSw>(a_row, kc * 8));
+#pragma unroll
+        for (int nt = 0; nt < kNTiles; ++nt) {
+          const uint4 b = *reinterpret_cast<const uint4*>(sK + sm70_offset<kRC, kSw>(nt * 8 + qi, kc * 8));
+          mma884<false>(s[nt], a.x, a.y, b.x, b.y);
+          mma884<false>(s[nt], a.z, a.w, b.z, b.w);
         }
       }
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      const OnlineSoftmaxStep step = online_softmax_step(row_max[h], mx);
-      float sum = 0.f;
-#pragma unroll
-      for (int nt = 0; nt < kNTiles; ++nt) {
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          const int v = (j & 1) + 2 * h + 4 * (j >> 1);
-          s[nt][v] = exp2f(s[nt][v] - step.base);
-          sum += s[nt][v];
-        }
-      }
-      row_sum[h] = row_sum[h] * step.alpha + sum;
-#pragma unroll
-      for (int dt = 0; dt < kDTiles; ++dt) {
-#pragma unroll
-        for (int j = 0; j < 4; ++j) o[dt][(j & 1) + 2 * h + 4 * (j >> 1)] *= step.alpha;
-      }
-    }
 
-    // P -> this warp's shared tile (fp16, swizzled), then back as row-major A fragments.
-#pragma unroll
-    for (int nt = 0; nt < kNTiles; ++nt) {
+      // Scale, mask, online softmax (rows live in lanes l and l ^ 2).
+      const bool need_mask = info.block_needs_mask(p, nb, kBlockM, kBlockN) || p.alibi_slopes != nullptr;
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
+        const int q_row = info.row_lo + warp_row0 + acc_row[h];
+        float mx = -INFINITY;
 #pragma unroll
-        for (int v2 = 0; v2 < 2; ++v2) {
-          const int col = nt * 8 + 2 * i1 + 4 * v2;
-          const __half2 pair = __floats2half2_rn(s[nt][2 * h + 4 * v2], s[nt][1 + 2 * h + 4 * v2]);
-          *reinterpret_cast<__half2*>(sP + sm70_offset<kPRC, kSw>(acc_row[h], col)) = pair;
+        for (int nt = 0; nt < kNTiles; ++nt) {
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            const int v = (j & 1) + 2 * h + 4 * (j >> 1);
+            float x = s[nt][v] * p.scale_log2;
+            if (need_mask) {
+              const int k_col = nb * kBlockN + nt * 8 + (j & 1) + 2 * i1 + 4 * (j >> 1);
+              x = info.masked(p, x, q_row, k_col);
+            }
+            s[nt][v] = x;
+            mx = fmaxf(mx, x);
+          }
         }
-      }
-    }
-    __syncwarp();
-
-    // O += P V: per 8 keys (one 16-byte chunk of P), two k4 steps.
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const OnlineSoftmaxStep step = online_softmax_step(row_max[h], mx);
+        float sum = 0.f;
 #pragma unroll
-    for (int kc = 0; kc < kBlockN / 8; ++kc) {
-      const uint4 a = *reinterpret_cast<const uint4*>(sP + sm70_offset<kPRC, kSw>(qp * 8 + qi, kc * 8));
+        for (int nt = 0; nt < kNTiles; ++nt) {
 #pragma unroll
-      for (int step = 0; step < 2; ++step) {
-        const int key = kc * 8 + step * 4 + (lane & 3);
-        const uint32_t a0 = step ? a.z : a.x, a1 = step ? a.w : a.y;
+          for (int j = 0; j < 4; ++j) {
+            const int v = (j & 1) + 2 * h + 4 * (j >> 1);
+            s[nt][v] = exp2f(s[nt][v] - step.base);
+            sum += s[nt][v];
+          }
+        }
+        row_sum[h] = row_sum[h] * step.alpha + sum;
 #pragma unroll
         for (int dt = 0; dt < kDTiles; ++dt) {
-          const uint2 b = *reinterpret_cast<const uint2*>(
-              sV + sm70_offset<kRC, kSw>(key, dt * 8 + 4 * (lane >> 4)));
-          mma884<true>(o[dt], a0, a1, b.x, b.y);
+#pragma unroll
+          for (int j = 0; j < 4; ++j) o[dt][(j & 1) + 2 * h + 4 * (j >> 1)] *= step.alpha;
         }
       }
-    }
-    __syncwarp();  // P is rewritten next block
-  }
 
-  // Epilogue: normalise and write the two rows this thread holds; lanes with i1 == 0 write LSE.
-  __half* o_base = static_cast<__half*>(p.out) + static_cast<int64_t>(info.q_start) * p.o_row_stride +
-                   head * p.o_head_stride;
+      // P -> this warp's shared tile (fp16, swizzled), then back as row-major A fragments.
 #pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    float sum = row_sum[h];
-    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-    const float inv = sum > 0.f ? 1.f / sum : 0.f;
-    const int q_row = info.row_lo + warp_row0 + acc_row[h];
-    if (q_row < info.seqlen_q) {
-      __half* dst = o_base + static_cast<int64_t>(q_row) * p.o_row_stride;
+      for (int nt = 0; nt < kNTiles; ++nt) {
 #pragma unroll
-      for (int dt = 0; dt < kDTiles; ++dt) {
+        for (int h = 0; h < 2; ++h) {
 #pragma unroll
-        for (int v2 = 0; v2 < 2; ++v2) {
-          const int v = 2 * h + 4 * v2;
-          *reinterpret_cast<__half2*>(dst + dt * 8 + 2 * i1 + 4 * v2) =
-              __floats2half2_rn(o[dt][v] * inv, o[dt][v + 1] * inv);
+          for (int v2 = 0; v2 < 2; ++v2) {
+            const int col = nt * 8 + 2 * i1 + 4 * v2;
+            const __half2 pair = __floats2half2_rn(s[nt][2 * h + 4 * v2], s[nt][1 + 2 * h + 4 * v2]);
+            *reinterpret_cast<__half2*>(sP + sm70_offset<kPRC, kSw>(acc_row[h], col)) = pair;
+          }
         }
       }
-      if (p.lse != nullptr && i1 == 0) {
-        p.lse[head * p.lse_head_stride + info.q_start + q_row] = row_lse(row_max[h], sum);
+      __syncwarp();
+
+      // O += P V: per 8 keys (one 16-byte chunk of P), two k4 steps.
+#pragma unroll
+      for (int kc = 0; kc < kBlockN / 8; ++kc) {
+        const uint4 a = *reinterpret_cast<const uint4*>(sP + sm70_offset<kPRC, kSw>(qp * 8 + qi, kc * 8));
+#pragma unroll
+        for (int step = 0; step < 2; ++step) {
+          const int key = kc * 8 + step * 4 + (lane & 3);
+          const uint32_t a0 = step ? a.z : a.x, a1 = step ? a.w : a.y;
+#pragma unroll
+          for (int dt = 0; dt < kDTiles; ++dt) {
+            const uint2 b = *reinterpret_cast<const uint2*>(
+                sV + sm70_offset<kRC, kSw>(key, d0 + dt * 8 + 4 * (lane >> 4)));
+            mma884<true>(o[dt], a0, a1, b.x, b.y);
+          }
+        }
+      }
+      __syncwarp();  // P is rewritten next block
+    }
+
+    // Epilogue: normalise and write the two rows this thread holds; lanes with i1 == 0 write LSE.
+    __half* o_base = static_cast<__half*>(p.out) + static_cast<int64_t>(info.q_start) * p.o_row_stride +
+                     head * p.o_head_stride;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float sum = row_sum[h];
+      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+      const float inv = sum > 0.f ? 1.f / sum : 0.f;
+      const int q_row = info.row_lo + warp_row0 + acc_row[h];
+      if (q_row < info.seqlen_q) {
+        __half* dst = o_base + static_cast<int64_t>(q_row) * p.o_row_stride;
+#pragma unroll
+        for (int dt = 0; dt < kDTiles; ++dt) {
+#pragma unroll
+          for (int v2 = 0; v2 < 2; ++v2) {
+            const int v = 2 * h + 4 * v2;
+            *reinterpret_cast<__half2*>(dst + d0 + dt * 8 + 2 * i1 + 4 * v2) =
+                __floats2half2_rn(o[dt][v] * inv, o[dt][v + 1] * inv);
+          }
+        }
+        if (p.lse != nullptr && i1 == 0 && dh == 0) {
+          p.lse[head * p.lse_head_stride + info.q_start + q_row] = row_lse(row_max[h], sum);
+        }
       }
     }
-  }
+  }  // column slices
 }
 
 }  // namespace fastattn::kernels::cuda

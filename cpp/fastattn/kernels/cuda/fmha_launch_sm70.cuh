@@ -1,7 +1,9 @@
 // Definition of launch_fmha for the Volta m8n8k4 path, included only by generated instance files.
-// 4 warps x 32 query rows, 64-key blocks; shared memory (D <= 128): Q 32 KB + K 16 KB + V 16 KB
-// + P 16 KB = 80 KB, under Volta's 96 KB per block. Head dim 256 would need 256 accumulator
-// registers per thread for O in this warp tiling, so it is not instantiated for 884.
+// D <= 128: 4 warps x 32 query rows, 64-key blocks; shared memory Q 32 KB + K 16 KB + V 16 KB +
+// P 16 KB = 80 KB, under Volta's 96 KB per block. D = 256: O for 32 rows x 256 columns would need
+// 256 accumulator registers per thread, so O is computed in two 128-column passes (QK^T and the
+// softmax recomputed per pass), with 2 warps x 32 rows and 32-key blocks: Q 32 KB + K 16 KB +
+// V 16 KB + P 8 KB = 72 KB.
 #pragma once
 
 #include "fastattn/kernels/cuda/cuda_check.h"
@@ -13,8 +15,8 @@ namespace fastattn::kernels::cuda {
 // kSwizzle = false gives the plain row-major layout, kept for the bank-conflict comparison.
 template <int kHeadDim, bool kSwizzle>
 void launch_fmha_sm70(const FmhaDeviceParams& p, cudaStream_t stream) {
-  static_assert(kHeadDim <= 128, "the 884 path supports head dims up to 128");
-  using T = FmhaTraitsSm70<__half, kHeadDim, 64, 4, kSwizzle>;
+  constexpr bool kWide = kHeadDim > 128;
+  using T = FmhaTraitsSm70<__half, kHeadDim, kWide ? 32 : 64, kWide ? 2 : 4, kSwizzle, kWide ? 2 : 1>;
   auto kernel = fmha_fwd_sm70_kernel<T>;
   FA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                      static_cast<int>(T::kSmemBytes)));
