@@ -68,12 +68,16 @@ def add_export_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_export)
 
 
+def _require_config_dir(flag: str, path: str, expected: str) -> None:
+    """A directory holding a config.json, else a CliError naming the option."""
+    if not os.path.isdir(path):
+        raise CliError(f"{flag} {path}: no such directory")
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise CliError(f"{flag} {path}: no config.json {expected}")
+
+
 def run_export(args: argparse.Namespace) -> int:
-    if not os.path.isdir(args.hf):
-        raise CliError(f"--hf {args.hf}: no such directory")
-    if not os.path.isfile(os.path.join(args.hf, "config.json")):
-        raise CliError(f"--hf {args.hf}: no config.json in this directory (expected a Hugging Face "
-                       "checkpoint)")
+    _require_config_dir("--hf", args.hf, "in this directory (expected a Hugging Face checkpoint)")
     from fastattention.export import export_hf
 
     export_hf(args.hf, args.out, tp=args.tp, dtype=args.dtype, progress=not args.quiet)
@@ -103,11 +107,8 @@ def add_generate_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    if not os.path.isdir(args.model):
-        raise CliError(f"--model {args.model}: no such directory")
-    if not os.path.isfile(os.path.join(args.model, "config.json")):
-        raise CliError(f"--model {args.model}: no config.json (expected a directory written by "
-                       "`fastattention export`)")
+    _require_config_dir("--model", args.model,
+                        "(expected a directory written by `fastattention export`)")
     if args.temperature < 0:
         raise CliError(f"--temperature must be >= 0, got {args.temperature}")
     if not 0.0 < args.top_p <= 1.0:

@@ -115,12 +115,17 @@ def _device_args(q: Any, impl: str) -> dict:
     return dict(impl=impl, stream=_torch().cuda.current_stream(q.device).cuda_stream)
 
 
-def _slopes(x: Any) -> Any:
+def _slopes(x: Any, q: Any) -> Any:
+    """ALiBi slopes as contiguous float32 where q lives (a torch CUDA tensor for GPU q)."""
     if x is None:
         return None
     if _is_torch(x):
-        return x.detach().float().contiguous()
-    return np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+        x = x.detach().float().contiguous()
+    else:
+        x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+    if _on_cuda(q):
+        x = (x if _is_torch(x) else _torch().from_numpy(x)).to(q.device)
+    return x
 
 
 def _empty_like_q(q: Any, shape: Sequence[int]) -> Any:
@@ -199,9 +204,7 @@ def attention(q: Any, k: Any, v: Any, *, causal: bool = False, window: Sequence[
     opts = _options(causal, window, softmax_scale)
     batch, sq, hq, d = _shape(q)
     sk = int(k.shape[1])
-    slopes = _slopes(alibi_slopes)
-    if slopes is not None and _on_cuda(q):
-        slopes = slopes.to(q.device) if _is_torch(slopes) else _torch().from_numpy(slopes).to(q.device)
+    slopes = _slopes(alibi_slopes, q)
     out = _empty_like_q(q, (batch, sq, hq, d))
     lse = _empty_f32(q, (batch, hq, sq)) if return_lse else None
     if batch == 0 or sq == 0:
@@ -261,9 +264,7 @@ def attention_varlen(q: Any, k: Any, v: Any, cu_seqlens_q: Any, cu_seqlens_k: An
         _check_max_seqlen(max_seqlen_q, cu_q, "max_seqlen_q")
         _check_max_seqlen(max_seqlen_k, cu_k, "max_seqlen_k")
     cu_q, cu_k = _index_for(q, cu_q), _index_for(q, cu_k)
-    slopes = _slopes(alibi_slopes)
-    if slopes is not None and _on_cuda(q):
-        slopes = slopes.to(q.device) if _is_torch(slopes) else _torch().from_numpy(slopes).to(q.device)
+    slopes = _slopes(alibi_slopes, q)
     opts = _options(causal, window, softmax_scale)
     out = _empty_like_q(q, _shape(q))
     lse = _empty_f32(q, (q.shape[1], q.shape[0])) if return_lse and q.ndim == 3 else None
@@ -293,6 +294,6 @@ def attention_paged(q: Any, k_cache: Any, v_cache: Any, cu_seqlens_q: Any, block
     out = _empty_like_q(q, _shape(q))
     lse = _empty_f32(q, (q.shape[1], q.shape[0])) if return_lse and q.ndim == 3 else None
     _C.fmha_forward(q, k_cache, v_cache, out, lse, cu_seqlens_q=cu_q, block_table=table,
-                    seqlens_k=lengths, alibi_slopes=_slopes(alibi_slopes),
+                    seqlens_k=lengths, alibi_slopes=_slopes(alibi_slopes, q),
                     num_threads=num_threads, **opts)
     return (out, lse) if return_lse else out
