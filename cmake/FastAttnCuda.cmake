@@ -89,10 +89,17 @@ function(fastattn_add_cuda target)
     list(APPEND instance_sources ${gen_dir}/${file})
   endforeach()
 
-  # Host code of the CUDA path is plain C++ (compiled by the C++ compiler); only the generated
-  # kernel instances go through nvcc.
-  file(GLOB cuda_host_sources CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/cpp/fastattn/kernels/cuda/*.cc)
-  target_sources(${target} PRIVATE ${cuda_host_sources} ${instance_sources})
+  # CUDA-only code lives in cuda/ folders anywhere under cpp/fastattn: host code (.cc) is plain
+  # C++ compiled by the C++ compiler; kernels (.cu, and the generated attention instances) go
+  # through nvcc. Hand-written .cu files are compiled for every arch of the build.
+  file(GLOB_RECURSE cuda_host_sources CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/cpp/fastattn/*/cuda/*.cc)
+  file(GLOB_RECURSE cuda_kernel_sources CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/cpp/fastattn/*/cuda/*.cu)
+  set(all_gencode "")
+  foreach(a ${archs})
+    list(APPEND all_gencode "-gencode=arch=compute_${a},code=sm_${a}")
+  endforeach()
+  set_source_files_properties(${cuda_kernel_sources} PROPERTIES COMPILE_OPTIONS "${all_gencode}")
+  target_sources(${target} PRIVATE ${cuda_host_sources} ${cuda_kernel_sources} ${instance_sources})
   set_target_properties(${target} PROPERTIES CUDA_ARCHITECTURES OFF CUDA_STANDARD 17
                         CUDA_STANDARD_REQUIRED ON)
   target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-O3 --expt-relaxed-constexpr>)
@@ -100,5 +107,42 @@ function(fastattn_add_cuda target)
     target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-Xptxas=-v>)
   endif()
   target_compile_definitions(${target} PUBLIC FASTATTN_WITH_CUDA=1)
-  target_link_libraries(${target} PUBLIC CUDA::cudart)
+  target_link_libraries(${target} PUBLIC CUDA::cudart fastattn_cublas)
 endfunction()
+
+# cuBLAS: the toolkit's when it has one (the lent GPU machine), else the nvidia-cublas wheel
+# (pip install nvidia-cublas; cu12 / cu11 wheels for older toolkits) found through Python or
+# FASTATTN_CUBLAS_ROOT (a folder holding include/cublas_v2.h and lib/libcublas.so*).
+function(fastattn_find_cublas)
+  if(TARGET fastattn_cublas)
+    return()
+  endif()
+  add_library(fastattn_cublas INTERFACE)
+  if(TARGET CUDA::cublas AND TARGET CUDA::cublasLt)
+    target_link_libraries(fastattn_cublas INTERFACE CUDA::cublas CUDA::cublasLt)
+    message(STATUS "FastAttention CUDA: cuBLAS from the toolkit")
+    return()
+  endif()
+  set(roots "${FASTATTN_CUBLAS_ROOT}")
+  if(Python3_EXECUTABLE)
+    execute_process(COMMAND ${Python3_EXECUTABLE} -c
+      "import nvidia, os; p = list(nvidia.__path__)[0]; print(';'.join(os.path.join(p, d) for d in ('cu13', 'cublas', 'cu12')))"
+      OUTPUT_VARIABLE _py_roots OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET)
+    list(APPEND roots ${_py_roots})
+  endif()
+  find_path(FASTATTN_CUBLAS_INCLUDE cublas_v2.h PATHS ${roots} PATH_SUFFIXES include NO_DEFAULT_PATH)
+  find_library(FASTATTN_CUBLAS_LIB NAMES cublas libcublas.so.13 libcublas.so.12 libcublas.so.11
+               PATHS ${roots} PATH_SUFFIXES lib lib64 NO_DEFAULT_PATH)
+  find_library(FASTATTN_CUBLASLT_LIB NAMES cublasLt libcublasLt.so.13 libcublasLt.so.12 libcublasLt.so.11
+               PATHS ${roots} PATH_SUFFIXES lib lib64 NO_DEFAULT_PATH)
+  if(NOT FASTATTN_CUBLAS_INCLUDE OR NOT FASTATTN_CUBLAS_LIB OR NOT FASTATTN_CUBLASLT_LIB)
+    message(FATAL_ERROR "CUDA build: cuBLAS not found (the toolkit has none). `pip install nvidia-cublas` "
+                        "(or nvidia-cublas-cu12 / -cu11 to match the toolkit) or set FASTATTN_CUBLAS_ROOT.")
+  endif()
+  target_include_directories(fastattn_cublas INTERFACE ${FASTATTN_CUBLAS_INCLUDE})
+  target_link_libraries(fastattn_cublas INTERFACE ${FASTATTN_CUBLAS_LIB} ${FASTATTN_CUBLASLT_LIB})
+  message(STATUS "FastAttention CUDA: cuBLAS ${FASTATTN_CUBLAS_LIB}")
+endfunction()
+if(FASTATTN_WITH_CUDA)
+  fastattn_find_cublas()
+endif()

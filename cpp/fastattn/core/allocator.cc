@@ -39,10 +39,14 @@ Allocator* host_allocator() {
 }
 
 Allocator* pinned_host_allocator() {
+#if defined(FASTATTN_WITH_CUDA)
+  return detail::cuda_pinned_host_allocator();
+#else
   // No CUDA runtime in this build: page-locking would buy nothing, so this is host memory
   // labelled as CUDAHost for the code paths that expect it.
   static HostAllocator a(DeviceType::kCUDAHost);
   return &a;
+#endif
 }
 
 Buffer::Buffer(Allocator* alloc, size_t nbytes) : alloc_(alloc), nbytes_(nbytes) {

@@ -22,9 +22,30 @@ class Allocator {
 
 // 64-byte aligned host memory.
 Allocator* host_allocator();
-// Page-locked host memory for fast host<->GPU copies. Without CUDA in the build it is ordinary
-// aligned host memory (there is no GPU to copy to); later issues back it with cudaHostAlloc.
+// Page-locked host memory for fast host<->GPU copies (cudaHostAlloc in CUDA builds). Without
+// CUDA in the build it is ordinary aligned host memory (there is no GPU to copy to).
 Allocator* pinned_host_allocator();
+
+#if defined(FASTATTN_WITH_CUDA)
+// Caching allocator for device memory of GPU `device` (one per device, thread-safe): freed
+// blocks are kept for reuse, so steady-state loops do not call cudaMalloc. Throws
+// InvalidArgument for a device that does not exist, OutOfMemory when the GPU is full.
+Allocator* device_allocator(int device);
+
+struct DeviceAllocatorStats {
+  size_t in_use_bytes = 0;       // handed out
+  size_t cached_bytes = 0;       // freed, kept for reuse
+  size_t reserved_bytes = 0;     // in use + cached (what cudaMalloc gave)
+  size_t peak_in_use_bytes = 0;
+};
+DeviceAllocatorStats device_allocator_stats(int device);
+// Returns the cached blocks to the driver (synchronises the device).
+void device_allocator_release_cached(int device);
+
+namespace detail {
+Allocator* cuda_pinned_host_allocator();
+}  // namespace detail
+#endif
 
 // Owning, move-only allocation with a Tensor view over it.
 class Buffer {

@@ -17,6 +17,7 @@ struct Context {
   int num_threads = 0;
   Communicator* comm = nullptr;  // null = single rank
   void* stream = nullptr;        // cudaStream_t in CUDA builds
+  void* blas_handle = nullptr;   // cublasHandle_t bound to `stream` (CUDA builds; null = none yet)
 };
 
 // A Context for the CPU with the default allocator.

@@ -16,21 +16,23 @@ void AttentionLayer::forward(const Context& ctx, const ForwardBatch& batch, cons
   const int64_t hk = p_.num_kv_heads;
   const int64_t qkv_cols = (hq + 2 * hk) * D;
 
-  scratch.qkv.resize(DType::kFloat32, {T, qkv_cols});
+  const DType act = x.dtype();  // float32 on the CPU, the model's dtype on a GPU
+  scratch.qkv.resize(act, {T, qkv_cols});
   kernels::linear(ctx, x, w_.qkv_weight, w_.qkv_bias, scratch.qkv.view());
 
   // Q, K and V as strided [T, heads, D] views into the fused projection output.
-  float* base = scratch.qkv.data_as<float>();
+  char* base = static_cast<char*>(scratch.qkv.view().data());
+  const size_t esize = dtype_size(act);
   const Device dev = scratch.qkv.view().device();
-  Tensor q(base, DType::kFloat32, {T, hq, D}, {qkv_cols, D, 1}, dev);
-  Tensor k(base + hq * D, DType::kFloat32, {T, hk, D}, {qkv_cols, D, 1}, dev);
-  Tensor v(base + (hq + hk) * D, DType::kFloat32, {T, hk, D}, {qkv_cols, D, 1}, dev);
+  Tensor q(base, act, {T, hq, D}, {qkv_cols, D, 1}, dev);
+  Tensor k(base + hq * D * esize, act, {T, hk, D}, {qkv_cols, D, 1}, dev);
+  Tensor v(base + (hq + hk) * D * esize, act, {T, hk, D}, {qkv_cols, D, 1}, dev);
 
   kernels::apply_rope(ctx, p_.rope, q, batch.positions);
   kernels::apply_rope(ctx, p_.rope, k, batch.positions);
   kernels::kv_cache_write(ctx, k, v, k_cache, v_cache, batch.slot_mapping);
 
-  scratch.attn.resize(DType::kFloat32, {T, hq, D});
+  scratch.attn.resize(act, {T, hq, D});
   kernels::FmhaParams fp;
   fp.q = q;
   fp.k = k_cache;
@@ -41,6 +43,7 @@ void AttentionLayer::forward(const Context& ctx, const ForwardBatch& batch, cons
   fp.seqlens_k = batch.seqlens_k;
   fp.causal = true;  // bottom-right aligned: new tokens see the cached prefix and themselves
   fp.window_left = p_.window_left;
+  fp.max_seqlen_q = batch.max_seqlen_q;
   kernels::fmha_forward(ctx, fp);
 
   const Tensor attn2d = scratch.attn.view().reshape({T, hq * D});

@@ -10,8 +10,8 @@ DecoderLayer::DecoderLayer(const DecoderLayerParams& p, const DecoderLayerWeight
 void DecoderLayer::forward(const Context& ctx, const ForwardBatch& batch, Tensor& hidden,
                            Tensor& k_cache, Tensor& v_cache, LayerScratch& scratch) const {
   const std::vector<int64_t> shape = hidden.shape();
-  scratch.normed.resize(DType::kFloat32, shape);
-  scratch.branch_out.resize(DType::kFloat32, shape);
+  scratch.normed.resize(hidden.dtype(), shape);
+  scratch.branch_out.resize(hidden.dtype(), shape);
   Tensor& normed = scratch.normed.view();
   Tensor& branch = scratch.branch_out.view();
 

@@ -39,7 +39,8 @@ class DecoderLayer {
  public:
   DecoderLayer(const DecoderLayerParams& p, const DecoderLayerWeights& w);
 
-  // hidden: float32 [T, H], the residual stream, updated in place.
+  // hidden: [T, H], the residual stream, updated in place: float32 on the CPU, the model's dtype
+  // on a GPU (every activation of the layer has hidden's dtype).
   void forward(const Context& ctx, const ForwardBatch& batch, Tensor& hidden, Tensor& k_cache,
                Tensor& v_cache, LayerScratch& scratch) const;
 

@@ -35,7 +35,7 @@ void FfnLayer::forward(const Context& ctx, const Tensor& x, FfnScratch& scratch,
   const int64_t T = x.size(0);
   const int64_t I = p_.intermediate;
   if (!p_.gated) {
-    scratch.up.resize(DType::kFloat32, {T, I});
+    scratch.up.resize(x.dtype(), {T, I});
     kernels::linear(ctx, x, w_.up_weight, w_.up_bias, scratch.up.view());
     const auto approx = p_.activation == FfnActivation::kGeluTanh ? kernels::GeluApprox::kTanh
                                                                    : kernels::GeluApprox::kErf;
@@ -43,9 +43,9 @@ void FfnLayer::forward(const Context& ctx, const Tensor& x, FfnScratch& scratch,
     row_parallel_linear(ctx, scratch.up.view(), w_.down_weight, w_.down_bias, out);
     return;
   }
-  scratch.up.resize(DType::kFloat32, {T, 2 * I});
+  scratch.up.resize(x.dtype(), {T, 2 * I});
   kernels::linear(ctx, x, w_.up_weight, w_.up_bias, scratch.up.view());
-  scratch.act.resize(DType::kFloat32, {T, I});
+  scratch.act.resize(x.dtype(), {T, I});
   if (p_.activation == FfnActivation::kSilu) {
     kernels::swiglu(ctx, scratch.up.view(), scratch.act.view());
   } else {

@@ -1,5 +1,6 @@
 // ForwardBatch: what one forward pass over a varlen batch needs to know besides the activations.
 // The tokens of sequence b are rows cu_seqlens_q[b] .. cu_seqlens_q[b+1] of every activation.
+// The index tensors live on the device the model runs on.
 #pragma once
 
 #include <cstdint>
@@ -17,6 +18,10 @@ struct ForwardBatch {
   Tensor cu_seqlens_q;     // int32 [B + 1]
   Tensor block_table;      // int32 [B, max_blocks]
   Tensor seqlens_k;        // int32 [B]: tokens of each sequence in the cache, this batch included
+  // Host-side maxima of the index tensors above: GPU kernels size their grids from them instead
+  // of reading the (device) index tensors back. 0 = unknown.
+  int max_seqlen_q = 0;
+  int max_seqlen_k = 0;
 };
 
 }  // namespace fastattn::layers

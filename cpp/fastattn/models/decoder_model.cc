@@ -1,7 +1,6 @@
 #include "fastattn/models/decoder_model.h"
 
-#include <cstring>
-
+#include "fastattn/core/copy.h"
 #include "fastattn/core/error.h"
 #include "fastattn/core/logging.h"
 
@@ -16,25 +15,34 @@ std::string rank_dir(const std::string& model_dir, int rank, const ModelConfig& 
 
 }  // namespace
 
-DecoderModel::DecoderModel(const std::string& model_dir, int rank)
+DecoderModel::DecoderModel(const std::string& model_dir, int rank, Device device)
     : model_dir_(model_dir),
       rank_(rank),
       config_(load_model_config(model_dir)),
-      store_(rank_dir(model_dir, rank, config_)) {
+      store_(rank_dir(model_dir, rank, config_)),
+      arena_(device, store_.dir()) {
   load_weights();
+  arena_.finish();
+}
+
+DType DecoderModel::activation_dtype() const {
+  return device().type == DeviceType::kCPU ? DType::kFloat32 : config_.dtype;
+}
+
+Tensor DecoderModel::load(const std::string& name, const std::vector<int64_t>& shape) {
+  return arena_.place(store_.load(name, config_.dtype, shape));
 }
 
 layers::NormWeights DecoderModel::load_norm(const std::string& prefix) {
   const int64_t H = config_.hidden_size;
   layers::NormWeights n;
-  n.weight = store_.load(prefix + ".weight", config_.dtype, {H});
-  if (config_.has_norm_bias()) n.bias = store_.load(prefix + ".bias", config_.dtype, {H});
+  n.weight = load(prefix + ".weight", {H});
+  if (config_.has_norm_bias()) n.bias = load(prefix + ".bias", {H});
   return n;
 }
 
 void DecoderModel::load_weights() {
   const ModelConfig& c = config_;
-  const DType dt = c.dtype;
   const int64_t H = c.hidden_size;
   const int64_t D = c.head_dim;
   const int64_t hq = c.local_heads();
@@ -42,7 +50,7 @@ void DecoderModel::load_weights() {
   const int64_t Vr = c.local_vocab();
 
   layers::EmbeddingWeights ew;
-  ew.table = store_.load("embed.weight", dt, {Vr, H});
+  ew.table = load("embed.weight", {Vr, H});
   ew.vocab_start = rank_ * Vr;
   ew.vocab_parallel = c.tp_size > 1;
   embedding_ = std::make_unique<layers::Embedding>(ew);
@@ -63,17 +71,17 @@ void DecoderModel::load_weights() {
     const std::string p = "layers." + std::to_string(i) + ".";
     layers::DecoderLayerWeights w;
     w.attn_norm = load_norm(p + "attn_norm");
-    w.attention.qkv_weight = store_.load(p + "attn.qkv.weight", dt, {c.qkv_rows(), H});
-    if (c.qkv_bias) w.attention.qkv_bias = store_.load(p + "attn.qkv.bias", dt, {c.qkv_rows()});
-    w.attention.o_weight = store_.load(p + "attn.o.weight", dt, {H, hq * D});
-    if (c.o_bias) w.attention.o_bias = store_.load(p + "attn.o.bias", dt, {H});
+    w.attention.qkv_weight = load(p + "attn.qkv.weight", {c.qkv_rows(), H});
+    if (c.qkv_bias) w.attention.qkv_bias = load(p + "attn.qkv.bias", {c.qkv_rows()});
+    w.attention.o_weight = load(p + "attn.o.weight", {H, hq * D});
+    if (c.o_bias) w.attention.o_bias = load(p + "attn.o.bias", {H});
     w.ffn_norm = load_norm(p + "ffn_norm");
     const std::string up = c.gated_ffn ? "ffn.gate_up" : "ffn.up";
     const int64_t up_rows = c.gated_ffn ? 2 * I : I;
-    w.ffn.up_weight = store_.load(p + up + ".weight", dt, {up_rows, H});
-    if (c.mlp_bias) w.ffn.up_bias = store_.load(p + up + ".bias", dt, {up_rows});
-    w.ffn.down_weight = store_.load(p + "ffn.down.weight", dt, {H, I});
-    if (c.mlp_bias) w.ffn.down_bias = store_.load(p + "ffn.down.bias", dt, {H});
+    w.ffn.up_weight = load(p + up + ".weight", {up_rows, H});
+    if (c.mlp_bias) w.ffn.up_bias = load(p + up + ".bias", {up_rows});
+    w.ffn.down_weight = load(p + "ffn.down.weight", {H, I});
+    if (c.mlp_bias) w.ffn.down_bias = load(p + "ffn.down.bias", {H});
     layers_.emplace_back(lp, w);
   }
 
@@ -82,7 +90,7 @@ void DecoderModel::load_weights() {
   hp.vocab_size = c.vocab_size;
   layers::LmHeadWeights hw;
   hw.final_norm = load_norm("final_norm");
-  hw.weight = c.tie_word_embeddings ? ew.table : store_.load("lm_head.weight", dt, {Vr, H});
+  hw.weight = c.tie_word_embeddings ? ew.table : load("lm_head.weight", {Vr, H});
   lm_head_ = std::make_unique<layers::LmHead>(hp, hw);
 
   const std::vector<std::string> unused = store_.unused_files();
@@ -113,7 +121,7 @@ void DecoderModel::forward(const Context& ctx, const layers::ForwardBatch& batch
            config_.tp_size, ": a tensor-parallel model needs a communicator (run under mpirun)");
   FA_CHECK(cache.config().num_layers == config_.num_layers, "KV cache has ",
            cache.config().num_layers, " layers, the model ", config_.num_layers);
-  scratch.hidden.resize(DType::kFloat32, {batch.num_tokens, config_.hidden_size});
+  scratch.hidden.resize(activation_dtype(), {batch.num_tokens, config_.hidden_size});
   Tensor& hidden = scratch.hidden.view();
   embedding_->forward(ctx, batch.token_ids, hidden);
   for (int i = 0; i < config_.num_layers; ++i) {
@@ -124,16 +132,10 @@ void DecoderModel::forward(const Context& ctx, const layers::ForwardBatch& batch
 
 void DecoderModel::logits_for_rows(const Context& ctx, ModelScratch& scratch,
                                    const std::vector<int64_t>& rows, Tensor& logits) const {
-  const int64_t H = config_.hidden_size;
   const int64_t R = static_cast<int64_t>(rows.size());
   const Tensor& hidden = scratch.hidden.view();
-  scratch.head_rows.resize(DType::kFloat32, {R, H});
-  float* dst = scratch.head_rows.data_as<float>();
-  for (int64_t r = 0; r < R; ++r) {
-    const int64_t row = rows[static_cast<size_t>(r)];
-    FA_ASSERT(row >= 0 && row < hidden.size(0), "LM head row ", row, " out of range");
-    std::memcpy(dst + r * H, hidden.ptr_at({row}), static_cast<size_t>(H) * sizeof(float));
-  }
+  scratch.head_rows.resize(hidden.dtype(), {R, config_.hidden_size});
+  copy_rows(ctx, hidden, rows, scratch.head_rows.view());
   lm_head_->forward(ctx, scratch.head_rows.view(), scratch.vocab_shard, logits);
 }
 

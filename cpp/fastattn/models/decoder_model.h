@@ -15,6 +15,7 @@
 #include "fastattn/layers/forward_batch.h"
 #include "fastattn/layers/lm_head.h"
 #include "fastattn/models/model_config.h"
+#include "fastattn/models/weight_arena.h"
 #include "fastattn/models/weight_store.h"
 
 namespace fastattn::models {
@@ -35,12 +36,16 @@ struct ModelScratch {
 class DecoderModel {
  public:
   // Reads MODEL_DIR/config.json and maps MODEL_DIR/rank{rank}/*.fat. Throws FileError naming the
-  // file for anything missing or malformed.
-  explicit DecoderModel(const std::string& model_dir, int rank = 0);
+  // file for anything missing or malformed. On a GPU `device` the weights are copied to it
+  // (OutOfMemory, before any copy, when they do not fit).
+  explicit DecoderModel(const std::string& model_dir, int rank = 0, Device device = {});
 
   const ModelConfig& config() const { return config_; }
   const std::string& model_dir() const { return model_dir_; }
   size_t weight_bytes() const { return store_.mapped_bytes(); }
+  Device device() const { return arena_.device(); }
+  // dtype of the activations (and of the KV cache): float32 on the CPU, the weights' dtype on a GPU.
+  DType activation_dtype() const;
   // Shape of the KV cache this model needs per rank (num_blocks and block_size left to the caller).
   kvcache::KvCacheConfig kv_cache_config(int64_t num_blocks, int block_size, DType dtype) const;
 
@@ -59,11 +64,14 @@ class DecoderModel {
  private:
   void load_weights();
   layers::NormWeights load_norm(const std::string& prefix);
+  // A weight tensor where the model runs (a zero-copy file view on the CPU).
+  Tensor load(const std::string& name, const std::vector<int64_t>& shape);
 
   std::string model_dir_;
   int rank_;
   ModelConfig config_;
   WeightStore store_;
+  WeightArena arena_;
   std::unique_ptr<layers::Embedding> embedding_;
   std::vector<layers::DecoderLayer> layers_;
   std::unique_ptr<layers::LmHead> lm_head_;
