@@ -9,7 +9,12 @@
 from fastattention._native import _C, WeightFileError
 
 __version__ = "0.1.0"
-__all__ = ["Session", "export_hf", "ops", "WeightFileError", "__version__"]
+__all__ = ["Session", "export_hf", "ops", "WeightFileError", "cuda_available", "__version__"]
+
+
+def cuda_available() -> bool:
+    """True when this build has CUDA kernels and a GPU is visible."""
+    return bool(_C.cuda_built) and _C.cuda_device_count() > 0
 
 
 def __getattr__(name):

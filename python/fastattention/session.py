@@ -26,7 +26,7 @@ import numpy as np
 
 from fastattention._native import _C
 
-_KV_DTYPES = ("float32", "float16", "bfloat16")
+_KV_DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
 def _check_int(name: str, value, minimum: int | None = None) -> int:
@@ -74,22 +74,29 @@ class Session:
     """An exported model loaded for inference, with its paged KV cache.
 
     model_dir: an exported model directory (config.json, rank0/...).
-    device: "cpu" (this build has no CUDA).
+    device: "cpu", "cuda" or "cuda:N" (a CUDA build; see fastattention.cuda_available()). On a
+        GPU the weights are copied to the device, activations and the KV cache use the weights'
+        dtype, and the KV cache gets what gpu_memory_fraction leaves after the weights and
+        activations (the plan is printed with verbose=True and in session.memory_plan).
     num_threads: CPU threads for the kernels (None: OpenMP's default).
     max_batch: most prompts per generate() call.
     max_seq_len: prompt + new tokens per sequence (None: the model's max_position_embeddings).
     kv_block_size: tokens per KV-cache block.
-    kv_dtype: "float32", "float16" or "bfloat16" KV cache.
-    max_cache_tokens: KV pool size in tokens over all sequences (None: max_batch *
-        min(max_seq_len, 4096)).
+    kv_dtype: "auto" (float32 on the CPU, the weights' dtype on a GPU), "float32", "float16" or
+        "bfloat16" KV cache (a GPU session accepts only the weights' dtype).
+    max_cache_tokens: KV pool size in tokens over all sequences (None: on the CPU max_batch *
+        min(max_seq_len, 4096); on a GPU as many as the memory budget allows, at most
+        max_batch * max_seq_len). A GPU pool that does not fit raises MemoryError at load.
+    gpu_memory_fraction: share of the GPU's memory the session may use in all (GPU only).
     prefill_chunk_tokens: token budget of one prefill forward pass (bounds activation memory;
         longer prompts and batches are prefilled in chunks).
     verbose: log the weight and KV-cache memory at load.
     """
 
     def __init__(self, model_dir, device: str = "cpu", *, num_threads=None, max_batch: int = 8,
-                 max_seq_len=None, kv_block_size: int = 16, kv_dtype: str = "float32",
-                 max_cache_tokens=None, prefill_chunk_tokens: int = 2048, verbose: bool = False):
+                 max_seq_len=None, kv_block_size: int = 16, kv_dtype: str = "auto",
+                 max_cache_tokens=None, prefill_chunk_tokens: int = 2048,
+                 gpu_memory_fraction: float = 0.9, verbose: bool = False):
         if not isinstance(model_dir, (str, os.PathLike)):
             raise TypeError(f"model_dir must be a path, got {type(model_dir).__name__}")
         if not isinstance(device, str):
@@ -106,6 +113,10 @@ class Session:
         opts.max_cache_tokens = (0 if max_cache_tokens is None
                                  else _check_int("max_cache_tokens", max_cache_tokens, 1))
         opts.prefill_chunk_tokens = _check_int("prefill_chunk_tokens", prefill_chunk_tokens, 1)
+        gpu_memory_fraction = _check_float("gpu_memory_fraction", gpu_memory_fraction)
+        if not 0.0 < gpu_memory_fraction <= 1.0:
+            raise ValueError(f"gpu_memory_fraction must be in (0, 1], got {gpu_memory_fraction}")
+        opts.gpu_memory_fraction = gpu_memory_fraction
         opts.verbose = bool(verbose)
         self.model_dir = os.fspath(model_dir)
         self._session = _C.InferenceSession(self.model_dir, opts)
@@ -155,6 +166,11 @@ class Session:
     @property
     def kv_cache_bytes(self) -> int:
         return self._session.kv_cache_bytes
+
+    @property
+    def memory_plan(self) -> str:
+        """How a GPU session divided device memory at load ("" on the CPU)."""
+        return self._session.memory_plan
 
     def __repr__(self) -> str:
         c = self.config

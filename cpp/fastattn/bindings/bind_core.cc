@@ -13,6 +13,7 @@
 #include "fastattn/bindings/bindings.h"
 #if defined(FASTATTN_WITH_CUDA)
 #include "fastattn/kernels/cuda/fmha_cuda.h"
+#include "fastattn/runtime/gpu_runtime.h"
 #endif
 
 namespace fastattn::py_bind {
@@ -36,10 +37,12 @@ void bind_core(py::module_& m) {
   });
 #if defined(FASTATTN_WITH_CUDA)
   m.attr("cuda_built") = true;
+  m.def("cuda_device_count", &runtime::gpu::device_count, "CUDA devices visible.");
   m.def("fmha_cuda_instances", &kernels::cuda::fmha_cuda_instances,
         "The CUDA attention instances compiled into this build.");
 #else
   m.attr("cuda_built") = false;
+  m.def("cuda_device_count", []() { return 0; }, "CUDA devices visible (none: no CUDA build).");
   m.def("fmha_cuda_instances", []() { return std::vector<std::string>(); },
         "The CUDA attention instances compiled into this build (none: no CUDA).");
 #endif

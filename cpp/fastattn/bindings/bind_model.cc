@@ -99,6 +99,7 @@ void bind_model(py::module_& m) {
       .def_readwrite("kv_dtype", &SessionOptions::kv_dtype)
       .def_readwrite("max_cache_tokens", &SessionOptions::max_cache_tokens)
       .def_readwrite("prefill_chunk_tokens", &SessionOptions::prefill_chunk_tokens)
+      .def_readwrite("gpu_memory_fraction", &SessionOptions::gpu_memory_fraction)
       .def_readwrite("verbose", &SessionOptions::verbose)
       .def("__repr__", [](const SessionOptions& o) {
         return "SessionOptions(device='" + o.device + "', num_threads=" +
@@ -150,6 +151,11 @@ void bind_model(py::module_& m) {
       .def_property_readonly("config", [](const InferenceSession& s) { return config_dict(s.config()); })
       .def_property_readonly("options", [](const InferenceSession& s) { return s.options(); })
       .def_property_readonly("kv_cache_bytes", &InferenceSession::kv_cache_bytes)
+      .def_property_readonly("memory_plan",
+                             [](const InferenceSession& s) {
+                               return s.memory_plan().device_total == 0 ? std::string()
+                                                                        : s.memory_plan().describe();
+                             })
       .def_property_readonly("weight_bytes", &InferenceSession::weight_bytes);
 }
 

@@ -35,12 +35,20 @@ void AttentionLayer::forward(const Context& ctx, const ForwardBatch& batch, cons
   scratch.attn.resize(act, {T, hq, D});
   kernels::FmhaParams fp;
   fp.q = q;
-  fp.k = k_cache;
-  fp.v = v_cache;
   fp.out = scratch.attn.view();
   fp.cu_seqlens_q = batch.cu_seqlens_q;
-  fp.block_table = batch.block_table;
-  fp.seqlens_k = batch.seqlens_k;
+  if (batch.no_cached_prefix && dev.type == DeviceType::kCUDA && act != DType::kFloat32) {
+    // First prefill chunk on a GPU: the keys are exactly this batch's, so the tensor-core
+    // prefill kernel reads them from the projection output instead of the paged cache.
+    fp.k = k;
+    fp.v = v;
+    fp.cu_seqlens_k = batch.cu_seqlens_q;
+  } else {
+    fp.k = k_cache;
+    fp.v = v_cache;
+    fp.block_table = batch.block_table;
+    fp.seqlens_k = batch.seqlens_k;
+  }
   fp.causal = true;  // bottom-right aligned: new tokens see the cached prefix and themselves
   fp.window_left = p_.window_left;
   fp.max_seqlen_q = batch.max_seqlen_q;

@@ -22,6 +22,9 @@ struct ForwardBatch {
   // of reading the (device) index tensors back. 0 = unknown.
   int max_seqlen_q = 0;
   int max_seqlen_k = 0;
+  // Every sequence starts at position 0 in this batch (a first prefill chunk): attention needs
+  // only the batch's own K/V, so a GPU can run the prefill kernel on them directly.
+  bool no_cached_prefix = false;
 };
 
 }  // namespace fastattn::layers

@@ -44,6 +44,8 @@ class DecoderModel {
   const std::string& model_dir() const { return model_dir_; }
   size_t weight_bytes() const { return store_.mapped_bytes(); }
   Device device() const { return arena_.device(); }
+  // Bytes of weights copied to the GPU (0 on the CPU, where they stay memory-mapped).
+  size_t device_weight_bytes() const { return arena_.device_bytes(); }
   // dtype of the activations (and of the KV cache): float32 on the CPU, the weights' dtype on a GPU.
   DType activation_dtype() const;
   // Shape of the KV cache this model needs per rank (num_blocks and block_size left to the caller).

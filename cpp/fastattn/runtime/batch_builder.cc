@@ -54,10 +54,13 @@ layers::ForwardBatch BatchBuilder::build() {
     std::copy(t.begin(), t.end(), block_table_.begin() + static_cast<int64_t>(b * max_blocks));
   }
   layers::ForwardBatch fb;
+  fb.no_cached_prefix = true;
   for (int b = 0; b < B; ++b) {
     const auto i = static_cast<size_t>(b);
-    fb.max_seqlen_q = std::max(fb.max_seqlen_q, cu_q_[i + 1] - cu_q_[i]);
+    const int32_t q_len = cu_q_[i + 1] - cu_q_[i];
+    fb.max_seqlen_q = std::max(fb.max_seqlen_q, q_len);
     fb.max_seqlen_k = std::max(fb.max_seqlen_k, seqlens_k_[i]);
+    fb.no_cached_prefix = fb.no_cached_prefix && seqlens_k_[i] == q_len;
   }
   fb.num_tokens = num_tokens();
   fb.num_seqs = B;

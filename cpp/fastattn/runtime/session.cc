@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <limits>
 
+#include "fastattn/core/copy.h"
 #include "fastattn/core/error.h"
 #include "fastattn/core/logging.h"
 
@@ -43,8 +44,10 @@ struct InferenceSession::Sequence {
 InferenceSession::InferenceSession(const std::string& model_dir, const SessionOptions& options)
     : options_(options) {
   const Device device = parse_device(options.device);
+#if !defined(FASTATTN_WITH_CUDA)
   FA_CHECK(device.type == DeviceType::kCPU, "device '", options.device,
            "': this build has no CUDA support (built for CPU only); use device='cpu'");
+#endif
   FA_CHECK(options.num_threads >= 0, "num_threads: must be >= 0 (0 = default), got ",
            options.num_threads);
   FA_CHECK(options.max_batch >= 1, "max_batch: must be >= 1, got ", options.max_batch);
@@ -57,9 +60,11 @@ InferenceSession::InferenceSession(const std::string& model_dir, const SessionOp
            options.max_cache_tokens);
   FA_CHECK(options.prefill_chunk_tokens >= 1, "prefill_chunk_tokens: must be >= 1, got ",
            options.prefill_chunk_tokens);
-  const DType kv_dtype = dtype_from_name(options.kv_dtype, "kv_dtype");
-  FA_CHECK(is_floating(kv_dtype), "kv_dtype: must be float32, float16 or bfloat16, got '",
-           options.kv_dtype, "'");
+  if (options.kv_dtype != "auto") {
+    const DType kv_dtype = dtype_from_name(options.kv_dtype, "kv_dtype");
+    FA_CHECK(is_floating(kv_dtype), "kv_dtype: must be auto, float32, float16 or bfloat16, got '",
+             options.kv_dtype, "'");
+  }
 
   // Checked before any weight is mapped: a tensor-parallel export cannot run in one process.
   const models::ModelConfig cfg = models::load_model_config(model_dir);
@@ -67,15 +72,19 @@ InferenceSession::InferenceSession(const std::string& model_dir, const SessionOp
            ": tensor parallelism needs `mpirun` (one process per rank) and is not available yet; ",
            "export the model with tp_size = 1 to run it in one process");
 
-  ctx_ = cpu_context(options.num_threads);
+  setup_device(device);
   scratch_ = models::ModelScratch(ctx_.allocator);
   logits_ = OwnedTensor(ctx_.allocator, DType::kFloat32, {0});
   sampled_ = OwnedTensor(ctx_.allocator, DType::kInt32, {0});
-  model_ = std::make_unique<models::DecoderModel>(model_dir, 0);
+  sampled_host_ = OwnedTensor(pinned_host_allocator(), DType::kInt32, {0});
+  device_batch_ = std::make_unique<DeviceBatch>(ctx_.allocator, pinned_host_allocator());
+  model_ = std::make_unique<models::DecoderModel>(model_dir, 0, device);
   resolve_options();
 
+  const DType kv_dtype = resolve_kv_dtype();
+  options_.kv_dtype = dtype_name(kv_dtype);
   const int bs = options_.kv_block_size;
-  const int64_t num_blocks = (options_.max_cache_tokens + bs - 1) / bs;
+  const int64_t num_blocks = plan_cache_blocks(kv_dtype);
   cache_ = std::make_unique<kvcache::KvCache>(model_->kv_cache_config(num_blocks, bs, kv_dtype),
                                               ctx_.allocator);
   blocks_ = std::make_unique<kvcache::BlockManager>(num_blocks, bs);
@@ -96,6 +105,69 @@ InferenceSession::InferenceSession(const std::string& model_dir, const SessionOp
                                ", max_seq_len ", options_.max_seq_len, ", threads ",
                                options_.num_threads));
   }
+  if (options_.verbose && device.type == DeviceType::kCUDA) {
+    log_message(LogLevel::kInfo,
+                detail::concat("memory plan on ", device.str(), ": ", plan_.describe()));
+  }
+}
+
+void InferenceSession::setup_device(const Device& device) {
+  ctx_ = cpu_context(options_.num_threads);
+  if (device.type != DeviceType::kCUDA) return;
+#if defined(FASTATTN_WITH_CUDA)
+  gpu::use_device(device.index);
+  stream_ = std::make_unique<gpu::Stream>();
+  ctx_.device = device;
+  ctx_.allocator = device_allocator(device.index);
+  ctx_.stream = stream_->get();
+#endif
+}
+
+DType InferenceSession::resolve_kv_dtype() const {
+  const DType act = model_->activation_dtype();
+  if (options_.kv_dtype == "auto") return act;
+  const DType kv = dtype_from_name(options_.kv_dtype, "kv_dtype");
+  FA_CHECK(ctx_.device.type == DeviceType::kCPU || kv == act, "kv_dtype '", options_.kv_dtype,
+           "': a GPU session keeps the KV cache in the model's dtype (", dtype_name(act),
+           "); pass kv_dtype='auto'");
+  return kv;
+}
+
+int64_t InferenceSession::plan_cache_blocks(DType kv_dtype) {
+  const int bs = options_.kv_block_size;
+  if (ctx_.device.type != DeviceType::kCUDA) {
+    if (options_.max_cache_tokens == 0) {
+      options_.max_cache_tokens = static_cast<int64_t>(options_.max_batch) *
+                                  std::min<int64_t>(options_.max_seq_len, 4096);
+    }
+    return (options_.max_cache_tokens + bs - 1) / bs;
+  }
+#if defined(FASTATTN_WITH_CUDA)
+  const gpu::DeviceInfo mem = gpu::current_device_memory();
+  MemoryPlanInput in;
+  in.device_total = mem.total_bytes;
+  in.device_free = mem.free_bytes;
+  in.weight_bytes = model_->device_weight_bytes();
+  in.memory_fraction = options_.gpu_memory_fraction;
+  in.activation_dtype = model_->activation_dtype();
+  in.prefill_chunk_tokens = options_.prefill_chunk_tokens;
+  in.max_batch = options_.max_batch;
+  in.max_seq_len = options_.max_seq_len;
+  in.kv_block_size = bs;
+  in.kv_dtype = kv_dtype;
+  in.requested_cache_tokens = options_.max_cache_tokens;
+  plan_ = plan_gpu_memory(config(), in);
+  options_.max_cache_tokens = plan_.kv_tokens;
+  return plan_.kv_blocks;
+#else
+  (void)kv_dtype;
+  return 0;
+#endif
+}
+
+void InferenceSession::forward(const layers::ForwardBatch& host_batch) {
+  const layers::ForwardBatch batch = device_batch_->upload(ctx_, host_batch);
+  model_->forward(ctx_, batch, *cache_, scratch_);
 }
 
 InferenceSession::~InferenceSession() = default;
@@ -107,10 +179,6 @@ void InferenceSession::resolve_options() {
     FA_LOG(kWarning, "max_seq_len ", options_.max_seq_len, " exceeds the model's ",
            "max_position_embeddings ", c.max_position_embeddings,
            ": positions beyond it were not trained");
-  }
-  if (options_.max_cache_tokens == 0) {
-    options_.max_cache_tokens =
-        static_cast<int64_t>(options_.max_batch) * std::min<int64_t>(options_.max_seq_len, 4096);
   }
   options_.num_threads = context_threads(ctx_);
   ctx_.num_threads = options_.num_threads;
@@ -219,7 +287,7 @@ void InferenceSession::prefill(std::vector<Sequence>& seqs, const GenerateOption
       }
     }
     const layers::ForwardBatch batch = builder_.build();
-    model_->forward(ctx_, batch, *cache_, scratch_);
+    forward(batch);
     timings_.prefill_tokens += batch.num_tokens;
     if (finishing.empty()) continue;
     logits_.resize(DType::kFloat32, {static_cast<int64_t>(rows_.size()), config().vocab_size});
@@ -240,8 +308,7 @@ void InferenceSession::decode(std::vector<Sequence>& seqs, const GenerateOptions
       builder_.add(*blocks_, s->id, &s->out->back(), 1, s->cached);
       s->cached += 1;
     }
-    const layers::ForwardBatch batch = builder_.build();
-    model_->forward(ctx_, batch, *cache_, scratch_);
+    forward(builder_.build());
     // One token per sequence: every row needs logits, so the LM head runs on the whole batch.
     logits_.resize(DType::kFloat32, {static_cast<int64_t>(active.size()), config().vocab_size});
     model_->logits_all(ctx_, scratch_, logits_.view());
@@ -262,8 +329,11 @@ void InferenceSession::sample_and_append(std::vector<Sequence*>& which, const Ge
     sample_steps_[r] = which[r]->out->size();  // index of the token being drawn
   }
   sampled_.resize(DType::kInt32, {static_cast<int64_t>(R)});
+  sampled_host_.resize(DType::kInt32, {static_cast<int64_t>(R)});
   kernels::sample(ctx_, logits_.view(), sample_params_, sample_steps_, sampled_.view());
-  const int32_t* tok = sampled_.data_as<int32_t>();
+  copy_tensor(ctx_, sampled_.view(), sampled_host_.view());
+  synchronize(ctx_);  // a GPU step's only wait: the host needs the tokens
+  const int32_t* tok = sampled_host_.data_as<int32_t>();
   for (size_t r = 0; r < R; ++r) {
     Sequence& s = *which[r];
     s.out->push_back(tok[r]);
@@ -291,9 +361,18 @@ void InferenceSession::logits_into(const std::vector<int64_t>& prompt, Tensor& o
     const int64_t n = std::min(options_.prefill_chunk_tokens, len - pos);
     builder_.clear();
     builder_.add(*blocks_, seq, prompt.data() + pos, n, pos);
-    model_->forward(ctx_, builder_.build(), *cache_, scratch_);
+    forward(builder_.build());
     Tensor rows = out.slice(0, pos, pos + n);
-    model_->logits_all(ctx_, scratch_, rows);
+    if (ctx_.device.type == DeviceType::kCUDA) {
+      logits_.resize(DType::kFloat32, {n, config().vocab_size});
+      model_->logits_all(ctx_, scratch_, logits_.view());
+      std::vector<int64_t> all(static_cast<size_t>(n));
+      for (int64_t i = 0; i < n; ++i) all[static_cast<size_t>(i)] = i;
+      copy_rows(ctx_, logits_.view(), all, rows);
+      synchronize(ctx_);
+    } else {
+      model_->logits_all(ctx_, scratch_, rows);
+    }
   }
   timings_.prefill_tokens = len;
   timings_.prefill_seconds = seconds_since(t0);

@@ -18,19 +18,29 @@
 #include "fastattn/kvcache/kv_cache.h"
 #include "fastattn/models/decoder_model.h"
 #include "fastattn/runtime/batch_builder.h"
+#include "fastattn/runtime/device_batch.h"
+#include "fastattn/runtime/gpu_runtime.h"
+#include "fastattn/runtime/memory_plan.h"
 
 namespace fastattn::runtime {
 
 struct SessionOptions {
-  std::string device = "cpu";  // only "cpu" in this build; "cuda" throws (no CUDA support built)
+  // "cpu", "cuda" or "cuda:N" (CUDA builds). On a GPU the activations and the KV cache are in
+  // the weights' dtype (float16 / bfloat16 / float32).
+  std::string device = "cpu";
   int num_threads = 0;         // CPU threads for the kernels; 0 = OpenMP's default
   int max_batch = 8;           // most prompts per generate() call
   int64_t max_seq_len = 0;     // prompt + new tokens per sequence; 0 = max_position_embeddings
   int kv_block_size = 16;      // tokens per KV-cache block
-  std::string kv_dtype = "float32";  // float32 | float16 | bfloat16
-  // KV pool size in tokens over all sequences (rounded up to whole blocks). 0 = the default
-  // max_batch * min(max_seq_len, 4096): room for a full batch of moderately long sequences.
+  // auto | float32 | float16 | bfloat16. auto: float32 on the CPU, the weights' dtype on a GPU
+  // (the only one a GPU session accepts).
+  std::string kv_dtype = "auto";
+  // KV pool size in tokens over all sequences (rounded up to whole blocks). 0 = the default: on
+  // the CPU max_batch * min(max_seq_len, 4096); on a GPU what the memory budget leaves after the
+  // weights and activations (at most max_batch * max_seq_len).
   int64_t max_cache_tokens = 0;
+  // GPU only: the share of the device's memory this session may use in all.
+  double gpu_memory_fraction = 0.9;
   int64_t prefill_chunk_tokens = 2048;  // token budget of one prefill forward pass
   bool verbose = false;                 // log model size and KV-cache memory at load
 };
@@ -83,10 +93,17 @@ class InferenceSession {
   const SessionOptions& options() const { return options_; }
   size_t kv_cache_bytes() const { return cache_->nbytes(); }
   size_t weight_bytes() const { return model_->weight_bytes(); }
+  // GPU sessions: how device memory was divided at load (empty describe() on the CPU).
+  const MemoryPlan& memory_plan() const { return plan_; }
 
  private:
   struct Sequence;
   void resolve_options();
+  void setup_device(const Device& device);
+  DType resolve_kv_dtype() const;
+  int64_t plan_cache_blocks(DType kv_dtype);
+  // Forward pass over a host-built batch (index tensors uploaded on a GPU).
+  void forward(const layers::ForwardBatch& host_batch);
   void check_prompt(const std::vector<int64_t>& prompt, size_t index, int64_t max_new) const;
   void check_generate_options(const GenerateOptions& o) const;
   void prefill(std::vector<Sequence>& seqs, const GenerateOptions& o);
@@ -95,14 +112,20 @@ class InferenceSession {
   void sample_and_append(std::vector<Sequence*>& which, const GenerateOptions& o);
 
   SessionOptions options_;
+#if defined(FASTATTN_WITH_CUDA)
+  std::unique_ptr<gpu::Stream> stream_;  // declared before everything that queues work on it
+#endif
   Context ctx_;
+  MemoryPlan plan_;
   std::unique_ptr<models::DecoderModel> model_;
   std::unique_ptr<kvcache::KvCache> cache_;
   std::unique_ptr<kvcache::BlockManager> blocks_;
   models::ModelScratch scratch_;
   BatchBuilder builder_;
   OwnedTensor logits_;   // [B, vocab] for sampling
-  OwnedTensor sampled_;  // int32 [B]
+  OwnedTensor sampled_;  // int32 [B], on the model's device
+  OwnedTensor sampled_host_;  // int32 [B]: the tokens on the host
+  std::unique_ptr<DeviceBatch> device_batch_;
   std::vector<kernels::SamplingParams> sample_params_;
   std::vector<uint64_t> sample_steps_;
   std::vector<int64_t> rows_;

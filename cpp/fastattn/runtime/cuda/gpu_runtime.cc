@@ -1,0 +1,51 @@
+#include "fastattn/runtime/gpu_runtime.h"
+
+#include <cuda_runtime.h>
+
+#include "fastattn/core/error.h"
+#include "fastattn/kernels/cuda/cuda_check.h"
+
+namespace fastattn::runtime::gpu {
+
+int device_count() {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    (void)cudaGetLastError();
+    count = 0;
+  }
+  return count;
+}
+
+DeviceInfo use_device(int device) {
+  const int count = device_count();
+  FA_CHECK(device >= 0 && device < count, "device 'cuda:", device, "' does not exist: ", count,
+           " CUDA device(s) visible", count == 0 ? " (no driver or no GPU?)" : "");
+  FA_CUDA_CHECK(cudaSetDevice(device));
+  cudaDeviceProp prop{};
+  FA_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+  DeviceInfo info = current_device_memory();
+  info.name = prop.name;
+  info.compute_capability = prop.major * 10 + prop.minor;
+  return info;
+}
+
+DeviceInfo current_device_memory() {
+  DeviceInfo info;
+  FA_CUDA_CHECK(cudaMemGetInfo(&info.free_bytes, &info.total_bytes));
+  return info;
+}
+
+Stream::Stream() {
+  cudaStream_t s = nullptr;
+  FA_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  stream_ = s;
+}
+
+Stream::~Stream() {
+  if (stream_ != nullptr) {
+    cudaStreamSynchronize(static_cast<cudaStream_t>(stream_));
+    cudaStreamDestroy(static_cast<cudaStream_t>(stream_));
+  }
+}
+
+}  // namespace fastattn::runtime::gpu
