@@ -56,8 +56,9 @@ class Result:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", choices=["cpu"], default="cpu",
-                        help="device to run on (only cpu is built)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="cpu: a ~100M Llama on CPU threads; cuda: a Llama-7B shape on the "
+                             "GPU (bench/e2e_cuda.py)")
     parser.add_argument("--threads", type=int, default=None,
                         help="threads for both engines (default: all cores)")
     parser.add_argument("--prompt-len", type=int, default=None,
@@ -75,6 +76,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--work-dir", default=None,
                         help="where the checkpoint and exports go (default: a temporary dir)")
     parser.add_argument("--seed", type=int, default=0)
+    from fastattention.bench.e2e_cuda import add_cuda_arguments
+
+    add_cuda_arguments(parser)
     parser.add_argument("--quick", action="store_true",
                         help="a 2-layer hidden-256 model and short prompts (a smoke test)")
 
@@ -240,6 +244,10 @@ def _agreement(a: List[int], b: List[int]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.device == "cuda":
+        from fastattention.bench.e2e_cuda import run_cuda
+
+        return run_cuda(args)
     import torch
 
     args = _resolve(args)
