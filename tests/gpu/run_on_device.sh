@@ -2,11 +2,17 @@
 # One call on the lent GPU machine: build FastAttention with CUDA (every MMA path compiled for the
 # local GPU, so the 884 / 1688 numerics are checked there too), run the GPU tests, the bank-conflict
 # measurement of the Volta layout and the attention benchmark. Logs go to $OUT (device tool).
-#   bash tests/gpu/run_on_device.sh [tests|sanitize|ncu|profile|bench|debug|all]   (default: all)
+#   bash tests/gpu/run_on_device.sh [MODE[,MODE...]]   (default: all)
+#   modes: tests (all of tests/gpu), attn-tests (the attention kernel tests only), infer-tests
+#   (every other GPU test: kernels, decode, session), sanitize, ncu, profile, bench (attention),
+#   decode (bench decode), e2e (bench e2e --device cuda), debug, all (tests sanitize ncu bench)
+#   FA_ALL_IMPLS=0 builds only the GPU's native MMA path (faster; 884 / 1688 tests then skip).
+#   FA_HEAD_DIMS limits the attention instances (default all: 64;80;96;128;256).
 # Needs the wheels the machine lacks in .whl/ (scipy-openblas32, nlohmann-json): see tests/gpu/README.md.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
-what=${1:-all}
+what=",${1:-all},"
+has() { [[ $what == *",$1,"* || ( $what == ",all," && " tests sanitize ncu bench " == *" $1 "* ) ]]; }
 out=${OUT:-/tmp/fa_out}; mkdir -p "$out"
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -26,7 +32,8 @@ cmake -S . -B build/gpu -G Ninja -DPython3_EXECUTABLE="$(which python3)" \
   -Dpybind11_DIR="$(python3 -m pybind11 --cmakedir)" -DFASTATTN_BUILD_PYTHON=ON \
   -DCMAKE_CXX_COMPILER="$cxx" \
   -DFASTATTN_BUILD_TESTS=OFF -DFASTATTN_CUDA=ON -DFASTATTN_CUDA_ARCHS="$cc" \
-  -DFASTATTN_CUDA_ALL_IMPLS=ON -DFASTATTN_CUDA_PTXAS_VERBOSE=ON \
+  -DFASTATTN_CUDA_ALL_IMPLS=${FA_ALL_IMPLS:-1} -DFASTATTN_CUDA_PTXAS_VERBOSE=ON \
+  -DFASTATTN_CUDA_HEAD_DIMS="${FA_HEAD_DIMS:-64;80;96;128;256}" \
   -DCMAKE_LIBRARY_OUTPUT_DIRECTORY="$root/python/fastattention" > "$out/configure.log" 2>&1 \
   || { tail -30 "$out/configure.log"; exit 1; }
 cmake --build build/gpu -j"$(nproc)" > "$out/build.log" 2>&1 || { grep -B2 -A10 -m5 "error" "$out/build.log"; exit 1; }
@@ -36,10 +43,17 @@ grep -E "Compiling entry function|Used [0-9]+ registers|spill stores" "$out/buil
   | sed -E 's/.*entry function .(_Z[^ ]*)./\1/' | paste - - - 2>/dev/null | head -60 > "$out/ptxas.txt" || true
 python3 -c "import fastattention as f; print('instances:', *f._C.fmha_cuda_instances(), sep='\n  ')"
 
-if [[ $what == all || $what == tests ]]; then
-  python3 -m pytest tests/gpu -q -x -p no:cacheprovider 2>&1 | tee "$out/pytest_gpu.log" | tail -25
+if has tests; then
+  python3 -m pytest tests/gpu -q -p no:cacheprovider 2>&1 | tee "$out/pytest_gpu.log" | tail -40
 fi
-if [[ $what == all || $what == tests || $what == sanitize ]]; then
+if has attn-tests; then
+  python3 -m pytest tests/gpu/test_fmha_cuda.py -q -p no:cacheprovider 2>&1 | tee "$out/pytest_gpu_attn.log" | tail -25
+fi
+if has infer-tests; then
+  python3 -m pytest tests/gpu -q -p no:cacheprovider \
+    --ignore tests/gpu/test_fmha_cuda.py 2>&1 | tee "$out/pytest_gpu_infer.log" | tail -60
+fi
+if has tests || has sanitize; then
   # compute-sanitizer on one small case of each path (memcheck and racecheck).
   for tool in memcheck racecheck; do
     for impl in 884 1688 16816; do
@@ -50,14 +64,14 @@ if [[ $what == all || $what == tests || $what == sanitize ]]; then
     done
   done
 fi
-if [[ $what == debug ]]; then
+if has debug; then
   g++ --version | head -1; nvcc --version | tail -1
   ldd python/fastattention/_C*.so | grep -E "stdc|gcc_s|gomp|cudart|openblas"
   python3 tests/gpu/bad_input_case.py 2>&1 | tail -20
   cuda-gdb -batch -ex run -ex bt --args python3 tests/gpu/bad_input_case.py > "$out/debug.log" 2>&1
   grep -E "calling|ValueError|SIGSEGV|^#[0-9] " "$out/debug.log" | head -20
 fi
-if [[ $what == all || $what == ncu ]]; then
+if has ncu; then
   for impl in 884 884-plain; do
     ncu --clock-control none --kernel-name regex:fmha_fwd_sm70 --launch-count 1 \
       --metrics l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_ld.sum,l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_st.sum,l1tex__data_pipe_lsu_wavefronts_mem_shared_op_ld.sum,smsp__inst_executed_op_shared_ld.sum,gpu__time_duration.sum \
@@ -65,7 +79,7 @@ if [[ $what == all || $what == ncu ]]; then
     echo "== ncu $impl"; grep -E "bank_conflicts|wavefronts|inst_executed|duration" "$out/ncu_$impl.log"
   done
 fi
-if [[ $what == profile ]]; then
+if has profile; then
   # Where the 16816 kernel's time goes: warp stalls, pipe utilisation, occupancy.
   ncu --clock-control none --kernel-name regex:fmha_fwd_kernel --launch-count 1 \
     --section WarpStateStats --section ComputeWorkloadAnalysis --section Occupancy \
@@ -73,6 +87,13 @@ if [[ $what == profile ]]; then
     python3 tests/gpu/small_case.py 16816 4096 > "$out/ncu_profile_16816.log" 2>&1
   grep -E "Stall|stall|Pipe|Throughput|Occupancy|Registers|Warp Cycles|Issued|Eligible|Duration" "$out/ncu_profile_16816.log" | head -60
 fi
-if [[ $what == all || $what == bench ]]; then
+if has bench; then
   python3 -m fastattention.cli bench attention --device cuda 2>&1 | tee "$out/bench_attention_cuda.md" | tail -40
+fi
+if has decode; then
+  python3 -m fastattention.cli bench decode 2>&1 | tee "$out/bench_decode.md" | tail -30
+fi
+if has e2e; then
+  python3 -m fastattention.cli bench e2e --device cuda --work-dir /tmp/fa_e2e ${FA_E2E_ARGS:-} 2>&1 \
+    | tee "$out/bench_e2e_cuda.md" | tail -30
 fi
