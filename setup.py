@@ -15,6 +15,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).resolve().parent
+MPI_SHIM = "libfastattn_mpi.so"  # tensor parallelism over MPI, loaded at run time when present
 
 
 class CMakeExtension(Extension):
@@ -43,6 +44,30 @@ class CMakeBuild(build_ext):
         subprocess.check_call(args)
         jobs = os.environ.get("FASTATTN_JOBS", str(os.cpu_count() or 2))
         subprocess.check_call(["cmake", "--build", str(build_dir), "--target", "_C", "-j", jobs])
+        # A build with MPI also writes the MPI shim beside the extension (cmake/FastAttnMpi.cmake).
+
+    def _shim_paths(self):
+        """(built, in-source) paths of the MPI shim for each extension."""
+        build_py = self.get_finalized_command("build_py")
+        for ext in self.extensions:
+            inplace_file, regular_file = self._get_inplace_equivalent(build_py, ext)
+            yield (os.path.join(os.path.dirname(regular_file), MPI_SHIM),
+                   os.path.join(os.path.dirname(inplace_file), MPI_SHIM))
+
+    def copy_extensions_to_source(self) -> None:
+        # Editable installs: setuptools copies the extension itself; the shim goes with it.
+        super().copy_extensions_to_source()
+        for built, inplace in self._shim_paths():
+            if os.path.exists(built):
+                self.copy_file(built, inplace, level=self.verbose)
+            elif os.path.exists(inplace):
+                os.remove(inplace)
+
+    def get_outputs(self):
+        outputs = super().get_outputs()
+        if not self.inplace:
+            outputs += [b for b, _ in self._shim_paths() if os.path.exists(b)]
+        return outputs
 
 
 setup(

@@ -13,6 +13,14 @@ different lengths, and prints the new token ids with the prefill and decode spee
 The default model is built with transformers (LlamaForCausalLM) when torch and transformers are
 installed, else directly with numpy + safetensors, so the example needs only `pip install .`.
 Random weights make the generated ids meaningless; the point is the pipeline and its speed.
+
+Tensor parallelism: run the same command under MPI, one process per rank,
+
+    mpirun -n 2 python examples/llama_infer.py                 # the default model, exported --tp 2
+    mpirun -n 2 python examples/llama_infer.py --model DIR     # DIR exported with --tp 2
+
+Rank 0 builds and exports the model (with tp = the number of ranks) while the others wait; every
+rank then loads its shard and they generate together; only rank 0 prints.
 """
 from __future__ import annotations
 
@@ -163,45 +171,71 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--builder", choices=["auto", "transformers", "numpy"], default="auto",
                    help="how the default model is built (auto: transformers if installed)")
+    p.add_argument("--no-tp-overlap", action="store_true",
+                   help="under mpirun: one GEMM then one all-reduce (no tiling-AllReduce)")
+    p.add_argument("--tp-tiles", type=int, default=None,
+                   help="under mpirun: row tiles of the tiling-AllReduce (default: from the "
+                        "token count)")
     args = p.parse_args(argv)
     for name in ("max_new_tokens", "batch", "prompt_len"):
         if getattr(args, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be positive")
     if args.threads is not None and args.threads <= 0:
         p.error("--threads must be positive")
+    if args.tp_tiles is not None and args.tp_tiles <= 0:
+        p.error("--tp-tiles must be positive")
     return args
+
+
+def export_once(args, world: int, is_main: bool):
+    """The model directory to load: exported by rank 0 (tp = the number of ranks) while the other
+    ranks wait. Returns (model_dir, temporary directory to clean up or None)."""
+    from fastattention import distributed
+    from fastattention.export import export_hf
+
+    if args.model:
+        return args.model, None
+    tmp = None
+    model_dir = args.out
+    if is_main:
+        hf_dir = args.hf or default_checkpoint(pick_builder(args.builder), args.seed)
+        if model_dir is None and args.hf:
+            tmp = tempfile.TemporaryDirectory(prefix="fastattention-export-")
+            model_dir = tmp.name
+        elif model_dir is None:
+            model_dir = f"{hf_dir}-export-{args.dtype}" + (f"-tp{world}" if world > 1 else "")
+        t0 = time.perf_counter()
+        export_hf(hf_dir, model_dir, tp=world, dtype=args.dtype, progress=False)
+        print(f"exported {hf_dir} -> {model_dir} ({args.dtype}"
+              + (f", tp {world}" if world > 1 else "") + f") in {time.perf_counter() - t0:.1f} s")
+    if world > 1:
+        # The other ranks learn the directory from rank 0 (a temp dir name is rank 0's choice).
+        model_dir = distributed.broadcast_str(model_dir)
+    return model_dir, tmp
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from fastattention.export import export_hf
+    from fastattention import distributed
     from fastattention.session import Session
 
+    distributed.abort_on_error()  # under mpirun: a failing rank ends the job, none waits for it
+    world = distributed.world_size()
+    is_main = distributed.is_main()
+    say = print if is_main else (lambda *a, **k: None)
     tmp = None
     try:
-        if args.model:
-            model_dir = args.model
-        else:
-            hf_dir = args.hf or default_checkpoint(pick_builder(args.builder), args.seed)
-            if args.out:
-                model_dir = args.out
-            elif args.hf:
-                tmp = tempfile.TemporaryDirectory(prefix="fastattention-export-")
-                model_dir = tmp.name
-            else:
-                model_dir = f"{hf_dir}-export-{args.dtype}"
-            t0 = time.perf_counter()
-            export_hf(hf_dir, model_dir, tp=1, dtype=args.dtype, progress=False)
-            print(f"exported {hf_dir} -> {model_dir} ({args.dtype}) in "
-                  f"{time.perf_counter() - t0:.1f} s")
-
+        model_dir, tmp = export_once(args, world, is_main)
         t0 = time.perf_counter()
-        session = Session(model_dir, num_threads=args.threads, max_batch=args.batch)
+        session = Session(model_dir, num_threads=args.threads, max_batch=args.batch,
+                          tp_overlap=not args.no_tp_overlap, tp_tiles=args.tp_tiles)
         cfg = session.config
-        print(f"loaded in {time.perf_counter() - t0:.2f} s: {cfg.get('architecture')}, "
-              f"{cfg.get('num_layers')} layers, hidden {cfg.get('hidden_size')}, "
-              f"{cfg.get('num_heads')} heads / {cfg.get('num_kv_heads')} KV heads, vocab "
-              f"{cfg.get('vocab_size')}, weights {cfg.get('dtype')}")
+        tp_note = (f", tensor parallel over {session.world_size} ranks"
+                   if session.world_size > 1 else "")
+        say(f"loaded in {time.perf_counter() - t0:.2f} s: {cfg.get('architecture')}, "
+            f"{cfg.get('num_layers')} layers, hidden {cfg.get('hidden_size')}, "
+            f"{cfg.get('num_heads')} heads / {cfg.get('num_kv_heads')} KV heads, vocab "
+            f"{cfg.get('vocab_size')}, weights {cfg.get('dtype')}{tp_note}")
 
         bos = cfg.get("bos_token_id")
         prompts = make_prompts(args.batch, args.prompt_len, int(cfg["vocab_size"]),
@@ -209,13 +243,13 @@ def main(argv=None) -> int:
         outputs = session.generate(prompts, args.max_new_tokens, temperature=args.temperature,
                                    seed=args.seed)
         for i, (prompt, out) in enumerate(zip(prompts, outputs)):
-            print(f"[{i}] prompt {len(prompt)} tokens -> {len(out)} new: "
-                  f"{' '.join(str(int(t)) for t in out)}")
+            say(f"[{i}] prompt {len(prompt)} tokens -> {len(out)} new: "
+                f"{' '.join(str(int(t)) for t in out)}")
         t = session.timings
-        print(f"prefill: {t['prefill_tokens']} tokens in {t['prefill_seconds']:.3f} s = "
-              f"{t['prefill_tokens_per_s']:.0f} tokens/s")
-        print(f"decode:  {t['decode_steps']} steps (batch {len(prompts)}) in "
-              f"{t['decode_seconds']:.3f} s = {t['decode_ms_per_step']:.2f} ms/step")
+        say(f"prefill: {t['prefill_tokens']} tokens in {t['prefill_seconds']:.3f} s = "
+            f"{t['prefill_tokens_per_s']:.0f} tokens/s")
+        say(f"decode:  {t['decode_steps']} steps (batch {len(prompts)}) in "
+            f"{t['decode_seconds']:.3f} s = {t['decode_ms_per_step']:.2f} ms/step")
     finally:
         if tmp is not None:
             tmp.cleanup()

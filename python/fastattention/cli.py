@@ -1,9 +1,10 @@
 """The `fastattention` command line.
 
     fastattention export   --hf HF_DIR --out MODEL_DIR [--tp N] [--dtype float16|bfloat16|float32]
+    fastattention export   --ft FT_DIR --out MODEL_DIR [--tp N] [--dtype ...] [--max-positions N]
     fastattention generate --model MODEL_DIR --prompt "1 2 3" [--prompt "4 5"] [--max-new-tokens N]
                            [--temperature T] [--top-k K] [--top-p P] [--seed S] [--threads N]
-    fastattention bench attention|e2e [options]     (see `fastattention bench NAME --help`)
+    fastattention bench attention|e2e|decode [options]     (see `fastattention bench NAME --help`)
 
 Exit status: 0 on success, 2 for a usage error (bad option or value), 1 when the work itself fails
 (missing or bad weight files, unsupported model, ...); the message goes to stderr.
@@ -20,6 +21,7 @@ from typing import List, Optional, Sequence
 BENCHES = {
     "attention": "attention kernel speed: FastAttention vs a reference implementation",
     "e2e": "end-to-end prefill and decode speed: FastAttention vs transformers",
+    "decode": "split-KV decode attention bandwidth (GPU): ours vs SDPA flash / cudnn and a copy",
 }
 DTYPES = ("float16", "bfloat16", "float32")
 
@@ -55,17 +57,26 @@ def positive_int(text: str) -> int:
 
 # ---------------------------------------------------------------------------------------- export
 def add_export_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="convert a Hugging Face checkpoint to the FastAttention format",
+    p = sub.add_parser("export", help="convert a Hugging Face or FasterTransformer checkpoint to "
+                                      "the FastAttention format",
                        description="Convert a Hugging Face checkpoint directory (config.json + "
-                                   "*.safetensors) to a FastAttention model directory "
-                                   "(docs/FORMAT.md).")
-    p.add_argument("--hf", required=True, metavar="DIR", help="Hugging Face checkpoint directory")
+                                   "*.safetensors) or a FasterTransformer GPT-NeoX checkpoint "
+                                   "directory (config.ini + model.*.bin, any tensor-parallel "
+                                   "split) to a FastAttention model directory (docs/FORMAT.md).")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--hf", metavar="DIR", help="Hugging Face checkpoint directory")
+    source.add_argument("--ft", metavar="DIR",
+                        help="FasterTransformer checkpoint directory (the converter's <N>-gpu/ "
+                             "folder holding config.ini)")
     p.add_argument("--out", required=True, metavar="DIR", help="output model directory")
     p.add_argument("--tp", type=positive_int, default=1, help="tensor-parallel size (default 1)")
     p.add_argument("--dtype", choices=DTYPES, default="float16",
                    help="dtype of the exported weights (default float16)")
+    p.add_argument("--max-positions", type=positive_int, default=None, metavar="N",
+                   help="--ft only: max_position_embeddings of the output (default: config.ini's "
+                        "max_pos_seq_len, else 2048)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=run_export)
+    p.set_defaults(func=run_export, export_parser=p)
 
 
 def _require_config_dir(flag: str, path: str, expected: str) -> None:
@@ -77,11 +88,24 @@ def _require_config_dir(flag: str, path: str, expected: str) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    _require_config_dir("--hf", args.hf, "in this directory (expected a Hugging Face checkpoint)")
-    from fastattention.export import export_hf
+    if args.hf is None and args.ft is None:
+        args.export_parser.error("the following arguments are required: --hf (or --ft)")
+    if args.max_positions is not None and args.ft is None:
+        args.export_parser.error("--max-positions applies to --ft only")
+    if args.ft is not None:  # export_ft's errors name config.ini or the file at fault
+        from fastattention.export import export_ft
 
-    export_hf(args.hf, args.out, tp=args.tp, dtype=args.dtype, progress=not args.quiet)
-    print(f"exported {args.hf} -> {args.out} (dtype {args.dtype}, tp {args.tp})")
+        export_ft(args.ft, args.out, tp=args.tp, dtype=args.dtype, progress=not args.quiet,
+                  max_positions=args.max_positions)
+        source = args.ft
+    else:
+        _require_config_dir("--hf", args.hf,
+                            "in this directory (expected a Hugging Face checkpoint)")
+        from fastattention.export import export_hf
+
+        export_hf(args.hf, args.out, tp=args.tp, dtype=args.dtype, progress=not args.quiet)
+        source = args.hf
+    print(f"exported {source} -> {args.out} (dtype {args.dtype}, tp {args.tp})")
     return 0
 
 

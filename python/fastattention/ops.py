@@ -1,4 +1,6 @@
-"""Attention ops on numpy arrays and torch CPU tensors: FlashAttention-2 (the C++ CPU kernel).
+"""Attention ops on numpy arrays and torch tensors: FlashAttention-2 (the C++ CPU kernel; on torch
+CUDA tensors the CUDA kernels: FlashAttention-2 for prefill, split-KV decode for paged caches,
+float32 and few queries per sequence).
 
 Layouts follow FlashAttention:
 
@@ -109,7 +111,7 @@ def _device_args(q: Any, impl: str) -> dict:
         raise ValueError(f"impl: expected a string, got {impl!r}")
     if not _on_cuda(q):
         if impl != "auto":
-            raise ValueError(f"impl: '{impl}' selects a CUDA MMA path; q is not a CUDA tensor "
+            raise ValueError(f"impl: '{impl}' selects a CUDA kernel; q is not a CUDA tensor "
                              "(the CPU kernel takes impl='auto')")
         return {}
     return dict(impl=impl, stream=_torch().cuda.current_stream(q.device).cuda_stream)
@@ -183,14 +185,16 @@ def _merge(x: Any) -> Any:
 
 def attention(q: Any, k: Any, v: Any, *, causal: bool = False, window: Sequence[int] = (-1, -1),
               alibi_slopes: Any = None, softmax_scale: Optional[float] = None,
-              return_lse: bool = False, num_threads: int = 0, impl: str = "auto") -> Any:
+              return_lse: bool = False, num_threads: int = 0, impl: str = "auto",
+              num_splits: int = 0) -> Any:
     """Attention over batches of equal-length sequences.
 
     q: (batch, seqlen_q, Hq, D); k, v: (batch, seqlen_k, Hk, D). Returns out (batch, seqlen_q, Hq, D)
     of q's type and dtype, and with return_lse also lse float32 (batch, Hq, seqlen_q) (natural log
     of the softmax denominators of the scaled scores). On torch CUDA tensors the GPU kernels run on
-    the current stream; impl ("auto" | "884" | "1688" | "16816") forces an MMA path, so every path
-    can be tested on one GPU.
+    the current stream; impl ("auto" | "884" | "1688" | "16816" | "decode" | "decode-regstage")
+    forces a kernel, so every path can be tested on one GPU; num_splits fixes the split-KV decode
+    kernel's split count (0 = heuristic, 1 = no split).
     """
     q, k, v = _tensor(q, "q"), _tensor(k, "k"), _tensor(v, "v")
     dev = _device_args(q, impl)
@@ -217,7 +221,7 @@ def attention(q: Any, k: Any, v: Any, *, causal: bool = False, window: Sequence[
         _C.fmha_forward(_merge(q), _merge(k), _merge(v), _merge(out),
                         lse[0] if lse is not None else None, cu_seqlens_q=cu_q,
                         cu_seqlens_k=cu_k, alibi_slopes=slopes, num_threads=num_threads,
-                        max_seqlen_q=sq, **dev, **opts)
+                        max_seqlen_q=sq, max_seqlen_k=sk, num_splits=num_splits, **dev, **opts)
     else:
         # Views that cannot merge their batch and token dims (or a per-sequence LSE layout): one
         # call per sequence, still without copies.
@@ -230,7 +234,8 @@ def attention(q: Any, k: Any, v: Any, *, causal: bool = False, window: Sequence[
             sl = slopes[b] if slopes is not None and slopes.ndim == 2 else slopes
             _C.fmha_forward(q[b], k[b], v[b], out[b], lse[b] if lse is not None else None,
                             cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, alibi_slopes=sl,
-                            num_threads=num_threads, max_seqlen_q=sq, **dev, **opts)
+                            num_threads=num_threads, max_seqlen_q=sq, max_seqlen_k=sk,
+                            num_splits=num_splits, **dev, **opts)
     return (out, lse) if return_lse else out
 
 
@@ -247,14 +252,16 @@ def attention_varlen(q: Any, k: Any, v: Any, cu_seqlens_q: Any, cu_seqlens_k: An
                      max_seqlen_q: Optional[int] = None, max_seqlen_k: Optional[int] = None,
                      causal: bool = False, window: Sequence[int] = (-1, -1),
                      alibi_slopes: Any = None, softmax_scale: Optional[float] = None,
-                     return_lse: bool = False, num_threads: int = 0, impl: str = "auto") -> Any:
+                     return_lse: bool = False, num_threads: int = 0, impl: str = "auto",
+                     num_splits: int = 0) -> Any:
     """Attention over a batch of sequences of different lengths, packed along the token dim.
 
     q: (total_q, Hq, D), k / v: (total_k, Hk, D); sequence b owns q rows cu_seqlens_q[b] ..
     cu_seqlens_q[b + 1] and k / v rows cu_seqlens_k[b] .. cu_seqlens_k[b + 1] (int arrays of
     batch + 1 entries starting at 0). max_seqlen_q / max_seqlen_k are accepted for FlashAttention
-    compatibility and checked (on CUDA tensors max_seqlen_q spares a device-to-host copy of
-    cu_seqlens_q). Returns out (total_q, Hq, D), and with return_lse also lse float32 (Hq, total_q).
+    compatibility and checked (on CUDA tensors they spare device-to-host copies of the cu_seqlens).
+    impl / num_splits: as in attention(). Returns out (total_q, Hq, D), and with return_lse also
+    lse float32 (Hq, total_q).
     """
     q, k, v = _tensor(q, "q"), _tensor(k, "k"), _tensor(v, "v")
     dev = _device_args(q, impl)
@@ -270,30 +277,41 @@ def attention_varlen(q: Any, k: Any, v: Any, cu_seqlens_q: Any, cu_seqlens_k: An
     lse = _empty_f32(q, (q.shape[1], q.shape[0])) if return_lse and q.ndim == 3 else None
     _C.fmha_forward(q, k, v, out, lse, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k,
                     alibi_slopes=slopes, num_threads=num_threads,
-                    max_seqlen_q=int(max_seqlen_q or 0), **dev, **opts)
+                    max_seqlen_q=int(max_seqlen_q or 0), max_seqlen_k=int(max_seqlen_k or 0),
+                    num_splits=num_splits, **dev, **opts)
     return (out, lse) if return_lse else out
 
 
 def attention_paged(q: Any, k_cache: Any, v_cache: Any, cu_seqlens_q: Any, block_table: Any,
-                    seqlens_k: Any, *, causal: bool = False, window: Sequence[int] = (-1, -1),
-                    alibi_slopes: Any = None, softmax_scale: Optional[float] = None,
-                    return_lse: bool = False, num_threads: int = 0) -> Any:
+                    seqlens_k: Any, *, max_seqlen_q: Optional[int] = None,
+                    max_seqlen_k: Optional[int] = None, causal: bool = False,
+                    window: Sequence[int] = (-1, -1), alibi_slopes: Any = None,
+                    softmax_scale: Optional[float] = None, return_lse: bool = False,
+                    num_threads: int = 0, impl: str = "auto", num_splits: int = 0) -> Any:
     """Attention of packed queries against a paged KV cache (prefill chunks and decode).
 
     q: (total_q, Hq, D); k_cache / v_cache: (num_blocks, block_size, Hk, D); block_table
     (batch, max_blocks) int: key j of sequence b lives in block block_table[b][j // block_size];
     seqlens_k (batch,) int: keys per sequence (the queries are the last ones, so decode is
-    seqlen_q = 1 with causal=True). Returns out (total_q, Hq, D), and with return_lse also lse
-    float32 (Hq, total_q).
+    seqlen_q = 1 with causal=True). On torch CUDA tensors the split-KV decode kernel runs on the
+    current stream (index arrays are moved to q's device); max_seqlen_q / max_seqlen_k spare
+    reading the index arrays back there, num_splits fixes its split count (0 = heuristic), impl
+    "decode-regstage" tests its sm_70 / sm_75 copy path. Returns out (total_q, Hq, D), and with
+    return_lse also lse float32 (Hq, total_q).
     """
     q, k_cache, v_cache = _tensor(q, "q"), _tensor(k_cache, "k_cache"), _tensor(v_cache, "v_cache")
+    dev = _device_args(q, impl)
     cu_q = _int32(cu_seqlens_q, "cu_seqlens_q", 1)
     table = _int32(block_table, "block_table", 2)
     lengths = _int32(seqlens_k, "seqlens_k", 1)
+    if not _on_cuda(q):
+        _check_max_seqlen(max_seqlen_q, cu_q, "max_seqlen_q")
+    cu_q, table, lengths = _index_for(q, cu_q), _index_for(q, table), _index_for(q, lengths)
     opts = _options(causal, window, softmax_scale)
     out = _empty_like_q(q, _shape(q))
     lse = _empty_f32(q, (q.shape[1], q.shape[0])) if return_lse and q.ndim == 3 else None
     _C.fmha_forward(q, k_cache, v_cache, out, lse, cu_seqlens_q=cu_q, block_table=table,
                     seqlens_k=lengths, alibi_slopes=_slopes(alibi_slopes, q),
-                    num_threads=num_threads, **opts)
+                    num_threads=num_threads, max_seqlen_q=int(max_seqlen_q or 0),
+                    max_seqlen_k=int(max_seqlen_k or 0), num_splits=num_splits, **dev, **opts)
     return (out, lse) if return_lse else out

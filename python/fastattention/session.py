@@ -24,6 +24,7 @@ import os
 
 import numpy as np
 
+from fastattention import distributed
 from fastattention._native import _C
 
 _KV_DTYPES = ("auto", "float32", "float16", "bfloat16")
@@ -88,15 +89,28 @@ class Session:
         min(max_seq_len, 4096); on a GPU as many as the memory budget allows, at most
         max_batch * max_seq_len). A GPU pool that does not fit raises MemoryError at load.
     gpu_memory_fraction: share of the GPU's memory the session may use in all (GPU only).
+    gpu_kv_budget: the device KV pool's budget (GPU only): a fraction of the GPU's memory (<= 1)
+        or bytes (> 1); None: what the memory plan leaves. max_cache_tokens wins if given.
+    host_kv_tokens: size in tokens of a host-memory KV pool (pinned on a GPU) that takes the
+        older tokens of sequences outgrowing the device pool, so contexts longer than the device
+        can hold still run (attention over them runs on the CPU, merged by log-sum-exp).
+        0: no spilling. Not for sliding-window models.
     prefill_chunk_tokens: token budget of one prefill forward pass (bounds activation memory;
         longer prompts and batches are prefilled in chunks).
     verbose: log the weight and KV-cache memory at load.
+    tp_overlap, tp_tiles: tensor parallelism (a model exported with --tp N, run as
+        `mpirun -n N python script.py`, one process per rank): the row-parallel GEMMs (attention
+        output, FFN down) overlap each row tile's all-reduce with the next tile's GEMM
+        (tiling-AllReduce); tp_tiles is the tile count (None: chosen from the token count),
+        tp_overlap=False computes the whole GEMM, then all-reduces. Every rank must make the
+        same calls; each gets the same tokens. See fastattention.distributed.
     """
 
     def __init__(self, model_dir, device: str = "cpu", *, num_threads=None, max_batch: int = 8,
                  max_seq_len=None, kv_block_size: int = 16, kv_dtype: str = "auto",
                  max_cache_tokens=None, prefill_chunk_tokens: int = 2048,
-                 gpu_memory_fraction: float = 0.9, verbose: bool = False):
+                 gpu_memory_fraction: float = 0.9, gpu_kv_budget=None, host_kv_tokens: int = 0,
+                 verbose: bool = False, tp_overlap: bool = True, tp_tiles=None):
         if not isinstance(model_dir, (str, os.PathLike)):
             raise TypeError(f"model_dir must be a path, got {type(model_dir).__name__}")
         if not isinstance(device, str):
@@ -117,8 +131,20 @@ class Session:
         if not 0.0 < gpu_memory_fraction <= 1.0:
             raise ValueError(f"gpu_memory_fraction must be in (0, 1], got {gpu_memory_fraction}")
         opts.gpu_memory_fraction = gpu_memory_fraction
+        if gpu_kv_budget is not None:
+            gpu_kv_budget = _check_float("gpu_kv_budget", gpu_kv_budget)
+            if gpu_kv_budget <= 0:
+                raise ValueError(f"gpu_kv_budget must be > 0 (a fraction <= 1 or bytes), got "
+                                 f"{gpu_kv_budget}")
+            opts.gpu_kv_budget = gpu_kv_budget
+        opts.host_kv_tokens = _check_int("host_kv_tokens", host_kv_tokens, 0)
         opts.verbose = bool(verbose)
+        opts.tp_overlap = bool(tp_overlap)
+        opts.tp_tiles = 0 if tp_tiles is None else _check_int("tp_tiles", tp_tiles, 1)
         self.model_dir = os.fspath(model_dir)
+        # Under mpirun, a rank that fails (here or later) ends the job instead of leaving the
+        # other ranks waiting for it.
+        distributed.abort_on_error()
         self._session = _C.InferenceSession(self.model_dir, opts)
 
     def generate(self, prompts, max_new_tokens: int, *, temperature: float = 0.0, top_k: int = 0,
@@ -164,13 +190,28 @@ class Session:
         return self._session.options
 
     @property
+    def rank(self) -> int:
+        """This process's tensor-parallel rank (0 without mpirun)."""
+        return self._session.rank
+
+    @property
+    def world_size(self) -> int:
+        """Ranks running the model together (1 without mpirun)."""
+        return self._session.world_size
+
+    @property
     def kv_cache_bytes(self) -> int:
         return self._session.kv_cache_bytes
 
     @property
     def memory_plan(self) -> str:
-        """How a GPU session divided device memory at load ("" on the CPU)."""
+        """Weights, activations, device and host KV pools, the longest context that fits."""
         return self._session.memory_plan
+
+    @property
+    def spilled_blocks(self) -> int:
+        """KV blocks moved from the device pool to the host pool since the session started."""
+        return self._session.spilled_blocks
 
     def __repr__(self) -> str:
         c = self.config

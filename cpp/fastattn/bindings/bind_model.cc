@@ -100,7 +100,11 @@ void bind_model(py::module_& m) {
       .def_readwrite("max_cache_tokens", &SessionOptions::max_cache_tokens)
       .def_readwrite("prefill_chunk_tokens", &SessionOptions::prefill_chunk_tokens)
       .def_readwrite("gpu_memory_fraction", &SessionOptions::gpu_memory_fraction)
+      .def_readwrite("gpu_kv_budget", &SessionOptions::gpu_kv_budget)
+      .def_readwrite("host_kv_tokens", &SessionOptions::host_kv_tokens)
       .def_readwrite("verbose", &SessionOptions::verbose)
+      .def_readwrite("tp_overlap", &SessionOptions::tp_overlap)
+      .def_readwrite("tp_tiles", &SessionOptions::tp_tiles)
       .def("__repr__", [](const SessionOptions& o) {
         return "SessionOptions(device='" + o.device + "', num_threads=" +
                std::to_string(o.num_threads) + ", max_batch=" + std::to_string(o.max_batch) +
@@ -152,11 +156,12 @@ void bind_model(py::module_& m) {
       .def_property_readonly("options", [](const InferenceSession& s) { return s.options(); })
       .def_property_readonly("kv_cache_bytes", &InferenceSession::kv_cache_bytes)
       .def_property_readonly("memory_plan",
-                             [](const InferenceSession& s) {
-                               return s.memory_plan().device_total == 0 ? std::string()
-                                                                        : s.memory_plan().describe();
-                             })
-      .def_property_readonly("weight_bytes", &InferenceSession::weight_bytes);
+                             [](const InferenceSession& s) { return s.memory_plan().describe(); })
+      .def_property_readonly("spilled_blocks", &InferenceSession::spilled_blocks)
+      .def_property_readonly("host_kv_bytes", &InferenceSession::host_kv_bytes)
+      .def_property_readonly("weight_bytes", &InferenceSession::weight_bytes)
+      .def_property_readonly("rank", &InferenceSession::rank)
+      .def_property_readonly("world_size", &InferenceSession::world_size);
 }
 
 }  // namespace fastattn::py_bind

@@ -16,7 +16,8 @@ void fmha_forward_py(const py::handle& q, const py::handle& k, const py::handle&
                      const py::handle& cu_seqlens_k, const py::handle& block_table,
                      const py::handle& seqlens_k, float softmax_scale, bool causal, int window_left,
                      int window_right, const py::handle& alibi_slopes, int num_threads,
-                     int max_seqlen_q, const std::string& impl, uintptr_t stream) {
+                     int max_seqlen_q, int max_seqlen_k, int num_splits,
+                     const std::string& impl, uintptr_t stream) {
   FA_CHECK(num_threads >= 0, "num_threads: expected >= 0 (0 = the OpenMP default), got ",
            num_threads);
   kernels::FmhaParams p;
@@ -35,6 +36,8 @@ void fmha_forward_py(const py::handle& q, const py::handle& k, const py::handle&
   p.window_left = window_left;
   p.window_right = window_right;
   p.max_seqlen_q = max_seqlen_q;
+  p.max_seqlen_k = max_seqlen_k;
+  p.num_splits = num_splits;
   p.impl = impl;
   Context ctx = cpu_context(num_threads);
   ctx.stream = reinterpret_cast<void*>(stream);
@@ -52,16 +55,22 @@ void bind_ops(py::module_& m) {
         py::arg("seqlens_k") = py::none(), py::arg("softmax_scale") = 0.0f,
         py::arg("causal") = false, py::arg("window_left") = -1, py::arg("window_right") = -1,
         py::arg("alibi_slopes") = py::none(), py::arg("num_threads") = 0,
-        py::arg("max_seqlen_q") = 0, py::arg("impl") = "auto", py::arg("stream") = 0,
+        py::arg("max_seqlen_q") = 0, py::arg("max_seqlen_k") = 0, py::arg("num_splits") = 0,
+        py::arg("impl") = "auto", py::arg("stream") = 0,
         R"doc(FlashAttention-2 forward into preallocated `out` (and optionally `lse`).
 
 Layouts (FlashAttention's varlen convention): q, out [total_q, Hq, D]; contiguous k, v
 [total_k, Hk, D] with cu_seqlens_k, or paged k, v [num_blocks, block_size, Hk, D] with
 block_table [B, max_blocks] and seqlens_k [B]; cu_seqlens_q int32 [B + 1]; lse float32
 [Hq, total_q] (natural log). Masks are bottom-right aligned. Any float dtype for q, k / v, out.
-On CUDA tensors (a CUDA build): fp16 / bf16 only, runs on `stream` (a cudaStream_t as int;
-0 = the default stream), `impl` picks the MMA path ("auto", "884", "1688", "16816"),
-`max_seqlen_q` spares reading cu_seqlens_q back. Bad input raises ValueError naming the argument.)doc");
+On CUDA tensors (a CUDA build): q, k, v, out of one dtype, runs on `stream` (a cudaStream_t as
+int; 0 = the default stream). `impl`: "auto" (paged KV, float32 or few queries per sequence: the
+split-KV decode kernel; else FlashAttention-2 on the native MMA path), "884" / "1688" / "16816"
+(that FlashAttention-2 path; contiguous fp16 / bf16), "decode" / "decode-regstage" (the decode
+kernel; -regstage with the sm_70 / sm_75 copies). `max_seqlen_q` / `max_seqlen_k` (0 = unknown)
+spare reading the index arrays back; `num_splits` fixes the decode kernel's KV split count
+(0 = heuristic, 1 = no split). CPU tensors take impl="auto" and ignore the GPU-only options.
+Bad input raises ValueError naming the argument.)doc");
 }
 
 }  // namespace fastattn::py_bind

@@ -22,6 +22,9 @@ Tensor optional_tensor_from_py(const py::handle& obj, const char* name);
 
 void bind_core(py::module_& m);
 void bind_ops(py::module_& m);
+void bind_kernels(py::module_& m);
+void bind_kernels_b(py::module_& m);
 void bind_model(py::module_& m);
+void bind_comm(py::module_& m);
 
 }  // namespace fastattn::py_bind

@@ -37,5 +37,8 @@ PYBIND11_MODULE(_C, m) {
 
   fastattn::py_bind::bind_core(m);
   fastattn::py_bind::bind_ops(m);
+  fastattn::py_bind::bind_kernels(m);
+  fastattn::py_bind::bind_kernels_b(m);
   fastattn::py_bind::bind_model(m);
+  fastattn::py_bind::bind_comm(m);
 }

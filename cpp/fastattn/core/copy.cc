@@ -13,6 +13,52 @@ void cuda_synchronize(const Context& ctx);
 }  // namespace detail
 #endif
 
+void copy_matrix(const Context& ctx, const Tensor& src, Tensor& dst) {
+  FA_CHECK(src.dim() == 2 && dst.dim() == 2 && src.shape() == dst.shape() &&
+               src.dtype() == dst.dtype(),
+           "copy_matrix: ", src.describe(), " -> ", dst.describe());
+  FA_CHECK(src.last_dim_contiguous() && dst.last_dim_contiguous(),
+           "copy_matrix: rows must be contiguous");
+  const size_t es = dtype_size(src.dtype());
+  const size_t width = static_cast<size_t>(src.size(1)) * es;
+  const auto rows = static_cast<size_t>(src.size(0));
+  if (rows == 0 || width == 0) return;
+  const bool on_gpu = src.device().type == DeviceType::kCUDA || dst.device().type == DeviceType::kCUDA;
+  if (on_gpu) {
+#if defined(FASTATTN_WITH_CUDA)
+    detail::cuda_copy_2d(ctx, dst.data(), static_cast<size_t>(dst.stride(0)) * es, src.data(),
+                         static_cast<size_t>(src.stride(0)) * es, width, rows);
+    return;
+#endif
+  }
+  for (size_t r = 0; r < rows; ++r) {
+    detail::copy_bytes(ctx, static_cast<char*>(dst.data()) + r * static_cast<size_t>(dst.stride(0)) * es,
+                       dst.device(),
+                       static_cast<const char*>(src.data()) + r * static_cast<size_t>(src.stride(0)) * es,
+                       src.device(), width);
+  }
+}
+
+StreamEvent::~StreamEvent() {
+#if defined(FASTATTN_WITH_CUDA)
+  if (event_ != nullptr) detail::cuda_event_destroy(event_);
+#endif
+}
+
+void StreamEvent::record(const Context& ctx) {
+#if defined(FASTATTN_WITH_CUDA)
+  if (ctx.device.type == DeviceType::kCUDA) event_ = detail::cuda_event_record(ctx, event_);
+#else
+  (void)ctx;
+#endif
+}
+
+void StreamEvent::wait() {
+#if defined(FASTATTN_WITH_CUDA)
+  if (event_ != nullptr) detail::cuda_event_wait(event_);
+#endif
+}
+
 namespace detail {
 
 void copy_bytes(const Context& ctx, void* dst, Device dst_dev, const void* src, Device src_dev,

@@ -1,7 +1,10 @@
 // Rotary position embedding, applied in place to Q or K of shape [T, heads, head_dim]
-// (strided views into a fused QKV buffer are fine: last dim contiguous).
+// (strided views into a fused QKV buffer are fine: last dim contiguous). Runs on the CPU or on
+// CUDA, chosen by the tensors' device. rope_kv_cache_write (kv_copy.h) fuses it with the KV-cache
+// write.
 #pragma once
 
+#include <cstdint>
 #include <vector>
 
 #include "fastattn/core/context.h"
@@ -34,9 +37,19 @@ struct RopeParams {
 // to the last bit but for rare 1-ulp differences of its SLEEF pow.
 std::vector<float> rope_inv_freq(const RopeParams& p, int head_dim, int64_t seq_len = 0);
 
-// x: float32 [T, H, D] (in place); positions: int32 or int64 [T], each >= 0.
-// kDynamicNTK takes seq_len = max(positions) + 1 over the call, as transformers does for one
-// forward: apply it per sequence when a batch mixes sequences.
-void apply_rope(const Context& ctx, const RopeParams& p, Tensor& x, const Tensor& positions);
+// x: [T, H, D] (in place; strided views allowed, last dim contiguous); positions: int32 or int64
+// [T], contiguous, each >= 0. On the CPU x is float32; on CUDA (x and positions on one GPU) x may
+// be float32, float16 or bfloat16 (rotated in float32, rounded once), the work runs on ctx.stream
+// without synchronising the host, and position values are not checked (the caller's duty).
+// On the GPU the inverse frequencies are rope_inv_freq's, computed on the host and passed with
+// the launch, and cos / sin of the float32 angle are taken in double: the same angles as the CPU.
+// seq_len matters for kDynamicNTK only: the sequence length whose frequencies apply. 0 (default)
+// means max(positions) + 1 over the call, as transformers takes it for one forward (apply it per
+// sequence when a batch mixes sequences); the CPU reads it from positions, but on CUDA the host
+// cannot read positions without a sync, so kDynamicNTK on a GPU needs seq_len > 0 (given by the
+// caller, who knows the batch's lengths) and throws InvalidArgument otherwise. When given, the
+// CPU checks every position is < seq_len.
+void apply_rope(const Context& ctx, const RopeParams& p, Tensor& x, const Tensor& positions,
+                int64_t seq_len = 0);
 
 }  // namespace fastattn::kernels

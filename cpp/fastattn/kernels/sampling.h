@@ -20,9 +20,18 @@ struct SamplingParams {
 // gives the same tokens whatever the batch, thread count or machine.
 // logits: float32 [B, V]; params and steps: B entries; out: int32 [B].
 // Filters apply in Hugging Face's order: temperature, top-k, then top-p over the renormalised
-// top-k distribution (the token that crosses top_p is kept). -inf logits are masked tokens;
-// NaN or +inf logits, a row of only -inf, temperature < 0, top_k < 0 or top_p outside (0, 1]
-// throw InvalidArgument.
+// top-k distribution (the token that crosses top_p is kept). -inf logits are masked tokens.
+// temperature < 0 (or not finite), top_k < 0 or top_p outside (0, 1] throw InvalidArgument.
+// CPU: NaN or +inf logits, or a row of only -inf, throw InvalidArgument.
+// CUDA (logits and out on one GPU; params and steps stay host vectors): one thread block per row
+// on ctx.stream, no host sync. The host checks shapes and parameters as above but cannot see the
+// logits' values, so on the GPU NaN and +inf logits are masked like -inf, and a row with no
+// finite logit gives token 0. Otherwise the GPU picks the CPU's token: the same argmax (ties to
+// the lowest id), kept set and draw, with u = uniform_from_counter(seed, step) computed on the
+// host. Only the float rounding of exp() and of the sums differs (a few ulp); it can change the
+// token only when the draw or the top-p target falls within that rounding of a boundary between
+// two tokens (probability ~1e-7 per draw). Top-k / top-p find their threshold by a radix search
+// over the logits' bits with block reductions (no sort of the vocabulary).
 void sample(const Context& ctx, const Tensor& logits, const std::vector<SamplingParams>& params,
             const std::vector<uint64_t>& steps, Tensor& out);
 

@@ -1,5 +1,5 @@
 // KvCache: per-layer K and V pools of shape [num_blocks, block_size, Hk, D], allocated through an
-// Allocator, addressed through a BlockManager's slots.
+// Allocator, addressed through a SpillBlockManager's slots.
 #pragma once
 
 #include <cstdint>

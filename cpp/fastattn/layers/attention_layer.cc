@@ -1,6 +1,9 @@
 #include "fastattn/layers/attention_layer.h"
 
+#include "fastattn/core/copy.h"
+#include "fastattn/core/error.h"
 #include "fastattn/kernels/attention/fmha.h"
+#include "fastattn/kernels/attention/merge.h"
 #include "fastattn/kernels/gemm.h"
 #include "fastattn/kernels/kv_copy.h"
 #include "fastattn/layers/parallel.h"
@@ -8,8 +11,9 @@
 namespace fastattn::layers {
 
 void AttentionLayer::forward(const Context& ctx, const ForwardBatch& batch, const Tensor& x,
-                             Tensor& k_cache, Tensor& v_cache, AttentionScratch& scratch,
-                             Tensor& out) const {
+                             const LayerKv& kv, AttentionScratch& scratch, Tensor& out) const {
+  Tensor& k_cache = *kv.k;
+  Tensor& v_cache = *kv.v;
   const int64_t T = batch.num_tokens;
   const int64_t D = p_.head_dim;
   const int64_t hq = p_.num_heads;
@@ -52,10 +56,79 @@ void AttentionLayer::forward(const Context& ctx, const ForwardBatch& batch, cons
   fp.causal = true;  // bottom-right aligned: new tokens see the cached prefix and themselves
   fp.window_left = p_.window_left;
   fp.max_seqlen_q = batch.max_seqlen_q;
-  kernels::fmha_forward(ctx, fp);
+  if (batch.has_host_kv()) {
+    // On a GPU, q's copy to the host is queued first, so the CPU can start on the host part
+    // while the GPU computes the device part (recent keys only; its lse lets the parts merge).
+    StreamEvent q_on_host;
+    stage_query_on_host(ctx, q, scratch, q_on_host);
+    scratch.lse.resize(DType::kFloat32, {hq, T});
+    fp.lse = scratch.lse.view();
+    kernels::fmha_forward(ctx, fp);
+    attend_host_part(ctx, batch, q, kv, scratch, q_on_host, fp.out);
+  } else {
+    kernels::fmha_forward(ctx, fp);
+  }
 
   const Tensor attn2d = scratch.attn.view().reshape({T, hq * D});
   row_parallel_linear(ctx, attn2d, w_.o_weight, w_.o_bias, out);
+}
+
+void AttentionLayer::stage_query_on_host(const Context& ctx, const Tensor& q,
+                                         AttentionScratch& scratch, StreamEvent& done) const {
+  if (ctx.device.type != DeviceType::kCUDA) return;
+  const int64_t T = q.size(0), hq = q.size(1), D = q.size(2);
+  scratch.host_q.resize(q.dtype(), {T, hq, D});
+  const Tensor q2d(q.data(), q.dtype(), {T, hq * D}, {q.stride(0), 1}, q.device());
+  Tensor host2d = scratch.host_q.view().reshape({T, hq * D});
+  copy_matrix(ctx, q2d, host2d);
+  done.record(ctx);
+}
+
+void AttentionLayer::attend_host_part(const Context& ctx, const ForwardBatch& batch,
+                                      const Tensor& q, const LayerKv& kv,
+                                      AttentionScratch& scratch, StreamEvent& q_on_host,
+                                      const Tensor& out) const {
+  FA_CHECK(kv.host_k != nullptr && kv.host_v != nullptr,
+           "attention: the batch has host-resident KV but the layer has no host cache");
+  FA_CHECK(p_.window_left < 0,
+           "attention: a sliding-window model cannot spill KV to the host (its old keys are "
+           "never attended); size the KV cache to the window instead");
+  const int64_t T = q.size(0), hq = q.size(1), D = q.size(2);
+  const bool on_gpu = ctx.device.type == DeviceType::kCUDA;
+  const Context cpu = cpu_context(ctx.num_threads);
+
+  // Host part: every host key precedes every query, so no causal mask. It runs on the CPU.
+  kernels::FmhaParams hp;
+  hp.k = *kv.host_k;
+  hp.v = *kv.host_v;
+  hp.cu_seqlens_q = batch.host_cu_seqlens_q;
+  hp.block_table = batch.host_block_table;
+  hp.seqlens_k = batch.host_seqlens_k;
+  hp.causal = false;
+  hp.max_seqlen_q = batch.max_seqlen_q;
+  scratch.part.resize(DType::kFloat32, {T, hq, D});
+  scratch.part_lse.resize(DType::kFloat32, {hq, T});
+  if (on_gpu) {
+    scratch.host_part.resize(DType::kFloat32, {T, hq, D});
+    scratch.host_lse.resize(DType::kFloat32, {hq, T});
+    hp.q = scratch.host_q.view();
+    hp.out = scratch.host_part.view();
+    hp.lse = scratch.host_lse.view();
+    q_on_host.wait();  // only q's copy: the device part may still be running
+    kernels::fmha_forward(cpu, hp);
+    // Only the partial output and its lse cross the bus. The next layer's q_on_host.wait()
+    // comes after these uploads in stream order, so the CPU never overwrites them early.
+    copy_tensor(ctx, scratch.host_part.view(), scratch.part.view());
+    copy_tensor(ctx, scratch.host_lse.view(), scratch.part_lse.view());
+  } else {
+    hp.q = q;
+    hp.out = scratch.part.view();
+    hp.lse = scratch.part_lse.view();
+    kernels::fmha_forward(cpu, hp);
+  }
+  Tensor merged = out;
+  kernels::merge_attention(ctx, out, scratch.lse.view(), scratch.part.view(),
+                           scratch.part_lse.view(), merged);
 }
 
 }  // namespace fastattn::layers

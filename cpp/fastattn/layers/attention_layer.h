@@ -4,6 +4,7 @@
 
 #include "fastattn/core/allocator.h"
 #include "fastattn/core/context.h"
+#include "fastattn/core/copy.h"
 #include "fastattn/kernels/rope.h"
 #include "fastattn/layers/forward_batch.h"
 
@@ -27,21 +28,49 @@ struct AttentionWeights {
 // Scratch reused across calls (grows, never shrinks).
 struct AttentionScratch {
   explicit AttentionScratch(Allocator* a = host_allocator())
-      : qkv(a, DType::kFloat32, {0}), attn(a, DType::kFloat32, {0}) {}
+      : qkv(a, DType::kFloat32, {0}),
+        attn(a, DType::kFloat32, {0}),
+        lse(a, DType::kFloat32, {0}),
+        part(a, DType::kFloat32, {0}),
+        part_lse(a, DType::kFloat32, {0}),
+        host_q(pinned_host_allocator(), DType::kFloat32, {0}),
+        host_part(pinned_host_allocator(), DType::kFloat32, {0}),
+        host_lse(pinned_host_allocator(), DType::kFloat32, {0}) {}
   OwnedTensor qkv;   // [T, (hq + 2 hk) * D]
   OwnedTensor attn;  // [T, hq, D]
+  // Spilled KV only: the device part's lse, the host part's output and lse (on the model's
+  // device) and, on a GPU, their host-side staging (pinned).
+  OwnedTensor lse, part, part_lse, host_q, host_part, host_lse;
+};
+
+// One layer's KV cache: the device pool and, with spilled KV, the host pool (host memory).
+struct LayerKv {
+  Tensor* k = nullptr;
+  Tensor* v = nullptr;
+  const Tensor* host_k = nullptr;
+  const Tensor* host_v = nullptr;
 };
 
 class AttentionLayer {
  public:
   AttentionLayer(const AttentionParams& p, const AttentionWeights& w) : p_(p), w_(w) {}
 
-  // x: float32 [T, H] (normalised input); out: float32 [T, H] (projection output, before the
-  // residual add). Writes this batch's K and V into k_cache / v_cache at batch.slot_mapping.
-  void forward(const Context& ctx, const ForwardBatch& batch, const Tensor& x, Tensor& k_cache,
-               Tensor& v_cache, AttentionScratch& scratch, Tensor& out) const;
+  // x: [T, H] (normalised input); out: [T, H] (projection output, before the residual add), in
+  // the activation dtype. Writes this batch's K and V into the device pool at batch.slot_mapping.
+  void forward(const Context& ctx, const ForwardBatch& batch, const Tensor& x, const LayerKv& kv,
+               AttentionScratch& scratch, Tensor& out) const;
 
  private:
+  // Spilled KV: on a GPU, queues q's copy to the host and records `done` after it.
+  void stage_query_on_host(const Context& ctx, const Tensor& q, AttentionScratch& scratch,
+                           StreamEvent& done) const;
+  // Attention over the host part of a spilled cache, merged into `out` by log-sum-exp. It runs
+  // on the CPU: on a GPU cooperatively (the CPU reads the host blocks while the GPU computes the
+  // device part; only q and the partial output cross the bus).
+  void attend_host_part(const Context& ctx, const ForwardBatch& batch, const Tensor& q,
+                        const LayerKv& kv, AttentionScratch& scratch, StreamEvent& q_on_host,
+                        const Tensor& out) const;
+
   AttentionParams p_;
   AttentionWeights w_;
 };

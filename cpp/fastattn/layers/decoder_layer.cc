@@ -8,7 +8,7 @@ DecoderLayer::DecoderLayer(const DecoderLayerParams& p, const DecoderLayerWeight
     : p_(p), w_(w), attention_(p.attention, w.attention), ffn_(p.ffn, w.ffn) {}
 
 void DecoderLayer::forward(const Context& ctx, const ForwardBatch& batch, Tensor& hidden,
-                           Tensor& k_cache, Tensor& v_cache, LayerScratch& scratch) const {
+                           const LayerKv& kv, LayerScratch& scratch) const {
   const std::vector<int64_t> shape = hidden.shape();
   scratch.normed.resize(hidden.dtype(), shape);
   scratch.branch_out.resize(hidden.dtype(), shape);
@@ -16,7 +16,7 @@ void DecoderLayer::forward(const Context& ctx, const ForwardBatch& batch, Tensor
   Tensor& branch = scratch.branch_out.view();
 
   kernels::norm(ctx, p_.norm, hidden, w_.attn_norm.weight, w_.attn_norm.bias, normed);
-  attention_.forward(ctx, batch, normed, k_cache, v_cache, scratch.attention, branch);
+  attention_.forward(ctx, batch, normed, kv, scratch.attention, branch);
   // hidden += attention output; normed = ffn_norm(hidden)
   kernels::add_norm(ctx, p_.norm, hidden, branch, w_.ffn_norm.weight, w_.ffn_norm.bias, normed);
   ffn_.forward(ctx, normed, scratch.ffn, branch);

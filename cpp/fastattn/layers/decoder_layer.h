@@ -41,8 +41,8 @@ class DecoderLayer {
 
   // hidden: [T, H], the residual stream, updated in place: float32 on the CPU, the model's dtype
   // on a GPU (every activation of the layer has hidden's dtype).
-  void forward(const Context& ctx, const ForwardBatch& batch, Tensor& hidden, Tensor& k_cache,
-               Tensor& v_cache, LayerScratch& scratch) const;
+  void forward(const Context& ctx, const ForwardBatch& batch, Tensor& hidden, const LayerKv& kv,
+               LayerScratch& scratch) const;
 
  private:
   DecoderLayerParams p_;

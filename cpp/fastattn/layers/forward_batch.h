@@ -25,6 +25,15 @@ struct ForwardBatch {
   // Every sequence starts at position 0 in this batch (a first prefill chunk): attention needs
   // only the batch's own K/V, so a GPU can run the prefill kernel on them directly.
   bool no_cached_prefix = false;
+
+  // Two-tier KV cache (kvcache/spill_manager.h): keys 0 .. host_seqlens_k[b] of sequence b are in
+  // the host pool (blocks host_block_table[b]); seqlens_k and block_table above then describe
+  // only the device part that follows. Always host tensors; undefined when nothing is spilled.
+  Tensor host_seqlens_k;     // int32 [B]
+  Tensor host_block_table;   // int32 [B, max_host_blocks]
+  Tensor host_cu_seqlens_q;  // int32 [B + 1]: cu_seqlens_q on the host
+  int max_host_seqlen_k = 0;
+  bool has_host_kv() const { return host_seqlens_k.defined(); }
 };
 
 }  // namespace fastattn::layers

@@ -116,7 +116,10 @@ kvcache::KvCacheConfig DecoderModel::kv_cache_config(int64_t num_blocks, int blo
 }
 
 void DecoderModel::forward(const Context& ctx, const layers::ForwardBatch& batch,
-                           kvcache::KvCache& cache, ModelScratch& scratch) const {
+                           kvcache::KvCache& cache, ModelScratch& scratch,
+                           kvcache::KvCache* host_cache) const {
+  FA_CHECK(!batch.has_host_kv() || host_cache != nullptr,
+           "forward: the batch has host-resident KV but no host cache was given");
   FA_CHECK(config_.tp_size == 1 || ctx.comm != nullptr, config_.file, ": tp_size = ",
            config_.tp_size, ": a tensor-parallel model needs a communicator (run under mpirun)");
   FA_CHECK(cache.config().num_layers == config_.num_layers, "KV cache has ",
@@ -125,8 +128,14 @@ void DecoderModel::forward(const Context& ctx, const layers::ForwardBatch& batch
   Tensor& hidden = scratch.hidden.view();
   embedding_->forward(ctx, batch.token_ids, hidden);
   for (int i = 0; i < config_.num_layers; ++i) {
-    layers_[static_cast<size_t>(i)].forward(ctx, batch, hidden, cache.k(i), cache.v(i),
-                                            scratch.layer);
+    layers::LayerKv kv;
+    kv.k = &cache.k(i);
+    kv.v = &cache.v(i);
+    if (host_cache != nullptr) {
+      kv.host_k = &host_cache->k(i);
+      kv.host_v = &host_cache->v(i);
+    }
+    layers_[static_cast<size_t>(i)].forward(ctx, batch, hidden, kv, scratch.layer);
   }
 }
 

@@ -53,8 +53,10 @@ class DecoderModel {
 
   // Runs the decoder layers over the batch: embeds batch.token_ids, writes each layer's K/V into
   // the cache and leaves the final residual stream (before the final norm) in scratch.hidden.
+  // host_cache: the host pool of a spilled (two-tier) KV cache, needed when the batch has
+  // host-resident keys (ForwardBatch::has_host_kv).
   void forward(const Context& ctx, const layers::ForwardBatch& batch, kvcache::KvCache& cache,
-               ModelScratch& scratch) const;
+               ModelScratch& scratch, kvcache::KvCache* host_cache = nullptr) const;
 
   // logits[R, vocab_size] for rows `rows` of scratch.hidden (rows are copied first, so the
   // hidden state is left intact).

@@ -34,9 +34,15 @@ size_t activation_bytes(const models::ModelConfig& c, DType act, int64_t tokens,
 }
 
 std::string MemoryPlan::describe() const {
-  return "weights " + gib(weights) + ", activations " + gib(activations) + ", KV cache " +
-         gib(kv_bytes) + " (" + std::to_string(kv_tokens) + " tokens in " +
-         std::to_string(kv_blocks) + " blocks), budget " + gib(budget) + " of " + gib(device_total);
+  std::string s = "weights " + gib(weights) + ", activations " + gib(activations) +
+                  ", KV cache " + gib(kv_bytes) + " (" + std::to_string(kv_tokens) +
+                  " tokens in " + std::to_string(kv_blocks) + " blocks)";
+  if (host_kv_tokens > 0) {
+    s += ", host KV " + gib(host_kv_bytes) + " (" + std::to_string(host_kv_tokens) + " tokens)";
+  }
+  s += ", longest context " + std::to_string(kv_tokens + host_kv_tokens) + " tokens";
+  if (device_total > 0) s += ", budget " + gib(budget) + " of " + gib(device_total);
+  return s;
 }
 
 MemoryPlan plan_gpu_memory(const models::ModelConfig& c, const MemoryPlanInput& in) {

@@ -35,7 +35,9 @@ struct MemoryPlan {
   int64_t kv_tokens = 0;
   size_t kv_bytes = 0;
   size_t budget = 0;       // memory_fraction * device_total
-  size_t device_total = 0;
+  size_t device_total = 0;  // 0 for a CPU session
+  int64_t host_kv_tokens = 0;  // the host pool of a spilled KV cache
+  size_t host_kv_bytes = 0;
   std::string describe() const;  // one line: weights, activations, KV, tokens, budget
 };
 

@@ -20,7 +20,7 @@ double seconds_since(Clock::time_point t0) {
 
 // Returns every sequence's KV blocks to the pool when a call ends, normally or by an exception.
 struct FreeAllOnExit {
-  kvcache::BlockManager& blocks;
+  kvcache::SpillBlockManager& blocks;
   ~FreeAllOnExit() { blocks.reset(); }
 };
 
@@ -35,7 +35,7 @@ std::string mib(size_t bytes) {
 struct InferenceSession::Sequence {
   size_t index = 0;  // request index in the batch
   const std::vector<int64_t>* prompt = nullptr;
-  kvcache::BlockManager::SeqId id = 0;
+  kvcache::SpillBlockManager::SeqId id = 0;
   int64_t cached = 0;  // tokens already written to the KV cache
   std::vector<int64_t>* out = nullptr;
   bool done = false;
@@ -43,7 +43,7 @@ struct InferenceSession::Sequence {
 
 InferenceSession::InferenceSession(const std::string& model_dir, const SessionOptions& options)
     : options_(options) {
-  const Device device = parse_device(options.device);
+  const Device device = rank_device(options.device);  // "cuda" under mpirun: the local rank's GPU
 #if !defined(FASTATTN_WITH_CUDA)
   FA_CHECK(device.type == DeviceType::kCPU, "device '", options.device,
            "': this build has no CUDA support (built for CPU only); use device='cpu'");
@@ -66,19 +66,22 @@ InferenceSession::InferenceSession(const std::string& model_dir, const SessionOp
              options.kv_dtype, "'");
   }
 
-  // Checked before any weight is mapped: a tensor-parallel export cannot run in one process.
+  // Before any weight is mapped: tp_size against the mpirun job (an error on every rank when
+  // they differ), and the communicator (none for one rank: no MPI needed).
   const models::ModelConfig cfg = models::load_model_config(model_dir);
-  FA_CHECK(cfg.tp_size == 1, cfg.file, ": tp_size = ", cfg.tp_size,
-           ": tensor parallelism needs `mpirun` (one process per rank) and is not available yet; ",
-           "export the model with tp_size = 1 to run it in one process");
+  tp_ = TensorParallel(cfg, device, TensorParallelOptions{options.tp_overlap, options.tp_tiles});
 
   setup_device(device);
+  ctx_.comm = tp_.comm();
   scratch_ = models::ModelScratch(ctx_.allocator);
   logits_ = OwnedTensor(ctx_.allocator, DType::kFloat32, {0});
   sampled_ = OwnedTensor(ctx_.allocator, DType::kInt32, {0});
   sampled_host_ = OwnedTensor(pinned_host_allocator(), DType::kInt32, {0});
   device_batch_ = std::make_unique<DeviceBatch>(ctx_.allocator, pinned_host_allocator());
-  model_ = std::make_unique<models::DecoderModel>(model_dir, 0, device);
+  // A rank whose shard fails to load must not leave the others waiting: all ranks throw.
+  tp_.run_on_all_ranks("loading the model", [&] {
+    model_ = std::make_unique<models::DecoderModel>(model_dir, tp_.rank(), device);
+  });
   resolve_options();
 
   const DType kv_dtype = resolve_kv_dtype();
@@ -87,7 +90,29 @@ InferenceSession::InferenceSession(const std::string& model_dir, const SessionOp
   const int64_t num_blocks = plan_cache_blocks(kv_dtype);
   cache_ = std::make_unique<kvcache::KvCache>(model_->kv_cache_config(num_blocks, bs, kv_dtype),
                                               ctx_.allocator);
-  blocks_ = std::make_unique<kvcache::BlockManager>(num_blocks, bs);
+  const int64_t host_blocks = (options_.host_kv_tokens + bs - 1) / bs;
+  if (host_blocks > 0) {
+    FA_CHECK(config().window_left() < 0, "host_kv_tokens: ", config().file, " uses a sliding ",
+             "window, whose old keys are never attended: size max_cache_tokens to the window ",
+             "instead of spilling to the host");
+    const int64_t min_device = (options_.prefill_chunk_tokens + bs - 1) / bs + options_.max_batch;
+    FA_CHECK(num_blocks >= min_device, "host_kv_tokens: the device KV pool (", num_blocks * bs,
+             " tokens) must hold at least one prefill chunk plus a block per sequence (",
+             min_device * bs, " tokens) for spilling to work; lower prefill_chunk_tokens or ",
+             "max_batch, or give the device pool more memory");
+    host_cache_ = std::make_unique<kvcache::KvCache>(
+        model_->kv_cache_config(host_blocks, bs, kv_dtype),
+        device.type == DeviceType::kCUDA ? pinned_host_allocator() : host_allocator());
+  }
+  blocks_ = std::make_unique<kvcache::SpillBlockManager>(num_blocks, host_blocks, bs);
+  plan_.host_kv_tokens = host_blocks * bs;
+  plan_.host_kv_bytes = host_cache_ ? host_cache_->nbytes() : 0;
+  if (device.type != DeviceType::kCUDA) {
+    plan_.weights = model_->weight_bytes();
+    plan_.kv_blocks = num_blocks;
+    plan_.kv_tokens = num_blocks * bs;
+    plan_.kv_bytes = cache_->nbytes();
+  }
   const int64_t max_blocks_per_seq = (options_.max_seq_len + bs - 1) / bs;
   builder_.reserve(std::max<int64_t>(options_.prefill_chunk_tokens, options_.max_batch),
                    options_.max_batch, max_blocks_per_seq);
@@ -95,7 +120,7 @@ InferenceSession::InferenceSession(const std::string& model_dir, const SessionOp
   sample_steps_.reserve(static_cast<size_t>(options_.max_batch));
   rows_.reserve(static_cast<size_t>(options_.max_batch));
 
-  if (options_.verbose) {
+  if (options_.verbose && tp_.rank() == 0) {
     log_message(LogLevel::kInfo,
                 detail::concat("loaded ", model_dir, " (", config().architecture, ", ",
                                config().num_layers, " layers, ", mib(weight_bytes()),
@@ -105,7 +130,7 @@ InferenceSession::InferenceSession(const std::string& model_dir, const SessionOp
                                ", max_seq_len ", options_.max_seq_len, ", threads ",
                                options_.num_threads));
   }
-  if (options_.verbose && device.type == DeviceType::kCUDA) {
+  if (options_.verbose) {
     log_message(LogLevel::kInfo,
                 detail::concat("memory plan on ", device.str(), ": ", plan_.describe()));
   }
@@ -156,6 +181,17 @@ int64_t InferenceSession::plan_cache_blocks(DType kv_dtype) {
   in.kv_block_size = bs;
   in.kv_dtype = kv_dtype;
   in.requested_cache_tokens = options_.max_cache_tokens;
+  if (in.requested_cache_tokens == 0 && options_.gpu_kv_budget > 0) {
+    // A KV budget: a fraction of the GPU's memory, or bytes.
+    const double bytes = options_.gpu_kv_budget <= 1.0
+                             ? options_.gpu_kv_budget * static_cast<double>(mem.total_bytes)
+                             : options_.gpu_kv_budget;
+    kvcache::KvCacheConfig kc = model_->kv_cache_config(1, bs, kv_dtype);
+    const double per_token = static_cast<double>(kvcache::KvCache::bytes_per_token(kc));
+    in.requested_cache_tokens = static_cast<int64_t>(bytes / per_token) / bs * bs;
+    FA_CHECK(in.requested_cache_tokens >= bs, "gpu_kv_budget ", options_.gpu_kv_budget,
+             " is below one KV block (", static_cast<int64_t>(per_token) * bs, " bytes)");
+  }
   plan_ = plan_gpu_memory(config(), in);
   options_.max_cache_tokens = plan_.kv_tokens;
   return plan_.kv_blocks;
@@ -167,7 +203,47 @@ int64_t InferenceSession::plan_cache_blocks(DType kv_dtype) {
 
 void InferenceSession::forward(const layers::ForwardBatch& host_batch) {
   const layers::ForwardBatch batch = device_batch_->upload(ctx_, host_batch);
-  model_->forward(ctx_, batch, *cache_, scratch_);
+  model_->forward(ctx_, batch, *cache_, scratch_, host_cache_.get());
+}
+
+void InferenceSession::reserve_kv(kvcache::SpillBlockManager::SeqId seq, int64_t start,
+                                  int64_t end) {
+  blocks_->reserve(seq, end, start, [this](const std::vector<kvcache::SpillMove>& moves) {
+    // Queued on the session stream: ordered after the passes that wrote the blocks and before
+    // any later write into the freed device blocks, without a host wait.
+    const kvcache::KvCacheConfig& c = cache_->config();
+    const size_t block_bytes = static_cast<size_t>(c.block_size) * static_cast<size_t>(c.num_kv_heads) *
+                               static_cast<size_t>(c.head_dim) * dtype_size(c.dtype);
+    for (int l = 0; l < c.num_layers; ++l) {
+      for (const kvcache::SpillMove& m : moves) {
+        const auto src = static_cast<size_t>(m.device_block) * block_bytes;
+        const auto dst = static_cast<size_t>(m.host_block) * block_bytes;
+        detail::copy_bytes(ctx_, static_cast<char*>(host_cache_->k(l).data()) + dst,
+                           host_cache_->k(l).device(),
+                           static_cast<const char*>(cache_->k(l).data()) + src,
+                           cache_->k(l).device(), block_bytes);
+        detail::copy_bytes(ctx_, static_cast<char*>(host_cache_->v(l).data()) + dst,
+                           host_cache_->v(l).device(),
+                           static_cast<const char*>(cache_->v(l).data()) + src,
+                           cache_->v(l).device(), block_bytes);
+      }
+    }
+  });
+}
+
+void InferenceSession::check_fits(const std::vector<int64_t>& totals) const {
+  int64_t need = 0;
+  for (int64_t t : totals) need += blocks_->blocks_for(t);
+  const int64_t have = blocks_->free_device_blocks() + blocks_->free_host_blocks();
+  if (need > have) {
+    const int64_t bs = blocks_->block_size();
+    FA_THROW_AS(OutOfMemory, "KV cache: this batch needs ", need * bs, " tokens of cache (",
+                need, " blocks of ", bs, " for the prompts + max_new_tokens) but the cache holds ",
+                have * bs, " (device ", blocks_->device_blocks() * bs, " + host ",
+                blocks_->host_blocks() * bs, " tokens). Memory plan: ", plan_.describe(),
+                ". Raise max_cache_tokens / gpu_kv_budget / host_kv_tokens, or lower the batch or ",
+                "max_new_tokens");
+  }
 }
 
 InferenceSession::~InferenceSession() = default;
@@ -215,6 +291,13 @@ void InferenceSession::check_generate_options(const GenerateOptions& o) const {
 std::vector<std::vector<int64_t>> InferenceSession::generate(
     const std::vector<std::vector<int64_t>>& prompts, const GenerateOptions& o) {
   std::lock_guard<std::mutex> lock(mu_);
+  if (tp_.world_size() > 1) {  // first: a rank whose arguments differ must not fail alone
+    Fingerprint f;
+    for (const auto& p : prompts) f.add_tokens(p);
+    f.add(prompts.size()).add(o.max_new_tokens).add(o.sampling.seed).add(o.sampling.top_k);
+    f.add_float(o.sampling.temperature).add_float(o.sampling.top_p).add_tokens(o.stop_tokens);
+    tp_.check_same_on_all_ranks(f.value(), "generate()'s prompts and options");
+  }
   FA_CHECK(!prompts.empty(), "prompts: empty list; pass at least one prompt");
   FA_CHECK(static_cast<int64_t>(prompts.size()) <= options_.max_batch, "batch of ",
            prompts.size(), " prompts exceeds max_batch = ", options_.max_batch);
@@ -225,29 +308,19 @@ std::vector<std::vector<int64_t>> InferenceSession::generate(
   std::vector<std::vector<int64_t>> outputs(prompts.size());
   if (o.max_new_tokens == 0) return outputs;
 
-  // Reserve each sequence's whole KV need up front (the last new token is never fed back), so a
-  // batch either fits or fails before any work, never half-way through.
+  // The batch must fit the KV pools as a whole (the last new token is never fed back), so it
+  // either fits or fails before any work, never half-way through. Slots are then reserved
+  // step by step, which is when older blocks may spill to the host pool.
   const FreeAllOnExit free_on_exit{*blocks_};
-  int64_t need_blocks = 0;
-  for (const auto& p : prompts) {
-    need_blocks += blocks_->blocks_for(static_cast<int64_t>(p.size()) + o.max_new_tokens - 1);
-  }
-  if (need_blocks > blocks_->num_free_blocks()) {
-    const int64_t bs = blocks_->block_size();
-    FA_THROW_AS(OutOfMemory, "KV cache: this batch needs ", need_blocks * bs,
-                " tokens of cache (", need_blocks, " blocks of ", bs,
-                " for the prompts + max_new_tokens) but the pool holds ",
-                blocks_->num_free_blocks() * bs, " (max_cache_tokens = ",
-                options_.max_cache_tokens, "); raise max_cache_tokens or lower the batch or ",
-                "max_new_tokens");
-  }
+  std::vector<int64_t> totals;
+  for (const auto& p : prompts) totals.push_back(static_cast<int64_t>(p.size()) + o.max_new_tokens - 1);
+  check_fits(totals);
   std::vector<Sequence> seqs(prompts.size());
   for (size_t i = 0; i < prompts.size(); ++i) {
     Sequence& s = seqs[i];
     s.index = i;
     s.prompt = &prompts[i];
     s.id = blocks_->add_sequence();
-    blocks_->reserve(s.id, static_cast<int64_t>(prompts[i].size()) + o.max_new_tokens - 1);
     s.out = &outputs[i];
     s.out->reserve(static_cast<size_t>(o.max_new_tokens));
   }
@@ -275,6 +348,7 @@ void InferenceSession::prefill(std::vector<Sequence>& seqs, const GenerateOption
       Sequence& s = seqs[cur];
       const int64_t len = static_cast<int64_t>(s.prompt->size());
       const int64_t n = std::min(len - pos, budget);
+      reserve_kv(s.id, pos, pos + n);
       builder_.add(*blocks_, s.id, s.prompt->data() + pos, n, pos);
       budget -= n;
       pos += n;
@@ -305,6 +379,7 @@ void InferenceSession::decode(std::vector<Sequence>& seqs, const GenerateOptions
   while (!active.empty()) {
     builder_.clear();
     for (Sequence* s : active) {
+      reserve_kv(s->id, s->cached, s->cached + 1);
       builder_.add(*blocks_, s->id, &s->out->back(), 1, s->cached);
       s->cached += 1;
     }
@@ -345,6 +420,9 @@ void InferenceSession::sample_and_append(std::vector<Sequence*>& which, const Ge
 
 void InferenceSession::logits_into(const std::vector<int64_t>& prompt, Tensor& out) {
   std::lock_guard<std::mutex> lock(mu_);
+  if (tp_.world_size() > 1) {
+    tp_.check_same_on_all_ranks(Fingerprint().add_tokens(prompt).value(), "logits()'s prompt");
+  }
   check_prompt(prompt, 0, 0);
   const int64_t len = static_cast<int64_t>(prompt.size());
   check_dtype(out, "logits out", DType::kFloat32);
@@ -355,11 +433,12 @@ void InferenceSession::logits_into(const std::vector<int64_t>& prompt, Tensor& o
   timings_ = Timings();
   const auto t0 = Clock::now();
   const FreeAllOnExit free_on_exit{*blocks_};
-  const kvcache::BlockManager::SeqId seq = blocks_->add_sequence();
-  blocks_->reserve(seq, len);
+  check_fits({len});
+  const kvcache::SpillBlockManager::SeqId seq = blocks_->add_sequence();
   for (int64_t pos = 0; pos < len; pos += options_.prefill_chunk_tokens) {
     const int64_t n = std::min(options_.prefill_chunk_tokens, len - pos);
     builder_.clear();
+    reserve_kv(seq, pos, pos + n);
     builder_.add(*blocks_, seq, prompt.data() + pos, n, pos);
     forward(builder_.build());
     Tensor rows = out.slice(0, pos, pos + n);

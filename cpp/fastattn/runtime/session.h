@@ -2,7 +2,8 @@
 // prefilled together as varlen batches (in chunks of at most prefill_chunk_tokens tokens, so
 // activation memory stays bounded), then decoded together one token per step; a sequence leaves
 // the batch when it emits a stop token or reaches max_new_tokens. KV blocks come from a paged pool
-// (KvCache + BlockManager) and are returned after every call, so a session serves any number of
+// (KvCache + SpillBlockManager; with host_kv_tokens, a second, host pool takes the older tokens
+// of sequences that outgrow the device pool) and are returned after every call, so a session serves any number of
 // calls. Calls are serialised (one at a time per session).
 #pragma once
 
@@ -14,11 +15,12 @@
 
 #include "fastattn/core/context.h"
 #include "fastattn/kernels/sampling.h"
-#include "fastattn/kvcache/block_manager.h"
 #include "fastattn/kvcache/kv_cache.h"
+#include "fastattn/kvcache/spill_manager.h"
 #include "fastattn/models/decoder_model.h"
 #include "fastattn/runtime/batch_builder.h"
 #include "fastattn/runtime/device_batch.h"
+#include "fastattn/runtime/distributed.h"
 #include "fastattn/runtime/gpu_runtime.h"
 #include "fastattn/runtime/memory_plan.h"
 
@@ -41,8 +43,19 @@ struct SessionOptions {
   int64_t max_cache_tokens = 0;
   // GPU only: the share of the device's memory this session may use in all.
   double gpu_memory_fraction = 0.9;
+  // GPU only: the device KV pool's budget: <= 1 a fraction of the GPU's memory, > 1 bytes;
+  // 0 = what the memory plan leaves (max_cache_tokens, if given, wins).
+  double gpu_kv_budget = 0;
+  // Host KV pool (pinned memory on a GPU) in tokens over all sequences: the older tokens of
+  // sequences that outgrow the device pool spill there (kvcache/spill_manager.h). 0 = no spill.
+  int64_t host_kv_tokens = 0;
   int64_t prefill_chunk_tokens = 2048;  // token budget of one prefill forward pass
   bool verbose = false;                 // log model size and KV-cache memory at load
+  // Tensor parallelism (a model exported with tp_size = N, run by `mpirun -n N`): the
+  // row-parallel GEMMs overlap their all-reduce with the next row tile's GEMM (tiling-AllReduce);
+  // tp_tiles = 0 chooses the tile count from the token count, tp_overlap = false turns it off.
+  bool tp_overlap = true;
+  int tp_tiles = 0;
 };
 
 struct GenerateOptions {
@@ -95,6 +108,12 @@ class InferenceSession {
   size_t weight_bytes() const { return model_->weight_bytes(); }
   // GPU sessions: how device memory was divided at load (empty describe() on the CPU).
   const MemoryPlan& memory_plan() const { return plan_; }
+  // This process's tensor-parallel rank and the number of ranks (0 and 1 without mpirun).
+  int rank() const { return tp_.rank(); }
+  int world_size() const { return tp_.world_size(); }
+  // Device-pool blocks spilled to the host pool since the session started.
+  int64_t spilled_blocks() const { return blocks_->spilled_blocks_total(); }
+  size_t host_kv_bytes() const { return host_cache_ ? host_cache_->nbytes() : 0; }
 
  private:
   struct Sequence;
@@ -104,6 +123,10 @@ class InferenceSession {
   int64_t plan_cache_blocks(DType kv_dtype);
   // Forward pass over a host-built batch (index tensors uploaded on a GPU).
   void forward(const layers::ForwardBatch& host_batch);
+  // Reserves the KV slots of sequence s up to `end` tokens (its tokens from `start` on stay on
+  // the device), spilling older blocks to the host pool when the device pool is short.
+  void reserve_kv(kvcache::SpillBlockManager::SeqId seq, int64_t start, int64_t end);
+  void check_fits(const std::vector<int64_t>& totals) const;
   void check_prompt(const std::vector<int64_t>& prompt, size_t index, int64_t max_new) const;
   void check_generate_options(const GenerateOptions& o) const;
   void prefill(std::vector<Sequence>& seqs, const GenerateOptions& o);
@@ -112,6 +135,7 @@ class InferenceSession {
   void sample_and_append(std::vector<Sequence*>& which, const GenerateOptions& o);
 
   SessionOptions options_;
+  TensorParallel tp_;  // the communicator outlives everything that uses it
 #if defined(FASTATTN_WITH_CUDA)
   std::unique_ptr<gpu::Stream> stream_;  // declared before everything that queues work on it
 #endif
@@ -119,7 +143,8 @@ class InferenceSession {
   MemoryPlan plan_;
   std::unique_ptr<models::DecoderModel> model_;
   std::unique_ptr<kvcache::KvCache> cache_;
-  std::unique_ptr<kvcache::BlockManager> blocks_;
+  std::unique_ptr<kvcache::KvCache> host_cache_;  // the host pool (spilled KV), if any
+  std::unique_ptr<kvcache::SpillBlockManager> blocks_;
   models::ModelScratch scratch_;
   BatchBuilder builder_;
   OwnedTensor logits_;   // [B, vocab] for sampling

@@ -3,6 +3,9 @@
     from fastattention.export import export_hf, read_tensor
     config = export_hf("path/to/hf_model", "path/to/out", tp=2, dtype="float16")
     embed = read_tensor("path/to/out/rank0/embed.weight.fat", upcast_bf16=True)
+
+FasterTransformer checkpoints (config.ini + model.*.bin, any tensor-parallel split) convert with
+export_ft("ft_models/2-gpu", "path/to/out", tp=1) (see fastattention.export.ft).
 """
 from fastattention.export.convert import export_hf
 from fastattention.export.format import (
@@ -15,6 +18,7 @@ from fastattention.export.format import (
     read_tensor,
     write_tensor,
 )
+from fastattention.export.ft import export_ft
 from fastattention.export.hf import SUPPORTED_ARCHITECTURES, runtime_config
 
 __all__ = [
@@ -23,6 +27,7 @@ __all__ = [
     "SUPPORTED_ARCHITECTURES",
     "WeightFileError",
     "bfloat16_bits_to_float32",
+    "export_ft",
     "export_hf",
     "float32_to_bfloat16_bits",
     "read_header",

@@ -128,17 +128,24 @@ def export_hf(hf_dir, out_dir, tp=1, dtype="float16", progress=True) -> dict:
     cfg = hfmap.runtime_config(hf, hf_dir, tp, dtype, hfmap.read_generation_config(hf_dir))
     tpsplit.check_tp(tp, cfg["num_heads"], cfg["num_kv_heads"], cfg["intermediate_size"])
     ckpt = Checkpoint(hf_dir)
+    return write_model(_Exporter(ckpt, cfg, out_dir), progress)
 
+
+def write_model(exporter: _Exporter, progress: bool = True) -> dict:
+    """Runs every task of `exporter` into its out_dir (rank{r}/NAME.fat), then writes its config
+    as config.json, last and atomically, so a directory with a config.json is complete. Shared
+    by the exporters (Hugging Face, FasterTransformer). Returns the config dict."""
+    cfg, out_dir, tp = exporter.cfg, exporter.out_dir, exporter.tp
     config_path = os.path.join(out_dir, "config.json")
     if os.path.exists(config_path):
         os.remove(config_path)  # a stale config must not describe half-rewritten tensors
     for rank in range(tp):
         os.makedirs(os.path.join(out_dir, f"rank{rank}"), exist_ok=True)
 
-    tasks = _Exporter(ckpt, cfg, out_dir).tasks()
+    tasks = exporter.tasks()
     from tqdm.auto import tqdm
 
-    with tqdm(total=len(tasks), desc=f"export tp={tp} {dtype}", unit="tensor",
+    with tqdm(total=len(tasks), desc=f"export tp={tp} {exporter.dtype}", unit="tensor",
               disable=not progress) as bar:
         for name, method, args in tasks:
             bar.set_postfix_str(name, refresh=False)

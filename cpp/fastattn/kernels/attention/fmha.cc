@@ -7,6 +7,7 @@
 
 #include "fastattn/kernels/cpu/fmha_cpu.h"
 #if defined(FASTATTN_WITH_CUDA)
+#include "fastattn/kernels/cuda/decode_cuda.h"
 #include "fastattn/kernels/cuda/fmha_cuda.h"
 #endif
 
@@ -182,6 +183,48 @@ bool check_devices(const FmhaParams& p) {
   return on_gpu;
 }
 
+#if defined(FASTATTN_WITH_CUDA)
+// Few queries per sequence: the split-KV decode kernel reads each K/V byte once for all the
+// query heads of a KV head, where the FlashAttention-2 kernel's 64- / 128-row query blocks
+// would be nearly empty and read K/V once per query head.
+bool decode_like(int max_seqlen_q, int group) {
+  constexpr int kMaxQueries = 16, kMaxRows = 32;
+  return max_seqlen_q <= kMaxQueries && static_cast<int64_t>(max_seqlen_q) * group <= kMaxRows;
+}
+
+// CUDA routing (see FmhaParams::impl). The index tensors live in GPU memory: their values are
+// not checked here (as in FlashAttention); the shapes are.
+void fmha_forward_gpu(const Context& ctx, const FmhaParams& p, const FmhaShape& sh) {
+  FA_CHECK(p.max_seqlen_q >= 0, "max_seqlen_q: expected >= 0 (0 = unknown), got ", p.max_seqlen_q);
+  FA_CHECK(p.max_seqlen_k >= 0, "max_seqlen_k: expected >= 0 (0 = unknown), got ", p.max_seqlen_k);
+  FA_CHECK(p.num_splits >= 0 && p.num_splits <= kMaxNumSplits, "num_splits: expected 0 (heuristic) to ",
+           kMaxNumSplits, ", got ", p.num_splits);
+  if (p.impl == "decode" || p.impl == "decode-regstage") {
+    cuda::decode_forward_cuda(ctx, p, sh, p.impl == "decode-regstage");
+    return;
+  }
+  if (p.impl != "auto") {  // an explicit FlashAttention-2 MMA path
+    cuda::fmha_forward_cuda(ctx, p, sh, cuda::parse_mma_impl(p.impl));
+    return;
+  }
+  const bool decode_ok = cuda::decode_supports(p.q.dtype(), sh.head_dim);
+  if (sh.paged || p.q.dtype() == DType::kFloat32) {
+    cuda::decode_forward_cuda(ctx, p, sh, false);
+    return;
+  }
+  FmhaParams resolved = p;
+  if (resolved.max_seqlen_q == 0) {
+    resolved.max_seqlen_q = cuda::device_max_seqlen(ctx, p.cu_seqlens_q, true);
+    if (resolved.max_seqlen_q == 0) return;  // no query rows
+  }
+  if (decode_ok && decode_like(resolved.max_seqlen_q, sh.num_heads_q / sh.num_heads_k)) {
+    cuda::decode_forward_cuda(ctx, resolved, sh, false);
+  } else {
+    cuda::fmha_forward_cuda(ctx, resolved, sh, cuda::MmaImpl::kAuto);
+  }
+}
+#endif
+
 }  // namespace
 
 void fmha_forward(const Context& ctx, const FmhaParams& p) {
@@ -189,14 +232,14 @@ void fmha_forward(const Context& ctx, const FmhaParams& p) {
   const FmhaShape sh = check_structure(p);
   if (on_gpu) {
 #if defined(FASTATTN_WITH_CUDA)
-    // The index arrays live in GPU memory: their values are not checked here (as in
-    // FlashAttention); the shapes are.
-    FA_CHECK(p.max_seqlen_q >= 0, "max_seqlen_q: expected >= 0, got ", p.max_seqlen_q);
-    cuda::fmha_forward_cuda(ctx, p, sh, cuda::parse_mma_impl(p.impl));
+    fmha_forward_gpu(ctx, p, sh);
     return;
 #endif
   }
-  FA_CHECK(p.impl == "auto", "impl: '", p.impl, "' selects a CUDA MMA path, but the tensors are on the CPU");
+  FA_CHECK(p.impl == "auto", "impl: '", p.impl, "' selects a CUDA kernel, but the tensors are on the CPU");
+  FA_CHECK(p.num_splits >= 0 && p.num_splits <= kMaxNumSplits, "num_splits: expected 0 (heuristic) to ",
+           kMaxNumSplits, ", got ", p.num_splits);
+  FA_CHECK(p.max_seqlen_k >= 0, "max_seqlen_k: expected >= 0 (0 = unknown), got ", p.max_seqlen_k);
   check_cu_seqlens_values(p.cu_seqlens_q, "cu_seqlens_q", sh.total_q, "q");
   if (sh.paged) {
     check_paged_values(p, sh.batch, p.k.size(0), sh.block_size);

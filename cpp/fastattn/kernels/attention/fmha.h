@@ -11,6 +11,13 @@
 // CPU kernel: any head dim 1..256; float32 / float16 / bfloat16 storage, converted to float32
 // per tile (float32 accumulation). Decode with few (sequence, KV head) pairs splits the key range
 // over threads and merges the parts by log-sum-exp.
+// CUDA kernels (tensors on a GPU; q, k, v and out of one dtype, 16-byte aligned rows): the
+// FlashAttention-2 kernel (contiguous fp16 / bf16 KV, prefill) and the split-KV decode kernel
+// (paged or contiguous KV, fp16 / bf16 / fp32, head dims 64, 80, 96, 128, 256; cuts each
+// sequence's keys into num_splits parts on different CTAs and merges them by log-sum-exp). See
+// `impl` below for which runs. On the GPU the index tensors' values (cu_seqlens, block_table,
+// seqlens_k) are not checked (that would read device memory): they are the caller's
+// responsibility, as max_seqlen_q is.
 //
 // Masks (bottom-right aligned, as with a KV cache): query i of a sequence with Sq queries and Sk
 // keys sits at position i + Sk - Sq. Key j is visible if
@@ -45,12 +52,31 @@ struct FmhaParams {
   int window_right = -1;
   Tensor alibi_slopes;  // optional float32 [Hq] or [B, Hq]
 
-  // GPU only. max_seqlen_q: the longest query sequence (0 = read cu_seqlens_q back from the
-  // device, a synchronising copy). impl: the MMA path, "auto" (the device's native one), "884",
-  // "1688" or "16816" (to test every path on one GPU).
+  // GPU only.
+  // max_seqlen_q: the longest query sequence (0 = read cu_seqlens_q back from the device, a
+  //   synchronising copy). Must not be smaller than the true value (rows past it stay unwritten).
+  // max_seqlen_k: the longest key sequence, a hint for the split-KV decode kernel's split count
+  //   (0 = read seqlens_k / cu_seqlens_k back when the heuristic needs it, a synchronising copy;
+  //   a wrong value costs speed, never correctness).
+  // num_splits: how many parts the decode kernel cuts each sequence's key range into, merged by
+  //   log-sum-exp (0 = a heuristic from the SM count, batch x KV heads and max_seqlen_k;
+  //   1 = no split; at most kMaxNumSplits).
+  // impl: which kernel runs.
+  //   "auto"   paged KV, float32, or few queries per sequence (max_seqlen_q <= 16 and
+  //            max_seqlen_q x Hq / Hk <= 32): the split-KV decode kernel; otherwise the
+  //            FlashAttention-2 kernel on the device's native MMA path
+  //   "884" | "1688" | "16816"  that FlashAttention-2 MMA path (to test every path on one GPU;
+  //            contiguous fp16 / bf16 KV only)
+  //   "decode" the split-KV decode kernel (any layout, fp16 / bf16 / fp32)
+  //   "decode-regstage"  the decode kernel with the register-staged copies of sm_70 / sm_75, also
+  //            on sm_80+ (to test that path on one GPU)
   int max_seqlen_q = 0;
+  int max_seqlen_k = 0;
+  int num_splits = 0;
   std::string impl = "auto";
 };
+
+constexpr int kMaxNumSplits = 1024;
 
 // Validates every tensor (dtype, shape, offsets) and throws InvalidArgument naming the one at
 // fault; then runs on the device the tensors live on.

@@ -1,4 +1,5 @@
-// SwiGLU, GELU (erf and tanh forms) and element-wise add on float32 activations.
+// SwiGLU, GeGLU, GELU (erf and tanh forms) and element-wise add on float32 activations (the
+// public functions hand CUDA tensors to kernels/cuda/activation_cuda.cc).
 //
 // The transcendental parts are vectorised with AVX-512 (exp512 from vec_math.h, relative error
 // about 2 ulp) and fall back to <cmath> elsewhere. Every form is written so it stays accurate in
@@ -14,6 +15,10 @@
 #include "fastattn/kernels/activation.h"
 #include "fastattn/kernels/cpu/cpu_util.h"
 #include "fastattn/kernels/cpu/vec_math.h"
+
+#if defined(FASTATTN_WITH_CUDA)
+#include "fastattn/kernels/cuda/activation_cuda.h"
+#endif
 
 namespace fastattn::kernels {
 namespace {
@@ -119,6 +124,9 @@ void check_f32(const Tensor& t, const char* name) {
 }  // namespace
 
 void swiglu(const Context& ctx, const Tensor& gate_up, Tensor& out) {
+#if defined(FASTATTN_WITH_CUDA)
+  if (gate_up.device().type == DeviceType::kCUDA) return cuda::swiglu_cuda(ctx, gate_up, out);
+#endif
   check_f32(gate_up, "gate_up");
   check_f32(out, "out");
   check_dim(gate_up, "gate_up", 2);
@@ -143,7 +151,39 @@ void swiglu(const Context& ctx, const Tensor& gate_up, Tensor& out) {
   }
 }
 
+void geglu(const Context& ctx, const Tensor& gate_up, Tensor& out, GeluApprox approx) {
+#if defined(FASTATTN_WITH_CUDA)
+  if (gate_up.device().type == DeviceType::kCUDA) return cuda::geglu_cuda(ctx, gate_up, out, approx);
+#endif
+  check_f32(gate_up, "gate_up");
+  check_f32(out, "out");
+  check_dim(gate_up, "gate_up", 2);
+  FA_CHECK(gate_up.size(1) % 2 == 0, "gate_up: expected [T, 2 * intermediate], got ",
+           gate_up.describe(), " (odd last dimension)");
+  const int64_t T = gate_up.size(0), I = gate_up.size(1) / 2;
+  check_shape(out, "out", {T, I});
+  const float* gp = gate_up.data_as<const float>();
+  float* op = out.data_as<float>();
+  const int64_t ldg = gate_up.stride(0), ldo = out.stride(0);
+#pragma omp parallel for num_threads(cpu::threads_for(ctx, T * I)) schedule(static)
+  for (int64_t t = 0; t < T; ++t) {
+    const float* g = gp + t * ldg;
+    const float* u = g + I;
+    float* o = op + t * ldo;
+    // gelu(gate) into the output row (L1-resident), then the product with up.
+    if (approx == GeluApprox::kTanh)
+      map_row<GeluTanh>(g, o, I);
+    else
+      map_row<GeluErf>(g, o, I);
+#pragma omp simd
+    for (int64_t i = 0; i < I; ++i) o[i] *= u[i];
+  }
+}
+
 void gelu(const Context& ctx, const Tensor& x, Tensor& out, GeluApprox approx) {
+#if defined(FASTATTN_WITH_CUDA)
+  if (x.device().type == DeviceType::kCUDA) return cuda::gelu_cuda(ctx, x, out, approx);
+#endif
   check_f32(x, "x");
   check_f32(out, "out");
   check_shape(out, "out", x.shape());
@@ -163,6 +203,9 @@ void gelu(const Context& ctx, const Tensor& x, Tensor& out, GeluApprox approx) {
 }
 
 void add(const Context& ctx, const Tensor& a, const Tensor& b, Tensor& out) {
+#if defined(FASTATTN_WITH_CUDA)
+  if (a.device().type == DeviceType::kCUDA) return cuda::add_cuda(ctx, a, b, out);
+#endif
   check_f32(a, "a");
   check_f32(b, "b");
   check_f32(out, "out");

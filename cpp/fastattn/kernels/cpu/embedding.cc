@@ -4,6 +4,10 @@
 #include "fastattn/kernels/cpu/cpu_util.h"
 #include "fastattn/kernels/embedding.h"
 
+#if defined(FASTATTN_WITH_CUDA)
+#include "fastattn/kernels/cuda/embedding_cuda.h"
+#endif
+
 namespace fastattn::kernels {
 namespace {
 
@@ -39,6 +43,11 @@ void lookup(const Context& ctx, const I* ids, const Tensor& table, Tensor& out, 
 
 void embedding_lookup(const Context& ctx, const Tensor& ids, const Tensor& table, Tensor& out,
                       int64_t vocab_start, bool vocab_parallel) {
+#if defined(FASTATTN_WITH_CUDA)
+  if (ids.device().type == DeviceType::kCUDA) {
+    return cuda::embedding_lookup_cuda(ctx, ids, table, out, vocab_start, vocab_parallel);
+  }
+#endif
   check_cpu(ids, "ids");
   check_cpu(table, "table");
   check_cpu(out, "out");

@@ -1,5 +1,5 @@
 // linear(): argument checks, the choice between the decode GEMV kernel (gemv.cc) and BLAS sgemm,
-// and the bias.
+// and the bias; add_bias(). CUDA tensors go to kernels/cuda/linear_cuda.cc.
 #include <omp.h>
 
 #include <algorithm>
@@ -8,6 +8,10 @@
 #include "fastattn/kernels/cpu/cpu_util.h"
 #include "fastattn/kernels/cpu/linear_impl.h"
 #include "fastattn/kernels/gemm.h"
+
+#if defined(FASTATTN_WITH_CUDA)
+#include "fastattn/kernels/cuda/linear_cuda.h"
+#endif
 
 namespace fastattn::kernels {
 namespace cpu {
@@ -37,8 +41,9 @@ void gemm_rows(const LinearArgs& a, int64_t n_begin, int64_t n_end) {
   }
 }
 
-void add_bias(const Context& ctx, const Tensor& bias, float* y, int64_t ldy, int64_t M,
-              int64_t N) {
+// y[m, :] += bias for m < M (rows ldy floats apart); bias: [N] of any float dtype.
+void add_bias_rows(const Context& ctx, const Tensor& bias, float* y, int64_t ldy, int64_t M,
+                   int64_t N) {
   std::vector<float> widened;
   const float* b = as_float(bias, widened);
 #pragma omp parallel for num_threads(threads_for(ctx, M * N)) schedule(static)
@@ -67,6 +72,9 @@ void gemm_blas(const LinearArgs& a, int num_threads) {
 }  // namespace cpu
 
 void linear(const Context& ctx, const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y) {
+#if defined(FASTATTN_WITH_CUDA)
+  if (x.device().type == DeviceType::kCUDA) return cuda::linear_cuda(ctx, x, w, bias, y);
+#endif
   check_cpu(x, "x");
   check_cpu(w, "w");
   check_cpu(y, "y");
@@ -121,7 +129,31 @@ void linear(const Context& ctx, const Tensor& x, const Tensor& w, const Tensor& 
       cpu::gemm_blas(a, context_threads(ctx));
     }
   }
-  if (bias.defined()) cpu::add_bias(ctx, bias, yp, ldy, M, N);
+  if (bias.defined()) cpu::add_bias_rows(ctx, bias, yp, ldy, M, N);
+}
+
+void add_bias(const Context& ctx, const Tensor& bias, Tensor& y) {
+#if defined(FASTATTN_WITH_CUDA)
+  if (y.device().type == DeviceType::kCUDA) return cuda::add_bias_cuda(ctx, bias, y);
+#endif
+  check_cpu(y, "y");
+  check_dtype(y, "y", DType::kFloat32);
+  check_dim(y, "y", 2);
+  FA_CHECK(y.last_dim_contiguous(), "y: the last dimension must be contiguous, got ", y.describe(),
+           " with strides ", shape_str(y.strides()));
+  const int64_t M = y.size(0), N = y.size(1);
+  FA_CHECK(bias.defined(), "bias: required, got an undefined tensor");
+  check_cpu(bias, "bias");
+  check_floating(bias, "bias");
+  check_shape(bias, "bias", {N});
+  check_contiguous(bias, "bias");
+  const int64_t ldy = M <= 1 ? std::max<int64_t>(N, 1) : y.stride(0);
+  FA_CHECK(ldy >= N, "y: row stride ", y.stride(0), " is smaller than its row length ", N);
+  FA_CHECK(!cpu::ranges_overlap(y.data(), static_cast<size_t>(M == 0 ? 0 : ((M - 1) * ldy + N) * 4),
+                                bias.data(), bias.nbytes()),
+           "y: must not overlap bias");
+  if (M == 0 || N == 0) return;
+  cpu::add_bias_rows(ctx, bias, y.data_as<float>(), ldy, M, N);
 }
 
 }  // namespace fastattn::kernels

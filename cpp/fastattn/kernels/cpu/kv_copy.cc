@@ -1,10 +1,14 @@
-// Writes new tokens' K and V into a paged cache, converting the dtype on the way.
+// Writes new tokens' K and V into a paged cache, converting the dtype on the way; the fused
+// rope + cache write is apply_rope twice and the same write on the CPU.
 #include <cstring>
 #include <string>
 #include <vector>
 
 #include "fastattn/kernels/cpu/cpu_util.h"
 #include "fastattn/kernels/kv_copy.h"
+#if defined(FASTATTN_WITH_CUDA)
+#include "fastattn/kernels/cuda/rope_kv_cuda.h"
+#endif
 
 namespace fastattn::kernels {
 namespace {
@@ -64,12 +68,13 @@ void write_one(const Context& ctx, const Tensor& src, Tensor& cache, const int32
   }
 }
 
-}  // namespace
-
-void kv_cache_write(const Context& ctx, const Tensor& k_new, const Tensor& v_new, Tensor& k_cache,
-                    Tensor& v_cache, const Tensor& slot_mapping) {
-  check_new(k_new, "k_new");
-  check_new(v_new, "v_new");
+// Checks every argument of a cache write, slot values included, before anything is written.
+// k_name / v_name: the parameter names of the new K and V in the public call.
+void check_write_args(const Tensor& k_new, const char* k_name, const Tensor& v_new,
+                      const char* v_name, const Tensor& k_cache, const Tensor& v_cache,
+                      const Tensor& slot_mapping) {
+  check_new(k_new, k_name);
+  check_new(v_new, v_name);
   check_cache(k_cache, "k_cache");
   check_cache(v_cache, "v_cache");
   check_cpu(slot_mapping, "slot_mapping");
@@ -80,20 +85,62 @@ void kv_cache_write(const Context& ctx, const Tensor& k_new, const Tensor& v_new
   const int64_t num_blocks = k_cache.size(0), block_size = k_cache.size(1);
   // V may have its own head size (D); everything else must agree with K.
   check_shape(k_cache, "k_cache", {num_blocks, block_size, Hk, k_new.size(2)});
-  check_shape(v_new, "v_new", {T, Hk, v_new.size(2)});
+  check_shape(v_new, v_name, {T, Hk, v_new.size(2)});
   check_shape(v_cache, "v_cache", {num_blocks, block_size, Hk, v_new.size(2)});
   check_shape(slot_mapping, "slot_mapping", {T});
 
   const int32_t* slots = slot_mapping.data_as<const int32_t>();
   const int64_t num_slots = num_blocks * block_size;
-  // Validate every slot before writing, so a bad mapping leaves the cache untouched.
   for (int64_t t = 0; t < T; ++t) {
     FA_CHECK(slots[t] >= -1 && slots[t] < num_slots, "slot_mapping: slot ", slots[t],
              " at position ", t, " is out of range for a cache of ", num_blocks, " blocks x ",
              block_size, " slots (valid: 0..", num_slots - 1, ", or -1 to skip the token)");
   }
-  write_one(ctx, k_new, k_cache, slots, block_size);
-  write_one(ctx, v_new, v_cache, slots, block_size);
+}
+
+}  // namespace
+
+void kv_cache_write(const Context& ctx, const Tensor& k_new, const Tensor& v_new, Tensor& k_cache,
+                    Tensor& v_cache, const Tensor& slot_mapping) {
+#if defined(FASTATTN_WITH_CUDA)
+  if (!k_new.device().is_cpu_addressable()) {
+    cuda::kv_cache_write_cuda(ctx, k_new, v_new, k_cache, v_cache, slot_mapping);
+    return;
+  }
+#endif
+  check_write_args(k_new, "k_new", v_new, "v_new", k_cache, v_cache, slot_mapping);
+  const int32_t* slots = slot_mapping.data_as<const int32_t>();
+  write_one(ctx, k_new, k_cache, slots, k_cache.size(1));
+  write_one(ctx, v_new, v_cache, slots, k_cache.size(1));
+}
+
+void rope_kv_cache_write(const Context& ctx, const RopeParams& p, Tensor& q, Tensor& k,
+                         const Tensor& v, const Tensor& positions, Tensor& k_cache,
+                         Tensor& v_cache, const Tensor& slot_mapping, int64_t seq_len) {
+#if defined(FASTATTN_WITH_CUDA)
+  if (!q.device().is_cpu_addressable()) {
+    cuda::rope_kv_cache_write_cuda(ctx, p, q, k, v, positions, k_cache, v_cache, slot_mapping,
+                                   seq_len);
+    return;
+  }
+#endif
+  // Nothing is written before every argument is checked: the write's here, k's rope rules and
+  // its agreement with q here too, then q's, positions' and the params' by the first apply_rope
+  // (which checks them all before rotating).
+  check_write_args(k, "k", v, "v", k_cache, v_cache, slot_mapping);
+  check_cpu(q, "q");
+  check_dim(q, "q", 3);
+  check_dtype(q, "q", DType::kFloat32);
+  check_dtype(k, "k", DType::kFloat32);
+  FA_CHECK(q.last_dim_contiguous(), "q: the last dimension must be contiguous, got ", q.describe(),
+           " with strides ", shape_str(q.strides()));
+  FA_CHECK(q.size(0) == k.size(0) && q.size(2) == k.size(2), "q ", q.describe(), " and k ",
+           k.describe(), " must have the same number of tokens and head dim");
+  apply_rope(ctx, p, q, positions, seq_len);
+  apply_rope(ctx, p, k, positions, seq_len);
+  const int32_t* slots = slot_mapping.data_as<const int32_t>();
+  write_one(ctx, k, k_cache, slots, k_cache.size(1));
+  write_one(ctx, v, v_cache, slots, k_cache.size(1));
 }
 
 }  // namespace fastattn::kernels

@@ -7,6 +7,10 @@
 #include "fastattn/kernels/cpu/cpu_util.h"
 #include "fastattn/kernels/norm.h"
 
+#if defined(FASTATTN_WITH_CUDA)
+#include "fastattn/kernels/cuda/norm_cuda.h"
+#endif
+
 namespace fastattn::kernels {
 namespace {
 
@@ -87,6 +91,9 @@ void norm_row(const NormParams& p, const NormWeights& nw, const float* in, float
 
 void norm(const Context& ctx, const NormParams& p, const Tensor& x, const Tensor& weight,
           const Tensor& bias, Tensor& out) {
+#if defined(FASTATTN_WITH_CUDA)
+  if (x.device().type == DeviceType::kCUDA) return cuda::norm_cuda(ctx, p, x, weight, bias, out);
+#endif
   check_activation(x, "x");
   check_activation(out, "out");
   const int64_t T = x.size(0), H = x.size(1);
@@ -102,6 +109,11 @@ void norm(const Context& ctx, const NormParams& p, const Tensor& x, const Tensor
 
 void add_norm(const Context& ctx, const NormParams& p, Tensor& residual, const Tensor& x,
               const Tensor& weight, const Tensor& bias, Tensor& out) {
+#if defined(FASTATTN_WITH_CUDA)
+  if (residual.device().type == DeviceType::kCUDA) {
+    return cuda::add_norm_cuda(ctx, p, residual, x, weight, bias, out);
+  }
+#endif
   check_activation(residual, "residual");
   check_activation(x, "x");
   check_activation(out, "out");

@@ -16,6 +16,9 @@
 
 #include "fastattn/kernels/cpu/cpu_util.h"
 #include "fastattn/kernels/rope.h"
+#if defined(FASTATTN_WITH_CUDA)
+#include "fastattn/kernels/cuda/rope_kv_cuda.h"
+#endif
 
 namespace fastattn::kernels {
 namespace {
@@ -155,7 +158,14 @@ std::vector<float> rope_inv_freq(const RopeParams& p, int head_dim, int64_t seq_
   FA_THROW_AS(InvalidArgument, "rope: unknown scaling type ", static_cast<int>(p.scaling));
 }
 
-void apply_rope(const Context& ctx, const RopeParams& p, Tensor& x, const Tensor& positions) {
+void apply_rope(const Context& ctx, const RopeParams& p, Tensor& x, const Tensor& positions,
+                int64_t seq_len) {
+#if defined(FASTATTN_WITH_CUDA)
+  if (!x.device().is_cpu_addressable()) {
+    cuda::apply_rope_cuda(ctx, p, x, positions, seq_len);
+    return;
+  }
+#endif
   check_cpu(x, "x");
   check_cpu(positions, "positions");
   check_dtype(x, "x", DType::kFloat32);
@@ -166,19 +176,23 @@ void apply_rope(const Context& ctx, const RopeParams& p, Tensor& x, const Tensor
            "positions: expected int32 or int64, got ", positions.describe());
   check_shape(positions, "positions", {x.size(0)});
   check_contiguous(positions, "positions");
+  FA_CHECK(seq_len >= 0, "rope: seq_len must be >= 0 (0 = max(positions) + 1), got ", seq_len);
   const int64_t T = x.size(0);
   const int64_t D = x.size(2);
   FA_CHECK(D <= (int64_t{1} << 30), "x: head_dim ", D, " is too large");
   // Positions must be valid; dynamic NTK needs the sequence length (max position + 1), as
-  // transformers derives it from position_ids.
+  // transformers derives it from position_ids, unless the caller gives it.
   int64_t max_pos = -1;
   for (int64_t t = 0; t < T; ++t) {
     const int64_t v = positions.dtype() == DType::kInt32 ? positions.data_as<const int32_t>()[t]
                                                          : positions.data_as<const int64_t>()[t];
     FA_CHECK(v >= 0, "positions: position ", v, " at index ", t, " is negative");
+    FA_CHECK(seq_len == 0 || v < seq_len, "positions: position ", v, " at index ", t,
+             " is not below seq_len ", seq_len);
     max_pos = std::max(max_pos, v);
   }
-  const std::vector<float> inv = rope_inv_freq(p, static_cast<int>(D), max_pos + 1);
+  const std::vector<float> inv =
+      rope_inv_freq(p, static_cast<int>(D), seq_len > 0 ? seq_len : max_pos + 1);
   if (T == 0 || x.size(1) == 0) return;
   if (positions.dtype() == DType::kInt32)
     rope_typed(ctx, p, x, positions.data_as<const int32_t>(), inv);

@@ -18,6 +18,9 @@
 #include "fastattn/kernels/cpu/sampling_select.h"
 #include "fastattn/kernels/cpu/vec_math.h"
 #include "fastattn/kernels/sampling.h"
+#if defined(FASTATTN_WITH_CUDA)
+#include "fastattn/kernels/cuda/sampling_cuda.h"
+#endif
 
 namespace fastattn::kernels {
 namespace {
@@ -168,8 +171,19 @@ float uniform_from_counter(uint64_t seed, uint64_t counter) {
 
 void sample(const Context& ctx, const Tensor& logits, const std::vector<SamplingParams>& params,
             const std::vector<uint64_t>& steps, Tensor& out) {
-  check_cpu(logits, "logits");
-  check_cpu(out, "out");
+  // Shapes and parameters are checked here for both devices; the CUDA path gets checked input.
+#if defined(FASTATTN_WITH_CUDA)
+  const bool on_gpu = !logits.device().is_cpu_addressable();
+#else
+  constexpr bool on_gpu = false;
+#endif
+  if (on_gpu) {
+    FA_CHECK(out.device() == logits.device(), "out is on ", out.device().str(), " but logits is on ",
+             logits.device().str(), ": every tensor of one call must be on the same device");
+  } else {
+    check_cpu(logits, "logits");
+    check_cpu(out, "out");
+  }
   check_dtype(logits, "logits", DType::kFloat32);
   check_dim(logits, "logits", 2);
   FA_CHECK(logits.last_dim_contiguous(), "logits: the last dimension must be contiguous, got ",
@@ -186,6 +200,12 @@ void sample(const Context& ctx, const Tensor& logits, const std::vector<Sampling
   FA_CHECK(static_cast<int64_t>(steps.size()) == B, "sampling: ", steps.size(),
            " steps for a batch of ", B, " rows");
   for (int64_t b = 0; b < B; ++b) check_params(params[b], b);
+#if defined(FASTATTN_WITH_CUDA)
+  if (on_gpu) {
+    cuda::sample_cuda(ctx, logits, params, steps, out);
+    return;
+  }
+#endif
 
   const float* lp = logits.data_as<const float>();
   int32_t* op = out.data_as<int32_t>();

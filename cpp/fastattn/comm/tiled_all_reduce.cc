@@ -1,0 +1,87 @@
+#include "fastattn/comm/tiled_all_reduce.h"
+
+#include <algorithm>
+#include <memory>
+#include <vector>
+
+#include "fastattn/kernels/gemm.h"
+
+namespace fastattn {
+
+TileHeuristic default_tile_heuristic(const Communicator& comm) {
+  TileHeuristic h;
+  if (comm.device().type == DeviceType::kCUDA) {
+    // A GPU GEMM tile needs thousands of rows to fill the SMs; below that the all-reduce and the
+    // GEMM only compete for them (measured by `fastattention bench allreduce-overlap`).
+    h.min_rows_per_tile = 2048;
+    h.max_tiles = 4;
+  } else {
+    h.min_rows_per_tile = 256;
+    h.max_tiles = 4;
+  }
+  return h;
+}
+
+int choose_num_tiles(const Communicator& comm, int64_t tokens) {
+  const TiledAllReduceOptions& o = comm.tiling();
+  if (!o.overlap || comm.size() <= 1 || tokens <= 1) return 1;
+  if (o.num_tiles > 0) return static_cast<int>(std::min<int64_t>(o.num_tiles, tokens));
+  const TileHeuristic h = default_tile_heuristic(comm);
+  const int64_t n = tokens / std::max<int64_t>(h.min_rows_per_tile, 1);
+  return static_cast<int>(std::clamp<int64_t>(n, 1, h.max_tiles));
+}
+
+void tile_rows(int64_t rows, int n, int i, int64_t& begin, int64_t& end) {
+  begin = rows * i / n;
+  end = rows * (i + 1) / n;
+}
+
+void tiled_all_reduce(const Context& ctx, Communicator& comm, Tensor& y, int num_tiles,
+                      const std::function<void(int64_t begin, int64_t end)>& compute) {
+  FA_CHECK(y.dim() >= 1 && y.is_contiguous(), comm.where(), ": tiled all-reduce: y ",
+           y.describe(), " must be contiguous with rows along dim 0");
+  const int64_t rows = y.size(0);
+  const int n = static_cast<int>(std::min<int64_t>(std::max(num_tiles, 1), std::max<int64_t>(rows, 1)));
+  if (n <= 1) {
+    compute(0, rows);
+    comm.all_reduce_sum(ctx, y);
+    return;
+  }
+  std::vector<std::unique_ptr<CommRequest>> pending;
+  pending.reserve(static_cast<size_t>(n));
+  try {
+    for (int i = 0; i < n; ++i) {
+      int64_t begin = 0;
+      int64_t end = 0;
+      tile_rows(rows, n, i, begin, end);
+      compute(begin, end);
+      Tensor tile = y.slice(0, begin, end);
+      pending.push_back(comm.all_reduce_sum_async(ctx, tile));
+    }
+    for (auto& r : pending) r->wait();
+  } catch (...) {
+    // The buffers stay in use until every started all-reduce has ended.
+    for (auto& r : pending) {
+      try {
+        r->wait();
+      } catch (...) {
+      }
+    }
+    throw;
+  }
+}
+
+void linear_all_reduce(const Context& ctx, Communicator& comm, const Tensor& x, const Tensor& w,
+                       Tensor& y) {
+  FA_CHECK(x.dim() == 2 && y.dim() == 2 && x.size(0) == y.size(0), comm.where(),
+           ": linear_all_reduce: x ", x.describe(), " and y ", y.describe(),
+           " must be 2-D with the same rows");
+  const int n = choose_num_tiles(comm, x.size(0));
+  tiled_all_reduce(ctx, comm, y, n, [&](int64_t begin, int64_t end) {
+    const Tensor xt = x.slice(0, begin, end);
+    Tensor yt = y.slice(0, begin, end);
+    kernels::linear(ctx, xt, w, Tensor(), yt);
+  });
+}
+
+}  // namespace fastattn

@@ -1,0 +1,68 @@
+#include <cmath>
+#include <vector>
+
+#include "fastattn/core/error.h"
+#include "fastattn/kernels/attention/merge.h"
+#if defined(FASTATTN_WITH_CUDA)
+#include "fastattn/kernels/cuda/merge_attention_cuda.h"
+#endif
+
+namespace fastattn::kernels {
+namespace {
+
+void check_part(const Tensor& o, const char* name, const std::vector<int64_t>& shape) {
+  FA_CHECK(o.defined() && o.dim() == 3 && o.shape() == shape, name, ": expected shape ",
+           shape_str(shape), ", got ", o.defined() ? o.describe() : std::string("undefined"));
+  check_floating(o, name);
+  FA_CHECK(o.last_dim_contiguous(), name, ": the last dimension must be contiguous");
+}
+
+void check_lse(const Tensor& l, const char* name, int64_t H, int64_t T) {
+  check_dtype(l, name, DType::kFloat32);
+  check_shape(l, name, {H, T});
+  FA_CHECK(l.last_dim_contiguous(), name, ": the last dimension must be contiguous");
+}
+
+}  // namespace
+
+void merge_attention(const Context& ctx, const Tensor& out_a, const Tensor& lse_a,
+                     const Tensor& out_b, const Tensor& lse_b, Tensor& out) {
+  FA_CHECK(out.defined() && out.dim() == 3, "out: expected [T, H, D], got ", out.describe());
+  const int64_t T = out.size(0), H = out.size(1), D = out.size(2);
+  check_part(out, "out", {T, H, D});
+  check_part(out_a, "out_a", {T, H, D});
+  check_part(out_b, "out_b", {T, H, D});
+  check_lse(lse_a, "lse_a", H, T);
+  check_lse(lse_b, "lse_b", H, T);
+  const Device dev = out.device();
+  for (const Tensor* t : {&out_a, &lse_a, &out_b, &lse_b}) {
+    FA_CHECK(t->device() == dev, "merge_attention: all tensors must be on ", dev.str(), ", got ",
+             t->describe());
+  }
+  if (dev.type == DeviceType::kCUDA) {
+#if defined(FASTATTN_WITH_CUDA)
+    cuda::merge_attention(ctx, out_a, lse_a, out_b, lse_b, out);
+    return;
+#endif
+  }
+  std::vector<float> a(static_cast<size_t>(D)), b(static_cast<size_t>(D));
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t h = 0; h < H; ++h) {
+      const float la = lse_a.data_as<float>()[h * lse_a.stride(0) + t];
+      const float lb = lse_b.data_as<float>()[h * lse_b.stride(0) + t];
+      const float m = std::fmax(la, lb);
+      const float wa = std::isinf(m) && m < 0 ? 0.f : std::exp(la - m);
+      const float wb = std::isinf(m) && m < 0 ? 0.f : std::exp(lb - m);
+      const float inv = wa + wb > 0.f ? 1.f / (wa + wb) : 0.f;
+      convert_to_float(out_a.ptr_at({t, h}), out_a.dtype(), a.data(), D);
+      convert_to_float(out_b.ptr_at({t, h}), out_b.dtype(), b.data(), D);
+      for (int64_t d = 0; d < D; ++d) {
+        a[static_cast<size_t>(d)] = (wa * a[static_cast<size_t>(d)] + wb * b[static_cast<size_t>(d)]) * inv;
+      }
+      convert_from_float(a.data(), out.ptr_at({t, h}), out.dtype(), D);
+    }
+  }
+  (void)ctx;
+}
+
+}  // namespace fastattn::kernels

@@ -1,0 +1,306 @@
+// Host side of the split-KV decode kernels: checks what the kernels need beyond fmha.cc's
+// validation (one dtype, a compiled head dim, 16-byte alignment), picks the row tile and the
+// split count, takes scratch for the partials and launches the split and merge kernels.
+#include "fastattn/kernels/cuda/decode_cuda.h"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <map>
+#include <mutex>
+#include <utility>
+
+#include "fastattn/core/allocator.h"
+#include "fastattn/core/cuda/device_guard.h"
+#include "fastattn/kernels/cuda/cuda_check.h"
+#include "fastattn/kernels/cuda/decode_launch.h"
+#include "fastattn/kernels/cuda/decode_params.h"
+
+namespace fastattn::kernels::cuda {
+namespace {
+
+constexpr int kThreads = 128;         // 4 warps per split CTA (DecodeTraits::kThreads)
+constexpr int kMinKeysPerSplit = 256;  // a split below this costs more in merging than it gains
+constexpr int kWaves = 2;              // CTAs the heuristic aims for: kWaves x what fits at once
+constexpr float kLog2e = 1.4426950408889634f;
+
+const std::vector<DecodeKernelEntry>& decode_table() {
+  static const std::vector<DecodeKernelEntry> table = [] {
+    std::vector<DecodeKernelEntry> t;
+    int n = 0;
+#define FASTATTN_DECODE_ADD(TAG, D)                                     \
+  {                                                                     \
+    const DecodeKernelEntry* e = decode_entries_##TAG##_hd##D(&n);      \
+    t.insert(t.end(), e, e + n);                                        \
+  }
+    FASTATTN_DECODE_FOR_EACH_FILE(FASTATTN_DECODE_ADD)
+#undef FASTATTN_DECODE_ADD
+    return t;
+  }();
+  return table;
+}
+
+struct DeviceProps {
+  int sms = 0;
+  int cc = 0;
+};
+
+// SM count and compute capability, cached per device.
+DeviceProps device_props(int dev) {
+  static std::mutex mu;
+  static std::map<int, DeviceProps> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cache.find(dev);
+  if (it != cache.end()) return it->second;
+  DeviceProps d;
+  int major = 0, minor = 0;
+  FA_CUDA_CHECK(cudaDeviceGetAttribute(&d.sms, cudaDevAttrMultiProcessorCount, dev));
+  FA_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  FA_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+  d.cc = major * 10 + minor;
+  cache[dev] = d;
+  return d;
+}
+
+// Raises the kernel's dynamic shared-memory limit on the current device (once per device) and
+// returns how many of its CTAs fit on one SM.
+int prepare_kernel(const void* kernel, size_t smem, int dev) {
+  static std::mutex mu;
+  static std::map<std::pair<const void*, int>, int> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  const auto key = std::make_pair(kernel, dev);
+  auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+  // Fails with "invalid device function" when the build has no image for this GPU.
+  FA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     static_cast<int>(smem)));
+  int blocks = 0;
+  FA_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kThreads, smem));
+  FA_CHECK(blocks >= 1, "the CUDA decode kernel needs ", smem,
+           " bytes of shared memory per block, more than device ", dev, " has");
+  cache[key] = blocks;
+  return blocks;
+}
+
+void check_aligned(const Tensor& t, const char* name) {
+  const auto addr = reinterpret_cast<uintptr_t>(t.data());
+  const int64_t elem = static_cast<int64_t>(dtype_size(t.dtype()));
+  bool ok = addr % 16 == 0;
+  for (int i = 0; i + 1 < t.dim(); ++i) ok = ok && (t.size(i) == 1 || t.stride(i) * elem % 16 == 0);
+  FA_CHECK(ok, name, ": the CUDA decode kernel needs 16-byte aligned rows (data address and every ",
+           "stride but the last a multiple of 16 bytes), got address ", addr, " and strides ",
+           shape_str(t.strides()), " for ", t.describe());
+}
+
+// The smallest row tile that holds a sequence's (token, head) rows, else the largest.
+const DecodeKernelEntry* pick_entry(DType dtype, int head_dim, int64_t rows_needed) {
+  const DecodeKernelEntry* best = nullptr;
+  for (const DecodeKernelEntry& e : decode_table()) {
+    if (e.dtype != dtype || e.head_dim != head_dim) continue;
+    if (best == nullptr) {
+      best = &e;
+      continue;
+    }
+    const bool fits = e.rows >= rows_needed, best_fits = best->rows >= rows_needed;
+    if ((fits && (!best_fits || e.rows < best->rows)) || (!fits && !best_fits && e.rows > best->rows)) {
+      best = &e;
+    }
+  }
+  return best;
+}
+
+// Keys one query tile can see at most: all of them, or the window's width.
+int64_t visible_keys(const FmhaParams& p, int window_right, int64_t max_k, int rows, int group) {
+  if (p.window_left < 0 || window_right < 0) return max_k;
+  const int64_t positions = (rows + group - 1) / group + 1;  // query tokens a tile spans
+  return std::min<int64_t>(max_k, p.window_left + window_right + positions);
+}
+
+// Split count: enough CTAs for kWaves full waves, but no split under kMinKeysPerSplit keys.
+int heuristic_splits(int64_t concurrent_ctas, int64_t base_ctas, int64_t keys, int block_n) {
+  if (keys <= 0 || base_ctas <= 0) return 1;
+  int64_t splits = (kWaves * concurrent_ctas + base_ctas - 1) / base_ctas;
+  splits = std::min<int64_t>(splits, keys / kMinKeysPerSplit);
+  splits = std::min<int64_t>(splits, (keys + block_n - 1) / block_n);
+  splits = std::min<int64_t>(splits, kMaxNumSplits);
+  return static_cast<int>(std::max<int64_t>(splits, 1));
+}
+
+}  // namespace
+
+bool decode_supports(DType dtype, int head_dim) {
+  for (const DecodeKernelEntry& e : decode_table()) {
+    if (e.dtype == dtype && e.head_dim == head_dim) return true;
+  }
+  return false;
+}
+
+std::vector<std::string> decode_cuda_instances() {
+  std::vector<std::string> out;
+  for (const DecodeKernelEntry& e : decode_table()) {
+    out.push_back(std::string(dtype_name(e.dtype)) + "/hd" + std::to_string(e.head_dim) + "/rows" +
+                  std::to_string(e.rows));
+  }
+  return out;
+}
+
+int device_max_seqlen(const Context& ctx, const Tensor& index, bool cumulative) {
+  const int64_t n = index.size(0);
+  if (n == 0 || (cumulative && n < 2)) return 0;
+  std::vector<int32_t> host(static_cast<size_t>(n));
+  const DeviceGuard guard(index.device().index);
+  const auto stream = static_cast<cudaStream_t>(ctx.stream);
+  FA_CUDA_CHECK(cudaMemcpyAsync(host.data(), index.data(), host.size() * sizeof(int32_t),
+                                cudaMemcpyDeviceToHost, stream));
+  FA_CUDA_CHECK(cudaStreamSynchronize(stream));
+  int longest = 0;
+  for (int64_t i = cumulative ? 1 : 0; i < n; ++i) {
+    longest = std::max(longest, cumulative ? host[i] - host[i - 1] : host[i]);
+  }
+  return longest;
+}
+
+void decode_forward_cuda(const Context& ctx, const FmhaParams& p, const FmhaShape& sh,
+                         bool register_staging) {
+  const DType dt = p.q.dtype();
+  FA_CHECK(p.k.dtype() == dt && p.out.dtype() == dt,
+           "the CUDA decode kernel needs q, k, v and out of one dtype, got q ", p.q.describe(),
+           ", k ", p.k.describe(), ", out ", p.out.describe());
+  FA_CHECK(decode_supports(dt, sh.head_dim), "no CUDA decode kernel for head dim ", sh.head_dim,
+           " and dtype ", dtype_name(dt),
+           " (it has head dims 64, 80, 96, 128, 256 in float16, bfloat16, float32)");
+  check_aligned(p.q, "q");
+  check_aligned(p.k, "k");
+  check_aligned(p.v, "v");
+  check_aligned(p.out, "out");
+  if (p.lse.defined()) {
+    FA_CHECK(p.lse.size(1) <= 1 || p.lse.stride(1) == 1,
+             "lse: the CUDA kernels need the token dim contiguous (stride 1), got strides ",
+             shape_str(p.lse.strides()));
+  }
+  if (p.alibi_slopes.defined()) {
+    FA_CHECK(p.alibi_slopes.last_dim_contiguous(),
+             "alibi_slopes: the CUDA kernels need the head dim contiguous, got strides ",
+             shape_str(p.alibi_slopes.strides()));
+  }
+  FA_CHECK(p.num_splits >= 0 && p.num_splits <= kMaxNumSplits, "num_splits: expected 0 (heuristic) to ",
+           kMaxNumSplits, ", got ", p.num_splits);
+  FA_CHECK(p.max_seqlen_k >= 0, "max_seqlen_k: expected >= 0 (0 = unknown), got ", p.max_seqlen_k);
+  if (sh.batch == 0 || sh.total_q == 0) return;
+
+  const int dev = p.q.device().index;
+  const DeviceGuard guard(dev);
+  const DeviceProps props = device_props(dev);
+  const int group = sh.num_heads_q / sh.num_heads_k;
+  const int max_q = p.max_seqlen_q > 0 ? p.max_seqlen_q : device_max_seqlen(ctx, p.cu_seqlens_q, true);
+  if (max_q == 0) return;
+  const int64_t rows_needed = static_cast<int64_t>(max_q) * group;
+  const DecodeKernelEntry* e = pick_entry(dt, sh.head_dim, rows_needed);
+
+  const bool sm80 = props.cc >= 80;
+  const bool async = sm80 && !register_staging;
+  const void* kernel = sm80 && register_staging ? e->kernel_reg : e->kernel;
+  const size_t smem = async ? e->smem_async : e->smem_reg;
+  const int block_n = async ? e->block_n : e->block_n_reg;
+  const int ctas_per_sm = prepare_kernel(kernel, smem, dev);
+
+  const int64_t q_tiles = (rows_needed + e->rows - 1) / e->rows;
+  const int64_t batch_heads = sh.batch * sh.num_heads_k;
+  FA_CHECK(q_tiles <= INT_MAX, "q: ", max_q, " queries x ", group,
+           " heads per KV head is too many rows for the CUDA decode kernel");
+  FA_CHECK(batch_heads <= 65535, "the CUDA decode kernel takes batch x KV heads <= 65535, got ",
+           sh.batch, " x ", sh.num_heads_k);
+
+  const int window_right =
+      p.causal ? (p.window_right < 0 ? 0 : std::min(p.window_right, 0)) : p.window_right;
+  int splits = p.num_splits;
+  if (splits == 0) {
+    const int max_k = p.max_seqlen_k > 0 ? p.max_seqlen_k
+                                         : device_max_seqlen(ctx, sh.paged ? p.seqlens_k : p.cu_seqlens_k, !sh.paged);
+    splits = heuristic_splits(static_cast<int64_t>(props.sms) * ctas_per_sm, batch_heads * q_tiles,
+                              visible_keys(p, window_right, max_k, e->rows, group), block_n);
+  }
+
+  DecodeDeviceParams d{};
+  d.q = p.q.data();
+  d.k = p.k.data();
+  d.v = p.v.data();
+  d.out = p.out.data();
+  d.lse = p.lse.defined() ? p.lse.data_as<float>() : nullptr;
+  d.lse_head_stride = p.lse.defined() ? p.lse.stride(0) : 0;
+  d.q_row_stride = p.q.stride(0);
+  d.q_head_stride = p.q.stride(1);
+  d.o_row_stride = p.out.stride(0);
+  d.o_head_stride = p.out.stride(1);
+  d.cu_seqlens_q = p.cu_seqlens_q.data_as<int32_t>();
+  if (sh.paged) {
+    d.k_block_stride = p.k.stride(0);
+    d.k_row_stride = p.k.stride(1);
+    d.k_head_stride = p.k.stride(2);
+    d.v_block_stride = p.v.stride(0);
+    d.v_row_stride = p.v.stride(1);
+    d.v_head_stride = p.v.stride(2);
+    d.block_table = p.block_table.data_as<int32_t>();
+    d.block_table_stride = p.block_table.stride(0);
+    d.seqlens_k = p.seqlens_k.data_as<int32_t>();
+    FA_CHECK(sh.block_size <= INT_MAX / 2, "k: paged block size ", sh.block_size, " is too large");
+    d.block_size = static_cast<int>(sh.block_size);
+    d.block_shift = -1;
+    if ((sh.block_size & (sh.block_size - 1)) == 0) {
+      d.block_shift = 0;
+      while ((int64_t{1} << d.block_shift) < sh.block_size) ++d.block_shift;
+    }
+  } else {
+    d.k_row_stride = p.k.stride(0);
+    d.k_head_stride = p.k.stride(1);
+    d.v_row_stride = p.v.stride(0);
+    d.v_head_stride = p.v.stride(1);
+    d.cu_seqlens_k = p.cu_seqlens_k.data_as<int32_t>();
+  }
+  d.batch = static_cast<int>(sh.batch);
+  d.num_heads_q = sh.num_heads_q;
+  d.num_heads_k = sh.num_heads_k;
+  d.group = group;
+  d.head_dim = sh.head_dim;
+  d.total_q = sh.total_q;
+  d.num_q_tiles = static_cast<int>(q_tiles);
+  d.num_splits = splits;
+  const float scale = p.softmax_scale > 0.f ? p.softmax_scale
+                                            : 1.0f / std::sqrt(static_cast<float>(sh.head_dim));
+  d.scale_log2 = scale * kLog2e;
+  d.window_left = p.window_left;
+  d.window_right = window_right;
+  d.alibi_slopes = p.alibi_slopes.defined() ? p.alibi_slopes.data_as<float>() : nullptr;
+  d.alibi_batch_stride =
+      p.alibi_slopes.defined() && p.alibi_slopes.dim() == 2 ? static_cast<int>(p.alibi_slopes.stride(0)) : 0;
+
+  // Partials of a split launch: [splits, total_q, Hq, D] fp32 outputs, then their LSEs.
+  Buffer scratch;
+  if (splits > 1) {
+    Allocator* alloc = ctx.allocator != nullptr && ctx.allocator->device() == p.q.device()
+                           ? ctx.allocator
+                           : device_allocator(dev);
+    const size_t rows = static_cast<size_t>(sh.total_q) * sh.num_heads_q * splits;
+    const size_t out_bytes = rows * sh.head_dim * sizeof(float);
+    scratch = Buffer(alloc, out_bytes + rows * sizeof(float));
+    d.part_out = static_cast<float*>(scratch.data());
+    d.part_lse = reinterpret_cast<float*>(static_cast<char*>(scratch.data()) + out_bytes);
+  }
+
+  const auto stream = static_cast<cudaStream_t>(ctx.stream);
+  void* args[] = {&d};
+  FA_CUDA_CHECK(cudaLaunchKernel(kernel, dim3(static_cast<unsigned>(q_tiles), splits,
+                                              static_cast<unsigned>(batch_heads)),
+                                 dim3(kThreads), args, smem, stream));
+  if (splits > 1) {
+    const int64_t rows = sh.total_q * sh.num_heads_q;
+    const int64_t blocks = (rows + kDecodeMergeWarps - 1) / kDecodeMergeWarps;
+    FA_CHECK(blocks <= INT_MAX, "too many (token, head) rows for the CUDA decode merge: ", rows);
+    FA_CUDA_CHECK(cudaLaunchKernel(decode_merge_kernel_for(dt), dim3(static_cast<unsigned>(blocks)),
+                                   dim3(kDecodeMergeWarps * 32), args, 0, stream));
+  }
+}
+
+}  // namespace fastattn::kernels::cuda

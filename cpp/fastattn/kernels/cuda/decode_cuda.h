@@ -1,0 +1,38 @@
+// Host side of the split-KV ("flash-decoding") CUDA attention: few query rows per sequence
+// against a long paged or contiguous KV cache (decode, chunked prefill over a paged cache, and
+// float32 models). fmha.cc validates FmhaParams and routes here (see FmhaParams::impl).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "fastattn/core/context.h"
+#include "fastattn/kernels/attention/fmha.h"
+#include "fastattn/kernels/attention/fmha_shape.h"
+
+namespace fastattn::kernels::cuda {
+
+// Whether the decode kernel has instances for this dtype and head dim.
+bool decode_supports(DType dtype, int head_dim);
+
+// Runs the split-KV attention on p's CUDA tensors on ctx.stream. The key range of each
+// (sequence, KV head, query tile) is cut into p.num_splits parts (0 = heuristic: at least two
+// waves of CTAs over the device's SMs, each part >= 256 keys), each written as an fp32 partial
+// with its log-sum-exp into scratch from ctx.allocator (device_allocator(q's device) if that is
+// not on q's device), then merged by a second kernel. With one part the kernel writes out / lse
+// itself. Scratch is freed when the call returns: safe with the stream-ordered caching device
+// allocator as long as the next user of the block runs on the same stream.
+// register_staging: use the sm_70 / sm_75 copy path on sm_80+ too (testing).
+// Throws InvalidArgument for unsupported dtypes / head dims / misaligned tensors.
+void decode_forward_cuda(const Context& ctx, const FmhaParams& p, const FmhaShape& shape,
+                         bool register_staging);
+
+// The longest sequence in a device index tensor: lengths (seqlens_k) or cumulative offsets
+// (cu_seqlens, batch + 1 entries). A synchronising copy on ctx.stream.
+int device_max_seqlen(const Context& ctx, const Tensor& index, bool cumulative);
+
+// "float16/hd128/rows4" for every compiled decode kernel (for reports).
+std::vector<std::string> decode_cuda_instances();
+
+}  // namespace fastattn::kernels::cuda

@@ -1,0 +1,51 @@
+// Instantiates the split-KV decode kernels of one (dtype, head dim) for every row tile and
+// defines the entry function decode_entries_<tag>_hd<D>() that lists them (decode_launch.h).
+// Included only by the small instance files decode_<dtype>_hd<D>.cu, so builds run in parallel.
+#pragma once
+
+#include "fastattn/kernels/cuda/decode_kernel.cuh"
+#include "fastattn/kernels/cuda/decode_launch.h"
+
+namespace fastattn::kernels::cuda::decode {
+
+template <typename Element, int kHeadDim, int kRows>
+DecodeKernelEntry make_decode_entry(DType dtype) {
+  using Async = DecodeTraits<Element, kHeadDim, kRows, 2>;
+  using Staged = DecodeTraits<Element, kHeadDim, kRows, 1>;
+  return DecodeKernelEntry{dtype,
+                           kHeadDim,
+                           kRows,
+                           Async::kBlockN,
+                           Staged::kBlockN,
+                           reinterpret_cast<const void*>(&decode_split_kernel<Element, kHeadDim, kRows, false>),
+                           reinterpret_cast<const void*>(&decode_split_kernel<Element, kHeadDim, kRows, true>),
+                           Async::kSmemBytes,
+                           Staged::kSmemBytes};
+}
+
+// Row tiles 4, 8 and 16 (decode_cuda.cc picks the smallest that holds a sequence's rows); at head
+// dim 256 only 4 and 8 (16 rows x 8 columns of fp32 accumulators per lane would spill).
+template <typename Element, int kHeadDim>
+const DecodeKernelEntry* decode_entries(DType dtype, int* n) {
+  if constexpr (kHeadDim <= 128) {
+    static const DecodeKernelEntry entries[] = {make_decode_entry<Element, kHeadDim, 4>(dtype),
+                                                make_decode_entry<Element, kHeadDim, 8>(dtype),
+                                                make_decode_entry<Element, kHeadDim, 16>(dtype)};
+    *n = 3;
+    return entries;
+  } else {
+    static const DecodeKernelEntry entries[] = {make_decode_entry<Element, kHeadDim, 4>(dtype),
+                                                make_decode_entry<Element, kHeadDim, 8>(dtype)};
+    *n = 2;
+    return entries;
+  }
+}
+
+}  // namespace fastattn::kernels::cuda::decode
+
+#define FASTATTN_DECODE_INSTANCES(ELEMENT, DTYPE, TAG, HEAD_DIM)             \
+  namespace fastattn::kernels::cuda {                                       \
+  const DecodeKernelEntry* decode_entries_##TAG##_hd##HEAD_DIM(int* n) {    \
+    return decode::decode_entries<ELEMENT, HEAD_DIM>(DTYPE, n);             \
+  }                                                                         \
+  }

@@ -1,0 +1,446 @@
+// The split-KV ("flash-decoding") attention kernel: few query rows per sequence against a long,
+// paged or contiguous KV cache. Geometry and thread roles: DecodeTraits (decode_common.cuh).
+//
+// Grid: x = query tile (kRows (token, head) rows of a sequence), y = split of the key range,
+// z = batch x KV head. A split walks its keys in tiles of kBlockN:
+//   sm_80+:  cp.async copies into kStages shared-memory stages (tile t + 1 in flight while tile t
+//            is computed); 16-byte chunks, L2-only (.cg).
+//   sm_70 / sm_75 (and kRegStaging): 16-byte loads into registers for tile t + 1 issued before
+//            tile t is computed, stored to the single shared stage after it.
+// Math is SIMT fp32 on every arch (the kernel is memory bound at decode's few rows per K/V byte).
+// The output of a split is written once: the final out / lse when the launch has one split,
+// else an fp32 partial and its log2-domain LSE for the merge kernel (decode_merge.cuh).
+#pragma once
+
+#include "fastattn/kernels/cuda/decode_common.cuh"
+#include "fastattn/kernels/cuda/decode_params.h"
+#include "fastattn/kernels/cuda/fmha_common.cuh"
+#include "fastattn/kernels/cuda/mma_sm75.cuh"
+
+namespace fastattn::kernels::cuda::decode {
+
+// Where this CTA's rows and keys are.
+struct DecodeTileInfo {
+  int batch, kv_head;
+  int q_start, seqlen_q;  // this sequence's rows of q / out
+  int k_start, seqlen_k;  // contiguous KV: its rows of k / v
+  int row0, rows;         // first (token, head) row of the tile, valid rows in it
+  int diag_lo, diag_hi;   // key position of the first / last query token of the tile
+  int split_lo, split_hi; // keys [split_lo, split_hi) of this split
+};
+
+__device__ __forceinline__ bool tile_info(const DecodeDeviceParams& p, int block_n, int k_rows,
+                                          DecodeTileInfo& t) {
+  t.batch = blockIdx.z / p.num_heads_k;
+  t.kv_head = blockIdx.z - t.batch * p.num_heads_k;
+  t.q_start = p.cu_seqlens_q[t.batch];
+  t.seqlen_q = p.cu_seqlens_q[t.batch + 1] - t.q_start;
+  if (p.block_table != nullptr) {
+    t.k_start = 0;
+    t.seqlen_k = p.seqlens_k[t.batch];
+  } else {
+    t.k_start = p.cu_seqlens_k[t.batch];
+    t.seqlen_k = p.cu_seqlens_k[t.batch + 1] - t.k_start;
+  }
+  const int total_rows = t.seqlen_q * p.group;
+  t.row0 = blockIdx.x * k_rows;
+  if (t.row0 >= total_rows) return false;
+  t.rows = min(k_rows, total_rows - t.row0);
+  const int offset = t.seqlen_k - t.seqlen_q;  // bottom-right alignment
+  t.diag_lo = t.row0 / p.group + offset;
+  t.diag_hi = (t.row0 + t.rows - 1) / p.group + offset;
+  // Keys some row of the tile can see, cut into num_splits runs of whole tiles.
+  const int n_begin = p.window_left >= 0 ? max(0, t.diag_lo - p.window_left) : 0;
+  const int n_end = p.window_right >= 0 ? min(t.seqlen_k, t.diag_hi + p.window_right + 1) : t.seqlen_k;
+  const int tiles = n_end > n_begin ? (n_end - n_begin + block_n - 1) / block_n : 0;
+  const int per_split = (tiles + p.num_splits - 1) / p.num_splits;
+  t.split_lo = n_begin + blockIdx.y * per_split * block_n;
+  t.split_hi = min(n_end, t.split_lo + per_split * block_n);
+  return true;
+}
+
+// Element offsets of key `key`'s row (head kv_head) in k and in v.
+struct KvRowOffsets {
+  int64_t k, v;
+};
+
+__device__ __forceinline__ KvRowOffsets kv_row(const DecodeDeviceParams& p, const DecodeTileInfo& t,
+                                               int key) {
+  if (p.block_table != nullptr) {
+    const int blk_idx = p.block_shift >= 0 ? key >> p.block_shift : key / p.block_size;
+    const int64_t blk = __ldg(p.block_table + t.batch * p.block_table_stride + blk_idx);
+    const int64_t off = key - blk_idx * p.block_size;
+    return {blk * p.k_block_stride + off * p.k_row_stride + t.kv_head * p.k_head_stride,
+            blk * p.v_block_stride + off * p.v_row_stride + t.kv_head * p.v_head_stride};
+  }
+  const int64_t row = t.k_start + key;
+  return {row * p.k_row_stride + t.kv_head * p.k_head_stride,
+          row * p.v_row_stride + t.kv_head * p.v_head_stride};
+}
+
+template <class T>
+struct DecodeSmem {
+  using Element = typename T::Element;
+  unsigned char* base;
+  __device__ Element* k(int stage) const {
+    return reinterpret_cast<Element*>(base) + stage * T::kBlockN * T::kRowElems;
+  }
+  __device__ Element* v(int stage) const {
+    return reinterpret_cast<Element*>(base) + (T::kStages + stage) * T::kBlockN * T::kRowElems;
+  }
+  __device__ float* merge() const { return reinterpret_cast<float*>(base); }
+  __device__ float* q() const { return reinterpret_cast<float*>(base + T::kQOffset); }
+  __device__ float* p(int warp) const {
+    return reinterpret_cast<float*>(base + T::kPOffset) + warp * T::kKeysPerWarp * T::kRows;
+  }
+  __device__ int* row_diag() const { return reinterpret_cast<int*>(base + T::kRowInfoOffset); }
+  __device__ float* row_slope() const { return reinterpret_cast<float*>(row_diag() + T::kRows); }
+  __device__ float* warp_max() const { return reinterpret_cast<float*>(base + T::kStateOffset); }
+  __device__ float* warp_sum() const { return warp_max() + T::kWarps * T::kRows; }
+};
+
+// cp.async path: chunk i of this thread's share of a K and a V tile, zero-filled past split_hi.
+template <class T>
+__device__ __forceinline__ void issue_tile_async(const DecodeDeviceParams& p, const DecodeTileInfo& t,
+                                                 const DecodeSmem<T>& sm, int stage, int n0) {
+  using Element = typename T::Element;
+  const Element* k = static_cast<const Element*>(p.k);
+  const Element* v = static_cast<const Element*>(p.v);
+#pragma unroll
+  for (int it = 0; it < T::kLoadIters; ++it) {
+    const int idx = threadIdx.x + it * T::kThreads;
+    if (T::kTileChunks % T::kThreads != 0 && idx >= T::kTileChunks) break;
+    const int row = idx / T::kChunks;
+    const int c = idx - row * T::kChunks;
+    const int key = n0 + row;
+    const bool valid = key < t.split_hi;
+    const KvRowOffsets off = valid ? kv_row(p, t, key) : KvRowOffsets{0, 0};
+    const int col = c * T::kChunkElems;
+    cp_async_16(smem_u32(sm.k(stage) + row * T::kRowElems + col), k + off.k + col, valid ? 16 : 0);
+    cp_async_16(smem_u32(sm.v(stage) + row * T::kRowElems + col), v + off.v + col, valid ? 16 : 0);
+  }
+}
+
+// Register-staged path: this thread's chunks of the next K / V tile.
+template <class T>
+struct StagedTile {
+  uint4 k[T::kLoadIters];
+  uint4 v[T::kLoadIters];
+
+  __device__ __forceinline__ void fetch(const DecodeDeviceParams& p, const DecodeTileInfo& t, int n0) {
+    using Element = typename T::Element;
+    const Element* kp = static_cast<const Element*>(p.k);
+    const Element* vp = static_cast<const Element*>(p.v);
+#pragma unroll
+    for (int it = 0; it < T::kLoadIters; ++it) {
+      const int idx = threadIdx.x + it * T::kThreads;
+      k[it] = v[it] = make_uint4(0, 0, 0, 0);
+      if (T::kTileChunks % T::kThreads != 0 && idx >= T::kTileChunks) continue;
+      const int row = idx / T::kChunks;
+      const int c = idx - row * T::kChunks;
+      const int key = n0 + row;
+      if (key < t.split_hi) {
+        const KvRowOffsets off = kv_row(p, t, key);
+        k[it] = __ldg(reinterpret_cast<const uint4*>(kp + off.k + c * T::kChunkElems));
+        v[it] = __ldg(reinterpret_cast<const uint4*>(vp + off.v + c * T::kChunkElems));
+      }
+    }
+  }
+
+  __device__ __forceinline__ void store(const DecodeSmem<T>& sm) const {
+#pragma unroll
+    for (int it = 0; it < T::kLoadIters; ++it) {
+      const int idx = threadIdx.x + it * T::kThreads;
+      if (T::kTileChunks % T::kThreads != 0 && idx >= T::kTileChunks) continue;
+      const int row = idx / T::kChunks;
+      const int c = idx - row * T::kChunks;
+      const int e = row * T::kRowElems + c * T::kChunkElems;
+      *reinterpret_cast<uint4*>(sm.k(0) + e) = k[it];
+      *reinterpret_cast<uint4*>(sm.v(0) + e) = v[it];
+    }
+  }
+};
+
+// One warp's online-softmax state: running max (log2 domain) and sum per row, O columns.
+template <class T>
+struct WarpState {
+  float row_max[T::kRows];
+  float row_sum[T::kRows];  // this lane's share (its key); summed over the warp at the end
+  float acc[T::kRows][T::kPiece];
+};
+
+// Q K^T, mask, online softmax and P V of one tile for this warp's keys.
+template <class T>
+__device__ __forceinline__ void compute_tile(const DecodeDeviceParams& p, const DecodeTileInfo& t,
+                                             const DecodeSmem<T>& sm, int stage, int n0,
+                                             WarpState<T>& st) {
+  using Element = typename T::Element;
+  constexpr int kRows = T::kRows, kKw = T::kKeysPerWarp, kCe = T::kChunkElems;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int j = lane % kKw, part = lane / kKw;
+  const int kt = warp * kKw + j;  // key within the tile
+  const int key = n0 + kt;
+
+  // S = Q K^T (log2 domain: q is pre-scaled by softmax_scale * log2(e)).
+  float s[kRows];
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) s[r] = 0.f;
+  const Element* krow = sm.k(stage) + kt * T::kRowElems;
+  const float* sq = sm.q();
+#pragma unroll
+  for (int i = 0; i < T::kChunksPerLane; ++i) {
+    const int c = i * T::kLanesPerKey + part;
+    float kf[kCe];
+    load_as_float<Element, kCe>(krow + c * kCe, kf);
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+      float qf[kCe];
+      load_floats<kCe>(sq + r * T::kQStride + c * kCe, qf);
+#pragma unroll
+      for (int e = 0; e < kCe; ++e) s[r] = fmaf(qf[e], kf[e], s[r]);
+    }
+  }
+#pragma unroll
+  for (int off = kKw; off < 32; off <<= 1) {
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) s[r] += __shfl_xor_sync(0xffffffffu, s[r], off);
+  }
+
+  // Mask (only tiles that cross the split end or a causal / window edge) and ALiBi.
+  const bool need_mask = n0 + T::kBlockN > t.split_hi ||
+                         (p.window_right >= 0 && n0 + T::kBlockN - 1 > t.diag_lo + p.window_right) ||
+                         (p.window_left >= 0 && n0 < t.diag_hi - p.window_left);
+  if (need_mask || p.alibi_slopes != nullptr) {
+    const int* diag = sm.row_diag();
+    const float* slope = sm.row_slope();
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+      const int d = diag[r];
+      const bool visible = key < t.split_hi && (p.window_right < 0 || key <= d + p.window_right) &&
+                           (p.window_left < 0 || key >= d - p.window_left);
+      s[r] = visible ? s[r] - slope[r] * fabsf(static_cast<float>(d - key)) : -INFINITY;
+    }
+  }
+
+  // Online softmax over this warp's keys (lanes of one part hold all of them).
+  float alpha[kRows];
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    float mx = s[r];
+#pragma unroll
+    for (int off = 1; off < kKw; off <<= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+    const OnlineSoftmaxStep step = online_softmax_step(st.row_max[r], mx);
+    alpha[r] = step.alpha;
+    s[r] = fast_exp2(s[r] - step.base);
+    st.row_sum[r] = st.row_sum[r] * step.alpha + s[r];
+  }
+  float* sp = sm.p(warp);
+  if (part == 0) {
+#pragma unroll
+    for (int r = 0; r < kRows; r += 4) {
+      *reinterpret_cast<float4*>(sp + j * kRows + r) = make_float4(s[r], s[r + 1], s[r + 2], s[r + 3]);
+    }
+  }
+  __syncwarp();
+
+  // O = O * alpha + P V over this warp's keys.
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+#pragma unroll
+    for (int e = 0; e < T::kPiece; ++e) st.acc[r][e] *= alpha[r];
+  }
+  if (T::kPvLanes == 32 || lane < T::kPvLanes) {
+    const Element* vtile = sm.v(stage) + warp * kKw * T::kRowElems + lane * T::kPiece;
+#pragma unroll
+    for (int jj = 0; jj < kKw; ++jj) {
+      float vf[T::kPiece];
+      load_as_float<Element, T::kPiece>(vtile + jj * T::kRowElems, vf);
+      float pr[kRows];
+      load_floats<kRows>(sp + jj * kRows, pr);
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) {
+#pragma unroll
+        for (int e = 0; e < T::kPiece; ++e) st.acc[r][e] = fmaf(pr[r], vf[e], st.acc[r][e]);
+      }
+    }
+  }
+  __syncwarp();  // P is rewritten by the next tile
+}
+
+// Query rows of the tile (scaled, fp32) and their mask info into shared memory.
+template <class T>
+__device__ __forceinline__ void load_query_rows(const DecodeDeviceParams& p, const DecodeTileInfo& t,
+                                                const DecodeSmem<T>& sm) {
+  using Element = typename T::Element;
+  constexpr int kCe = T::kChunkElems;
+  const Element* q = static_cast<const Element*>(p.q);
+  for (int idx = threadIdx.x; idx < T::kRows * T::kChunks; idx += T::kThreads) {
+    const int r = idx / T::kChunks;
+    const int c = idx - r * T::kChunks;
+    float f[kCe];
+    if (r < t.rows) {
+      const int row = t.row0 + r;
+      const int token = t.q_start + row / p.group;
+      const int head = t.kv_head * p.group + row % p.group;
+      load_as_float<Element, kCe>(q + token * p.q_row_stride + head * p.q_head_stride + c * kCe, f);
+#pragma unroll
+      for (int e = 0; e < kCe; ++e) f[e] *= p.scale_log2;
+    } else {
+#pragma unroll
+      for (int e = 0; e < kCe; ++e) f[e] = 0.f;
+    }
+    store_floats<kCe>(sm.q() + r * T::kQStride + c * kCe, f);
+  }
+  if (threadIdx.x < T::kRows) {
+    const int r = threadIdx.x;
+    const int row = t.row0 + min(r, t.rows - 1);
+    sm.row_diag()[r] = t.diag_lo - t.row0 / p.group + row / p.group;
+    const int head = t.kv_head * p.group + row % p.group;
+    sm.row_slope()[r] = p.alibi_slopes != nullptr
+                            ? p.alibi_slopes[t.batch * p.alibi_batch_stride + head] * kLog2e
+                            : 0.f;
+  }
+}
+
+// Merges the four warps' states and writes this split's rows: the final out / lse (one split)
+// or the fp32 partial and its log2-domain LSE.
+template <class T>
+__device__ __forceinline__ void write_split(const DecodeDeviceParams& p, const DecodeTileInfo& t,
+                                            const DecodeSmem<T>& sm, WarpState<T>& st) {
+  using Element = typename T::Element;
+  constexpr int kRows = T::kRows, kCe = T::kChunkElems;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+#pragma unroll
+    for (int off = 1; off < T::kKeysPerWarp; off <<= 1) {
+      st.row_sum[r] += __shfl_xor_sync(0xffffffffu, st.row_sum[r], off);
+    }
+  }
+  if (lane == 0) {
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+      sm.warp_max()[warp * kRows + r] = st.row_max[r];
+      sm.warp_sum()[warp * kRows + r] = st.row_sum[r];
+    }
+  }
+  cp_async_wait<0>();
+  __syncthreads();  // every warp is done with the K / V tiles; the warp states are visible
+
+  // Each warp's O scaled to the common row max, summed in warp order (deterministic).
+  float* so = sm.merge();
+  float scale[kRows];
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    float mx = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < T::kWarps; ++w) mx = fmaxf(mx, sm.warp_max()[w * kRows + r]);
+    scale[r] = fast_exp2(st.row_max[r] - (mx == -INFINITY ? 0.f : mx));
+  }
+  for (int w = 0; w < T::kWarps; ++w) {
+    if (warp == w && (T::kPvLanes == 32 || lane < T::kPvLanes)) {
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) {
+        float* dst = so + r * T::kHeadDim + lane * T::kPiece;
+#pragma unroll
+        for (int e = 0; e < T::kPiece; ++e) {
+          dst[e] = (w == 0 ? 0.f : dst[e]) + st.acc[r][e] * scale[r];
+        }
+      }
+    }
+    __syncthreads();
+  }
+
+  const bool final_out = p.num_splits == 1;
+  for (int idx = threadIdx.x; idx < t.rows * T::kChunks; idx += T::kThreads) {
+    const int r = idx / T::kChunks;
+    const int c = idx - r * T::kChunks;
+    float mx = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < T::kWarps; ++w) mx = fmaxf(mx, sm.warp_max()[w * kRows + r]);
+    const float base = mx == -INFINITY ? 0.f : mx;
+    float sum = 0.f;
+#pragma unroll
+    for (int w = 0; w < T::kWarps; ++w) {
+      sum += sm.warp_sum()[w * kRows + r] * fast_exp2(sm.warp_max()[w * kRows + r] - base);
+    }
+    const float inv = sum > 0.f ? 1.f / sum : 0.f;
+    float o[kCe];
+#pragma unroll
+    for (int e = 0; e < kCe; ++e) o[e] = so[r * T::kHeadDim + c * kCe + e] * inv;
+    const int row = t.row0 + r;
+    const int64_t token = t.q_start + row / p.group;
+    const int head = t.kv_head * p.group + row % p.group;
+    const float lse2 = sum > 0.f ? mx + log2f(sum) : -INFINITY;
+    if (final_out) {
+      Element* out = static_cast<Element*>(p.out) + token * p.o_row_stride + head * p.o_head_stride;
+      store_from_float<Element, kCe>(out + c * kCe, o);
+      if (c == 0 && p.lse != nullptr) p.lse[head * p.lse_head_stride + token] = lse2 * kLn2;
+    } else {
+      const int64_t prow = (static_cast<int64_t>(blockIdx.y) * p.total_q + token) * p.num_heads_q + head;
+      store_floats<kCe>(p.part_out + prow * T::kHeadDim + c * kCe, o);
+      if (c == 0) p.part_lse[prow] = lse2;
+    }
+  }
+}
+
+// kRegStaging forces the register-staged copies on sm_80+ too (to test that path on any GPU);
+// below sm_80 it is the only path, and the kRegStaging instance is never launched there.
+template <typename Element, int kHeadDim, int kRows, bool kRegStaging>
+__global__ void __launch_bounds__(128) decode_split_kernel(const DecodeDeviceParams p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  constexpr bool kAsync = !kRegStaging;
+#else
+  constexpr bool kAsync = false;
+  if constexpr (kRegStaging) {
+    __trap();  // launched on sm_80+ only (the host checks)
+  } else
+#endif
+  {
+    using T = DecodeTraits<Element, kHeadDim, kRows, kAsync ? 2 : 1>;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    const DecodeSmem<T> sm{smem_raw};
+    DecodeTileInfo t;
+    if (!tile_info(p, T::kBlockN, kRows, t)) return;
+
+    WarpState<T> st;
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+      st.row_max[r] = -INFINITY;
+      st.row_sum[r] = 0.f;
+#pragma unroll
+      for (int e = 0; e < T::kPiece; ++e) st.acc[r][e] = 0.f;
+    }
+    load_query_rows<T>(p, t, sm);  // visible after the first barrier of the loop
+
+    const int num_tiles = t.split_hi > t.split_lo ? (t.split_hi - t.split_lo + T::kBlockN - 1) / T::kBlockN : 0;
+    if constexpr (kAsync) {
+#pragma unroll
+      for (int s = 0; s < T::kStages - 1; ++s) {
+        if (s < num_tiles) issue_tile_async<T>(p, t, sm, s, t.split_lo + s * T::kBlockN);
+        cp_async_commit();
+      }
+      for (int i = 0; i < num_tiles; ++i) {
+        cp_async_wait<T::kStages - 2>();
+        __syncthreads();  // tile i landed for every thread; every warp is done with tile i - 1
+        const int next = i + T::kStages - 1;
+        if (next < num_tiles) issue_tile_async<T>(p, t, sm, next % T::kStages, t.split_lo + next * T::kBlockN);
+        cp_async_commit();
+        compute_tile<T>(p, t, sm, i % T::kStages, t.split_lo + i * T::kBlockN, st);
+      }
+    } else {
+      StagedTile<T> staged;
+      if (num_tiles > 0) staged.fetch(p, t, t.split_lo);
+      for (int i = 0; i < num_tiles; ++i) {
+        __syncthreads();  // every warp is done with tile i - 1
+        staged.store(sm);
+        __syncthreads();
+        if (i + 1 < num_tiles) staged.fetch(p, t, t.split_lo + (i + 1) * T::kBlockN);
+        compute_tile<T>(p, t, sm, 0, t.split_lo + i * T::kBlockN, st);
+      }
+    }
+    write_split<T>(p, t, sm, st);
+  }
+}
+
+}  // namespace fastattn::kernels::cuda::decode

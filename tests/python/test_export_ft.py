@@ -1,0 +1,408 @@
+"""FasterTransformer import (fastattention.export.export_ft, `fastattention export --ft`).
+
+The FT directories are built the way FasterTransformer's converters build them, from tiny
+random transformers models:
+  * GPT-NeoX (examples/pytorch/gptneox/utils/huggingface_gptneox_convert.py): every weight
+    transposed to [in, out]; the fused QKV reordered from GPT-NeoX's per-head [q, k, v] to
+    [H, 3, heads * head_dim] and split over the ranks on its last axis; dense / dense_4h_to_h
+    split on axis 0, dense_h_to_4h on its last axis; attention.dense.bias and
+    mlp.dense_4h_to_h.bias divided by the split; LayerNorms, wte and lm_head whole; config.ini
+    [gptneox] with the converter's keys; files in fp32 or fp16.
+  * GPT-2 (examples/pytorch/gpt/utils/huggingface_gpt_convert.py): [gpt] with model.wpe.bin,
+    which the runtime cannot run (learned positions): export_ft must refuse it by name.
+
+The exported model runs in a CPU Session and its logits match transformers' in float32 (max abs
+diff < 2e-5; measured 1.7e-6 on logits of magnitude 4), from FT splits of 1 and 2; output splits
+1 and 2 are checked against each other; an fp16 source converts exactly; bad input raises
+ValueError naming the file or key.
+"""
+from __future__ import annotations
+
+import configparser
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from fastattention.export import export_ft, read_tensor  # noqa: E402
+from fastattention.session import Session  # noqa: E402
+
+LOGIT_ATOL = 2e-5
+NEOX = dict(vocab_size=301, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+            intermediate_size=96, max_position_embeddings=128, layer_norm_eps=1e-5,
+            use_parallel_residual=False, hidden_act="gelu_new",  # FT's GeLU is the tanh form
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                             "partial_rotary_factor": 0.5},
+            tie_word_embeddings=False, bos_token_id=0, eos_token_id=2)
+
+
+def _randomize(model, seed):
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=gen)
+            p.copy_(1.0 + 0.2 * noise if "layernorm" in name or "layer_norm" in name
+                    else 0.1 * noise)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def neox():
+    return _randomize(transformers.GPTNeoXForCausalLM(transformers.GPTNeoXConfig(**NEOX)), 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# FasterTransformer's converter layouts
+
+
+def write_ft_neox(model, out: pathlib.Path, factor: int, weight_type: str = "fp32"):
+    """What huggingface_gptneox_convert.py -i_g FACTOR -weight_data_type TYPE writes into
+    <saved_dir>/<FACTOR>-gpu/ (returned)."""
+    np_type = {"fp32": np.float32, "fp16": np.float16}[weight_type]
+    cfg = model.config
+    d = out / f"{factor}-gpu"
+    d.mkdir(parents=True)
+    heads, head_size = cfg.num_attention_heads, cfg.hidden_size // cfg.num_attention_heads
+    ini = configparser.ConfigParser()
+    ini["gptneox"] = {
+        "model_name": "tiny-neox", "head_num": str(heads), "size_per_head": str(head_size),
+        "inter_size": str(cfg.intermediate_size), "num_layer": str(cfg.num_hidden_layers),
+        "rotary_embedding": str(int(head_size * cfg.rope_parameters["partial_rotary_factor"])),
+        "vocab_size": str(cfg.vocab_size), "start_id": str(cfg.bos_token_id),
+        "end_id": str(cfg.eos_token_id), "use_gptj_residual": str(int(cfg.use_parallel_residual)),
+        "weight_data_type": weight_type}
+    with open(d / "config.ini", "w") as f:
+        ini.write(f)
+
+    def split(val, axis, key):
+        for j, part in enumerate(np.split(val, factor, axis=axis)):
+            part.tofile(d / f"model.{key}.{j}.bin")
+
+    for name, param in model.named_parameters():
+        array = param.detach().numpy().astype(np_type)
+        if name == "gpt_neox.embed_in.weight":
+            array.tofile(d / "model.wte.bin")
+            continue
+        if name.startswith("gpt_neox.final_layer_norm."):
+            array.tofile(d / f"model.final_layernorm.{name.rsplit('.', 1)[1]}.bin")
+            continue
+        if name in ("embed_out.weight", "lm_head.weight"):  # transformers 5 names it lm_head
+            array.tofile(d / "model.lm_head.weight.bin")
+            continue
+        key, val = name.replace("gpt_neox.", ""), array.T
+        if "layernorm" in key:
+            val.tofile(d / f"model.{key}.bin")
+        elif key.endswith(("attention.dense.bias", "mlp.dense_4h_to_h.bias")):
+            (val / factor if factor > 1 else val).tofile(d / f"model.{key}.bin")
+        elif key.endswith(("attention.dense.weight", "mlp.dense_4h_to_h.weight")):
+            split(val, 0, key)
+        elif "dense_h_to_4h" in key:
+            split(val, -1, key)
+        elif key.endswith("query_key_value.bias"):
+            local = val.shape[-1] // 3
+            val = val.reshape(heads, 3, local // heads).transpose(1, 0, 2).reshape(3, local)
+            split(val, -1, key)
+        elif key.endswith("query_key_value.weight"):
+            hidden, local = val.shape[0], val.shape[-1] // 3
+            val = val.reshape(hidden, heads, 3, local // heads).transpose(0, 2, 1, 3)
+            split(val.reshape(hidden, 3, local), -1, key)
+        else:
+            raise AssertionError(f"unmapped parameter {name}")
+    return d
+
+
+def write_ft_gpt2(out: pathlib.Path, factor: int = 1):
+    """What huggingface_gpt_convert.py -i_g FACTOR writes for a tiny GPT-2 (fp32)."""
+    cfg = transformers.GPT2Config(vocab_size=97, n_positions=64, n_embd=32, n_layer=1, n_head=2)
+    model = _randomize(transformers.GPT2Model(cfg), 1)
+    d = out / f"{factor}-gpu"
+    d.mkdir(parents=True)
+    ini = configparser.ConfigParser()
+    ini["gpt"] = {"model_name": "gpt", "head_num": "2", "size_per_head": "16",
+                  "inter_size": "128", "max_pos_seq_len": "64", "num_layer": "1",
+                  "vocab_size": "97", "start_id": "50256", "end_id": "50256",
+                  "weight_data_type": "fp32", "tensor_para_size": str(factor)}
+    with open(d / "config.ini", "w") as f:
+        ini.write(f)
+    renames = [("ln_1", "input_layernorm"), ("attn.c_attn", "attention.query_key_value"),
+               ("attn.c_proj", "attention.dense"), ("ln_2", "post_attention_layernorm"),
+               ("mlp.c_fc", "mlp.dense_h_to_4h"), ("mlp.c_proj", "mlp.dense_4h_to_h")]
+    for name, param in model.named_parameters():
+        val = param.detach().numpy().astype(np.float32)  # Conv1D weights are already [in, out]
+        top = {"wpe.weight": "model.wpe", "wte.weight": "model.wte",
+               "ln_f.weight": "model.final_layernorm.weight",
+               "ln_f.bias": "model.final_layernorm.bias"}
+        if name in top:
+            val.tofile(d / f"{top[name]}.bin")
+            continue
+        key = name.replace("h.", "layers.", 1)
+        for hf, ft in renames:
+            key = key.replace(hf, ft)
+        if "query_key_value" in key:
+            val = val.reshape(3, -1) if val.ndim == 1 else val.reshape(val.shape[0], 3, -1)
+        if any(s in key for s in ("query_key_value", "dense_h_to_4h")):
+            for j, part in enumerate(np.split(val, factor, axis=-1)):
+                part.tofile(d / f"model.{key}.{j}.bin")
+        elif key.endswith(("attention.dense.weight", "dense_4h_to_h.weight")):
+            for j, part in enumerate(np.split(val, factor, axis=0)):
+                part.tofile(d / f"model.{key}.{j}.bin")
+        else:
+            val.tofile(d / f"model.{key}.bin")
+    return d
+
+
+@pytest.fixture(scope="module")
+def ft_dirs(neox, tmp_path_factory):
+    """FT GPT-NeoX directories by (split, weight_data_type), built once."""
+    cache = {}
+
+    def get(factor, weight_type="fp32"):
+        if (factor, weight_type) not in cache:
+            base = tmp_path_factory.mktemp(f"ft-neox-{factor}-{weight_type}")
+            cache[factor, weight_type] = write_ft_neox(neox, base, factor, weight_type)
+        return cache[factor, weight_type]
+
+    return get
+
+
+def hf_logits(model, ids):
+    with torch.inference_mode():
+        return model(torch.tensor([ids])).logits[0].numpy()
+
+
+# ---------------------------------------------------------------------------------------------
+# round trip
+
+
+@pytest.mark.parametrize("factor", [1, 2])
+def test_neox_logits_match_transformers(neox, ft_dirs, tmp_path, factor):
+    out = tmp_path / "model"
+    cfg = export_ft(ft_dirs(factor), out, tp=1, dtype="float32", progress=False)
+    assert cfg["architecture"] == "gpt" and cfg["norm_type"] == "layernorm"
+    assert cfg["rope"]["rotary_dim"] == 8 and cfg["activation"] == "gelu_tanh"
+    assert cfg["source"]["ft_tensor_para_size"] == factor
+    assert cfg["bos_token_id"] == 0 and cfg["eos_token_id"] == [2]
+    session = Session(out, max_batch=2, max_seq_len=64, kv_block_size=4)
+    rng = np.random.default_rng(factor)
+    for length in (1, 13, 40):
+        ids = rng.integers(0, NEOX["vocab_size"], size=length).tolist()
+        ref, ours = hf_logits(neox, ids), session.logits(ids)
+        assert ours.shape == ref.shape and np.abs(ref).max() > 0.5
+        diff = float(np.abs(ours.astype(np.float64) - ref).max())
+        assert diff < LOGIT_ATOL, f"FT split {factor}, prompt of {length}: {diff}"
+    prompt = rng.integers(0, NEOX["vocab_size"], size=9).tolist()
+    with torch.inference_mode():
+        expected = neox.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=12,
+                                 eos_token_id=None, pad_token_id=0,
+                                 attention_mask=torch.ones(1, 9, dtype=torch.long))
+    assert session.generate([prompt], 12) == [expected[0, 9:].tolist()]
+
+
+def _tensors(model_dir, rank):
+    d = pathlib.Path(model_dir) / f"rank{rank}"
+    return {p.name[:-4]: read_tensor(p) for p in sorted(d.glob("*.fat"))}
+
+
+def test_any_split_in_any_split_out(ft_dirs, tmp_path):
+    """FT split 1 and 2 give identical exports; the tp=2 output holds the tp=1 tensors split as
+    docs/FORMAT.md says (heads, FFN columns and the padded vocabulary per rank)."""
+    export_ft(ft_dirs(1), tmp_path / "tp1", tp=1, dtype="float32", progress=False)
+    one = _tensors(tmp_path / "tp1", 0)
+    for factor in (1, 2):
+        out = tmp_path / f"tp2-from-{factor}"
+        cfg = export_ft(ft_dirs(factor), out, tp=2, dtype="float32", progress=False)
+        assert cfg["tp_size"] == 2 and cfg["vocab_size_padded"] == 302
+        ranks = [_tensors(out, r) for r in (0, 1)]
+        assert set(ranks[0]) == set(one)
+        h = NEOX["hidden_size"]  # 4 heads of 16: rank r holds heads 2r, 2r+1 = rows 32r..32r+31
+        for name, full in one.items():
+            parts = [ranks[r][name] for r in (0, 1)]
+            if name.endswith("attn.qkv.weight") or name.endswith("attn.qkv.bias"):
+                q, k, v = np.split(full, 3, axis=0)
+                want = [np.concatenate([x[r * 32:(r + 1) * 32] for x in (q, k, v)]) for r in (0, 1)]
+            elif name.endswith(("ffn.up.weight", "ffn.up.bias")):
+                want = np.split(full, 2, axis=0)
+            elif name.endswith(("attn.o.weight", "ffn.down.weight")):
+                want = np.split(full, 2, axis=1)
+            elif name in ("embed.weight", "lm_head.weight"):
+                padded = np.concatenate([full, np.zeros((1, h), np.float32)])
+                want = np.split(padded, 2, axis=0)
+            else:
+                want = [full, full]
+            for r in (0, 1):
+                np.testing.assert_array_equal(parts[r], want[r], err_msg=f"{name} rank {r}")
+
+
+@pytest.mark.parametrize("weight_type", ["fp16"])
+def test_fp16_source_converts_exactly(neox, ft_dirs, tmp_path, weight_type):
+    out = tmp_path / "m"
+    export_ft(ft_dirs(2, weight_type), out, tp=1, dtype="float32", progress=False)
+    t = _tensors(out, 0)
+    sd = {k: v.detach().numpy() for k, v in neox.state_dict().items()}
+    f16 = lambda x: x.astype(np.float16).astype(np.float32)  # noqa: E731
+    np.testing.assert_array_equal(t["embed.weight"], f16(sd["gpt_neox.embed_in.weight"]))
+    lm_head = neox.get_output_embeddings().weight.detach().numpy()
+    np.testing.assert_array_equal(t["lm_head.weight"], f16(lm_head))
+    p = "gpt_neox.layers.1."
+    qkv = sd[p + "attention.query_key_value.weight"].reshape(4, 3, 16, 64)
+    want = np.concatenate([qkv[:, i].reshape(64, 64) for i in range(3)])
+    np.testing.assert_array_equal(t["layers.1.attn.qkv.weight"], f16(want))
+    for ours, theirs in (("attn.o.bias", "attention.dense.bias"),
+                         ("ffn.down.bias", "mlp.dense_4h_to_h.bias"),
+                         ("ffn.up.weight", "mlp.dense_h_to_4h.weight"),
+                         ("ffn.down.weight", "mlp.dense_4h_to_h.weight"),
+                         ("ffn_norm.bias", "post_attention_layernorm.bias")):
+        np.testing.assert_array_equal(t[f"layers.1.{ours}"], f16(sd[p + theirs]), err_msg=ours)
+
+
+def test_cli_export_ft(neox, ft_dirs, tmp_path):
+    out = tmp_path / "cli"
+    res = subprocess.run([sys.executable, "-m", "fastattention.cli", "export", "--ft",
+                          str(ft_dirs(2)), "--out", str(out), "--tp", "2", "--dtype", "float32",
+                          "--max-positions", "96", "--quiet"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert f"-> {out}" in res.stdout
+    assert (out / "rank1" / "layers.1.attn.qkv.weight.fat").exists()
+    assert json.loads((out / "config.json").read_text())["max_position_embeddings"] == 96
+
+
+@pytest.mark.parametrize("args,code,message", [
+    (["--out", "x"], 2, "the following arguments are required: --hf (or --ft)"),
+    (["--hf", ".", "--ft", ".", "--out", "x"], 2, "not allowed with argument"),
+    (["--hf", ".", "--out", "x", "--max-positions", "5"], 2, "--max-positions applies to --ft"),
+    (["--ft", "/nonexistent/ft", "--out", "x"], 1, "/nonexistent/ft does not exist"),
+])
+def test_cli_usage_errors(args, code, message):
+    res = subprocess.run([sys.executable, "-m", "fastattention.cli", "export", *args],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == code and message in res.stderr, res.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input
+
+
+@pytest.fixture
+def broken(ft_dirs, tmp_path):
+    """A fresh copy of the split-2 fp32 FT directory to damage."""
+    import shutil
+
+    d = tmp_path / "2-gpu"
+    shutil.copytree(ft_dirs(2), d)
+    return d
+
+
+def _export(d, tmp_path):
+    return export_ft(d, tmp_path / "out", tp=1, dtype="float32", progress=False)
+
+
+@pytest.mark.parametrize("victim", ["model.layers.1.mlp.dense_4h_to_h.weight.1.bin",
+                                    "model.final_layernorm.bias.bin", "model.wte.bin"])
+def test_missing_file_is_named(broken, tmp_path, victim):
+    os.remove(broken / victim)
+    with pytest.raises(ValueError, match=f"{victim} is missing"):
+        _export(broken, tmp_path)
+    assert not (tmp_path / "out" / "config.json").exists()
+
+
+def test_wrong_size_is_named(broken, tmp_path):
+    victim = broken / "model.layers.0.attention.query_key_value.bias.1.bin"
+    victim.write_bytes(victim.read_bytes()[:-4])
+    with pytest.raises(ValueError, match=r"query_key_value\.bias\.1\.bin is 380 bytes; .*config"
+                                         r"\.ini \(weight_data_type fp32\) implies a tensor of "
+                                         r"shape \[3, 32\] = 384 bytes"):
+        _export(broken, tmp_path)
+
+
+def test_fp16_files_declared_fp32_are_caught(ft_dirs, tmp_path):
+    """weight_data_type must match the files: half-size files fail the size check by name."""
+    import shutil
+
+    d = tmp_path / "2-gpu"
+    shutil.copytree(ft_dirs(2, "fp16"), d)
+    text = (d / "config.ini").read_text().replace("weight_data_type = fp16",
+                                                  "weight_data_type = fp32")
+    (d / "config.ini").write_text(text)
+    with pytest.raises(ValueError, match=r"model\.wte\.bin is 38528 bytes"):
+        _export(d, tmp_path)
+
+
+def _edit_ini(d, **changes):
+    ini = configparser.ConfigParser()
+    ini.read(d / "config.ini")
+    for key, value in changes.items():
+        if value is None:
+            ini["gptneox"].pop(key)
+        else:
+            ini["gptneox"][key] = value
+    with open(d / "config.ini", "w") as f:
+        ini.write(f)
+
+
+@pytest.mark.parametrize("changes,message", [
+    (dict(head_num=None), r"\[gptneox\] head_num is missing"),
+    (dict(inter_size="ninety-six"), r"\[gptneox\] inter_size must be an integer, got 'ninety-six'"),
+    (dict(rotary_embedding="7"), r"\[gptneox\] rotary_embedding must be even"),
+    (dict(use_gptj_residual="1"), r"\[gptneox\] use_gptj_residual = 1 .* parallel residual"),
+    (dict(use_gptj_residual=None), r"\[gptneox\] use_gptj_residual = 1 \(or missing"),
+    (dict(weight_data_type="int8"), r"\[gptneox\] weight_data_type is 'int8'"),
+    (dict(tensor_para_size="4"),
+     r"\[gptneox\] tensor_para_size is 4 but the weight files are split 2 ways"),
+    (dict(head_num="3"),
+     r"\[gptneox\] head_num 3 .* multiples of the files' tensor-parallel split 2"),
+])
+def test_bad_config_ini(broken, tmp_path, changes, message):
+    _edit_ini(broken, **changes)
+    with pytest.raises(ValueError, match=r"config\.ini: " + message):
+        _export(broken, tmp_path)
+
+
+def test_config_size_mismatch_names_the_file(broken, tmp_path):
+    _edit_ini(broken, vocab_size="300")
+    with pytest.raises(ValueError, match=r"model\.wte\.bin is 77056 bytes; .*\[300, 64\]"):
+        _export(broken, tmp_path)
+
+
+def test_unreadable_or_missing_config(broken, tmp_path):
+    (broken / "config.ini").write_text("head_num = 4\n")  # no section header
+    with pytest.raises(ValueError, match=r"cannot read FasterTransformer config .*config\.ini"):
+        _export(broken, tmp_path)
+    (broken / "config.ini").write_text("[bert]\nhead_num = 4\n")
+    with pytest.raises(ValueError, match=r"no \[gptneox\] or \[gpt\] section \(found: bert\)"):
+        _export(broken, tmp_path)
+    (broken / "config.ini").write_text("[gptj]\nhead_num = 4\n")
+    with pytest.raises(ValueError, match=r"\[gptj\] \(GPT-J"):
+        _export(broken, tmp_path)
+    os.remove(broken / "config.ini")
+    with pytest.raises(ValueError, match=r"FasterTransformer config not found: .*2-gpu/config\.ini"):
+        _export(broken, tmp_path)
+
+
+def test_parent_folder_hint(ft_dirs, tmp_path):
+    with pytest.raises(ValueError, match=r"found 2-gpu: pass that folder"):
+        _export(ft_dirs(2).parent, tmp_path)
+
+
+def test_gpt2_learned_positions_are_refused(tmp_path):
+    d = write_ft_gpt2(tmp_path / "gpt2", factor=2)
+    assert (d / "model.wpe.bin").exists()
+    with pytest.raises(ValueError, match=r"config\.ini: \[gpt\] .*learned absolute position "
+                                         r"embeddings \(model\.wpe\.bin"):
+        _export(d, tmp_path)
+
+
+def test_bad_arguments(ft_dirs, tmp_path):
+    with pytest.raises(ValueError, match="--dtype 'int8' is not supported"):
+        export_ft(ft_dirs(1), tmp_path / "o", dtype="int8")
+    with pytest.raises(ValueError, match="tp=3 does not divide num_heads=4"):
+        export_ft(ft_dirs(1), tmp_path / "o", tp=3, progress=False)
+    with pytest.raises(ValueError, match="max_positions must be a positive integer"):
+        export_ft(ft_dirs(1), tmp_path / "o", max_positions=0)
