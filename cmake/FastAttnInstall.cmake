@@ -23,7 +23,8 @@ include(CMakePackageConfigHelpers)
 
 set(FASTATTN_INSTALL_CMAKEDIR "${CMAKE_INSTALL_LIBDIR}/cmake/FastAttention" CACHE STRING
     "Where the FastAttention CMake package files are installed (relative to the prefix)")
-option(FASTATTN_INSTALL_BLAS "Install a copy of the scipy-openblas32 wheel's library beside libfastattn.a" ON)
+option(FASTATTN_INSTALL_BLAS
+       "Install a copy of the scipy-openblas32 wheel's library beside libfastattn.a" ON)
 
 # version.h, and the build tree's view of the embedding headers (cpp/include).
 file(CONFIGURE OUTPUT "${CMAKE_CURRENT_BINARY_DIR}/include/fastattn/version.h" CONTENT

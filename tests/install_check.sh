@@ -10,11 +10,13 @@
 #     FastAttention::fastattn) in TMP/example, runs it without a model (fmha_forward on strided
 #     [B, H, S, D] buffers against a float64 reference);
 #  4. makes a tiny random Llama with transformers, exports it with export_hf (float32), runs the
-#     program on it on the CPU and checks its greedy tokens equal transformers' generate();
+#     program on it (on the CPU, or DEVICE) and checks its greedy tokens equal transformers'
+#     generate();
 #  5. checks that a missing model directory is an error naming config.json.
 # Needs the Python package importable (pip install ".[test]": torch, transformers) for step 4.
 # Environment: PYTHON (default python3, else python), FASTATTN_JOBS (default: all cores),
-# KEEP_TMP=1 keeps the temporary directory. Exits non-zero on any failure.
+# DEVICE (cpu, the default, or cuda: with a CUDA build dir given, step 4 runs on the GPU in
+# float32), KEEP_TMP=1 keeps the temporary directory. Exits non-zero on any failure.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -24,6 +26,7 @@ if [[ -z "${PYTHON:-}" ]]; then
 fi
 PYTHON="$(command -v "$PYTHON")"
 JOBS="${FASTATTN_JOBS:-$(nproc 2>/dev/null || echo 2)}"
+DEVICE="${DEVICE:-cpu}"
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/fastattn-install-check.XXXXXX")"
 if [[ -z "${KEEP_TMP:-}" ]]; then trap 'rm -rf "$TMP"' EXIT; fi
 T0=$(date +%s)
@@ -52,13 +55,14 @@ for f in include/fastattn/fastattn.h include/fastattn/version.h include/fastattn
 done
 
 say "examples/cpp against the installed package"
-cmake -S "$ROOT/examples/cpp" -B "$TMP/example" "${GEN[@]}" -DCMAKE_PREFIX_PATH="$TMP/prefix" >/dev/null
+cmake -S "$ROOT/examples/cpp" -B "$TMP/example" "${GEN[@]}" \
+  -DCMAKE_PREFIX_PATH="$TMP/prefix" >/dev/null
 cmake --build "$TMP/example" -j "$JOBS"
 EXE="$TMP/example/fastattn_embed"
 "$EXE" | tee "$TMP/attention.txt"
 grep -q -- "-> OK" "$TMP/attention.txt" || fail "the attention check of fastattn_embed did not pass"
 
-say "tiny random Llama: transformers -> export_hf -> fastattn_embed on the CPU"
+say "tiny random Llama: transformers -> export_hf -> fastattn_embed on $DEVICE"
 PROMPT_A="3 17 101 5 42 7"
 PROMPT_B="250 9"
 NEW=10
@@ -70,8 +74,9 @@ from fastattention.export import export_hf
 
 tmp, new, prompts = sys.argv[1], int(sys.argv[2]), [list(map(int, p.split())) for p in sys.argv[3:]]
 transformers.utils.logging.disable_progress_bar()
-cfg = transformers.LlamaConfig(vocab_size=301, hidden_size=64, intermediate_size=96,
-                               num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+# head dim 64: a size the CUDA kernels have too (DEVICE=cuda)
+cfg = transformers.LlamaConfig(vocab_size=301, hidden_size=128, intermediate_size=192,
+                               num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
                                max_position_embeddings=128, rms_norm_eps=1e-5, bos_token_id=1,
                                eos_token_id=2, tie_word_embeddings=False)
 torch.manual_seed(0)
@@ -85,11 +90,12 @@ model.generation_config.eos_token_id = None
 for i, ids in enumerate(prompts):
     with torch.inference_mode():
         out = model.generate(torch.tensor([ids]), do_sample=False, max_new_tokens=new,
-                             pad_token_id=0, attention_mask=torch.ones(1, len(ids), dtype=torch.long))
+                             pad_token_id=0,
+                             attention_mask=torch.ones(1, len(ids), dtype=torch.long))
     print(f"generated[{i}]: " + " ".join(str(t) for t in out[0, len(ids):].tolist()))
 PY
 "$EXE" "$TMP/model" --prompt "$PROMPT_A" --prompt "$PROMPT_B" --max-new-tokens "$NEW" \
-  --threads 2 | tee "$TMP/run.txt"
+  --threads 2 --device "$DEVICE" | tee "$TMP/run.txt"
 grep '^generated\[' "$TMP/run.txt" > "$TMP/got.txt" || true
 if ! diff -u "$TMP/expected.txt" "$TMP/got.txt"; then
   fail "fastattn_embed's tokens differ from transformers' greedy generate (expected - / got +)"
@@ -99,6 +105,7 @@ say "bad input: a missing model directory"
 if "$EXE" "$TMP/no-such-model" > "$TMP/bad.txt" 2>&1; then
   fail "fastattn_embed accepted a missing model directory"
 fi
-grep -q "no-such-model/config.json" "$TMP/bad.txt" || fail "error does not name config.json: $(cat "$TMP/bad.txt")"
+grep -q "no-such-model/config.json" "$TMP/bad.txt" \
+  || fail "the error does not name config.json: $(cat "$TMP/bad.txt")"
 
 say "PASSED (C++ embedding: install, find_package, fmha_forward, InferenceSession)"

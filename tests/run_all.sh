@@ -11,6 +11,7 @@
 #   FASTATTN_TEST_BUILD_DIR     C++ test build directory (default: <repo>/build/tests)
 #   FASTATTN_JOBS               parallel build jobs (default: all cores)
 #   FASTATTN_SKIP_CPP=1         skip the C++ part;  FASTATTN_SKIP_PY=1  skip the Python part
+#   FASTATTN_SKIP_MPI=1         skip the multi-rank (mpirun) tests
 # Exits non-zero if any build step or test fails.
 set -euo pipefail
 
@@ -64,6 +65,14 @@ if [[ -z "${FASTATTN_SKIP_PY:-}" ]]; then
   # Run from the repo root: tests import the installed package `fastattention`.
   (cd "$ROOT" && "$PYTHON" -m pytest tests/python -q)
   echo "pytest: $(elapsed "$T")"
+fi
+
+if [[ -z "${FASTATTN_SKIP_PY:-}" && -z "${FASTATTN_SKIP_MPI:-}" ]]; then
+  # Tensor parallelism: mpirun -n 2 / -n 4 on CPU ranks (skipped, saying why, without mpirun).
+  say "Python: pytest tests/mpi (multi-rank, mpirun)"
+  T=$(date +%s)
+  bash "$ROOT/tests/mpi/run_mpi_tests.sh" -q
+  echo "pytest tests/mpi: $(elapsed "$T")"
 fi
 
 say "all tests passed ($(elapsed "$T_ALL"))"

@@ -4,7 +4,7 @@
     fastattention export   --ft FT_DIR --out MODEL_DIR [--tp N] [--dtype ...] [--max-positions N]
     fastattention generate --model MODEL_DIR --prompt "1 2 3" [--prompt "4 5"] [--max-new-tokens N]
                            [--temperature T] [--top-k K] [--top-p P] [--seed S] [--threads N]
-    fastattention bench attention|e2e|decode [options]     (see `fastattention bench NAME --help`)
+    fastattention bench attention|e2e|decode|allreduce-overlap [options]     (see `fastattention bench NAME --help`)
 
 Exit status: 0 on success, 2 for a usage error (bad option or value), 1 when the work itself fails
 (missing or bad weight files, unsupported model, ...); the message goes to stderr.
@@ -22,7 +22,11 @@ BENCHES = {
     "attention": "attention kernel speed: FastAttention vs a reference implementation",
     "e2e": "end-to-end prefill and decode speed: FastAttention vs transformers",
     "decode": "split-KV decode attention bandwidth (GPU): ours vs SDPA flash / cudnn and a copy",
+    "allreduce-overlap": ("row-parallel GEMM + all-reduce, tiling-AllReduce overlap vs without "
+                          "(under mpirun)"),
 }
+# Benchmarks whose module name differs from the command name.
+BENCH_MODULES = {"allreduce-overlap": "allreduce"}
 DTYPES = ("float16", "bfloat16", "float32")
 
 
@@ -180,7 +184,7 @@ def add_bench_parser(sub: argparse._SubParsersAction, load: bool = True) -> None
         if not load:
             continue
         try:
-            module = importlib.import_module(f"fastattention.bench.{name}")
+            module = importlib.import_module(f"fastattention.bench.{BENCH_MODULES.get(name, name)}")
         except ImportError as e:  # e.g. a benchmark needing torch in a base install
             bp.set_defaults(func=_unavailable(name, e))
             bp.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)

@@ -95,6 +95,10 @@ class Session:
         older tokens of sequences outgrowing the device pool, so contexts longer than the device
         can hold still run (attention over them runs on the CPU, merged by log-sum-exp).
         0: no spilling. Not for sliding-window models.
+    spill_attention: how attention reads spilled KV: "auto" (on a GPU: prefill streams the host
+        blocks to the GPU; decode measures streaming against computing on the CPU, where the
+        blocks are, and keeps the faster; timings say how many steps took each), "cpu" or
+        "stream".
     prefill_chunk_tokens: token budget of one prefill forward pass (bounds activation memory;
         longer prompts and batches are prefilled in chunks).
     verbose: log the weight and KV-cache memory at load.
@@ -110,7 +114,8 @@ class Session:
                  max_seq_len=None, kv_block_size: int = 16, kv_dtype: str = "auto",
                  max_cache_tokens=None, prefill_chunk_tokens: int = 2048,
                  gpu_memory_fraction: float = 0.9, gpu_kv_budget=None, host_kv_tokens: int = 0,
-                 verbose: bool = False, tp_overlap: bool = True, tp_tiles=None):
+                 spill_attention: str = "auto", verbose: bool = False, tp_overlap: bool = True,
+                 tp_tiles=None):
         if not isinstance(model_dir, (str, os.PathLike)):
             raise TypeError(f"model_dir must be a path, got {type(model_dir).__name__}")
         if not isinstance(device, str):
@@ -138,6 +143,9 @@ class Session:
                                  f"{gpu_kv_budget}")
             opts.gpu_kv_budget = gpu_kv_budget
         opts.host_kv_tokens = _check_int("host_kv_tokens", host_kv_tokens, 0)
+        if spill_attention not in ("auto", "cpu", "stream"):
+            raise ValueError(f"spill_attention must be auto, cpu or stream, got {spill_attention!r}")
+        opts.spill_attention = spill_attention
         opts.verbose = bool(verbose)
         opts.tp_overlap = bool(tp_overlap)
         opts.tp_tiles = 0 if tp_tiles is None else _check_int("tp_tiles", tp_tiles, 1)

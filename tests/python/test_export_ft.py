@@ -382,7 +382,8 @@ def test_unreadable_or_missing_config(broken, tmp_path):
     with pytest.raises(ValueError, match=r"\[gptj\] \(GPT-J"):
         _export(broken, tmp_path)
     os.remove(broken / "config.ini")
-    with pytest.raises(ValueError, match=r"FasterTransformer config not found: .*2-gpu/config\.ini"):
+    with pytest.raises(ValueError,
+                       match=r"FasterTransformer config not found: .*2-gpu/config\.ini"):
         _export(broken, tmp_path)
 
 

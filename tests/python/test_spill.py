@@ -24,19 +24,23 @@ def reference(model):
     return dict(logits=s.logits(PROMPT), tokens=s.generate(PROMPTS, max_new_tokens=NEW))
 
 
-def spill_session(model, device_tokens, chunk, max_batch):
+def spill_session(model, device_tokens, chunk, max_batch, path="auto"):
     return Session(model.path, max_batch=max_batch, max_seq_len=256, kv_block_size=BLOCK,
                    max_cache_tokens=device_tokens, host_kv_tokens=1024,
-                   prefill_chunk_tokens=chunk)
+                   prefill_chunk_tokens=chunk, spill_attention=path)
 
 
+# "cpu" reads the host blocks in place; "stream" copies them to the device side's contiguous
+# staging first (on the CPU backend both are host memory, so both paths' logic runs here).
+@pytest.mark.parametrize("path", ["cpu", "stream"])
 @pytest.mark.parametrize("device_tokens,chunk,max_batch,host_share", [
     (1024, 64, 3, 0.0),  # everything fits on the device: nothing moves
     (60, 32, 3, 0.5),    # half of the 120-token prompt spills
     (8, 4, 1, 0.95),     # the device pool holds two blocks: 95% of the KV lives on the host
 ])
-def test_spill_matches_no_spill(model, reference, device_tokens, chunk, max_batch, host_share):
-    s = spill_session(model, device_tokens, chunk, max_batch)
+def test_spill_matches_no_spill(model, reference, device_tokens, chunk, max_batch, host_share,
+                                path):
+    s = spill_session(model, device_tokens, chunk, max_batch, path)
     logits = s.logits(PROMPT)
     np.testing.assert_allclose(logits, reference["logits"], atol=1e-4, rtol=1e-4)
     spilled_tokens = s.spilled_blocks * BLOCK
@@ -46,6 +50,9 @@ def test_spill_matches_no_spill(model, reference, device_tokens, chunk, max_batc
         assert spilled_tokens >= host_share * len(PROMPT) - BLOCK
     prompts = PROMPTS[:max_batch]
     assert s.generate(prompts, max_new_tokens=NEW) == reference["tokens"][:max_batch]
+    t = s.timings
+    used = t["spill_stream_steps"] if path == "stream" else t["spill_cpu_steps"]
+    assert (used > 0) == (host_share > 0) and t["spill_stream_steps"] + t["spill_cpu_steps"] == used
     assert "host KV" in s.memory_plan and "longest context" in s.memory_plan
 
 
@@ -74,6 +81,8 @@ def test_sliding_window_model_cannot_spill(exported_model_factory):
 
 
 def test_bad_host_kv_tokens(model):
+    with pytest.raises(ValueError, match="spill_attention"):
+        Session(model.path, spill_attention="gpu")
     with pytest.raises(ValueError, match="host_kv_tokens"):
         Session(model.path, host_kv_tokens=-1)
     with pytest.raises(TypeError, match="host_kv_tokens"):

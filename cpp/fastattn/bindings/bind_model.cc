@@ -83,6 +83,8 @@ py::dict timings_dict(const runtime::Timings& t) {
   d["decode_steps"] = t.decode_steps;
   d["decode_seconds"] = t.decode_seconds;
   d["decode_ms_per_step"] = t.decode_ms_per_step();
+  d["spill_stream_steps"] = t.spill_stream_steps;
+  d["spill_cpu_steps"] = t.spill_cpu_steps;
   return d;
 }
 
@@ -102,6 +104,7 @@ void bind_model(py::module_& m) {
       .def_readwrite("gpu_memory_fraction", &SessionOptions::gpu_memory_fraction)
       .def_readwrite("gpu_kv_budget", &SessionOptions::gpu_kv_budget)
       .def_readwrite("host_kv_tokens", &SessionOptions::host_kv_tokens)
+      .def_readwrite("spill_attention", &SessionOptions::spill_attention)
       .def_readwrite("verbose", &SessionOptions::verbose)
       .def_readwrite("tp_overlap", &SessionOptions::tp_overlap)
       .def_readwrite("tp_tiles", &SessionOptions::tp_tiles)

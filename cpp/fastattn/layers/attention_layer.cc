@@ -1,5 +1,7 @@
 #include "fastattn/layers/attention_layer.h"
 
+#include <utility>
+
 #include "fastattn/core/copy.h"
 #include "fastattn/core/error.h"
 #include "fastattn/kernels/attention/fmha.h"
@@ -56,7 +58,13 @@ void AttentionLayer::forward(const Context& ctx, const ForwardBatch& batch, cons
   fp.causal = true;  // bottom-right aligned: new tokens see the cached prefix and themselves
   fp.window_left = p_.window_left;
   fp.max_seqlen_q = batch.max_seqlen_q;
-  if (batch.has_host_kv()) {
+  fp.max_seqlen_k = batch.no_cached_prefix ? batch.max_seqlen_q : batch.max_seqlen_k;
+  if (batch.has_host_kv() && batch.spill_path == ForwardBatch::SpillPath::kStream) {
+    scratch.lse.resize(DType::kFloat32, {hq, T});
+    fp.lse = scratch.lse.view();
+    kernels::fmha_forward(ctx, fp);
+    stream_host_part(ctx, batch, q, kv, scratch, fp.out);
+  } else if (batch.has_host_kv()) {
     // On a GPU, q's copy to the host is queued first, so the CPU can start on the host part
     // while the GPU computes the device part (recent keys only; its lse lets the parts merge).
     StreamEvent q_on_host;
@@ -82,6 +90,61 @@ void AttentionLayer::stage_query_on_host(const Context& ctx, const Tensor& q,
   Tensor host2d = scratch.host_q.view().reshape({T, hq * D});
   copy_matrix(ctx, q2d, host2d);
   done.record(ctx);
+}
+
+void AttentionLayer::stream_host_part(const Context& ctx, const ForwardBatch& batch,
+                                      const Tensor& q, const LayerKv& kv,
+                                      AttentionScratch& scratch, const Tensor& out) const {
+  const Tensor& hk_pool = *kv.host_k;
+  const Tensor& hv_pool = *kv.host_v;
+  const int64_t T = q.size(0), hq = q.size(1), D = q.size(2);
+  const int64_t bs = hk_pool.size(1), hk = hk_pool.size(2);
+  const int B = batch.num_seqs;
+  const int32_t* cu_k = batch.host_cu_seqlens_k.data_as<const int32_t>();
+  const int32_t* table = batch.host_block_table.data_as<const int32_t>();
+  const int64_t width = batch.host_block_table.size(1);
+  const int64_t total = cu_k[B];
+  const DType dt = hk_pool.dtype();
+  scratch.stage_k.resize(dt, {total, hk, D});
+  scratch.stage_v.resize(dt, {total, hk, D});
+  // This layer's host blocks, sequence after sequence, into contiguous [total, hk, D] staging;
+  // runs of consecutive block ids (the usual case: spills go in token order) are one copy.
+  const size_t block_bytes = static_cast<size_t>(bs * hk * D) * dtype_size(dt);
+  for (int b = 0; b < B; ++b) {
+    const int64_t nblk = (cu_k[b + 1] - cu_k[b]) / bs;
+    const int32_t* row = table + b * width;
+    for (int64_t j = 0; j < nblk;) {
+      int64_t run = 1;
+      while (j + run < nblk && row[j + run] == row[j] + run) ++run;
+      const size_t dst = static_cast<size_t>(cu_k[b] + j * bs) / static_cast<size_t>(bs) * block_bytes;
+      const size_t src = static_cast<size_t>(row[j]) * block_bytes;
+      for (auto [stage, pool] : {std::pair<OwnedTensor*, const Tensor*>{&scratch.stage_k, &hk_pool},
+                                 {&scratch.stage_v, &hv_pool}}) {
+        detail::copy_bytes(ctx, static_cast<char*>(stage->view().data()) + dst, ctx.device,
+                           static_cast<const char*>(pool->data()) + src, pool->device(),
+                           run * block_bytes);
+      }
+      j += run;
+    }
+  }
+  kernels::FmhaParams sp;
+  sp.q = q;
+  sp.k = scratch.stage_k.view();
+  sp.v = scratch.stage_v.view();
+  scratch.part.resize(q.dtype(), {T, hq, D});
+  scratch.part_lse.resize(DType::kFloat32, {hq, T});
+  sp.out = scratch.part.view();
+  sp.lse = scratch.part_lse.view();
+  sp.cu_seqlens_q = batch.cu_seqlens_q;
+  sp.cu_seqlens_k = ctx.device.type == DeviceType::kCUDA ? batch.host_cu_seqlens_k_dev
+                                                         : batch.host_cu_seqlens_k;
+  sp.causal = false;  // every host key precedes every query
+  sp.max_seqlen_q = batch.max_seqlen_q;
+  sp.max_seqlen_k = batch.max_host_seqlen_k;
+  kernels::fmha_forward(ctx, sp);
+  Tensor merged = out;
+  kernels::merge_attention(ctx, out, scratch.lse.view(), scratch.part.view(),
+                           scratch.part_lse.view(), merged);
 }
 
 void AttentionLayer::attend_host_part(const Context& ctx, const ForwardBatch& batch,

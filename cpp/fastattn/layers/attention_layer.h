@@ -35,12 +35,15 @@ struct AttentionScratch {
         part_lse(a, DType::kFloat32, {0}),
         host_q(pinned_host_allocator(), DType::kFloat32, {0}),
         host_part(pinned_host_allocator(), DType::kFloat32, {0}),
-        host_lse(pinned_host_allocator(), DType::kFloat32, {0}) {}
+        host_lse(pinned_host_allocator(), DType::kFloat32, {0}),
+        stage_k(a, DType::kFloat32, {0}),
+        stage_v(a, DType::kFloat32, {0}) {}
   OwnedTensor qkv;   // [T, (hq + 2 hk) * D]
   OwnedTensor attn;  // [T, hq, D]
   // Spilled KV only: the device part's lse, the host part's output and lse (on the model's
   // device) and, on a GPU, their host-side staging (pinned).
   OwnedTensor lse, part, part_lse, host_q, host_part, host_lse;
+  OwnedTensor stage_k, stage_v;  // streamed host blocks of one layer, contiguous
 };
 
 // One layer's KV cache: the device pool and, with spilled KV, the host pool (host memory).
@@ -61,6 +64,10 @@ class AttentionLayer {
                AttentionScratch& scratch, Tensor& out) const;
 
  private:
+  // Spilled KV, streaming: copies this layer's host blocks to the device (contiguous staging)
+  // and attends to them there with the prefill kernel, then merges into `out`.
+  void stream_host_part(const Context& ctx, const ForwardBatch& batch, const Tensor& q,
+                        const LayerKv& kv, AttentionScratch& scratch, const Tensor& out) const;
   // Spilled KV: on a GPU, queues q's copy to the host and records `done` after it.
   void stage_query_on_host(const Context& ctx, const Tensor& q, AttentionScratch& scratch,
                            StreamEvent& done) const;

@@ -32,7 +32,13 @@ struct ForwardBatch {
   Tensor host_seqlens_k;     // int32 [B]
   Tensor host_block_table;   // int32 [B, max_host_blocks]
   Tensor host_cu_seqlens_q;  // int32 [B + 1]: cu_seqlens_q on the host
+  Tensor host_cu_seqlens_k;  // int32 [B + 1]: prefix sums of host_seqlens_k
+  // host_cu_seqlens_k on the model's device (GPU batches that stream the host part).
+  Tensor host_cu_seqlens_k_dev;
   int max_host_seqlen_k = 0;
+  // How attention reads the host part: on the CPU where the blocks are, or streamed to the
+  // device's staging buffer and computed there (kernels/attention: prefill speed).
+  enum class SpillPath { kCpu, kStream } spill_path = SpillPath::kCpu;
   bool has_host_kv() const { return host_seqlens_k.defined(); }
 };
 

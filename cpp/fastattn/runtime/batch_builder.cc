@@ -102,6 +102,9 @@ layers::ForwardBatch BatchBuilder::build() {
     fb.host_block_table =
         Tensor(host_block_table_.data(), DType::kInt32, {b64, static_cast<int64_t>(width)});
     fb.host_cu_seqlens_q = Tensor(cu_q_.data(), DType::kInt32, {b64 + 1});
+    host_cu_k_.assign(1, 0);
+    for (int32_t n : host_seqlens_k_) host_cu_k_.push_back(host_cu_k_.back() + n);
+    fb.host_cu_seqlens_k = Tensor(host_cu_k_.data(), DType::kInt32, {b64 + 1});
   }
   return fb;
 }

@@ -1,6 +1,7 @@
 #include "fastattn/runtime/device_batch.h"
 
 #include <cstring>
+#include <utility>
 
 #include "fastattn/core/copy.h"
 #include "fastattn/core/error.h"
@@ -9,23 +10,27 @@ namespace fastattn::runtime {
 
 layers::ForwardBatch DeviceBatch::upload(const Context& ctx, const layers::ForwardBatch& host) {
   if (ctx.device.type != DeviceType::kCUDA) return host;
-  Tensor layers::ForwardBatch::*fields[] = {
-      &layers::ForwardBatch::token_ids,    &layers::ForwardBatch::positions,
-      &layers::ForwardBatch::slot_mapping, &layers::ForwardBatch::cu_seqlens_q,
-      &layers::ForwardBatch::block_table,  &layers::ForwardBatch::seqlens_k};
+  using FB = layers::ForwardBatch;
+  // (host field, device field): index tensors the GPU kernels read.
+  const std::pair<Tensor FB::*, Tensor FB::*> fields[] = {
+      {&FB::token_ids, &FB::token_ids},       {&FB::positions, &FB::positions},
+      {&FB::slot_mapping, &FB::slot_mapping}, {&FB::cu_seqlens_q, &FB::cu_seqlens_q},
+      {&FB::block_table, &FB::block_table},   {&FB::seqlens_k, &FB::seqlens_k},
+      {&FB::host_cu_seqlens_k, &FB::host_cu_seqlens_k_dev}};
   int64_t total = 0;
-  for (auto f : fields) total += (host.*f).numel();
+  for (const auto& f : fields) total += (host.*f.first).defined() ? (host.*f.first).numel() : 0;
   staging_.resize(DType::kInt32, {total});
   device_.resize(DType::kInt32, {total});
   layers::ForwardBatch dev = host;
   int32_t* stage = staging_.data_as<int32_t>();
   int32_t* on_dev = device_.data_as<int32_t>();
   int64_t off = 0;
-  for (auto f : fields) {
-    const Tensor& t = host.*f;
+  for (const auto& f : fields) {
+    const Tensor& t = host.*f.first;
+    if (!t.defined()) continue;
     FA_ASSERT(t.dtype() == DType::kInt32 && t.is_contiguous(), "batch index tensors are int32");
     std::memcpy(stage + off, t.data(), t.nbytes());
-    dev.*f = Tensor(on_dev + off, DType::kInt32, t.shape(), ctx.device);
+    dev.*f.second = Tensor(on_dev + off, DType::kInt32, t.shape(), ctx.device);
     off += t.numel();
   }
   detail::copy_bytes(ctx, on_dev, ctx.device, stage, staging_.view().device(),

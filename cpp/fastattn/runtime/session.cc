@@ -42,7 +42,7 @@ struct InferenceSession::Sequence {
 };
 
 InferenceSession::InferenceSession(const std::string& model_dir, const SessionOptions& options)
-    : options_(options) {
+    : options_(options), spill_paths_(options.spill_attention) {
   const Device device = rank_device(options.device);  // "cuda" under mpirun: the local rank's GPU
 #if !defined(FASTATTN_WITH_CUDA)
   FA_CHECK(device.type == DeviceType::kCPU, "device '", options.device,
@@ -201,7 +201,13 @@ int64_t InferenceSession::plan_cache_blocks(DType kv_dtype) {
 #endif
 }
 
-void InferenceSession::forward(const layers::ForwardBatch& host_batch) {
+void InferenceSession::forward(layers::ForwardBatch host_batch) {
+  if (host_batch.has_host_kv()) {
+    host_batch.spill_path =
+        spill_paths_.choose(ctx_.device.type == DeviceType::kCUDA, host_batch.num_tokens);
+    (host_batch.spill_path == layers::ForwardBatch::SpillPath::kStream ? timings_.spill_stream_steps
+                                                                       : timings_.spill_cpu_steps)++;
+  }
   const layers::ForwardBatch batch = device_batch_->upload(ctx_, host_batch);
   model_->forward(ctx_, batch, *cache_, scratch_, host_cache_.get());
 }
@@ -383,11 +389,21 @@ void InferenceSession::decode(std::vector<Sequence>& seqs, const GenerateOptions
       builder_.add(*blocks_, s->id, &s->out->back(), 1, s->cached);
       s->cached += 1;
     }
-    forward(builder_.build());
+    const auto t0 = Clock::now();
+    layers::ForwardBatch batch = builder_.build();
+    const int64_t host_tokens = batch.has_host_kv() ? batch.host_cu_seqlens_k.data_as<int32_t>()[batch.num_seqs] : 0;
+    const int64_t stream_before = timings_.spill_stream_steps;
+    forward(batch);
     // One token per sequence: every row needs logits, so the LM head runs on the whole batch.
     logits_.resize(DType::kFloat32, {static_cast<int64_t>(active.size()), config().vocab_size});
     model_->logits_all(ctx_, scratch_, logits_.view());
-    sample_and_append(active, o);
+    sample_and_append(active, o);  // waits for the step
+    if (host_tokens > 0) {
+      spill_paths_.record(timings_.spill_stream_steps > stream_before
+                              ? layers::ForwardBatch::SpillPath::kStream
+                              : layers::ForwardBatch::SpillPath::kCpu,
+                          seconds_since(t0), host_tokens);
+    }
     ++timings_.decode_steps;
     active.erase(std::remove_if(active.begin(), active.end(), [](Sequence* s) { return s->done; }),
                  active.end());

@@ -23,6 +23,7 @@
 #include "fastattn/runtime/distributed.h"
 #include "fastattn/runtime/gpu_runtime.h"
 #include "fastattn/runtime/memory_plan.h"
+#include "fastattn/runtime/spill_policy.h"
 
 namespace fastattn::runtime {
 
@@ -49,6 +50,8 @@ struct SessionOptions {
   // Host KV pool (pinned memory on a GPU) in tokens over all sequences: the older tokens of
   // sequences that outgrow the device pool spill there (kvcache/spill_manager.h). 0 = no spill.
   int64_t host_kv_tokens = 0;
+  // How attention reads spilled KV: auto (measured per step), cpu or stream (runtime/spill_policy.h).
+  std::string spill_attention = "auto";
   int64_t prefill_chunk_tokens = 2048;  // token budget of one prefill forward pass
   bool verbose = false;                 // log model size and KV-cache memory at load
   // Tensor parallelism (a model exported with tp_size = N, run by `mpirun -n N`): the
@@ -75,6 +78,9 @@ struct Timings {
   double prefill_seconds = 0.0;
   int64_t decode_steps = 0;  // batched steps (one token for every sequence still running)
   double decode_seconds = 0.0;
+  // Forward passes that attended to host-resident KV, by path (runtime/spill_policy.h).
+  int64_t spill_stream_steps = 0;
+  int64_t spill_cpu_steps = 0;
   double prefill_tokens_per_s() const {
     return prefill_seconds > 0 ? static_cast<double>(prefill_tokens) / prefill_seconds : 0.0;
   }
@@ -122,7 +128,7 @@ class InferenceSession {
   DType resolve_kv_dtype() const;
   int64_t plan_cache_blocks(DType kv_dtype);
   // Forward pass over a host-built batch (index tensors uploaded on a GPU).
-  void forward(const layers::ForwardBatch& host_batch);
+  void forward(layers::ForwardBatch host_batch);
   // Reserves the KV slots of sequence s up to `end` tokens (its tokens from `start` on stay on
   // the device), spilling older blocks to the host pool when the device pool is short.
   void reserve_kv(kvcache::SpillBlockManager::SeqId seq, int64_t start, int64_t end);
@@ -141,6 +147,7 @@ class InferenceSession {
 #endif
   Context ctx_;
   MemoryPlan plan_;
+  SpillPathChooser spill_paths_;
   std::unique_ptr<models::DecoderModel> model_;
   std::unique_ptr<kvcache::KvCache> cache_;
   std::unique_ptr<kvcache::KvCache> host_cache_;  // the host pool (spilled KV), if any

@@ -242,8 +242,9 @@ def read_ft_config(ft_dir) -> FtConfig:
         start_id=sec.integer("start_id", 0, default=None),
         end_id=sec.integer("end_id", 0, default=None))
     if head_num % ft_tp or cfg.inter_size % ft_tp:
-        raise ValueError(f"{path}: [gptneox] head_num {head_num} and inter_size {cfg.inter_size} must be "
-                         f"multiples of the files' tensor-parallel split {ft_tp}")
+        raise ValueError(f"{path}: [gptneox] head_num {head_num} and inter_size "
+                         f"{cfg.inter_size} must be multiples of the files' tensor-parallel "
+                         f"split {ft_tp}")
     return cfg
 
 
@@ -346,8 +347,7 @@ class FtTensors:
         return np.concatenate(parts, axis=axis)
 
     def _load(self, stem: str, part: str, shape) -> np.ndarray:
-        directory = self.hf_dir
-        path_stem = os.path.join(directory, stem)
+        path_stem = os.path.join(self.hf_dir, stem)
         suffix = next((s for s in self._splits if stem.endswith(s)), None)
         if suffix is None:
             array = self._read(path_stem + ".bin", shape)

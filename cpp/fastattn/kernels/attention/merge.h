@@ -11,8 +11,11 @@ namespace fastattn::kernels {
 
 // out_a, out_b, out: [T, H, D], each of any float dtype (token and head dims may be strided,
 // last dim contiguous); lse_a, lse_b: float32 [H, T] (natural log, fmha_forward's layout).
-// out may alias out_a or out_b. All on one device (the CPU or one GPU, on ctx.stream).
+// out may alias out_a or out_b. lse_out (optional, float32 [H, T], may alias lse_a or lse_b)
+// gets the merged log-sum-exp, so parts can be merged one at a time. All on one device (the
+// CPU or one GPU, on ctx.stream).
 void merge_attention(const Context& ctx, const Tensor& out_a, const Tensor& lse_a,
-                     const Tensor& out_b, const Tensor& lse_b, Tensor& out);
+                     const Tensor& out_b, const Tensor& lse_b, Tensor& out,
+                     Tensor* lse_out = nullptr);
 
 }  // namespace fastattn::kernels

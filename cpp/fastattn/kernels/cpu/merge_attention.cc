@@ -26,7 +26,7 @@ void check_lse(const Tensor& l, const char* name, int64_t H, int64_t T) {
 }  // namespace
 
 void merge_attention(const Context& ctx, const Tensor& out_a, const Tensor& lse_a,
-                     const Tensor& out_b, const Tensor& lse_b, Tensor& out) {
+                     const Tensor& out_b, const Tensor& lse_b, Tensor& out, Tensor* lse_out) {
   FA_CHECK(out.defined() && out.dim() == 3, "out: expected [T, H, D], got ", out.describe());
   const int64_t T = out.size(0), H = out.size(1), D = out.size(2);
   check_part(out, "out", {T, H, D});
@@ -34,6 +34,7 @@ void merge_attention(const Context& ctx, const Tensor& out_a, const Tensor& lse_
   check_part(out_b, "out_b", {T, H, D});
   check_lse(lse_a, "lse_a", H, T);
   check_lse(lse_b, "lse_b", H, T);
+  if (lse_out != nullptr) check_lse(*lse_out, "lse_out", H, T);
   const Device dev = out.device();
   for (const Tensor* t : {&out_a, &lse_a, &out_b, &lse_b}) {
     FA_CHECK(t->device() == dev, "merge_attention: all tensors must be on ", dev.str(), ", got ",
@@ -41,7 +42,7 @@ void merge_attention(const Context& ctx, const Tensor& out_a, const Tensor& lse_
   }
   if (dev.type == DeviceType::kCUDA) {
 #if defined(FASTATTN_WITH_CUDA)
-    cuda::merge_attention(ctx, out_a, lse_a, out_b, lse_b, out);
+    cuda::merge_attention(ctx, out_a, lse_a, out_b, lse_b, out, lse_out);
     return;
 #endif
   }
@@ -60,6 +61,10 @@ void merge_attention(const Context& ctx, const Tensor& out_a, const Tensor& lse_
         a[static_cast<size_t>(d)] = (wa * a[static_cast<size_t>(d)] + wb * b[static_cast<size_t>(d)]) * inv;
       }
       convert_from_float(a.data(), out.ptr_at({t, h}), out.dtype(), D);
+      if (lse_out != nullptr) {
+        lse_out->data_as<float>()[h * lse_out->stride(0) + t] =
+            wa + wb > 0.f ? m + std::log(wa + wb) : -INFINITY;
+      }
     }
   }
   (void)ctx;

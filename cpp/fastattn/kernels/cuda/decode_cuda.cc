@@ -23,7 +23,7 @@ namespace {
 
 constexpr int kThreads = 128;         // 4 warps per split CTA (DecodeTraits::kThreads)
 constexpr int kMinKeysPerSplit = 256;  // a split below this costs more in merging than it gains
-constexpr int kWaves = 2;              // CTAs the heuristic aims for: kWaves x what fits at once
+constexpr int kMinCtasPerSm = 2;       // the heuristic aims for at least 2 x SMs CTAs
 constexpr float kLog2e = 1.4426950408889634f;
 
 const std::vector<DecodeKernelEntry>& decode_table() {
@@ -118,10 +118,22 @@ int64_t visible_keys(const FmhaParams& p, int window_right, int64_t max_k, int r
   return std::min<int64_t>(max_k, p.window_left + window_right + positions);
 }
 
-// Split count: enough CTAs for kWaves full waves, but no split under kMinKeysPerSplit keys.
-int heuristic_splits(int64_t concurrent_ctas, int64_t base_ctas, int64_t keys, int block_n) {
+// Split count. The CTAs of a launch do equal work, so the count is chosen to fill whole waves
+// of resident CTAs (SMs x CTAs per SM): the fewest waves that give at least kMinCtasPerSm x SMs
+// CTAs, each as full as possible (a last wave of a few CTAs would leave most SMs idle while
+// they finish). No split gets fewer than kMinKeysPerSplit keys.
+int heuristic_splits(int sms, int ctas_per_sm, int64_t base_ctas, int64_t keys, int block_n) {
   if (keys <= 0 || base_ctas <= 0) return 1;
-  int64_t splits = (kWaves * concurrent_ctas + base_ctas - 1) / base_ctas;
+  const int64_t slots = static_cast<int64_t>(sms) * ctas_per_sm;  // one wave
+  const int64_t want = static_cast<int64_t>(sms) * kMinCtasPerSm;
+  int64_t splits = 1;
+  if (base_ctas < want) {
+    const int64_t min_splits = (want + base_ctas - 1) / base_ctas;
+    for (int64_t waves = 1;; ++waves) {  // the fewest whole waves holding min_splits per CTA
+      splits = waves * slots / base_ctas;
+      if (splits >= min_splits) break;
+    }
+  }
   splits = std::min<int64_t>(splits, keys / kMinKeysPerSplit);
   splits = std::min<int64_t>(splits, (keys + block_n - 1) / block_n);
   splits = std::min<int64_t>(splits, kMaxNumSplits);
@@ -208,10 +220,9 @@ void decode_forward_cuda(const Context& ctx, const FmhaParams& p, const FmhaShap
 
   const int64_t q_tiles = (rows_needed + e->rows - 1) / e->rows;
   const int64_t batch_heads = sh.batch * sh.num_heads_k;
-  FA_CHECK(q_tiles <= INT_MAX, "q: ", max_q, " queries x ", group,
-           " heads per KV head is too many rows for the CUDA decode kernel");
-  FA_CHECK(batch_heads <= 65535, "the CUDA decode kernel takes batch x KV heads <= 65535, got ",
-           sh.batch, " x ", sh.num_heads_k);
+  FA_CHECK(q_tiles * sh.num_heads_k <= INT_MAX, "q: ", max_q, " queries x ", sh.num_heads_q,
+           " heads are too many rows for the CUDA decode kernel");
+  FA_CHECK(sh.batch <= 65535, "the CUDA decode kernel takes batch <= 65535, got ", sh.batch);
 
   const int window_right =
       p.causal ? (p.window_right < 0 ? 0 : std::min(p.window_right, 0)) : p.window_right;
@@ -219,7 +230,7 @@ void decode_forward_cuda(const Context& ctx, const FmhaParams& p, const FmhaShap
   if (splits == 0) {
     const int max_k = p.max_seqlen_k > 0 ? p.max_seqlen_k
                                          : device_max_seqlen(ctx, sh.paged ? p.seqlens_k : p.cu_seqlens_k, !sh.paged);
-    splits = heuristic_splits(static_cast<int64_t>(props.sms) * ctas_per_sm, batch_heads * q_tiles,
+    splits = heuristic_splits(props.sms, ctas_per_sm, batch_heads * q_tiles,
                               visible_keys(p, window_right, max_k, e->rows, group), block_n);
   }
 
@@ -265,7 +276,6 @@ void decode_forward_cuda(const Context& ctx, const FmhaParams& p, const FmhaShap
   d.group = group;
   d.head_dim = sh.head_dim;
   d.total_q = sh.total_q;
-  d.num_q_tiles = static_cast<int>(q_tiles);
   d.num_splits = splits;
   const float scale = p.softmax_scale > 0.f ? p.softmax_scale
                                             : 1.0f / std::sqrt(static_cast<float>(sh.head_dim));
@@ -291,8 +301,8 @@ void decode_forward_cuda(const Context& ctx, const FmhaParams& p, const FmhaShap
 
   const auto stream = static_cast<cudaStream_t>(ctx.stream);
   void* args[] = {&d};
-  FA_CUDA_CHECK(cudaLaunchKernel(kernel, dim3(static_cast<unsigned>(q_tiles), splits,
-                                              static_cast<unsigned>(batch_heads)),
+  FA_CUDA_CHECK(cudaLaunchKernel(kernel, dim3(static_cast<unsigned>(q_tiles * sh.num_heads_k), splits,
+                                              static_cast<unsigned>(sh.batch)),
                                  dim3(kThreads), args, smem, stream));
   if (splits > 1) {
     const int64_t rows = sh.total_q * sh.num_heads_q;

@@ -1,8 +1,10 @@
 // The split-KV ("flash-decoding") attention kernel: few query rows per sequence against a long,
 // paged or contiguous KV cache. Geometry and thread roles: DecodeTraits (decode_common.cuh).
 //
-// Grid: x = query tile (kRows (token, head) rows of a sequence), y = split of the key range,
-// z = batch x KV head. A split walks its keys in tiles of kBlockN:
+// Grid: x = query tile x KV head (the KV head varies fastest, so the CTAs of one split of one
+// sequence run together and read the same DRAM pages: a key's K row holds all KV heads, each
+// CTA reads one head's slice), y = split of the key range, z = sequence. A split walks its keys
+// in tiles of kBlockN:
 //   sm_80+:  cp.async copies into kStages shared-memory stages (tile t + 1 in flight while tile t
 //            is computed); 16-byte chunks, L2-only (.cg).
 //   sm_70 / sm_75 (and kRegStaging): 16-byte loads into registers for tile t + 1 issued before
@@ -31,8 +33,9 @@ struct DecodeTileInfo {
 
 __device__ __forceinline__ bool tile_info(const DecodeDeviceParams& p, int block_n, int k_rows,
                                           DecodeTileInfo& t) {
-  t.batch = blockIdx.z / p.num_heads_k;
-  t.kv_head = blockIdx.z - t.batch * p.num_heads_k;
+  const int q_tile = blockIdx.x / p.num_heads_k;
+  t.kv_head = blockIdx.x - q_tile * p.num_heads_k;
+  t.batch = blockIdx.z;
   t.q_start = p.cu_seqlens_q[t.batch];
   t.seqlen_q = p.cu_seqlens_q[t.batch + 1] - t.q_start;
   if (p.block_table != nullptr) {
@@ -43,7 +46,7 @@ __device__ __forceinline__ bool tile_info(const DecodeDeviceParams& p, int block
     t.seqlen_k = p.cu_seqlens_k[t.batch + 1] - t.k_start;
   }
   const int total_rows = t.seqlen_q * p.group;
-  t.row0 = blockIdx.x * k_rows;
+  t.row0 = q_tile * k_rows;
   if (t.row0 >= total_rows) return false;
   t.rows = min(k_rows, total_rows - t.row0);
   const int offset = t.seqlen_k - t.seqlen_q;  // bottom-right alignment

@@ -36,8 +36,7 @@ struct DecodeDeviceParams {
   int head_dim;
   int64_t total_q;
 
-  // Grid: x = query tiles (of kRows (query row, head) pairs), y = KV splits, z = batch x Hk.
-  int num_q_tiles;
+  // Grid: x = query tiles (of kRows (token, head) rows) x Hk, y = KV splits, z = batch.
   int num_splits;
 
   float scale_log2;  // softmax_scale * log2(e): q is pre-scaled by it, scores are log2-domain

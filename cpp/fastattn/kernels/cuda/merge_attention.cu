@@ -17,6 +17,8 @@ struct MergeArgs {
   void* out;
   const float* lse_a;
   const float* lse_b;
+  float* lse_out;  // null = not wanted
+  int64_t lse_out_h;
   int64_t a_t, a_h, b_t, b_h, o_t, o_h;  // token / head strides in elements
   int64_t lse_a_h, lse_b_h;              // head strides of the lse tensors
   int T, H, D;
@@ -39,6 +41,11 @@ __global__ void merge_kernel(const MergeArgs p) {
   auto* o = static_cast<typename O::Raw*>(p.out) + t * p.o_t + h * p.o_h;
   for (int d = threadIdx.x % 32; d < p.D; d += 32) {
     o[d] = O::store((wa * A::load(a[d]) + wb * B::load(b[d])) * inv);
+  }
+  // Every lane has read its lse values above: lse_out may alias lse_a / lse_b.
+  __syncwarp();
+  if (p.lse_out != nullptr && threadIdx.x % 32 == 0) {
+    p.lse_out[h * p.lse_out_h + t] = wa + wb > 0.f ? m + __logf(wa + wb) : -INFINITY;
   }
 }
 
@@ -65,7 +72,7 @@ void launch_b(const MergeArgs& p, DType b, DType out, cudaStream_t s, dim3 grid,
 }  // namespace
 
 void merge_attention(const Context& ctx, const Tensor& out_a, const Tensor& lse_a,
-                     const Tensor& out_b, const Tensor& lse_b, Tensor& out) {
+                     const Tensor& out_b, const Tensor& lse_b, Tensor& out, Tensor* lse_out) {
   MergeArgs p{};
   p.a = out_a.data();
   p.b = out_b.data();
@@ -76,6 +83,8 @@ void merge_attention(const Context& ctx, const Tensor& out_a, const Tensor& lse_
   p.b_t = out_b.stride(0), p.b_h = out_b.stride(1);
   p.o_t = out.stride(0), p.o_h = out.stride(1);
   p.lse_a_h = lse_a.stride(0), p.lse_b_h = lse_b.stride(0);
+  p.lse_out = lse_out != nullptr ? lse_out->data_as<float>() : nullptr;
+  p.lse_out_h = lse_out != nullptr ? lse_out->stride(0) : 0;
   p.T = static_cast<int>(out.size(0));
   p.H = static_cast<int>(out.size(1));
   p.D = static_cast<int>(out.size(2));

@@ -7,6 +7,6 @@
 namespace fastattn::kernels::cuda {
 
 void merge_attention(const Context& ctx, const Tensor& out_a, const Tensor& lse_a,
-                     const Tensor& out_b, const Tensor& lse_b, Tensor& out);
+                     const Tensor& out_b, const Tensor& lse_b, Tensor& out, Tensor* lse_out);
 
 }  // namespace fastattn::kernels::cuda

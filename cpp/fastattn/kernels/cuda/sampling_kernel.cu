@@ -7,241 +7,41 @@
 //   3. top-k / top-p: the last token of the shortest most-likely prefix (logit descending, id
 //      ascending) whose count / weight reaches the target, by a radix search over the logits'
 //      order-preserving 32-bit keys: each pass splits the key range that holds the crossing into
-//      16 bins (per-thread private histograms in shared memory, reduced in a fixed order, so the
-//      result is deterministic) and keeps the bin where the running mass crosses; once that bin
-//      holds at most kCap tokens they are gathered, sorted (cub::BlockRadixSort) and scanned. A
-//      bin of one key value tied over more tokens is resolved in id order by a block scan.
-//   4. the draw: u * total over the kept tokens in id order, first token whose running weight
-//      exceeds it (tiles of kTile ids, kRun consecutive ones per thread, block scans of double
-//      sums).
-// All sums are in double as on the CPU; only their order and exp()'s last bits differ.
-#include <cuda_runtime.h>
-
-#include <climits>
-#include <cstdint>
-#include <cub/block/block_radix_sort.cuh>
-#include <cub/block/block_reduce.cuh>
-#include <cub/block/block_scan.cuh>
+//      16 bins (per-thread private histograms in shared memory, reduced in a fixed order) and
+//      keeps the bin where the running mass crosses. Once the whole prefix down to that bin holds
+//      at most kCap tokens, it is gathered and sorted (cub::BlockRadixSort): top-k, top-p and the
+//      draw then finish on that list without another pass over the vocabulary. Otherwise, once
+//      the bin alone holds at most kCap tokens, the bin is gathered for the threshold; a bin of
+//      one key tied over more tokens is resolved in id order by block scans.
+//   4. the draw: u * total over the kept tokens in id order, the first token whose running
+//      weight exceeds it (on the sorted list re-sorted by id, or by tiles of kTile ids).
+// All sums are in double as on the CPU, each in a fixed order (deterministic results); only their
+// order and exp()'s last bits differ from the CPU's.
+#include <algorithm>
+#include <mutex>
+#include <vector>
 
 #include "fastattn/kernels/cuda/cuda_check.h"
+#include "fastattn/kernels/cuda/sampling_block.cuh"
 #include "fastattn/kernels/cuda/sampling_launch.h"
 
 namespace fastattn::kernels::cuda {
+namespace sampling {
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int kBins = 16;  // bins per radix pass (4 bits of key range)
-constexpr int kItems = 4;  // tokens per thread in a gather: kCap of them are sorted
-constexpr int kCap = kThreads * kItems;
-constexpr int kUnroll = 8;  // loads in flight per thread in the strided passes
-constexpr int kRun = 16;    // consecutive tokens per thread in the id-order tiles
-constexpr int kTile = kThreads * kRun;
-
-using BlockSort = cub::BlockRadixSort<uint64_t, kThreads, kItems, float>;
-using BlockScanD = cub::BlockScan<double, kThreads>;
-using BlockScanI = cub::BlockScan<int, kThreads>;
-using BlockReduceD = cub::BlockReduce<double, kThreads>;
-using BlockReduceI = cub::BlockReduce<int, kThreads>;
-using BlockReduceU = cub::BlockReduce<uint32_t, kThreads>;
-
-struct ArgMax {
-  float value;
-  int id;
-};
-
-struct ArgMaxOp {
-  __device__ ArgMax operator()(const ArgMax& a, const ArgMax& b) const {
-    return (a.value > b.value || (a.value == b.value && a.id < b.id)) ? a : b;
-  }
-};
-using BlockReduceArg = cub::BlockReduce<ArgMax, kThreads>;
-
-struct MinOp {
-  template <typename T>
-  __device__ T operator()(const T& a, const T& b) const {
-    return b < a ? b : a;
-  }
-};
-struct MaxOp {
-  template <typename T>
-  __device__ T operator()(const T& a, const T& b) const {
-    return a < b ? b : a;
-  }
-};
-struct SumOp {
-  template <typename T>
-  __device__ T operator()(const T& a, const T& b) const {
-    return a + b;
-  }
-};
-
-// The kept set of a threshold: tokens ranking no later than (key, id) (kept_by on the CPU).
-struct Limit {
-  uint32_t key;
-  int id;
-};
-constexpr Limit kNoLimit{0u, INT_MAX};  // every finite logit has a key > 0
-
-__device__ __forceinline__ bool kept_by(uint32_t key, int id, Limit lim) {
-  return key > lim.key || (key == lim.key && id <= lim.id);
-}
-
-// Order-preserving key: a < b as floats <=> key(a) < key(b); -0 and +0 share the key of 0
-// (they compare equal, so they tie and rank by id, as on the CPU).
-__device__ __forceinline__ uint32_t order_key(float f) {
-  const uint32_t u = f == 0.0f ? 0u : __float_as_uint(f);
-  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
-__device__ __forceinline__ float key_value(uint32_t key) {
-  return __uint_as_float((key & 0x80000000u) ? (key & 0x7fffffffu) : ~key);
-}
-
-// NaN and +inf are masked like -inf on the GPU (the host cannot see values to reject them).
-__device__ __forceinline__ bool usable(float f) { return fabsf(f) < INFINITY; }
-
-struct HistStorage {
-  double w[kBins][kThreads];  // per-thread private bins: no atomics, fixed summation order
-  int n[kBins][kThreads];
-};
-struct GatherStorage {
-  uint64_t key[kCap];  // (order key << 32) | ~id: larger = more likely
-  float w[kCap];
-  typename BlockSort::TempStorage sort;
-};
-
-struct Smem {
-  union {
-    HistStorage hist;
-    GatherStorage gather;
-  } big;
-  union {
-    typename BlockScanD::TempStorage scan_d;
-    typename BlockScanI::TempStorage scan_i;
-    typename BlockReduceD::TempStorage red_d;
-    typename BlockReduceI::TempStorage red_i;
-    typename BlockReduceU::TempStorage red_u;
-    typename BlockReduceArg::TempStorage red_arg;
-  } small;
-  double bin_w[kBins];
-  int bin_n[kBins];
-  // Values one thread writes and every thread reads after a barrier; each has one purpose, so
-  // a write never races with the reads of another step.
-  double b_double;  // block_sum
-  int b_int;        // block_min / block_max / block_sum_int
-  uint32_t b_key;   // block_min_key
-  ArgMax b_arg;     // block_argmax
-  int pass_bin;     // radix_pass: the chosen bin
-  double pass_above;
-  int counter;      // gather_finish: tokens gathered
-  uint32_t res_key; // gather_finish / ties_finish: the threshold found
-  int res_id;
-};
-
-// One row's state: its logits and the weights' parameters.
-struct Row {
-  const float* logits;
-  int vocab;
-  bool aligned16;  // logits can be read as float4
-  float max_logit;
-  float inv_t;
-  // w = exp((l - max) * inv_t), the CPU's float32 operations; 0 for masked tokens.
-  __device__ __forceinline__ float weight(float f) const {
-    return usable(f) ? expf(__fmul_rn(__fsub_rn(f, max_logit), inv_t)) : 0.0f;
-  }
-};
-
-// Calls f(i, logit) for the tokens i = threadIdx.x + k * kThreads in increasing order (a fixed
-// order per thread, so per-thread sums are deterministic), kUnroll loads in flight: the passes
-// read the row from L2 and would otherwise wait on one load at a time.
-template <typename F>
-__device__ __forceinline__ void for_each_token(const Row& row, F&& f) {
-  int i = threadIdx.x;
-  for (; i + (kUnroll - 1) * kThreads < row.vocab; i += kUnroll * kThreads) {
-    float v[kUnroll];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) v[u] = __ldg(row.logits + i + u * kThreads);
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) f(i + u * kThreads, v[u]);
-  }
-  for (; i < row.vocab; i += kThreads) f(i, __ldg(row.logits + i));
-}
-
-// v[t] = logit of token i0 + t (t < kRun; -inf past the vocabulary): this thread's run of an
-// id-order tile. i0 is a multiple of kRun.
-__device__ __forceinline__ void load_run(const Row& row, int i0, float (&v)[kRun]) {
-  if (row.aligned16 && i0 + kRun <= row.vocab) {
-    const float4* p = reinterpret_cast<const float4*>(row.logits + i0);
-#pragma unroll
-    for (int t = 0; t < kRun / 4; ++t) {
-      const float4 x = __ldg(p + t);
-      v[4 * t] = x.x;
-      v[4 * t + 1] = x.y;
-      v[4 * t + 2] = x.z;
-      v[4 * t + 3] = x.w;
-    }
-  } else {
-#pragma unroll
-    for (int t = 0; t < kRun; ++t) v[t] = i0 + t < row.vocab ? __ldg(row.logits + i0 + t) : -INFINITY;
-  }
-}
-
-// Block-wide reductions whose result every thread gets (each starts and ends with a barrier,
-// so the shared temp storage may be reused by the next call).
-__device__ double block_sum(double v, Smem& s) {
-  __syncthreads();
-  const double r = BlockReduceD(s.small.red_d).Reduce(v, SumOp());
-  if (threadIdx.x == 0) s.b_double = r;
-  __syncthreads();
-  return s.b_double;
-}
-__device__ int block_min(int v, Smem& s) {
-  __syncthreads();
-  const int r = BlockReduceI(s.small.red_i).Reduce(v, MinOp());
-  if (threadIdx.x == 0) s.b_int = r;
-  __syncthreads();
-  return s.b_int;
-}
-__device__ int block_sum_int(int v, Smem& s) {
-  __syncthreads();
-  const int r = BlockReduceI(s.small.red_i).Reduce(v, SumOp());
-  if (threadIdx.x == 0) s.b_int = r;
-  __syncthreads();
-  return s.b_int;
-}
-__device__ int block_max(int v, Smem& s) {
-  __syncthreads();
-  const int r = BlockReduceI(s.small.red_i).Reduce(v, MaxOp());
-  if (threadIdx.x == 0) s.b_int = r;
-  __syncthreads();
-  return s.b_int;
-}
-__device__ uint32_t block_min_key(uint32_t v, Smem& s) {
-  __syncthreads();
-  const uint32_t r = BlockReduceU(s.small.red_u).Reduce(v, MinOp());
-  if (threadIdx.x == 0) s.b_key = r;
-  __syncthreads();
-  return s.b_key;
-}
-__device__ ArgMax block_argmax(ArgMax v, Smem& s) {
-  __syncthreads();
-  const ArgMax r = BlockReduceArg(s.small.red_arg).Reduce(v, ArgMaxOp());
-  if (threadIdx.x == 0) s.b_arg = r;
-  __syncthreads();
-  return s.b_arg;
-}
-
 // A selection in progress: candidates (usable, weight > 0, kept by `lim`) with keys in
-// [lo, hi], `count` of them; `above` is the mass (count or weight) of the candidates above hi.
+// [lo, hi], `count` of them; `above` / `above_n` are the mass / number of candidates above hi.
 struct Search {
   Limit lim;
   uint32_t lo, hi;
   int count;
+  int above_n;
   double above;
 };
 
-// One radix pass: splits [lo, hi] into kBins bins and narrows the search to the bin where the
-// running mass (from the most likely end) reaches target.
-__device__ void radix_pass(const Row& row, Search& q, bool unit, double target, Smem& s) {
+// Histogram of the search's candidates over kBins bins of [lo, hi] into s.bin_w / s.bin_n
+// (weights and counts). Returns the bin shift.
+__device__ int histogram(const Row& row, const Search& q, Smem& s) {
   const int shift = max(0, 32 - __clz(static_cast<int>(q.hi - q.lo)) - 4);
   const int tid = threadIdx.x;
   __syncthreads();  // the previous user of s.big is done
@@ -257,7 +57,7 @@ __device__ void radix_pass(const Row& row, Search& q, bool unit, double target, 
     const float w = row.weight(f);
     if (!(w > 0.0f)) return;
     const int b = static_cast<int>((key - q.lo) >> shift);
-    s.big.hist.w[b][tid] += unit ? 1.0 : static_cast<double>(w);
+    s.big.hist.w[b][tid] += static_cast<double>(w);
     s.big.hist.n[b][tid] += 1;
   });
   __syncthreads();
@@ -280,31 +80,39 @@ __device__ void radix_pass(const Row& row, Search& q, bool unit, double target, 
     }
   }
   __syncthreads();
-  if (tid == 0) {
-    // From the most likely bin down: the first where the running mass reaches the target. If
-    // rounding leaves it unreached, the least likely non-empty bin (its least likely token is
-    // the CPU's answer then).
+  return shift;
+}
+
+// Narrows q to the bin of the last histogram where the running mass (count when unit) from
+// the most likely end reaches target. If rounding leaves it unreached: the least likely
+// non-empty bin (whose least likely token is then the CPU's answer too).
+__device__ void choose_bin(Search& q, int shift, bool unit, double target, Smem& s) {
+  if (threadIdx.x == 0) {
     double acc = q.above, acc_lowest = q.above;
-    int chosen = -1, lowest = -1;
+    int chosen = -1, lowest = 0;
     for (int b = kBins - 1; b >= 0; --b) {
       if (s.bin_n[b] == 0) continue;
-      if (acc + s.bin_w[b] >= target) {
+      const double mass = unit ? static_cast<double>(s.bin_n[b]) : s.bin_w[b];
+      if (acc + mass >= target) {
         chosen = b;
         break;
       }
       lowest = b;
       acc_lowest = acc;
-      acc += s.bin_w[b];
+      acc += mass;
     }
     if (chosen < 0) {
       chosen = lowest;
       acc = acc_lowest;
     }
-    s.pass_bin = chosen < 0 ? 0 : chosen;  // (no candidate at all cannot happen: count > kCap)
+    s.pass_bin = chosen;
     s.pass_above = acc;
   }
   __syncthreads();
   const int b = s.pass_bin;
+  int above_n = 0;
+  for (int c = kBins - 1; c > b; --c) above_n += s.bin_n[c];
+  q.above_n += above_n;
   q.above = s.pass_above;
   const uint64_t lo = static_cast<uint64_t>(q.lo) + (static_cast<uint64_t>(b) << shift);
   const uint64_t hi = lo + (uint64_t{1} << shift) - 1;
@@ -313,65 +121,98 @@ __device__ void radix_pass(const Row& row, Search& q, bool unit, double target, 
   q.count = s.bin_n[b];
 }
 
-// Finishes a search of at most kCap candidates: gathers them, sorts them most likely first and
-// returns the first whose running mass reaches target (the last one if rounding leaves it
-// unreached).
-__device__ Limit gather_finish(const Row& row, const Search& q, bool unit, double target, Smem& s) {
+__device__ __forceinline__ int bit_length(uint32_t v) { return 32 - __clz(static_cast<int>(v)); }
+
+// Up to kCap candidates sorted most likely first; thread t holds ranks kItems * t + j.
+// Composite keys: ((key - lo) << id_bits | (id_mask - id)) + 1 (0 = padding).
+struct List {
+  uint64_t key[kItems];
+  float w[kItems];  // the token's weight (0 for padding)
+  int n;
+  uint32_t lo;
+  int id_bits;
+  __device__ __forceinline__ uint32_t id_mask() const { return (1u << id_bits) - 1u; }
+};
+
+// Gathers the candidates (kept by lim, weight > 0) with keys in [lo, hi] and sorts them.
+__device__ void gather_sorted(const Row& row, uint32_t lo, uint32_t hi, Limit lim, List& L, Smem& s) {
   const int tid = threadIdx.x;
+  L.lo = lo;
+  L.id_bits = max(1, bit_length(static_cast<uint32_t>(row.vocab - 1)));
+  const uint32_t id_mask = L.id_mask();
   __syncthreads();
   if (tid == 0) s.counter = 0;
   __syncthreads();
   for_each_token(row, [&](int i, float f) {
     if (!usable(f)) return;
     const uint32_t key = order_key(f);
-    if (key < q.lo || key > q.hi || !kept_by(key, i, q.lim)) return;
+    if (key < lo || key > hi || !kept_by(key, i, lim)) return;
     const float w = row.weight(f);
     if (!(w > 0.0f)) return;
     const int at = atomicAdd(&s.counter, 1);
     if (at < kCap) {
-      s.big.gather.key[at] = (static_cast<uint64_t>(key) << 32) | static_cast<uint32_t>(~i);
-      s.big.gather.w[at] = unit ? 1.0f : w;
+      s.big.gather.key[at] =
+          ((static_cast<uint64_t>(key - lo) << L.id_bits) | (id_mask - static_cast<uint32_t>(i))) + 1;
+      s.big.gather.w[at] = w;
     }
   });
   __syncthreads();
-  const int n = min(s.counter, kCap);
-  if (n == 0) return q.lim;  // (cannot happen: the search always holds a candidate)
-  uint64_t keys[kItems];
-  float ws[kItems];
+  L.n = min(s.counter, kCap);
 #pragma unroll
   for (int j = 0; j < kItems; ++j) {
     const int at = tid * kItems + j;
-    keys[j] = at < n ? s.big.gather.key[at] : 0;
-    ws[j] = at < n ? s.big.gather.w[at] : 0.0f;
+    L.key[j] = at < L.n ? s.big.gather.key[at] : 0;
+    L.w[j] = at < L.n ? s.big.gather.w[at] : 0.0f;
   }
   __syncthreads();
-  // Distinct keys (ids differ), so the order is unique whatever the gather's order was.
-  BlockSort(s.big.gather.sort).SortDescending(keys, ws);
+  // Keys are distinct (ids differ): the order is unique whatever order the gather had.
+  const int end_bit = L.id_bits + bit_length(hi - lo) + 1;
+  BlockSort(s.big.gather.sort).SortDescending(L.key, L.w, 0, end_bit);
+}
+
+// The first rank r < limit_n of the list whose running mass base + sum(ranks <= r) reaches
+// target (counts when unit, else weights); limit_n - 1 if rounding leaves it unreached.
+__device__ int list_crossing(const List& L, int limit_n, bool unit, double base, double target, Smem& s) {
+  const int tid = threadIdx.x;
   double mine = 0.0;
 #pragma unroll
-  for (int j = 0; j < kItems; ++j) mine += static_cast<double>(ws[j]);  // padding weighs 0
+  for (int j = 0; j < kItems; ++j)
+    if (tid * kItems + j < limit_n) mine += unit ? 1.0 : static_cast<double>(L.w[j]);
   double before = 0.0;
   __syncthreads();
   BlockScanD(s.small.scan_d).ExclusiveSum(mine, before);
-  double cum = q.above + before;
+  double cum = base + before;
   int first = INT_MAX;
 #pragma unroll
   for (int j = 0; j < kItems; ++j) {
     const int rank = tid * kItems + j;
-    if (rank < n && first == INT_MAX) {
-      cum += static_cast<double>(ws[j]);
+    if (rank < limit_n && first == INT_MAX) {
+      cum += unit ? 1.0 : static_cast<double>(L.w[j]);
       if (cum >= target) first = rank;
     }
   }
-  int r = block_min(first, s);
-  if (r == INT_MAX) r = n - 1;
-  if (r / kItems == tid) {
-    uint64_t k = 0;
+  const int r = block_min(first, s);
+  return r == INT_MAX ? limit_n - 1 : r;
+}
+
+// The total weight of ranks < limit_n.
+__device__ double list_mass(const List& L, int limit_n, Smem& s) {
+  double mine = 0.0;
+#pragma unroll
+  for (int j = 0; j < kItems; ++j)
+    if (static_cast<int>(threadIdx.x) * kItems + j < limit_n) mine += static_cast<double>(L.w[j]);
+  return block_sum(mine, s);
+}
+
+// The (key, id) of rank r.
+__device__ Limit list_limit(const List& L, int r, Smem& s) {
+  if (r / kItems == static_cast<int>(threadIdx.x)) {
+    uint64_t c = 0;
 #pragma unroll
     for (int j = 0; j < kItems; ++j)
-      if (j == r % kItems) k = keys[j];  // (a constant index keeps keys[] in registers)
-    s.res_key = static_cast<uint32_t>(k >> 32);
-    s.res_id = static_cast<int>(~static_cast<uint32_t>(k));
+      if (j == r % kItems) c = L.key[j] - 1;  // (constant indices keep L in registers)
+    s.res_key = static_cast<uint32_t>(c >> L.id_bits) + L.lo;
+    s.res_id = static_cast<int>(L.id_mask() - static_cast<uint32_t>(c & L.id_mask()));
   }
   __syncthreads();
   return Limit{s.res_key, s.res_id};
@@ -388,7 +229,7 @@ __device__ Limit ties_finish(const Row& row, const Search& q, bool unit, double 
   while (j < q.count && q.above + j * w < target) ++j;
   const int tid = threadIdx.x;
   if (tid == 0) s.res_id = INT_MAX;  // read only after the loop's barriers
-  int seen = 0;  // tied candidates in the tiles before this one
+  int seen = 0;                      // tied candidates in the tiles before this one
   for (int base = 0; base < row.vocab; base += kTile) {
     const int i0 = base + tid * kRun;
     float v[kRun];
@@ -416,46 +257,73 @@ __device__ Limit ties_finish(const Row& row, const Search& q, bool unit, double 
   return Limit{key, s.res_id};  // (INT_MAX, all ties kept, only if the scan missed: it cannot)
 }
 
-// The threshold of the shortest most-likely prefix of the search's candidates whose mass
-// reaches target (select_prefix on the CPU).
-__device__ Limit select_prefix(const Row& row, Search q, bool unit, double target, Smem& s) {
+// The outcome of a selection: the kept set as a gathered list (its ranks < n_kept), or as a
+// threshold.
+struct Kept {
+  bool listed;
+  int n_kept;
+  Limit lim;
+};
+
+// Finishes the search q whose histogram (with `shift`) is in s: the shortest most-likely prefix
+// whose mass (count when unit) reaches target (select_prefix on the CPU).
+__device__ Kept select_prefix(const Row& row, Search q, int shift, bool unit, double target, uint32_t top,
+                              List& L, Smem& s) {
   for (;;) {
-    if (q.count <= kCap) return gather_finish(row, q, unit, target, s);
-    if (q.lo == q.hi) return ties_finish(row, q, unit, target, s);
-    radix_pass(row, q, unit, target, s);
+    choose_bin(q, shift, unit, target, s);
+    if (q.above_n + q.count <= kCap) {  // the whole prefix fits: gather it
+      gather_sorted(row, q.lo, top, q.lim, L, s);
+      return Kept{true, list_crossing(L, L.n, unit, 0.0, target, s) + 1, q.lim};
+    }
+    if (q.count <= kCap) {  // the bin fits: gather it for the threshold
+      gather_sorted(row, q.lo, q.hi, q.lim, L, s);
+      return Kept{false, 0, list_limit(L, list_crossing(L, L.n, unit, q.above, target, s), s)};
+    }
+    if (q.lo == q.hi) return Kept{false, 0, ties_finish(row, q, unit, target, s)};
+    shift = histogram(row, q, s);
   }
 }
 
-// Sum of the kept weights, and the count and smallest key of the kept candidates.
-struct Mass {
-  double weight;
-  int count;
-  uint32_t min_key;
-};
-__device__ Mass kept_mass(const Row& row, Limit lim, Smem& s) {
-  double w_sum = 0.0;
-  int n = 0;
-  uint32_t lo = 0xffffffffu;
-  for_each_token(row, [&](int i, float f) {
-    if (!usable(f)) return;
-    const uint32_t key = order_key(f);
-    if (!kept_by(key, i, lim)) return;
-    const float w = row.weight(f);
-    if (!(w > 0.0f)) return;
-    w_sum += static_cast<double>(w);
-    ++n;
-    lo = min(lo, key);
-  });
-  Mass m;
-  m.weight = block_sum(w_sum, s);
-  m.count = block_sum_int(n, s);
-  m.min_key = block_min_key(lo, s);
-  return m;
+// The draw over a gathered kept set: its tokens re-sorted by id, the first whose running
+// weight exceeds u * total.
+__device__ int draw_from_list(List& L, int n_kept, float u, Smem& s) {
+  const int tid = threadIdx.x;
+  const uint32_t id_mask = L.id_mask();
+#pragma unroll
+  for (int j = 0; j < kItems; ++j) {
+    const bool kept = tid * kItems + j < n_kept;
+    const uint64_t c = L.key[j] - 1;
+    L.key[j] = kept ? static_cast<uint64_t>(id_mask - static_cast<uint32_t>(c & id_mask)) : id_mask + 1ull;
+    if (!kept) L.w[j] = 0.0f;
+  }
+  __syncthreads();
+  BlockSort(s.big.gather.sort).Sort(L.key, L.w, 0, L.id_bits + 1);
+  double mine = 0.0;
+  int last = -1;
+#pragma unroll
+  for (int j = 0; j < kItems; ++j) {
+    mine += static_cast<double>(L.w[j]);
+    if (L.w[j] > 0.0f) last = static_cast<int>(L.key[j]);
+  }
+  double before = 0.0, total = 0.0;
+  __syncthreads();
+  BlockScanD(s.small.scan_d).ExclusiveSum(mine, before, total);
+  const double target = static_cast<double>(u) * total;
+  double cum = before;
+  int found = INT_MAX;
+#pragma unroll
+  for (int j = 0; j < kItems; ++j) {
+    if (L.w[j] == 0.0f || found != INT_MAX) continue;
+    cum += static_cast<double>(L.w[j]);
+    if (target < cum) found = static_cast<int>(L.key[j]);
+  }
+  found = block_min(found, s);
+  return found != INT_MAX ? found : block_max(last, s);
 }
 
-// The draw: walks the kept tokens in id order and returns the first whose running weight
-// exceeds u * total (the last kept one if rounding runs the mass out first).
-__device__ int draw(const Row& row, Limit lim, float u, int fallback, Smem& s) {
+// The draw over the kept set of a threshold: two passes over the vocabulary, the second by
+// tiles in id order that stops at the tile holding the token.
+__device__ int draw_from_limit(const Row& row, Limit lim, float u, int fallback, Smem& s) {
   const int tid = threadIdx.x;
   double total_mine = 0.0;
   int last_mine = -1;
@@ -505,50 +373,80 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const SampleLaunch p) 
   extern __shared__ __align__(16) unsigned char smem_raw[];
   Smem& s = *reinterpret_cast<Smem*>(smem_raw);
   const SampleRow prm = p.row[blockIdx.x];
-  Row row;
-  row.logits = p.logits + static_cast<int64_t>(blockIdx.x) * p.ld;
-  row.vocab = p.vocab;
-  row.aligned16 = (reinterpret_cast<uintptr_t>(row.logits) & 15u) == 0;
-  row.inv_t = prm.inv_temperature;
+  Row row = make_row(p.logits + static_cast<int64_t>(blockIdx.x) * p.ld, p.vocab, prm.inv_temperature);
 
-  // 1. argmax over usable logits, lowest id among equal maxima (each thread scans ids upwards).
+  // 1. argmax over usable logits (lowest id among equal maxima: each thread scans ids upwards),
+  // and the smallest usable key (the bottom of the searches' range).
   ArgMax best{-INFINITY, INT_MAX};
+  uint32_t low = 0xffffffffu;
   for_each_token(row, [&](int i, float f) {
-    if (usable(f) && (best.id == INT_MAX || f > best.value)) best = ArgMax{f, i};
+    if (!usable(f)) return;
+    if (best.id == INT_MAX || f > best.value) best = ArgMax{f, i};
+    low = min(low, order_key(f));
   });
   best = block_argmax(best, s);
   if (best.id == INT_MAX || prm.top_k == 1) {  // no usable logit: token 0; greedy: argmax
     if (threadIdx.x == 0) p.out[blockIdx.x] = best.id == INT_MAX ? 0 : best.id;
     return;
   }
+  low = block_min_key(low, s);
   row.max_logit = best.value;
+  const uint32_t top = order_key(best.value);
 
   // 2-3. top-k, then top-p over what top-k kept.
-  Limit lim = kNoLimit;
-  Mass m{0.0, 0, 0u};
-  if (prm.top_k > 0 || prm.top_p < 1.0f) m = kept_mass(row, lim, s);
-  if (prm.top_k > 0 && prm.top_k < m.count) {
-    const Search q{kNoLimit, m.min_key, order_key(best.value), m.count, 0.0};
-    lim = select_prefix(row, q, true, static_cast<double>(prm.top_k), s);
-    if (prm.top_p < 1.0f) m = kept_mass(row, lim, s);
+  List L;
+  Kept kept{false, 0, kNoLimit};
+  bool fresh_histogram = false;  // s holds the histogram of every candidate (no limit yet)
+  int shift = 0;
+  if (prm.top_k > 0) {
+    const Search q{kNoLimit, low, top, 0, 0, 0.0};
+    shift = histogram(row, q, s);
+    int n = 0;
+    for (int b = 0; b < kBins; ++b) n += s.bin_n[b];
+    if (prm.top_k < n) {
+      kept = select_prefix(row, q, shift, true, static_cast<double>(prm.top_k), top, L, s);
+    } else {
+      fresh_histogram = true;
+    }
   }
   if (prm.top_p < 1.0f) {
-    const Search q{lim, m.min_key, order_key(best.value), m.count, 0.0};
-    lim = select_prefix(row, q, false, static_cast<double>(prm.top_p) * m.weight, s);
+    if (kept.listed) {
+      const double target = static_cast<double>(prm.top_p) * list_mass(L, kept.n_kept, s);
+      kept.n_kept = list_crossing(L, kept.n_kept, false, 0.0, target, s) + 1;
+    } else {
+      const Search q{kept.lim, kept.lim.key > low ? kept.lim.key : low, top, 0, 0, 0.0};
+      if (!fresh_histogram) shift = histogram(row, q, s);
+      double mass = 0.0;
+      for (int b = 0; b < kBins; ++b) mass += s.bin_w[b];
+      kept = select_prefix(row, q, shift, false, static_cast<double>(prm.top_p) * mass, top, L, s);
+    }
   }
 
   // 4. the draw.
-  const int token = draw(row, lim, prm.u, best.id, s);
+  const int token = kept.listed ? draw_from_list(L, kept.n_kept, prm.u, s)
+                                : draw_from_limit(row, kept.lim, prm.u, best.id, s);
   if (threadIdx.x == 0) p.out[blockIdx.x] = token;
 }
 
 }  // namespace
+}  // namespace sampling
 
 void launch_sample(const SampleLaunch& p, cudaStream_t stream) {
   if (p.rows == 0) return;
-  const int smem = static_cast<int>(sizeof(Smem));
-  FA_CUDA_CHECK(cudaFuncSetAttribute(sample_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-  sample_kernel<<<p.rows, kThreads, smem, stream>>>(p);
+  const int smem = static_cast<int>(sizeof(sampling::Smem));  // over the 48 KB a launch gets unasked
+  {  // once per device (a host-side setting; kept out of the launch path, e.g. graph capture)
+    static std::mutex mu;
+    static std::vector<int> devices_set;
+    int dev = 0;
+    FA_CUDA_CHECK(cudaGetDevice(&dev));
+    const std::lock_guard<std::mutex> lock(mu);
+    if (std::find(devices_set.begin(), devices_set.end(), dev) == devices_set.end()) {
+      FA_CUDA_CHECK(cudaFuncSetAttribute(sampling::sample_kernel,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+      devices_set.push_back(dev);
+    }
+  }
+  sampling::sample_kernel<<<p.rows, sampling::kThreads, smem, stream>>>(p);
   FA_CUDA_CHECK_LAUNCH("sample_kernel");
 }
 

@@ -1,0 +1,113 @@
+"""Each rank of tests/gpu/test_tp_nccl.py (mpirun -n 2, one GPU per rank, NCCL):
+
+    tp_nccl_worker.py collectives OUT_DIR       NCCL collectives and the tiling-AllReduce on the
+        GPU against exact / float64 references; writes a marker per rank when all pass
+    tp_nccl_worker.py session MODEL_DIR OUT_DIR PROMPTS_JSON    Session(device="cuda") with and
+        without the overlap; writes OUT_DIR/rank{r}.npz
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+
+
+def collectives(out_dir: str) -> None:
+    from fastattention import distributed
+    from fastattention._native import _C
+
+    info = distributed.start()
+    local = info["local_rank"]
+    torch.cuda.set_device(local)
+    dev = f"cuda:{local}"
+    comm = _C.Communicator("nccl", dev)
+    r, n = comm.rank, comm.size
+    stream = torch.cuda.current_stream().cuda_stream
+    gen = torch.Generator(device="cpu").manual_seed(100 + r)
+
+    def gathered(x):
+        out = torch.empty((n,) + tuple(x.shape), dtype=x.dtype, device=dev)
+        comm.all_gather(x.contiguous(), out, stream=stream)
+        return out
+
+    # Integers: tiled == plain == exact, bit for bit.
+    for dtype in (torch.int32, torch.int64):
+        for rows, cols, tiles in ((37, 5, 4), (4096, 64, 3), (1, 7, 2)):
+            x = torch.randint(-10**6, 10**6, (rows, cols), generator=gen, dtype=dtype).to(dev)
+            exact = gathered(x).sum(dim=0, dtype=torch.int64).to(dtype)
+            plain, tiled = x.clone(), x.clone()
+            comm.all_reduce_sum(plain, stream=stream)
+            comm.all_reduce_sum_tiled(tiled, tiles, stream=stream)
+            torch.cuda.synchronize()
+            assert torch.equal(plain, exact), (dtype, rows)
+            assert torch.equal(tiled, plain), (dtype, rows, tiles)
+
+    # Floats: within rounding of the float64 sum.
+    for dtype, eps in ((torch.float32, 2**-23), (torch.bfloat16, 2**-8), (torch.float16, 2**-11)):
+        x = torch.randn((1000, 96), generator=gen).to(dev, dtype)
+        every = gathered(x).double()
+        ref = every.sum(dim=0)
+        plain, tiled = x.clone(), x.clone()
+        comm.all_reduce_sum(plain, stream=stream)
+        comm.all_reduce_sum_tiled(tiled, 4, stream=stream)
+        torch.cuda.synchronize()
+        tol = 4 * n * eps * every.abs().sum(dim=0).max().item()
+        for got in (plain, tiled):
+            assert (got.double() - ref).abs().max().item() <= tol, (dtype, tol)
+
+    # broadcast from each root.
+    for root in range(n):
+        b = torch.randn(33, generator=gen).to(dev)
+        want = gathered(b)[root].clone()
+        comm.broadcast(b, root, stream=stream)
+        torch.cuda.synchronize()
+        assert torch.equal(b, want)
+
+    # The row-parallel GEMM, bf16: tiled (forced and auto) and not, against float64.
+    T, K, H = 3000, 64 * n, 256
+    g = torch.Generator(device="cpu").manual_seed(7)
+    full_x = torch.randn((T, K), generator=g)
+    full_w = torch.randn((H, K), generator=g)
+    cols = slice(r * K // n, (r + 1) * K // n)
+    x = full_x[:, cols].contiguous().to(dev, torch.bfloat16)
+    w = full_w[:, cols].contiguous().to(dev, torch.bfloat16)
+    xr = torch.cat([t.double() for t in gathered(x)], dim=1)  # the bf16 inputs, every rank's
+    wr = torch.cat([t.double() for t in gathered(w)], dim=1)
+    ref = xr @ wr.T
+    for overlap, tiles in ((False, 0), (True, 3), (True, 0)):
+        comm.overlap, comm.num_tiles = overlap, tiles
+        y = torch.full((T, H), float("nan"), dtype=torch.bfloat16, device=dev)
+        comm.linear_all_reduce(x, w, y, stream=stream)
+        torch.cuda.synchronize()
+        err = (y.double() - ref).abs().max().item()
+        tol = 2 * 2**-8 * (xr.abs() @ wr.abs().T).max().item()
+        assert torch.isfinite(y).all() and err <= tol, (overlap, tiles, err, tol)
+    comm.barrier()
+    open(os.path.join(out_dir, f"nccl_ok_rank{r}"), "w").write("ok\n")
+
+
+def session(model_dir: str, out_dir: str, prompts_json: str) -> None:
+    from fastattention.session import Session
+
+    spec = json.loads(open(prompts_json).read())
+    res = {}
+    for name, kw in (("plain", dict(tp_overlap=False)), ("tiles3", dict(tp_tiles=3))):
+        s = Session(model_dir, device="cuda", max_batch=len(spec["prompts"]), **kw)
+        res[f"tokens_{name}"] = np.array(s.generate(spec["prompts"], spec["max_new_tokens"]))
+        res[f"logits_{name}"] = s.logits(spec["prompts"][0])
+        res["rank"] = np.int64(s.rank)
+        del s
+    np.savez(os.path.join(out_dir, f"rank{int(res['rank'])}.npz"), **res)
+
+
+if __name__ == "__main__":
+    from fastattention import distributed
+
+    distributed.abort_on_error()
+    if sys.argv[1] == "collectives":
+        collectives(sys.argv[2])
+    else:
+        session(*sys.argv[2:5])
