@@ -12,6 +12,7 @@
 #   FASTATTN_JOBS               parallel build jobs (default: all cores)
 #   FASTATTN_SKIP_CPP=1         skip the C++ part;  FASTATTN_SKIP_PY=1  skip the Python part
 #   FASTATTN_SKIP_MPI=1         skip the multi-rank (mpirun) tests
+#   FASTATTN_SKIP_INSTALL=1     skip the C++ install / embedding check
 # Exits non-zero if any build step or test fails.
 set -euo pipefail
 
@@ -73,6 +74,14 @@ if [[ -z "${FASTATTN_SKIP_PY:-}" && -z "${FASTATTN_SKIP_MPI:-}" ]]; then
   T=$(date +%s)
   bash "$ROOT/tests/mpi/run_mpi_tests.sh" -q
   echo "pytest tests/mpi: $(elapsed "$T")"
+fi
+
+if [[ -z "${FASTATTN_SKIP_CPP:-}" && -z "${FASTATTN_SKIP_PY:-}" && -z "${FASTATTN_SKIP_INSTALL:-}" ]]; then
+  # C++ embedding: cmake --install, then examples/cpp built against the installed package.
+  say "C++ embedding: install + examples/cpp (tests/install_check.sh)"
+  T=$(date +%s)
+  PYTHON="$PYTHON" bash "$ROOT/tests/install_check.sh" "$BUILD_DIR"
+  echo "install check: $(elapsed "$T")"
 fi
 
 say "all tests passed ($(elapsed "$T_ALL"))"

@@ -24,6 +24,7 @@ BENCHES = {
     "decode": "split-KV decode attention bandwidth (GPU): ours vs SDPA flash / cudnn and a copy",
     "allreduce-overlap": ("row-parallel GEMM + all-reduce, tiling-AllReduce overlap vs without "
                           "(under mpirun)"),
+    "spill": "spilled KV (GPU): decode and prefill speed as the GPU KV budget shrinks; --demo: 256K",
 }
 # Benchmarks whose module name differs from the command name.
 BENCH_MODULES = {"allreduce-overlap": "allreduce"}

@@ -5,7 +5,8 @@
 #   bash tests/gpu/run_on_device.sh [MODE[,MODE...]]   (default: all)
 #   modes: tests (all of tests/gpu), attn-tests (the attention kernel tests only), infer-tests
 #   (every other GPU test: kernels, decode, session), sanitize, ncu, profile, bench (attention),
-#   decode (bench decode), e2e (bench e2e --device cuda), debug, all (tests sanitize ncu bench)
+#   decode (bench decode), e2e (bench e2e --device cuda), spill (bench spill), demo256k (bench
+#   spill --demo), debug, all (tests sanitize ncu bench)
 #   FA_ALL_IMPLS=0 builds only the GPU's native MMA path (faster; 884 / 1688 tests then skip).
 #   FA_HEAD_DIMS limits the attention instances (default all: 64;80;96;128;256).
 # Needs the wheels the machine lacks in .whl/ (scipy-openblas32, nlohmann-json): see tests/gpu/README.md.
@@ -92,6 +93,14 @@ if has bench; then
 fi
 if has decode; then
   python3 -m fastattention.cli bench decode 2>&1 | tee "$out/bench_decode.md" | tail -30
+fi
+if has spill; then
+  python3 -m fastattention.cli bench spill --work-dir /tmp/fa_spill ${FA_SPILL_ARGS:-} 2>&1 \
+    | tee "$out/bench_spill.md" | tail -30
+fi
+if has demo256k; then
+  python3 -m fastattention.cli bench spill --demo --work-dir /tmp/fa_spill ${FA_DEMO_ARGS:-} 2>&1 \
+    | tee "$out/demo_256k.md" | tail -30
 fi
 if has e2e; then
   python3 -m fastattention.cli bench e2e --device cuda --work-dir /tmp/fa_e2e ${FA_E2E_ARGS:-} 2>&1 \
