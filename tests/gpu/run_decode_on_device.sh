@@ -40,7 +40,7 @@ if [[ $what == all || $what == sanitize ]]; then
       for block in 16 0; do
         compute-sanitizer --tool $tool --kernel-name kns=decode_ --error-exitcode 9 \
           python3 tests/gpu/decode_case.py --impl $impl --block $block > "$out/san_${tool}_${impl}_${block}.log" 2>&1
-        echo "compute-sanitizer $tool $impl block $block: rc=$? $(grep -c 'ERROR SUMMARY: 0 errors' "$out/san_${tool}_${impl}_${block}.log") clean"
+        echo "compute-sanitizer $tool $impl block $block: rc=$? $(grep -cE 'ERROR SUMMARY: 0 errors|RACECHECK SUMMARY: 0 hazards' "$out/san_${tool}_${impl}_${block}.log") clean summaries"
       done
     done
   done

@@ -103,11 +103,14 @@ def collectives_case(out_dir: str) -> None:
         assert np.isfinite(y).all(), name
         assert np.abs(y - ref).max() <= tol, (name, np.abs(y - ref).max(), tol)
         outs[name] = y
-    assert comm.choose_num_tiles(T) == 1  # 300 tokens: below the CPU tiling threshold
-    comm.overlap, comm.num_tiles = False, 0
+    # Ranks of one machine: the heuristic does not tile (overlap cannot pay there); a count asked
+    # for is used, capped at the rows.
+    comm.overlap, comm.num_tiles = True, 0
     assert comm.choose_num_tiles(4096) == 1
-    comm.overlap = True
-    assert comm.choose_num_tiles(4096) == 4
+    comm.num_tiles = 6
+    assert comm.choose_num_tiles(4096) == 6 and comm.choose_num_tiles(4) == 4
+    comm.overlap = False
+    assert comm.choose_num_tiles(4096) == 1
 
     # Bad input names the tensor and the rank.
     try:

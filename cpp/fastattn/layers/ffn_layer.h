@@ -32,13 +32,10 @@ struct FfnScratch {
 class FfnLayer {
  public:
   FfnLayer(const FfnParams& p, const FfnWeights& w);
-  // x: float32 [T, H] (normalised); out: float32 [T, H] (before the residual add).
+  // x: [T, H] (normalised); out: [T, H] (before the residual add); activation dtype.
   void forward(const Context& ctx, const Tensor& x, FfnScratch& scratch, Tensor& out) const;
 
  private:
-  // act[T, I] = gelu(gate_up[:, :I]) * gate_up[:, I:].
-  void gated_gelu(const Context& ctx, const Tensor& gate_up, Tensor& act) const;
-
   FfnParams p_;
   FfnWeights w_;
 };

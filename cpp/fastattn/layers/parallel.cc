@@ -17,17 +17,6 @@
 namespace fastattn::layers {
 namespace {
 
-// y[t, :] += bias (float32 y, any float bias).
-void add_bias_rows(const Tensor& bias, Tensor& y) {
-  const int64_t n = y.size(1);
-  std::vector<float> b(static_cast<size_t>(n));
-  convert_to_float(bias.data(), bias.dtype(), b.data(), n);
-  for (int64_t t = 0; t < y.size(0); ++t) {
-    float* row = static_cast<float*>(y.ptr_at({t}));
-    for (int64_t j = 0; j < n; ++j) row[j] += b[static_cast<size_t>(j)];
-  }
-}
-
 // Scratch memory on `device`: the context's allocator when it serves that device.
 Allocator* scratch_allocator(const Context& ctx, Device device) {
 #if defined(FASTATTN_WITH_CUDA)
@@ -73,7 +62,7 @@ void row_parallel_linear(const Context& ctx, const Tensor& x, const Tensor& w, c
     return;
   }
   linear_all_reduce(ctx, *ctx.comm, x, w, y);
-  if (bias.defined()) add_bias_rows(bias, y);
+  if (bias.defined()) kernels::add_bias(ctx, bias, y);
 }
 
 void gather_vocab(const Context& ctx, const Tensor& local, Tensor& full) {

@@ -178,18 +178,17 @@ struct DecodeTraits {
   using Element = Element_;
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kRows = kRows_;
-  static constexpr int kStages = kStages_;  // shared-memory K/V stages (1 = register-staged)
+  static constexpr int kStages = kStages_;  // shared-memory K / V stages
   static constexpr int kWarps = 4;
   static constexpr int kThreads = kWarps * 32;
   static constexpr int kElemBytes = static_cast<int>(sizeof(Element));
   static constexpr int kChunkElems = 16 / kElemBytes;  // elements per 16-byte chunk
   static constexpr int kChunks = kHeadDim / kChunkElems;
   static constexpr int kRowElems = kHeadDim + kChunkElems;  // padded shared-memory row
-  // Keys per warp per tile: about 32 KB of K + V per tile with cp.async stages, 16 KB when the
-  // next tile is staged in registers (fewer registers); 2..32 keys per warp, and a key's lanes
-  // must split the head-dim chunks evenly.
+  // Keys per warp per tile: about 16 KB of K + V per tile (so 4 CTAs fit an H100 SM with either
+  // copy path), 2..32 keys per warp, and a key's lanes must split the head-dim chunks evenly.
   static constexpr int kKeyBytes = 2 * kHeadDim * kElemBytes;
-  static constexpr int kTileBytes = kStages == 1 ? 16384 : 32768;
+  static constexpr int kTileBytes = 16384;
   static constexpr int kKeysPerWarp = keys_per_warp(kTileBytes / (kWarps * kKeyBytes), kChunks);
   static constexpr int kLanesPerKey = 32 / kKeysPerWarp;
   static constexpr int kChunksPerLane = kChunks / kLanesPerKey;

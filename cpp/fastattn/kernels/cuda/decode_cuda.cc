@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdlib>
 #include <cmath>
 #include <map>
 #include <mutex>
@@ -277,6 +278,7 @@ void decode_forward_cuda(const Context& ctx, const FmhaParams& p, const FmhaShap
   d.head_dim = sh.head_dim;
   d.total_q = sh.total_q;
   d.num_splits = splits;
+  d.copy_variant = std::getenv("FASTATTN_DECODE_COPY_VARIANT") ? std::atoi(std::getenv("FASTATTN_DECODE_COPY_VARIANT")) : 0;  // EXPERIMENT
   const float scale = p.softmax_scale > 0.f ? p.softmax_scale
                                             : 1.0f / std::sqrt(static_cast<float>(sh.head_dim));
   d.scale_log2 = scale * kLog2e;

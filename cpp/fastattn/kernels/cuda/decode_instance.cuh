@@ -10,8 +10,8 @@ namespace fastattn::kernels::cuda::decode {
 
 template <typename Element, int kHeadDim, int kRows>
 DecodeKernelEntry make_decode_entry(DType dtype) {
-  using Async = DecodeTraits<Element, kHeadDim, kRows, 2>;
-  using Staged = DecodeTraits<Element, kHeadDim, kRows, 1>;
+  using Async = DecodeTraits<Element, kHeadDim, kRows, kDecodeAsyncStages>;
+  using Staged = DecodeTraits<Element, kHeadDim, kRows, kDecodeRegStages>;
   return DecodeKernelEntry{dtype,
                            kHeadDim,
                            kRows,

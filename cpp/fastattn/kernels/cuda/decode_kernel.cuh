@@ -5,10 +5,11 @@
 // sequence run together and read the same DRAM pages: a key's K row holds all KV heads, each
 // CTA reads one head's slice), y = split of the key range, z = sequence. A split walks its keys
 // in tiles of kBlockN:
-//   sm_80+:  cp.async copies into kStages shared-memory stages (tile t + 1 in flight while tile t
-//            is computed); 16-byte chunks, L2-only (.cg).
-//   sm_70 / sm_75 (and kRegStaging): 16-byte loads into registers for tile t + 1 issued before
-//            tile t is computed, stored to the single shared stage after it.
+//   sm_80+:  cp.async copies into kDecodeAsyncStages shared-memory stages (tiles t + 1 and t + 2
+//            in flight while tile t is computed); 16-byte chunks, L2-only (.cg).
+//   register-staged (sm_70 / sm_75, and sm_90 by default, where it measured faster): 16-byte
+//            loads into registers for tile t + 1 issued before tile t is computed, stored to the
+//            other of two shared stages after it.
 // Math is SIMT fp32 on every arch (the kernel is memory bound at decode's few rows per K/V byte).
 // The output of a split is written once: the final out / lse when the launch has one split,
 // else an fp32 partial and its log2-domain LSE for the merge kernel (decode_merge.cuh).
@@ -150,7 +151,7 @@ struct StagedTile {
     }
   }
 
-  __device__ __forceinline__ void store(const DecodeSmem<T>& sm) const {
+  __device__ __forceinline__ void store(const DecodeSmem<T>& sm, int stage) const {
 #pragma unroll
     for (int it = 0; it < T::kLoadIters; ++it) {
       const int idx = threadIdx.x + it * T::kThreads;
@@ -158,8 +159,8 @@ struct StagedTile {
       const int row = idx / T::kChunks;
       const int c = idx - row * T::kChunks;
       const int e = row * T::kRowElems + c * T::kChunkElems;
-      *reinterpret_cast<uint4*>(sm.k(0) + e) = k[it];
-      *reinterpret_cast<uint4*>(sm.v(0) + e) = v[it];
+      *reinterpret_cast<uint4*>(sm.k(stage) + e) = k[it];
+      *reinterpret_cast<uint4*>(sm.v(stage) + e) = v[it];
     }
   }
 };
@@ -387,8 +388,13 @@ __device__ __forceinline__ void write_split(const DecodeDeviceParams& p, const D
   }
 }
 
-// kRegStaging forces the register-staged copies on sm_80+ too (to test that path on any GPU);
-// below sm_80 it is the only path, and the kRegStaging instance is never launched there.
+// Shared-memory K / V stages of the two copy paths.
+constexpr int kDecodeAsyncStages = 3;
+constexpr int kDecodeRegStages = 2;
+
+// kRegStaging selects the register-staged copies on sm_80+ too (the host's choice there, see
+// decode_cuda.cc); below sm_80 they are the only path, and the kRegStaging instance is never
+// launched there.
 template <typename Element, int kHeadDim, int kRows, bool kRegStaging>
 __global__ void __launch_bounds__(128) decode_split_kernel(const DecodeDeviceParams p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
@@ -400,7 +406,7 @@ __global__ void __launch_bounds__(128) decode_split_kernel(const DecodeDevicePar
   } else
 #endif
   {
-    using T = DecodeTraits<Element, kHeadDim, kRows, kAsync ? 2 : 1>;
+    using T = DecodeTraits<Element, kHeadDim, kRows, kAsync ? kDecodeAsyncStages : kDecodeRegStages>;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     const DecodeSmem<T> sm{smem_raw};
     DecodeTileInfo t;
@@ -432,14 +438,15 @@ __global__ void __launch_bounds__(128) decode_split_kernel(const DecodeDevicePar
         compute_tile<T>(p, t, sm, i % T::kStages, t.split_lo + i * T::kBlockN, st);
       }
     } else {
+      // Two shared stages: tile i goes to stage i % 2, last read by tile i - 2, which every warp
+      // finished before the previous iteration's barrier; so one barrier per tile.
       StagedTile<T> staged;
       if (num_tiles > 0) staged.fetch(p, t, t.split_lo);
       for (int i = 0; i < num_tiles; ++i) {
-        __syncthreads();  // every warp is done with tile i - 1
-        staged.store(sm);
-        __syncthreads();
+        staged.store(sm, i % 2);
+        __syncthreads();  // tile i visible to every warp
         if (i + 1 < num_tiles) staged.fetch(p, t, t.split_lo + (i + 1) * T::kBlockN);
-        compute_tile<T>(p, t, sm, 0, t.split_lo + i * T::kBlockN, st);
+        compute_tile<T>(p, t, sm, i % 2, t.split_lo + i * T::kBlockN, st);
       }
     }
     write_split<T>(p, t, sm, st);

@@ -18,11 +18,11 @@ struct DecodeKernelEntry {
   int block_n;      // keys per tile with cp.async stages (sm_80+)
   int block_n_reg;  // keys per tile with register-staged copies
   // decode_split_kernel<..., kRegStaging = false>: cp.async stages on sm_80+, register-staged
-  // copies below; and <..., true>: register-staged copies on sm_80+ (to test that path there).
+  // copies below; and <..., true>: register-staged copies on sm_80+ too.
   const void* kernel;
   const void* kernel_reg;
-  size_t smem_async;  // dynamic shared memory on sm_80+ (2 stages)
-  size_t smem_reg;    // with register-staged copies (1 stage)
+  size_t smem_async;  // dynamic shared memory with cp.async stages (sm_80+)
+  size_t smem_reg;    // with register-staged copies
 };
 
 // Every instance file decode_<tag>_hd<D>.cu (tag f16 / bf16 / f32) defines
