@@ -28,8 +28,9 @@ expect_sass() {
   echo "ok: $(basename "$2") sm_$3 has $n $4 instructions"
 }
 
-# cuBLAS headers and libraries from a PyPI wheel (the system CUDA here has none): pkg, folder in it.
-cublas_root() {
+# cuBLAS / NCCL headers and libraries from a PyPI wheel (the system CUDA here has none): pkg,
+# folder in it.
+wheel_root() {
   local dir="$ROOT/build/cuda-tools/$1"
   [[ -d "$dir/nvidia" ]] || "$PYTHON" -m pip install -q --no-deps --target "$dir" "$1" >&2
   echo "$dir/nvidia/$2"
@@ -44,8 +45,11 @@ fi
 say "sm_75 / sm_80 / sm_90 with $($SYS_NVCC --version | tail -1)"
 T=$(date +%s)
 B="$ROOT/build/cuda-check"
+# NCCL (the tensor-parallel GPU backend) from its wheel too: FASTATTN_NCCL=ON makes a missing
+# NCCL or MPI fail here instead of silently compiling without the backend.
 configure_build "$B" "$SYS_NVCC" "75;80;90" "1688;16816" \
-  -DFASTATTN_CUBLAS_ROOT="$(cublas_root nvidia-cublas cu13)"
+  -DFASTATTN_CUBLAS_ROOT="$(wheel_root nvidia-cublas cu13)" \
+  -DFASTATTN_NCCL=ON -DFASTATTN_NCCL_ROOT="$(wheel_root nvidia-nccl-cu13 nccl)"
 OBJ="$B/CMakeFiles/fastattn.dir/generated/fmha"
 # The system CUDA may lack cuobjdump / nvdisasm: take CUDA 13's from their PyPI wheels.
 CUOBJDUMP=$(command -v cuobjdump || true)
@@ -76,7 +80,7 @@ if [[ ! -x "$CUDA118/bin/nvcc" ]]; then
 fi
 B70="$ROOT/build/cuda-check-sm70"
 configure_build "$B70" "$CUDA118/bin/nvcc" "70" "884" "-DCMAKE_CUDA_FLAGS=-allow-unsupported-compiler -cudart shared" \
-  -DFASTATTN_CUBLAS_ROOT="$(cublas_root nvidia-cublas-cu11 cublas)"
+  -DFASTATTN_CUBLAS_ROOT="$(wheel_root nvidia-cublas-cu11 cublas)"
 for f in "$B70"/CMakeFiles/fastattn.dir/generated/fmha/fmha_884_*.cu.o; do
   expect_sass "$CUDA118/bin/cuobjdump" "$f" 70 "HMMA.884"
 done

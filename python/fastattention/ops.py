@@ -192,8 +192,8 @@ def attention(q: Any, k: Any, v: Any, *, causal: bool = False, window: Sequence[
     q: (batch, seqlen_q, Hq, D); k, v: (batch, seqlen_k, Hk, D). Returns out (batch, seqlen_q, Hq, D)
     of q's type and dtype, and with return_lse also lse float32 (batch, Hq, seqlen_q) (natural log
     of the softmax denominators of the scaled scores). On torch CUDA tensors the GPU kernels run on
-    the current stream; impl ("auto" | "884" | "1688" | "16816" | "decode" | "decode-regstage")
-    forces a kernel, so every path can be tested on one GPU; num_splits fixes the split-KV decode
+    the current stream; impl ("auto" | "884" | "1688" | "16816" | "decode" | "decode-async" |
+    "decode-regstage") forces a kernel, so every path can be tested on one GPU; num_splits fixes the split-KV decode
     kernel's split count (0 = heuristic, 1 = no split).
     """
     q, k, v = _tensor(q, "q"), _tensor(k, "k"), _tensor(v, "v")
@@ -296,8 +296,8 @@ def attention_paged(q: Any, k_cache: Any, v_cache: Any, cu_seqlens_q: Any, block
     seqlen_q = 1 with causal=True). On torch CUDA tensors the split-KV decode kernel runs on the
     current stream (index arrays are moved to q's device); max_seqlen_q / max_seqlen_k spare
     reading the index arrays back there, num_splits fixes its split count (0 = heuristic), impl
-    "decode-regstage" tests its sm_70 / sm_75 copy path. Returns out (total_q, Hq, D), and with
-    return_lse also lse float32 (Hq, total_q).
+    "decode-async" / "decode-regstage" force its cp.async / register-staged copy path. Returns
+    out (total_q, Hq, D), and with return_lse also lse float32 (Hq, total_q).
     """
     q, k_cache, v_cache = _tensor(q, "q"), _tensor(k_cache, "k_cache"), _tensor(v_cache, "v_cache")
     dev = _device_args(q, impl)

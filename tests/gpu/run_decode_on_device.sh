@@ -36,7 +36,7 @@ if [[ $what == all || $what == tests ]]; then
 fi
 if [[ $what == all || $what == sanitize ]]; then
   for tool in memcheck racecheck; do
-    for impl in decode decode-regstage; do
+    for impl in decode-async decode-regstage; do
       for block in 16 0; do
         compute-sanitizer --tool $tool --kernel-name kns=decode_ --error-exitcode 9 \
           python3 tests/gpu/decode_case.py --impl $impl --block $block > "$out/san_${tool}_${impl}_${block}.log" 2>&1
@@ -46,11 +46,16 @@ if [[ $what == all || $what == sanitize ]]; then
   done
 fi
 if [[ $what == all || $what == ncu ]]; then
-  ncu --clock-control none --kernel-name regex:decode_split --launch-count 1 --launch-skip 2 \
-    --section SpeedOfLight --section Occupancy --section WarpStateStats --section MemoryWorkloadAnalysis \
-    python3 tests/gpu/decode_case.py --batch 8 --sq 1 --hq 32 --hk 8 --kv 8192 --block 0 --splits 0 \
-    --repeat 3 > "$out/ncu_decode.log" 2>&1
-  grep -E "Duration|Memory Throughput|DRAM Throughput|Achieved Occupancy|Registers|Block Limit|Stall|Warp Cycles|Issued" "$out/ncu_decode.log" | head -40
+  # Kernel times and DRAM throughput of the split and merge kernels, per copy path.
+  m=gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed
+  for cfg in "--batch 8 --kv 8192 --block 0" "--batch 8 --kv 8192 --block 16" "--batch 1 --kv 131072 --block 16"; do
+    for impl in decode-regstage decode-async; do
+      echo "== $cfg $impl"
+      ncu --clock-control none --kernel-name regex:decode_ --launch-skip 4 --launch-count 2 --metrics $m \
+        python3 tests/gpu/decode_case.py --sq 1 --hq 32 --hk 8 --splits 0 --repeat 3 --impl $impl $cfg 2>&1 \
+        | grep -E "decode_(split|merge)|duration|throughput" | sed -E 's/\(DecodeDeviceParams\).*//; s/ +/ /g' | paste - - -
+    done
+  done | tee "$out/ncu_decode.txt"
 fi
 if [[ $what == all || $what == bench ]]; then
   python3 -m fastattention.cli bench decode 2>&1 | tee "$out/bench_decode.md"

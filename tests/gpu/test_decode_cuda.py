@@ -6,8 +6,8 @@ Outputs and lse are poisoned (NaN) before each call, and the unused slots of the
 hold NaN and the unused block-table entries an out-of-range block, so a read past a sequence's
 keys or an unwritten output shows. Covers paged (block sizes 16..256, also not powers of two)
 and contiguous KV, GQA / MQA, KV lengths 1 .. 128K, 1 / 4 / 300 queries, fp16 / bf16 / fp32,
-causal / window / ALiBi, lse, explicit split counts, and the sm_70 / sm_75 copy path
-(impl="decode-regstage", which runs on any sm_80+ GPU too).
+causal / window / ALiBi, lse, explicit split counts, and both copy paths (impl
+"decode-regstage": the sm_70 / sm_75 one, also sm_90's default; "decode-async": cp.async).
 """
 import math
 
@@ -248,16 +248,22 @@ def test_split_counts_agree(dtype):
         assert (lse - lse_one).abs().max().item() <= 1e-4
 
 
+@pytest.mark.parametrize("impl", ["decode-regstage", "decode-async"])
 @pytest.mark.parametrize("dtype", [F16, BF16, F32])
 @pytest.mark.parametrize("d", [80, 128, 256])
-def test_register_staged_path(dtype, d):
-    """The sm_70 / sm_75 copy path (register-staged), forced on this GPU."""
+def test_copy_paths(impl, dtype, d):
+    """Both global -> shared copy paths, whichever the GPU picks by default: the register-staged
+    one (sm_70 / sm_75, and sm_90) and the cp.async one (sm_80 .. sm_89)."""
+    if impl == "decode-async" and torch.cuda.get_device_capability()[0] < 8:
+        pytest.skip("cp.async needs sm_80+")
     c = Case([1, 4, 300], [1000, 129, 700], hq=8, hk=2, d=d, dtype=dtype, seed=d + 7)
     for paged in (True, False):
-        out, lse = c.run(paged, causal=True, impl="decode-regstage")
-        c.check(out, lse, causal=True, what=f"regstage paged={paged}")
-    out, lse = c.run(True, window=(100, 17), impl="decode-regstage", num_splits=3)
-    c.check(out, lse, window=(100, 17), what="regstage window")
+        out, lse = c.run(paged, causal=True, impl=impl)
+        c.check(out, lse, causal=True, what=f"{impl} paged={paged}")
+    out, lse = c.run(True, window=(100, 17), impl=impl, num_splits=3)
+    c.check(out, lse, window=(100, 17), what=f"{impl} window")
+    out, lse = c.run(True, causal=True, impl=impl, num_splits=1)
+    c.check(out, lse, causal=True, what=f"{impl} one split")
 
 
 def test_mqa_and_strided_q():

@@ -66,8 +66,9 @@ block_table [B, max_blocks] and seqlens_k [B]; cu_seqlens_q int32 [B + 1]; lse f
 On CUDA tensors (a CUDA build): q, k, v, out of one dtype, runs on `stream` (a cudaStream_t as
 int; 0 = the default stream). `impl`: "auto" (paged KV, float32 or few queries per sequence: the
 split-KV decode kernel; else FlashAttention-2 on the native MMA path), "884" / "1688" / "16816"
-(that FlashAttention-2 path; contiguous fp16 / bf16), "decode" / "decode-regstage" (the decode
-kernel; -regstage with the sm_70 / sm_75 copies). `max_seqlen_q` / `max_seqlen_k` (0 = unknown)
+(that FlashAttention-2 path; contiguous fp16 / bf16), "decode" / "decode-async" /
+"decode-regstage" (the decode kernel; -async / -regstage force its cp.async or its sm_70 / sm_75
+register-staged copies). `max_seqlen_q` / `max_seqlen_k` (0 = unknown)
 spare reading the index arrays back; `num_splits` fixes the decode kernel's KV split count
 (0 = heuristic, 1 = no split). CPU tensors take impl="auto" and ignore the GPU-only options.
 Bad input raises ValueError naming the argument.)doc");

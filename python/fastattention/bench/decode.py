@@ -1,7 +1,7 @@
 """GPU decode-attention benchmark: the split-KV decode kernel's achieved bandwidth.
 
     fastattention bench decode [--dtype float16|bfloat16] [--repeats 20] [--quick]
-                               [--impl auto|decode|decode-regstage] [--num-splits N]
+                               [--impl auto|decode|decode-async|decode-regstage] [--num-splits N]
 
 One query token per sequence (decode) against a long KV cache, for (batch 8, 32 query heads,
 8 KV heads, head dim 128, KV 8K) with a paged cache (block 16) and a contiguous one, and
@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=20, help="timed runs (median kept)")
     parser.add_argument("--quick", action="store_true", help="fewer repeats, the 8K cases only")
     parser.add_argument("--impl", default="auto",
-                        help="auto | decode | decode-regstage (the sm_70 / sm_75 copy path)")
+                        help="auto | decode | decode-async | decode-regstage (force a copy path)")
     parser.add_argument("--num-splits", type=int, default=0, help="0 = the heuristic")
 
 

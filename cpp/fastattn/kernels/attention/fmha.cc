@@ -199,8 +199,11 @@ void fmha_forward_gpu(const Context& ctx, const FmhaParams& p, const FmhaShape& 
   FA_CHECK(p.max_seqlen_k >= 0, "max_seqlen_k: expected >= 0 (0 = unknown), got ", p.max_seqlen_k);
   FA_CHECK(p.num_splits >= 0 && p.num_splits <= kMaxNumSplits, "num_splits: expected 0 (heuristic) to ",
            kMaxNumSplits, ", got ", p.num_splits);
-  if (p.impl == "decode" || p.impl == "decode-regstage") {
-    cuda::decode_forward_cuda(ctx, p, sh, p.impl == "decode-regstage");
+  if (p.impl == "decode" || p.impl == "decode-async" || p.impl == "decode-regstage") {
+    const auto path = p.impl == "decode"         ? cuda::DecodeCopyPath::kAuto
+                      : p.impl == "decode-async" ? cuda::DecodeCopyPath::kAsync
+                                                 : cuda::DecodeCopyPath::kRegisters;
+    cuda::decode_forward_cuda(ctx, p, sh, path);
     return;
   }
   if (p.impl != "auto") {  // an explicit FlashAttention-2 MMA path
@@ -209,7 +212,7 @@ void fmha_forward_gpu(const Context& ctx, const FmhaParams& p, const FmhaShape& 
   }
   const bool decode_ok = cuda::decode_supports(p.q.dtype(), sh.head_dim);
   if (sh.paged || p.q.dtype() == DType::kFloat32) {
-    cuda::decode_forward_cuda(ctx, p, sh, false);
+    cuda::decode_forward_cuda(ctx, p, sh, cuda::DecodeCopyPath::kAuto);
     return;
   }
   FmhaParams resolved = p;
@@ -218,7 +221,7 @@ void fmha_forward_gpu(const Context& ctx, const FmhaParams& p, const FmhaShape& 
     if (resolved.max_seqlen_q == 0) return;  // no query rows
   }
   if (decode_ok && decode_like(resolved.max_seqlen_q, sh.num_heads_q / sh.num_heads_k)) {
-    cuda::decode_forward_cuda(ctx, resolved, sh, false);
+    cuda::decode_forward_cuda(ctx, resolved, sh, cuda::DecodeCopyPath::kAuto);
   } else {
     cuda::fmha_forward_cuda(ctx, resolved, sh, cuda::MmaImpl::kAuto);
   }

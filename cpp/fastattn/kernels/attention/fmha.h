@@ -68,8 +68,9 @@ struct FmhaParams {
   //   "884" | "1688" | "16816"  that FlashAttention-2 MMA path (to test every path on one GPU;
   //            contiguous fp16 / bf16 KV only)
   //   "decode" the split-KV decode kernel (any layout, fp16 / bf16 / fp32)
-  //   "decode-regstage"  the decode kernel with the register-staged copies of sm_70 / sm_75, also
-  //            on sm_80+ (to test that path on one GPU)
+  //   "decode-async" | "decode-regstage"  the decode kernel with its cp.async (sm_80+) or its
+  //            register-staged (sm_70 / sm_75, also the default on sm_90) copies, to test both
+  //            paths on one GPU
   int max_seqlen_q = 0;
   int max_seqlen_k = 0;
   int num_splits = 0;

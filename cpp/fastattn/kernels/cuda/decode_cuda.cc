@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <climits>
-#include <cstdlib>
 #include <cmath>
 #include <map>
 #include <mutex>
@@ -176,7 +175,7 @@ int device_max_seqlen(const Context& ctx, const Tensor& index, bool cumulative) 
 }
 
 void decode_forward_cuda(const Context& ctx, const FmhaParams& p, const FmhaShape& sh,
-                         bool register_staging) {
+                         DecodeCopyPath path) {
   const DType dt = p.q.dtype();
   FA_CHECK(p.k.dtype() == dt && p.out.dtype() == dt,
            "the CUDA decode kernel needs q, k, v and out of one dtype, got q ", p.q.describe(),
@@ -213,8 +212,12 @@ void decode_forward_cuda(const Context& ctx, const FmhaParams& p, const FmhaShap
   const DecodeKernelEntry* e = pick_entry(dt, sh.head_dim, rows_needed);
 
   const bool sm80 = props.cc >= 80;
-  const bool async = sm80 && !register_staging;
-  const void* kernel = sm80 && register_staging ? e->kernel_reg : e->kernel;
+  FA_CHECK(path != DecodeCopyPath::kAsync || sm80, "impl 'decode-async': cp.async needs sm_80 or newer; device ",
+           dev, " is sm_", props.cc);
+  // Register staging measured faster than cp.async on sm_90 (H100: 85% vs 78% of DRAM peak at
+  // batch 8, KV 8K; docs/KERNELS.md); sm_80..89 keep cp.async (not measured here).
+  const bool async = path == DecodeCopyPath::kAsync || (path == DecodeCopyPath::kAuto && sm80 && props.cc < 90);
+  const void* kernel = async || !sm80 ? e->kernel : e->kernel_reg;
   const size_t smem = async ? e->smem_async : e->smem_reg;
   const int block_n = async ? e->block_n : e->block_n_reg;
   const int ctas_per_sm = prepare_kernel(kernel, smem, dev);
@@ -278,7 +281,6 @@ void decode_forward_cuda(const Context& ctx, const FmhaParams& p, const FmhaShap
   d.head_dim = sh.head_dim;
   d.total_q = sh.total_q;
   d.num_splits = splits;
-  d.copy_variant = std::getenv("FASTATTN_DECODE_COPY_VARIANT") ? std::atoi(std::getenv("FASTATTN_DECODE_COPY_VARIANT")) : 0;  // EXPERIMENT
   const float scale = p.softmax_scale > 0.f ? p.softmax_scale
                                             : 1.0f / std::sqrt(static_cast<float>(sh.head_dim));
   d.scale_log2 = scale * kLog2e;
@@ -307,10 +309,9 @@ void decode_forward_cuda(const Context& ctx, const FmhaParams& p, const FmhaShap
                                               static_cast<unsigned>(sh.batch)),
                                  dim3(kThreads), args, smem, stream));
   if (splits > 1) {
-    const int64_t rows = sh.total_q * sh.num_heads_q;
-    const int64_t blocks = (rows + kDecodeMergeWarps - 1) / kDecodeMergeWarps;
-    FA_CHECK(blocks <= INT_MAX, "too many (token, head) rows for the CUDA decode merge: ", rows);
-    FA_CUDA_CHECK(cudaLaunchKernel(decode_merge_kernel_for(dt), dim3(static_cast<unsigned>(blocks)),
+    const int64_t rows = sh.total_q * sh.num_heads_q;  // one merge CTA each
+    FA_CHECK(rows <= INT_MAX, "too many (token, head) rows for the CUDA decode merge: ", rows);
+    FA_CUDA_CHECK(cudaLaunchKernel(decode_merge_kernel_for(dt), dim3(static_cast<unsigned>(rows)),
                                    dim3(kDecodeMergeWarps * 32), args, 0, stream));
   }
 }

@@ -16,6 +16,13 @@ namespace fastattn::kernels::cuda {
 // Whether the decode kernel has instances for this dtype and head dim.
 bool decode_supports(DType dtype, int head_dim);
 
+// How the split kernel copies K / V tiles from global to shared memory.
+enum class DecodeCopyPath {
+  kAuto,       // register-staged on sm_90+ (measured faster there) and below sm_80, else cp.async
+  kAsync,      // cp.async stages (sm_80+; impl "decode-async")
+  kRegisters,  // 16-byte loads staged in registers, the sm_70 / sm_75 path (impl "decode-regstage")
+};
+
 // Runs the split-KV attention on p's CUDA tensors on ctx.stream. The key range of each
 // (sequence, KV head, query tile) is cut into p.num_splits parts (0 = heuristic: at least two
 // waves of CTAs over the device's SMs, each part >= 256 keys), each written as an fp32 partial
@@ -23,10 +30,9 @@ bool decode_supports(DType dtype, int head_dim);
 // not on q's device), then merged by a second kernel. With one part the kernel writes out / lse
 // itself. Scratch is freed when the call returns: safe with the stream-ordered caching device
 // allocator as long as the next user of the block runs on the same stream.
-// register_staging: use the sm_70 / sm_75 copy path on sm_80+ too (testing).
 // Throws InvalidArgument for unsupported dtypes / head dims / misaligned tensors.
 void decode_forward_cuda(const Context& ctx, const FmhaParams& p, const FmhaShape& shape,
-                         bool register_staging);
+                         DecodeCopyPath path);
 
 // The longest sequence in a device index tensor: lengths (seqlens_k) or cumulative offsets
 // (cu_seqlens, batch + 1 entries). A synchronising copy on ctx.stream.

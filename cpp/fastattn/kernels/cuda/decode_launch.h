@@ -37,6 +37,6 @@ FASTATTN_DECODE_FOR_EACH_FILE(FASTATTN_DECODE_DECLARE_ENTRIES)
 
 // decode_merge_kernel<Element> for q's dtype (fp16, bf16, fp32).
 const void* decode_merge_kernel_for(DType dtype);
-constexpr int kDecodeMergeWarps = 4;
+constexpr int kDecodeMergeWarps = 8;  // one merge CTA per (token, head) row
 
 }  // namespace fastattn::kernels::cuda
