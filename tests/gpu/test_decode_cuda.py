@@ -266,6 +266,15 @@ def test_copy_paths(impl, dtype, d):
     c.check(out, lse, causal=True, what=f"{impl} one split")
 
 
+def test_merge_kernel_path():
+    """Launches with more (sequence, KV head, query tile) groups than the last-CTA merge has
+    counters for (4096) merge in a separate kernel: 64 x 8 x 10 = 5120 here."""
+    c = Case([40] * 64, [300] * 64, hq=32, hk=8, d=64, dtype=F16, seed=12)
+    for paged in (True, False):
+        out, lse = c.run(paged, causal=True, num_splits=3)
+        c.check(out, lse, causal=True, what=f"merge kernel paged={paged}")
+
+
 def test_mqa_and_strided_q():
     """MQA (32 query heads on one KV head: rows span several tiles) with q / k / v as views into
     one fused QKV buffer, as the model produces them."""

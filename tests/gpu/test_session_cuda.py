@@ -74,7 +74,9 @@ def test_half_logits_match_transformers(models, name, dtype):
 def test_chunked_prefill_equals_one_pass(models):
     m = models("llama", "float16")
     one = Session(m.path, "cuda", max_seq_len=160, prefill_chunk_tokens=4096)
-    chunked = Session(m.path, "cuda", max_seq_len=160, prefill_chunk_tokens=16)
+    # chunks of 24: the first on the prefill kernel, the second gathered from the paged cache
+    # into contiguous staging for it, the last (13 queries) on the split-KV kernel
+    chunked = Session(m.path, "cuda", max_seq_len=160, prefill_chunk_tokens=24)
     p = PROMPTS[2]
     np.testing.assert_allclose(chunked.logits(p), one.logits(p), atol=0.05, rtol=0.02)
 

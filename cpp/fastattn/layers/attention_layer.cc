@@ -8,7 +8,18 @@
 #include "fastattn/kernels/attention/merge.h"
 #include "fastattn/kernels/gemm.h"
 #include "fastattn/kernels/kv_copy.h"
+#include "fastattn/layers/paged_gather.h"
 #include "fastattn/layers/parallel.h"
+
+namespace fastattn::layers {
+namespace {
+
+// Prefill chunks with more queries than this per sequence read the device part of a paged cache
+// through contiguous staging and the tensor-core kernel; fewer (decode) use the split-KV kernel.
+constexpr int kGatherMinQueries = 16;
+
+}  // namespace
+}  // namespace fastattn::layers
 
 namespace fastattn::layers {
 
@@ -49,6 +60,21 @@ void AttentionLayer::forward(const Context& ctx, const ForwardBatch& batch, cons
     fp.k = k;
     fp.v = v;
     fp.cu_seqlens_k = batch.cu_seqlens_q;
+  } else if (dev.type == DeviceType::kCUDA && act != DType::kFloat32 &&
+             batch.max_seqlen_q > kGatherMinQueries && batch.block_table_host.defined()) {
+    // A later prefill chunk on a GPU: the cached keys are gathered into contiguous staging
+    // (device-to-device copies, a small fraction of the attention's time) for the prefill kernel.
+    const int64_t total_k = batch.cu_seqlens_k_total();
+    scratch.dense_k.resize(act, {total_k, hk, D});
+    scratch.dense_v.resize(act, {total_k, hk, D});
+    const int32_t* table = batch.block_table_host.data_as<const int32_t>();
+    const int64_t stride = batch.block_table_host.stride(0);
+    const int32_t* lens = batch.seqlens_k_host.data_as<const int32_t>();
+    gather_paged(ctx, k_cache, table, stride, lens, batch.num_seqs, scratch.dense_k.view());
+    gather_paged(ctx, v_cache, table, stride, lens, batch.num_seqs, scratch.dense_v.view());
+    fp.k = scratch.dense_k.view();
+    fp.v = scratch.dense_v.view();
+    fp.cu_seqlens_k = batch.cu_seqlens_k;
   } else {
     fp.k = k_cache;
     fp.v = v_cache;
@@ -98,7 +124,7 @@ void AttentionLayer::stream_host_part(const Context& ctx, const ForwardBatch& ba
   const Tensor& hk_pool = *kv.host_k;
   const Tensor& hv_pool = *kv.host_v;
   const int64_t T = q.size(0), hq = q.size(1), D = q.size(2);
-  const int64_t bs = hk_pool.size(1), hk = hk_pool.size(2);
+  const int64_t hk = hk_pool.size(2);
   const int B = batch.num_seqs;
   const int32_t* cu_k = batch.host_cu_seqlens_k.data_as<const int32_t>();
   const int32_t* table = batch.host_block_table.data_as<const int32_t>();
@@ -107,26 +133,10 @@ void AttentionLayer::stream_host_part(const Context& ctx, const ForwardBatch& ba
   const DType dt = hk_pool.dtype();
   scratch.stage_k.resize(dt, {total, hk, D});
   scratch.stage_v.resize(dt, {total, hk, D});
-  // This layer's host blocks, sequence after sequence, into contiguous [total, hk, D] staging;
-  // runs of consecutive block ids (the usual case: spills go in token order) are one copy.
-  const size_t block_bytes = static_cast<size_t>(bs * hk * D) * dtype_size(dt);
-  for (int b = 0; b < B; ++b) {
-    const int64_t nblk = (cu_k[b + 1] - cu_k[b]) / bs;
-    const int32_t* row = table + b * width;
-    for (int64_t j = 0; j < nblk;) {
-      int64_t run = 1;
-      while (j + run < nblk && row[j + run] == row[j] + run) ++run;
-      const size_t dst = static_cast<size_t>(cu_k[b] + j * bs) / static_cast<size_t>(bs) * block_bytes;
-      const size_t src = static_cast<size_t>(row[j]) * block_bytes;
-      for (auto [stage, pool] : {std::pair<OwnedTensor*, const Tensor*>{&scratch.stage_k, &hk_pool},
-                                 {&scratch.stage_v, &hv_pool}}) {
-        detail::copy_bytes(ctx, static_cast<char*>(stage->view().data()) + dst, ctx.device,
-                           static_cast<const char*>(pool->data()) + src, pool->device(),
-                           run * block_bytes);
-      }
-      j += run;
-    }
-  }
+  // This layer's host blocks, sequence after sequence, into contiguous [total, hk, D] staging.
+  const int32_t* host_lens = batch.host_seqlens_k.data_as<const int32_t>();
+  gather_paged(ctx, hk_pool, table, width, host_lens, B, scratch.stage_k.view());
+  gather_paged(ctx, hv_pool, table, width, host_lens, B, scratch.stage_v.view());
   kernels::FmhaParams sp;
   sp.q = q;
   sp.k = scratch.stage_k.view();

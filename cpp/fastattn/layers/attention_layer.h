@@ -37,13 +37,16 @@ struct AttentionScratch {
         host_part(pinned_host_allocator(), DType::kFloat32, {0}),
         host_lse(pinned_host_allocator(), DType::kFloat32, {0}),
         stage_k(a, DType::kFloat32, {0}),
-        stage_v(a, DType::kFloat32, {0}) {}
+        stage_v(a, DType::kFloat32, {0}),
+        dense_k(a, DType::kFloat32, {0}),
+        dense_v(a, DType::kFloat32, {0}) {}
   OwnedTensor qkv;   // [T, (hq + 2 hk) * D]
   OwnedTensor attn;  // [T, hq, D]
   // Spilled KV only: the device part's lse, the host part's output and lse (on the model's
   // device) and, on a GPU, their host-side staging (pinned).
   OwnedTensor lse, part, part_lse, host_q, host_part, host_lse;
   OwnedTensor stage_k, stage_v;  // streamed host blocks of one layer, contiguous
+  OwnedTensor dense_k, dense_v;  // the device part of a chunked prefill, gathered contiguous
 };
 
 // One layer's KV cache: the device pool and, with spilled KV, the host pool (host memory).

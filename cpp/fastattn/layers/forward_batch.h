@@ -18,6 +18,11 @@ struct ForwardBatch {
   Tensor cu_seqlens_q;     // int32 [B + 1]
   Tensor block_table;      // int32 [B, max_blocks]
   Tensor seqlens_k;        // int32 [B]: tokens of each sequence in the cache, this batch included
+  Tensor cu_seqlens_k;     // int32 [B + 1]: prefix sums of seqlens_k
+  // Host copies of the tables above (the same tensors on the CPU), for host-side planning such
+  // as gathering paged KV into contiguous staging.
+  Tensor block_table_host;
+  Tensor seqlens_k_host;
   // Host-side maxima of the index tensors above: GPU kernels size their grids from them instead
   // of reading the (device) index tensors back. 0 = unknown.
   int max_seqlen_q = 0;
@@ -40,6 +45,9 @@ struct ForwardBatch {
   // device's staging buffer and computed there (kernels/attention: prefill speed).
   enum class SpillPath { kCpu, kStream } spill_path = SpillPath::kCpu;
   bool has_host_kv() const { return host_seqlens_k.defined(); }
+  // Keys in the device part over all sequences (host-side value).
+  int64_t cu_seqlens_k_total() const { return cu_seqlens_k_host_total; }
+  int64_t cu_seqlens_k_host_total = 0;
 };
 
 }  // namespace fastattn::layers

@@ -96,6 +96,12 @@ layers::ForwardBatch BatchBuilder::build() {
   fb.cu_seqlens_q = Tensor(cu_q_.data(), DType::kInt32, {b64 + 1});
   fb.seqlens_k = Tensor(seqlens_k_.data(), DType::kInt32, {b64});
   fb.block_table = Tensor(block_table_.data(), DType::kInt32, {b64, static_cast<int64_t>(width)});
+  cu_k_.assign(1, 0);
+  for (int32_t n : seqlens_k_) cu_k_.push_back(cu_k_.back() + n);
+  fb.cu_seqlens_k = Tensor(cu_k_.data(), DType::kInt32, {b64 + 1});
+  fb.cu_seqlens_k_host_total = cu_k_.back();
+  fb.block_table_host = fb.block_table;
+  fb.seqlens_k_host = fb.seqlens_k;
   if (spilled) {
     fill_table(host_tables_, host_block_table_, &width);
     fb.host_seqlens_k = Tensor(host_seqlens_k_.data(), DType::kInt32, {b64});

@@ -37,7 +37,7 @@ class BatchBuilder {
   std::vector<kvcache::SpillBlockManager::SeqId> seqs_;
   std::vector<int64_t> ends_;  // start + n of each sequence
   std::vector<int32_t> ids_, positions_, slots_, cu_q_{0}, seqlens_k_, block_table_;
-  std::vector<int32_t> host_seqlens_k_, host_block_table_, host_cu_k_;
+  std::vector<int32_t> host_seqlens_k_, host_block_table_, host_cu_k_, cu_k_;
   std::vector<const std::vector<int32_t>*> tables_, host_tables_;
 };
 

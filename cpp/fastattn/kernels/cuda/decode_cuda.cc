@@ -84,6 +84,26 @@ int prepare_kernel(const void* kernel, size_t smem, int dev) {
   return blocks;
 }
 
+// Arrival counters for the merge done by the last split CTA of each tile: one buffer per
+// (device, stream), zeroed once (stream-ordered) and left zero by every launch. Kernels on one
+// stream run one after another, so no two launches use a buffer at the same time. Launches with
+// more tiles than this fall back to the separate merge kernel.
+constexpr int64_t kMaxSplitCounters = 4096;
+
+unsigned* split_counters(int dev, cudaStream_t stream) {
+  static std::mutex mu;
+  static std::map<std::pair<int, cudaStream_t>, unsigned*> buffers;
+  std::lock_guard<std::mutex> lock(mu);
+  unsigned*& counters = buffers[{dev, stream}];
+  if (counters == nullptr) {  // kept for the life of the process (16 KB per stream)
+    const size_t bytes = kMaxSplitCounters * sizeof(unsigned);
+    void* ptr = device_allocator(dev)->allocate(bytes);
+    FA_CUDA_CHECK(cudaMemsetAsync(ptr, 0, bytes, stream));
+    counters = static_cast<unsigned*>(ptr);
+  }
+  return counters;
+}
+
 void check_aligned(const Tensor& t, const char* name) {
   const auto addr = reinterpret_cast<uintptr_t>(t.data());
   const int64_t elem = static_cast<int64_t>(dtype_size(t.dtype()));
@@ -304,11 +324,14 @@ void decode_forward_cuda(const Context& ctx, const FmhaParams& p, const FmhaShap
   }
 
   const auto stream = static_cast<cudaStream_t>(ctx.stream);
+  const int64_t grid_tiles = q_tiles * sh.num_heads_k * sh.batch;
+  const bool merge_kernel = splits > 1 && grid_tiles > kMaxSplitCounters;
+  if (splits > 1 && !merge_kernel) d.split_counters = split_counters(dev, stream);
   void* args[] = {&d};
   FA_CUDA_CHECK(cudaLaunchKernel(kernel, dim3(static_cast<unsigned>(q_tiles * sh.num_heads_k), splits,
                                               static_cast<unsigned>(sh.batch)),
                                  dim3(kThreads), args, smem, stream));
-  if (splits > 1) {
+  if (merge_kernel) {
     const int64_t rows = sh.total_q * sh.num_heads_q;  // one merge CTA each
     FA_CHECK(rows <= INT_MAX, "too many (token, head) rows for the CUDA decode merge: ", rows);
     FA_CUDA_CHECK(cudaLaunchKernel(decode_merge_kernel_for(dt), dim3(static_cast<unsigned>(rows)),

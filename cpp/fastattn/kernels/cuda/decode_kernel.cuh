@@ -63,17 +63,36 @@ __device__ __forceinline__ bool tile_info(const DecodeDeviceParams& p, int block
   return true;
 }
 
-// Element offsets of key `key`'s row (head kv_head) in k and in v.
+__device__ __forceinline__ int block_index(const DecodeDeviceParams& p, int key) {
+  return p.block_shift >= 0 ? key >> p.block_shift : key / p.block_size;
+}
+
+// Paged KV: the cache block of each row this thread copies in the next tile it copies. Loaded
+// one tile ahead, so a block-table lookup's latency does not sit in front of the K / V loads.
+template <class T>
+struct BlockIds {
+  int id[T::kLoadIters];
+
+  __device__ __forceinline__ void load(const DecodeDeviceParams& p, const DecodeTileInfo& t, int n0) {
+    if (p.block_table == nullptr) return;
+    const int32_t* table = p.block_table + t.batch * p.block_table_stride;
+#pragma unroll
+    for (int it = 0; it < T::kLoadIters; ++it) {
+      const int key = n0 + (threadIdx.x + it * T::kThreads) / T::kChunks;
+      id[it] = key < t.split_hi ? __ldg(table + block_index(p, key)) : 0;  // no entry past the keys
+    }
+  }
+};
+
+// Element offsets of key `key`'s row (head kv_head) in k and in v; blk: its paged block.
 struct KvRowOffsets {
   int64_t k, v;
 };
 
 __device__ __forceinline__ KvRowOffsets kv_row(const DecodeDeviceParams& p, const DecodeTileInfo& t,
-                                               int key) {
+                                               int key, int64_t blk) {
   if (p.block_table != nullptr) {
-    const int blk_idx = p.block_shift >= 0 ? key >> p.block_shift : key / p.block_size;
-    const int64_t blk = __ldg(p.block_table + t.batch * p.block_table_stride + blk_idx);
-    const int64_t off = key - blk_idx * p.block_size;
+    const int64_t off = key - block_index(p, key) * p.block_size;
     return {blk * p.k_block_stride + off * p.k_row_stride + t.kv_head * p.k_head_stride,
             blk * p.v_block_stride + off * p.v_row_stride + t.kv_head * p.v_head_stride};
   }
@@ -106,7 +125,8 @@ struct DecodeSmem {
 // cp.async path: chunk i of this thread's share of a K and a V tile, zero-filled past split_hi.
 template <class T>
 __device__ __forceinline__ void issue_tile_async(const DecodeDeviceParams& p, const DecodeTileInfo& t,
-                                                 const DecodeSmem<T>& sm, int stage, int n0) {
+                                                 const DecodeSmem<T>& sm, int stage, int n0,
+                                                 const BlockIds<T>& ids) {
   using Element = typename T::Element;
   const Element* k = static_cast<const Element*>(p.k);
   const Element* v = static_cast<const Element*>(p.v);
@@ -118,7 +138,7 @@ __device__ __forceinline__ void issue_tile_async(const DecodeDeviceParams& p, co
     const int c = idx - row * T::kChunks;
     const int key = n0 + row;
     const bool valid = key < t.split_hi;
-    const KvRowOffsets off = valid ? kv_row(p, t, key) : KvRowOffsets{0, 0};
+    const KvRowOffsets off = valid ? kv_row(p, t, key, ids.id[it]) : KvRowOffsets{0, 0};
     const int col = c * T::kChunkElems;
     cp_async_16(smem_u32(sm.k(stage) + row * T::kRowElems + col), k + off.k + col, valid ? 16 : 0);
     cp_async_16(smem_u32(sm.v(stage) + row * T::kRowElems + col), v + off.v + col, valid ? 16 : 0);
@@ -131,7 +151,8 @@ struct StagedTile {
   uint4 k[T::kLoadIters];
   uint4 v[T::kLoadIters];
 
-  __device__ __forceinline__ void fetch(const DecodeDeviceParams& p, const DecodeTileInfo& t, int n0) {
+  __device__ __forceinline__ void fetch(const DecodeDeviceParams& p, const DecodeTileInfo& t, int n0,
+                                        const BlockIds<T>& ids) {
     using Element = typename T::Element;
     const Element* kp = static_cast<const Element*>(p.k);
     const Element* vp = static_cast<const Element*>(p.v);
@@ -144,7 +165,7 @@ struct StagedTile {
       const int c = idx - row * T::kChunks;
       const int key = n0 + row;
       if (key < t.split_hi) {
-        const KvRowOffsets off = kv_row(p, t, key);
+        const KvRowOffsets off = kv_row(p, t, key, ids.id[it]);
         k[it] = __ldg(reinterpret_cast<const uint4*>(kp + off.k + c * T::kChunkElems));
         v[it] = __ldg(reinterpret_cast<const uint4*>(vp + off.v + c * T::kChunkElems));
       }
@@ -306,6 +327,81 @@ __device__ __forceinline__ void load_query_rows(const DecodeDeviceParams& p, con
   }
 }
 
+// Split launches without a merge kernel: the last CTA of a (sequence, KV head, query tile) to
+// finish merges the tile's rows from all splits' partials (by LSE, in split order) and writes
+// out / lse. The arrival counter wraps to 0 on the last arrival (atomicInc), so the counters are
+// zero again for the next launch on the stream (decode_cuda.cc keeps one buffer per stream).
+template <class T>
+__device__ __forceinline__ void merge_if_last(const DecodeDeviceParams& p, const DecodeTileInfo& t,
+                                           const DecodeSmem<T>& sm) {
+  using Element = typename T::Element;
+  __shared__ int is_last;
+  __threadfence();  // this CTA's partials are visible device-wide before it is counted
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    unsigned* counter = p.split_counters + blockIdx.z * gridDim.x + blockIdx.x;
+    is_last = atomicInc(counter, static_cast<unsigned>(p.num_splits - 1)) ==
+              static_cast<unsigned>(p.num_splits - 1);
+  }
+  __syncthreads();
+  if (!is_last) return;
+  __threadfence();
+
+  // Per row: max and 1 / sum of the splits' weights (one warp per row), then the columns.
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t split_stride = p.total_q * p.num_heads_q;
+  float* row_max = sm.warp_max();  // [kRows] here
+  float* row_inv = sm.warp_sum();
+  for (int r = warp; r < t.rows; r += T::kWarps) {
+    const int row = t.row0 + r;
+    const int64_t prow = (t.q_start + row / p.group) * static_cast<int64_t>(p.num_heads_q) +
+                         t.kv_head * p.group + row % p.group;
+    float mx = -INFINITY;
+    for (int s = lane; s < p.num_splits; s += 32) mx = fmaxf(mx, __ldcg(p.part_lse + s * split_stride + prow));
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+    const float base = mx == -INFINITY ? 0.f : mx;
+    float sum = 0.f;
+    for (int s = lane; s < p.num_splits; s += 32) sum += fast_exp2(__ldcg(p.part_lse + s * split_stride + prow) - base);
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+    if (lane == 0) {
+      row_max[r] = base;
+      row_inv[r] = sum > 0.f ? 1.f / sum : 0.f;
+      if (p.lse != nullptr) {
+        const int64_t token = t.q_start + row / p.group;
+        p.lse[(t.kv_head * p.group + row % p.group) * p.lse_head_stride + token] =
+            sum > 0.f ? (mx + log2f(sum)) * kLn2 : -INFINITY;
+      }
+    }
+  }
+  __syncthreads();
+  constexpr int kPieces = T::kHeadDim / 4;
+  for (int idx = threadIdx.x; idx < t.rows * kPieces; idx += T::kThreads) {
+    const int r = idx / kPieces;
+    const int piece = idx - r * kPieces;
+    const int row = t.row0 + r;
+    const int64_t token = t.q_start + row / p.group;
+    const int head = t.kv_head * p.group + row % p.group;
+    const int64_t prow = token * p.num_heads_q + head;
+    const float base = row_max[r], inv = row_inv[r];
+    float o[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll 8
+    for (int s = 0; s < p.num_splits; ++s) {  // independent loads: 8 splits in flight
+      const float w = fast_exp2(__ldcg(p.part_lse + s * split_stride + prow) - base);
+      const float4 v = __ldcg(reinterpret_cast<const float4*>(p.part_out + (s * split_stride + prow) * T::kHeadDim) + piece);
+      o[0] = fmaf(w, v.x, o[0]);
+      o[1] = fmaf(w, v.y, o[1]);
+      o[2] = fmaf(w, v.z, o[2]);
+      o[3] = fmaf(w, v.w, o[3]);
+    }
+#pragma unroll
+    for (int e = 0; e < 4; ++e) o[e] *= inv;
+    Element* out = static_cast<Element*>(p.out) + token * p.o_row_stride + head * p.o_head_stride;
+    store_from_float<Element, 4>(out + piece * 4, o);
+  }
+}
+
 // Merges the four warps' states and writes this split's rows: the final out / lse (one split)
 // or the fp32 partial and its log2-domain LSE.
 template <class T>
@@ -386,6 +482,7 @@ __device__ __forceinline__ void write_split(const DecodeDeviceParams& p, const D
       if (c == 0) p.part_lse[prow] = lse2;
     }
   }
+  if (!final_out && p.split_counters != nullptr) merge_if_last<T>(p, t, sm);
 }
 
 // Shared-memory K / V stages of the two copy paths.
@@ -423,17 +520,25 @@ __global__ void __launch_bounds__(128) decode_split_kernel(const DecodeDevicePar
     load_query_rows<T>(p, t, sm);  // visible after the first barrier of the loop
 
     const int num_tiles = t.split_hi > t.split_lo ? (t.split_hi - t.split_lo + T::kBlockN - 1) / T::kBlockN : 0;
+    BlockIds<T> ids;  // of the next tile to copy
+    if (num_tiles > 0) ids.load(p, t, t.split_lo);
     if constexpr (kAsync) {
 #pragma unroll
       for (int s = 0; s < T::kStages - 1; ++s) {
-        if (s < num_tiles) issue_tile_async<T>(p, t, sm, s, t.split_lo + s * T::kBlockN);
+        if (s < num_tiles) {
+          issue_tile_async<T>(p, t, sm, s, t.split_lo + s * T::kBlockN, ids);
+          ids.load(p, t, t.split_lo + (s + 1) * T::kBlockN);
+        }
         cp_async_commit();
       }
       for (int i = 0; i < num_tiles; ++i) {
         cp_async_wait<T::kStages - 2>();
         __syncthreads();  // tile i landed for every thread; every warp is done with tile i - 1
         const int next = i + T::kStages - 1;
-        if (next < num_tiles) issue_tile_async<T>(p, t, sm, next % T::kStages, t.split_lo + next * T::kBlockN);
+        if (next < num_tiles) {
+          issue_tile_async<T>(p, t, sm, next % T::kStages, t.split_lo + next * T::kBlockN, ids);
+          ids.load(p, t, t.split_lo + (next + 1) * T::kBlockN);
+        }
         cp_async_commit();
         compute_tile<T>(p, t, sm, i % T::kStages, t.split_lo + i * T::kBlockN, st);
       }
@@ -441,11 +546,17 @@ __global__ void __launch_bounds__(128) decode_split_kernel(const DecodeDevicePar
       // Two shared stages: tile i goes to stage i % 2, last read by tile i - 2, which every warp
       // finished before the previous iteration's barrier; so one barrier per tile.
       StagedTile<T> staged;
-      if (num_tiles > 0) staged.fetch(p, t, t.split_lo);
+      if (num_tiles > 0) {
+        staged.fetch(p, t, t.split_lo, ids);
+        ids.load(p, t, t.split_lo + T::kBlockN);
+      }
       for (int i = 0; i < num_tiles; ++i) {
         staged.store(sm, i % 2);
         __syncthreads();  // tile i visible to every warp
-        if (i + 1 < num_tiles) staged.fetch(p, t, t.split_lo + (i + 1) * T::kBlockN);
+        if (i + 1 < num_tiles) {
+          staged.fetch(p, t, t.split_lo + (i + 1) * T::kBlockN, ids);
+          ids.load(p, t, t.split_lo + (i + 2) * T::kBlockN);
+        }
         compute_tile<T>(p, t, sm, i % 2, t.split_lo + i * T::kBlockN, st);
       }
     }

@@ -49,6 +49,9 @@ struct DecodeDeviceParams {
   // LSE [num_splits, total_q, Hq]; the merge kernel combines them into out / lse.
   float* part_out;
   float* part_lse;
+  // Arrival counters, one per (batch, query tile x Hk), zero at launch and left zero: the last
+  // split CTA of a tile merges it (null: a separate merge kernel does).
+  unsigned* split_counters;
 };
 
 }  // namespace fastattn::kernels::cuda
