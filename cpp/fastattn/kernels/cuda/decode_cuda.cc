@@ -232,11 +232,13 @@ void decode_forward_cuda(const Context& ctx, const FmhaParams& p, const FmhaShap
   const DecodeKernelEntry* e = pick_entry(dt, sh.head_dim, rows_needed);
 
   const bool sm80 = props.cc >= 80;
-  FA_CHECK(path != DecodeCopyPath::kAsync || sm80, "impl 'decode-async': cp.async needs sm_80 or newer; device ",
-           dev, " is sm_", props.cc);
+  FA_CHECK(path != DecodeCopyPath::kAsync || sm80,
+           "impl 'decode-async': cp.async needs sm_80 or newer; device ", dev, " is sm_", props.cc);
   // Register staging measured faster than cp.async on sm_90 (H100: 85% vs 78% of DRAM peak at
-  // batch 8, KV 8K; docs/KERNELS.md); sm_80..89 keep cp.async (not measured here).
-  const bool async = path == DecodeCopyPath::kAsync || (path == DecodeCopyPath::kAuto && sm80 && props.cc < 90);
+  // batch 8, KV 8K; docs/results/bench_decode_h100_2026-11-22.md); sm_80..89 keep cp.async
+  // (not measured here).
+  const bool async =
+      path == DecodeCopyPath::kAsync || (path == DecodeCopyPath::kAuto && sm80 && props.cc < 90);
   const void* kernel = async || !sm80 ? e->kernel : e->kernel_reg;
   const size_t smem = async ? e->smem_async : e->smem_reg;
   const int block_n = async ? e->block_n : e->block_n_reg;
@@ -252,8 +254,8 @@ void decode_forward_cuda(const Context& ctx, const FmhaParams& p, const FmhaShap
       p.causal ? (p.window_right < 0 ? 0 : std::min(p.window_right, 0)) : p.window_right;
   int splits = p.num_splits;
   if (splits == 0) {
-    const int max_k = p.max_seqlen_k > 0 ? p.max_seqlen_k
-                                         : device_max_seqlen(ctx, sh.paged ? p.seqlens_k : p.cu_seqlens_k, !sh.paged);
+    const Tensor& lengths = sh.paged ? p.seqlens_k : p.cu_seqlens_k;
+    const int max_k = p.max_seqlen_k > 0 ? p.max_seqlen_k : device_max_seqlen(ctx, lengths, !sh.paged);
     splits = heuristic_splits(props.sms, ctas_per_sm, batch_heads * q_tiles,
                               visible_keys(p, window_right, max_k, e->rows, group), block_n);
   }

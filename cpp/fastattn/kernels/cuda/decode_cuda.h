@@ -24,12 +24,13 @@ enum class DecodeCopyPath {
 };
 
 // Runs the split-KV attention on p's CUDA tensors on ctx.stream. The key range of each
-// (sequence, KV head, query tile) is cut into p.num_splits parts (0 = heuristic: at least two
-// waves of CTAs over the device's SMs, each part >= 256 keys), each written as an fp32 partial
+// (sequence, KV head, query tile) is cut into p.num_splits parts (0 = heuristic: whole waves of
+// resident CTAs, at least 2 x SMs CTAs, each part >= 256 keys), each written as an fp32 partial
 // with its log-sum-exp into scratch from ctx.allocator (device_allocator(q's device) if that is
 // not on q's device); the last part of a tile to finish merges them (very large launches: a
-// second kernel does). With one part the kernel writes out / lse itself. Scratch is freed when the call returns: safe with the stream-ordered caching device
-// allocator as long as the next user of the block runs on the same stream.
+// second kernel does). With one part the kernel writes out / lse itself. Scratch is freed when
+// the call returns: safe with the stream-ordered caching device allocator as long as the next
+// user of the block runs on the same stream.
 // Throws InvalidArgument for unsupported dtypes / head dims / misaligned tensors.
 void decode_forward_cuda(const Context& ctx, const FmhaParams& p, const FmhaShape& shape,
                          DecodeCopyPath path);

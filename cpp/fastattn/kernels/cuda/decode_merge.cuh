@@ -1,9 +1,10 @@
-// The second kernel of a split launch: combines each row's per-split partial outputs by their
-// log-sum-exp (out = sum_s exp2(lse_s - M) O_s / sum_s exp2(lse_s - M), M = max_s lse_s) and
-// writes out (and the natural-log lse). One CTA of 8 warps per (token, head) row: the warps
-// take every 8th split (so a row's partial loads are in flight together, not one split after
-// another), then sum their results through shared memory. Splits with no visible key carry lse = -inf and weigh 0; a row with
-// no visible key at all gets a zero output and lse = -inf.
+// The merge kernel of split launches too large for the split kernel's own last-CTA merge
+// (decode_cuda.cc): combines each row's per-split partial outputs by their log-sum-exp
+// (out = sum_s exp2(lse_s - M) O_s / sum_s exp2(lse_s - M), M = max_s lse_s) and writes out (and
+// the natural-log lse). One CTA of 8 warps per (token, head) row: the warps take every 8th split
+// (so a row's partial loads are in flight together, not one split after another), then sum their
+// results through shared memory. Splits with no visible key carry lse = -inf and weigh 0; a row
+// with no visible key at all gets a zero output and lse = -inf.
 #pragma once
 
 #include "fastattn/kernels/cuda/decode_common.cuh"
