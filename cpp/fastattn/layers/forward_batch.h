@@ -27,6 +27,8 @@ struct ForwardBatch {
   // of reading the (device) index tensors back. 0 = unknown.
   int max_seqlen_q = 0;
   int max_seqlen_k = 0;
+  // The longest sequence after this pass (max position + 1): dynamic-NTK RoPE's seq_len.
+  int64_t max_total_len = 0;
   // Every sequence starts at position 0 in this batch (a first prefill chunk): attention needs
   // only the batch's own K/V, so a GPU can run the prefill kernel on them directly.
   bool no_cached_prefix = false;

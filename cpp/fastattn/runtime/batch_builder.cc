@@ -83,6 +83,7 @@ layers::ForwardBatch BatchBuilder::build() {
     fb.max_seqlen_k = std::max(fb.max_seqlen_k, seqlens_k_.back());
     fb.max_host_seqlen_k = std::max(fb.max_host_seqlen_k, host_seqlens_k_.back());
     fb.no_cached_prefix = fb.no_cached_prefix && ends_[i] == q_len;
+    fb.max_total_len = std::max(fb.max_total_len, ends_[i]);
   }
   size_t width = 1;
   fill_table(tables_, block_table_, &width);
