@@ -19,6 +19,7 @@ Semantics worth knowing:
 """
 from __future__ import annotations
 
+import json
 import numbers
 import os
 
@@ -71,10 +72,53 @@ def _token_list(prompt, where: str) -> list[int]:
     return out
 
 
+def _session_options(device: str = "cpu", *, num_threads=None, max_batch: int = 8,
+                     max_seq_len=None, kv_block_size: int = 16, kv_dtype: str = "auto",
+                     max_cache_tokens=None, prefill_chunk_tokens: int = 2048,
+                     gpu_memory_fraction: float = 0.9, gpu_kv_budget=None,
+                     host_kv_tokens: int = 0, spill_attention: str = "auto",
+                     verbose: bool = False, tp_overlap: bool = True,
+                     tp_tiles=None) -> "_C.SessionOptions":
+    """The checked _C.SessionOptions of Session's keyword arguments (documented there)."""
+    if not isinstance(device, str):
+        raise TypeError(f"device must be a string, got {type(device).__name__}")
+    if not isinstance(kv_dtype, str) or kv_dtype not in _KV_DTYPES:
+        raise ValueError(f"kv_dtype must be one of {', '.join(_KV_DTYPES)}, got {kv_dtype!r}")
+    opts = _C.SessionOptions()
+    opts.device = device
+    opts.num_threads = 0 if num_threads is None else _check_int("num_threads", num_threads, 1)
+    opts.max_batch = _check_int("max_batch", max_batch, 1)
+    opts.max_seq_len = 0 if max_seq_len is None else _check_int("max_seq_len", max_seq_len, 1)
+    opts.kv_block_size = _check_int("kv_block_size", kv_block_size, 1)
+    opts.kv_dtype = kv_dtype
+    opts.max_cache_tokens = (0 if max_cache_tokens is None
+                             else _check_int("max_cache_tokens", max_cache_tokens, 1))
+    opts.prefill_chunk_tokens = _check_int("prefill_chunk_tokens", prefill_chunk_tokens, 1)
+    gpu_memory_fraction = _check_float("gpu_memory_fraction", gpu_memory_fraction)
+    if not 0.0 < gpu_memory_fraction <= 1.0:
+        raise ValueError(f"gpu_memory_fraction must be in (0, 1], got {gpu_memory_fraction}")
+    opts.gpu_memory_fraction = gpu_memory_fraction
+    if gpu_kv_budget is not None:
+        gpu_kv_budget = _check_float("gpu_kv_budget", gpu_kv_budget)
+        if gpu_kv_budget <= 0:
+            raise ValueError(f"gpu_kv_budget must be > 0 (a fraction <= 1 or bytes), got "
+                             f"{gpu_kv_budget}")
+        opts.gpu_kv_budget = gpu_kv_budget
+    opts.host_kv_tokens = _check_int("host_kv_tokens", host_kv_tokens, 0)
+    if spill_attention not in ("auto", "cpu", "stream"):
+        raise ValueError(f"spill_attention must be auto, cpu or stream, got {spill_attention!r}")
+    opts.spill_attention = spill_attention
+    opts.verbose = bool(verbose)
+    opts.tp_overlap = bool(tp_overlap)
+    opts.tp_tiles = 0 if tp_tiles is None else _check_int("tp_tiles", tp_tiles, 1)
+    return opts
+
+
 class Session:
     """An exported model loaded for inference, with its paged KV cache.
 
-    model_dir: an exported model directory (config.json, rank0/...).
+    model_dir: an exported model directory (config.json, rank0/...). Session.from_memory(config,
+        tensors) takes weights already in memory instead (e.g. fastattention.random_weights).
     device: "cpu", "cuda" or "cuda:N" (a CUDA build; see fastattention.cuda_available()). On a
         GPU the weights are copied to the device, activations and the KV cache use the weights'
         dtype, and the KV cache gets what gpu_memory_fraction leaves after the weights and
@@ -118,42 +162,51 @@ class Session:
                  tp_tiles=None):
         if not isinstance(model_dir, (str, os.PathLike)):
             raise TypeError(f"model_dir must be a path, got {type(model_dir).__name__}")
-        if not isinstance(device, str):
-            raise TypeError(f"device must be a string, got {type(device).__name__}")
-        if not isinstance(kv_dtype, str) or kv_dtype not in _KV_DTYPES:
-            raise ValueError(f"kv_dtype must be one of {', '.join(_KV_DTYPES)}, got {kv_dtype!r}")
-        opts = _C.SessionOptions()
-        opts.device = device
-        opts.num_threads = 0 if num_threads is None else _check_int("num_threads", num_threads, 1)
-        opts.max_batch = _check_int("max_batch", max_batch, 1)
-        opts.max_seq_len = 0 if max_seq_len is None else _check_int("max_seq_len", max_seq_len, 1)
-        opts.kv_block_size = _check_int("kv_block_size", kv_block_size, 1)
-        opts.kv_dtype = kv_dtype
-        opts.max_cache_tokens = (0 if max_cache_tokens is None
-                                 else _check_int("max_cache_tokens", max_cache_tokens, 1))
-        opts.prefill_chunk_tokens = _check_int("prefill_chunk_tokens", prefill_chunk_tokens, 1)
-        gpu_memory_fraction = _check_float("gpu_memory_fraction", gpu_memory_fraction)
-        if not 0.0 < gpu_memory_fraction <= 1.0:
-            raise ValueError(f"gpu_memory_fraction must be in (0, 1], got {gpu_memory_fraction}")
-        opts.gpu_memory_fraction = gpu_memory_fraction
-        if gpu_kv_budget is not None:
-            gpu_kv_budget = _check_float("gpu_kv_budget", gpu_kv_budget)
-            if gpu_kv_budget <= 0:
-                raise ValueError(f"gpu_kv_budget must be > 0 (a fraction <= 1 or bytes), got "
-                                 f"{gpu_kv_budget}")
-            opts.gpu_kv_budget = gpu_kv_budget
-        opts.host_kv_tokens = _check_int("host_kv_tokens", host_kv_tokens, 0)
-        if spill_attention not in ("auto", "cpu", "stream"):
-            raise ValueError(f"spill_attention must be auto, cpu or stream, got {spill_attention!r}")
-        opts.spill_attention = spill_attention
-        opts.verbose = bool(verbose)
-        opts.tp_overlap = bool(tp_overlap)
-        opts.tp_tiles = 0 if tp_tiles is None else _check_int("tp_tiles", tp_tiles, 1)
+        opts = _session_options(
+            device, num_threads=num_threads, max_batch=max_batch, max_seq_len=max_seq_len,
+            kv_block_size=kv_block_size, kv_dtype=kv_dtype, max_cache_tokens=max_cache_tokens,
+            prefill_chunk_tokens=prefill_chunk_tokens, gpu_memory_fraction=gpu_memory_fraction,
+            gpu_kv_budget=gpu_kv_budget, host_kv_tokens=host_kv_tokens,
+            spill_attention=spill_attention, verbose=verbose, tp_overlap=tp_overlap,
+            tp_tiles=tp_tiles)
         self.model_dir = os.fspath(model_dir)
         # Under mpirun, a rank that fails (here or later) ends the job instead of leaving the
         # other ranks waiting for it.
         distributed.abort_on_error()
         self._session = _C.InferenceSession(self.model_dir, opts)
+
+    @classmethod
+    def from_memory(cls, config: dict, tensors, device: str = "cpu", **options) -> "Session":
+        """A session over weights already in memory, with no model directory.
+
+        config: the model's config.json as a dict (docs/FORMAT.md; "format" and
+            "format_version" may be left out). Under mpirun, its tp_size is the number of ranks.
+        tensors: THIS process's rank's tensors {name: array} (names and shapes of docs/FORMAT.md
+            "Tensors of rank r"; under mpirun the rank is fastattention.distributed.rank()):
+            C-contiguous numpy arrays (or CPU torch tensors) of the config's dtype. On the CPU
+            they are used in place, not copied: the session keeps them alive, and they must not
+            be changed while it lives. On a GPU they are copied at load and let go of after.
+        device, options: as for Session(model_dir, ...).
+
+        fastattention.random_weights builds such tensors from a seed (any rank's shard).
+        Errors: a missing tensor or one of the wrong dtype or shape raises WeightFileError naming
+        it; a bad config raises WeightFileError naming the key.
+        """
+        if not isinstance(config, dict):
+            raise TypeError(f"config must be a dict (a config.json), got {type(config).__name__}")
+        if not hasattr(tensors, "items"):
+            raise TypeError(f"tensors must be a dict {{name: array}}, got "
+                            f"{type(tensors).__name__}")
+        try:
+            text = json.dumps({"format": "fastattention", "format_version": 1, **config})
+        except TypeError as e:
+            raise TypeError(f"config: not JSON-serialisable: {e}") from None
+        opts = _session_options(device, **options)
+        self = cls.__new__(cls)
+        self.model_dir = None
+        distributed.abort_on_error()
+        self._session = _C.InferenceSession.from_memory(text, dict(tensors), opts)
+        return self
 
     def generate(self, prompts, max_new_tokens: int, *, temperature: float = 0.0, top_k: int = 0,
                  top_p: float = 1.0, seed: int = 0, stop_tokens=()) -> list[list[int]]:
@@ -208,6 +261,11 @@ class Session:
         return self._session.world_size
 
     @property
+    def weight_bytes(self) -> int:
+        """Bytes of this rank's weights (mapped files, or the in-memory tensors)."""
+        return self._session.weight_bytes
+
+    @property
     def kv_cache_bytes(self) -> int:
         return self._session.kv_cache_bytes
 
@@ -223,5 +281,6 @@ class Session:
 
     def __repr__(self) -> str:
         c = self.config
-        return (f"Session({self.model_dir!r}, {c['architecture']}, {c['num_layers']} layers, "
+        where = "in-memory weights" if self.model_dir is None else repr(self.model_dir)
+        return (f"Session({where}, {c['architecture']}, {c['num_layers']} layers, "
                 f"hidden {c['hidden_size']}, vocab {c['vocab_size']})")

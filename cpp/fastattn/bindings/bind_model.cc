@@ -1,9 +1,14 @@
 // Model and session bindings: _C.SessionOptions and _C.InferenceSession (generate / logits with
-// the GIL released, timings, config as a dict).
+// the GIL released, timings, config as a dict; from_memory for weights built in memory), and
+// _C.fill_random_weight (models/random_weights.h).
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
+#include <map>
+#include <memory>
+
 #include "fastattn/bindings/bindings.h"
+#include "fastattn/models/random_weights.h"
 #include "fastattn/runtime/session.h"
 
 namespace fastattn::py_bind {
@@ -88,9 +93,60 @@ py::dict timings_dict(const runtime::Timings& t) {
   return d;
 }
 
+// The in-memory session: zero-copy views of the arrays in `tensors`; a shallow copy of the dict
+// is held (as the session's weights owner) until the session no longer needs the arrays.
+std::unique_ptr<InferenceSession> session_from_memory(const std::string& config_json,
+                                                      const py::dict& tensors,
+                                                      const SessionOptions& options) {
+  const models::ModelConfig config = models::parse_model_config(config_json, "in-memory config");
+  std::map<std::string, Tensor> views;
+  for (const auto& item : tensors) {
+    if (!py::isinstance<py::str>(item.first)) {
+      throw py::type_error("tensors: keys must be tensor names (str), got " +
+                           std::string(py::str(py::type::of(item.first).attr("__name__"))));
+    }
+    const std::string name = item.first.cast<std::string>();
+    views[name] = tensor_from_py(item.second, ("tensors['" + name + "']").c_str());
+  }
+  // Deleted with the GIL held: the last owner may be released where the GIL is not.
+  // A shallow copy: the arrays stay held whatever later happens to the caller's dict.
+  auto* held = new py::object(tensors.attr("copy")());
+  std::shared_ptr<const void> owner(held, [](const void* p) {
+    py::gil_scoped_acquire gil;
+    delete static_cast<const py::object*>(p);
+  });
+  py::gil_scoped_release release;
+  return std::make_unique<InferenceSession>(config, views, options, std::move(owner));
+}
+
+void fill_random(py::handle out, uint64_t seed, const std::string& name, py::handle logical_rows,
+                 int64_t logical_cols, int64_t col_offset, double scale, double shift,
+                 int num_threads) {
+  Tensor t = tensor_from_py(out, "out");
+  const Tensor rows = tensor_from_py(logical_rows, "logical_rows");
+  models::RandomFillParams p;
+  p.seed = seed;
+  p.name = name;
+  p.logical_cols = logical_cols;
+  p.col_offset = col_offset;
+  p.scale = scale;
+  p.shift = shift;
+  FA_CHECK(num_threads >= 0, "num_threads: must be >= 0 (0 = default), got ", num_threads);
+  const Context ctx = cpu_context(num_threads);
+  py::gil_scoped_release release;
+  models::fill_random_weight(ctx, p, rows, t);
+}
+
 }  // namespace
 
 void bind_model(py::module_& m) {
+  m.def("fill_random_weight", &fill_random, py::arg("out"), py::arg("seed"), py::arg("name"),
+        py::arg("logical_rows"), py::arg("logical_cols"), py::arg("col_offset") = 0,
+        py::arg("scale") = 1.0, py::arg("shift") = 0.0, py::arg("num_threads") = 0,
+        "Fills out ([rows] or [rows, cols], float32/16, bfloat16) with the split-independent "
+        "random values of models/random_weights.h: row i is logical row logical_rows[i] (-1: "
+        "zeros), columns start at logical column col_offset of logical_cols.");
+
   py::class_<SessionOptions>(m, "SessionOptions", "Options of an InferenceSession.")
       .def(py::init<>())
       .def_readwrite("device", &SessionOptions::device)
@@ -121,6 +177,11 @@ void bind_model(py::module_& m) {
                                "A loaded model with its KV cache, serving generate() and logits().")
       .def(py::init<const std::string&, const SessionOptions&>(), py::arg("model_dir"),
            py::arg("options") = SessionOptions(), py::call_guard<py::gil_scoped_release>())
+      .def_static("from_memory", &session_from_memory, py::arg("config_json"), py::arg("tensors"),
+                  py::arg("options") = SessionOptions(),
+                  "A session over this rank's weights in memory: config_json is a config.json "
+                  "text, tensors maps names to arrays (docs/FORMAT.md), used in place on the "
+                  "CPU, copied to a GPU.")
       .def(
           "generate",
           [](InferenceSession& s, const std::vector<std::vector<int64_t>>& prompts,

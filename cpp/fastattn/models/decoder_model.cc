@@ -25,6 +25,21 @@ DecoderModel::DecoderModel(const std::string& model_dir, int rank, Device device
   arena_.finish();
 }
 
+DecoderModel::DecoderModel(ModelConfig config, WeightStore store, int rank, Device device)
+    : model_dir_(store.dir()),
+      rank_(rank),
+      config_(std::move(config)),
+      store_(std::move(store)),
+      arena_(device, store_.memory_bytes(), store_.memory_tensors(), store_.dir()) {
+  FA_CHECK(store_.in_memory(), "DecoderModel: this constructor takes in-memory weights ",
+           "(WeightStore::from_memory); got the directory ", store_.dir());
+  FA_CHECK(rank >= 0 && rank < config_.tp_size, "rank ", rank, " out of range for tp_size ",
+           config_.tp_size, " in ", config_.file);
+  load_weights();
+  arena_.finish();
+  if (arena_.device().type != DeviceType::kCPU) store_.release_memory();
+}
+
 DType DecoderModel::activation_dtype() const {
   return device().type == DeviceType::kCPU ? DType::kFloat32 : config_.dtype;
 }

@@ -39,8 +39,14 @@ class DecoderModel {
   // file for anything missing or malformed. On a GPU `device` the weights are copied to it
   // (OutOfMemory, before any copy, when they do not fit).
   explicit DecoderModel(const std::string& model_dir, int rank = 0, Device device = {});
+  // In-memory weights: a parsed config (parse_model_config) and rank `rank`'s tensors in `store`
+  // (WeightStore::from_memory; names and shapes as in the files). On the CPU the tensors are
+  // used in place (zero-copy); on a GPU they are copied to it and the store lets go of them.
+  // Throws FileError naming the tensor that is missing or of the wrong dtype or shape.
+  DecoderModel(ModelConfig config, WeightStore store, int rank, Device device = {});
 
   const ModelConfig& config() const { return config_; }
+  // The model directory (in memory: the store's label).
   const std::string& model_dir() const { return model_dir_; }
   size_t weight_bytes() const { return store_.mapped_bytes(); }
   Device device() const { return arena_.device(); }

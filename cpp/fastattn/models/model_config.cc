@@ -177,6 +177,18 @@ void check_consistency(const KeyReader& r, const ModelConfig& c) {
     r.fail("tp_size", "(" + std::to_string(c.tp_size) + ") must divide intermediate_size (" +
                           std::to_string(c.intermediate_size) + ")");
   }
+  if (c.architecture == "pangu") {  // the family's graph (docs/FORMAT.md "Architecture families")
+    if (c.norm_type != kernels::NormType::kLayerNorm) {
+      r.fail("norm_type", "must be 'layernorm' for architecture 'pangu' (pre-LayerNorm with bias)");
+    }
+    if (c.gated_ffn) {
+      r.fail("gated_ffn",
+             "must be false for architecture 'pangu' (a plain GeLU FFN: down(gelu(up(x))))");
+    }
+    if (c.activation == Activation::kSilu) {
+      r.fail("activation", "must be 'gelu' or 'gelu_tanh' for architecture 'pangu'");
+    }
+  }
   if (c.gated_ffn == false && c.activation == Activation::kSilu) {
     r.fail("activation", "'silu' needs gated_ffn = true (SwiGLU); a plain FFN supports gelu and "
                          "gelu_tanh");

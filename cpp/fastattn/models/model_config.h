@@ -18,7 +18,9 @@ const char* activation_name(Activation a);
 
 struct ModelConfig {
   std::string file;          // the config.json it was read from (for messages)
-  std::string architecture;  // llama | qwen2 | mistral | gpt | pangu (the graph is driven by keys)
+  // llama | qwen2 | mistral | gpt | pangu. The graph is driven by the keys below; "pangu" also
+  // requires its family's keys (layernorm, gated_ffn false, gelu / gelu_tanh: docs/FORMAT.md).
+  std::string architecture;
   DType dtype = DType::kFloat16;  // dtype of every tensor file
   int tp_size = 1;
 

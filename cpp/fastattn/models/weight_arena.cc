@@ -38,12 +38,23 @@ Allocator* arena_allocator(Device device) {
 WeightArena::WeightArena(Device device, const std::string& rank_dir) : device_(device) {
   Allocator* a = arena_allocator(device);
   if (a == nullptr) return;
-  const size_t bytes = tensor_files_bytes(rank_dir);
+  allocate(a, tensor_files_bytes(rank_dir), rank_dir);
+}
+
+WeightArena::WeightArena(Device device, size_t data_bytes, size_t num_tensors,
+                         const std::string& source)
+    : device_(device) {
+  Allocator* a = arena_allocator(device);
+  if (a == nullptr) return;
+  allocate(a, data_bytes + num_tensors * kAlign, source);
+}
+
+void WeightArena::allocate(Allocator* a, size_t bytes, const std::string& source) {
   try {
     arena_ = Buffer(a, bytes);
   } catch (const OutOfMemory& e) {
-    FA_THROW_AS(OutOfMemory, rank_dir, ": the weights need ", bytes >> 20, " MiB on ",
-                device.str(), ", which does not have them free: ", e.what());
+    FA_THROW_AS(OutOfMemory, source, ": the weights need ", bytes >> 20, " MiB on ",
+                device_.str(), ", which does not have them free: ", e.what());
   }
 }
 

@@ -16,6 +16,8 @@ class WeightArena {
  public:
   // rank_dir: the folder of the rank's *.fat files (their total size bounds the arena).
   WeightArena(Device device, const std::string& rank_dir);
+  // In-memory weights: num_tensors tensors of data_bytes in all; `source` names them in messages.
+  WeightArena(Device device, size_t data_bytes, size_t num_tensors, const std::string& source);
 
   // The tensor as the model should use it: `host` itself on the CPU, a device copy on a GPU.
   Tensor place(const Tensor& host);
@@ -27,6 +29,8 @@ class WeightArena {
   size_t device_bytes() const { return used_; }
 
  private:
+  void allocate(Allocator* a, size_t bytes, const std::string& source);
+
   Device device_;
   Buffer arena_;
   size_t used_ = 0;

@@ -118,7 +118,58 @@ WeightStore::WeightStore(std::string rank_dir) : dir_(std::move(rank_dir)) {
   }
 }
 
+WeightStore WeightStore::from_memory(std::map<std::string, Tensor> tensors, std::string label,
+                                     std::shared_ptr<const void> owner) {
+  WeightStore s;
+  s.dir_ = std::move(label);
+  s.in_memory_ = true;
+  s.memory_ = std::move(tensors);
+  s.owner_ = std::move(owner);
+  return s;
+}
+
+size_t WeightStore::memory_bytes() const {
+  size_t total = 0;
+  for (const auto& [name, t] : memory_) total += t.nbytes();
+  return total;
+}
+
+void WeightStore::release_memory() {
+  memory_.clear();
+  owner_.reset();
+}
+
+Tensor WeightStore::load_from_memory(const std::string& name, DType dtype,
+                                     const std::vector<int64_t>& shape) {
+  const auto it = memory_.find(name);
+  if (it == memory_.end()) {
+    FA_THROW_AS(FileError, dir_, ": tensor '", name, "' is missing (the config needs ",
+                dtype_name(dtype), shape_str(shape), ")");
+  }
+  const Tensor& t = it->second;
+  if (t.dtype() != dtype) {
+    FA_THROW_AS(FileError, dir_, ": tensor '", name, "' is ", dtype_name(t.dtype()),
+                ", but the config says ", dtype_name(dtype));
+  }
+  if (t.shape() != shape) {
+    FA_THROW_AS(FileError, dir_, ": tensor '", name, "' has shape ", shape_str(t.shape()),
+                ", but the config implies ", shape_str(shape));
+  }
+  if (!t.is_contiguous()) {
+    FA_THROW_AS(FileError, dir_, ": tensor '", name, "' is not contiguous (strides ",
+                shape_str(t.strides()), "); pass a contiguous array");
+  }
+  if (t.device().type != DeviceType::kCPU) {
+    FA_THROW_AS(FileError, dir_, ": tensor '", name, "' is on ", t.device().str(),
+                "; in-memory weights must be in host memory");
+  }
+  mapped_bytes_ += t.nbytes();
+  loaded_.insert(name);
+  return t;
+}
+
 Tensor WeightStore::load(const std::string& name, DType dtype, const std::vector<int64_t>& shape) {
+  if (in_memory_) return load_from_memory(name, dtype, shape);
   const std::string path = dir_ + "/" + name + ".fat";
   auto file = std::make_unique<MappedFile>(path);
   const TensorFileHeader h = parse_tensor_header(file->data(), file->size(), path);
@@ -142,6 +193,12 @@ Tensor WeightStore::load(const std::string& name, DType dtype, const std::vector
 
 std::vector<std::string> WeightStore::unused_files() const {
   std::vector<std::string> out;
+  if (in_memory_) {
+    for (const auto& [name, t] : memory_) {
+      if (loaded_.count(name) == 0) out.push_back(name);
+    }
+    return out;
+  }
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator(dir_, ec)) {
     const std::string fname = entry.path().filename().string();

@@ -1,8 +1,11 @@
-// WeightStore: the tensor files (*.fat, docs/FORMAT.md) of one tensor-parallel rank, memory-mapped
-// read-only. Tensors handed out are zero-copy views into the mappings, valid while the store lives.
+// WeightStore: the tensors of one tensor-parallel rank, by name (docs/FORMAT.md): either its
+// tensor files (*.fat), memory-mapped read-only, or tensors already in memory (from_memory: e.g.
+// numpy arrays a Python caller built). Tensors handed out are zero-copy views, valid while the
+// store lives (and, in memory, while the caller's buffers do).
 #pragma once
 
 #include <cstddef>
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -46,20 +49,44 @@ class WeightStore {
   // rank_dir: MODEL_DIR/rank{r}. Throws FileError if it is not a directory.
   explicit WeightStore(std::string rank_dir);
 
-  // Maps rank_dir/<name>.fat and checks it holds `dtype` with `shape`; returns a view of it.
+  // In-memory weights: `tensors` by name, each contiguous and in host memory (checked by load()).
+  // The store does not copy them: `owner` (may be null) keeps their memory alive while the store
+  // holds it (see release_memory()). `label` names the source in messages (it is dir()).
+  static WeightStore from_memory(std::map<std::string, Tensor> tensors, std::string label,
+                                 std::shared_ptr<const void> owner = nullptr);
+
+  // Files: maps rank_dir/<name>.fat and checks it holds `dtype` with `shape`; returns a view of
+  // it. In memory: the tensor `name`, checked the same way. Throws FileError naming the file or
+  // the tensor and what is wrong.
   Tensor load(const std::string& name, DType dtype, const std::vector<int64_t>& shape);
 
-  // *.fat files in the directory that no load() asked for (a config / weights mismatch sign).
+  // *.fat files in the directory (in memory: tensor names) that no load() asked for (a config /
+  // weights mismatch sign).
   std::vector<std::string> unused_files() const;
 
+  // Bytes of the tensors load() handed out (mapped files, or in-memory tensors).
   size_t mapped_bytes() const { return mapped_bytes_; }
   const std::string& dir() const { return dir_; }
 
+  bool in_memory() const { return in_memory_; }
+  // In memory: bytes and count of all tensors given (what a device copy of them needs).
+  size_t memory_bytes() const;
+  size_t memory_tensors() const { return memory_.size(); }
+  // In memory: drops the tensors and `owner` (once a GPU model has copied them); views handed
+  // out before stay as valid as the caller's buffers are.
+  void release_memory();
+
  private:
+  WeightStore() = default;
+  Tensor load_from_memory(const std::string& name, DType dtype, const std::vector<int64_t>& shape);
+
   std::string dir_;
   std::vector<std::unique_ptr<MappedFile>> files_;
   std::set<std::string> loaded_;
   size_t mapped_bytes_ = 0;
+  bool in_memory_ = false;
+  std::map<std::string, Tensor> memory_;
+  std::shared_ptr<const void> owner_;
 };
 
 }  // namespace fastattn::models

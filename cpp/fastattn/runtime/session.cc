@@ -43,6 +43,26 @@ struct InferenceSession::Sequence {
 
 InferenceSession::InferenceSession(const std::string& model_dir, const SessionOptions& options)
     : options_(options), spill_paths_(options.spill_attention) {
+  const Device device = check_options(options);
+  init(models::load_model_config(model_dir), device, model_dir,
+       [&] { return std::make_unique<models::DecoderModel>(model_dir, tp_.rank(), device); });
+}
+
+InferenceSession::InferenceSession(const models::ModelConfig& config,
+                                   const std::map<std::string, Tensor>& weights,
+                                   const SessionOptions& options, std::shared_ptr<const void> owner)
+    : options_(options), spill_paths_(options.spill_attention) {
+  const Device device = check_options(options);
+  const std::string source = "in-memory weights";
+  init(config, device, source, [&] {
+    const std::string label = source + " of rank " + std::to_string(tp_.rank());
+    return std::make_unique<models::DecoderModel>(
+        config, models::WeightStore::from_memory(weights, label, std::move(owner)), tp_.rank(),
+        device);
+  });
+}
+
+Device InferenceSession::check_options(const SessionOptions& options) const {
   const Device device = rank_device(options.device);  // "cuda" under mpirun: the local rank's GPU
 #if !defined(FASTATTN_WITH_CUDA)
   FA_CHECK(device.type == DeviceType::kCPU, "device '", options.device,
@@ -65,11 +85,15 @@ InferenceSession::InferenceSession(const std::string& model_dir, const SessionOp
     FA_CHECK(is_floating(kv_dtype), "kv_dtype: must be auto, float32, float16 or bfloat16, got '",
              options.kv_dtype, "'");
   }
+  return device;
+}
 
+void InferenceSession::init(
+    const models::ModelConfig& cfg, const Device& device, const std::string& source,
+    const std::function<std::unique_ptr<models::DecoderModel>()>& make_model) {
   // Before any weight is mapped: tp_size against the mpirun job (an error on every rank when
   // they differ), and the communicator (none for one rank: no MPI needed).
-  const models::ModelConfig cfg = models::load_model_config(model_dir);
-  tp_ = TensorParallel(cfg, device, TensorParallelOptions{options.tp_overlap, options.tp_tiles});
+  tp_ = TensorParallel(cfg, device, TensorParallelOptions{options_.tp_overlap, options_.tp_tiles});
 
   setup_device(device);
   ctx_.comm = tp_.comm();
@@ -79,9 +103,7 @@ InferenceSession::InferenceSession(const std::string& model_dir, const SessionOp
   sampled_host_ = OwnedTensor(pinned_host_allocator(), DType::kInt32, {0});
   device_batch_ = std::make_unique<DeviceBatch>(ctx_.allocator, pinned_host_allocator());
   // A rank whose shard fails to load must not leave the others waiting: all ranks throw.
-  tp_.run_on_all_ranks("loading the model", [&] {
-    model_ = std::make_unique<models::DecoderModel>(model_dir, tp_.rank(), device);
-  });
+  tp_.run_on_all_ranks("loading the model", [&] { model_ = make_model(); });
   resolve_options();
 
   const DType kv_dtype = resolve_kv_dtype();
@@ -122,7 +144,7 @@ InferenceSession::InferenceSession(const std::string& model_dir, const SessionOp
 
   if (options_.verbose && tp_.rank() == 0) {
     log_message(LogLevel::kInfo,
-                detail::concat("loaded ", model_dir, " (", config().architecture, ", ",
+                detail::concat("loaded ", source, " (", config().architecture, ", ",
                                config().num_layers, " layers, ", mib(weight_bytes()),
                                " of weights mapped); KV cache ", mib(kv_cache_bytes()), " for ",
                                num_blocks * bs, " tokens (", num_blocks, " blocks of ", bs, ", ",

@@ -8,6 +8,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -93,6 +95,15 @@ class InferenceSession {
  public:
   // Throws FileError for a broken model directory, InvalidArgument for bad options.
   InferenceSession(const std::string& model_dir, const SessionOptions& options = {});
+  // In-memory weights: `config` (models::parse_model_config of a config.json text) and THIS
+  // process's rank's tensors by name (docs/FORMAT.md "Tensors of rank r"; under mpirun the rank
+  // is the MPI rank), contiguous, in host memory. On the CPU the session uses them in place:
+  // they must stay alive and unchanged while it lives (`owner`, if given, is held until then);
+  // on a GPU they are copied at load and `owner` is dropped after. Throws FileError naming a
+  // missing or mis-shaped tensor, InvalidArgument for bad options.
+  InferenceSession(const models::ModelConfig& config, const std::map<std::string, Tensor>& weights,
+                   const SessionOptions& options = {},
+                   std::shared_ptr<const void> owner = nullptr);
   ~InferenceSession();
 
   // New tokens of each prompt (not the prompt itself). Bad input throws InvalidArgument naming
@@ -123,6 +134,11 @@ class InferenceSession {
 
  private:
   struct Sequence;
+  // The constructors' shared parts: options checked (returns the device), then everything after
+  // the config is known; make_model builds this rank's model (on every rank together).
+  Device check_options(const SessionOptions& options) const;
+  void init(const models::ModelConfig& cfg, const Device& device, const std::string& source,
+            const std::function<std::unique_ptr<models::DecoderModel>()>& make_model);
   void resolve_options();
   void setup_device(const Device& device);
   DType resolve_kv_dtype() const;
