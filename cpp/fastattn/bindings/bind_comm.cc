@@ -21,15 +21,6 @@
 namespace fastattn::py_bind {
 namespace {
 
-Context comm_context(const Tensor& t, int num_threads, uintptr_t stream) {
-  FA_CHECK(num_threads >= 0, "num_threads: expected >= 0 (0 = the OpenMP default), got ",
-           num_threads);
-  Context ctx = cpu_context(num_threads);
-  ctx.stream = reinterpret_cast<void*>(stream);
-  if (t.defined() && t.device().type == DeviceType::kCUDA) ctx.device = t.device();
-  return ctx;
-}
-
 py::dict distributed_info() {
   const comm::LaunchInfo li = comm::detect_launch();
   py::dict d;
@@ -99,7 +90,7 @@ void bind_comm(py::module_& m) {
           "all_reduce_sum",
           [](Communicator& c, const py::handle& buf, uintptr_t stream) {
             Tensor t = tensor_from_py(buf, "buf");
-            const Context ctx = comm_context(t, 0, stream);
+            const Context ctx = call_context(0, stream, t);
             py::gil_scoped_release release;
             c.all_reduce_sum(ctx, t);
           },
@@ -108,7 +99,7 @@ void bind_comm(py::module_& m) {
           "all_reduce_sum_tiled",
           [](Communicator& c, const py::handle& buf, int num_tiles, uintptr_t stream) {
             Tensor t = tensor_from_py(buf, "buf");
-            const Context ctx = comm_context(t, 0, stream);
+            const Context ctx = call_context(0, stream, t);
             py::gil_scoped_release release;
             tiled_all_reduce(ctx, c, t, num_tiles, [](int64_t, int64_t) {});
           },
@@ -122,7 +113,7 @@ void bind_comm(py::module_& m) {
             const Tensor xt = tensor_from_py(x, "x");
             const Tensor wt = tensor_from_py(w, "w");
             Tensor yt = tensor_from_py(y, "y");
-            const Context ctx = comm_context(yt, num_threads, stream);
+            const Context ctx = call_context(num_threads, stream, yt);
             py::gil_scoped_release release;
             linear_all_reduce(ctx, c, xt, wt, yt);
           },
@@ -135,7 +126,7 @@ void bind_comm(py::module_& m) {
           [](Communicator& c, const py::handle& in, const py::handle& out, uintptr_t stream) {
             const Tensor it = tensor_from_py(in, "in");
             Tensor ot = tensor_from_py(out, "out");
-            const Context ctx = comm_context(ot, 0, stream);
+            const Context ctx = call_context(0, stream, ot);
             py::gil_scoped_release release;
             c.all_gather(ctx, it, ot);
           },
@@ -145,7 +136,7 @@ void bind_comm(py::module_& m) {
           "broadcast",
           [](Communicator& c, const py::handle& buf, int root, uintptr_t stream) {
             Tensor t = tensor_from_py(buf, "buf");
-            const Context ctx = comm_context(t, 0, stream);
+            const Context ctx = call_context(0, stream, t);
             py::gil_scoped_release release;
             c.broadcast(ctx, t, root);
           },

@@ -16,14 +16,6 @@
 namespace fastattn::py_bind {
 namespace {
 
-Context make_context(int num_threads, uintptr_t stream) {
-  FA_CHECK(num_threads >= 0, "num_threads: expected >= 0 (0 = the OpenMP default), got ",
-           num_threads);
-  Context ctx = cpu_context(num_threads);
-  ctx.stream = reinterpret_cast<void*>(stream);
-  return ctx;
-}
-
 kernels::NormParams norm_params(const std::string& type, float eps) {
   kernels::NormParams p;
   if (type == "rms") {
@@ -47,7 +39,7 @@ kernels::GeluApprox gelu_approx(const std::string& approx) {
 void norm_py(const py::handle& x, const py::handle& weight, const py::handle& bias,
              const py::handle& out, const std::string& type, float eps, int num_threads,
              uintptr_t stream) {
-  const Context ctx = make_context(num_threads, stream);
+  const Context ctx = call_context(num_threads, stream);
   const kernels::NormParams p = norm_params(type, eps);
   const Tensor xt = tensor_from_py(x, "x"), wt = tensor_from_py(weight, "weight");
   const Tensor bt = optional_tensor_from_py(bias, "bias");
@@ -59,7 +51,7 @@ void norm_py(const py::handle& x, const py::handle& weight, const py::handle& bi
 void add_norm_py(const py::handle& residual, const py::handle& x, const py::handle& weight,
                  const py::handle& bias, const py::handle& out, const std::string& type, float eps,
                  int num_threads, uintptr_t stream) {
-  const Context ctx = make_context(num_threads, stream);
+  const Context ctx = call_context(num_threads, stream);
   const kernels::NormParams p = norm_params(type, eps);
   Tensor rt = tensor_from_py(residual, "residual");
   const Tensor xt = tensor_from_py(x, "x"), wt = tensor_from_py(weight, "weight");
@@ -71,7 +63,7 @@ void add_norm_py(const py::handle& residual, const py::handle& x, const py::hand
 
 void linear_py(const py::handle& x, const py::handle& w, const py::handle& bias,
                const py::handle& y, int num_threads, uintptr_t stream) {
-  const Context ctx = make_context(num_threads, stream);
+  const Context ctx = call_context(num_threads, stream);
   const Tensor xt = tensor_from_py(x, "x"), wt = tensor_from_py(w, "w");
   const Tensor bt = optional_tensor_from_py(bias, "bias");
   Tensor yt = tensor_from_py(y, "y");
@@ -80,7 +72,7 @@ void linear_py(const py::handle& x, const py::handle& w, const py::handle& bias,
 }
 
 void add_bias_py(const py::handle& bias, const py::handle& y, int num_threads, uintptr_t stream) {
-  const Context ctx = make_context(num_threads, stream);
+  const Context ctx = call_context(num_threads, stream);
   const Tensor bt = tensor_from_py(bias, "bias");
   Tensor yt = tensor_from_py(y, "y");
   py::gil_scoped_release release;
@@ -89,7 +81,7 @@ void add_bias_py(const py::handle& bias, const py::handle& y, int num_threads, u
 
 void swiglu_py(const py::handle& gate_up, const py::handle& out, int num_threads,
                uintptr_t stream) {
-  const Context ctx = make_context(num_threads, stream);
+  const Context ctx = call_context(num_threads, stream);
   const Tensor gt = tensor_from_py(gate_up, "gate_up");
   Tensor ot = tensor_from_py(out, "out");
   py::gil_scoped_release release;
@@ -98,7 +90,7 @@ void swiglu_py(const py::handle& gate_up, const py::handle& out, int num_threads
 
 void geglu_py(const py::handle& gate_up, const py::handle& out, const std::string& approximate,
               int num_threads, uintptr_t stream) {
-  const Context ctx = make_context(num_threads, stream);
+  const Context ctx = call_context(num_threads, stream);
   const kernels::GeluApprox approx = gelu_approx(approximate);
   const Tensor gt = tensor_from_py(gate_up, "gate_up");
   Tensor ot = tensor_from_py(out, "out");
@@ -108,7 +100,7 @@ void geglu_py(const py::handle& gate_up, const py::handle& out, const std::strin
 
 void gelu_py(const py::handle& x, const py::handle& out, const std::string& approximate,
              int num_threads, uintptr_t stream) {
-  const Context ctx = make_context(num_threads, stream);
+  const Context ctx = call_context(num_threads, stream);
   const kernels::GeluApprox approx = gelu_approx(approximate);
   const Tensor xt = tensor_from_py(x, "x");
   Tensor ot = tensor_from_py(out, "out");
@@ -118,7 +110,7 @@ void gelu_py(const py::handle& x, const py::handle& out, const std::string& appr
 
 void add_py(const py::handle& a, const py::handle& b, const py::handle& out, int num_threads,
             uintptr_t stream) {
-  const Context ctx = make_context(num_threads, stream);
+  const Context ctx = call_context(num_threads, stream);
   const Tensor at = tensor_from_py(a, "a"), bt = tensor_from_py(b, "b");
   Tensor ot = tensor_from_py(out, "out");
   py::gil_scoped_release release;
@@ -127,7 +119,7 @@ void add_py(const py::handle& a, const py::handle& b, const py::handle& out, int
 
 void embedding_py(const py::handle& ids, const py::handle& table, const py::handle& out,
                   int64_t vocab_start, bool vocab_parallel, int num_threads, uintptr_t stream) {
-  const Context ctx = make_context(num_threads, stream);
+  const Context ctx = call_context(num_threads, stream);
   const Tensor it = tensor_from_py(ids, "ids"), tt = tensor_from_py(table, "table");
   Tensor ot = tensor_from_py(out, "out");
   py::gil_scoped_release release;

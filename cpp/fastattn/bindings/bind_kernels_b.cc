@@ -18,14 +18,6 @@ namespace fastattn::py_bind {
 
 namespace {
 
-Context make_context(int num_threads, uintptr_t stream) {
-  FA_CHECK(num_threads >= 0, "num_threads: expected >= 0 (0 = the OpenMP default), got ",
-           num_threads);
-  Context ctx = cpu_context(num_threads);
-  ctx.stream = reinterpret_cast<void*>(stream);
-  return ctx;
-}
-
 // RopeParams from a dict {style, theta, rotary_dim, scaling, factor, low_freq_factor,
 // high_freq_factor, original_max_position}; missing keys keep RopeParams' defaults.
 kernels::RopeParams rope_params(const py::dict& d) {
@@ -75,7 +67,7 @@ kernels::RopeParams rope_params(const py::dict& d) {
 
 void rope_py(const py::handle& x, const py::handle& positions, const py::dict& rope,
              int64_t seq_len, int num_threads, uintptr_t stream) {
-  const Context ctx = make_context(num_threads, stream);
+  const Context ctx = call_context(num_threads, stream);
   const kernels::RopeParams p = rope_params(rope);
   Tensor xt = tensor_from_py(x, "x");
   const Tensor pt = tensor_from_py(positions, "positions");
@@ -86,7 +78,7 @@ void rope_py(const py::handle& x, const py::handle& positions, const py::dict& r
 void kv_cache_write_py(const py::handle& k_new, const py::handle& v_new, const py::handle& k_cache,
                        const py::handle& v_cache, const py::handle& slot_mapping, int num_threads,
                        uintptr_t stream) {
-  const Context ctx = make_context(num_threads, stream);
+  const Context ctx = call_context(num_threads, stream);
   const Tensor k = tensor_from_py(k_new, "k_new");
   const Tensor v = tensor_from_py(v_new, "v_new");
   Tensor kc = tensor_from_py(k_cache, "k_cache");
@@ -101,7 +93,7 @@ void rope_kv_cache_write_py(const py::handle& q, const py::handle& k, const py::
                             const py::handle& v_cache, const py::handle& slot_mapping,
                             const py::dict& rope, int64_t seq_len, int num_threads,
                             uintptr_t stream) {
-  const Context ctx = make_context(num_threads, stream);
+  const Context ctx = call_context(num_threads, stream);
   const kernels::RopeParams p = rope_params(rope);
   Tensor qt = tensor_from_py(q, "q");
   Tensor kt = tensor_from_py(k, "k");
@@ -131,7 +123,7 @@ std::vector<T> per_row(const py::handle& obj, int64_t rows, const char* name) {
 void sample_py(const py::handle& logits, const py::handle& out, const py::handle& temperature,
                const py::handle& top_k, const py::handle& top_p, const py::handle& seed,
                const py::handle& step, int num_threads, uintptr_t stream) {
-  const Context ctx = make_context(num_threads, stream);
+  const Context ctx = call_context(num_threads, stream);
   const Tensor lt = tensor_from_py(logits, "logits");
   Tensor ot = tensor_from_py(out, "out");
   FA_CHECK(lt.dim() == 2, "logits: expected 2 dimensions [B, V], got ", lt.describe());

@@ -18,8 +18,6 @@ void fmha_forward_py(const py::handle& q, const py::handle& k, const py::handle&
                      int window_right, const py::handle& alibi_slopes, int num_threads,
                      int max_seqlen_q, int max_seqlen_k, int num_splits,
                      const std::string& impl, uintptr_t stream) {
-  FA_CHECK(num_threads >= 0, "num_threads: expected >= 0 (0 = the OpenMP default), got ",
-           num_threads);
   kernels::FmhaParams p;
   p.q = tensor_from_py(q, "q");
   p.k = tensor_from_py(k, "k");
@@ -39,8 +37,7 @@ void fmha_forward_py(const py::handle& q, const py::handle& k, const py::handle&
   p.max_seqlen_k = max_seqlen_k;
   p.num_splits = num_splits;
   p.impl = impl;
-  Context ctx = cpu_context(num_threads);
-  ctx.stream = reinterpret_cast<void*>(stream);
+  const Context ctx = call_context(num_threads, stream);
   // The views stay valid without the GIL: the caller's arguments keep the arrays alive.
   py::gil_scoped_release release;
   kernels::fmha_forward(ctx, p);

@@ -3,8 +3,10 @@
 
 #include <pybind11/pybind11.h>
 
+#include <cstdint>
 #include <string>
 
+#include "fastattn/core/context.h"
 #include "fastattn/core/tensor.h"
 
 namespace fastattn::py_bind {
@@ -19,6 +21,11 @@ Tensor tensor_from_py(const py::handle& obj, const char* name);
 
 // Same, but returns an undefined Tensor for None.
 Tensor optional_tensor_from_py(const py::handle& obj, const char* name);
+
+// The Context of a kernel-level call from Python: num_threads CPU threads (0 = OpenMP's default;
+// negative: InvalidArgument), `stream` a cudaStream_t as int (0 = the default stream), and, when
+// `on` is a CUDA tensor, its device (so collectives and scratch go to that GPU).
+Context call_context(int num_threads, uintptr_t stream, const Tensor& on = Tensor());
 
 void bind_core(py::module_& m);
 void bind_ops(py::module_& m);

@@ -95,4 +95,13 @@ Tensor optional_tensor_from_py(const py::handle& obj, const char* name) {
   return tensor_from_py(obj, name);
 }
 
+Context call_context(int num_threads, uintptr_t stream, const Tensor& on) {
+  FA_CHECK(num_threads >= 0, "num_threads: expected >= 0 (0 = the OpenMP default), got ",
+           num_threads);
+  Context ctx = cpu_context(num_threads);
+  ctx.stream = reinterpret_cast<void*>(stream);
+  if (on.defined() && on.device().type == DeviceType::kCUDA) ctx.device = on.device();
+  return ctx;
+}
+
 }  // namespace fastattn::py_bind

@@ -94,27 +94,12 @@ void launch_typed(const EltLaunch& p, cudaStream_t stream) {
   }
 }
 
-template <class E>
-void launch_vec(const EltLaunch& p, cudaStream_t stream) {
-  constexpr int kVec = 16 / static_cast<int>(sizeof(typename E::Raw));
-  if (p.vec == kVec) {
-    launch_typed<E, kVec>(p, stream);
-  } else {
-    launch_typed<E, 1>(p, stream);
-  }
-}
-
 }  // namespace
 
 void launch_eltwise(const EltLaunch& p, cudaStream_t stream) {
-  switch (p.dtype) {
-    case DType::kFloat16:
-      return launch_vec<F16>(p, stream);
-    case DType::kBFloat16:
-      return launch_vec<BF16>(p, stream);
-    default:
-      return launch_vec<F32>(p, stream);
-  }
+  dispatch_dtype_vec(p.dtype, p.vec, [&](auto elem, auto width) {
+    launch_typed<decltype(elem), decltype(width)::value>(p, stream);
+  });
 }
 
 }  // namespace fastattn::kernels::cuda

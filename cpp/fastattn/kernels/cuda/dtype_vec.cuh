@@ -12,6 +12,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "fastattn/core/dtype.h"
 
@@ -148,6 +149,30 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
   __syncthreads();
   const int warps = static_cast<int>(blockDim.x >> 5);
   return warp_sum(lane < warps ? scratch[lane] : 0.0f);
+}
+
+// Host-side dispatch shared by the element-wise launchers: calls f(E{}, std::integral_constant<
+// int, N>{}) with E the element traits of `dtype` (float16, bfloat16, else float32) and N the
+// 16-byte vector width when `vec` equals it, else 1 (the scalar path).
+template <class F>
+void dispatch_dtype_vec(DType dtype, int vec, F&& f) {
+  auto by_width = [&](auto elem) {
+    using E = decltype(elem);
+    constexpr int kVec = 16 / static_cast<int>(sizeof(typename E::Raw));
+    if (vec == kVec) {
+      f(E{}, std::integral_constant<int, kVec>{});
+    } else {
+      f(E{}, std::integral_constant<int, 1>{});
+    }
+  };
+  switch (dtype) {
+    case DType::kFloat16:
+      return by_width(F16{});
+    case DType::kBFloat16:
+      return by_width(BF16{});
+    default:
+      return by_width(F32{});
+  }
 }
 
 }  // namespace fastattn::kernels::cuda

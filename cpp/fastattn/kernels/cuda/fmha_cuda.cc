@@ -3,6 +3,7 @@
 #include <string>
 #include <vector>
 
+#include "fastattn/core/cuda/device_guard.h"
 #include "fastattn/kernels/cuda/cuda_check.h"
 #include "fastattn/kernels/cuda/fmha_cuda.h"
 #include "fastattn/kernels/cuda/fmha_registry.h"
@@ -46,19 +47,6 @@ void check_aligned(const Tensor& t, const char* name) {
 }
 
 // Makes the tensors' GPU current for the scope (the caller's current device may differ).
-class DeviceGuard {
- public:
-  explicit DeviceGuard(int device) {
-    FA_CUDA_CHECK(cudaGetDevice(&prev_));
-    if (prev_ != device) FA_CUDA_CHECK(cudaSetDevice(device));
-  }
-  ~DeviceGuard() { cudaSetDevice(prev_); }
-  DeviceGuard(const DeviceGuard&) = delete;
-  DeviceGuard& operator=(const DeviceGuard&) = delete;
-
- private:
-  int prev_ = 0;
-};
 
 }  // namespace
 

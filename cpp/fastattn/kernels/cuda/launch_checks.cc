@@ -6,16 +6,6 @@
 
 namespace fastattn::kernels::cuda {
 
-ScopedDevice::ScopedDevice(int device) {
-  FA_CUDA_CHECK(cudaGetDevice(&prev_));
-  if (prev_ != device) FA_CUDA_CHECK(cudaSetDevice(device));
-}
-
-ScopedDevice::~ScopedDevice() {
-  int now = prev_;
-  if (cudaGetDevice(&now) == cudaSuccess && now != prev_) cudaSetDevice(prev_);
-}
-
 void check_same_device(const Tensor& t, const char* name, const Tensor& ref, const char* ref_name) {
   if (!t.defined()) return;
   FA_CHECK(t.device() == ref.device(), name, " is on ", t.device().str(), " but ", ref_name,

@@ -9,22 +9,13 @@
 #include <cstdint>
 
 #include "fastattn/core/context.h"
+#include "fastattn/core/cuda/device_guard.h"
 #include "fastattn/core/tensor.h"
 
 namespace fastattn::kernels::cuda {
 
-// Makes `device` current for the scope (the caller's current device may differ) and restores
-// the previous one after.
-class ScopedDevice {
- public:
-  explicit ScopedDevice(int device);
-  ~ScopedDevice();
-  ScopedDevice(const ScopedDevice&) = delete;
-  ScopedDevice& operator=(const ScopedDevice&) = delete;
-
- private:
-  int prev_ = 0;
-};
+// Makes `device` current for the scope and restores the previous one after.
+using ScopedDevice = ::fastattn::DeviceGuard;
 
 inline cudaStream_t stream_of(const Context& ctx) { return static_cast<cudaStream_t>(ctx.stream); }
 

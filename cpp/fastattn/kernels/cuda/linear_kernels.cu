@@ -41,27 +41,12 @@ void launch_typed(const BiasLaunch& p, cudaStream_t stream) {
   bias_rows_kernel<E, N><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(p);
 }
 
-template <class E>
-void launch_vec(const BiasLaunch& p, cudaStream_t stream) {
-  constexpr int kVec = 16 / static_cast<int>(sizeof(typename E::Raw));
-  if (p.vec == kVec) {
-    launch_typed<E, kVec>(p, stream);
-  } else {
-    launch_typed<E, 1>(p, stream);
-  }
-}
-
 }  // namespace
 
 void launch_bias_rows(const BiasLaunch& p, cudaStream_t stream) {
-  switch (p.y_type) {
-    case DType::kFloat16:
-      return launch_vec<F16>(p, stream);
-    case DType::kBFloat16:
-      return launch_vec<BF16>(p, stream);
-    default:
-      return launch_vec<F32>(p, stream);
-  }
+  dispatch_dtype_vec(p.y_type, p.vec, [&](auto elem, auto width) {
+    launch_typed<decltype(elem), decltype(width)::value>(p, stream);
+  });
 }
 
 }  // namespace fastattn::kernels::cuda

@@ -105,27 +105,12 @@ void launch_typed(const NormLaunch& p, cudaStream_t stream) {
   norm_kernel<E, N><<<static_cast<unsigned>(p.rows), static_cast<unsigned>(threads), 0, stream>>>(p);
 }
 
-template <class E>
-void launch_vec(const NormLaunch& p, cudaStream_t stream) {
-  constexpr int kVec = 16 / static_cast<int>(sizeof(typename E::Raw));
-  if (p.vec == kVec) {
-    launch_typed<E, kVec>(p, stream);
-  } else {
-    launch_typed<E, 1>(p, stream);
-  }
-}
-
 }  // namespace
 
 void launch_norm(const NormLaunch& p, cudaStream_t stream) {
-  switch (p.act) {
-    case DType::kFloat16:
-      return launch_vec<F16>(p, stream);
-    case DType::kBFloat16:
-      return launch_vec<BF16>(p, stream);
-    default:
-      return launch_vec<F32>(p, stream);
-  }
+  dispatch_dtype_vec(p.act, p.vec, [&](auto elem, auto width) {
+    launch_typed<decltype(elem), decltype(width)::value>(p, stream);
+  });
 }
 
 }  // namespace fastattn::kernels::cuda
