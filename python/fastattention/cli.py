@@ -131,6 +131,7 @@ def add_generate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stop", type=int, action="append", default=[], metavar="ID",
                    help="stop token id (repeatable)")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads (default all)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (a CUDA build)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.set_defaults(func=run_generate)
 
@@ -146,12 +147,17 @@ def run_generate(args: argparse.Namespace) -> int:
         raise CliError(f"--top-k must be >= 0, got {args.top_k}")
     from fastattention.session import Session
 
-    session = Session(args.model, num_threads=args.threads, max_batch=max(len(args.prompt), 1))
+    from fastattention import distributed
+
+    session = Session(args.model, args.device, num_threads=args.threads,
+                      max_batch=max(len(args.prompt), 1))
     outputs = session.generate(args.prompt, args.max_new_tokens, temperature=args.temperature,
                                top_k=args.top_k, top_p=args.top_p, seed=args.seed,
                                stop_tokens=tuple(args.stop))
     timings = dict(session.timings)
     outputs = [[int(t) for t in out] for out in outputs]
+    if not distributed.is_main():
+        return 0  # under mpirun every rank has the same tokens: rank 0 prints them
     if args.json:
         print(json.dumps({"prompts": args.prompt, "outputs": outputs, "timings": timings}))
         return 0

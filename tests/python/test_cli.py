@@ -199,6 +199,8 @@ def test_generate_bad_token_and_options(exported_model_factory):
     long_prompt = " ".join(["5"] * (model.config["max_position_embeddings"] + 1))
     res = cli("generate", "--model", model.path, "--prompt", long_prompt)
     assert res.returncode == 1 and "max_seq_len" in res.stderr
+    res = cli("generate", "--model", model.path, "--prompt", "1 2", "--device", "tpu")
+    assert res.returncode == 1 and "'tpu' is not a valid device" in res.stderr
 
 
 def test_generate_broken_weights(exported_model_factory, tmp_path):
