@@ -65,7 +65,7 @@ def add_export_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="convert a Hugging Face or FasterTransformer checkpoint to "
                                       "the FastAttention format",
                        description="Convert a Hugging Face checkpoint directory (config.json + "
-                                   "*.safetensors) or a FasterTransformer GPT-NeoX checkpoint "
+                                   "*.safetensors) or a FasterTransformer GPT or GPT-NeoX checkpoint "
                                    "directory (config.ini + model.*.bin, any tensor-parallel "
                                    "split) to a FastAttention model directory (docs/FORMAT.md).")
     source = p.add_mutually_exclusive_group()

@@ -127,6 +127,9 @@ def _rank_specs(c: dict, rank: int) -> dict:
         if c["mlp_bias"]:
             specs[p + "ffn.down.bias"] = _Spec([H], hidden_rows, scale=0.1)
     specs.update(norm("final_norm"))
+    if c.get("position_embedding") == "learned":
+        positions = int(c["max_position_embeddings"])
+        specs["pos_embed.weight"] = _Spec([positions, H], np.arange(positions), H, scale=0.1)
     if not c["tie_word_embeddings"]:
         specs["lm_head.weight"] = _Spec([Vr, H], vocab_rows, H, scale=_linear_scale(H))
     return specs

@@ -8,8 +8,7 @@ random transformers models:
     split on axis 0, dense_h_to_4h on its last axis; attention.dense.bias and
     mlp.dense_4h_to_h.bias divided by the split; LayerNorms, wte and lm_head whole; config.ini
     [gptneox] with the converter's keys; files in fp32 or fp16.
-  * GPT-2 (examples/pytorch/gpt/utils/huggingface_gpt_convert.py): [gpt] with model.wpe.bin,
-    which the runtime cannot run (learned positions): export_ft must refuse it by name.
+  * GPT-2 ([gpt], learned positions): tests/python/test_export_ft_gpt.py.
 
 The exported model runs in a CPU Session and its logits match transformers' in float32 (max abs
 diff < 2e-5; measured 1.7e-6 on logits of magnitude 4), from FT splits of 1 and 2; output splits
@@ -115,46 +114,6 @@ def write_ft_neox(model, out: pathlib.Path, factor: int, weight_type: str = "fp3
             split(val.reshape(hidden, 3, local), -1, key)
         else:
             raise AssertionError(f"unmapped parameter {name}")
-    return d
-
-
-def write_ft_gpt2(out: pathlib.Path, factor: int = 1):
-    """What huggingface_gpt_convert.py -i_g FACTOR writes for a tiny GPT-2 (fp32)."""
-    cfg = transformers.GPT2Config(vocab_size=97, n_positions=64, n_embd=32, n_layer=1, n_head=2)
-    model = _randomize(transformers.GPT2Model(cfg), 1)
-    d = out / f"{factor}-gpu"
-    d.mkdir(parents=True)
-    ini = configparser.ConfigParser()
-    ini["gpt"] = {"model_name": "gpt", "head_num": "2", "size_per_head": "16",
-                  "inter_size": "128", "max_pos_seq_len": "64", "num_layer": "1",
-                  "vocab_size": "97", "start_id": "50256", "end_id": "50256",
-                  "weight_data_type": "fp32", "tensor_para_size": str(factor)}
-    with open(d / "config.ini", "w") as f:
-        ini.write(f)
-    renames = [("ln_1", "input_layernorm"), ("attn.c_attn", "attention.query_key_value"),
-               ("attn.c_proj", "attention.dense"), ("ln_2", "post_attention_layernorm"),
-               ("mlp.c_fc", "mlp.dense_h_to_4h"), ("mlp.c_proj", "mlp.dense_4h_to_h")]
-    for name, param in model.named_parameters():
-        val = param.detach().numpy().astype(np.float32)  # Conv1D weights are already [in, out]
-        top = {"wpe.weight": "model.wpe", "wte.weight": "model.wte",
-               "ln_f.weight": "model.final_layernorm.weight",
-               "ln_f.bias": "model.final_layernorm.bias"}
-        if name in top:
-            val.tofile(d / f"{top[name]}.bin")
-            continue
-        key = name.replace("h.", "layers.", 1)
-        for hf, ft in renames:
-            key = key.replace(hf, ft)
-        if "query_key_value" in key:
-            val = val.reshape(3, -1) if val.ndim == 1 else val.reshape(val.shape[0], 3, -1)
-        if any(s in key for s in ("query_key_value", "dense_h_to_4h")):
-            for j, part in enumerate(np.split(val, factor, axis=-1)):
-                part.tofile(d / f"model.{key}.{j}.bin")
-        elif key.endswith(("attention.dense.weight", "dense_4h_to_h.weight")):
-            for j, part in enumerate(np.split(val, factor, axis=0)):
-                part.tofile(d / f"model.{key}.{j}.bin")
-        else:
-            val.tofile(d / f"model.{key}.bin")
     return d
 
 
@@ -390,14 +349,6 @@ def test_unreadable_or_missing_config(broken, tmp_path):
 def test_parent_folder_hint(ft_dirs, tmp_path):
     with pytest.raises(ValueError, match=r"found 2-gpu: pass that folder"):
         _export(ft_dirs(2).parent, tmp_path)
-
-
-def test_gpt2_learned_positions_are_refused(tmp_path):
-    d = write_ft_gpt2(tmp_path / "gpt2", factor=2)
-    assert (d / "model.wpe.bin").exists()
-    with pytest.raises(ValueError, match=r"config\.ini: \[gpt\] .*learned absolute position "
-                                         r"embeddings \(model\.wpe\.bin"):
-        _export(d, tmp_path)
 
 
 def test_bad_arguments(ft_dirs, tmp_path):

@@ -72,7 +72,9 @@ py::dict config_dict(const models::ModelConfig& c) {
     scaling["high_freq_factor"] = c.rope.high_freq_factor;
   }
   rope["scaling"] = scaling;
-  d["rope"] = rope;
+  d["position_embedding"] = models::position_embedding_name(c.position_embedding);
+  d["rope"] = c.position_embedding == models::PositionEmbedding::kLearned ? py::object(py::none())
+                                                                          : py::object(rope);
   d["sliding_window"] = c.sliding_window > 0 ? py::object(py::int_(c.sliding_window)) : py::none();
   d["bos_token_id"] = c.bos_token_id >= 0 ? py::object(py::int_(c.bos_token_id)) : py::none();
   d["eos_token_id"] = c.eos_token_ids;

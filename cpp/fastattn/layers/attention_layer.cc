@@ -45,10 +45,15 @@ void AttentionLayer::forward(const Context& ctx, const ForwardBatch& batch, cons
   Tensor k(base + hq * D * esize, act, {T, hk, D}, {qkv_cols, D, 1}, dev);
   Tensor v(base + (hq + hk) * D * esize, act, {T, hk, D}, {qkv_cols, D, 1}, dev);
 
-  // RoPE on q and k fused with the KV-cache write (one kernel on a GPU). seq_len matters only for
-  // dynamic-NTK scaling, which a GPU cannot derive from device-side positions.
-  kernels::rope_kv_cache_write(ctx, p_.rope, q, k, v, batch.positions, k_cache, v_cache,
-                               batch.slot_mapping, batch.max_total_len);
+  // RoPE on q and k fused with the KV-cache write (one kernel on a GPU), or the write alone
+  // (learned positions). seq_len matters only for dynamic-NTK scaling, which a GPU cannot derive
+  // from device-side positions.
+  if (p_.rotary) {
+    kernels::rope_kv_cache_write(ctx, p_.rope, q, k, v, batch.positions, k_cache, v_cache,
+                                 batch.slot_mapping, batch.max_total_len);
+  } else {
+    kernels::kv_cache_write(ctx, k, v, k_cache, v_cache, batch.slot_mapping);
+  }
 
   scratch.attn.resize(act, {T, hq, D});
   kernels::FmhaParams fp;

@@ -1,5 +1,6 @@
-// AttentionLayer: fused QKV projection, RoPE on Q and K, KV-cache write, paged FlashAttention
-// over the cache (causal, bottom-right aligned, optional sliding window), output projection.
+// AttentionLayer: fused QKV projection, RoPE on Q and K (unless the model has none), KV-cache
+// write, paged FlashAttention over the cache (causal, bottom-right aligned, optional sliding
+// window), output projection.
 #pragma once
 
 #include "fastattn/core/allocator.h"
@@ -14,6 +15,9 @@ struct AttentionParams {
   int num_heads = 0;     // query heads on this rank
   int num_kv_heads = 0;  // KV heads on this rank
   int head_dim = 0;
+  // false: the model has no rotary positions (learned absolute positions are added to the
+  // embedding instead); q and k are used as projected and `rope` is ignored.
+  bool rotary = true;
   kernels::RopeParams rope;
   int window_left = -1;  // -1 = no sliding window
 };

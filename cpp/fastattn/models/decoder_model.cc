@@ -68,6 +68,9 @@ void DecoderModel::load_weights() {
   ew.table = load("embed.weight", {Vr, H});
   ew.vocab_start = rank_ * Vr;
   ew.vocab_parallel = c.tp_size > 1;
+  if (c.learned_positions()) {
+    ew.position_table = load("pos_embed.weight", {c.max_position_embeddings, H});
+  }
   embedding_ = std::make_unique<layers::Embedding>(ew);
 
   layers::DecoderLayerParams lp;
@@ -75,6 +78,7 @@ void DecoderModel::load_weights() {
   lp.attention.num_heads = c.local_heads();
   lp.attention.num_kv_heads = c.local_kv_heads();
   lp.attention.head_dim = c.head_dim;
+  lp.attention.rotary = !c.learned_positions();
   lp.attention.rope = c.rope;
   lp.attention.window_left = c.window_left();
   lp.ffn.intermediate = I;
@@ -141,7 +145,10 @@ void DecoderModel::forward(const Context& ctx, const layers::ForwardBatch& batch
            cache.config().num_layers, " layers, the model ", config_.num_layers);
   scratch.hidden.resize(activation_dtype(), {batch.num_tokens, config_.hidden_size});
   Tensor& hidden = scratch.hidden.view();
-  embedding_->forward(ctx, batch.token_ids, hidden);
+  FA_CHECK(!config_.learned_positions() || batch.max_total_len <= config_.max_position_embeddings,
+           config_.file, ": a sequence of ", batch.max_total_len, " tokens exceeds the learned ",
+           "position table (max_position_embeddings = ", config_.max_position_embeddings, ")");
+  embedding_->forward(ctx, batch.token_ids, batch.positions, hidden, scratch.position_rows);
   for (int i = 0; i < config_.num_layers; ++i) {
     layers::LayerKv kv;
     kv.k = &cache.k(i);

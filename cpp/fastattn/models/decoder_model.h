@@ -26,10 +26,12 @@ struct ModelScratch {
       : hidden(a, DType::kFloat32, {0}),
         head_rows(a, DType::kFloat32, {0}),
         vocab_shard(a, DType::kFloat32, {0}),
+        position_rows(a, DType::kFloat32, {0}),
         layer(a) {}
   OwnedTensor hidden;       // [T, H]: the residual stream after forward()
   OwnedTensor head_rows;    // [R, H]: rows gathered for the LM head
   OwnedTensor vocab_shard;  // [R, Vr]: tensor-parallel LM head only
+  OwnedTensor position_rows;  // [T, H]: learned position embeddings only
   layers::LayerScratch layer;
 };
 
@@ -57,7 +59,9 @@ class DecoderModel {
   // Shape of the KV cache this model needs per rank (num_blocks and block_size left to the caller).
   kvcache::KvCacheConfig kv_cache_config(int64_t num_blocks, int block_size, DType dtype) const;
 
-  // Runs the decoder layers over the batch: embeds batch.token_ids, writes each layer's K/V into
+  // Runs the decoder layers over the batch: embeds batch.token_ids (plus, with learned positions,
+  // the position table's rows at batch.positions; batch.max_total_len, when set, must not exceed
+  // max_position_embeddings, else InvalidArgument), writes each layer's K/V into
   // the cache and leaves the final residual stream (before the final norm) in scratch.hidden.
   // host_cache: the host pool of a spilled (two-tier) KV cache, needed when the batch has
   // host-resident keys (ForwardBatch::has_host_kv).

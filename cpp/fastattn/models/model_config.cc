@@ -197,6 +197,10 @@ void check_consistency(const KeyReader& r, const ModelConfig& c) {
 
 }  // namespace
 
+const char* position_embedding_name(PositionEmbedding p) {
+  return p == PositionEmbedding::kLearned ? "learned" : "rotary";
+}
+
 const char* activation_name(Activation a) {
   switch (a) {
     case Activation::kSilu:
@@ -257,7 +261,17 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
   c.mlp_bias = r.boolean("mlp_bias");
   c.tie_word_embeddings = r.boolean("tie_word_embeddings");
 
-  parse_rope(r, c);
+  if (r.has("position_embedding")) {
+    c.position_embedding = r.choice("position_embedding", {"rotary", "learned"}) == "learned"
+                               ? PositionEmbedding::kLearned
+                               : PositionEmbedding::kRotary;
+  }
+  if (!c.learned_positions()) {
+    parse_rope(r, c);
+  } else if (r.has("rope")) {
+    r.fail("rope", "must be absent or null with position_embedding 'learned' (the model has no "
+                   "rotary positions)");
+  }
   if (r.has("sliding_window")) {
     c.sliding_window = to_int(r, "sliding_window", r.integer("sliding_window", 1));
   }

@@ -16,6 +16,12 @@ namespace fastattn::models {
 using Activation = layers::FfnActivation;
 const char* activation_name(Activation a);
 
+// How token positions enter the model: rotary embedding in attention (RoPE), or a learned
+// absolute table pos_embed.weight [max_position_embeddings, H] added to the token embedding
+// (GPT-2 / Megatron GPT: FasterTransformer's [gpt] checkpoints).
+enum class PositionEmbedding { kRotary, kLearned };
+const char* position_embedding_name(PositionEmbedding p);
+
 struct ModelConfig {
   std::string file;          // the config.json it was read from (for messages)
   // llama | qwen2 | mistral | gpt | pangu. The graph is driven by the keys below; "pangu" also
@@ -43,7 +49,10 @@ struct ModelConfig {
   bool mlp_bias = false;
   bool tie_word_embeddings = false;
 
-  kernels::RopeParams rope;  // rotary_dim is always set (never 0) after parsing
+  PositionEmbedding position_embedding = PositionEmbedding::kRotary;
+  // Rotary models: rotary_dim is always set (never 0) after parsing. Learned positions: unused
+  // (the "rope" key may be absent or null).
+  kernels::RopeParams rope;
   int sliding_window = 0;    // 0 = none; else a query sees itself and sliding_window - 1 keys before
 
   int64_t bos_token_id = -1;           // -1 = none
@@ -58,6 +67,7 @@ struct ModelConfig {
     return static_cast<int64_t>(local_heads() + 2 * local_kv_heads()) * head_dim;
   }
   bool has_norm_bias() const { return norm_type == kernels::NormType::kLayerNorm; }
+  bool learned_positions() const { return position_embedding == PositionEmbedding::kLearned; }
   // window_left for the attention kernel: sliding_window - 1, or -1 (unbounded).
   int window_left() const { return sliding_window > 0 ? sliding_window - 1 : -1; }
 };

@@ -279,6 +279,11 @@ InferenceSession::~InferenceSession() = default;
 void InferenceSession::resolve_options() {
   const models::ModelConfig& c = config();
   if (options_.max_seq_len == 0) options_.max_seq_len = c.max_position_embeddings;
+  // A learned position table has no row past max_position_embeddings: refuse, do not warn.
+  FA_CHECK(!c.learned_positions() || options_.max_seq_len <= c.max_position_embeddings,
+           "max_seq_len ", options_.max_seq_len, " exceeds the model's max_position_embeddings ",
+           c.max_position_embeddings, ": ", c.file, " has learned absolute position embeddings ",
+           "(position_embedding 'learned'), with no row for later positions; lower max_seq_len");
   if (options_.max_seq_len > c.max_position_embeddings) {
     FA_LOG(kWarning, "max_seq_len ", options_.max_seq_len, " exceeds the model's ",
            "max_position_embeddings ", c.max_position_embeddings,

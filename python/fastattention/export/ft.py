@@ -8,6 +8,7 @@ examples/pytorch/gptneox/utils/*_convert.py): a `config.ini` and headerless raw 
 files, one tensor each, in the config's weight_data_type (fp32 | fp16 | bf16), little-endian:
 
     model.wte.bin                                       [vocab, H]
+    model.wpe.bin                                       [max_pos_seq_len, H] ([gpt] only)
     model.lm_head.weight.bin                            [vocab, H] (absent: tied to wte)
     model.final_layernorm.{weight,bias}.bin             [H]
     model.layers.{i}.input_layernorm.{weight,bias}.bin  [H]
@@ -15,10 +16,10 @@ files, one tensor each, in the config's weight_data_type (fp32 | fp16 | bf16), l
     model.layers.{i}.attention.query_key_value.weight.{r}.bin   [H, 3, H/N]
     model.layers.{i}.attention.query_key_value.bias.{r}.bin     [3, H/N]
     model.layers.{i}.attention.dense.weight.{r}.bin             [H/N, H]
-    model.layers.{i}.attention.dense.bias.bin                   [H]
+    model.layers.{i}.attention.dense.bias.bin                   [H] (NeoX: divided by N)
     model.layers.{i}.mlp.dense_h_to_4h.{weight,bias}.{r}.bin    [H, I/N], [I/N]
     model.layers.{i}.mlp.dense_4h_to_h.weight.{r}.bin           [I/N, H]
-    model.layers.{i}.mlp.dense_4h_to_h.bias.bin                 [H]
+    model.layers.{i}.mlp.dense_4h_to_h.bias.bin                 [H] (NeoX: divided by N)
 
 with H = head_num * size_per_head, I = inter_size and N the tensor-parallel size the converter
 split for ({r} = 0 .. N-1; N is counted from the files). Linear weights are stored transposed,
@@ -35,15 +36,28 @@ Model families (config.ini section):
              all-reduce); they are multiplied back here. Supported with use_gptj_residual = 0
              (sequential residual); the parallel residual (use_gptj_residual = 1, the GPT-NeoX and
              Pythia default) is not a graph the runtime has yet.
-  [gpt]      GPT-2 / Megatron GPT / OPT / BLOOM through FasterTransformer's ParallelGpt: learned
-             absolute position embeddings (model.wpe.bin) or ALiBi; the runtime has rotary
-             positions only, so these are refused with a message saying so.
+  [gpt]      GPT-2 / Megatron GPT through FasterTransformer's ParallelGpt (what
+             examples/pytorch/gpt/utils/huggingface_gpt_convert.py writes): LayerNorm, learned
+             absolute position embeddings (model.wpe.bin, max_pos_seq_len rows, required),
+             GeLU FFN, biases everywhere, stored whole (ParallelGpt adds the row-parallel biases
+             once, after the all-reduce), LM head tied to wte (no lm_head file written).
+             config.ini keys as ParallelGpt's Triton model reads them, with its defaults:
+             layernorm_eps (1e-6 when absent: the converter writes none, so FT ran GPT-2 with
+             1e-6, not Hugging Face's 1e-5, and so does the export), activation_type Gelu (tanh
+             form), layernorm_type pre_layernorm, has_positional_encoding 1,
+             has_post_decoder_layernorm 1; anything else (OPT / BLOOM variants: model_variant,
+             ReLU, post-LayerNorm, ALiBi via use_attention_linear_bias, no positions,
+             has_pre_decoder_layernorm, adapters) is refused naming the key. The runtime config
+             gets position_embedding "learned" and pos_embed.weight (wpe's first
+             max_position_embeddings rows, replicated on every rank); max_positions may only
+             shorten the table.
   [gptj]     GPT-J: parallel attention + FFN on one LayerNorm, LM head bias: refused.
 
-The runtime config keys: architecture "gpt", layernorm, activation gelu_tanh (FasterTransformer
-computes GeLU with the tanh approximation, so that is what the FT deployment ran), plain
-(ungated) FFN, q/k/v, o and FFN biases. Tensors are merged over FT's split, converted to the
-target dtype and split again for `tp` by the Hugging Face exporter's machinery (convert.py).
+The runtime config keys (both families): architecture "gpt", layernorm, activation gelu_tanh
+(FasterTransformer computes GeLU with the tanh approximation, so that is what the FT deployment
+ran), plain (ungated) FFN, q/k/v, o and FFN biases. Tensors are merged over FT's split,
+converted to the target dtype and split again for `tp` by the Hugging Face exporter's machinery
+(convert.py).
 """
 from __future__ import annotations
 
@@ -65,13 +79,14 @@ _FT_DTYPE_ALIASES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
 DEFAULT_MAX_POSITIONS = 2048  # Hugging Face GPTNeoXConfig's default; config.ini has none
 _NEOX_ROTARY_BASE = 10000.0   # fixed in FasterTransformer's GPT-NeoX
 _NEOX_LAYERNORM_EPS = 1e-5    # GptNeoX::layernorm_eps_ in FasterTransformer
+_GPT_LAYERNORM_EPS = 1e-6     # gptVariantParams::layernorm_eps, ParallelGpt's default
 
 
 @dataclasses.dataclass(frozen=True)
 class FtConfig:
     """What config.ini (and the file names) say about a FasterTransformer checkpoint."""
     path: str             # the config.ini
-    family: str           # gptneox (the only family exported today)
+    family: str           # gptneox | gpt
     head_num: int
     size_per_head: int
     inter_size: int
@@ -79,9 +94,9 @@ class FtConfig:
     vocab_size: int
     weight_data_type: str  # fp32 | fp16 | bf16
     ft_tp: int            # the tensor-parallel split of the files
-    rotary_dim: int
+    rotary_dim: int       # gptneox; 0 for gpt (learned positions: model.wpe.bin)
     layernorm_eps: float
-    max_positions: int | None  # max_pos_seq_len when given
+    max_positions: int | None  # max_pos_seq_len when given (gpt: always, the wpe table's rows)
     start_id: int | None
     end_id: int | None
 
@@ -179,19 +194,49 @@ def _count_ranks(ft_dir: str) -> int:
     return n
 
 
-def _refuse_gpt(sec: _Section) -> None:
-    """[gpt]: ParallelGpt's position schemes are learned tables or ALiBi, neither in the format."""
-    if sec.boolean("has_positional_encoding", True):
-        raise ValueError(
-            f"{sec.path}: [gpt] describes a model with learned absolute position embeddings "
-            f"(model.wpe.bin; has_positional_encoding defaults to true), as GPT-2, Megatron GPT "
-            f"and OPT have; the FastAttention runtime has rotary positions only, so it cannot "
-            f"run this checkpoint yet")
+def _check_gpt(sec: _Section) -> None:
+    """[gpt]: the variant keys ParallelGpt reads (its Triton model's config.ini reader), with its
+    defaults; everything but GPT-2's graph (pre-LayerNorm, learned positions, GeLU, a final
+    LayerNorm) is refused naming the key."""
+    if sec.has("model_variant") and sec.s["model_variant"].split(";")[0].strip() != "gpt":
+        sec.fail("model_variant", f"is {sec.s['model_variant'].strip()!r}: only the plain GPT "
+                                  f"variant (GPT-2 / Megatron GPT) is supported, not OPT or BLOOM")
     if sec.boolean("use_attention_linear_bias", False):
-        raise ValueError(f"{sec.path}: [gpt] use_attention_linear_bias (ALiBi, BLOOM) is not "
-                         f"supported by the FastAttention model format yet")
-    raise ValueError(f"{sec.path}: [gpt] has neither position embeddings nor ALiBi; the "
-                     f"FastAttention model format has rotary positions only")
+        sec.fail("use_attention_linear_bias", "= 1 (ALiBi, BLOOM) is not supported by the "
+                                              "FastAttention runtime yet")
+    if not sec.boolean("has_positional_encoding", True):
+        sec.fail("has_positional_encoding", "= 0 (no position information besides ALiBi) is not "
+                                            "supported: the runtime has learned or rotary "
+                                            "positions")
+    for key, default, wanted in (("layernorm_type", "pre_layernorm", "pre_layernorm"),
+                                 ("activation_type", "Gelu", "gelu")):
+        value = sec.s.get(key, default).split(";")[0].strip() or default
+        if value.lower() != wanted:
+            sec.fail(key, f"is {value!r}; the FastAttention runtime runs FasterTransformer's "
+                          f"default GPT ({key} = {default}) only")
+    for key, default in (("has_pre_decoder_layernorm", False),
+                         ("has_post_decoder_layernorm", True), ("has_adapters", False)):
+        if sec.boolean(key, default) != default:
+            sec.fail(key, f"= {int(not default)} is not supported (the FastAttention runtime "
+                          f"runs GPT-2's graph: {key} = {int(default)})")
+
+
+def _config_sizes(sec: _Section, ft_dir: str) -> dict:
+    """The keys both families share (sizes, dtype, split, token ids)."""
+    layers_key = "num_layer" if sec.has("num_layer") or not sec.has("decoder_layers") \
+        else "decoder_layers"
+    ft_tp = _count_ranks(ft_dir)
+    declared = sec.integer("tensor_para_size", 1, default=None)
+    if declared is not None and declared != ft_tp:
+        sec.fail("tensor_para_size", f"is {declared} but the weight files are split {ft_tp} ways "
+                                     f"(model.layers.0.attention.query_key_value.weight.*.bin)")
+    return dict(
+        path=sec.path, family=sec.name, head_num=sec.integer("head_num", 1),
+        size_per_head=sec.integer("size_per_head", 1), inter_size=sec.integer("inter_size", 1),
+        num_layer=sec.integer(layers_key, 1), vocab_size=sec.integer("vocab_size", 1),
+        weight_data_type=_weight_dtype(sec), ft_tp=ft_tp,
+        start_id=sec.integer("start_id", 0, default=None),
+        end_id=sec.integer("end_id", 0, default=None))
 
 
 def read_ft_config(ft_dir) -> FtConfig:
@@ -208,51 +253,49 @@ def read_ft_config(ft_dir) -> FtConfig:
     if "gptj" in parser:
         raise ValueError(f"{path}: [gptj] (GPT-J: attention and FFN in parallel from one shared "
                          f"LayerNorm, LM head bias) is not a graph the FastAttention runtime has")
-    if "gpt" in parser and "gptneox" not in parser:
-        _refuse_gpt(_Section(parser, "gpt", path))
-    if "gptneox" not in parser:
+    if "gptneox" in parser:
+        sec = _Section(parser, "gptneox", path)
+        if sec.integer("use_gptj_residual", default=1) != 0:
+            raise ValueError(
+                f"{path}: [gptneox] use_gptj_residual = 1 (or missing: FasterTransformer's "
+                f"default) means the parallel residual x + attn(ln1(x)) + mlp(ln2(x)); the "
+                f"FastAttention runtime has the sequential residual only (use_gptj_residual = 0)")
+        size_per_head = sec.integer("size_per_head", 1)
+        rotary = sec.integer("rotary_embedding", 0)
+        if rotary < 2 or rotary > size_per_head or rotary % 2:
+            sec.fail("rotary_embedding", f"must be even and in 2..size_per_head "
+                                         f"({size_per_head}), got {rotary}")
+        cfg = FtConfig(**_config_sizes(sec, ft_dir), rotary_dim=rotary,
+                       layernorm_eps=sec.number("layernorm_eps", _NEOX_LAYERNORM_EPS),
+                       max_positions=sec.integer("max_pos_seq_len", 1, default=None))
+    elif "gpt" in parser:
+        sec = _Section(parser, "gpt", path)
+        _check_gpt(sec)
+        cfg = FtConfig(**_config_sizes(sec, ft_dir), rotary_dim=0,
+                       layernorm_eps=sec.number("layernorm_eps", _GPT_LAYERNORM_EPS),
+                       max_positions=sec.integer("max_pos_seq_len", 1))
+    else:
         raise ValueError(f"{path}: no [gptneox] or [gpt] section (found: "
                          f"{', '.join(parser.sections()) or 'none'})")
-    sec = _Section(parser, "gptneox", path)
-    if sec.integer("use_gptj_residual", default=1) != 0:
-        raise ValueError(
-            f"{path}: [gptneox] use_gptj_residual = 1 (or missing: FasterTransformer's default) "
-            f"means the parallel residual x + attn(ln1(x)) + mlp(ln2(x)); the FastAttention "
-            f"runtime has the sequential residual only (use_gptj_residual = 0)")
-    head_num = sec.integer("head_num", 1)
-    size_per_head = sec.integer("size_per_head", 1)
-    layers_key = "num_layer" if sec.has("num_layer") or not sec.has("decoder_layers") \
-        else "decoder_layers"
-    rotary = sec.integer("rotary_embedding", 0)
-    if rotary < 2 or rotary > size_per_head or rotary % 2:
-        sec.fail("rotary_embedding", f"must be even and in 2..size_per_head ({size_per_head}), "
-                                     f"got {rotary}")
-    ft_tp = _count_ranks(ft_dir)
-    declared = sec.integer("tensor_para_size", 1, default=None)
-    if declared is not None and declared != ft_tp:
-        sec.fail("tensor_para_size", f"is {declared} but the weight files are split {ft_tp} ways "
-                                     f"(model.layers.0.attention.query_key_value.weight.*.bin)")
-    cfg = FtConfig(
-        path=path, family="gptneox", head_num=head_num, size_per_head=size_per_head,
-        inter_size=sec.integer("inter_size", 1), num_layer=sec.integer(layers_key, 1),
-        vocab_size=sec.integer("vocab_size", 1), weight_data_type=_weight_dtype(sec),
-        ft_tp=ft_tp, rotary_dim=rotary,
-        layernorm_eps=sec.number("layernorm_eps", _NEOX_LAYERNORM_EPS),
-        max_positions=sec.integer("max_pos_seq_len", 1, default=None),
-        start_id=sec.integer("start_id", 0, default=None),
-        end_id=sec.integer("end_id", 0, default=None))
-    if head_num % ft_tp or cfg.inter_size % ft_tp:
-        raise ValueError(f"{path}: [gptneox] head_num {head_num} and inter_size "
+    if cfg.head_num % cfg.ft_tp or cfg.inter_size % cfg.ft_tp:
+        raise ValueError(f"{path}: [{cfg.family}] head_num {cfg.head_num} and inter_size "
                          f"{cfg.inter_size} must be multiples of the files' tensor-parallel "
-                         f"split {ft_tp}")
+                         f"split {cfg.ft_tp}")
+    if not cfg.layernorm_eps > 0:
+        raise ValueError(f"{path}: [{cfg.family}] layernorm_eps must be > 0, got "
+                         f"{cfg.layernorm_eps}")
     return cfg
 
 
 def runtime_config(ft: FtConfig, ft_dir: str, tp: int, dtype: str,
                    max_positions: int | None = None) -> dict:
     """The runtime config.json (every key of docs/FORMAT.md) for a FasterTransformer config."""
+    learned = ft.family == "gpt"
     if max_positions is None:
         max_positions = ft.max_positions or DEFAULT_MAX_POSITIONS
+    elif learned and max_positions > ft.max_positions:
+        raise ValueError(f"max_positions {max_positions} exceeds {ft.path}'s max_pos_seq_len "
+                         f"{ft.max_positions}: model.wpe.bin has no rows for later positions")
     return {
         "format": "fastattention",
         "format_version": 1,
@@ -276,8 +319,9 @@ def runtime_config(ft: FtConfig, ft_dir: str, tp: int, dtype: str,
         "o_bias": True,
         "mlp_bias": True,
         "tie_word_embeddings": not os.path.isfile(os.path.join(ft_dir, "model.lm_head.weight.bin")),
-        "rope": {"theta": _NEOX_ROTARY_BASE, "style": "neox", "rotary_dim": ft.rotary_dim,
-                 "scaling": {"type": "none"}},
+        "position_embedding": "learned" if learned else "rotary",
+        "rope": None if learned else {"theta": _NEOX_ROTARY_BASE, "style": "neox",
+                                      "rotary_dim": ft.rotary_dim, "scaling": {"type": "none"}},
         "sliding_window": None,
         "bos_token_id": ft.start_id,
         "eos_token_id": [] if ft.end_id is None else [ft.end_id],
@@ -304,7 +348,8 @@ def _split_specs(c: FtConfig) -> dict:
     }
 
 
-# Biases the GPT-NeoX converters store divided by the tensor-parallel size.
+# Biases the GPT-NeoX converters store divided by the tensor-parallel size (GPT's converter stores
+# them whole: ParallelGpt adds them once, after the all-reduce).
 _DIVIDED_BIASES = ("attention.dense.bias", "mlp.dense_4h_to_h.bias")
 _QKV_PART = {"q": 0, "k": 1, "v": 2}
 
@@ -351,7 +396,7 @@ class FtTensors:
         suffix = next((s for s in self._splits if stem.endswith(s)), None)
         if suffix is None:
             array = self._read(path_stem + ".bin", shape)
-            if stem.endswith(_DIVIDED_BIASES):
+            if self.cfg.family == "gptneox" and stem.endswith(_DIVIDED_BIASES):
                 array = array * np.float32(self.cfg.ft_tp)
             return array
         if suffix.startswith("attention.query_key_value"):
@@ -383,11 +428,20 @@ class _FtExporter(_Exporter):
         w = self.load(src, shape)
         self.write(name, [tpsplit.column_shard(w, self.tp, r) for r in range(self.tp)])
 
+    def position_table(self, name):
+        """model.wpe.bin [max_pos_seq_len, H], its first max_position_embeddings rows, whole on
+        every rank (the runtime adds it after the embedding's all-reduce)."""
+        ft = self.ckpt.cfg
+        table = self.load("model.wpe", (ft.max_positions, self.cfg["hidden_size"]))
+        self.write(name, [table[: self.cfg["max_position_embeddings"]]] * self.tp)
+
     def tasks(self) -> list:
         c = self.cfg
         h, i_size = c["hidden_size"], c["intermediate_size"]
         vec = (h,)
         tasks = [("embed.weight", self.vocab_parallel, ("model.wte",))]
+        if c["position_embedding"] == "learned":
+            tasks.append(("pos_embed.weight", self.position_table, ()))  # after embed: FORMAT.md
         for i in range(c["num_layers"]):
             src, p = f"model.layers.{i}.", f"layers.{i}."
             qkv = {f"{x}{sfx}": f"{src}attention.query_key_value.{kind}:{x}"
@@ -420,13 +474,14 @@ class _FtExporter(_Exporter):
 
 def export_ft(ft_dir, out_dir, tp=1, dtype="float16", progress=True,
               max_positions=None) -> dict:
-    """Exports a FasterTransformer GPT-NeoX checkpoint directory to the runtime format.
+    """Exports a FasterTransformer GPT-NeoX or GPT checkpoint directory to the runtime format.
 
     ft_dir: the folder holding config.ini and the model.*.bin files (the converters' <N>-gpu/),
     split for any tensor-parallel size. out_dir: as export_hf. tp: the output's tensor-parallel
     size (independent of the input's). dtype: float32 | float16 | bfloat16.
     max_positions: max_position_embeddings of the output (default: config.ini's max_pos_seq_len,
-    else 2048); with rotary positions it only sets the session's default sequence limit.
+    else 2048); with rotary positions it only sets the session's default sequence limit; with
+    learned ones ([gpt]) it is a hard limit and at most max_pos_seq_len (the table is cut).
     Returns the written config dict. Bad input (missing or wrongly sized file, bad config.ini,
     an unsupported family) raises ValueError naming the file.
     """
