@@ -121,19 +121,25 @@ void check_f32(const Tensor& t, const char* name) {
            t.describe(), " with strides ", shape_str(t.strides()));
 }
 
+// Checks a gated activation's fused [T, 2I] input and [T, I] output; returns I.
+int64_t check_gated(const Tensor& gate_up, const Tensor& out) {
+  check_f32(gate_up, "gate_up");
+  check_f32(out, "out");
+  check_dim(gate_up, "gate_up", 2);
+  FA_CHECK(gate_up.size(1) % 2 == 0, "gate_up: expected [T, 2 * intermediate], got ",
+           gate_up.describe(), " (odd last dimension)");
+  const int64_t I = gate_up.size(1) / 2;
+  check_shape(out, "out", {gate_up.size(0), I});
+  return I;
+}
+
 }  // namespace
 
 void swiglu(const Context& ctx, const Tensor& gate_up, Tensor& out) {
 #if defined(FASTATTN_WITH_CUDA)
   if (gate_up.device().type == DeviceType::kCUDA) return cuda::swiglu_cuda(ctx, gate_up, out);
 #endif
-  check_f32(gate_up, "gate_up");
-  check_f32(out, "out");
-  check_dim(gate_up, "gate_up", 2);
-  FA_CHECK(gate_up.size(1) % 2 == 0, "gate_up: expected [T, 2 * intermediate], got ",
-           gate_up.describe(), " (odd last dimension)");
-  const int64_t T = gate_up.size(0), I = gate_up.size(1) / 2;
-  check_shape(out, "out", {T, I});
+  const int64_t T = gate_up.size(0), I = check_gated(gate_up, out);
   const float* gp = gate_up.data_as<const float>();
   float* op = out.data_as<float>();
   const int64_t ldg = gate_up.stride(0), ldo = out.stride(0);
@@ -155,13 +161,7 @@ void geglu(const Context& ctx, const Tensor& gate_up, Tensor& out, GeluApprox ap
 #if defined(FASTATTN_WITH_CUDA)
   if (gate_up.device().type == DeviceType::kCUDA) return cuda::geglu_cuda(ctx, gate_up, out, approx);
 #endif
-  check_f32(gate_up, "gate_up");
-  check_f32(out, "out");
-  check_dim(gate_up, "gate_up", 2);
-  FA_CHECK(gate_up.size(1) % 2 == 0, "gate_up: expected [T, 2 * intermediate], got ",
-           gate_up.describe(), " (odd last dimension)");
-  const int64_t T = gate_up.size(0), I = gate_up.size(1) / 2;
-  check_shape(out, "out", {T, I});
+  const int64_t T = gate_up.size(0), I = check_gated(gate_up, out);
   const float* gp = gate_up.data_as<const float>();
   float* op = out.data_as<float>();
   const int64_t ldg = gate_up.stride(0), ldo = out.stride(0);
