@@ -83,6 +83,10 @@ def test_sliding_window_model_cannot_spill(exported_model_factory):
 def test_bad_host_kv_tokens(model):
     with pytest.raises(ValueError, match="spill_attention"):
         Session(model.path, spill_attention="gpu")
+    with pytest.raises(ValueError, match="gpu_kv_budget"):
+        Session(model.path, gpu_kv_budget=0)
+    with pytest.raises(ValueError, match="gpu_memory_fraction"):
+        Session(model.path, gpu_memory_fraction=1.5)
     with pytest.raises(ValueError, match="host_kv_tokens"):
         Session(model.path, host_kv_tokens=-1)
     with pytest.raises(TypeError, match="host_kv_tokens"):
