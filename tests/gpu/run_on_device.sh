@@ -52,7 +52,7 @@ if has attn-tests; then
 fi
 if has infer-tests; then
   python3 -m pytest tests/gpu -q -p no:cacheprovider --ignore tests/gpu/test_fmha_cuda.py \
-    --ignore tests/gpu/test_tp_nccl.py 2>&1 | tee "$out/pytest_gpu_infer.log" | tail -60
+    2>&1 | tee "$out/pytest_gpu_infer.log" | tail -60
 fi
 if has tests || has sanitize; then
   # compute-sanitizer on one small case of each path (memcheck and racecheck).

@@ -9,13 +9,13 @@ and contiguous KV, GQA / MQA, KV lengths 1 .. 128K, 1 / 4 / 300 queries, fp16 / 
 causal / window / ALiBi, lse, explicit split counts, and both copy paths (impl
 "decode-regstage": the sm_70 / sm_75 one, also sm_90's default; "decode-async": cp.async).
 """
-import math
 
 import pytest
 
 torch = pytest.importorskip("torch")
 import fastattention  # noqa: E402
 from fastattention import ops  # noqa: E402
+from attention_reference import attention_reference_unbatched as reference  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
     not (torch.cuda.is_available() and getattr(fastattention._C, "cuda_built", False)),
@@ -23,37 +23,6 @@ pytestmark = pytest.mark.skipif(
 
 F16, BF16, F32 = torch.float16, torch.bfloat16, torch.float32
 BAD_BLOCK = 2 ** 30  # unused block-table entries: a kernel that reads one faults
-
-
-def reference(q, k, v, causal, window, alibi, upcast, scale=None):
-    """One sequence: q (Sq, Hq, D), k / v (Sk, Hk, D); alibi [Hq] or None. float64 when upcast,
-    else the input dtype (softmax in fp32 for 16-bit inputs, as plain PyTorch code does)."""
-    sq, hq, d = q.shape
-    sk, hk = k.shape[0], k.shape[1]
-    if upcast:
-        q, k, v = q.double(), k.double(), v.double()
-    k = k.repeat_interleave(hq // hk, dim=1)
-    v = v.repeat_interleave(hq // hk, dim=1)
-    scale = scale or 1.0 / math.sqrt(d)
-    s = torch.einsum("qhd,khd->hqk", q * scale, k)
-    i = torch.arange(sq, device=q.device)[:, None] + (sk - sq)
-    j = torch.arange(sk, device=q.device)[None, :]
-    visible = torch.ones(sq, sk, dtype=torch.bool, device=q.device)
-    left, right = window
-    if causal:
-        right = 0 if right < 0 else min(right, 0)
-    if right >= 0:
-        visible &= j <= i + right
-    if left >= 0:
-        visible &= j >= i - left
-    if alibi is not None:
-        s = s - alibi.to(s.dtype)[:, None, None] * (i - j).abs()[None].to(s.dtype)
-    s = s.masked_fill(~visible, float("-inf"))
-    p = torch.softmax(s if upcast or s.dtype == F32 else s.float(), dim=-1).to(s.dtype)
-    p = torch.nan_to_num(p, nan=0.0)  # rows with no visible key
-    out = torch.einsum("hqk,khd->qhd", p, v)
-    lse = torch.logsumexp(s.double(), dim=-1)  # (Hq, Sq)
-    return out, lse
 
 
 def eps_for(dtype):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import pathlib
+import sys
 
 import numpy as np
 import pytest
@@ -23,6 +24,8 @@ WORKER = HERE / "tp_nccl_worker.py"
 
 _spec = importlib.util.spec_from_file_location("_fa_mpi_conftest", HERE.parent / "mpi" / "conftest.py")
 _mpi_helpers = importlib.util.module_from_spec(_spec)
+# Registered before it runs: its dataclasses look their module up in sys.modules.
+sys.modules[_spec.name] = _mpi_helpers
 _spec.loader.exec_module(_mpi_helpers)
 
 pytestmark = pytest.mark.skipif(
