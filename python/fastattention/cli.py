@@ -4,7 +4,7 @@
     fastattention export   --ft FT_DIR --out MODEL_DIR [--tp N] [--dtype ...] [--max-positions N]
     fastattention generate --model MODEL_DIR --prompt "1 2 3" [--prompt "4 5"] [--max-new-tokens N]
                            [--temperature T] [--top-k K] [--top-p P] [--seed S] [--threads N]
-    fastattention bench attention|e2e|decode|allreduce-overlap [options]     (see `fastattention bench NAME --help`)
+    fastattention bench attention|e2e|decode|allreduce-overlap|tp-e2e|spill [options]     (see `fastattention bench NAME --help`)
 
 Exit status: 0 on success, 2 for a usage error (bad option or value), 1 when the work itself fails
 (missing or bad weight files, unsupported model, ...); the message goes to stderr.
@@ -24,10 +24,12 @@ BENCHES = {
     "decode": "split-KV decode attention bandwidth (GPU): ours vs SDPA flash / cudnn and a copy",
     "allreduce-overlap": ("row-parallel GEMM + all-reduce, tiling-AllReduce overlap vs without "
                           "(under mpirun)"),
+    "tp-e2e": ("tensor-parallel prefill and decode speed at the mpirun world size (--baseline: "
+               "speed-up over a tp=1 run)"),
     "spill": "spilled KV (GPU): decode and prefill speed as the GPU KV budget shrinks; --demo: 256K",
 }
 # Benchmarks whose module name differs from the command name.
-BENCH_MODULES = {"allreduce-overlap": "allreduce"}
+BENCH_MODULES = {"allreduce-overlap": "allreduce", "tp-e2e": "tp_e2e"}
 DTYPES = ("float16", "bfloat16", "float32")
 
 

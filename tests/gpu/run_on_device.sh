@@ -7,6 +7,10 @@
 #   (every other GPU test: kernels, decode, session), sanitize, ncu, profile, bench (attention),
 #   decode (bench decode), e2e (bench e2e --device cuda), spill (bench spill), demo256k (bench
 #   spill --demo), debug, all (tests sanitize ncu bench)
+#   Tensor parallelism (2+ GPUs, e.g. nvidia-h200-x2; the build then needs MPI and NCCL): tp-tests
+#   (tests/gpu/test_tp_nccl.py), tp-bench (bench allreduce-overlap sweeps: FA_TP_SWEEP="NAME=ENV
+#   ..." runs, FA_TP_BENCH_ARGS), tp-e2e (bench tp-e2e, tp=1 vs tp=2: FA_TP_E2E_MODELS, default
+#   llama-7b), pangu (examples/pangu38b_infer.py, full 38B shape at tp=2: FA_PANGU_ARGS)
 #   FA_ALL_IMPLS=0 builds only the GPU's native MMA path (faster; 884 / 1688 tests then skip).
 #   FA_HEAD_DIMS limits the attention instances (default all: 64;80;96;128;256).
 # Needs the wheels the machine lacks in .whl/ (scipy-openblas32, nlohmann-json): see tests/gpu/README.md.
@@ -27,12 +31,17 @@ cc=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d 
 # that already uses the shared one. Build with the system compiler, which links libstdc++.so.
 cxx=g++; [[ -x /usr/bin/g++ ]] && cxx=/usr/bin/g++
 unset CUDAHOSTCXX
+# Tensor-parallel modes need MPI (the system Open MPI) and NCCL (the nvidia-nccl wheel): required.
+tp=OFF; [[ $what == *,tp-* || $what == *,pangu,* ]] && tp=ON
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+[[ $tp == ON ]] && { which mpirun mpicc; mpirun --version | head -1; nvidia-smi topo -m | head -4; }
 t0=$(date +%s)
 rm -rf build/gpu
 cmake -S . -B build/gpu -G Ninja -DPython3_EXECUTABLE="$(which python3)" \
   -Dpybind11_DIR="$(python3 -m pybind11 --cmakedir)" -DFASTATTN_BUILD_PYTHON=ON \
   -DCMAKE_CXX_COMPILER="$cxx" \
-  -DFASTATTN_BUILD_TESTS=OFF -DFASTATTN_CUDA=ON -DFASTATTN_CUDA_ARCHS="$cc" \
+  -DFASTATTN_BUILD_TESTS=OFF -DFASTATTN_CUDA=ON -DFASTATTN_MPI=$( [[ $tp == ON ]] && echo ON || echo AUTO) \
+  -DFASTATTN_NCCL=$( [[ $tp == ON ]] && echo ON || echo AUTO) \ -DFASTATTN_CUDA_ARCHS="$cc" \
   -DFASTATTN_CUDA_ALL_IMPLS=${FA_ALL_IMPLS:-1} -DFASTATTN_CUDA_PTXAS_VERBOSE=ON \
   -DFASTATTN_CUDA_HEAD_DIMS="${FA_HEAD_DIMS:-64;80;96;128;256}" \
   -DCMAKE_LIBRARY_OUTPUT_DIRECTORY="$root/python/fastattention" > "$out/configure.log" 2>&1 \
@@ -106,3 +115,29 @@ if has e2e; then
   python3 -m fastattention.cli bench e2e --device cuda --work-dir /tmp/fa_e2e ${FA_E2E_ARGS:-} 2>&1 \
     | tee "$out/bench_e2e_cuda.md" | tail -30
 fi
+if has tp-tests; then
+  python3 -m pytest tests/gpu/test_tp_nccl.py -v -p no:cacheprovider 2>&1 | tee "$out/pytest_tp.log" | tail -15
+fi
+if has tp-bench; then
+  # One launch per NCCL set-up (read when the communicator starts); --gemm-sms sweeps in-process.
+  for run in ${FA_TP_SWEEP:-default=}; do
+    name=${run%%=*}; envs=${run#*=}
+    echo "== allreduce-overlap: $name ($envs)"
+    env ${envs//,/ } mpirun -n 2 --bind-to none -x PYTHONPATH python3 -m fastattention.cli bench allreduce-overlap \
+      --device cuda --json "$out/allreduce_$name.json" ${FA_TP_BENCH_ARGS:-} 2>&1 | tee "$out/allreduce_$name.md" | tail -14
+  done
+fi
+if has tp-e2e; then
+  for model in ${FA_TP_E2E_MODELS:-llama-7b}; do
+    python3 -m fastattention.cli bench tp-e2e --device cuda --model $model --json /tmp/tp1_$model.json \
+      ${FA_TP_E2E_ARGS:-} 2>&1 | tail -12
+    mpirun -n 2 --bind-to none -x PYTHONPATH python3 -m fastattention.cli bench tp-e2e --device cuda \
+      --model $model --baseline /tmp/tp1_$model.json --json "$out/tp_e2e_$model.json" ${FA_TP_E2E_ARGS:-} \
+      2>&1 | tee "$out/tp_e2e_$model.md" | tail -12
+  done
+fi
+if has pangu; then
+  mpirun -n 2 --bind-to none -x PYTHONPATH python3 examples/pangu38b_infer.py --random-weights --device cuda \
+    ${FA_PANGU_ARGS:---batch 8 --prompt-len 2048 --new-tokens 32} 2>&1 | tee "$out/pangu_tp2.log" | tail -20
+fi
+

@@ -84,6 +84,14 @@ void bind_comm(py::module_& m) {
             c.tiling().num_tiles = v;
           },
           "row tiles of the tiling-AllReduce; 0 = chosen from the token count")
+      .def_property(
+          "gemm_sms", [](const Communicator& c) { return c.tiling().gemm_sms; },
+          [](Communicator& c, int v) {
+            FA_CHECK(v >= 0, "gemm_sms: expected >= 0 (0 = all SMs), got ", v);
+            c.tiling().gemm_sms = v;
+          },
+          "GPU: SMs each tile GEMM of the tiling-AllReduce may use (cuBLAS SM count target), "
+          "leaving the rest to the all-reduce beside it; 0 = all")
       .def("choose_num_tiles", &choose_num_tiles, py::arg("tokens"),
            "The tile count the row-parallel GEMMs use for this many tokens.")
       .def(

@@ -44,6 +44,10 @@ class CommRequest {
 struct TiledAllReduceOptions {
   bool overlap = true;  // false: the whole GEMM, then one all-reduce (for comparison)
   int num_tiles = 0;    // row tiles; 0 = chosen from the token count (choose_num_tiles)
+  // GPU backends: the SMs each tile's GEMM may use (cuBLAS's SM count target), so that the GEMMs
+  // leave SMs to the all-reduces running beside them; 0 = all. The NCCL backend sets it at start
+  // (FASTATTN_TP_GEMM_SMS, else its default: nccl_communicator.cc).
+  int gemm_sms = 0;
 };
 
 class Communicator {

@@ -82,10 +82,12 @@ void linear_all_reduce(const Context& ctx, Communicator& comm, const Tensor& x, 
            ": linear_all_reduce: x ", x.describe(), " and y ", y.describe(),
            " must be 2-D with the same rows");
   const int n = choose_num_tiles(comm, x.size(0));
+  Context tile_ctx = ctx;
+  if (n > 1 && comm.device().type == DeviceType::kCUDA) tile_ctx.gemm_sm_target = comm.tiling().gemm_sms;
   tiled_all_reduce(ctx, comm, y, n, [&](int64_t begin, int64_t end) {
     const Tensor xt = x.slice(0, begin, end);
     Tensor yt = y.slice(0, begin, end);
-    kernels::linear(ctx, xt, w, Tensor(), yt);
+    kernels::linear(tile_ctx, xt, w, Tensor(), yt);
   });
 }
 

@@ -18,6 +18,9 @@ struct Context {
   Communicator* comm = nullptr;  // null = single rank
   void* stream = nullptr;        // cudaStream_t in CUDA builds
   void* blas_handle = nullptr;   // cublasHandle_t bound to `stream` (CUDA builds; null = none yet)
+  // SMs a CUDA GEMM may use (cuBLAS's SM count target); 0 = all. The tiling-AllReduce sets it so
+  // that the tile GEMMs leave SMs to the all-reduce running beside them.
+  int gemm_sm_target = 0;
 };
 
 // A Context for the CPU with the default allocator.

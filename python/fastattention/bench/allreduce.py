@@ -11,7 +11,10 @@ run together):
   GEMM         the GEMM alone                  all-reduce   the all-reduce of y alone
   sequential   GEMM, then all-reduce (the overlap switched off)
   tiled N      the tiling-AllReduce with N row tiles (tile i's all-reduce runs while tile i+1 is
-               computed); "auto" is the tile count the runtime picks for T tokens
+               computed); "auto" is the tile count the runtime picks for T tokens; "N@Ssm"
+               the same with each tile GEMM limited to S SMs (--gemm-sms), leaving the rest of
+               the GPU to the all-reduce beside it (NCCL's own CTAs: FASTATTN_NCCL_MAX_CTAS,
+               FASTATTN_NCCL_CTA_POLICY, read when the communicator starts)
 
 saving = 1 - best tiled / sequential; overlap = (GEMM + all-reduce - tiled) / min(GEMM,
 all-reduce): the share of the shorter operation hidden behind the longer (1 = the ideal
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 
@@ -44,6 +48,16 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
+def _sm_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    if not values or any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected integers >= 0, got {text!r}")
+    return values
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                         help="cpu: MPI over CPU ranks; cuda: NCCL, GPU = local rank")
@@ -55,6 +69,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="GEMM inner size per rank (default H / ranks)")
     parser.add_argument("--tiles", type=_int_list, default=[2, 4, 8],
                         help="tile counts to time besides the runtime's choice (default 2,4,8)")
+    parser.add_argument("--gemm-sms", type=_sm_list, default=None,
+                        help="GPU: also time each tile count with the tile GEMMs limited to these "
+                             "SM counts (0 = all; default: only the communicator's setting, "
+                             "FASTATTN_TP_GEMM_SMS or its default)")
     parser.add_argument("--dtype", choices=["float16", "bfloat16", "float32"], default=None,
                         help="GPU dtype (default bfloat16); CPU activations are float32")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs (cuda 20, cpu 5)")
@@ -138,6 +156,7 @@ def run(args: argparse.Namespace):
     if world < 2:
         raise ValueError("bench allreduce-overlap needs at least 2 ranks (mpirun -n 2)")
     r = _Runner(args, comm, local, args.device)
+    default_sms = comm.gemm_sms
     threads = args.threads if args.device == "cpu" else 0
 
     results = []
@@ -146,8 +165,10 @@ def run(args: argparse.Namespace):
         for T in tokens:
             x, w, y = r.tensors(T, H, K, seed=comm.rank)
 
-            def linear(c, overlap, tiles):
+            def linear(c, overlap, tiles, sms=None):
                 c.overlap, c.num_tiles = overlap, tiles
+                if sms is not None:
+                    c.gemm_sms = sms
                 return lambda: c.linear_all_reduce(x, w, y, num_threads=threads, stream=r.stream)
 
             row = dict(tokens=T, hidden=H, k=K, ranks=world, device=args.device)
@@ -158,10 +179,14 @@ def run(args: argparse.Namespace):
             row["auto_tiles"] = comm.choose_num_tiles(T)
             tiled = {}
             for n in sorted(set(args.tiles) | {row["auto_tiles"]}):
-                tiled[n] = (row["sequential_ms"] if n == 1
-                            else 1e3 * r.time(linear(comm, True, n)))
-            row["tiled_ms"] = {str(n): v for n, v in tiled.items()}
-            row["auto_ms"] = tiled[row["auto_tiles"]]
+                tiled[str(n)] = (row["sequential_ms"] if n == 1
+                                 else 1e3 * r.time(linear(comm, True, n, default_sms)))
+                for sms in (args.gemm_sms or []) if n > 1 else []:
+                    if sms != default_sms:
+                        tiled[f"{n}@{sms}sm"] = 1e3 * r.time(linear(comm, True, n, sms))
+            comm.gemm_sms = default_sms
+            row["tiled_ms"] = tiled
+            row["auto_ms"] = tiled[str(row["auto_tiles"])]
             best = min(tiled, key=tiled.get)
             row["best_tiles"], row["best_ms"] = best, tiled[best]
             row["saving_best"] = 1.0 - row["best_ms"] / row["sequential_ms"]
@@ -192,6 +217,10 @@ def _table(results: list, info: dict, args) -> str:
     head = (f"row-parallel GEMM + all-reduce, {results[0]['ranks']} ranks, {args.device}, "
             f"{'float32' if args.device == 'cpu' else (args.dtype or 'bfloat16')}; "
             f"{info.get('mpi_library', '').split(',')[0]}")
+    tuning = " ".join(f"{k}={v}" for k, v in sorted(os.environ.items())
+                      if k.startswith(("FASTATTN_NCCL_", "FASTATTN_TP_", "NCCL_")))
+    if tuning:
+        head += f"; {tuning}"
     lines = [head, "",
              "| tokens | hidden | K/rank | GEMM ms | all-reduce ms | sequential ms | tiled (auto) ms"
              " | best tiled ms (tiles) | saving best / auto | overlap |",

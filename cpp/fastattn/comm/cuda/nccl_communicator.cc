@@ -52,6 +52,25 @@ int env_int(const char* name, int fallback) {
   return static_cast<int>(x);
 }
 
+// SMs the tile GEMMs of the tiling-AllReduce use (0 = all); FASTATTN_TP_GEMM_SMS overrides it.
+constexpr int kDefaultTileGemmSms = 0;
+
+#if NCCL_VERSION_CODE >= NCCL_VERSION(2, 27, 0)
+// FASTATTN_NCCL_CTA_POLICY: default | efficiency (fewest CTAs that keep the bandwidth: more SMs
+// left to the overlapped GEMMs) | zero (copy engines where NCCL can).
+int cta_policy_from_env() {
+  const char* v = std::getenv("FASTATTN_NCCL_CTA_POLICY");
+  const std::string s = v == nullptr ? "" : v;
+  if (s.empty() || s == "default") return NCCL_CTA_POLICY_DEFAULT;
+  if (s == "efficiency") return NCCL_CTA_POLICY_EFFICIENCY;
+#if defined(NCCL_CTA_POLICY_ZERO)
+  if (s == "zero") return NCCL_CTA_POLICY_ZERO;
+#endif
+  FA_THROW_AS(InvalidArgument, "FASTATTN_NCCL_CTA_POLICY: expected default, efficiency or zero ",
+              "(zero needs NCCL 2.28), got '", s, "'");
+}
+#endif
+
 ncclDataType_t nccl_dtype(DType dt) {
   switch (dt) {
     case DType::kFloat32:
@@ -93,7 +112,23 @@ class NcclCommunicator : public Communicator {
     // Every rank checks its GPU before the collective NCCL set-up, and they agree on the result:
     // a rank that cannot start must not leave the others waiting inside ncclCommInitRank.
     std::string local_error;
+#if NCCL_VERSION_CODE >= NCCL_VERSION(2, 14, 0)
+    ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+#endif
     try {
+#if NCCL_VERSION_CODE >= NCCL_VERSION(2, 14, 0)
+      // The options come from the environment, parsed here so that a bad value fails every
+      // rank's start together instead of leaving the others in ncclCommInitRankConfig.
+      config.blocking = 1;
+      const int min_ctas = env_int("FASTATTN_NCCL_MIN_CTAS", 0);
+      const int max_ctas = env_int("FASTATTN_NCCL_MAX_CTAS", 0);
+      if (min_ctas > 0) config.minCTAs = min_ctas;
+      if (max_ctas > 0) config.maxCTAs = max_ctas;
+#if NCCL_VERSION_CODE >= NCCL_VERSION(2, 27, 0)
+      config.CTAPolicy = cta_policy_from_env();
+#endif
+#endif
+      tiling().gemm_sms = env_int("FASTATTN_TP_GEMM_SMS", kDefaultTileGemmSms);
       int count = 0;
       FA_CUDA_CHECK(cudaGetDeviceCount(&count));
       FA_CHECK(device >= 0 && device < count, where(), ": cuda:", device, " does not exist (",
@@ -105,20 +140,14 @@ class NcclCommunicator : public Communicator {
     const std::vector<int64_t> failed = mpi_->all_reduce_max({local_error.empty() ? 0 : 1});
     if (!local_error.empty()) throw CommError(local_error);
     if (failed[0] != 0) {
-      FA_THROW_AS(CommError, where(), ": another rank could not use its GPU (its error is ",
-                  "reported there)");
+      FA_THROW_AS(CommError, where(), ": another rank could not start (its GPU, or a ",
+                  "FASTATTN_NCCL_* / FASTATTN_TP_* variable; its error is reported there)");
     }
     const DeviceGuard guard(device);
     ncclUniqueId id;
     if (rank_ == 0) check(ncclGetUniqueId(&id), "ncclGetUniqueId");
     mpi_->broadcast_bytes(&id, sizeof(id), 0);
 #if NCCL_VERSION_CODE >= NCCL_VERSION(2, 14, 0)
-    ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
-    config.blocking = 1;
-    const int min_ctas = env_int("FASTATTN_NCCL_MIN_CTAS", 0);
-    const int max_ctas = env_int("FASTATTN_NCCL_MAX_CTAS", 0);
-    if (min_ctas > 0) config.minCTAs = min_ctas;
-    if (max_ctas > 0) config.maxCTAs = max_ctas;
     check(ncclCommInitRankConfig(&comm_, size_, id, rank_, &config), "ncclCommInitRankConfig");
 #else
     check(ncclCommInitRank(&comm_, size_, id, rank_), "ncclCommInitRank");

@@ -60,4 +60,15 @@ cublasHandle_t cublas_handle(const Context& ctx, int device) {
   return h;
 }
 
+SmCountTarget::SmCountTarget(cublasHandle_t handle, int sm_count) : handle_(handle) {
+  if (sm_count <= 0) return;
+  FA_CUBLAS_CHECK(cublasGetSmCountTarget(handle_, &previous_));
+  FA_CUBLAS_CHECK(cublasSetSmCountTarget(handle_, sm_count));
+  set_ = true;
+}
+
+SmCountTarget::~SmCountTarget() {
+  if (set_) cublasSetSmCountTarget(handle_, previous_);  // a destructor must not throw
+}
+
 }  // namespace fastattn::kernels::cuda

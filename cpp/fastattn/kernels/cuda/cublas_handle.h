@@ -29,4 +29,19 @@ namespace fastattn::kernels::cuda {
 // runs on the context's stream.
 cublasHandle_t cublas_handle(const Context& ctx, int device);
 
+// Sets the handle's SM count target (cublasSetSmCountTarget) for one GEMM and restores the one it
+// had; sm_count 0 leaves the handle alone.
+class SmCountTarget {
+ public:
+  SmCountTarget(cublasHandle_t handle, int sm_count);
+  ~SmCountTarget();
+  SmCountTarget(const SmCountTarget&) = delete;
+  SmCountTarget& operator=(const SmCountTarget&) = delete;
+
+ private:
+  cublasHandle_t handle_;
+  int previous_ = 0;
+  bool set_ = false;
+};
+
 }  // namespace fastattn::kernels::cuda

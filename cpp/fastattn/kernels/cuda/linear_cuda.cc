@@ -131,6 +131,7 @@ void linear_cuda(const Context& ctx, const Tensor& x, const Tensor& w, const Ten
   const cublasComputeType_t compute = x.dtype() == DType::kFloat32 ? CUBLAS_COMPUTE_32F_PEDANTIC
                                                                    : CUBLAS_COMPUTE_32F;
   const cublasHandle_t handle = cublas_handle(ctx, device);
+  const SmCountTarget sm_target(handle, ctx.gemm_sm_target);
   FA_CUBLAS_CHECK(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(N),
                                static_cast<int>(M), static_cast<int>(K), &alpha, w.data(),
                                cuda_type(w.dtype()), static_cast<int>(K), x.data(),
