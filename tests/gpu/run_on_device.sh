@@ -118,26 +118,38 @@ fi
 if has tp-tests; then
   python3 -m pytest tests/gpu/test_tp_nccl.py -v -p no:cacheprovider 2>&1 | tee "$out/pytest_tp.log" | tail -15
 fi
+# A variant "NAME=A,B,...": each A is an environment setting (VAR=value) or a bench option (--x=y).
+split_variant() {
+  vname=${1%%=*}; venv=(); vargs=()
+  local item; for item in $(tr , ' ' <<< "${1#*=}"); do
+    if [[ $item == --* ]]; then vargs+=("$item"); else venv+=("$item"); fi
+  done
+}
 if has tp-bench; then
   # One launch per NCCL set-up (read when the communicator starts); --gemm-sms sweeps in-process.
   for run in ${FA_TP_SWEEP:-default=}; do
-    name=${run%%=*}; envs=${run#*=}
-    echo "== allreduce-overlap: $name ($envs)"
-    env ${envs//,/ } mpirun -n 2 --bind-to none -x PYTHONPATH python3 -m fastattention.cli bench allreduce-overlap \
-      --device cuda --json "$out/allreduce_$name.json" ${FA_TP_BENCH_ARGS:-} 2>&1 | tee "$out/allreduce_$name.md" | tail -14
+    split_variant "$run"
+    echo "== allreduce-overlap: $vname (${venv[*]} ${vargs[*]})"
+    env "${venv[@]}" mpirun -n 2 --bind-to none python3 -m fastattention.cli bench allreduce-overlap \
+      --device cuda --json "$out/allreduce_$vname.json" ${FA_TP_BENCH_ARGS:-} "${vargs[@]}" 2>&1 \
+      | tee "$out/allreduce_$vname.md" | tail -14
   done
 fi
 if has tp-e2e; then
   for model in ${FA_TP_E2E_MODELS:-llama-7b}; do
     python3 -m fastattention.cli bench tp-e2e --device cuda --model $model --json /tmp/tp1_$model.json \
       ${FA_TP_E2E_ARGS:-} 2>&1 | tail -12
-    mpirun -n 2 --bind-to none -x PYTHONPATH python3 -m fastattention.cli bench tp-e2e --device cuda \
-      --model $model --baseline /tmp/tp1_$model.json --json "$out/tp_e2e_$model.json" ${FA_TP_E2E_ARGS:-} \
-      2>&1 | tee "$out/tp_e2e_$model.md" | tail -12
+    for run in ${FA_TP_E2E_VARIANTS:-default=}; do
+      split_variant "$run"
+      echo "== tp-e2e tp 2: $model $vname (${venv[*]} ${vargs[*]})"
+      env "${venv[@]}" mpirun -n 2 --bind-to none python3 -m fastattention.cli bench tp-e2e --device cuda \
+        --model $model --baseline /tmp/tp1_$model.json --json "$out/tp_e2e_${model}_$vname.json" \
+        ${FA_TP_E2E_ARGS:-} "${vargs[@]}" 2>&1 | tee "$out/tp_e2e_${model}_$vname.md" | tail -12
+    done
   done
 fi
 if has pangu; then
-  mpirun -n 2 --bind-to none -x PYTHONPATH python3 examples/pangu38b_infer.py --random-weights --device cuda \
+  mpirun -n 2 --bind-to none python3 examples/pangu38b_infer.py --random-weights --device cuda \
     ${FA_PANGU_ARGS:---batch 8 --prompt-len 2048 --new-tokens 32} 2>&1 | tee "$out/pangu_tp2.log" | tail -20
 fi
 

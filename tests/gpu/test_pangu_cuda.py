@@ -53,7 +53,7 @@ def test_example_on_the_gpu_generates_the_cpu_tokens():
     def run(device):
         res = subprocess.run([sys.executable, str(ROOT / "examples" / "pangu38b_infer.py"),
                               "--preset", "tiny", "--dtype", "float32", "--device", device,
-                              "--new-tokens", 12],
+                              "--new-tokens", "12"],
                              capture_output=True, text=True, timeout=600)
         assert res.returncode == 0, res.stdout + res.stderr
         return res.stdout

@@ -33,30 +33,42 @@ def collectives(out_dir: str) -> None:
         comm.all_gather(x.contiguous(), out, stream=stream)
         return out
 
-    # Integers: tiled == plain == exact, bit for bit.
-    for dtype in (torch.int32, torch.int64):
-        for rows, cols, tiles in ((37, 5, 4), (4096, 64, 3), (1, 7, 2)):
-            x = torch.randint(-10**6, 10**6, (rows, cols), generator=gen, dtype=dtype).to(dev)
-            exact = gathered(x).sum(dim=0, dtype=torch.int64).to(dtype)
-            plain, tiled = x.clone(), x.clone()
-            comm.all_reduce_sum(plain, stream=stream)
-            comm.all_reduce_sum_tiled(tiled, tiles, stream=stream)
-            torch.cuda.synchronize()
-            assert torch.equal(plain, exact), (dtype, rows)
-            assert torch.equal(tiled, plain), (dtype, rows, tiles)
+    # The tiles' all-reduce by NCCL's kernels, and (NCCL >= 2.28) by the copy-engine gather.
+    methods = [False] + ([True] if torch.cuda.nccl.version() >= (2, 28, 0) else [])
+    # Integers: tiled == plain == exact, bit for bit. Odd sizes take the gather's scalar sum.
+    for gather in methods:
+        comm.gather_reduce = gather
+        for dtype in (torch.int32, torch.int64):
+            for rows, cols, tiles in ((37, 5, 4), (4096, 64, 3), (1, 7, 2)):
+                x = torch.randint(-10**6, 10**6, (rows, cols), generator=gen, dtype=dtype).to(dev)
+                exact = gathered(x).sum(dim=0, dtype=torch.int64).to(dtype)
+                plain, tiled = x.clone(), x.clone()
+                comm.all_reduce_sum(plain, stream=stream)
+                comm.all_reduce_sum_tiled(tiled, tiles, stream=stream)
+                torch.cuda.synchronize()
+                assert torch.equal(plain, exact), (dtype, rows)
+                assert torch.equal(tiled, plain), (gather, dtype, rows, tiles)
 
-    # Floats: within rounding of the float64 sum.
-    for dtype, eps in ((torch.float32, 2**-23), (torch.bfloat16, 2**-8), (torch.float16, 2**-11)):
-        x = torch.randn((1000, 96), generator=gen).to(dev, dtype)
-        every = gathered(x).double()
-        ref = every.sum(dim=0)
-        plain, tiled = x.clone(), x.clone()
-        comm.all_reduce_sum(plain, stream=stream)
-        comm.all_reduce_sum_tiled(tiled, 4, stream=stream)
-        torch.cuda.synchronize()
-        tol = 4 * n * eps * every.abs().sum(dim=0).max().item()
-        for got in (plain, tiled):
-            assert (got.double() - ref).abs().max().item() <= tol, (dtype, tol)
+    # Floats: within rounding of the float64 sum; the gather's sums are the same on every rank.
+    for gather in methods:
+        comm.gather_reduce = gather
+        for dtype, eps in ((torch.float32, 2**-23), (torch.bfloat16, 2**-8),
+                           (torch.float16, 2**-11)):
+            for rows, cols in ((1000, 96), (333, 7)):
+                x = torch.randn((rows, cols), generator=gen).to(dev, dtype)
+                every = gathered(x).double()
+                ref = every.sum(dim=0)
+                plain, tiled = x.clone(), x.clone()
+                comm.all_reduce_sum(plain, stream=stream)
+                comm.all_reduce_sum_tiled(tiled, 4, stream=stream)
+                torch.cuda.synchronize()
+                tol = 4 * n * eps * every.abs().sum(dim=0).max().item()
+                for got in (plain, tiled):
+                    assert torch.isfinite(got).all(), (gather, dtype)
+                    assert (got.double() - ref).abs().max().item() <= tol, (gather, dtype, tol)
+                if gather:
+                    assert torch.equal(gathered(tiled)[0], gathered(tiled)[n - 1]), dtype
+    comm.gather_reduce = False
 
     # broadcast from each root.
     for root in range(n):
@@ -77,14 +89,15 @@ def collectives(out_dir: str) -> None:
     xr = torch.cat([t.double() for t in gathered(x)], dim=1)  # the bf16 inputs, every rank's
     wr = torch.cat([t.double() for t in gathered(w)], dim=1)
     ref = xr @ wr.T
-    for overlap, tiles in ((False, 0), (True, 3), (True, 0)):
-        comm.overlap, comm.num_tiles = overlap, tiles
+    for overlap, tiles, gather in ((False, 0, False), (True, 3, False), (True, 0, False),
+                                   *((True, 3, True), (True, 4, True))[:2 * (len(methods) - 1)]):
+        comm.overlap, comm.num_tiles, comm.gather_reduce = overlap, tiles, gather
         y = torch.full((T, H), float("nan"), dtype=torch.bfloat16, device=dev)
         comm.linear_all_reduce(x, w, y, stream=stream)
         torch.cuda.synchronize()
         err = (y.double() - ref).abs().max().item()
         tol = 2 * 2**-8 * (xr.abs() @ wr.abs().T).max().item()
-        assert torch.isfinite(y).all() and err <= tol, (overlap, tiles, err, tol)
+        assert torch.isfinite(y).all() and err <= tol, (overlap, tiles, gather, err, tol)
     comm.barrier()
     open(os.path.join(out_dir, f"nccl_ok_rank{r}"), "w").write("ok\n")
 
@@ -94,7 +107,11 @@ def session(model_dir: str, out_dir: str, prompts_json: str) -> None:
 
     spec = json.loads(open(prompts_json).read())
     res = {}
-    for name, kw in (("plain", dict(tp_overlap=False)), ("tiles3", dict(tp_tiles=3))):
+    variants = [("plain", "nccl", dict(tp_overlap=False)), ("tiles3", "nccl", dict(tp_tiles=3))]
+    if torch.cuda.nccl.version() >= (2, 28, 0):
+        variants.append(("gather3", "gather", dict(tp_tiles=3)))
+    for name, method, kw in variants:
+        os.environ["FASTATTN_TP_ALLREDUCE"] = method  # read when the session's NCCL comm starts
         s = Session(model_dir, device="cuda", max_batch=len(spec["prompts"]), **kw)
         res[f"tokens_{name}"] = np.array(s.generate(spec["prompts"], spec["max_new_tokens"]))
         res[f"logits_{name}"] = s.logits(spec["prompts"][0])

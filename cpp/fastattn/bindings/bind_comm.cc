@@ -92,6 +92,11 @@ void bind_comm(py::module_& m) {
           },
           "GPU: SMs each tile GEMM of the tiling-AllReduce may use (cuBLAS SM count target), "
           "leaving the rest to the all-reduce beside it; 0 = all")
+      .def_property(
+          "gather_reduce", [](const Communicator& c) { return c.tiling().gather_reduce; },
+          [](Communicator& c, bool v) { c.tiling().gather_reduce = v; },
+          "GPU: the tiles' all-reduces as a copy-engine all-gather plus a sum kernel (NCCL >= "
+          "2.28) instead of NCCL's all-reduce kernels")
       .def("choose_num_tiles", &choose_num_tiles, py::arg("tokens"),
            "The tile count the row-parallel GEMMs use for this many tokens.")
       .def(

@@ -48,6 +48,10 @@ struct TiledAllReduceOptions {
   // leave SMs to the all-reduces running beside them; 0 = all. The NCCL backend sets it at start
   // (FASTATTN_TP_GEMM_SMS, else its default: nccl_communicator.cc).
   int gemm_sms = 0;
+  // GPU backends: a tile's all-reduce is an all-gather on the copy engines and a short sum kernel
+  // (comm/cuda/nccl_gather_reduce.h) instead of NCCL's all-reduce kernels. The NCCL backend sets
+  // it at start (FASTATTN_TP_ALLREDUCE=gather / nccl, else its default).
+  bool gather_reduce = false;
 };
 
 class Communicator {

@@ -14,7 +14,8 @@ run together):
                computed); "auto" is the tile count the runtime picks for T tokens; "N@Ssm"
                the same with each tile GEMM limited to S SMs (--gemm-sms), leaving the rest of
                the GPU to the all-reduce beside it (NCCL's own CTAs: FASTATTN_NCCL_MAX_CTAS,
-               FASTATTN_NCCL_CTA_POLICY, read when the communicator starts)
+               FASTATTN_NCCL_CTA_POLICY, read when the communicator starts); "Ng": the
+               tiles' all-reduces as a copy-engine all-gather plus a sum (--allreduce gather)
 
 saving = 1 - best tiled / sequential; overlap = (GEMM + all-reduce - tiled) / min(GEMM,
 all-reduce): the share of the shorter operation hidden behind the longer (1 = the ideal
@@ -73,6 +74,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="GPU: also time each tile count with the tile GEMMs limited to these "
                              "SM counts (0 = all; default: only the communicator's setting, "
                              "FASTATTN_TP_GEMM_SMS or its default)")
+    parser.add_argument("--allreduce", default=None,
+                        help="GPU: the tiles' all-reduce methods to time, comma-separated: nccl "
+                             "(NCCL's kernels), gather (copy-engine all-gather + sum; key suffix "
+                             "'g'); default: the communicator's (FASTATTN_TP_ALLREDUCE or its "
+                             "default)")
     parser.add_argument("--dtype", choices=["float16", "bfloat16", "float32"], default=None,
                         help="GPU dtype (default bfloat16); CPU activations are float32")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs (cuda 20, cpu 5)")
@@ -86,8 +92,13 @@ class _Runner:
 
     def __init__(self, args, comm, local, device: str):
         self.args, self.comm, self.local, self.device = args, comm, local, device
+        # Barriers and the gathered timings go over MPI on the host (NCCL takes GPU buffers).
+        self.host = comm
         if device == "cuda":
             import torch
+            from fastattention._native import _C
+
+            self.host = _C.Communicator("mpi", "cpu")
 
             self.torch = torch
             self.dtype = getattr(torch, args.dtype or "bfloat16")
@@ -116,15 +127,15 @@ class _Runner:
         samples = []
         for i in range(self.args.warmup + self.args.repeats):
             self.sync()
-            self.comm.barrier()
+            self.host.barrier()
             t0 = time.perf_counter()
             fn()
             self.sync()
             if i >= self.args.warmup:
                 samples.append(time.perf_counter() - t0)
         mine = np.array([int(statistics.median(samples) * 1e9)], np.int64)
-        every = np.zeros(self.comm.size, np.int64)
-        self.comm.all_gather(mine, every)
+        every = np.zeros(self.host.size, np.int64)
+        self.host.all_gather(mine, every)
         return float(every.max()) * 1e-9
 
 
@@ -156,7 +167,13 @@ def run(args: argparse.Namespace):
     if world < 2:
         raise ValueError("bench allreduce-overlap needs at least 2 ranks (mpirun -n 2)")
     r = _Runner(args, comm, local, args.device)
-    default_sms = comm.gemm_sms
+    default_sms, default_gather = comm.gemm_sms, comm.gather_reduce
+    methods = [default_gather]
+    if args.allreduce:
+        names = [m.strip() for m in args.allreduce.split(",") if m.strip()]
+        if not names or any(m not in ("nccl", "gather") for m in names):
+            raise ValueError(f"--allreduce: expected nccl and/or gather, got {args.allreduce!r}")
+        methods = [m == "gather" for m in names]
     threads = args.threads if args.device == "cpu" else 0
 
     results = []
@@ -165,26 +182,36 @@ def run(args: argparse.Namespace):
         for T in tokens:
             x, w, y = r.tensors(T, H, K, seed=comm.rank)
 
-            def linear(c, overlap, tiles, sms=None):
+            def linear(c, overlap, tiles, sms=None, gather=None):
                 c.overlap, c.num_tiles = overlap, tiles
                 if sms is not None:
                     c.gemm_sms = sms
+                if gather is not None:
+                    c.gather_reduce = gather
                 return lambda: c.linear_all_reduce(x, w, y, num_threads=threads, stream=r.stream)
 
             row = dict(tokens=T, hidden=H, k=K, ranks=world, device=args.device)
             row["gemm_ms"] = 1e3 * r.time(linear(local, False, 0))
             row["allreduce_ms"] = 1e3 * r.time(lambda: comm.all_reduce_sum(y, stream=r.stream))
             row["sequential_ms"] = 1e3 * r.time(linear(comm, False, 0))
+            if True in methods:  # the copy-engine gather all-reduce alone, as 2 tiles
+                comm.gather_reduce = True
+                row["allreduce_gather_ms"] = 1e3 * r.time(
+                    lambda: comm.all_reduce_sum_tiled(y, 2, stream=r.stream))
+                comm.gather_reduce = default_gather
             comm.overlap, comm.num_tiles = True, 0
             row["auto_tiles"] = comm.choose_num_tiles(T)
             tiled = {}
             for n in sorted(set(args.tiles) | {row["auto_tiles"]}):
                 tiled[str(n)] = (row["sequential_ms"] if n == 1
-                                 else 1e3 * r.time(linear(comm, True, n, default_sms)))
-                for sms in (args.gemm_sms or []) if n > 1 else []:
-                    if sms != default_sms:
-                        tiled[f"{n}@{sms}sm"] = 1e3 * r.time(linear(comm, True, n, sms))
-            comm.gemm_sms = default_sms
+                                 else 1e3 * r.time(linear(comm, True, n, default_sms,
+                                                          default_gather)))
+                for gather in methods if n > 1 else []:
+                    for sms in sorted({default_sms, *(args.gemm_sms or [])}):
+                        key = f"{n}{'g' if gather else ''}{f'@{sms}sm' if sms else ''}"
+                        if (sms, gather) != (default_sms, default_gather):
+                            tiled[key] = 1e3 * r.time(linear(comm, True, n, sms, gather))
+            comm.gemm_sms, comm.gather_reduce = default_sms, default_gather
             row["tiled_ms"] = tiled
             row["auto_ms"] = tiled[str(row["auto_tiles"])]
             best = min(tiled, key=tiled.get)
@@ -209,7 +236,9 @@ def run(args: argparse.Namespace):
 def _format_row(row: dict) -> str:
     tiles = " ".join(f"{n}:{v:.3f}" for n, v in row["tiled_ms"].items())
     return (f"T={row['tokens']} H={row['hidden']} K={row['k']}: GEMM {row['gemm_ms']:.3f} ms, "
-            f"all-reduce {row['allreduce_ms']:.3f} ms, sequential {row['sequential_ms']:.3f} ms, "
+            f"all-reduce {row['allreduce_ms']:.3f} ms"
+            + (f" (gather {row['allreduce_gather_ms']:.3f} ms)" if "allreduce_gather_ms" in row
+               else "") + f", sequential {row['sequential_ms']:.3f} ms, "
             f"tiled [{tiles}] ms, auto {row['auto_tiles']} tiles")
 
 

@@ -13,6 +13,7 @@
 #if defined(FASTATTN_WITH_NCCL)
 #include <nccl.h>
 
+#include "fastattn/comm/cuda/nccl_gather_reduce.h"
 #include "fastattn/comm/mpi_communicator.h"
 #endif
 
@@ -54,6 +55,8 @@ int env_int(const char* name, int fallback) {
 
 // SMs the tile GEMMs of the tiling-AllReduce use (0 = all); FASTATTN_TP_GEMM_SMS overrides it.
 constexpr int kDefaultTileGemmSms = 0;
+// Whether the tiles' all-reduces default to the copy-engine gather at 2 ranks.
+constexpr bool kDefaultGatherReduce = false;
 
 #if NCCL_VERSION_CODE >= NCCL_VERSION(2, 27, 0)
 // FASTATTN_NCCL_CTA_POLICY: default | efficiency (fewest CTAs that keep the bandwidth: more SMs
@@ -70,6 +73,22 @@ int cta_policy_from_env() {
               "(zero needs NCCL 2.28), got '", s, "'");
 }
 #endif
+
+// FASTATTN_TP_ALLREDUCE: how the tiles' all-reduces run: "nccl" (NCCL's all-reduce kernels) or
+// "gather" (copy-engine all-gather + sum: nccl_gather_reduce.h). Default: gather at 2 ranks with
+// NCCL >= 2.28, where it moves as much data as a ring all-reduce and leaves the SMs to the GEMMs.
+bool gather_reduce_from_env(int ranks) {
+  const char* v = std::getenv("FASTATTN_TP_ALLREDUCE");
+  const std::string s = v == nullptr ? "" : v;
+  if (s.empty()) return kDefaultGatherReduce && FASTATTN_HAS_NCCL_GATHER_REDUCE && ranks == 2;
+  if (s == "nccl") return false;
+  if (s == "gather") {
+    FA_CHECK(FASTATTN_HAS_NCCL_GATHER_REDUCE, "FASTATTN_TP_ALLREDUCE=gather needs NCCL >= 2.28 ",
+             "(this build has ", NCCL_MAJOR, ".", NCCL_MINOR, ")");
+    return true;
+  }
+  FA_THROW_AS(InvalidArgument, "FASTATTN_TP_ALLREDUCE: expected nccl or gather, got '", s, "'");
+}
 
 ncclDataType_t nccl_dtype(DType dt) {
   switch (dt) {
@@ -129,6 +148,7 @@ class NcclCommunicator : public Communicator {
 #endif
 #endif
       tiling().gemm_sms = env_int("FASTATTN_TP_GEMM_SMS", kDefaultTileGemmSms);
+      tiling().gather_reduce = gather_reduce_from_env(size_);
       int count = 0;
       FA_CUDA_CHECK(cudaGetDeviceCount(&count));
       FA_CHECK(device >= 0 && device < count, where(), ": cuda:", device, " does not exist (",
@@ -163,6 +183,7 @@ class NcclCommunicator : public Communicator {
   ~NcclCommunicator() override {
     const DeviceGuard guard(device_);
     if (comm_stream_ != nullptr) cudaStreamSynchronize(comm_stream_);
+    gather_.reset();
     if (comm_ != nullptr) ncclCommDestroy(comm_);
     for (cudaEvent_t e : free_events_) cudaEventDestroy(e);
     if (comm_stream_ != nullptr) cudaStreamDestroy(comm_stream_);
@@ -189,9 +210,13 @@ class NcclCommunicator : public Communicator {
     FA_CUDA_CHECK(cudaEventRecord(ready, s));
     FA_CUDA_CHECK(cudaStreamWaitEvent(comm_stream_, ready, 0));
     give_event(ready);  // the wait above captured the record
-    check(ncclAllReduce(buf.data(), buf.data(), static_cast<size_t>(buf.numel()),
-                        nccl_dtype(buf.dtype()), ncclSum, comm_, comm_stream_),
-          "ncclAllReduce (async)");
+    if (tiling().gather_reduce && size_ > 1) {
+      gather_reduce().all_reduce(buf.data(), buf.numel(), buf.dtype(), comm_stream_);
+    } else {
+      check(ncclAllReduce(buf.data(), buf.data(), static_cast<size_t>(buf.numel()),
+                          nccl_dtype(buf.dtype()), ncclSum, comm_, comm_stream_),
+            "ncclAllReduce (async)");
+    }
     cudaEvent_t done = take_event();
     FA_CUDA_CHECK(cudaEventRecord(done, comm_stream_));
     return std::make_unique<NcclRequest>(this, s, done);
@@ -240,6 +265,29 @@ class NcclCommunicator : public Communicator {
 
   int device_index() const { return device_; }
 
+  // The copy-engine all-reduce, started at its first use (collectively: every rank makes the
+  // same calls) on a second NCCL communicator whose CTA policy is zero.
+  NcclGatherReduce& gather_reduce() {
+    if (gather_ == nullptr) {
+#if FASTATTN_HAS_NCCL_GATHER_REDUCE
+      ncclUniqueId id;
+      if (rank_ == 0) check(ncclGetUniqueId(&id), "ncclGetUniqueId");
+      mpi_->broadcast_bytes(&id, sizeof(id), 0);
+      ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+      config.blocking = 1;
+      config.CTAPolicy = NCCL_CTA_POLICY_ZERO;
+      ncclComm_t zero = nullptr;
+      check(ncclCommInitRankConfig(&zero, size_, id, rank_, &config),
+            "ncclCommInitRankConfig (zero-CTA communicator)");
+      gather_ = std::make_unique<NcclGatherReduce>(
+          zero, rank_, size_, [this](ncclResult_t r, const char* what) { check(r, what); });
+#else
+      FA_THROW_AS(CommError, where(), ": the gather all-reduce needs NCCL >= 2.28");
+#endif
+    }
+    return *gather_;
+  }
+
  private:
   static cudaStream_t stream(const Context& ctx) { return static_cast<cudaStream_t>(ctx.stream); }
 
@@ -260,6 +308,7 @@ class NcclCommunicator : public Communicator {
   int rank_ = 0;
   int size_ = 1;
   ncclComm_t comm_ = nullptr;
+  std::unique_ptr<NcclGatherReduce> gather_;  // null until a gather all-reduce is asked for
   cudaStream_t comm_stream_ = nullptr;
   std::mutex mu_;
   std::vector<cudaEvent_t> free_events_;
