@@ -134,6 +134,33 @@ TEST(choose_num_tiles_heuristic_and_overrides) {
   CHECK(choose_num_tiles(one, 4096) == 1);  // one rank: nothing to overlap
 }
 
+// Reports a GPU of 132 SMs, for plan_tiles' GPU rule (no GPU is touched).
+class GpuTwin : public TwinCommunicator {
+ public:
+  Device device() const override { return Device{DeviceType::kCUDA, 0}; }
+  int sm_count() const override { return 132; }
+};
+
+TEST(plan_tiles_weighs_the_gemm_on_gpus) {
+  TwinCommunicator cpu;
+  CHECK(plan_tiles(cpu, 2048, 4096, 2048).tiles == choose_num_tiles(cpu, 2048));
+  CHECK(plan_tiles(cpu, 2048, 4096, 2048).gemm_sms == 0);
+  GpuTwin gpu;
+  // 4096 x 4096 x 2048 = 3.4e10 multiply-adds: too small to tile.
+  CHECK(plan_tiles(gpu, 4096, 4096, 2048).tiles == 1);
+  // 8192 x 4096 x 2048 = 6.9e10: 4 tiles on 96 of the 132 SMs.
+  CHECK(plan_tiles(gpu, 8192, 4096, 2048).tiles == 4);
+  CHECK(plan_tiles(gpu, 8192, 4096, 2048).gemm_sms == 96);
+  // 16384 x 8192 x 4096 = 5.5e11: 4 tiles on every SM.
+  CHECK(plan_tiles(gpu, 16384, 8192, 4096).tiles == 4);
+  CHECK(plan_tiles(gpu, 16384, 8192, 4096).gemm_sms == 0);
+  gpu.tiling().gemm_sms = 100;  // overrides
+  gpu.tiling().num_tiles = 3;
+  CHECK(plan_tiles(gpu, 1024, 512, 64).tiles == 3 && plan_tiles(gpu, 1024, 512, 64).gemm_sms == 100);
+  gpu.tiling().overlap = false;
+  CHECK(plan_tiles(gpu, 16384, 8192, 4096).tiles == 1);
+}
+
 TEST(tiled_all_reduce_orders_compute_and_reductions) {
   TwinCommunicator c;
   std::vector<float> y(10 * 3, fa_test::kPoison);

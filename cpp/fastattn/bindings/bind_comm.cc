@@ -87,18 +87,28 @@ void bind_comm(py::module_& m) {
       .def_property(
           "gemm_sms", [](const Communicator& c) { return c.tiling().gemm_sms; },
           [](Communicator& c, int v) {
-            FA_CHECK(v >= 0, "gemm_sms: expected >= 0 (0 = all SMs), got ", v);
+            FA_CHECK(v >= -1, "gemm_sms: expected >= -1 (0 = all SMs, -1 = from the GEMM's ",
+                     "size), got ", v);
             c.tiling().gemm_sms = v;
           },
           "GPU: SMs each tile GEMM of the tiling-AllReduce may use (cuBLAS SM count target), "
-          "leaving the rest to the all-reduce beside it; 0 = all")
+          "leaving the rest to the all-reduce beside it; 0 = all, -1 = chosen from the GEMM's size")
       .def_property(
           "gather_reduce", [](const Communicator& c) { return c.tiling().gather_reduce; },
           [](Communicator& c, bool v) { c.tiling().gather_reduce = v; },
           "GPU: the tiles' all-reduces as a copy-engine all-gather plus a sum kernel (NCCL >= "
           "2.28) instead of NCCL's all-reduce kernels")
       .def("choose_num_tiles", &choose_num_tiles, py::arg("tokens"),
-           "The tile count the row-parallel GEMMs use for this many tokens.")
+           "The tile count a CPU row-parallel GEMM uses for this many tokens.")
+      .def(
+          "plan_tiles",
+          [](const Communicator& c, int64_t tokens, int64_t cols, int64_t inner) {
+            const TilePlan p = plan_tiles(c, tokens, cols, inner);
+            return py::make_tuple(p.tiles, p.gemm_sms);
+          },
+          py::arg("tokens"), py::arg("cols"), py::arg("inner"),
+          "(tiles, gemm_sms) of the row-parallel GEMM y[tokens, cols] = x[tokens, inner] @ w^T "
+          "(comm/tiled_all_reduce.h: plan_tiles)")
       .def(
           "all_reduce_sum",
           [](Communicator& c, const py::handle& buf, uintptr_t stream) {

@@ -45,9 +45,9 @@ struct TiledAllReduceOptions {
   bool overlap = true;  // false: the whole GEMM, then one all-reduce (for comparison)
   int num_tiles = 0;    // row tiles; 0 = chosen from the token count (choose_num_tiles)
   // GPU backends: the SMs each tile's GEMM may use (cuBLAS's SM count target), so that the GEMMs
-  // leave SMs to the all-reduces running beside them; 0 = all. The NCCL backend sets it at start
-  // (FASTATTN_TP_GEMM_SMS, else its default: nccl_communicator.cc).
-  int gemm_sms = 0;
+  // leave SMs to the all-reduces running beside them; 0 = all, -1 = chosen by plan_tiles from
+  // the GEMM's size. The NCCL backend sets it at start (FASTATTN_TP_GEMM_SMS, else -1).
+  int gemm_sms = -1;
   // GPU backends: a tile's all-reduce is an all-gather on the copy engines and a short sum kernel
   // (comm/cuda/nccl_gather_reduce.h) instead of NCCL's all-reduce kernels. The NCCL backend sets
   // it at start (FASTATTN_TP_ALLREDUCE=gather / nccl, else its default).
@@ -66,6 +66,8 @@ class Communicator {
   // True when every rank runs on this machine (CPU backends: the all-reduce is then memory
   // copies by the same cores that run the GEMMs, so overlapping them cannot pay).
   virtual bool single_node() const { return true; }
+  // Streaming multiprocessors of the communicator's GPU (0 for CPU backends).
+  virtual int sm_count() const { return 0; }
 
   // buf = sum of every rank's buf (in place). float32 / int32 / int64 on every backend,
   // float16 / bfloat16 too on GPU backends.

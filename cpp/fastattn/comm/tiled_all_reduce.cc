@@ -11,8 +11,7 @@ namespace fastattn {
 TileHeuristic default_tile_heuristic(const Communicator& comm) {
   TileHeuristic h;
   if (comm.device().type == DeviceType::kCUDA) {
-    // A GPU GEMM tile needs thousands of rows to fill the SMs; below that the all-reduce and the
-    // GEMM only compete for them (measured by `fastattention bench allreduce-overlap`).
+    // Rows alone: GPU GEMMs are planned by plan_tiles, which also weighs the GEMM's size.
     h.min_rows_per_tile = 2048;
     h.max_tiles = 4;
   } else if (comm.single_node()) {
@@ -34,6 +33,27 @@ int choose_num_tiles(const Communicator& comm, int64_t tokens) {
   const TileHeuristic h = default_tile_heuristic(comm);
   const int64_t n = tokens / std::max<int64_t>(h.min_rows_per_tile, 1);
   return static_cast<int>(std::clamp<int64_t>(n, 1, h.max_tiles));
+}
+
+TilePlan plan_tiles(const Communicator& comm, int64_t rows, int64_t cols, int64_t inner) {
+  const TiledAllReduceOptions& o = comm.tiling();
+  TilePlan plan;
+  if (comm.device().type != DeviceType::kCUDA) {
+    plan.tiles = choose_num_tiles(comm, rows);
+    return plan;
+  }
+  if (!o.overlap || comm.size() <= 1 || rows <= 1) return plan;
+  const double macs = static_cast<double>(rows) * static_cast<double>(cols) *
+                      static_cast<double>(inner);
+  plan.tiles = o.num_tiles > 0 ? static_cast<int>(std::min<int64_t>(o.num_tiles, rows))
+                               : (macs >= kGpuTileMinMacs ? 4 : 1);
+  if (plan.tiles <= 1) return plan;
+  if (o.gemm_sms >= 0) {
+    plan.gemm_sms = o.gemm_sms;
+  } else if (macs < kGpuFullSmMacs) {
+    plan.gemm_sms = comm.sm_count() * 8 / 11;  // 96 of an H200's 132
+  }
+  return plan;
 }
 
 void tile_rows(int64_t rows, int n, int i, int64_t& begin, int64_t& end) {
@@ -81,10 +101,10 @@ void linear_all_reduce(const Context& ctx, Communicator& comm, const Tensor& x, 
   FA_CHECK(x.dim() == 2 && y.dim() == 2 && x.size(0) == y.size(0), comm.where(),
            ": linear_all_reduce: x ", x.describe(), " and y ", y.describe(),
            " must be 2-D with the same rows");
-  const int n = choose_num_tiles(comm, x.size(0));
+  const TilePlan plan = plan_tiles(comm, x.size(0), y.size(1), x.size(1));
   Context tile_ctx = ctx;
-  if (n > 1 && comm.device().type == DeviceType::kCUDA) tile_ctx.gemm_sm_target = comm.tiling().gemm_sms;
-  tiled_all_reduce(ctx, comm, y, n, [&](int64_t begin, int64_t end) {
+  tile_ctx.gemm_sm_target = plan.gemm_sms;
+  tiled_all_reduce(ctx, comm, y, plan.tiles, [&](int64_t begin, int64_t end) {
     const Tensor xt = x.slice(0, begin, end);
     Tensor yt = y.slice(0, begin, end);
     kernels::linear(tile_ctx, xt, w, Tensor(), yt);

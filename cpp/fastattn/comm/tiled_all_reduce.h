@@ -27,6 +27,23 @@ TileHeuristic default_tile_heuristic(const Communicator& comm);
 // capped at max_tiles.
 int choose_num_tiles(const Communicator& comm, int64_t tokens);
 
+// How a row-parallel GEMM y[rows, cols] = x[rows, inner] @ w^T is tiled.
+struct TilePlan {
+  int tiles = 1;     // row tiles (1: one GEMM, then one all-reduce)
+  int gemm_sms = 0;  // SMs each tile GEMM may use (GPU; 0 = all)
+};
+
+// The plan for `comm`: on CPU ranks choose_num_tiles(comm, rows) tiles. On GPUs (measured on
+// 2 x H200 with `fastattention bench allreduce-overlap`, docs/results/allreduce_h200x2_*): 4
+// tiles once the GEMM has at least kGpuTileMinMacs multiply-adds (below, tiling was slower or
+// even), each tile's GEMM on 8/11 of the SMs while it has fewer than kGpuFullSmMacs (the rest go
+// to NCCL's all-reduce of the previous tile; bigger GEMMs are better off with every SM).
+// comm.tiling().num_tiles (> 0) and gemm_sms (>= 0) override the two choices; overlap off or one
+// rank gives 1 tile.
+TilePlan plan_tiles(const Communicator& comm, int64_t rows, int64_t cols, int64_t inner);
+constexpr double kGpuTileMinMacs = 6.0e10;
+constexpr double kGpuFullSmMacs = 4.0e11;
+
 // Row range [begin, end) of tile i of n over `rows` rows (tiles differ by at most one row).
 void tile_rows(int64_t rows, int n, int i, int64_t& begin, int64_t& end);
 
@@ -39,7 +56,7 @@ void tiled_all_reduce(const Context& ctx, Communicator& comm, Tensor& y, int num
                       const std::function<void(int64_t begin, int64_t end)>& compute);
 
 // y = all_reduce_sum(x @ w^T) through kernels::linear tiles (no bias: a row-parallel bias is
-// added once, after the reduction). The tile count is choose_num_tiles(comm, rows of x).
+// added once, after the reduction), tiled as plan_tiles(comm, rows, cols of y, cols of x) says.
 void linear_all_reduce(const Context& ctx, Communicator& comm, const Tensor& x, const Tensor& w,
                        Tensor& y);
 

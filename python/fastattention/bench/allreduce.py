@@ -11,7 +11,8 @@ run together):
   GEMM         the GEMM alone                  all-reduce   the all-reduce of y alone
   sequential   GEMM, then all-reduce (the overlap switched off)
   tiled N      the tiling-AllReduce with N row tiles (tile i's all-reduce runs while tile i+1 is
-               computed); "auto" is the tile count the runtime picks for T tokens; "N@Ssm"
+               computed); "auto" is what the runtime picks (plan_tiles: tile count and, on GPUs,
+               the tile GEMMs' SMs, from the GEMM's size; "1" = sequential); "N@Ssm"
                the same with each tile GEMM limited to S SMs (--gemm-sms), leaving the rest of
                the GPU to the all-reduce beside it (NCCL's own CTAs: FASTATTN_NCCL_MAX_CTAS,
                FASTATTN_NCCL_CTA_POLICY, read when the communicator starts); "Ng": the
@@ -200,20 +201,22 @@ def run(args: argparse.Namespace):
                     lambda: comm.all_reduce_sum_tiled(y, 2, stream=r.stream))
                 comm.gather_reduce = default_gather
             comm.overlap, comm.num_tiles = True, 0
-            row["auto_tiles"] = comm.choose_num_tiles(T)
-            tiled = {}
-            for n in sorted(set(args.tiles) | {row["auto_tiles"]}):
-                tiled[str(n)] = (row["sequential_ms"] if n == 1
-                                 else 1e3 * r.time(linear(comm, True, n, default_sms,
-                                                          default_gather)))
+            row["auto_tiles"], row["auto_sms"] = comm.plan_tiles(T, H, K)
+            row["auto_ms"] = (row["sequential_ms"] if row["auto_tiles"] == 1
+                              else 1e3 * r.time(linear(comm, True, 0, default_sms,
+                                                       default_gather)))
+            tiled = {"auto": row["auto_ms"]}
+            for n in sorted(set(args.tiles)):
+                if n > 1:
+                    tiled[str(n)] = 1e3 * r.time(linear(comm, True, n, default_sms,
+                                                        default_gather))
                 for gather in methods if n > 1 else []:
                     for sms in sorted({default_sms, *(args.gemm_sms or [])}):
-                        key = f"{n}{'g' if gather else ''}{f'@{sms}sm' if sms else ''}"
+                        key = f"{n}{'g' if gather else ''}{f'@{sms}sm' if sms > 0 else ''}"
                         if (sms, gather) != (default_sms, default_gather):
                             tiled[key] = 1e3 * r.time(linear(comm, True, n, sms, gather))
             comm.gemm_sms, comm.gather_reduce = default_sms, default_gather
             row["tiled_ms"] = tiled
-            row["auto_ms"] = tiled[str(row["auto_tiles"])]
             best = min(tiled, key=tiled.get)
             row["best_tiles"], row["best_ms"] = best, tiled[best]
             row["saving_best"] = 1.0 - row["best_ms"] / row["sequential_ms"]
@@ -239,7 +242,12 @@ def _format_row(row: dict) -> str:
             f"all-reduce {row['allreduce_ms']:.3f} ms"
             + (f" (gather {row['allreduce_gather_ms']:.3f} ms)" if "allreduce_gather_ms" in row
                else "") + f", sequential {row['sequential_ms']:.3f} ms, "
-            f"tiled [{tiles}] ms, auto {row['auto_tiles']} tiles")
+            f"tiled [{tiles}] ms, auto {row['auto_tiles']} tiles"
+            + (f" on {row['auto_sms']} SMs" if row.get("auto_sms", 0) > 0 else ""))
+
+
+def _sms(row: dict) -> str:
+    return f"@{row['auto_sms']}sm" if row.get("auto_sms", 0) > 0 else ""
 
 
 def _table(results: list, info: dict, args) -> str:
@@ -258,7 +266,7 @@ def _table(results: list, info: dict, args) -> str:
         lines.append(
             f"| {row['tokens']} | {row['hidden']} | {row['k']} | {row['gemm_ms']:.3f} | "
             f"{row['allreduce_ms']:.3f} | {row['sequential_ms']:.3f} | {row['auto_ms']:.3f} "
-            f"({row['auto_tiles']}) | {row['best_ms']:.3f} ({row['best_tiles']}) | "
+            f"({row['auto_tiles']}{_sms(row)}) | {row['best_ms']:.3f} ({row['best_tiles']}) | "
             f"{100 * row['saving_best']:.1f}% / {100 * row['saving_auto']:.1f}% | "
             f"{row['overlap_best']:.2f} |")
     return "\n".join(lines)

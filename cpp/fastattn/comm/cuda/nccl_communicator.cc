@@ -53,8 +53,9 @@ int env_int(const char* name, int fallback) {
   return static_cast<int>(x);
 }
 
-// SMs the tile GEMMs of the tiling-AllReduce use (0 = all); FASTATTN_TP_GEMM_SMS overrides it.
-constexpr int kDefaultTileGemmSms = 0;
+// SMs the tile GEMMs of the tiling-AllReduce use (-1: plan_tiles chooses); FASTATTN_TP_GEMM_SMS
+// overrides it.
+constexpr int kDefaultTileGemmSms = -1;
 // Whether the tiles' all-reduces default to the copy-engine gather at 2 ranks.
 constexpr bool kDefaultGatherReduce = false;
 
@@ -154,6 +155,7 @@ class NcclCommunicator : public Communicator {
       FA_CHECK(device >= 0 && device < count, where(), ": cuda:", device, " does not exist (",
                count, " GPU(s) visible; one GPU per rank is needed)");
       FA_CUDA_CHECK(cudaSetDevice(device));
+      FA_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count_, cudaDevAttrMultiProcessorCount, device));
     } catch (const std::exception& e) {
       local_error = e.what();
     }
@@ -193,6 +195,7 @@ class NcclCommunicator : public Communicator {
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   Device device() const override { return Device{DeviceType::kCUDA, device_}; }
+  int sm_count() const override { return sm_count_; }
 
   void all_reduce_sum(const Context& ctx, Tensor& buf) override {
     check_buffer(buf, "all_reduce_sum", "buf");
@@ -304,6 +307,7 @@ class NcclCommunicator : public Communicator {
   }
 
   int device_;
+  int sm_count_ = 0;
   std::unique_ptr<MpiCommunicator> mpi_;  // bootstrap and host barrier
   int rank_ = 0;
   int size_ = 1;
