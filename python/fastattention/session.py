@@ -149,9 +149,11 @@ class Session:
     tp_overlap, tp_tiles: tensor parallelism (a model exported with --tp N, run as
         `mpirun -n N python script.py`, one process per rank): the row-parallel GEMMs (attention
         output, FFN down) overlap each row tile's all-reduce with the next tile's GEMM
-        (tiling-AllReduce); tp_tiles is the tile count (None: chosen from the token count),
-        tp_overlap=False computes the whole GEMM, then all-reduces. Every rank must make the
-        same calls; each gets the same tokens. See fastattention.distributed.
+        (tiling-AllReduce); tp_tiles is the tile count (None: chosen for the backend: on CPU
+        ranks from the token count; on GPUs 1, since tiles made whole prefills slower on
+        2 x H200, see the README), tp_overlap=False computes the whole GEMM, then all-reduces.
+        Every rank must make the same calls; each gets the same tokens. See
+        fastattention.distributed.
     """
 
     def __init__(self, model_dir, device: str = "cpu", *, num_threads=None, max_batch: int = 8,

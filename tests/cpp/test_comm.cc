@@ -146,12 +146,14 @@ TEST(plan_tiles_weighs_the_gemm_on_gpus) {
   CHECK(plan_tiles(cpu, 2048, 4096, 2048).tiles == choose_num_tiles(cpu, 2048));
   CHECK(plan_tiles(cpu, 2048, 4096, 2048).gemm_sms == 0);
   GpuTwin gpu;
-  // 4096 x 4096 x 2048 = 3.4e10 multiply-adds: too small to tile.
-  CHECK(plan_tiles(gpu, 4096, 4096, 2048).tiles == 1);
-  // 8192 x 4096 x 2048 = 6.9e10: 4 tiles on 96 of the 132 SMs.
+  // No tiling by default on GPUs (it made whole prefills slower), whatever the size.
+  CHECK(plan_tiles(gpu, 16384, 8192, 4096).tiles == 1);
+  CHECK(plan_tiles(gpu, 16384, 8192, 4096).gemm_sms == 0);
+  gpu.tiling().num_tiles = 4;
+  // 8192 x 4096 x 2048 = 6.9e10 multiply-adds: 4 tiles on 96 of the 132 SMs.
   CHECK(plan_tiles(gpu, 8192, 4096, 2048).tiles == 4);
   CHECK(plan_tiles(gpu, 8192, 4096, 2048).gemm_sms == 96);
-  // 16384 x 8192 x 4096 = 5.5e11: 4 tiles on every SM.
+  // 16384 x 8192 x 4096 = 5.5e11: every SM.
   CHECK(plan_tiles(gpu, 16384, 8192, 4096).tiles == 4);
   CHECK(plan_tiles(gpu, 16384, 8192, 4096).gemm_sms == 0);
   gpu.tiling().gemm_sms = 100;  // overrides

@@ -45,8 +45,7 @@ TilePlan plan_tiles(const Communicator& comm, int64_t rows, int64_t cols, int64_
   if (!o.overlap || comm.size() <= 1 || rows <= 1) return plan;
   const double macs = static_cast<double>(rows) * static_cast<double>(cols) *
                       static_cast<double>(inner);
-  plan.tiles = o.num_tiles > 0 ? static_cast<int>(std::min<int64_t>(o.num_tiles, rows))
-                               : (macs >= kGpuTileMinMacs ? 4 : 1);
+  plan.tiles = o.num_tiles > 0 ? static_cast<int>(std::min<int64_t>(o.num_tiles, rows)) : 1;
   if (plan.tiles <= 1) return plan;
   if (o.gemm_sms >= 0) {
     plan.gemm_sms = o.gemm_sms;

@@ -33,15 +33,15 @@ struct TilePlan {
   int gemm_sms = 0;  // SMs each tile GEMM may use (GPU; 0 = all)
 };
 
-// The plan for `comm`: on CPU ranks choose_num_tiles(comm, rows) tiles. On GPUs (measured on
-// 2 x H200 with `fastattention bench allreduce-overlap`, docs/results/allreduce_h200x2_*): 4
-// tiles once the GEMM has at least kGpuTileMinMacs multiply-adds (below, tiling was slower or
-// even), each tile's GEMM on 8/11 of the SMs while it has fewer than kGpuFullSmMacs (the rest go
-// to NCCL's all-reduce of the previous tile; bigger GEMMs are better off with every SM).
-// comm.tiling().num_tiles (> 0) and gemm_sms (>= 0) override the two choices; overlap off or one
-// rank gives 1 tile.
+// The plan for `comm`: on CPU ranks choose_num_tiles(comm, rows) tiles. On GPUs one tile (no
+// overlap) unless comm.tiling().num_tiles asks for more: measured on 2 x H200 (NVLink, NCCL
+// 2.28; docs/results/*_h200x2_2026-11-22.*), 4 tiles save 6-14% of the isolated GEMM +
+// all-reduce from 6e10 multiply-adds on, yet make whole prefills 2-7% slower (Llama-7B and
+// Pangu-38B shapes, 2K and 8K tokens), so they are not the default. Tiles asked for run their
+// GEMMs on 8/11 of the SMs while the GEMM has fewer than kGpuFullSmMacs multiply-adds (the rest
+// go to NCCL's all-reduce of the previous tile; bigger GEMMs are better off with every SM);
+// comm.tiling().gemm_sms >= 0 overrides that. Overlap off or one rank: 1 tile.
 TilePlan plan_tiles(const Communicator& comm, int64_t rows, int64_t cols, int64_t inner);
-constexpr double kGpuTileMinMacs = 6.0e10;
 constexpr double kGpuFullSmMacs = 4.0e11;
 
 // Row range [begin, end) of tile i of n over `rows` rows (tiles differ by at most one row).

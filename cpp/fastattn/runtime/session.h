@@ -58,7 +58,8 @@ struct SessionOptions {
   bool verbose = false;                 // log model size and KV-cache memory at load
   // Tensor parallelism (a model exported with tp_size = N, run by `mpirun -n N`): the
   // row-parallel GEMMs overlap their all-reduce with the next row tile's GEMM (tiling-AllReduce);
-  // tp_tiles = 0 chooses the tile count from the token count, tp_overlap = false turns it off.
+  // tp_tiles = 0 lets comm/tiled_all_reduce.h's plan_tiles choose (CPU ranks: from the token
+  // count; GPUs: no tiling), tp_overlap = false turns it off.
   bool tp_overlap = true;
   int tp_tiles = 0;
 };
