@@ -13,7 +13,8 @@ run together):
   tiled N      the tiling-AllReduce with N row tiles (tile i's all-reduce runs while tile i+1 is
                computed); "auto" is what the runtime picks (plan_tiles: tile count and, on GPUs,
                the tile GEMMs' SMs, from the GEMM's size; "1" = sequential); "N@Ssm"
-               the same with each tile GEMM limited to S SMs (--gemm-sms), leaving the rest of
+               the same with each tile GEMM limited to S SMs (--gemm-sms; "@all": every SM;
+               no suffix: the runtime's choice), leaving the rest of
                the GPU to the all-reduce beside it (NCCL's own CTAs: FASTATTN_NCCL_MAX_CTAS,
                FASTATTN_NCCL_CTA_POLICY, read when the communicator starts); "Ng": the
                tiles' all-reduces as a copy-engine all-gather plus a sum (--allreduce gather)
@@ -34,44 +35,26 @@ import time
 
 import numpy as np
 
+from fastattention.bench.arguments import int_list, non_negative_int_list
+
 GPU_TOKENS = "1024,2048,4096,8192,16384"
 GPU_HIDDEN = "4096,8192"
 CPU_TOKENS = "256,1024,2048"
 CPU_HIDDEN = "1024,2048"
 
 
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
-    if not values or any(v <= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
-
-
-def _sm_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
-    if not values or any(v < 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected integers >= 0, got {text!r}")
-    return values
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                         help="cpu: MPI over CPU ranks; cuda: NCCL, GPU = local rank")
-    parser.add_argument("--tokens", type=_int_list, default=None,
+    parser.add_argument("--tokens", type=int_list, default=None,
                         help=f"token counts T (default cuda {GPU_TOKENS}, cpu {CPU_TOKENS})")
-    parser.add_argument("--hidden", type=_int_list, default=None,
+    parser.add_argument("--hidden", type=int_list, default=None,
                         help=f"hidden sizes H (default cuda {GPU_HIDDEN}, cpu {CPU_HIDDEN})")
     parser.add_argument("--k", type=int, default=None,
                         help="GEMM inner size per rank (default H / ranks)")
-    parser.add_argument("--tiles", type=_int_list, default=[2, 4, 8],
+    parser.add_argument("--tiles", type=int_list, default=[2, 4, 8],
                         help="tile counts to time besides the runtime's choice (default 2,4,8)")
-    parser.add_argument("--gemm-sms", type=_sm_list, default=None,
+    parser.add_argument("--gemm-sms", type=non_negative_int_list, default=None,
                         help="GPU: also time each tile count with the tile GEMMs limited to these "
                              "SM counts (0 = all; default: only the communicator's setting, "
                              "FASTATTN_TP_GEMM_SMS or its default)")
@@ -151,8 +134,8 @@ def run(args: argparse.Namespace):
         args.repeats = 20 if args.device == "cuda" else 5
     if args.repeats <= 0 or args.warmup < 0 or args.threads <= 0:
         raise ValueError("--repeats and --threads must be positive, --warmup >= 0")
-    tokens = args.tokens or _int_list(GPU_TOKENS if args.device == "cuda" else CPU_TOKENS)
-    hidden = args.hidden or _int_list(GPU_HIDDEN if args.device == "cuda" else CPU_HIDDEN)
+    tokens = args.tokens or int_list(GPU_TOKENS if args.device == "cuda" else CPU_TOKENS)
+    hidden = args.hidden or int_list(GPU_HIDDEN if args.device == "cuda" else CPU_HIDDEN)
     distributed.abort_on_error()
     info = distributed.start()
     if args.device == "cuda":
@@ -212,7 +195,7 @@ def run(args: argparse.Namespace):
                                                         default_gather))
                 for gather in methods if n > 1 else []:
                     for sms in sorted({default_sms, *(args.gemm_sms or [])}):
-                        key = f"{n}{'g' if gather else ''}{f'@{sms}sm' if sms > 0 else ''}"
+                        key = f"{n}{'g' if gather else ''}{_sm_label(sms)}"
                         if (sms, gather) != (default_sms, default_gather):
                             tiled[key] = 1e3 * r.time(linear(comm, True, n, sms, gather))
             comm.gemm_sms, comm.gather_reduce = default_sms, default_gather
@@ -244,6 +227,11 @@ def _format_row(row: dict) -> str:
                else "") + f", sequential {row['sequential_ms']:.3f} ms, "
             f"tiled [{tiles}] ms, auto {row['auto_tiles']} tiles"
             + (f" on {row['auto_sms']} SMs" if row.get("auto_sms", 0) > 0 else ""))
+
+
+def _sm_label(sms: int) -> str:
+    """Key suffix of a tile GEMM SM limit: '' = the runtime's choice (-1), '@all' = every SM."""
+    return "" if sms < 0 else "@all" if sms == 0 else f"@{sms}sm"
 
 
 def _sms(row: dict) -> str:

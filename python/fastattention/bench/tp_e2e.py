@@ -28,6 +28,8 @@ import time
 
 import numpy as np
 
+from fastattention.bench.arguments import int_list
+
 LLAMA_7B = {
     "architecture": "llama", "dtype": "float16", "tp_size": 1,
     "vocab_size": 32000, "vocab_size_padded": 32000, "hidden_size": 4096, "num_layers": 32,
@@ -41,15 +43,6 @@ LLAMA_7B = {
 PANGU_38B = pathlib.Path(__file__).resolve().parents[3] / "examples" / "configs" / "pangu_38b.json"
 
 
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
-    if not values or any(v <= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
@@ -58,9 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="llama-7b (default), pangu-38b, or a config.json path (random "
                              "weights of that shape)")
     parser.add_argument("--layers", type=int, default=None, help="keep this many layers")
-    parser.add_argument("--prefill-lens", type=_int_list, default=[2048, 8192],
+    parser.add_argument("--prefill-lens", type=int_list, default=[2048, 8192],
                         help="prefill prompt lengths, batch 1 (default 2048,8192)")
-    parser.add_argument("--batches", type=_int_list, default=[1, 16],
+    parser.add_argument("--batches", type=int_list, default=[1, 16],
                         help="decode batch sizes (default 1,16)")
     parser.add_argument("--decode-prompt", type=int, default=128,
                         help="prompt tokens before the decode steps (default 128)")
