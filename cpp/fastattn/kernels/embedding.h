@@ -21,4 +21,8 @@ namespace fastattn::kernels {
 void embedding_lookup(const Context& ctx, const Tensor& ids, const Tensor& table, Tensor& out,
                       int64_t vocab_start = 0, bool vocab_parallel = false);
 
+// The checks the CPU and CUDA lookups share: ids int32 / int64 [T], contiguous; table [V, H] of
+// a float dtype with its last dimension contiguous.
+void check_embedding_inputs(const Tensor& ids, const Tensor& table);
+
 }  // namespace fastattn::kernels

@@ -9,6 +9,13 @@
 #include "fastattn/kernels/rope.h"
 
 namespace fastattn::kernels {
+// The checks of a cache write that the CPU and CUDA paths share (dtypes and devices aside):
+// slot_mapping int32 [T], contiguous; k_cache [blocks, block_size, Hk, D] as k_new [T, Hk, D];
+// v_new [T, Hk, Dv] and v_cache [blocks, block_size, Hk, Dv].
+void check_kv_write_shapes(const Tensor& k_new, const Tensor& v_new, const char* v_name,
+                           const Tensor& k_cache, const Tensor& v_cache,
+                           const Tensor& slot_mapping);
+
 
 // k_new, v_new: [T, Hk, D] (any float dtype; strided token dim allowed).
 // k_cache, v_cache: [num_blocks, block_size, Hk, D] (any float dtype; converted on write).

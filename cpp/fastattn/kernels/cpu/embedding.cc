@@ -41,6 +41,17 @@ void lookup(const Context& ctx, const I* ids, const Tensor& table, Tensor& out, 
 
 }  // namespace
 
+void check_embedding_inputs(const Tensor& ids, const Tensor& table) {
+  FA_CHECK(ids.dtype() == DType::kInt32 || ids.dtype() == DType::kInt64,
+           "ids: expected int32 or int64, got ", ids.describe());
+  check_dim(ids, "ids", 1);
+  check_contiguous(ids, "ids");
+  check_floating(table, "table");
+  check_dim(table, "table", 2);
+  FA_CHECK(table.last_dim_contiguous(), "table: the last dimension must be contiguous, got ",
+           table.describe(), " with strides ", shape_str(table.strides()));
+}
+
 void embedding_lookup(const Context& ctx, const Tensor& ids, const Tensor& table, Tensor& out,
                       int64_t vocab_start, bool vocab_parallel) {
 #if defined(FASTATTN_WITH_CUDA)
@@ -51,14 +62,7 @@ void embedding_lookup(const Context& ctx, const Tensor& ids, const Tensor& table
   check_cpu(ids, "ids");
   check_cpu(table, "table");
   check_cpu(out, "out");
-  FA_CHECK(ids.dtype() == DType::kInt32 || ids.dtype() == DType::kInt64,
-           "ids: expected int32 or int64, got ", ids.describe());
-  check_dim(ids, "ids", 1);
-  check_contiguous(ids, "ids");
-  check_floating(table, "table");
-  check_dim(table, "table", 2);
-  FA_CHECK(table.last_dim_contiguous(), "table: the last dimension must be contiguous, got ",
-           table.describe(), " with strides ", shape_str(table.strides()));
+  check_embedding_inputs(ids, table);
   check_dtype(out, "out", DType::kFloat32);
   check_shape(out, "out", {ids.size(0), table.size(1)});
   FA_CHECK(out.last_dim_contiguous(), "out: the last dimension must be contiguous, got ",

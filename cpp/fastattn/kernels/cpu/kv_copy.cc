@@ -68,6 +68,25 @@ void write_one(const Context& ctx, const Tensor& src, Tensor& cache, const int32
   }
 }
 
+}  // namespace
+
+void check_kv_write_shapes(const Tensor& k_new, const Tensor& v_new, const char* v_name,
+                           const Tensor& k_cache, const Tensor& v_cache,
+                           const Tensor& slot_mapping) {
+  check_dtype(slot_mapping, "slot_mapping", DType::kInt32);
+  check_dim(slot_mapping, "slot_mapping", 1);
+  check_contiguous(slot_mapping, "slot_mapping");
+  const int64_t T = k_new.size(0), Hk = k_new.size(1);
+  const int64_t num_blocks = k_cache.size(0), block_size = k_cache.size(1);
+  // V may have its own head size (Dv); everything else must agree with K.
+  check_shape(k_cache, "k_cache", {num_blocks, block_size, Hk, k_new.size(2)});
+  check_shape(v_new, v_name, {T, Hk, v_new.size(2)});
+  check_shape(v_cache, "v_cache", {num_blocks, block_size, Hk, v_new.size(2)});
+  check_shape(slot_mapping, "slot_mapping", {T});
+}
+
+namespace {
+
 // Checks every argument of a cache write, slot values included, before anything is written.
 // k_name / v_name: the parameter names of the new K and V in the public call.
 void check_write_args(const Tensor& k_new, const char* k_name, const Tensor& v_new,
@@ -78,16 +97,9 @@ void check_write_args(const Tensor& k_new, const char* k_name, const Tensor& v_n
   check_cache(k_cache, "k_cache");
   check_cache(v_cache, "v_cache");
   check_cpu(slot_mapping, "slot_mapping");
-  check_dtype(slot_mapping, "slot_mapping", DType::kInt32);
-  check_dim(slot_mapping, "slot_mapping", 1);
-  check_contiguous(slot_mapping, "slot_mapping");
-  const int64_t T = k_new.size(0), Hk = k_new.size(1);
+  check_kv_write_shapes(k_new, v_new, v_name, k_cache, v_cache, slot_mapping);
+  const int64_t T = k_new.size(0);
   const int64_t num_blocks = k_cache.size(0), block_size = k_cache.size(1);
-  // V may have its own head size (D); everything else must agree with K.
-  check_shape(k_cache, "k_cache", {num_blocks, block_size, Hk, k_new.size(2)});
-  check_shape(v_new, v_name, {T, Hk, v_new.size(2)});
-  check_shape(v_cache, "v_cache", {num_blocks, block_size, Hk, v_new.size(2)});
-  check_shape(slot_mapping, "slot_mapping", {T});
 
   const int32_t* slots = slot_mapping.data_as<const int32_t>();
   const int64_t num_slots = num_blocks * block_size;

@@ -6,6 +6,7 @@
 #include "fastattn/kernels/cuda/cuda_check.h"
 #include "fastattn/kernels/cuda/embedding_launch.h"
 #include "fastattn/kernels/cuda/launch_checks.h"
+#include "fastattn/kernels/embedding.h"
 
 namespace fastattn::kernels::cuda {
 
@@ -16,14 +17,7 @@ void embedding_lookup_cuda(const Context& ctx, const Tensor& ids, const Tensor& 
   (void)vocab_parallel;
   check_same_device(table, "table", ids, "ids");
   check_same_device(out, "out", ids, "ids");
-  FA_CHECK(ids.dtype() == DType::kInt32 || ids.dtype() == DType::kInt64,
-           "ids: expected int32 or int64, got ", ids.describe());
-  check_dim(ids, "ids", 1);
-  check_contiguous(ids, "ids");
-  check_floating(table, "table");
-  check_dim(table, "table", 2);
-  FA_CHECK(table.last_dim_contiguous(), "table: the last dimension must be contiguous, got ",
-           table.describe(), " with strides ", shape_str(table.strides()));
+  check_embedding_inputs(ids, table);
   FA_CHECK(out.dtype() == table.dtype() || out.dtype() == DType::kFloat32,
            "out: expected the table's dtype (", dtype_name(table.dtype()), ") or float32, got ",
            out.describe());

@@ -72,48 +72,44 @@ void launch(const Context& ctx, const Tensor& ref, NormLaunch& L) {
   FA_CUDA_CHECK_LAUNCH("norm_kernel");
 }
 
-}  // namespace
-
-void norm_cuda(const Context& ctx, const NormParams& p, const Tensor& x, const Tensor& weight,
-               const Tensor& bias, Tensor& out) {
-  check_activation_dtype(x, "x");
-  check_dim(x, "x", 2);
-  const int64_t T = x.size(0), H = x.size(1);
-  FA_CHECK(H > 0, "x: hidden size must be positive, got ", x.describe());
-  check_rows(x, "x", x, "x", T, H);
-  check_rows(out, "out", x, "x", T, H);
+// The launch shared by norm and add_norm: `lead` ([T, H], named `lead_name`) sets the shape and
+// dtype that `out` must have; the caller fills in the inputs.
+NormLaunch output_launch(const NormParams& p, const Tensor& lead, const char* lead_name,
+                         const Tensor& weight, const Tensor& bias, Tensor& out) {
+  check_activation_dtype(lead, lead_name);
+  check_dim(lead, lead_name, 2);
+  const int64_t T = lead.size(0), H = lead.size(1);
+  FA_CHECK(H > 0, lead_name, ": hidden size must be positive, got ", lead.describe());
+  check_rows(lead, lead_name, lead, lead_name, T, H);
+  check_rows(out, "out", lead, lead_name, T, H);
   NormLaunch L;
-  fill_weights(p, weight, bias, x, "x", H, L);
-  L.act = x.dtype();
-  L.x = x.data();
-  L.ldx = pitch(x);
+  fill_weights(p, weight, bias, lead, lead_name, H, L);
+  L.act = lead.dtype();
   L.out = out.data();
   L.ldo = pitch(out);
   L.rows = T;
   L.cols = H;
+  return L;
+}
+
+}  // namespace
+
+void norm_cuda(const Context& ctx, const NormParams& p, const Tensor& x, const Tensor& weight,
+               const Tensor& bias, Tensor& out) {
+  NormLaunch L = output_launch(p, x, "x", weight, bias, out);
+  L.x = x.data();
+  L.ldx = pitch(x);
   launch(ctx, x, L);
 }
 
 void add_norm_cuda(const Context& ctx, const NormParams& p, Tensor& residual, const Tensor& x,
                    const Tensor& weight, const Tensor& bias, Tensor& out) {
-  check_activation_dtype(residual, "residual");
-  check_dim(residual, "residual", 2);
-  const int64_t T = residual.size(0), H = residual.size(1);
-  FA_CHECK(H > 0, "residual: hidden size must be positive, got ", residual.describe());
-  check_rows(residual, "residual", residual, "residual", T, H);
-  check_rows(x, "x", residual, "residual", T, H);
-  check_rows(out, "out", residual, "residual", T, H);
-  NormLaunch L;
-  fill_weights(p, weight, bias, residual, "residual", H, L);
-  L.act = residual.dtype();
+  NormLaunch L = output_launch(p, residual, "residual", weight, bias, out);
+  check_rows(x, "x", residual, "residual", L.rows, L.cols);
   L.residual = residual.data();
   L.ldr = pitch(residual);
   L.x = x.data();
   L.ldx = pitch(x);
-  L.out = out.data();
-  L.ldo = pitch(out);
-  L.rows = T;
-  L.cols = H;
   launch(ctx, residual, L);
 }
 

@@ -9,6 +9,7 @@
 #include "fastattn/kernels/cuda/launch_checks.h"
 #include "fastattn/kernels/cuda/rope_kv_cuda.h"
 #include "fastattn/kernels/cuda/rope_kv_launch.h"
+#include "fastattn/kernels/kv_copy.h"
 
 namespace fastattn::kernels::cuda {
 namespace {
@@ -82,15 +83,8 @@ void set_cache(RopeKvLaunch& L, const Tensor& k_new, const char* k_name, const T
   L.k_cache = cache_rows(k_cache, "k_cache", k_new, k_name);
   L.v_cache = cache_rows(v_cache, "v_cache", k_new, k_name);
   check_same_device(slot_mapping, "slot_mapping", k_new, k_name);
-  check_dtype(slot_mapping, "slot_mapping", DType::kInt32);
-  check_dim(slot_mapping, "slot_mapping", 1);
-  check_contiguous(slot_mapping, "slot_mapping");
-  const int64_t T = k_new.size(0), Hk = k_new.size(1);
+  check_kv_write_shapes(k_new, v_new, v_name, k_cache, v_cache, slot_mapping);
   const int64_t num_blocks = k_cache.size(0), block_size = k_cache.size(1);
-  check_shape(k_cache, "k_cache", {num_blocks, block_size, Hk, k_new.size(2)});
-  check_shape(v_new, v_name, {T, Hk, v_new.size(2)});
-  check_shape(v_cache, "v_cache", {num_blocks, block_size, Hk, v_new.size(2)});
-  check_shape(slot_mapping, "slot_mapping", {T});
   L.write_cache = true;
   L.block_size = std::max<int64_t>(block_size, 1);
   L.num_slots = num_blocks * block_size;
