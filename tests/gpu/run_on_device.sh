@@ -11,6 +11,8 @@
 #   (tests/gpu/test_tp_nccl.py), tp-bench (bench allreduce-overlap sweeps: FA_TP_SWEEP="NAME=ENV
 #   ..." runs, FA_TP_BENCH_ARGS), tp-e2e (bench tp-e2e, tp=1 vs tp=2: FA_TP_E2E_MODELS, default
 #   llama-7b), pangu (examples/pangu38b_infer.py, full 38B shape at tp=2: FA_PANGU_ARGS)
+#   cpp-embed: tests/install_check.sh with DEVICE=cuda on this build (the C++ example against the
+#   installed package, its generation on the GPU against transformers).
 #   FA_ALL_IMPLS=0 builds only the GPU's native MMA path (faster; 884 / 1688 tests then skip).
 #   FA_HEAD_DIMS limits the attention instances (default all: 64;80;96;128;256).
 # Needs the wheels the machine lacks in .whl/ (scipy-openblas32, nlohmann-json): see tests/gpu/README.md.
@@ -152,4 +154,6 @@ if has pangu; then
   mpirun -n 2 --bind-to none python3 examples/pangu38b_infer.py --random-weights --device cuda \
     ${FA_PANGU_ARGS:---batch 8 --prompt-len 2048 --new-tokens 32} 2>&1 | tee "$out/pangu_tp2.log" | tail -20
 fi
-
+if has cpp-embed; then
+  DEVICE=cuda FASTATTN_JOBS=$(nproc) bash tests/install_check.sh "$root/build/gpu" 2>&1 | tee "$out/install_check_cuda.log" | tail -25
+fi
