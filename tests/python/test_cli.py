@@ -164,6 +164,17 @@ def test_bench_attention_small():
     (["generate", "--model", ".", "--prompt", "1 x 2"], 2, "bad prompt '1 x 2'"),
     (["generate", "--model", ".", "--prompt", ""], 2, "empty prompt"),
     (["generate", "--model", "."], 2, "the following arguments are required: --prompt"),
+    (["bench", "tp-e2e", "--device", "cpu", "--model", "/nonexistent/c.json"], 1,
+     "--model /nonexistent/c.json: cannot read"),
+    (["bench", "tp-e2e", "--device", "cpu", "--layers", "0"], 1, "--layers must be positive"),
+    (["bench", "tp-e2e", "--device", "cpu", "--repeats", "0"], 1, "--repeats must be positive"),
+    (["bench", "tp-e2e", "--batches", "1,x"], 2, "expected comma-separated integers"),
+    (["bench", "tp-e2e", "--device", "cpu", "--baseline", "/nonexistent/tp1.json"], 1,
+     "--baseline /nonexistent/tp1.json: cannot read"),
+    (["bench", "allreduce-overlap", "--gemm-sms", "-2"], 2, "expected integers >= 0"),
+    (["bench", "allreduce-overlap", "--allreduce", "ring"], 1,
+     "--allreduce: expected nccl and/or gather, got 'ring'"),
+    (["bench", "allreduce-overlap"], 1, "start it with `mpirun -n 2"),
 ])
 def test_usage_errors(args, code, message):
     res = cli(*args)
@@ -214,3 +225,24 @@ def test_generate_broken_weights(exported_model_factory, tmp_path):
     res = cli("generate", "--model", broken, "--prompt", "1 2")
     assert res.returncode == 1
     assert "WeightFileError" in res.stderr and "lm_head.weight.fat" in res.stderr
+
+
+def test_bench_tp_e2e_baseline_of_another_kind(tmp_path):
+    wrong = tmp_path / "other.json"
+    wrong.write_text(json.dumps({"results": []}))  # e.g. allreduce-overlap's JSON
+    res = cli("bench", "tp-e2e", "--device", "cpu", "--baseline", wrong)
+    assert res.returncode == 1 and "not a `bench tp-e2e --json` file" in res.stderr, res.stderr
+
+
+def test_communicator_tiling_options_reject_bad_values():
+    from fastattention._native import _C
+
+    comm = _C.Communicator("local", "cpu")
+    assert comm.gemm_sms == -1 and comm.gather_reduce is False  # the defaults (GPU-only knobs)
+    comm.gemm_sms = 0  # all SMs
+    with pytest.raises(ValueError, match="gemm_sms: expected >= -1"):
+        comm.gemm_sms = -2
+    with pytest.raises(ValueError, match="num_tiles: expected >= 0"):
+        comm.num_tiles = -1
+    assert comm.plan_tiles(4096, 1024, 512) == (1, 0)  # one rank: nothing to overlap
+

@@ -127,6 +127,7 @@ def run(args: argparse.Namespace):
     from fastattention import distributed
     from fastattention._native import _C
 
+    methods_asked = _methods(args.allreduce)
     if not distributed.launched():
         raise ValueError("bench allreduce-overlap runs over several ranks: start it with "
                          "`mpirun -n 2 fastattention bench allreduce-overlap ...`")
@@ -152,12 +153,7 @@ def run(args: argparse.Namespace):
         raise ValueError("bench allreduce-overlap needs at least 2 ranks (mpirun -n 2)")
     r = _Runner(args, comm, local, args.device)
     default_sms, default_gather = comm.gemm_sms, comm.gather_reduce
-    methods = [default_gather]
-    if args.allreduce:
-        names = [m.strip() for m in args.allreduce.split(",") if m.strip()]
-        if not names or any(m not in ("nccl", "gather") for m in names):
-            raise ValueError(f"--allreduce: expected nccl and/or gather, got {args.allreduce!r}")
-        methods = [m == "gather" for m in names]
+    methods = [m == "gather" for m in methods_asked] or [default_gather]
     threads = args.threads if args.device == "cpu" else 0
 
     results = []
@@ -217,6 +213,16 @@ def run(args: argparse.Namespace):
             with open(args.json, "w") as f:
                 json.dump(dict(results=results, mpi=info.get("mpi_library", "")), f, indent=2)
     return results
+
+
+def _methods(text: str | None) -> list[str]:
+    """--allreduce's method names ([] when not given); ValueError for an unknown one."""
+    if not text:
+        return []
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    if not names or any(m not in ("nccl", "gather") for m in names):
+        raise ValueError(f"--allreduce: expected nccl and/or gather, got {text!r}")
+    return names
 
 
 def _format_row(row: dict) -> str:

@@ -103,12 +103,14 @@ def run(args: argparse.Namespace):
     for name in ("decode_prompt", "new_tokens", "repeats"):
         if getattr(args, name) <= 0:
             raise ValueError(f"--{name.replace('_', '-')} must be positive")
+    base = _read_baseline(args.baseline)  # before the work, so a bad path fails at once
+    base_cfg = load_config(args.model, args.layers)
     distributed.abort_on_error()
     tp = distributed.world_size()
     rank = distributed.rank()
     # A host communicator (MPI) for the timings: every rank's, gathered on the CPU.
     comm = _C.Communicator("mpi", "cpu") if tp > 1 else None
-    cfg = random_weights.config_for_tp(load_config(args.model, args.layers), tp)
+    cfg = random_weights.config_for_tp(base_cfg, tp)
     device = args.device  # "cuda": under mpirun the session takes the local rank's GPU
     t0 = time.perf_counter()
     shard = random_weights.shard_tensors(cfg, rank, seed=0, num_threads=args.threads)
@@ -144,7 +146,6 @@ def run(args: argparse.Namespace):
                date=datetime.date.today().isoformat(), prefill_tokens_per_s=prefill,
                decode_ms_per_step=decode, load_seconds=build_s)
     if rank == 0:
-        base = _read_baseline(args.baseline)
         print(_table(res, base))
         if args.json:
             with open(args.json, "w") as f:
@@ -164,9 +165,14 @@ def _read_baseline(path: str | None) -> dict | None:
     if not path:
         return None
     try:
-        return json.loads(pathlib.Path(path).read_text())
+        base = json.loads(pathlib.Path(path).read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"--baseline {path}: cannot read it as this bench's JSON ({e})") from None
+    if not isinstance(base, dict) or not {"tp", "prefill_tokens_per_s",
+                                          "decode_ms_per_step"} <= set(base):
+        raise ValueError(f"--baseline {path}: not a `bench tp-e2e --json` file (needs tp, "
+                         "prefill_tokens_per_s and decode_ms_per_step)")
+    return base
 
 
 def _table(res: dict, base: dict | None) -> str:
