@@ -74,3 +74,16 @@ def test_nccl_session_matches_tp1(mpi, exported_model_factory, tmp_path):
         for name in names:
             assert res[f"tokens_{name}"].tolist() == ref_tokens, (r, name)
             assert np.abs(res[f"logits_{name}"] - ref_logits).max() <= 1e-3, (r, name)
+
+
+@pytest.mark.parametrize("var, value, message", [
+    ("FASTATTN_TP_ALLREDUCE", "ring", "FASTATTN_TP_ALLREDUCE: expected nccl or gather, got 'ring'"),
+    ("FASTATTN_NCCL_CTA_POLICY", "fast", "FASTATTN_NCCL_CTA_POLICY: expected default, efficiency"),
+    ("FASTATTN_TP_GEMM_SMS", "many", "FASTATTN_TP_GEMM_SMS: expected a non-negative integer"),
+])
+def test_bad_nccl_settings_fail_every_rank(mpi, tmp_path, var, value, message):
+    res = mpi.run(2, "start", tmp_path, script=WORKER, env={var: value}, check=False, timeout=120)
+    assert res.returncode != 0, res.output
+    assert message in res.output, res.output
+    assert not list(tmp_path.iterdir()), res.output  # no rank got past the start
+

@@ -1,5 +1,7 @@
 """Each rank of tests/gpu/test_tp_nccl.py (mpirun -n 2, one GPU per rank, NCCL):
 
+    tp_nccl_worker.py start OUT_DIR             only starts the NCCL communicator (its settings come
+        from the environment); writes a marker per rank that got through
     tp_nccl_worker.py collectives OUT_DIR       NCCL collectives and the tiling-AllReduce on the
         GPU against exact / float64 references; writes a marker per rank when all pass
     tp_nccl_worker.py session MODEL_DIR OUT_DIR PROMPTS_JSON    Session(device="cuda") with and
@@ -124,7 +126,13 @@ if __name__ == "__main__":
     from fastattention import distributed
 
     distributed.abort_on_error()
-    if sys.argv[1] == "collectives":
+    if sys.argv[1] == "start":  # the communicator alone (settings from the environment)
+        from fastattention import distributed as dist
+        from fastattention._native import _C
+
+        _C.Communicator("nccl", f"cuda:{dist.start()['local_rank']}")
+        open(os.path.join(sys.argv[2], f"started_rank{dist.rank()}"), "w").write("ok\n")
+    elif sys.argv[1] == "collectives":
         collectives(sys.argv[2])
     else:
         session(*sys.argv[2:5])
