@@ -60,7 +60,19 @@ class Parser(argparse.ArgumentParser):
         if mpi_rank_and_size()[0] == 0:
             self.print_usage(sys.stderr)
             print(f"{self.prog}: error: {message}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(after_rank0_printed(2))
+
+
+def after_rank0_printed(code: int) -> int:
+    """`code`, once rank 0 has printed a usage error every rank found: the other ranks wait for
+    it, since mpirun ends the whole job when the first rank exits with an error and rank 0's
+    message would be lost if another rank got there first."""
+    sys.stderr.flush()
+    if mpi_rank_and_size()[1] > 1:
+        from fastattention import distributed
+
+        distributed.barrier()
+    return code
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -300,7 +312,7 @@ def run(argv=None) -> int:
     except UsageError as e:
         if mpi_rank_and_size()[0] == 0:
             print(f"pangu38b_infer.py: error: {e}", file=sys.stderr)
-        return 2
+        return after_rank0_printed(2)
     except (ValueError, MemoryError, OSError) as e:
         rank, world = mpi_rank_and_size()
         where = f" (rank {rank})" if world > 1 else ""
