@@ -43,14 +43,14 @@ class CommRequest {
 // Tiling-AllReduce of the row-parallel GEMMs (comm/tiled_all_reduce.h).
 struct TiledAllReduceOptions {
   bool overlap = true;  // false: the whole GEMM, then one all-reduce (for comparison)
-  int num_tiles = 0;    // row tiles; 0 = chosen from the token count (choose_num_tiles)
+  int num_tiles = 0;    // row tiles; 0 = the backend's default (choose_num_tiles)
   // GPU backends: the SMs each tile's GEMM may use (cuBLAS's SM count target), so that the GEMMs
   // leave SMs to the all-reduces running beside them; 0 = all, -1 = chosen by plan_tiles from
   // the GEMM's size. The NCCL backend sets it at start (FASTATTN_TP_GEMM_SMS, else -1).
   int gemm_sms = -1;
   // GPU backends: a tile's all-reduce is an all-gather on the copy engines and a short sum kernel
   // (comm/cuda/nccl_gather_reduce.h) instead of NCCL's all-reduce kernels. The NCCL backend sets
-  // it at start (FASTATTN_TP_ALLREDUCE=gather / nccl, else its default).
+  // it at start (FASTATTN_TP_ALLREDUCE=gather; default nccl: off).
   bool gather_reduce = false;
 };
 

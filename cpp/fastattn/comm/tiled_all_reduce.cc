@@ -11,9 +11,8 @@ namespace fastattn {
 TileHeuristic default_tile_heuristic(const Communicator& comm) {
   TileHeuristic h;
   if (comm.device().type == DeviceType::kCUDA) {
-    // Rows alone: GPU GEMMs are planned by plan_tiles, which also weighs the GEMM's size.
-    h.min_rows_per_tile = 2048;
-    h.max_tiles = 4;
+    // GPUs: no tiling unless asked for (plan_tiles in tiled_all_reduce.h says why).
+    h.max_tiles = 1;
   } else if (comm.single_node()) {
     // CPU ranks of one machine: the all-reduce is copies and adds on the cores the GEMM tiles
     // need too, so tiling only adds overhead (measured: 1-12% slower at 1K-2K tokens).
@@ -36,19 +35,14 @@ int choose_num_tiles(const Communicator& comm, int64_t tokens) {
 }
 
 TilePlan plan_tiles(const Communicator& comm, int64_t rows, int64_t cols, int64_t inner) {
-  const TiledAllReduceOptions& o = comm.tiling();
   TilePlan plan;
-  if (comm.device().type != DeviceType::kCUDA) {
-    plan.tiles = choose_num_tiles(comm, rows);
-    return plan;
-  }
-  if (!o.overlap || comm.size() <= 1 || rows <= 1) return plan;
+  plan.tiles = choose_num_tiles(comm, rows);
+  if (plan.tiles <= 1 || comm.device().type != DeviceType::kCUDA) return plan;
+  const int sms = comm.tiling().gemm_sms;
   const double macs = static_cast<double>(rows) * static_cast<double>(cols) *
                       static_cast<double>(inner);
-  plan.tiles = o.num_tiles > 0 ? static_cast<int>(std::min<int64_t>(o.num_tiles, rows)) : 1;
-  if (plan.tiles <= 1) return plan;
-  if (o.gemm_sms >= 0) {
-    plan.gemm_sms = o.gemm_sms;
+  if (sms >= 0) {
+    plan.gemm_sms = sms;
   } else if (macs < kGpuFullSmMacs) {
     plan.gemm_sms = comm.sm_count() * 8 / 11;  // 96 of an H200's 132
   }

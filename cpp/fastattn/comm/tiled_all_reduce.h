@@ -13,8 +13,8 @@
 namespace fastattn {
 
 // Rows of each tile below which tiling does not pay on this backend, and the most tiles:
-// GPUs 2048 rows, 4 tiles; CPU ranks across machines 512 rows, 4 tiles; CPU ranks of one
-// machine no tiling (max_tiles 1). num_tiles overrides it.
+// CPU ranks across machines 512 rows, 4 tiles; CPU ranks of one machine and GPUs no tiling
+// (max_tiles 1). num_tiles overrides it.
 struct TileHeuristic {
   int64_t min_rows_per_tile = 256;
   int max_tiles = 4;
@@ -33,14 +33,14 @@ struct TilePlan {
   int gemm_sms = 0;  // SMs each tile GEMM may use (GPU; 0 = all)
 };
 
-// The plan for `comm`: on CPU ranks choose_num_tiles(comm, rows) tiles. On GPUs one tile (no
-// overlap) unless comm.tiling().num_tiles asks for more: measured on 2 x H200 (NVLink, NCCL
-// 2.28; docs/results/*_h200x2_2026-11-22.*), 4 tiles save 6-14% of the isolated GEMM +
-// all-reduce from 6e10 multiply-adds on, yet make whole prefills 2-7% slower (Llama-7B and
-// Pangu-38B shapes, 2K and 8K tokens), so they are not the default. Tiles asked for run their
-// GEMMs on 8/11 of the SMs while the GEMM has fewer than kGpuFullSmMacs multiply-adds (the rest
-// go to NCCL's all-reduce of the previous tile; bigger GEMMs are better off with every SM);
-// comm.tiling().gemm_sms >= 0 overrides that. Overlap off or one rank: 1 tile.
+// The plan for `comm`: choose_num_tiles(comm, rows) tiles, and on GPUs the tile GEMMs' SMs.
+// GPUs get one tile (no overlap) unless comm.tiling().num_tiles asks for more: measured on
+// 2 x H200 (NVLink, NCCL 2.28; docs/results/*_h200x2_2026-11-22.*), 4 tiles save 6-14% of the
+// isolated GEMM + all-reduce from 6e10 multiply-adds on, yet make whole prefills 2-7% slower
+// (Llama-7B and Pangu-38B shapes, 2K and 8K tokens), so they are not the default. Tiles asked
+// for run their GEMMs on 8/11 of the SMs while the GEMM has fewer than kGpuFullSmMacs
+// multiply-adds (the rest go to NCCL's all-reduce of the previous tile; bigger GEMMs are better
+// off with every SM); comm.tiling().gemm_sms >= 0 overrides that.
 TilePlan plan_tiles(const Communicator& comm, int64_t rows, int64_t cols, int64_t inner);
 constexpr double kGpuFullSmMacs = 4.0e11;
 

@@ -43,6 +43,12 @@ bool nccl_built() { return true; }
 
 namespace {
 
+// The variable's value; "" when it is not set.
+std::string env_str(const char* name) {
+  const char* v = std::getenv(name);
+  return v == nullptr ? "" : v;
+}
+
 int env_int(const char* name, int fallback) {
   const char* v = std::getenv(name);
   if (v == nullptr || v[0] == '\0') return fallback;
@@ -56,15 +62,12 @@ int env_int(const char* name, int fallback) {
 // SMs the tile GEMMs of the tiling-AllReduce use (-1: plan_tiles chooses); FASTATTN_TP_GEMM_SMS
 // overrides it.
 constexpr int kDefaultTileGemmSms = -1;
-// Whether the tiles' all-reduces default to the copy-engine gather at 2 ranks.
-constexpr bool kDefaultGatherReduce = false;
 
 #if NCCL_VERSION_CODE >= NCCL_VERSION(2, 27, 0)
 // FASTATTN_NCCL_CTA_POLICY: default | efficiency (fewest CTAs that keep the bandwidth: more SMs
 // left to the overlapped GEMMs) | zero (copy engines where NCCL can).
 int cta_policy_from_env() {
-  const char* v = std::getenv("FASTATTN_NCCL_CTA_POLICY");
-  const std::string s = v == nullptr ? "" : v;
+  const std::string s = env_str("FASTATTN_NCCL_CTA_POLICY");
   if (s.empty() || s == "default") return NCCL_CTA_POLICY_DEFAULT;
   if (s == "efficiency") return NCCL_CTA_POLICY_EFFICIENCY;
 #if defined(NCCL_CTA_POLICY_ZERO)
@@ -75,14 +78,12 @@ int cta_policy_from_env() {
 }
 #endif
 
-// FASTATTN_TP_ALLREDUCE: how the tiles' all-reduces run: "nccl" (NCCL's all-reduce kernels) or
-// "gather" (copy-engine all-gather + sum: nccl_gather_reduce.h). Default: gather at 2 ranks with
-// NCCL >= 2.28, where it moves as much data as a ring all-reduce and leaves the SMs to the GEMMs.
-bool gather_reduce_from_env(int ranks) {
-  const char* v = std::getenv("FASTATTN_TP_ALLREDUCE");
-  const std::string s = v == nullptr ? "" : v;
-  if (s.empty()) return kDefaultGatherReduce && FASTATTN_HAS_NCCL_GATHER_REDUCE && ranks == 2;
-  if (s == "nccl") return false;
+// FASTATTN_TP_ALLREDUCE: how the tiles' all-reduces run: "nccl" (NCCL's all-reduce kernels, the
+// default) or "gather" (copy-engine all-gather + sum: nccl_gather_reduce.h; NCCL >= 2.28). The
+// gather was slower on 2 x H200 (README, Tensor parallelism), so it is never the default.
+bool gather_reduce_from_env() {
+  const std::string s = env_str("FASTATTN_TP_ALLREDUCE");
+  if (s.empty() || s == "nccl") return false;
   if (s == "gather") {
     FA_CHECK(FASTATTN_HAS_NCCL_GATHER_REDUCE, "FASTATTN_TP_ALLREDUCE=gather needs NCCL >= 2.28 ",
              "(this build has ", NCCL_MAJOR, ".", NCCL_MINOR, ")");
@@ -149,7 +150,7 @@ class NcclCommunicator : public Communicator {
 #endif
 #endif
       tiling().gemm_sms = env_int("FASTATTN_TP_GEMM_SMS", kDefaultTileGemmSms);
-      tiling().gather_reduce = gather_reduce_from_env(size_);
+      tiling().gather_reduce = gather_reduce_from_env();
       int count = 0;
       FA_CUDA_CHECK(cudaGetDeviceCount(&count));
       FA_CHECK(device >= 0 && device < count, where(), ": cuda:", device, " does not exist (",

@@ -5,7 +5,8 @@
 // all-reduce kernels would take some of them.
 //
 // Per rank it moves (ranks - 1) copies of buf where a ring all-reduce moves 2 (ranks - 1) / ranks:
-// the same at 2 ranks, more beyond, so it is the default at 2 ranks only (nccl_communicator.cc).
+// the same at 2 ranks, more beyond. Measured on 2 x H200 it was slower than NCCL's all-reduce, so
+// it runs only when asked for (FASTATTN_TP_ALLREDUCE=gather, nccl_communicator.cc).
 // The window holds (1 + ranks) x the largest buffer so far (grown, collectively, when needed).
 #pragma once
 
@@ -16,7 +17,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
-#include <string>
 
 #include "fastattn/core/dtype.h"
 
