@@ -11,6 +11,7 @@ arguments; every rank gets the same tokens and logits (print from rank 0 only: `
     from fastattention import distributed
     distributed.rank(), distributed.world_size(), distributed.is_main()
     distributed.barrier()          # e.g. after rank 0 exported a model the others will load
+    distributed.max_seconds(t)     # the slowest rank's time
 
 Failures: a tp_size / world-size mismatch, or a model shard that fails to load on some ranks,
 raises on every rank. A rank that dies mid-run with an uncaught exception ends the whole job
@@ -71,6 +72,18 @@ def barrier() -> None:
     """Waits until every rank of the job gets here (a no-op in a process started alone)."""
     if world_size() > 1:
         _comm().barrier()
+
+
+def max_seconds(seconds: float) -> float:
+    """The largest of every rank's `seconds` (e.g. a step's time: it ends with the slowest rank),
+    to the nanosecond; every rank must call it. In a process started alone: `seconds`."""
+    if world_size() <= 1:
+        return seconds
+    comm = _comm()
+    mine = np.array([int(seconds * 1e9)], np.int64)
+    every = np.zeros(comm.size, np.int64)
+    comm.all_gather(mine, every)
+    return float(every.max()) * 1e-9
 
 
 def broadcast_str(value: str | None, root: int = 0) -> str | None:

@@ -35,6 +35,7 @@ import time
 
 import numpy as np
 
+from fastattention import distributed
 from fastattention.bench.arguments import int_list, non_negative_int_list
 
 GPU_TOKENS = "1024,2048,4096,8192,16384"
@@ -76,13 +77,8 @@ class _Runner:
 
     def __init__(self, args, comm, local, device: str):
         self.args, self.comm, self.local, self.device = args, comm, local, device
-        # Barriers and the gathered timings go over MPI on the host (NCCL takes GPU buffers).
-        self.host = comm
         if device == "cuda":
             import torch
-            from fastattention._native import _C
-
-            self.host = _C.Communicator("mpi", "cpu")
 
             self.torch = torch
             self.dtype = getattr(torch, args.dtype or "bfloat16")
@@ -111,20 +107,16 @@ class _Runner:
         samples = []
         for i in range(self.args.warmup + self.args.repeats):
             self.sync()
-            self.host.barrier()
+            distributed.barrier()  # over MPI on the host (NCCL takes GPU buffers)
             t0 = time.perf_counter()
             fn()
             self.sync()
             if i >= self.args.warmup:
                 samples.append(time.perf_counter() - t0)
-        mine = np.array([int(statistics.median(samples) * 1e9)], np.int64)
-        every = np.zeros(self.host.size, np.int64)
-        self.host.all_gather(mine, every)
-        return float(every.max()) * 1e-9
+        return distributed.max_seconds(statistics.median(samples))
 
 
 def run(args: argparse.Namespace):
-    from fastattention import distributed
     from fastattention._native import _C
 
     methods_asked = _methods(args.allreduce)

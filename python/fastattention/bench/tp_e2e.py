@@ -43,7 +43,6 @@ LLAMA_7B = {
 PANGU_38B = pathlib.Path(__file__).resolve().parents[3] / "examples" / "configs" / "pangu_38b.json"
 
 
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
                         help="cuda: the local rank's GPU, NCCL; cpu: MPI over CPU ranks")
@@ -85,19 +84,8 @@ def load_config(name: str, layers: int | None) -> dict:
     return cfg
 
 
-def _slowest(comm, seconds: float) -> float:
-    """The largest of every rank's `seconds` (a rank's step ends when the slowest's does)."""
-    if comm is None:
-        return seconds
-    mine = np.array([int(seconds * 1e9)], np.int64)
-    every = np.zeros(comm.size, np.int64)
-    comm.all_gather(mine, every)
-    return float(every.max()) * 1e-9
-
-
 def run(args: argparse.Namespace):
     from fastattention import distributed, random_weights
-    from fastattention._native import _C
     from fastattention.session import Session
 
     for name in ("decode_prompt", "new_tokens", "repeats"):
@@ -108,8 +96,6 @@ def run(args: argparse.Namespace):
     distributed.abort_on_error()
     tp = distributed.world_size()
     rank = distributed.rank()
-    # A host communicator (MPI) for the timings: every rank's, gathered on the CPU.
-    comm = _C.Communicator("mpi", "cpu") if tp > 1 else None
     cfg = random_weights.config_for_tp(base_cfg, tp)
     device = args.device  # "cuda": under mpirun the session takes the local rank's GPU
     t0 = time.perf_counter()
@@ -128,7 +114,7 @@ def run(args: argparse.Namespace):
         times = []
         for _ in range(args.repeats):
             fn()
-            times.append(_slowest(comm, session.timings[key]))
+            times.append(distributed.max_seconds(session.timings[key]))
         return min(times)
 
     prefill = {}
