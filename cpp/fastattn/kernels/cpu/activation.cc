@@ -133,43 +133,43 @@ int64_t check_gated(const Tensor& gate_up, const Tensor& out) {
   return I;
 }
 
+// row(gate, up, out, I) for every token row of a fused [T, 2I] gate_up input and its [T, I]
+// output (after check_gated), the rows split over the context's threads.
+template <class Row>
+void for_each_gated_row(const Context& ctx, const Tensor& gate_up, Tensor& out, Row row) {
+  const int64_t T = gate_up.size(0), I = check_gated(gate_up, out);
+  const float* gp = gate_up.data_as<const float>();
+  float* op = out.data_as<float>();
+  const int64_t ldg = gate_up.stride(0), ldo = out.stride(0);
+#pragma omp parallel for num_threads(cpu::threads_for(ctx, T * I)) schedule(static)
+  for (int64_t t = 0; t < T; ++t) {
+    const float* g = gp + t * ldg;
+    row(g, g + I, op + t * ldo, I);
+  }
+}
+
 }  // namespace
 
 void swiglu(const Context& ctx, const Tensor& gate_up, Tensor& out) {
 #if defined(FASTATTN_WITH_CUDA)
   if (gate_up.device().type == DeviceType::kCUDA) return cuda::swiglu_cuda(ctx, gate_up, out);
 #endif
-  const int64_t T = gate_up.size(0), I = check_gated(gate_up, out);
-  const float* gp = gate_up.data_as<const float>();
-  float* op = out.data_as<float>();
-  const int64_t ldg = gate_up.stride(0), ldo = out.stride(0);
-#pragma omp parallel for num_threads(cpu::threads_for(ctx, T * I)) schedule(static)
-  for (int64_t t = 0; t < T; ++t) {
-    const float* g = gp + t * ldg;
-    const float* u = g + I;
-    float* o = op + t * ldo;
+  for_each_gated_row(ctx, gate_up, out, [](const float* g, const float* u, float* o, int64_t I) {
     int64_t i = 0;
 #if defined(__AVX512F__)
     for (; i + 16 <= I; i += 16)
       _mm512_storeu_ps(o + i, _mm512_mul_ps(silu512(_mm512_loadu_ps(g + i)), _mm512_loadu_ps(u + i)));
 #endif
     for (; i < I; ++i) o[i] = silu_scalar(g[i]) * u[i];
-  }
+  });
 }
 
 void geglu(const Context& ctx, const Tensor& gate_up, Tensor& out, GeluApprox approx) {
 #if defined(FASTATTN_WITH_CUDA)
   if (gate_up.device().type == DeviceType::kCUDA) return cuda::geglu_cuda(ctx, gate_up, out, approx);
 #endif
-  const int64_t T = gate_up.size(0), I = check_gated(gate_up, out);
-  const float* gp = gate_up.data_as<const float>();
-  float* op = out.data_as<float>();
-  const int64_t ldg = gate_up.stride(0), ldo = out.stride(0);
-#pragma omp parallel for num_threads(cpu::threads_for(ctx, T * I)) schedule(static)
-  for (int64_t t = 0; t < T; ++t) {
-    const float* g = gp + t * ldg;
-    const float* u = g + I;
-    float* o = op + t * ldo;
+  for_each_gated_row(ctx, gate_up, out,
+                     [approx](const float* g, const float* u, float* o, int64_t I) {
     // gelu(gate) into the output row (L1-resident), then the product with up.
     if (approx == GeluApprox::kTanh)
       map_row<GeluTanh>(g, o, I);
@@ -177,7 +177,7 @@ void geglu(const Context& ctx, const Tensor& gate_up, Tensor& out, GeluApprox ap
       map_row<GeluErf>(g, o, I);
 #pragma omp simd
     for (int64_t i = 0; i < I; ++i) o[i] *= u[i];
-  }
+  });
 }
 
 void gelu(const Context& ctx, const Tensor& x, Tensor& out, GeluApprox approx) {
