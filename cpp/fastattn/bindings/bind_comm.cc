@@ -99,7 +99,8 @@ void bind_comm(py::module_& m) {
           "GPU: the tiles' all-reduces as a copy-engine all-gather plus a sum kernel (NCCL >= "
           "2.28) instead of NCCL's all-reduce kernels")
       .def("choose_num_tiles", &choose_num_tiles, py::arg("tokens"),
-           "The tile count a CPU row-parallel GEMM uses for this many tokens.")
+           "The tile count the row-parallel GEMMs use for this many tokens (GPUs: 1 unless "
+           "num_tiles is set; plan_tiles adds the tile GEMMs' SMs).")
       .def(
           "plan_tiles",
           [](const Communicator& c, int64_t tokens, int64_t cols, int64_t inner) {
