@@ -211,8 +211,16 @@ class Session:
         return self
 
     def generate(self, prompts, max_new_tokens: int, *, temperature: float = 0.0, top_k: int = 0,
-                 top_p: float = 1.0, seed: int = 0, stop_tokens=()) -> list[list[int]]:
-        """New tokens for each prompt (a list of lists of token ids), the batch run together."""
+                 top_p: float = 1.0, seed: int = 0, stop_tokens=(),
+                 on_step=None) -> list[list[int]]:
+        """New tokens for each prompt (a list of lists of token ids), the batch run together.
+
+        on_step: None, or a callable called after each step with the new tokens as a list of
+        (request index, token id); returning False stops the call early (every request keeps
+        its tokens so far). Ctrl-C raises KeyboardInterrupt at the next step; the session stays
+        usable."""
+        if on_step is not None and not callable(on_step):
+            raise TypeError(f"on_step must be callable or None, got {type(on_step).__name__}")
         if isinstance(prompts, (str, bytes)) or not isinstance(prompts, (list, tuple)):
             raise TypeError(f"prompts must be a list of prompts (lists of token ids), got "
                             f"{type(prompts).__name__}")
@@ -230,7 +238,7 @@ class Session:
             top_k=_check_int("top_k", top_k, 0),
             top_p=_check_float("top_p", top_p),
             seed=_check_seed(seed),
-            stop_tokens=stops)
+            stop_tokens=stops, on_step=on_step)
 
     def logits(self, prompt) -> np.ndarray:
         """float32 logits [len(prompt), vocab_size] at every position of one prompt."""

@@ -577,3 +577,46 @@ def test_verbose_reports_kv_memory(model_factory, capfd):
     s = Session(path, max_seq_len=32, max_batch=2, verbose=True)
     err = capfd.readouterr().err
     assert f"KV cache {s.kv_cache_bytes / (1 << 20):.2f} MiB for 64 tokens" in err
+
+
+def test_on_step_reports_every_token_and_can_stop(model_factory):
+    path, _, _ = model_factory("llama")
+    s = Session(path, max_seq_len=64)
+    p0, p1 = prompt_of(6, 60), prompt_of(9, 61)
+    full = s.generate([p0, p1], max_new_tokens=8)
+    seen = [[], []]
+
+    def record(tokens):
+        for i, t in tokens:
+            seen[i].append(t)
+
+    assert s.generate([p0, p1], max_new_tokens=8, on_step=record) == full
+    assert seen == full
+    steps = []
+
+    def stop_after_three(tokens):
+        steps.append(tokens)
+        return len(steps) < 3
+
+    out = s.generate([p0, p1], max_new_tokens=8, on_step=stop_after_three)
+    assert out == [full[0][:3], full[1][:3]]  # the tokens so far are returned
+    assert s.generate([p0, p1], max_new_tokens=8) == full  # the session is whole afterwards
+
+
+def test_on_step_exception_propagates_and_session_stays_usable(model_factory):
+    path, _, _ = model_factory("llama")
+    s = Session(path, max_seq_len=64)
+    p = prompt_of(5, 62)
+    full = s.generate([p], max_new_tokens=6)
+
+    class Stop(Exception):
+        pass
+
+    def boom(tokens):
+        raise Stop("from the hook")
+
+    with pytest.raises(Stop, match="from the hook"):
+        s.generate([p], max_new_tokens=6, on_step=boom)
+    assert s.generate([p], max_new_tokens=6) == full
+    with pytest.raises(TypeError, match="on_step"):
+        s.generate([p], max_new_tokens=6, on_step=3)

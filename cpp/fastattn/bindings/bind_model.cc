@@ -82,6 +82,22 @@ py::dict config_dict(const models::ModelConfig& c) {
   return d;
 }
 
+// The generate() hook of the binding: checks for pending signals (Ctrl-C raises
+// KeyboardInterrupt at the next step instead of after the whole call), then calls the user's
+// on_step(tokens) if given; its result (None = go on) decides whether the call goes on.
+std::function<bool(const std::vector<runtime::StepToken>&)> step_hook(py::object on_step) {
+  auto fn = std::make_shared<py::object>(std::move(on_step));
+  return [fn](const std::vector<runtime::StepToken>& tokens) {
+    py::gil_scoped_acquire gil;
+    if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+    if (fn->is_none()) return true;
+    py::list items;
+    for (const runtime::StepToken& t : tokens) items.append(py::make_tuple(t.index, t.token));
+    const py::object result = (*fn)(items);
+    return result.is_none() || result.cast<bool>();
+  };
+}
+
 py::dict timings_dict(const runtime::Timings& t) {
   py::dict d;
   d["prefill_tokens"] = t.prefill_tokens;
@@ -188,7 +204,7 @@ void bind_model(py::module_& m) {
           "generate",
           [](InferenceSession& s, const std::vector<std::vector<int64_t>>& prompts,
              int64_t max_new_tokens, float temperature, int top_k, float top_p, uint64_t seed,
-             const std::vector<int64_t>& stop_tokens) {
+             const std::vector<int64_t>& stop_tokens, py::object on_step) {
             GenerateOptions o;
             o.max_new_tokens = max_new_tokens;
             o.sampling.temperature = temperature;
@@ -196,13 +212,17 @@ void bind_model(py::module_& m) {
             o.sampling.top_p = top_p;
             o.sampling.seed = seed;
             o.stop_tokens = stop_tokens;
+            o.on_step = step_hook(std::move(on_step));
             py::gil_scoped_release release;
             return s.generate(prompts, o);
           },
           py::arg("prompts"), py::arg("max_new_tokens"), py::arg("temperature") = 0.0f,
           py::arg("top_k") = 0, py::arg("top_p") = 1.0f, py::arg("seed") = 0,
-          py::arg("stop_tokens") = std::vector<int64_t>(),
-          "New tokens for each prompt (the stop token, if hit, is included).")
+          py::arg("stop_tokens") = std::vector<int64_t>(), py::arg("on_step") = py::none(),
+          "New tokens for each prompt (the stop token, if hit, is included). on_step(tokens), if "
+          "given, is called after each step with [(request index, token), ...]; returning False "
+          "stops the call (the tokens so far are returned). A pending signal (Ctrl-C) raises "
+          "KeyboardInterrupt at the next step.")
       .def(
           "logits",
           [](InferenceSession& s, const std::vector<int64_t>& prompt) {

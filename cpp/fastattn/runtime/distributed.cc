@@ -126,6 +126,11 @@ void TensorParallel::check_same_on_all_ranks(uint64_t fingerprint, const char* w
               "the same arguments");
 }
 
+bool TensorParallel::any_rank(bool flag) {
+  if (!mpi_) return flag;
+  return mpi_->all_reduce_max({flag ? 1 : 0})[0] != 0;
+}
+
 Device rank_device(const std::string& option) {
   Device d = parse_device(option);
   if (option == "cuda") {

@@ -52,6 +52,8 @@ class TensorParallel {
   // Throws InvalidArgument on every rank unless every rank passes the same fingerprint (e.g. a
   // hash of a generate() call's prompts and options: ranks must run the same calls).
   void check_same_on_all_ranks(uint64_t fingerprint, const char* what);
+  // Whether `flag` is true on any rank (a host reduction; just `flag` for one rank).
+  bool any_rank(bool flag);
 
  private:
   [[noreturn]] void fail_everywhere(const std::string& message, bool invalid_argument);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <exception>
 #include <limits>
 
 #include "fastattn/core/copy.h"
@@ -359,15 +360,16 @@ std::vector<std::vector<int64_t>> InferenceSession::generate(
   }
 
   const auto t0 = Clock::now();
-  prefill(seqs, o);
+  const bool go_on = prefill(seqs, o);
   timings_.prefill_seconds = seconds_since(t0);
+  if (!go_on) return outputs;
   const auto t1 = Clock::now();
   decode(seqs, o);
   timings_.decode_seconds = seconds_since(t1);
   return outputs;
 }
 
-void InferenceSession::prefill(std::vector<Sequence>& seqs, const GenerateOptions& o) {
+bool InferenceSession::prefill(std::vector<Sequence>& seqs, const GenerateOptions& o) {
   std::vector<Sequence*> finishing;
   finishing.reserve(seqs.size());
   size_t cur = 0;   // sequence being prefilled
@@ -400,7 +402,9 @@ void InferenceSession::prefill(std::vector<Sequence>& seqs, const GenerateOption
     logits_.resize(DType::kFloat32, {static_cast<int64_t>(rows_.size()), config().vocab_size});
     model_->logits_for_rows(ctx_, scratch_, rows_, logits_.view());
     sample_and_append(finishing, o);
+    if (!report_step(finishing, o)) return false;
   }
+  return true;
 }
 
 void InferenceSession::decode(std::vector<Sequence>& seqs, const GenerateOptions& o) {
@@ -432,6 +436,7 @@ void InferenceSession::decode(std::vector<Sequence>& seqs, const GenerateOptions
                           seconds_since(t0), host_tokens);
     }
     ++timings_.decode_steps;
+    if (!report_step(active, o)) break;
     active.erase(std::remove_if(active.begin(), active.end(), [](Sequence* s) { return s->done; }),
                  active.end());
   }
@@ -459,6 +464,24 @@ void InferenceSession::sample_and_append(std::vector<Sequence*>& which, const Ge
                       o.stop_tokens.end();
     if (stop || static_cast<int64_t>(s.out->size()) >= o.max_new_tokens) s.done = true;
   }
+}
+
+bool InferenceSession::report_step(const std::vector<Sequence*>& which,
+                                   const GenerateOptions& o) {
+  if (!o.on_step) return true;
+  step_tokens_.clear();
+  for (const Sequence* s : which) step_tokens_.push_back(StepToken{s->index, s->out->back()});
+  bool go_on = false;
+  std::exception_ptr error;
+  try {
+    go_on = o.on_step(step_tokens_);
+  } catch (...) {
+    error = std::current_exception();
+  }
+  // Every rank stops at the same step, so none is left waiting in the next step's collectives.
+  if (tp_.world_size() > 1) go_on = !tp_.any_rank(!go_on);
+  if (error) std::rethrow_exception(error);
+  return go_on;
 }
 
 void InferenceSession::logits_into(const std::vector<int64_t>& prompt, Tensor& out) {

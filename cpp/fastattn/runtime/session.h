@@ -64,6 +64,12 @@ struct SessionOptions {
   int tp_tiles = 0;
 };
 
+// One token produced by a step of generate(): request `index` of the batch got `token`.
+struct StepToken {
+  size_t index = 0;
+  int64_t token = 0;
+};
+
 struct GenerateOptions {
   int64_t max_new_tokens = 16;
   // Request i of a batch samples with seed sampling.seed + i (and its own step counter), so its
@@ -72,6 +78,14 @@ struct GenerateOptions {
   // A sequence stops after emitting one of these; the stop token is included in its output.
   // The config's eos_token_id is not added implicitly.
   std::vector<int64_t> stop_tokens;
+  // Called on the calling thread after every pass that produced tokens (a prefill pass that
+  // finished prompts, then each decode step) with the new tokens, in request order. Returning
+  // false stops the call early: every request keeps the tokens it has and generate() returns
+  // them. An exception thrown by the hook ends the call (the KV blocks are freed first) and
+  // propagates. Under mpirun the ranks agree after each call of their hooks: when any rank's
+  // hook returns false or throws, every rank stops at that same step (ranks whose hook threw
+  // rethrow, the others return their tokens). Used for streaming, stop strings and Ctrl-C.
+  std::function<bool(const std::vector<StepToken>&)> on_step;
 };
 
 // Measured by the last generate() or logits() call (each call resets them). Prefill covers the
@@ -152,10 +166,14 @@ class InferenceSession {
   void check_fits(const std::vector<int64_t>& totals) const;
   void check_prompt(const std::vector<int64_t>& prompt, size_t index, int64_t max_new) const;
   void check_generate_options(const GenerateOptions& o) const;
-  void prefill(std::vector<Sequence>& seqs, const GenerateOptions& o);
+  // Both return false when o.on_step stopped the call.
+  bool prefill(std::vector<Sequence>& seqs, const GenerateOptions& o);
   void decode(std::vector<Sequence>& seqs, const GenerateOptions& o);
   // Samples one token for each sequence in `which` from rows of logits_; appends them.
   void sample_and_append(std::vector<Sequence*>& which, const GenerateOptions& o);
+  // Calls o.on_step with the tokens `which` just got; returns false when the call must stop
+  // (on every rank). Rethrows the hook's exception after the ranks have agreed.
+  bool report_step(const std::vector<Sequence*>& which, const GenerateOptions& o);
 
   SessionOptions options_;
   TensorParallel tp_;  // the communicator outlives everything that uses it
@@ -178,6 +196,7 @@ class InferenceSession {
   std::vector<kernels::SamplingParams> sample_params_;
   std::vector<uint64_t> sample_steps_;
   std::vector<int64_t> rows_;
+  std::vector<StepToken> step_tokens_;
   Timings timings_;
   std::mutex mu_;
 };
