@@ -280,8 +280,8 @@ def main(argv=None) -> int:
     say(f"memory plan (rank 0, {args.device}): {session.memory_plan}")
 
     prompts = make_prompts(args.batch, args.prompt_len, int(cfg["vocab_size"]), args.seed)
-    for _ in range(args.warmup):
-        session.generate(prompts, min(args.new_tokens, 2))
+    for _ in range(args.warmup):  # 3 tokens: on a GPU, two decode steps warm up and capture its graph
+        session.generate(prompts, min(args.new_tokens, 3))
     outputs = session.generate(prompts, args.new_tokens)
     t = session.timings
     decode_tokens = sum(len(o) for o in outputs) - len(outputs)  # the first come from prefill
@@ -294,6 +294,10 @@ def main(argv=None) -> int:
             f"{decode_tokens / t['decode_seconds']:.1f} tokens/s; each step reads the rank's "
             f"{weights_gb:.3f} GB of weights: {weights_gb / (t['decode_ms_per_step'] / 1e3):.1f} "
             "GB/s per rank")
+    if args.device.startswith("cuda") and t["decode_steps"] > 0:
+        say(f"decode graphs: {t['decode_graph_steps']} of {t['decode_steps']} steps replayed as "
+            f"CUDA graphs ({t['decode_graph_captures']} captured in this call)"
+            + ("" if session.uses_cuda_graphs else f"; off: {session.cuda_graphs_off_reason}"))
     if t["spill_stream_steps"] or t["spill_cpu_steps"]:
         say(f"spilled KV: {session.spilled_blocks} blocks moved to the host pool; attention over "
             f"them streamed in {t['spill_stream_steps']} passes, on the CPU in "

@@ -78,7 +78,7 @@ def _session_options(device: str = "cpu", *, num_threads=None, max_batch: int = 
                      gpu_memory_fraction: float = 0.9, gpu_kv_budget=None,
                      host_kv_tokens: int = 0, spill_attention: str = "auto",
                      verbose: bool = False, tp_overlap: bool = True,
-                     tp_tiles=None) -> "_C.SessionOptions":
+                     tp_tiles=None, cuda_graphs: bool = True) -> "_C.SessionOptions":
     """The checked _C.SessionOptions of Session's keyword arguments (documented there)."""
     if not isinstance(device, str):
         raise TypeError(f"device must be a string, got {type(device).__name__}")
@@ -111,6 +111,9 @@ def _session_options(device: str = "cpu", *, num_threads=None, max_batch: int = 
     opts.verbose = bool(verbose)
     opts.tp_overlap = bool(tp_overlap)
     opts.tp_tiles = 0 if tp_tiles is None else _check_int("tp_tiles", tp_tiles, 1)
+    if not isinstance(cuda_graphs, bool):
+        raise TypeError(f"cuda_graphs must be True or False, got {cuda_graphs!r}")
+    opts.cuda_graphs = cuda_graphs
     return opts
 
 
@@ -154,6 +157,11 @@ class Session:
         2 x H200, see the README), tp_overlap=False computes the whole GEMM, then all-reduces.
         Every rank must make the same calls; each gets the same tokens. See
         fastattention.distributed.
+    cuda_graphs: GPU sessions run each decode step as a captured CUDA graph (one launch instead
+        of ~10 per layer; graphs per batch-size bucket, captured lazily). Steps a graph cannot
+        take run eagerly: spilled KV, tensor parallelism, dynamic-NTK RoPE (see
+        uses_cuda_graphs / cuda_graphs_off_reason). False runs every step eagerly. Ignored on
+        the CPU; must be a bool.
     """
 
     def __init__(self, model_dir, device: str = "cpu", *, num_threads=None, max_batch: int = 8,
@@ -161,7 +169,7 @@ class Session:
                  max_cache_tokens=None, prefill_chunk_tokens: int = 2048,
                  gpu_memory_fraction: float = 0.9, gpu_kv_budget=None, host_kv_tokens: int = 0,
                  spill_attention: str = "auto", verbose: bool = False, tp_overlap: bool = True,
-                 tp_tiles=None):
+                 tp_tiles=None, cuda_graphs: bool = True):
         if not isinstance(model_dir, (str, os.PathLike)):
             raise TypeError(f"model_dir must be a path, got {type(model_dir).__name__}")
         opts = _session_options(
@@ -170,7 +178,7 @@ class Session:
             prefill_chunk_tokens=prefill_chunk_tokens, gpu_memory_fraction=gpu_memory_fraction,
             gpu_kv_budget=gpu_kv_budget, host_kv_tokens=host_kv_tokens,
             spill_attention=spill_attention, verbose=verbose, tp_overlap=tp_overlap,
-            tp_tiles=tp_tiles)
+            tp_tiles=tp_tiles, cuda_graphs=cuda_graphs)
         self.model_dir = os.fspath(model_dir)
         # Under mpirun, a rank that fails (here or later) ends the job instead of leaving the
         # other ranks waiting for it.
@@ -288,6 +296,22 @@ class Session:
     def spilled_blocks(self) -> int:
         """KV blocks moved from the device pool to the host pool since the session started."""
         return self._session.spilled_blocks
+
+    @property
+    def uses_cuda_graphs(self) -> bool:
+        """Whether decode steps run as captured CUDA graphs (GPU sessions with cuda_graphs=True
+        whose model allows it; see cuda_graphs_off_reason)."""
+        return self._session.uses_cuda_graphs
+
+    @property
+    def cuda_graphs_off_reason(self) -> str:
+        """Why a GPU session with cuda_graphs=True runs its decode steps eagerly ('' otherwise)."""
+        return self._session.cuda_graphs_off_reason
+
+    def step_logits(self) -> np.ndarray:
+        """float32 [B, vocab_size] logits of the last step of generate() (B: the requests that
+        step sampled for). Call it from an on_step hook to see each step's logits."""
+        return self._session.step_logits()
 
     def __repr__(self) -> str:
         c = self.config

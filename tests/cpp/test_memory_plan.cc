@@ -1,6 +1,8 @@
 // The GPU memory plan is host arithmetic: checked here on a Llama-7B shape with made-up device
 // sizes (no GPU needed).
 #include "fastattn/runtime/memory_plan.h"
+
+#include "fastattn/runtime/decode_graphs.h"
 #include "test_util.h"
 
 using namespace fastattn;
@@ -92,3 +94,34 @@ TEST(bad_fraction_is_rejected) {
 }
 
 TEST_MAIN()
+
+TEST(decode_graph_scratch_is_counted_before_the_kv_cache) {
+  MemoryPlanInput in = input_80g();
+  const auto eager = plan_gpu_memory(llama7b(), in);
+  CHECK(eager.decode_graphs == 0);
+  in.decode_graph_buckets = {1, 2, 4, 8};
+  const auto graphed = plan_gpu_memory(llama7b(), in);
+  CHECK(graphed.decode_graphs == fastattn::runtime::decode_graph_bytes(llama7b(), DType::kFloat16,
+                                                                       {1, 2, 4, 8}));
+  // Each bucket: its rows' activations and logits, and 16 MiB for the split partials.
+  CHECK(graphed.decode_graphs > 4 * (size_t{16} << 20));
+  CHECK(graphed.decode_graphs < 4 * (size_t{32} << 20));
+  const size_t used_before = in.device_total - in.device_free;
+  CHECK(used_before + graphed.activations + graphed.decode_graphs + graphed.kv_bytes <= graphed.budget);
+  CHECK(graphed.kv_blocks < eager.kv_blocks);
+  CHECK(graphed.describe().find("decode graphs") != std::string::npos);
+}
+
+TEST(decode_graph_buckets_cover_every_batch_size_up_to_max_batch) {
+  using fastattn::runtime::decode_graph_buckets;
+  CHECK(decode_graph_buckets(1) == std::vector<int>{1});
+  CHECK(decode_graph_buckets(3) == (std::vector<int>{1, 2, 3}));
+  CHECK(decode_graph_buckets(8) == (std::vector<int>{1, 2, 4, 8}));
+  CHECK(decode_graph_buckets(16) == (std::vector<int>{1, 2, 4, 8, 16}));
+  CHECK(decode_graph_buckets(20) == (std::vector<int>{1, 2, 4, 8, 16, 20}));
+  for (int max_batch = 1; max_batch <= 70; ++max_batch) {
+    const std::vector<int> b = decode_graph_buckets(max_batch);
+    CHECK(b.back() == max_batch);
+    for (size_t i = 1; i < b.size(); ++i) CHECK(b[i] > b[i - 1]);
+  }
+}

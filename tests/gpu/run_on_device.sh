@@ -6,7 +6,8 @@
 #   modes: tests (all of tests/gpu), attn-tests (the attention kernel tests only), infer-tests
 #   (every other GPU test: kernels, decode, session), sanitize, ncu, profile, bench (attention),
 #   decode (bench decode), e2e (bench e2e --device cuda), spill (bench spill), demo256k (bench
-#   spill --demo), debug, all (tests sanitize ncu bench)
+#   spill --demo), debug, all (tests sanitize ncu bench), graphs (the decode CUDA graph tests),
+#   pangu1 (examples/pangu38b_infer.py on one GPU: FA_PANGU1_ARGS)
 #   Tensor parallelism (2+ GPUs, e.g. nvidia-h200-x2; the build then needs MPI and NCCL): tp-tests
 #   (tests/gpu/test_tp_nccl.py), tp-bench (bench allreduce-overlap sweeps: FA_TP_SWEEP="NAME=ENV
 #   ..." runs, FA_TP_BENCH_ARGS), tp-e2e (bench tp-e2e, tp=1 vs tp=2: FA_TP_E2E_MODELS, default
@@ -57,6 +58,9 @@ python3 -c "import fastattention as f; print('instances:', *f._C.fmha_cuda_insta
 
 if has tests; then
   python3 -m pytest tests/gpu -q -p no:cacheprovider 2>&1 | tee "$out/pytest_gpu.log" | tail -40
+fi
+if has graphs; then
+  python3 -m pytest tests/gpu/test_decode_graphs_cuda.py -v -p no:cacheprovider 2>&1 | tee "$out/pytest_graphs.log" | tail -40
 fi
 if has attn-tests; then
   python3 -m pytest tests/gpu/test_fmha_cuda.py -q -p no:cacheprovider 2>&1 | tee "$out/pytest_gpu_attn.log" | tail -25
@@ -153,6 +157,11 @@ fi
 if has pangu; then
   mpirun -n 2 --bind-to none python3 examples/pangu38b_infer.py --random-weights --device cuda \
     ${FA_PANGU_ARGS:---batch 8 --prompt-len 2048 --new-tokens 32} 2>&1 | tee "$out/pangu_tp2.log" | tail -20
+fi
+if has pangu1; then
+  # The Pangu-38B shape on one GPU (tp 1), cut to fit: FA_PANGU1_ARGS.
+  python3 examples/pangu38b_infer.py --random-weights --device cuda \
+    ${FA_PANGU1_ARGS:---num-layers 16 --batch 16 --prompt-len 128 --new-tokens 64} 2>&1 | tee "$out/pangu_tp1.log" | tail -12
 fi
 if has cpp-embed; then
   DEVICE=cuda FASTATTN_JOBS=$(nproc) bash tests/install_check.sh "$root/build/gpu" 2>&1 | tee "$out/install_check_cuda.log" | tail -25

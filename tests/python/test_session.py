@@ -367,8 +367,9 @@ def test_zero_new_tokens_and_timings(model_factory):
     t = s.timings
     assert set(t) == {"prefill_tokens", "prefill_seconds", "prefill_tokens_per_s",
                       "decode_steps", "decode_seconds", "decode_ms_per_step", "spill_stream_steps",
-                      "spill_cpu_steps"}
+                      "spill_cpu_steps", "decode_graph_steps", "decode_graph_captures"}
     assert t["prefill_tokens"] == 14 and t["decode_steps"] == 4
+    assert t["decode_graph_steps"] == 0 and t["decode_graph_captures"] == 0  # CPU: no graphs
     assert t["spill_stream_steps"] == 0 and t["spill_cpu_steps"] == 0  # no host KV pool
     assert t["prefill_seconds"] > 0 and t["decode_seconds"] > 0
     assert t["prefill_tokens_per_s"] == pytest.approx(14 / t["prefill_seconds"])
@@ -620,3 +621,31 @@ def test_on_step_exception_propagates_and_session_stays_usable(model_factory):
     assert s.generate([p], max_new_tokens=6) == full
     with pytest.raises(TypeError, match="on_step"):
         s.generate([p], max_new_tokens=6, on_step=3)
+
+
+def test_cuda_graphs_option_is_checked_and_ignored_on_cpu(model_factory):
+    path, _, _ = model_factory("llama")
+    p = prompt_of(5, 63)
+    eager = Session(path, max_seq_len=64, cuda_graphs=False)
+    graphed = Session(path, max_seq_len=64, cuda_graphs=True)
+    assert not graphed.uses_cuda_graphs and graphed.cuda_graphs_off_reason == ""
+    assert eager.generate([p], 6) == graphed.generate([p], 6)
+    assert graphed.timings["decode_graph_steps"] == 0
+    for bad in ("yes", 1, None):
+        with pytest.raises(TypeError, match="cuda_graphs"):
+            Session(path, max_seq_len=64, cuda_graphs=bad)
+
+
+def test_step_logits_are_each_steps_logits(model_factory):
+    path, _, _ = model_factory("llama")
+    s = Session(path, max_seq_len=64)
+    p0, p1 = prompt_of(6, 64), prompt_of(4, 65)
+    seen = []
+    out = s.generate([p0, p1], 4, on_step=lambda toks: seen.append((toks, s.step_logits())))
+    for toks, logits in seen:
+        assert logits.shape == (len(toks), s.config["vocab_size"])
+        for row, (i, t) in enumerate(toks):
+            assert int(np.argmax(logits[row])) == t  # greedy: the token is the row's argmax
+    # The last step's logits equal those of the full sequence at its last position.
+    full = s.logits(p0 + out[0][:-1])
+    np.testing.assert_allclose(seen[-1][1][0], full[-1], rtol=1e-4, atol=1e-4)

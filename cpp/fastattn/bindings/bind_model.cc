@@ -108,6 +108,8 @@ py::dict timings_dict(const runtime::Timings& t) {
   d["decode_ms_per_step"] = t.decode_ms_per_step();
   d["spill_stream_steps"] = t.spill_stream_steps;
   d["spill_cpu_steps"] = t.spill_cpu_steps;
+  d["decode_graph_steps"] = t.decode_graph_steps;
+  d["decode_graph_captures"] = t.decode_graph_captures;
   return d;
 }
 
@@ -182,6 +184,7 @@ void bind_model(py::module_& m) {
       .def_readwrite("verbose", &SessionOptions::verbose)
       .def_readwrite("tp_overlap", &SessionOptions::tp_overlap)
       .def_readwrite("tp_tiles", &SessionOptions::tp_tiles)
+      .def_readwrite("cuda_graphs", &SessionOptions::cuda_graphs)
       .def("__repr__", [](const SessionOptions& o) {
         return "SessionOptions(device='" + o.device + "', num_threads=" +
                std::to_string(o.num_threads) + ", max_batch=" + std::to_string(o.max_batch) +
@@ -247,7 +250,21 @@ void bind_model(py::module_& m) {
       .def_property_readonly("host_kv_bytes", &InferenceSession::host_kv_bytes)
       .def_property_readonly("weight_bytes", &InferenceSession::weight_bytes)
       .def_property_readonly("rank", &InferenceSession::rank)
-      .def_property_readonly("world_size", &InferenceSession::world_size);
+      .def_property_readonly("world_size", &InferenceSession::world_size)
+      .def_property_readonly("uses_cuda_graphs", &InferenceSession::uses_cuda_graphs)
+      .def_property_readonly("cuda_graphs_off_reason", &InferenceSession::cuda_graphs_off_reason)
+      .def(
+          "step_logits",
+          [](const InferenceSession& s) {
+            const Tensor logits = s.step_logits();
+            py::array_t<float> out({static_cast<py::ssize_t>(logits.size(0)),
+                                    static_cast<py::ssize_t>(logits.size(1))});
+            Tensor view(out.mutable_data(), DType::kFloat32, {logits.size(0), logits.size(1)});
+            s.copy_step_logits(view);
+            return out;
+          },
+          "float32 [B, vocab] logits of the last step of generate() (for on_step hooks and "
+          "checks; call it from the generating thread).");
 }
 
 }  // namespace fastattn::py_bind

@@ -6,6 +6,7 @@
 
 #include "fastattn/core/context.h"
 #include "fastattn/core/tensor.h"
+#include "fastattn/kernels/sample_row.h"
 
 namespace fastattn::kernels {
 
@@ -34,6 +35,16 @@ struct SamplingParams {
 // over the logits' bits with block reductions (no sort of the vocabulary).
 void sample(const Context& ctx, const Tensor& logits, const std::vector<SamplingParams>& params,
             const std::vector<uint64_t>& steps, Tensor& out);
+
+// The GPU sampler's row for request parameters p at draw number `step`: u =
+// uniform_from_counter(seed, step), 1 / temperature, greedy as top_k = 1. Checks p as sample() does.
+SampleRow prepare_sample_row(const SamplingParams& p, uint64_t step);
+
+// sample() on the GPU with the rows' parameters read from device memory at run time: `rows` is a
+// device buffer of B SampleRow (prepare_sample_row) viewed as int32 [B, 4]. Nothing that changes
+// between decode steps is baked into the launch, so it can be captured in a CUDA graph and
+// replayed after new rows are uploaded. GPU tensors only (InvalidArgument otherwise).
+void sample_prepared(const Context& ctx, const Tensor& logits, const Tensor& rows, Tensor& out);
 
 // Uniform float in [0, 1) from a counter-based generator keyed by (seed, counter).
 float uniform_from_counter(uint64_t seed, uint64_t counter);

@@ -86,6 +86,7 @@ void AttentionLayer::forward(const Context& ctx, const ForwardBatch& batch, cons
     fp.v = v_cache;
     fp.block_table = batch.block_table;
     fp.seqlens_k = batch.seqlens_k;
+    fp.num_splits = batch.decode_num_splits;
   }
   fp.causal = true;  // bottom-right aligned: new tokens see the cached prefix and themselves
   fp.window_left = p_.window_left;

@@ -32,6 +32,9 @@ struct ForwardBatch {
   // Every sequence starts at position 0 in this batch (a first prefill chunk): attention needs
   // only the batch's own K/V, so a GPU can run the prefill kernel on them directly.
   bool no_cached_prefix = false;
+  // Split count for the split-KV decode kernel (FmhaParams::num_splits; 0 = its heuristic). A
+  // graph-captured decode step fixes it, since the captured launches cannot change it.
+  int decode_num_splits = 0;
 
   // Two-tier KV cache (kvcache/spill_manager.h): keys 0 .. host_seqlens_k[b] of sequence b are in
   // the host pool (blocks host_block_table[b]); seqlens_k and block_table above then describe

@@ -3,6 +3,8 @@
 
 #if defined(FASTATTN_WITH_CUDA)
 #include <cstddef>
+#include <functional>
+#include <memory>
 #include <string>
 
 namespace fastattn::runtime::gpu {
@@ -34,6 +36,28 @@ class Stream {
 
  private:
   void* stream_ = nullptr;
+};
+
+// A CUDA graph captured from the work queued on a stream, instantiated for replay.
+class Graph {
+ public:
+  // Captures what record() queues on `stream` (thread-local capture mode: meanwhile this thread
+  // may not make calls that would synchronise) and instantiates it. If record() throws or the
+  // capture fails, the capture is ended and discarded, the stream is usable again, and the
+  // exception propagates (a CUDA error as fastattn::Error naming the call).
+  static std::unique_ptr<Graph> capture(void* stream, const std::function<void()>& record);
+  ~Graph();
+  Graph(const Graph&) = delete;
+  Graph& operator=(const Graph&) = delete;
+  // Queues one replay on `stream`.
+  void launch(void* stream) const;
+  size_t num_nodes() const { return nodes_; }
+
+ private:
+  Graph() = default;
+  void* graph_ = nullptr;  // cudaGraph_t
+  void* exec_ = nullptr;   // cudaGraphExec_t
+  size_t nodes_ = 0;
 };
 
 }  // namespace fastattn::runtime::gpu

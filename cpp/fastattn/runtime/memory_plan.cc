@@ -33,9 +33,19 @@ size_t activation_bytes(const models::ModelConfig& c, DType act, int64_t tokens,
   return static_cast<size_t>(tokens * per_token) * esize + logits + kWorkspaceBytes;
 }
 
+size_t decode_graph_bytes(const models::ModelConfig& c, DType act, const std::vector<int>& buckets) {
+  constexpr size_t kPartialsBytes = size_t{16} << 20;
+  size_t total = 0;
+  for (int b : buckets) {
+    total += activation_bytes(c, act, b, b) - kWorkspaceBytes + kPartialsBytes;
+  }
+  return total;
+}
+
 std::string MemoryPlan::describe() const {
-  std::string s = "weights " + gib(weights) + ", activations " + gib(activations) +
-                  ", KV cache " + gib(kv_bytes) + " (" + std::to_string(kv_tokens) +
+  std::string s = "weights " + gib(weights) + ", activations " + gib(activations);
+  if (decode_graphs > 0) s += ", decode graphs " + gib(decode_graphs);
+  s += ", KV cache " + gib(kv_bytes) + " (" + std::to_string(kv_tokens) +
                   " tokens in " + std::to_string(kv_blocks) + " blocks)";
   if (host_kv_tokens > 0) {
     s += ", host KV " + gib(host_kv_bytes) + " (" + std::to_string(host_kv_tokens) + " tokens)";
@@ -54,6 +64,7 @@ MemoryPlan plan_gpu_memory(const models::ModelConfig& c, const MemoryPlanInput& 
   p.budget = static_cast<size_t>(in.memory_fraction * static_cast<double>(in.device_total));
   const int64_t chunk = std::max<int64_t>(in.prefill_chunk_tokens, in.max_batch);
   p.activations = activation_bytes(c, in.activation_dtype, chunk, in.max_batch);
+  p.decode_graphs = decode_graph_bytes(c, in.activation_dtype, in.decode_graph_buckets);
 
   kvcache::KvCacheConfig kc;
   kc.num_layers = c.num_layers;
@@ -66,7 +77,8 @@ MemoryPlan plan_gpu_memory(const models::ModelConfig& c, const MemoryPlanInput& 
   // What the process may still take: the budget minus what it holds, and never more than is free.
   const size_t used = in.device_total - std::min(in.device_total, in.device_free);
   const size_t allowed = p.budget > used ? std::min(p.budget - used, in.device_free) : 0;
-  const size_t for_kv = allowed > p.activations ? allowed - p.activations : 0;
+  const size_t scratch = p.activations + p.decode_graphs;
+  const size_t for_kv = allowed > scratch ? allowed - scratch : 0;
   const int64_t fit_blocks = static_cast<int64_t>(for_kv / block_bytes);
 
   if (in.requested_cache_tokens > 0) {

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "fastattn/core/dtype.h"
 #include "fastattn/models/model_config.h"
@@ -25,11 +26,14 @@ struct MemoryPlanInput {
   int kv_block_size = 16;
   DType kv_dtype = DType::kFloat16;
   int64_t requested_cache_tokens = 0;  // 0 = as many as the budget allows
+  // Batch sizes of the decode step's CUDA graphs (runtime/decode_graphs.h); empty = no graphs.
+  std::vector<int> decode_graph_buckets;
 };
 
 struct MemoryPlan {
   size_t weights = 0;
   size_t activations = 0;  // reserved for scratch: activations, logits, kernel workspaces
+  size_t decode_graphs = 0;  // the decode graphs' own scratch (one pool per batch bucket)
   size_t kv_bytes_per_token = 0;
   int64_t kv_blocks = 0;
   int64_t kv_tokens = 0;
@@ -48,5 +52,10 @@ MemoryPlan plan_gpu_memory(const models::ModelConfig& c, const MemoryPlanInput& 
 // Bytes of activation scratch a forward pass over `tokens` tokens needs (largest buffers live
 // at once, in the activation dtype), plus the float32 logits of `logit_rows` rows.
 size_t activation_bytes(const models::ModelConfig& c, DType act, int64_t tokens, int64_t logit_rows);
+
+// Scratch the decode graphs hold: per bucket of b rows, the activations of a b-token pass, b
+// float32 logit rows and an allowance for the split-KV partials (bounded by the waves of CTAs the
+// split heuristic fills, not by b).
+size_t decode_graph_bytes(const models::ModelConfig& c, DType act, const std::vector<int>& buckets);
 
 }  // namespace fastattn::runtime

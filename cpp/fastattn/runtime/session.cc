@@ -139,6 +139,20 @@ void InferenceSession::init(
   const int64_t max_blocks_per_seq = (options_.max_seq_len + bs - 1) / bs;
   builder_.reserve(std::max<int64_t>(options_.prefill_chunk_tokens, options_.max_batch),
                    options_.max_batch, max_blocks_per_seq);
+  if (device.type == DeviceType::kCUDA && options_.cuda_graphs) {
+    const char* why = "";
+    if (decode_graphs_supported(config(), tp_.world_size(), &why)) {
+#if defined(FASTATTN_WITH_CUDA)
+      graphs_ = std::make_unique<DecodeGraphs>(ctx_, *model_, *cache_, options_.max_batch,
+                                               max_blocks_per_seq);
+#endif
+    } else {
+      graphs_off_reason_ = why;
+      if (options_.verbose && tp_.rank() == 0) {
+        log_message(LogLevel::kInfo, detail::concat("CUDA graphs off: ", why));
+      }
+    }
+  }
   sample_params_.reserve(static_cast<size_t>(options_.max_batch));
   sample_steps_.reserve(static_cast<size_t>(options_.max_batch));
   rows_.reserve(static_cast<size_t>(options_.max_batch));
@@ -194,7 +208,10 @@ int64_t InferenceSession::plan_cache_blocks(DType kv_dtype) {
   const gpu::DeviceInfo mem = gpu::current_device_memory();
   MemoryPlanInput in;
   in.device_total = mem.total_bytes;
-  in.device_free = mem.free_bytes;
+  // Blocks our caching allocator holds but no one uses (a session freed before this one) are
+  // free for this session: the allocator gives them back to the driver when a request fails.
+  in.device_free = std::min(mem.total_bytes,
+                            mem.free_bytes + device_allocator_stats(ctx_.device.index).cached_bytes);
   in.weight_bytes = model_->device_weight_bytes();
   in.memory_fraction = options_.gpu_memory_fraction;
   in.activation_dtype = model_->activation_dtype();
@@ -204,6 +221,10 @@ int64_t InferenceSession::plan_cache_blocks(DType kv_dtype) {
   in.kv_block_size = bs;
   in.kv_dtype = kv_dtype;
   in.requested_cache_tokens = options_.max_cache_tokens;
+  const char* why = "";
+  if (options_.cuda_graphs && decode_graphs_supported(config(), tp_.world_size(), &why)) {
+    in.decode_graph_buckets = decode_graph_buckets(options_.max_batch);
+  }
   if (in.requested_cache_tokens == 0 && options_.gpu_kv_budget > 0) {
     // A KV budget: a fraction of the GPU's memory, or bytes.
     const double bytes = options_.gpu_kv_budget <= 1.0
@@ -424,11 +445,13 @@ void InferenceSession::decode(std::vector<Sequence>& seqs, const GenerateOptions
     layers::ForwardBatch batch = builder_.build();
     const int64_t host_tokens = batch.has_host_kv() ? batch.host_cu_seqlens_k.data_as<int32_t>()[batch.num_seqs] : 0;
     const int64_t stream_before = timings_.spill_stream_steps;
-    forward(batch);
-    // One token per sequence: every row needs logits, so the LM head runs on the whole batch.
-    logits_.resize(DType::kFloat32, {static_cast<int64_t>(active.size()), config().vocab_size});
-    model_->logits_all(ctx_, scratch_, logits_.view());
-    sample_and_append(active, o);  // waits for the step
+    if (!decode_step_graphed(batch, active, o)) {
+      forward(batch);
+      // One token per sequence: every row needs logits, so the LM head runs on the whole batch.
+      logits_.resize(DType::kFloat32, {static_cast<int64_t>(active.size()), config().vocab_size});
+      model_->logits_all(ctx_, scratch_, logits_.view());
+      sample_and_append(active, o);  // waits for the step
+    }
     if (host_tokens > 0) {
       spill_paths_.record(timings_.spill_stream_steps > stream_before
                               ? layers::ForwardBatch::SpillPath::kStream
@@ -442,7 +465,8 @@ void InferenceSession::decode(std::vector<Sequence>& seqs, const GenerateOptions
   }
 }
 
-void InferenceSession::sample_and_append(std::vector<Sequence*>& which, const GenerateOptions& o) {
+void InferenceSession::prepare_sampling(const std::vector<Sequence*>& which,
+                                        const GenerateOptions& o) {
   const size_t R = which.size();
   sample_params_.resize(R);
   sample_steps_.resize(R);
@@ -451,11 +475,47 @@ void InferenceSession::sample_and_append(std::vector<Sequence*>& which, const Ge
     sample_params_[r].seed = o.sampling.seed + which[r]->index;
     sample_steps_[r] = which[r]->out->size();  // index of the token being drawn
   }
-  sampled_.resize(DType::kInt32, {static_cast<int64_t>(R)});
   sampled_host_.resize(DType::kInt32, {static_cast<int64_t>(R)});
+}
+
+bool InferenceSession::decode_step_graphed(const layers::ForwardBatch& batch,
+                                           std::vector<Sequence*>& which,
+                                           const GenerateOptions& o) {
+#if defined(FASTATTN_WITH_CUDA)
+  if (!graphs_ || !graphs_->accepts(batch)) return false;
+  prepare_sampling(which, o);
+  sample_rows_.clear();
+  for (size_t r = 0; r < which.size(); ++r) {
+    sample_rows_.push_back(kernels::prepare_sample_row(sample_params_[r], sample_steps_[r]));
+  }
+  const DecodeGraphStats before = graphs_->stats();
+  graphs_->step(batch, sample_rows_, sampled_host_.data_as<int32_t>());  // waits for the step
+  timings_.decode_graph_captures += graphs_->stats().captures - before.captures;
+  timings_.decode_graph_steps += graphs_->stats().replays - before.replays;
+  last_step_graphed_ = true;
+  append_tokens(which, o);
+  return true;
+#else
+  (void)batch;
+  (void)which;
+  (void)o;
+  return false;
+#endif
+}
+
+void InferenceSession::sample_and_append(std::vector<Sequence*>& which, const GenerateOptions& o) {
+  const size_t R = which.size();
+  prepare_sampling(which, o);
+  sampled_.resize(DType::kInt32, {static_cast<int64_t>(R)});
   kernels::sample(ctx_, logits_.view(), sample_params_, sample_steps_, sampled_.view());
   copy_tensor(ctx_, sampled_.view(), sampled_host_.view());
   synchronize(ctx_);  // a GPU step's only wait: the host needs the tokens
+  last_step_graphed_ = false;
+  append_tokens(which, o);
+}
+
+void InferenceSession::append_tokens(std::vector<Sequence*>& which, const GenerateOptions& o) {
+  const size_t R = which.size();
   const int32_t* tok = sampled_host_.data_as<int32_t>();
   for (size_t r = 0; r < R; ++r) {
     Sequence& s = *which[r];
@@ -521,6 +581,28 @@ void InferenceSession::logits_into(const std::vector<int64_t>& prompt, Tensor& o
   }
   timings_.prefill_tokens = len;
   timings_.prefill_seconds = seconds_since(t0);
+}
+
+Tensor InferenceSession::step_logits() const {
+#if defined(FASTATTN_WITH_CUDA)
+  if (last_step_graphed_) return graphs_->last_logits();
+#endif
+  return logits_.view();
+}
+
+void InferenceSession::copy_step_logits(Tensor& out) const {
+  const Tensor logits = step_logits();
+  check_shape(out, "step logits out", logits.shape());
+  copy_matrix(ctx_, logits, out);
+  synchronize(ctx_);
+}
+
+bool InferenceSession::uses_cuda_graphs() const {
+#if defined(FASTATTN_WITH_CUDA)
+  return graphs_ != nullptr;
+#else
+  return false;
+#endif
 }
 
 OwnedTensor InferenceSession::logits(const std::vector<int64_t>& prompt) {

@@ -21,6 +21,7 @@
 #include "fastattn/kvcache/spill_manager.h"
 #include "fastattn/models/decoder_model.h"
 #include "fastattn/runtime/batch_builder.h"
+#include "fastattn/runtime/decode_graphs.h"
 #include "fastattn/runtime/device_batch.h"
 #include "fastattn/runtime/distributed.h"
 #include "fastattn/runtime/gpu_runtime.h"
@@ -55,6 +56,10 @@ struct SessionOptions {
   // How attention reads spilled KV: auto (measured per step), cpu or stream (runtime/spill_policy.h).
   std::string spill_attention = "auto";
   int64_t prefill_chunk_tokens = 2048;  // token budget of one prefill forward pass
+  // GPU only: run decode steps as captured CUDA graphs (runtime/decode_graphs.h), one launch per
+  // step instead of ~10 per layer. Steps a graph cannot take (spilled KV, tensor parallelism,
+  // dynamic-NTK RoPE) run eagerly. Ignored on the CPU.
+  bool cuda_graphs = true;
   bool verbose = false;                 // log model size and KV-cache memory at load
   // Tensor parallelism (a model exported with tp_size = N, run by `mpirun -n N`): the
   // row-parallel GEMMs overlap their all-reduce with the next row tile's GEMM (tiling-AllReduce);
@@ -98,6 +103,10 @@ struct Timings {
   // Forward passes that attended to host-resident KV, by path (runtime/spill_policy.h).
   int64_t spill_stream_steps = 0;
   int64_t spill_cpu_steps = 0;
+  // Decode steps run as CUDA graph replays (a batch bucket's first step at a split count runs
+  // eagerly, its second is captured), and graphs captured during the call.
+  int64_t decode_graph_steps = 0;
+  int64_t decode_graph_captures = 0;
   double prefill_tokens_per_s() const {
     return prefill_seconds > 0 ? static_cast<double>(prefill_tokens) / prefill_seconds : 0.0;
   }
@@ -133,6 +142,16 @@ class InferenceSession {
   OwnedTensor logits(const std::vector<int64_t>& prompt);
 
   const Timings& timings() const { return timings_; }
+  // float32 [B, vocab] logits of the last step of generate() (B = the sequences it sampled
+  // for), on the session's device; valid until the next step. Meant for on_step hooks and
+  // checks; not locked (call it from the generating thread).
+  Tensor step_logits() const;
+  // Copies step_logits() into `out` (host float32 of the same shape) and waits for the copy.
+  void copy_step_logits(Tensor& out) const;
+  // Whether decode steps run as CUDA graphs in this session (see SessionOptions::cuda_graphs),
+  // and if not, why (empty when they do or the option is off).
+  bool uses_cuda_graphs() const;
+  const std::string& cuda_graphs_off_reason() const { return graphs_off_reason_; }
   const models::ModelConfig& config() const { return model_->config(); }
   // The options with defaults resolved (max_seq_len, max_cache_tokens, num_threads).
   const SessionOptions& options() const { return options_; }
@@ -171,6 +190,13 @@ class InferenceSession {
   void decode(std::vector<Sequence>& seqs, const GenerateOptions& o);
   // Samples one token for each sequence in `which` from rows of logits_; appends them.
   void sample_and_append(std::vector<Sequence*>& which, const GenerateOptions& o);
+  // Fills sample_params_ / sample_steps_ for the rows of `which`.
+  void prepare_sampling(const std::vector<Sequence*>& which, const GenerateOptions& o);
+  // Appends the tokens in sampled_host_ to `which` and marks finished sequences.
+  void append_tokens(std::vector<Sequence*>& which, const GenerateOptions& o);
+  // One decode step through the CUDA graphs, if they take this batch; false otherwise.
+  bool decode_step_graphed(const layers::ForwardBatch& batch, std::vector<Sequence*>& which,
+                           const GenerateOptions& o);
   // Calls o.on_step with the tokens `which` just got; returns false when the call must stop
   // (on every rank). Rethrows the hook's exception after the ranks have agreed.
   bool report_step(const std::vector<Sequence*>& which, const GenerateOptions& o);
@@ -193,6 +219,12 @@ class InferenceSession {
   OwnedTensor sampled_;  // int32 [B], on the model's device
   OwnedTensor sampled_host_;  // int32 [B]: the tokens on the host
   std::unique_ptr<DeviceBatch> device_batch_;
+#if defined(FASTATTN_WITH_CUDA)
+  std::unique_ptr<DecodeGraphs> graphs_;  // decode steps as CUDA graphs (null: eager)
+  std::vector<kernels::SampleRow> sample_rows_;
+#endif
+  bool last_step_graphed_ = false;
+  std::string graphs_off_reason_;
   std::vector<kernels::SamplingParams> sample_params_;
   std::vector<uint64_t> sample_steps_;
   std::vector<int64_t> rows_;

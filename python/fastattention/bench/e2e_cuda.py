@@ -12,7 +12,14 @@ Both engines hold their weights on the GPU at once (our session's KV budget is c
                      prefill chunk plus the first sampled token)
   decode ms/step     each --batches size, --new-tokens greedy steps after a 128-token prompt
                      (transformers: a manual greedy loop over past_key_values, attention
-                     "sdpa" and "eager", the faster reported)
+                     "sdpa" and "eager", the faster reported), ours with the decode step as a
+                     CUDA graph (the default) and eagerly (cuda_graphs=False, a second session
+                     loaded after the first is freed)
+  step bound         (weight bytes read per step + KV bytes read per step) / the device-to-device
+                     copy bandwidth measured in the same run (bytes read + written per second),
+                     and each decode figure's ratio to it. Weights read per step: all but the
+                     embedding table (a step gathers B rows of it); KV: every cached token of
+                     every sequence at the mean context of the timed steps.
 
 Prints a markdown table with the device name and date.
 """
@@ -50,6 +57,29 @@ def _sync_time(torch, fn) -> float:
     fn()
     torch.cuda.synchronize()
     return time.perf_counter() - t0
+
+
+def copy_bandwidth(torch, nbytes: int = 1 << 30, repeats: int = 20) -> float:
+    """Device-to-device copy bandwidth, bytes read + written per second (best of `repeats`)."""
+    src = torch.empty(nbytes // 2, dtype=torch.float16, device="cuda").uniform_()
+    dst = torch.empty_like(src)
+    best = float("inf")
+    for _ in range(repeats):
+        best = min(best, _sync_time(torch, lambda: dst.copy_(src)))
+    del src, dst
+    torch.cuda.empty_cache()
+    return 2 * nbytes / best
+
+
+def step_bytes(shape: Dict[str, int], weight_bytes: int, batch: int, context: float) -> float:
+    """Bytes a batch-`batch` decode step reads at a mean `context` tokens per sequence (fp16)."""
+    H, V = shape["hidden_size"], shape["vocab_size"]
+    layers, heads = shape["num_hidden_layers"], shape["num_attention_heads"]
+    kv_heads = shape.get("num_key_value_heads", heads)
+    head_dim = H // heads
+    embedding = V * H * 2
+    kv = batch * context * layers * 2 * kv_heads * head_dim * 2
+    return weight_bytes - embedding + kv
 
 
 def _build(torch, hf_dir: str, shape: Dict[str, int], seed: int) -> None:
@@ -94,6 +124,19 @@ def _hf_decode(torch, model, prompts, steps: int):
         return 1e3 * (time.perf_counter() - t0) / steps, tokens
 
 
+def _our_decode(sess, batch_prompts, steps: int, repeats: int):
+    """Best ms/step and the tokens per batch size (a warm-up call first: graphs get captured)."""
+    ms, toks = {}, {}
+    for b, prompts in batch_prompts.items():
+        sess.generate(prompts, max_new_tokens=4)
+        best = float("inf")
+        for _ in range(repeats):
+            toks[b] = sess.generate(prompts, max_new_tokens=steps + 1)
+            best = min(best, sess.timings["decode_ms_per_step"])
+        ms[b] = best
+    return ms, toks
+
+
 def run_cuda(args: argparse.Namespace) -> int:
     import torch
     import transformers
@@ -123,6 +166,8 @@ def run_cuda(args: argparse.Namespace) -> int:
               f"{time.perf_counter() - t0:.0f} s", flush=True)
 
         rows: List[Dict] = []
+        bandwidth = copy_bandwidth(torch)
+        print(f"device-to-device copy: {bandwidth / 1e12:.2f} TB/s (read + written)", flush=True)
         impls = args.attn_impls.split(",")
         hf = {impl: transformers.LlamaForCausalLM.from_pretrained(
             hf_dir, torch_dtype=torch.float16, attn_implementation=impl).cuda().eval()
@@ -144,12 +189,30 @@ def run_cuda(args: argparse.Namespace) -> int:
             print(rows[-1], flush=True)
 
         agree = ""
+        batch_prompts = {b: [[int(t) for t in rng.integers(3, shape["vocab_size"], size=128)]
+                             for _ in range(b)] for b in batches}
+        context = 128 + (steps + 1) / 2  # mean cached tokens per sequence over the timed steps
+        ours_ms, ours_toks = _our_decode(sess, batch_prompts, steps, repeats)
+        print(f"decode graphs: {sess.uses_cuda_graphs} {sess.cuda_graphs_off_reason}", flush=True)
+        weight_bytes = sess.weight_bytes
+        del sess
+        gc.collect()
+        eager = Session(fa_dir, "cuda", max_batch=max(batches), max_seq_len=max(prefill_lens) + 8,
+                        prefill_chunk_tokens=max(prefill_lens), cuda_graphs=False,
+                        gpu_memory_fraction=args.gpu_memory_fraction)
+        eager_ms, eager_toks = _our_decode(eager, batch_prompts, steps, repeats)
+        del eager
+        gc.collect()
         for b in batches:
-            prompts = [[int(t) for t in rng.integers(3, shape["vocab_size"], size=128)] for _ in range(b)]
-            ours = float("inf")
-            for _ in range(repeats):
-                toks = sess.generate(prompts, max_new_tokens=steps + 1)
-                ours = min(ours, sess.timings["decode_ms_per_step"])
+            prompts = batch_prompts[b]
+            ours, toks = ours_ms[b], ours_toks[b]
+            bound = 1e3 * step_bytes(shape, weight_bytes, b, context) / bandwidth
+            rows.append(dict(what=f"decode batch {b} step bound (ms)", ours=bound, theirs=float("nan"),
+                             ratio=float("nan"), peer="weights + KV at the copy bandwidth"))
+            rows.append(dict(what=f"decode batch {b}, eager (ms/step)", ours=eager_ms[b],
+                             theirs=float("nan"), ratio=float("nan"),
+                             peer=f"{eager_ms[b] / bound:.2f}x bound; graphs {eager_ms[b] / ours:.2f}x faster; "
+                                  f"tokens {'equal' if eager_toks[b] == toks else 'DIFFER'}"))
             best, best_impl, hf_toks = float("inf"), "", []
             for impl in impls:
                 if impl not in hf:
@@ -168,7 +231,8 @@ def run_cuda(args: argparse.Namespace) -> int:
                 same = next((i for i, (x, y) in enumerate(zip(toks[0], hf_toks)) if x != y), len(hf_toks))
                 agree = f"batch-1 greedy tokens identical to transformers for the first {same} of {len(hf_toks)}"
             rows.append(dict(what=f"decode batch {b} (ms/step)", ours=ours, theirs=best,
-                             ratio=best / ours, peer=f"transformers {best_impl}"))
+                             ratio=best / ours,
+                             peer=f"transformers {best_impl}; ours {ours / bound:.2f}x bound"))
             rows.append(dict(what=f"decode batch {b} (tokens/s)", ours=1e3 * b / ours,
                              theirs=1e3 * b / best, ratio=best / ours, peer=f"transformers {best_impl}"))
             print(rows[-2], flush=True)
@@ -180,11 +244,16 @@ def run_cuda(args: argparse.Namespace) -> int:
     print(f"{torch.cuda.get_device_name()}, {datetime.date.today().isoformat()}, fp16, "
           f"{shape['num_hidden_layers']} layers x hidden {shape['hidden_size']}; transformers "
           f"{transformers.__version__}, torch {torch.__version__}")
+    def num(x, suffix=""):
+        return "" if x != x else f"{x:.2f}{suffix}"  # nan: no figure
+
+    print(f"copy bandwidth {bandwidth / 1e12:.2f} TB/s; step bound at a mean context of "
+          f"{context:.0f} tokens")
     print()
     print("| measurement | FastAttention | transformers | speed-up | peer |")
     print("|---|---:|---:|---:|---|")
     for r in rows:
-        print(f"| {r['what']} | {r['ours']:.2f} | {r['theirs']:.2f} | {r['ratio']:.2f}x | {r['peer']} |")
+        print(f"| {r['what']} | {num(r['ours'])} | {num(r['theirs'])} | {num(r['ratio'], 'x')} | {r['peer']} |")
     if agree:
         print()
         print(agree)

@@ -84,7 +84,9 @@ inline void qk_tile_any(int nc, const float* const* kptr, int n, const float* qt
 template <int R, int NC>
 inline void pv_block(const float* const* vrow, int d0, const float* pt, int ld, int n,
                      const V16* alpha, float* ot) {
-  V16 acc[R][NC];
+  // Every element is loaded below; the initialiser only quiets gcc 12's -Wuninitialized false
+  // positive on the portable (non-AVX-512) V16.
+  V16 acc[R][NC] = {};
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 4

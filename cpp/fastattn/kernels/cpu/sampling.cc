@@ -169,6 +169,44 @@ float uniform_from_counter(uint64_t seed, uint64_t counter) {
   return static_cast<float>(bits >> 40) * (1.0f / 16777216.0f);
 }
 
+SampleRow prepare_sample_row(const SamplingParams& p, uint64_t step) {
+  check_params(p, 0);
+  SampleRow row;
+  const bool greedy = p.temperature == 0.0f || p.top_k == 1;
+  row.top_k = greedy ? 1 : p.top_k;
+  row.top_p = p.top_p;
+  row.inv_temperature = greedy ? 1.0f : 1.0f / p.temperature;
+  row.u = uniform_from_counter(p.seed, step);
+  return row;
+}
+
+void sample_prepared(const Context& ctx, const Tensor& logits, const Tensor& rows, Tensor& out) {
+#if defined(FASTATTN_WITH_CUDA)
+  FA_CHECK(logits.device().type == DeviceType::kCUDA && rows.device() == logits.device() &&
+               out.device() == logits.device(),
+           "sample_prepared: logits, rows and out must be on one GPU, got ", logits.describe(),
+           ", ", rows.describe(), ", ", out.describe());
+  check_dtype(logits, "logits", DType::kFloat32);
+  check_dim(logits, "logits", 2);
+  FA_CHECK(logits.last_dim_contiguous(), "logits: the last dimension must be contiguous, got ",
+           logits.describe(), " with strides ", shape_str(logits.strides()));
+  const int64_t B = logits.size(0);
+  check_dtype(rows, "rows", DType::kInt32);
+  check_shape(rows, "rows", {B, static_cast<int64_t>(sizeof(SampleRow) / sizeof(int32_t))});
+  check_contiguous(rows, "rows");
+  check_dtype(out, "out", DType::kInt32);
+  check_shape(out, "out", {B});
+  check_contiguous(out, "out");
+  cuda::sample_prepared_cuda(ctx, logits, rows, out);
+#else
+  (void)ctx;
+  (void)rows;
+  (void)out;
+  FA_THROW_AS(InvalidArgument, "sample_prepared: GPU tensors only; this build has no CUDA (got ",
+              logits.describe(), ")");
+#endif
+}
+
 void sample(const Context& ctx, const Tensor& logits, const std::vector<SamplingParams>& params,
             const std::vector<uint64_t>& steps, Tensor& out) {
   // Shapes and parameters are checked here for both devices; the CUDA path gets checked input.

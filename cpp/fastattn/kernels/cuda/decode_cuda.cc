@@ -132,10 +132,21 @@ const DecodeKernelEntry* pick_entry(DType dtype, int head_dim, int64_t rows_need
 }
 
 // Keys one query tile can see at most: all of them, or the window's width.
-int64_t visible_keys(const FmhaParams& p, int window_right, int64_t max_k, int rows, int group) {
-  if (p.window_left < 0 || window_right < 0) return max_k;
+int64_t visible_keys(int window_left, int window_right, int64_t max_k, int rows, int group) {
+  if (window_left < 0 || window_right < 0) return max_k;
   const int64_t positions = (rows + group - 1) / group + 1;  // query tokens a tile spans
-  return std::min<int64_t>(max_k, p.window_left + window_right + positions);
+  return std::min<int64_t>(max_k, window_left + window_right + positions);
+}
+
+// A causal mask keeps the keys right of the diagonal out (bottom-right aligned).
+int causal_window_right(bool causal, int window_right) {
+  return causal ? (window_right < 0 ? 0 : std::min(window_right, 0)) : window_right;
+}
+
+int64_t pow2_floor(int64_t n) {
+  int64_t p = 1;
+  while (p * 2 <= n) p *= 2;
+  return n >= 1 ? p : 0;
 }
 
 // Split count. The CTAs of a launch do equal work, so the count is chosen to fill whole waves
@@ -154,13 +165,71 @@ int heuristic_splits(int sms, int ctas_per_sm, int64_t base_ctas, int64_t keys, 
       if (splits >= min_splits) break;
     }
   }
-  splits = std::min<int64_t>(splits, keys / kMinKeysPerSplit);
+  // Below whole waves, the count grows with the keys in powers of two, so a decode step sees
+  // only a few distinct counts as its context grows (each is a separate CUDA graph).
+  splits = std::min<int64_t>(splits, pow2_floor(keys / kMinKeysPerSplit));
   splits = std::min<int64_t>(splits, (keys + block_n - 1) / block_n);
   splits = std::min<int64_t>(splits, kMaxNumSplits);
   return static_cast<int>(std::max<int64_t>(splits, 1));
 }
 
+// The kernel instance, copy path and grid rows of a launch on device `dev`.
+struct KernelChoice {
+  const DecodeKernelEntry* entry = nullptr;
+  const void* kernel = nullptr;
+  size_t smem = 0;
+  int block_n = 0;
+  int ctas_per_sm = 0;
+  int sms = 0;
+  int64_t q_tiles = 0;  // query tiles per (sequence, KV head)
+  int splits_for(int64_t batch_heads, int64_t keys) const {
+    return heuristic_splits(sms, ctas_per_sm, batch_heads * q_tiles, keys, block_n);
+  }
+};
+
+KernelChoice choose_kernel(int dev, DType dt, int head_dim, int64_t rows_needed, DecodeCopyPath path) {
+  const DeviceProps props = device_props(dev);
+  KernelChoice k;
+  k.entry = pick_entry(dt, head_dim, rows_needed);
+  const bool sm80 = props.cc >= 80;
+  FA_CHECK(path != DecodeCopyPath::kAsync || sm80,
+           "impl 'decode-async': cp.async needs sm_80 or newer; device ", dev, " is sm_", props.cc);
+  // Register staging measured faster than cp.async on sm_90 (H100: 85% vs 78% of DRAM peak at
+  // batch 8, KV 8K; docs/results/bench_decode_h100_2026-11-22.md); sm_80..89 keep cp.async
+  // (not measured here).
+  const bool async =
+      path == DecodeCopyPath::kAsync || (path == DecodeCopyPath::kAuto && sm80 && props.cc < 90);
+  k.kernel = async || !sm80 ? k.entry->kernel : k.entry->kernel_reg;
+  k.smem = async ? k.entry->smem_async : k.entry->smem_reg;
+  k.block_n = async ? k.entry->block_n : k.entry->block_n_reg;
+  k.ctas_per_sm = prepare_kernel(k.kernel, k.smem, dev);
+  k.sms = props.sms;
+  k.q_tiles = (rows_needed + k.entry->rows - 1) / k.entry->rows;
+  return k;
+}
+
 }  // namespace
+
+int decode_num_splits(int device, const DecodeSplitQuery& q) {
+  FA_CHECK(decode_supports(q.dtype, q.head_dim), "no CUDA decode kernel for head dim ", q.head_dim,
+           " and dtype ", dtype_name(q.dtype));
+  FA_CHECK(q.num_heads_k > 0 && q.num_heads_q % q.num_heads_k == 0 && q.max_seqlen_q > 0,
+           "decode_num_splits: bad shape");
+  const DeviceGuard guard(device);
+  const int group = q.num_heads_q / q.num_heads_k;
+  const KernelChoice k = choose_kernel(device, q.dtype, q.head_dim,
+                                       static_cast<int64_t>(q.max_seqlen_q) * group, DecodeCopyPath::kAuto);
+  const int window_right = causal_window_right(q.causal, -1);
+  return k.splits_for(q.batch * q.num_heads_k,
+                      visible_keys(q.window_left, window_right, q.max_seqlen_k, k.entry->rows, group));
+}
+
+void decode_reset_split_counters(const Context& ctx) {
+  const int dev = ctx.device.index;
+  const DeviceGuard guard(dev);
+  const auto stream = static_cast<cudaStream_t>(ctx.stream);
+  FA_CUDA_CHECK(cudaMemsetAsync(split_counters(dev, stream), 0, kMaxSplitCounters * sizeof(unsigned), stream));
+}
 
 bool decode_supports(DType dtype, int head_dim) {
   for (const DecodeKernelEntry& e : decode_table()) {
@@ -224,40 +293,24 @@ void decode_forward_cuda(const Context& ctx, const FmhaParams& p, const FmhaShap
 
   const int dev = p.q.device().index;
   const DeviceGuard guard(dev);
-  const DeviceProps props = device_props(dev);
   const int group = sh.num_heads_q / sh.num_heads_k;
   const int max_q = p.max_seqlen_q > 0 ? p.max_seqlen_q : device_max_seqlen(ctx, p.cu_seqlens_q, true);
   if (max_q == 0) return;
-  const int64_t rows_needed = static_cast<int64_t>(max_q) * group;
-  const DecodeKernelEntry* e = pick_entry(dt, sh.head_dim, rows_needed);
-
-  const bool sm80 = props.cc >= 80;
-  FA_CHECK(path != DecodeCopyPath::kAsync || sm80,
-           "impl 'decode-async': cp.async needs sm_80 or newer; device ", dev, " is sm_", props.cc);
-  // Register staging measured faster than cp.async on sm_90 (H100: 85% vs 78% of DRAM peak at
-  // batch 8, KV 8K; docs/results/bench_decode_h100_2026-11-22.md); sm_80..89 keep cp.async
-  // (not measured here).
-  const bool async =
-      path == DecodeCopyPath::kAsync || (path == DecodeCopyPath::kAuto && sm80 && props.cc < 90);
-  const void* kernel = async || !sm80 ? e->kernel : e->kernel_reg;
-  const size_t smem = async ? e->smem_async : e->smem_reg;
-  const int block_n = async ? e->block_n : e->block_n_reg;
-  const int ctas_per_sm = prepare_kernel(kernel, smem, dev);
-
-  const int64_t q_tiles = (rows_needed + e->rows - 1) / e->rows;
-  const int64_t batch_heads = sh.batch * sh.num_heads_k;
+  const KernelChoice k = choose_kernel(dev, dt, sh.head_dim, static_cast<int64_t>(max_q) * group, path);
+  const DecodeKernelEntry* e = k.entry;
+  const void* kernel = k.kernel;
+  const size_t smem = k.smem;
+  const int64_t q_tiles = k.q_tiles;
   FA_CHECK(q_tiles * sh.num_heads_k <= INT_MAX, "q: ", max_q, " queries x ", sh.num_heads_q,
            " heads are too many rows for the CUDA decode kernel");
   FA_CHECK(sh.batch <= 65535, "the CUDA decode kernel takes batch <= 65535, got ", sh.batch);
 
-  const int window_right =
-      p.causal ? (p.window_right < 0 ? 0 : std::min(p.window_right, 0)) : p.window_right;
+  const int window_right = causal_window_right(p.causal, p.window_right);
   int splits = p.num_splits;
   if (splits == 0) {
     const Tensor& lengths = sh.paged ? p.seqlens_k : p.cu_seqlens_k;
     const int max_k = p.max_seqlen_k > 0 ? p.max_seqlen_k : device_max_seqlen(ctx, lengths, !sh.paged);
-    splits = heuristic_splits(props.sms, ctas_per_sm, batch_heads * q_tiles,
-                              visible_keys(p, window_right, max_k, e->rows, group), block_n);
+    splits = k.splits_for(sh.batch * sh.num_heads_k, visible_keys(p.window_left, window_right, max_k, e->rows, group));
   }
 
   DecodeDeviceParams d{};

@@ -35,6 +35,28 @@ enum class DecodeCopyPath {
 void decode_forward_cuda(const Context& ctx, const FmhaParams& p, const FmhaShape& shape,
                          DecodeCopyPath path);
 
+// What decides a decode launch's split count (FmhaParams of the paged decode path).
+struct DecodeSplitQuery {
+  DType dtype = DType::kFloat16;
+  int head_dim = 0;
+  int64_t batch = 0;
+  int num_heads_q = 0;
+  int num_heads_k = 0;
+  int max_seqlen_q = 1;
+  int max_seqlen_k = 0;
+  int window_left = -1;
+  bool causal = true;
+};
+
+// The split count decode_forward_cuda picks with num_splits = 0 (DecodeCopyPath::kAuto) for a
+// launch of this shape on `device`.
+int decode_num_splits(int device, const DecodeSplitQuery& q);
+
+// Zeroes the arrival counters the split kernels of ctx.stream use (stream-ordered). A
+// graph-captured decode step starts with it, so each replay starts from zero whatever happened
+// before (every launch leaves them zero, but a replay must not depend on it).
+void decode_reset_split_counters(const Context& ctx);
+
 // The longest sequence in a device index tensor: lengths (seqlens_k) or cumulative offsets
 // (cu_seqlens, batch + 1 entries). A synchronising copy on ctx.stream.
 int device_max_seqlen(const Context& ctx, const Tensor& index, bool cumulative);

@@ -1,6 +1,5 @@
 // Host side of sample() on CUDA: turns each row's SamplingParams into what the kernel needs
-// (the draw u = uniform_from_counter(seed, step), 1 / temperature rounded as the CPU rounds it,
-// greedy as top_k = 1) and launches kSampleRowsPerLaunch rows at a time with the rows'
+// (prepare_sample_row) and launches kSampleRowsPerLaunch rows at a time with the rows'
 // parameters inside the launch, so nothing is copied to the GPU and the host never waits.
 #include <algorithm>
 #include <vector>
@@ -28,14 +27,27 @@ void sample_cuda(const Context& ctx, const Tensor& logits, const std::vector<Sam
     L.logits = logits.data_as<const float>() + b0 * L.ld;
     L.out = out.data_as<int32_t>() + b0;
     for (int r = 0; r < L.rows; ++r) {
-      const SamplingParams& p = params[static_cast<size_t>(b0 + r)];
-      SampleRow& row = L.row[r];
-      const bool greedy = p.temperature == 0.0f || p.top_k == 1;
-      row.top_k = greedy ? 1 : p.top_k;
-      row.top_p = p.top_p;
-      row.inv_temperature = greedy ? 1.0f : 1.0f / p.temperature;
-      row.u = uniform_from_counter(p.seed, steps[static_cast<size_t>(b0 + r)]);
+      const auto i = static_cast<size_t>(b0 + r);
+      L.row[r] = prepare_sample_row(params[i], steps[i]);
     }
+    launch_sample(L, stream_of(ctx));
+  }
+}
+
+void sample_prepared_cuda(const Context& ctx, const Tensor& logits, const Tensor& rows, Tensor& out) {
+  const int64_t B = logits.size(0), V = logits.size(1);
+  FA_CHECK(V <= kSampleMaxVocab, "logits: a vocabulary of ", V, " exceeds the CUDA sampler's limit of ",
+           kSampleMaxVocab, " tokens");
+  const DeviceGuard guard(logits.device().index);
+  SampleLaunch L;
+  L.ld = logits.stride(0);
+  L.vocab = static_cast<int32_t>(V);
+  const auto* all = static_cast<const SampleRow*>(rows.data());
+  for (int64_t b0 = 0; b0 < B; b0 += kSampleRowsPerLaunch) {
+    L.rows = static_cast<int>(std::min<int64_t>(kSampleRowsPerLaunch, B - b0));
+    L.logits = logits.data_as<const float>() + b0 * L.ld;
+    L.out = out.data_as<int32_t>() + b0;
+    L.device_rows = all + b0;
     launch_sample(L, stream_of(ctx));
   }
 }

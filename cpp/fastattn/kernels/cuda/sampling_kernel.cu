@@ -372,7 +372,7 @@ __device__ int draw_from_limit(const Row& row, Limit lim, float u, int fallback,
 __global__ void __launch_bounds__(kThreads) sample_kernel(const SampleLaunch p) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   Smem& s = *reinterpret_cast<Smem*>(smem_raw);
-  const SampleRow prm = p.row[blockIdx.x];
+  const SampleRow prm = p.device_rows != nullptr ? p.device_rows[blockIdx.x] : p.row[blockIdx.x];
   Row row = make_row(p.logits + static_cast<int64_t>(blockIdx.x) * p.ld, p.vocab, prm.inv_temperature);
 
   // 1. argmax over usable logits (lowest id among equal maxima: each thread scans ids upwards),

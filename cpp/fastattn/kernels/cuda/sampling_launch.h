@@ -1,23 +1,20 @@
 // Launch description shared by the host code (sampling_cuda.cc, plain C++) and the kernel
 // (sampling_kernel.cu) of sample() on CUDA. Passed by value as the kernel parameter: the rows'
-// parameters travel with the launch (no upload), kSampleRowsPerLaunch rows at a time.
+// parameters travel with the launch (no upload), kSampleRowsPerLaunch rows at a time, or are
+// read from device memory (sample_prepared: graph-captured decode steps).
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
+#include "fastattn/kernels/sample_row.h"
+
 namespace fastattn::kernels::cuda {
 
 constexpr int kSampleRowsPerLaunch = 128;
 
-// One row's sampling, prepared on the host. Greedy rows (temperature 0) carry top_k = 1.
-struct SampleRow {
-  float u = 0.0f;                // uniform_from_counter(seed, step), in [0, 1)
-  float inv_temperature = 1.0f;  // 1.0f / temperature, rounded as the CPU rounds it
-  int32_t top_k = 0;             // 0 = no limit
-  float top_p = 1.0f;            // 1 = no limit
-};
+using kernels::SampleRow;
 
 struct SampleLaunch {
   const float* logits = nullptr;  // [rows, vocab] with row pitch ld (elements)
@@ -25,6 +22,9 @@ struct SampleLaunch {
   int32_t vocab = 0;
   int32_t* out = nullptr;  // [rows]
   int rows = 0;            // <= kSampleRowsPerLaunch
+  // The rows' parameters: in device memory when `device_rows` is set (read at run time, so a
+  // captured launch replays with whatever rows were uploaded), else carried in `row`.
+  const SampleRow* device_rows = nullptr;
   SampleRow row[kSampleRowsPerLaunch];
 };
 

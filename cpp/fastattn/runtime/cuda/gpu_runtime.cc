@@ -48,4 +48,35 @@ Stream::~Stream() {
   }
 }
 
+std::unique_ptr<Graph> Graph::capture(void* stream, const std::function<void()>& record) {
+  const auto s = static_cast<cudaStream_t>(stream);
+  FA_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+  cudaGraph_t graph = nullptr;
+  try {
+    record();
+  } catch (...) {
+    // End the capture whatever state it is in, so the stream takes ordinary work again.
+    if (cudaStreamEndCapture(s, &graph) == cudaSuccess && graph != nullptr) cudaGraphDestroy(graph);
+    (void)cudaGetLastError();
+    throw;
+  }
+  FA_CUDA_CHECK(cudaStreamEndCapture(s, &graph));
+  std::unique_ptr<Graph> g(new Graph());
+  g->graph_ = graph;
+  FA_CUDA_CHECK(cudaGraphGetNodes(graph, nullptr, &g->nodes_));
+  cudaGraphExec_t exec = nullptr;
+  FA_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  g->exec_ = exec;
+  return g;
+}
+
+Graph::~Graph() {
+  if (exec_ != nullptr) cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(exec_));
+  if (graph_ != nullptr) cudaGraphDestroy(static_cast<cudaGraph_t>(graph_));
+}
+
+void Graph::launch(void* stream) const {
+  FA_CUDA_CHECK(cudaGraphLaunch(static_cast<cudaGraphExec_t>(exec_), static_cast<cudaStream_t>(stream)));
+}
+
 }  // namespace fastattn::runtime::gpu
