@@ -155,7 +155,7 @@ def test_spilled_steps_run_eagerly_with_the_same_tokens(models):
     assert t["decode_graph_steps"] < t["decode_steps"]  # the spilled steps ran eagerly
 
 
-@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("dtype", ["float16", "float32"])  # random_weights: no numpy bfloat16
 def test_pangu_shape_equal_eager(dtype):
     full = json.loads((ROOT / "examples" / "configs" / "pangu_38b.json").read_text())
     cfg = random_weights.config_for_tp(dict(full, num_layers=2, dtype=dtype), 1)
