@@ -196,9 +196,17 @@ bool decode_like(int max_seqlen_q, int group) {
 // not checked here (as in FlashAttention); the shapes are.
 void fmha_forward_gpu(const Context& ctx, const FmhaParams& p, const FmhaShape& sh) {
   FA_CHECK(p.max_seqlen_q >= 0, "max_seqlen_q: expected >= 0 (0 = unknown), got ", p.max_seqlen_q);
-  FA_CHECK(p.max_seqlen_k >= 0, "max_seqlen_k: expected >= 0 (0 = unknown), got ", p.max_seqlen_k);
-  FA_CHECK(p.num_splits >= 0 && p.num_splits <= kMaxNumSplits, "num_splits: expected 0 (heuristic) to ",
-           kMaxNumSplits, ", got ", p.num_splits);
+  // Every CUDA kernel reads lse with unit token stride and alibi_slopes with unit head stride.
+  if (p.lse.defined()) {
+    FA_CHECK(p.lse.size(1) <= 1 || p.lse.stride(1) == 1,
+             "lse: the CUDA kernels need the token dim contiguous (stride 1), got strides ",
+             shape_str(p.lse.strides()));
+  }
+  if (p.alibi_slopes.defined()) {
+    FA_CHECK(p.alibi_slopes.last_dim_contiguous(),
+             "alibi_slopes: the CUDA kernels need the head dim contiguous, got strides ",
+             shape_str(p.alibi_slopes.strides()));
+  }
   if (p.impl == "decode" || p.impl == "decode-async" || p.impl == "decode-regstage") {
     const auto path = p.impl == "decode"         ? cuda::DecodeCopyPath::kAuto
                       : p.impl == "decode-async" ? cuda::DecodeCopyPath::kAsync
@@ -233,6 +241,9 @@ void fmha_forward_gpu(const Context& ctx, const FmhaParams& p, const FmhaShape& 
 void fmha_forward(const Context& ctx, const FmhaParams& p) {
   const bool on_gpu = check_devices(p);
   const FmhaShape sh = check_structure(p);
+  FA_CHECK(p.num_splits >= 0 && p.num_splits <= kMaxNumSplits, "num_splits: expected 0 (heuristic) to ",
+           kMaxNumSplits, ", got ", p.num_splits);
+  FA_CHECK(p.max_seqlen_k >= 0, "max_seqlen_k: expected >= 0 (0 = unknown), got ", p.max_seqlen_k);
   if (on_gpu) {
 #if defined(FASTATTN_WITH_CUDA)
     fmha_forward_gpu(ctx, p, sh);
@@ -240,9 +251,6 @@ void fmha_forward(const Context& ctx, const FmhaParams& p) {
 #endif
   }
   FA_CHECK(p.impl == "auto", "impl: '", p.impl, "' selects a CUDA kernel, but the tensors are on the CPU");
-  FA_CHECK(p.num_splits >= 0 && p.num_splits <= kMaxNumSplits, "num_splits: expected 0 (heuristic) to ",
-           kMaxNumSplits, ", got ", p.num_splits);
-  FA_CHECK(p.max_seqlen_k >= 0, "max_seqlen_k: expected >= 0 (0 = unknown), got ", p.max_seqlen_k);
   check_cu_seqlens_values(p.cu_seqlens_q, "cu_seqlens_q", sh.total_q, "q");
   if (sh.paged) {
     check_paged_values(p, sh.batch, p.k.size(0), sh.block_size);

@@ -14,7 +14,9 @@
 
 #include "fastattn/core/allocator.h"
 #include "fastattn/core/cuda/device_guard.h"
+#include "fastattn/kernels/attention/softmax_params.h"
 #include "fastattn/kernels/cuda/cuda_check.h"
+#include "fastattn/kernels/cuda/device_props.h"
 #include "fastattn/kernels/cuda/decode_launch.h"
 #include "fastattn/kernels/cuda/decode_params.h"
 
@@ -24,7 +26,6 @@ namespace {
 constexpr int kThreads = 128;         // 4 warps per split CTA (DecodeTraits::kThreads)
 constexpr int kMinKeysPerSplit = 256;  // a split below this costs more in merging than it gains
 constexpr int kMinCtasPerSm = 2;       // the heuristic aims for at least 2 x SMs CTAs
-constexpr float kLog2e = 1.4426950408889634f;
 
 const std::vector<DecodeKernelEntry>& decode_table() {
   static const std::vector<DecodeKernelEntry> table = [] {
@@ -40,28 +41,6 @@ const std::vector<DecodeKernelEntry>& decode_table() {
     return t;
   }();
   return table;
-}
-
-struct DeviceProps {
-  int sms = 0;
-  int cc = 0;
-};
-
-// SM count and compute capability, cached per device.
-DeviceProps device_props(int dev) {
-  static std::mutex mu;
-  static std::map<int, DeviceProps> cache;
-  std::lock_guard<std::mutex> lock(mu);
-  auto it = cache.find(dev);
-  if (it != cache.end()) return it->second;
-  DeviceProps d;
-  int major = 0, minor = 0;
-  FA_CUDA_CHECK(cudaDeviceGetAttribute(&d.sms, cudaDevAttrMultiProcessorCount, dev));
-  FA_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-  FA_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
-  d.cc = major * 10 + minor;
-  cache[dev] = d;
-  return d;
 }
 
 // Raises the kernel's dynamic shared-memory limit on the current device (once per device) and
@@ -138,10 +117,6 @@ int64_t visible_keys(int window_left, int window_right, int64_t max_k, int rows,
   return std::min<int64_t>(max_k, window_left + window_right + positions);
 }
 
-// A causal mask keeps the keys right of the diagonal out (bottom-right aligned).
-int causal_window_right(bool causal, int window_right) {
-  return causal ? (window_right < 0 ? 0 : std::min(window_right, 0)) : window_right;
-}
 
 int64_t pow2_floor(int64_t n) {
   int64_t p = 1;
@@ -276,19 +251,6 @@ void decode_forward_cuda(const Context& ctx, const FmhaParams& p, const FmhaShap
   check_aligned(p.k, "k");
   check_aligned(p.v, "v");
   check_aligned(p.out, "out");
-  if (p.lse.defined()) {
-    FA_CHECK(p.lse.size(1) <= 1 || p.lse.stride(1) == 1,
-             "lse: the CUDA kernels need the token dim contiguous (stride 1), got strides ",
-             shape_str(p.lse.strides()));
-  }
-  if (p.alibi_slopes.defined()) {
-    FA_CHECK(p.alibi_slopes.last_dim_contiguous(),
-             "alibi_slopes: the CUDA kernels need the head dim contiguous, got strides ",
-             shape_str(p.alibi_slopes.strides()));
-  }
-  FA_CHECK(p.num_splits >= 0 && p.num_splits <= kMaxNumSplits, "num_splits: expected 0 (heuristic) to ",
-           kMaxNumSplits, ", got ", p.num_splits);
-  FA_CHECK(p.max_seqlen_k >= 0, "max_seqlen_k: expected >= 0 (0 = unknown), got ", p.max_seqlen_k);
   if (sh.batch == 0 || sh.total_q == 0) return;
 
   const int dev = p.q.device().index;
@@ -356,9 +318,7 @@ void decode_forward_cuda(const Context& ctx, const FmhaParams& p, const FmhaShap
   d.head_dim = sh.head_dim;
   d.total_q = sh.total_q;
   d.num_splits = splits;
-  const float scale = p.softmax_scale > 0.f ? p.softmax_scale
-                                            : 1.0f / std::sqrt(static_cast<float>(sh.head_dim));
-  d.scale_log2 = scale * kLog2e;
+  d.scale_log2 = softmax_scale_or_default(p.softmax_scale, sh.head_dim) * kLog2e;
   d.window_left = p.window_left;
   d.window_right = window_right;
   d.alibi_slopes = p.alibi_slopes.defined() ? p.alibi_slopes.data_as<float>() : nullptr;

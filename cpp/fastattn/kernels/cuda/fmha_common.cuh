@@ -6,11 +6,11 @@
 
 #include <cmath>
 
+#include "fastattn/kernels/attention/softmax_params.h"
 #include "fastattn/kernels/cuda/fmha_device_params.h"
 
 namespace fastattn::kernels::cuda {
 
-constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
 // Where this CTA's query block sits and which K/V blocks it must visit.

@@ -4,21 +4,15 @@
 #include <vector>
 
 #include "fastattn/core/cuda/device_guard.h"
+#include "fastattn/kernels/attention/softmax_params.h"
 #include "fastattn/kernels/cuda/cuda_check.h"
+#include "fastattn/kernels/cuda/decode_cuda.h"
+#include "fastattn/kernels/cuda/device_props.h"
 #include "fastattn/kernels/cuda/fmha_cuda.h"
 #include "fastattn/kernels/cuda/fmha_registry.h"
 
 namespace fastattn::kernels::cuda {
 namespace {
-
-int current_device_cc(int* device_out) {
-  int dev = 0;
-  FA_CUDA_CHECK(cudaGetDevice(&dev));
-  cudaDeviceProp prop{};
-  FA_CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
-  if (device_out) *device_out = dev;
-  return prop.major * 10 + prop.minor;
-}
 
 MmaImpl native_impl(int cc) {
   if (cc >= 80) return MmaImpl::k16816;
@@ -45,8 +39,6 @@ void check_aligned(const Tensor& t, const char* name) {
            ": the CUDA kernels need token and head strides that are multiples of 8 elements, got ",
            shape_str(t.strides()));
 }
-
-// Makes the tensors' GPU current for the scope (the caller's current device may differ).
 
 }  // namespace
 
@@ -100,9 +92,9 @@ void fmha_forward_cuda(const Context& ctx, const FmhaParams& p, const FmhaShape&
   check_aligned(p.v, "v");
   check_aligned(p.out, "out");
 
-  const DeviceGuard guard(p.q.device().index);
-  int dev = 0;
-  const int cc = current_device_cc(&dev);
+  const int dev = p.q.device().index;
+  const DeviceGuard guard(dev);
+  const int cc = device_props(dev).cc;
   const MmaImpl chosen = impl == MmaImpl::kAuto ? native_impl(cc) : impl;
   FA_CHECK(cc >= min_cc(chosen), "impl ", mma_impl_name(chosen), " needs sm_", min_cc(chosen),
            " or newer; device ", dev, " is sm_", cc);
@@ -142,17 +134,14 @@ void fmha_forward_cuda(const Context& ctx, const FmhaParams& p, const FmhaShape&
   d.num_heads_k = shape.num_heads_k;
   d.head_dim = shape.head_dim;
   d.max_seqlen_q = p.max_seqlen_q;
-  if (d.max_seqlen_q <= 0) {  // derive it: one small synchronous copy
-    std::vector<int32_t> cu(static_cast<size_t>(shape.batch) + 1);  // batch + 1 offsets
-    FA_CUDA_CHECK(cudaMemcpy(cu.data(), d.cu_seqlens_q, cu.size() * sizeof(int32_t),
-                             cudaMemcpyDeviceToHost));
-    for (int b = 0; b < d.batch; ++b) d.max_seqlen_q = std::max(d.max_seqlen_q, cu[b + 1] - cu[b]);
+  if (d.max_seqlen_q <= 0) {  // derive it: one small copy, ordered after the work on ctx.stream
+    d.max_seqlen_q = device_max_seqlen(ctx, p.cu_seqlens_q, true);
   }
-  const float scale = p.softmax_scale > 0.f ? p.softmax_scale : 1.0f / std::sqrt(static_cast<float>(shape.head_dim));
+  const float scale = softmax_scale_or_default(p.softmax_scale, shape.head_dim);
   d.softmax_scale = scale;
-  d.scale_log2 = scale * 1.4426950408889634f;
+  d.scale_log2 = scale * kLog2e;
   d.window_left = p.window_left;
-  d.window_right = p.causal ? (p.window_right < 0 ? 0 : std::min(p.window_right, 0)) : p.window_right;
+  d.window_right = causal_window_right(p.causal, p.window_right);
   d.alibi_slopes = p.alibi_slopes.defined() ? p.alibi_slopes.data_as<float>() : nullptr;
   d.alibi_batch_stride = p.alibi_slopes.defined() && p.alibi_slopes.dim() == 2 ? static_cast<int>(p.alibi_slopes.stride(0)) : 0;
   if (d.max_seqlen_q == 0 || shape.batch == 0) return;
