@@ -11,6 +11,7 @@
 #include "fastattn/comm/communicator.h"
 #include "fastattn/comm/mpi_runtime.h"
 #include "fastattn/comm/tiled_all_reduce.h"
+#include "fastattn/layers/parallel.h"
 #include "fastattn/runtime/distributed.h"
 #include "test_util.h"
 
@@ -225,7 +226,7 @@ TEST(linear_all_reduce_tiled_and_not_match_float64) {
       c.tiling().num_tiles = tiles;
       std::vector<float> y(static_cast<size_t>(T * H), fa_test::kPoison);
       Tensor yt(y.data(), DType::kFloat32, {T, H});
-      linear_all_reduce(cpu_context(2), c, xt, wt, yt);
+      layers::linear_all_reduce(cpu_context(2), c, xt, wt, yt);
       const int expect_tiles = !overlap ? 1 : tiles == 0 ? 2 : tiles;  // 1100 rows: 2 by the heuristic
       CHECK(c.waits == (expect_tiles > 1 ? expect_tiles : 0));
       double err = 0;

@@ -13,6 +13,7 @@
 #include "fastattn/comm/communicator.h"
 #include "fastattn/comm/mpi_runtime.h"
 #include "fastattn/comm/tiled_all_reduce.h"
+#include "fastattn/layers/parallel.h"
 
 #if defined(FASTATTN_WITH_CUDA)
 #include "fastattn/comm/cuda/nccl_communicator.h"
@@ -139,7 +140,7 @@ void bind_comm(py::module_& m) {
             Tensor yt = tensor_from_py(y, "y");
             const Context ctx = call_context(num_threads, stream, yt);
             py::gil_scoped_release release;
-            linear_all_reduce(ctx, c, xt, wt, yt);
+            layers::linear_all_reduce(ctx, c, xt, wt, yt);
           },
           py::arg("x"), py::arg("w"), py::arg("y"), py::arg("num_threads") = 0,
           py::arg("stream") = 0,

@@ -55,9 +55,4 @@ void tile_rows(int64_t rows, int n, int i, int64_t& begin, int64_t& end);
 void tiled_all_reduce(const Context& ctx, Communicator& comm, Tensor& y, int num_tiles,
                       const std::function<void(int64_t begin, int64_t end)>& compute);
 
-// y = all_reduce_sum(x @ w^T) through kernels::linear tiles (no bias: a row-parallel bias is
-// added once, after the reduction), tiled as plan_tiles(comm, rows, cols of y, cols of x) says.
-void linear_all_reduce(const Context& ctx, Communicator& comm, const Tensor& x, const Tensor& w,
-                       Tensor& y);
-
 }  // namespace fastattn

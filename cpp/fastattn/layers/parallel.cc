@@ -50,6 +50,21 @@ void copy_2d(const Context& ctx, Device device, void* dst, size_t dpitch, const 
 
 }  // namespace
 
+void linear_all_reduce(const Context& ctx, Communicator& comm, const Tensor& x, const Tensor& w,
+                       Tensor& y) {
+  FA_CHECK(x.dim() == 2 && y.dim() == 2 && x.size(0) == y.size(0), comm.where(),
+           ": linear_all_reduce: x ", x.describe(), " and y ", y.describe(),
+           " must be 2-D with the same rows");
+  const TilePlan plan = plan_tiles(comm, x.size(0), y.size(1), x.size(1));
+  Context tile_ctx = ctx;
+  tile_ctx.gemm_sm_target = plan.gemm_sms;
+  tiled_all_reduce(ctx, comm, y, plan.tiles, [&](int64_t begin, int64_t end) {
+    const Tensor xt = x.slice(0, begin, end);
+    Tensor yt = y.slice(0, begin, end);
+    kernels::linear(tile_ctx, xt, w, Tensor(), yt);
+  });
+}
+
 void all_reduce_sum(const Context& ctx, Tensor& partial) {
   if (ctx.comm == nullptr) return;
   ctx.comm->all_reduce_sum(ctx, partial);

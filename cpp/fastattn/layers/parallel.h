@@ -5,10 +5,17 @@
 // they are plain local operations; with a communicator (comm/) they run over the ranks.
 #pragma once
 
+#include "fastattn/comm/communicator.h"
 #include "fastattn/core/context.h"
 #include "fastattn/core/tensor.h"
 
 namespace fastattn::layers {
+
+// y = all_reduce_sum(x @ w^T) through kernels::linear tiles (no bias: a row-parallel bias is
+// added once, after the reduction), tiled as comm/tiled_all_reduce.h's plan_tiles(comm, rows,
+// cols of y, cols of x) says.
+void linear_all_reduce(const Context& ctx, Communicator& comm, const Tensor& x, const Tensor& w,
+                       Tensor& y);
 
 // partial [T, H] (contiguous): summed over ranks in place.
 void all_reduce_sum(const Context& ctx, Tensor& partial);

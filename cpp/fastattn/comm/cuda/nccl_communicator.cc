@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "fastattn/core/cuda/device_guard.h"
-#include "fastattn/kernels/cuda/cuda_check.h"
+#include "fastattn/core/cuda/cuda_check.h"
 
 #if defined(FASTATTN_WITH_NCCL)
 #include <nccl.h>

@@ -5,7 +5,7 @@
 
 #include "fastattn/comm/cuda/slot_sum.h"
 #include "fastattn/core/error.h"
-#include "fastattn/kernels/cuda/cuda_check.h"
+#include "fastattn/core/cuda/cuda_check.h"
 
 namespace fastattn {
 

@@ -2,8 +2,8 @@
 
 #include <algorithm>
 
-#include "fastattn/kernels/cuda/cuda_check.h"
-#include "fastattn/kernels/cuda/dtype_vec.cuh"
+#include "fastattn/core/cuda/cuda_check.h"
+#include "fastattn/core/cuda/dtype_vec.cuh"
 
 namespace fastattn::comm::cuda {
 namespace {

@@ -3,7 +3,7 @@
 
 #include <cuda_runtime.h>
 
-#include "fastattn/kernels/cuda/cuda_check.h"
+#include "fastattn/core/cuda/cuda_check.h"
 
 namespace fastattn {
 

@@ -2,7 +2,7 @@
 #include "fastattn/kernels/cuda/activation_cuda.h"
 
 #include "fastattn/kernels/cuda/activation_launch.h"
-#include "fastattn/kernels/cuda/cuda_check.h"
+#include "fastattn/core/cuda/cuda_check.h"
 #include "fastattn/kernels/cuda/launch_checks.h"
 
 namespace fastattn::kernels::cuda {

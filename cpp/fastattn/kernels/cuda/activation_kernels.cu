@@ -9,7 +9,7 @@
 #include <algorithm>
 
 #include "fastattn/kernels/cuda/activation_launch.h"
-#include "fastattn/kernels/cuda/dtype_vec.cuh"
+#include "fastattn/core/cuda/dtype_vec.cuh"
 
 namespace fastattn::kernels::cuda {
 namespace {

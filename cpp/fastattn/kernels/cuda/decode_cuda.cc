@@ -15,7 +15,7 @@
 #include "fastattn/core/allocator.h"
 #include "fastattn/core/cuda/device_guard.h"
 #include "fastattn/kernels/attention/softmax_params.h"
-#include "fastattn/kernels/cuda/cuda_check.h"
+#include "fastattn/core/cuda/cuda_check.h"
 #include "fastattn/kernels/cuda/device_props.h"
 #include "fastattn/kernels/cuda/decode_launch.h"
 #include "fastattn/kernels/cuda/decode_params.h"

@@ -5,7 +5,7 @@
 #include <map>
 #include <mutex>
 
-#include "fastattn/kernels/cuda/cuda_check.h"
+#include "fastattn/core/cuda/cuda_check.h"
 
 namespace fastattn::kernels::cuda {
 

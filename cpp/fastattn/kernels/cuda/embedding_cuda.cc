@@ -3,7 +3,7 @@
 
 #include <limits>
 
-#include "fastattn/kernels/cuda/cuda_check.h"
+#include "fastattn/core/cuda/cuda_check.h"
 #include "fastattn/kernels/cuda/embedding_launch.h"
 #include "fastattn/kernels/cuda/launch_checks.h"
 #include "fastattn/kernels/embedding.h"

@@ -4,7 +4,7 @@
 // (documented in embedding.h).
 #include <algorithm>
 
-#include "fastattn/kernels/cuda/dtype_vec.cuh"
+#include "fastattn/core/cuda/dtype_vec.cuh"
 #include "fastattn/kernels/cuda/embedding_launch.h"
 
 namespace fastattn::kernels::cuda {

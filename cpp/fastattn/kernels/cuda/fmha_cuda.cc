@@ -5,7 +5,7 @@
 
 #include "fastattn/core/cuda/device_guard.h"
 #include "fastattn/kernels/attention/softmax_params.h"
-#include "fastattn/kernels/cuda/cuda_check.h"
+#include "fastattn/core/cuda/cuda_check.h"
 #include "fastattn/kernels/cuda/decode_cuda.h"
 #include "fastattn/kernels/cuda/device_props.h"
 #include "fastattn/kernels/cuda/fmha_cuda.h"

@@ -4,7 +4,7 @@
 // (sm_75: 64 KB; sm_80+: 99 KB+).
 #pragma once
 
-#include "fastattn/kernels/cuda/cuda_check.h"
+#include "fastattn/core/cuda/cuda_check.h"
 #include "fastattn/kernels/cuda/fmha_fwd_kernel.cuh"
 #include "fastattn/kernels/cuda/fmha_launch.h"
 

@@ -6,7 +6,7 @@
 // V 16 KB + P 8 KB = 72 KB.
 #pragma once
 
-#include "fastattn/kernels/cuda/cuda_check.h"
+#include "fastattn/core/cuda/cuda_check.h"
 #include "fastattn/kernels/cuda/fmha_fwd_sm70.cuh"
 #include "fastattn/kernels/cuda/fmha_launch.h"
 

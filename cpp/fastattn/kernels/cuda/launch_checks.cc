@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "fastattn/kernels/cuda/cuda_check.h"
+#include "fastattn/core/cuda/cuda_check.h"
 
 namespace fastattn::kernels::cuda {
 

@@ -17,7 +17,7 @@
 #include <limits>
 
 #include "fastattn/kernels/cuda/cublas_handle.h"
-#include "fastattn/kernels/cuda/cuda_check.h"
+#include "fastattn/core/cuda/cuda_check.h"
 #include "fastattn/kernels/cuda/launch_checks.h"
 #include "fastattn/kernels/cuda/linear_launch.h"
 

@@ -3,7 +3,7 @@
 // once), and the in-place add of add_bias().
 #include <algorithm>
 
-#include "fastattn/kernels/cuda/dtype_vec.cuh"
+#include "fastattn/core/cuda/dtype_vec.cuh"
 #include "fastattn/kernels/cuda/linear_launch.h"
 
 namespace fastattn::kernels::cuda {

@@ -4,8 +4,8 @@
 #include <cmath>
 
 #include "fastattn/core/error.h"
-#include "fastattn/kernels/cuda/cuda_check.h"
-#include "fastattn/kernels/cuda/dtype_vec.cuh"
+#include "fastattn/core/cuda/cuda_check.h"
+#include "fastattn/core/cuda/dtype_vec.cuh"
 #include "fastattn/kernels/cuda/merge_attention_cuda.h"
 
 namespace fastattn::kernels::cuda {

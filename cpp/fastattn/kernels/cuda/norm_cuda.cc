@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <limits>
 
-#include "fastattn/kernels/cuda/cuda_check.h"
+#include "fastattn/core/cuda/cuda_check.h"
 #include "fastattn/kernels/cuda/launch_checks.h"
 #include "fastattn/kernels/cuda/norm_launch.h"
 

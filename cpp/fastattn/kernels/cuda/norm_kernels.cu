@@ -12,7 +12,7 @@
 // L1/L2 and the kernel works in place (out == x, or out == residual) with no race.
 #include <algorithm>
 
-#include "fastattn/kernels/cuda/dtype_vec.cuh"
+#include "fastattn/core/cuda/dtype_vec.cuh"
 #include "fastattn/kernels/cuda/norm_launch.h"
 
 namespace fastattn::kernels::cuda {

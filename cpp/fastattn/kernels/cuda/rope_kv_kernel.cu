@@ -7,8 +7,8 @@
 // equals apply_rope followed by kv_cache_write bit for bit.
 #include <cuda_runtime.h>
 
-#include "fastattn/kernels/cuda/cuda_check.h"
-#include "fastattn/kernels/cuda/dtype_vec.cuh"
+#include "fastattn/core/cuda/cuda_check.h"
+#include "fastattn/core/cuda/dtype_vec.cuh"
 #include "fastattn/kernels/cuda/rope_kv_launch.h"
 
 namespace fastattn::kernels::cuda {

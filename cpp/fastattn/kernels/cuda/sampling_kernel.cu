@@ -21,7 +21,7 @@
 #include <mutex>
 #include <vector>
 
-#include "fastattn/kernels/cuda/cuda_check.h"
+#include "fastattn/core/cuda/cuda_check.h"
 #include "fastattn/kernels/cuda/sampling_block.cuh"
 #include "fastattn/kernels/cuda/sampling_launch.h"
 

@@ -1,4 +1,4 @@
-#include "fastattn/kernels/cuda/cuda_check.h"
+#include "fastattn/core/cuda/cuda_check.h"
 
 #include "fastattn/core/error.h"
 

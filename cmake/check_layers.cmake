@@ -1,0 +1,38 @@
+# Fails (cmake -P) when a source file under cpp/fastattn includes a header of a layer it may not
+# use. The layers and what each may include (shared/DESIGN.md, "Layers"): a layer uses only those
+# below it, and comm / kvcache need nothing but core.
+#   cmake -DSRC=<repo root> -P cmake/check_layers.cmake
+set(allowed_core core)
+set(allowed_kernels core kernels)
+set(allowed_comm core comm)
+set(allowed_kvcache core kvcache)
+set(allowed_layers core kernels comm kvcache layers)
+set(allowed_models core kernels comm kvcache layers models)
+set(allowed_runtime core kernels comm kvcache layers models runtime)
+set(allowed_bindings core kernels comm kvcache layers models runtime bindings)
+
+set(root "${SRC}/cpp/fastattn")
+file(GLOB_RECURSE files "${root}/*.h" "${root}/*.cc" "${root}/*.cu" "${root}/*.cuh" "${root}/*.c")
+set(bad 0)
+foreach(f IN LISTS files)
+  file(RELATIVE_PATH rel "${root}" "${f}")
+  string(REGEX MATCH "^[^/]+" layer "${rel}")
+  if(NOT DEFINED allowed_${layer})
+    message(SEND_ERROR "check_layers: ${rel}: '${layer}' is not a known layer (cmake/check_layers.cmake)")
+    math(EXPR bad "${bad} + 1")
+    continue()
+  endif()
+  file(STRINGS "${f}" includes REGEX "^[ \t]*#[ \t]*include[ \t]+\"fastattn/[a-z_]+/")
+  foreach(inc IN LISTS includes)
+    string(REGEX REPLACE "^[^\"]*\"fastattn/([a-z_]+)/.*$" "\\1" used "${inc}")
+    if(NOT used IN_LIST allowed_${layer})
+      string(REPLACE ";" ", " may "${allowed_${layer}}")
+      message(SEND_ERROR "check_layers: cpp/fastattn/${rel} includes fastattn/${used}/: the ${layer} "
+                         "layer may use only ${may} (shared/DESIGN.md)")
+      math(EXPR bad "${bad} + 1")
+    endif()
+  endforeach()
+endforeach()
+if(bad GREATER 0)
+  message(FATAL_ERROR "check_layers: ${bad} cross-layer include(s)")
+endif()
