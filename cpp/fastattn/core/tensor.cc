@@ -177,6 +177,11 @@ void check_shape(const Tensor& t, const char* name, const std::vector<int64_t>& 
            t.describe());
 }
 
+void check_last_dim_contiguous(const Tensor& t, const char* name) {
+  FA_CHECK(t.last_dim_contiguous(), name, ": the last dimension must be contiguous (stride 1), got ",
+           t.describe(), " with strides ", shape_str(t.strides()));
+}
+
 void check_contiguous(const Tensor& t, const char* name) {
   FA_CHECK(t.is_contiguous(), name, ": expected a contiguous tensor, got ", t.describe(),
            " with strides ", shape_str(t.strides()));

@@ -74,6 +74,8 @@ void check_dim(const Tensor& t, const char* name, int ndim);
 void check_size(const Tensor& t, const char* name, int dim, int64_t expected);
 void check_shape(const Tensor& t, const char* name, const std::vector<int64_t>& expected);
 void check_contiguous(const Tensor& t, const char* name);
+// The last dimension has stride 1 (rows may be strided): every kernel's row-wise access needs it.
+void check_last_dim_contiguous(const Tensor& t, const char* name);
 void check_cpu(const Tensor& t, const char* name);
 void check_same_dtype(const Tensor& a, const char* name_a, const Tensor& b, const char* name_b);
 

@@ -553,7 +553,7 @@ void InferenceSession::logits_into(const std::vector<int64_t>& prompt, Tensor& o
   const int64_t len = static_cast<int64_t>(prompt.size());
   check_dtype(out, "logits out", DType::kFloat32);
   check_shape(out, "logits out", {len, config().vocab_size});
-  FA_CHECK(out.last_dim_contiguous(), "logits out: the last dimension must be contiguous");
+  check_last_dim_contiguous(out, "logits out");
   check_cpu(out, "logits out");
 
   timings_ = Timings();

@@ -117,8 +117,7 @@ inline void map_row(const float* in, float* out, int64_t n) {
 void check_f32(const Tensor& t, const char* name) {
   check_cpu(t, name);
   check_dtype(t, name, DType::kFloat32);
-  FA_CHECK(t.last_dim_contiguous(), name, ": the last dimension must be contiguous, got ",
-           t.describe(), " with strides ", shape_str(t.strides()));
+  check_last_dim_contiguous(t, name);
 }
 
 // Checks a gated activation's fused [T, 2I] input and [T, I] output; returns I.

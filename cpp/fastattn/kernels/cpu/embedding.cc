@@ -48,8 +48,7 @@ void check_embedding_inputs(const Tensor& ids, const Tensor& table) {
   check_contiguous(ids, "ids");
   check_floating(table, "table");
   check_dim(table, "table", 2);
-  FA_CHECK(table.last_dim_contiguous(), "table: the last dimension must be contiguous, got ",
-           table.describe(), " with strides ", shape_str(table.strides()));
+  check_last_dim_contiguous(table, "table");
 }
 
 void embedding_lookup(const Context& ctx, const Tensor& ids, const Tensor& table, Tensor& out,
@@ -65,8 +64,7 @@ void embedding_lookup(const Context& ctx, const Tensor& ids, const Tensor& table
   check_embedding_inputs(ids, table);
   check_dtype(out, "out", DType::kFloat32);
   check_shape(out, "out", {ids.size(0), table.size(1)});
-  FA_CHECK(out.last_dim_contiguous(), "out: the last dimension must be contiguous, got ",
-           out.describe(), " with strides ", shape_str(out.strides()));
+  check_last_dim_contiguous(out, "out");
   FA_CHECK(vocab_start >= 0, "embedding: vocab_start must be >= 0, got ", vocab_start);
   if (ids.dtype() == DType::kInt32)
     lookup(ctx, ids.data_as<const int32_t>(), table, out, vocab_start, vocab_parallel);

@@ -80,8 +80,7 @@ void linear(const Context& ctx, const Tensor& x, const Tensor& w, const Tensor& 
   check_cpu(y, "y");
   check_dtype(x, "x", DType::kFloat32);
   check_dim(x, "x", 2);
-  FA_CHECK(x.last_dim_contiguous(), "x: the last dimension must be contiguous, got ", x.describe(),
-           " with strides ", shape_str(x.strides()));
+  check_last_dim_contiguous(x, "x");
   check_floating(w, "w");
   check_dim(w, "w", 2);
   check_contiguous(w, "w");
@@ -96,8 +95,7 @@ void linear(const Context& ctx, const Tensor& x, const Tensor& w, const Tensor& 
   }
   check_dtype(y, "y", DType::kFloat32);
   check_shape(y, "y", {M, N});
-  FA_CHECK(y.last_dim_contiguous(), "y: the last dimension must be contiguous, got ", y.describe(),
-           " with strides ", shape_str(y.strides()));
+  check_last_dim_contiguous(y, "y");
   // Rows must not overlap (BLAS needs ld >= row length); a single row may carry any stride.
   const int64_t ldx = M <= 1 ? std::max<int64_t>(K, 1) : x.stride(0);
   const int64_t ldy = M <= 1 ? std::max<int64_t>(N, 1) : y.stride(0);
@@ -139,8 +137,7 @@ void add_bias(const Context& ctx, const Tensor& bias, Tensor& y) {
   check_cpu(y, "y");
   check_dtype(y, "y", DType::kFloat32);
   check_dim(y, "y", 2);
-  FA_CHECK(y.last_dim_contiguous(), "y: the last dimension must be contiguous, got ", y.describe(),
-           " with strides ", shape_str(y.strides()));
+  check_last_dim_contiguous(y, "y");
   const int64_t M = y.size(0), N = y.size(1);
   FA_CHECK(bias.defined(), "bias: required, got an undefined tensor");
   check_cpu(bias, "bias");

@@ -17,16 +17,14 @@ void check_new(const Tensor& t, const char* name) {
   check_cpu(t, name);
   check_floating(t, name);
   check_dim(t, name, 3);
-  FA_CHECK(t.last_dim_contiguous(), name, ": the last dimension must be contiguous, got ",
-           t.describe(), " with strides ", shape_str(t.strides()));
+  check_last_dim_contiguous(t, name);
 }
 
 void check_cache(const Tensor& t, const char* name) {
   check_cpu(t, name);
   check_floating(t, name);
   check_dim(t, name, 4);
-  FA_CHECK(t.last_dim_contiguous(), name, ": the last dimension must be contiguous, got ",
-           t.describe(), " with strides ", shape_str(t.strides()));
+  check_last_dim_contiguous(t, name);
 }
 
 // Copies n elements from src (type st) to dst (type dt). `tmp` holds n floats when both are
@@ -144,8 +142,7 @@ void rope_kv_cache_write(const Context& ctx, const RopeParams& p, Tensor& q, Ten
   check_dim(q, "q", 3);
   check_dtype(q, "q", DType::kFloat32);
   check_dtype(k, "k", DType::kFloat32);
-  FA_CHECK(q.last_dim_contiguous(), "q: the last dimension must be contiguous, got ", q.describe(),
-           " with strides ", shape_str(q.strides()));
+  check_last_dim_contiguous(q, "q");
   FA_CHECK(q.size(0) == k.size(0) && q.size(2) == k.size(2), "q ", q.describe(), " and k ",
            k.describe(), " must have the same number of tokens and head dim");
   apply_rope(ctx, p, q, positions, seq_len);

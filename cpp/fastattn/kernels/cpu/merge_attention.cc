@@ -14,13 +14,13 @@ void check_part(const Tensor& o, const char* name, const std::vector<int64_t>& s
   FA_CHECK(o.defined() && o.dim() == 3 && o.shape() == shape, name, ": expected shape ",
            shape_str(shape), ", got ", o.defined() ? o.describe() : std::string("undefined"));
   check_floating(o, name);
-  FA_CHECK(o.last_dim_contiguous(), name, ": the last dimension must be contiguous");
+  check_last_dim_contiguous(o, name);
 }
 
 void check_lse(const Tensor& l, const char* name, int64_t H, int64_t T) {
   check_dtype(l, name, DType::kFloat32);
   check_shape(l, name, {H, T});
-  FA_CHECK(l.last_dim_contiguous(), name, ": the last dimension must be contiguous");
+  check_last_dim_contiguous(l, name);
 }
 
 }  // namespace

@@ -47,8 +47,7 @@ void check_activation(const Tensor& t, const char* name) {
   check_cpu(t, name);
   check_dtype(t, name, DType::kFloat32);
   check_dim(t, name, 2);
-  FA_CHECK(t.last_dim_contiguous(), name, ": the last dimension must be contiguous, got ",
-           t.describe(), " with strides ", shape_str(t.strides()));
+  check_last_dim_contiguous(t, name);
 }
 
 // out[0, H) = norm(in[0, H)); out may equal in.

@@ -188,8 +188,7 @@ void sample_prepared(const Context& ctx, const Tensor& logits, const Tensor& row
            ", ", rows.describe(), ", ", out.describe());
   check_dtype(logits, "logits", DType::kFloat32);
   check_dim(logits, "logits", 2);
-  FA_CHECK(logits.last_dim_contiguous(), "logits: the last dimension must be contiguous, got ",
-           logits.describe(), " with strides ", shape_str(logits.strides()));
+  check_last_dim_contiguous(logits, "logits");
   const int64_t B = logits.size(0);
   check_dtype(rows, "rows", DType::kInt32);
   check_shape(rows, "rows", {B, static_cast<int64_t>(sizeof(SampleRow) / sizeof(int32_t))});
@@ -224,8 +223,7 @@ void sample(const Context& ctx, const Tensor& logits, const std::vector<Sampling
   }
   check_dtype(logits, "logits", DType::kFloat32);
   check_dim(logits, "logits", 2);
-  FA_CHECK(logits.last_dim_contiguous(), "logits: the last dimension must be contiguous, got ",
-           logits.describe(), " with strides ", shape_str(logits.strides()));
+  check_last_dim_contiguous(logits, "logits");
   const int64_t B = logits.size(0), V = logits.size(1);
   FA_CHECK(V > 0, "logits: empty vocabulary in ", logits.describe());
   FA_CHECK(V <= std::numeric_limits<int32_t>::max(), "logits: vocabulary of ", V,

@@ -23,8 +23,7 @@ void embedding_lookup_cuda(const Context& ctx, const Tensor& ids, const Tensor& 
            out.describe());
   const int64_t T = ids.size(0), H = table.size(1), V = table.size(0);
   check_shape(out, "out", {T, H});
-  FA_CHECK(out.last_dim_contiguous(), "out: the last dimension must be contiguous, got ",
-           out.describe(), " with strides ", shape_str(out.strides()));
+  check_last_dim_contiguous(out, "out");
   FA_CHECK(vocab_start >= 0, "embedding: vocab_start must be >= 0, got ", vocab_start);
   FA_CHECK(T <= std::numeric_limits<int32_t>::max(), "ids: ", T,
            " tokens exceed the CUDA grid limit");

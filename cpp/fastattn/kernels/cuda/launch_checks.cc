@@ -19,8 +19,7 @@ void check_activation_dtype(const Tensor& t, const char* name) {
 
 RowLayout row_layout(const Tensor& t, const char* name) {
   FA_CHECK(t.dim() >= 1, name, ": expected at least one dimension, got ", t.describe());
-  FA_CHECK(t.last_dim_contiguous(), name, ": the last dimension must be contiguous, got ",
-           t.describe(), " with strides ", shape_str(t.strides()));
+  check_last_dim_contiguous(t, name);
   const int nd = t.dim();
   RowLayout r;
   r.cols = t.size(nd - 1);

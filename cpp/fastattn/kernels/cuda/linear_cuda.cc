@@ -84,8 +84,7 @@ void linear_cuda(const Context& ctx, const Tensor& x, const Tensor& w, const Ten
   check_same_device(y, "y", x, "x");
   check_activation_dtype(x, "x");
   check_dim(x, "x", 2);
-  FA_CHECK(x.last_dim_contiguous(), "x: the last dimension must be contiguous, got ", x.describe(),
-           " with strides ", shape_str(x.strides()));
+  check_last_dim_contiguous(x, "x");
   check_same_dtype(w, "w", x, "x");
   check_dim(w, "w", 2);
   check_contiguous(w, "w");
@@ -96,8 +95,7 @@ void linear_cuda(const Context& ctx, const Tensor& x, const Tensor& w, const Ten
   FA_CHECK(y.dtype() == x.dtype() || y.dtype() == DType::kFloat32, "y: expected x's dtype (",
            dtype_name(x.dtype()), ") or float32, got ", y.describe());
   check_shape(y, "y", {M, N});
-  FA_CHECK(y.last_dim_contiguous(), "y: the last dimension must be contiguous, got ", y.describe(),
-           " with strides ", shape_str(y.strides()));
+  check_last_dim_contiguous(y, "y");
   const int64_t ldx = M <= 1 ? std::max<int64_t>(K, 1) : x.stride(0);
   const int64_t ldy = M <= 1 ? std::max<int64_t>(N, 1) : y.stride(0);
   FA_CHECK(ldx >= K, "x: row stride ", x.stride(0), " is smaller than its row length ", K);
@@ -144,8 +142,7 @@ void add_bias_cuda(const Context& ctx, const Tensor& bias, Tensor& y) {
   check_same_device(bias, "bias", y, "y");
   check_activation_dtype(y, "y");
   check_dim(y, "y", 2);
-  FA_CHECK(y.last_dim_contiguous(), "y: the last dimension must be contiguous, got ", y.describe(),
-           " with strides ", shape_str(y.strides()));
+  check_last_dim_contiguous(y, "y");
   const int64_t M = y.size(0), N = y.size(1);
   FA_CHECK(bias.defined(), "bias: required, got an undefined tensor");
   check_bias(bias, y, "y", N);

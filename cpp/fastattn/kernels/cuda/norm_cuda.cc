@@ -19,8 +19,7 @@ void check_rows(const Tensor& t, const char* name, const Tensor& ref, const char
   check_dim(t, name, 2);
   check_same_dtype(t, name, ref, ref_name);
   check_shape(t, name, {T, H});
-  FA_CHECK(t.last_dim_contiguous(), name, ": the last dimension must be contiguous, got ",
-           t.describe(), " with strides ", shape_str(t.strides()));
+  check_last_dim_contiguous(t, name);
   FA_CHECK(T <= 1 || t.stride(0) >= H, name, ": row stride ", t.stride(0),
            " is smaller than its row length ", H);
 }

@@ -25,8 +25,7 @@ TokenRows token_rows(const Tensor& t, const char* name, const Tensor& ref, const
   check_same_device(t, name, ref, ref_name);
   check_activation_dtype(t, name);
   check_dim(t, name, 3);
-  FA_CHECK(t.last_dim_contiguous(), name, ": the last dimension must be contiguous, got ",
-           t.describe(), " with strides ", shape_str(t.strides()));
+  check_last_dim_contiguous(t, name);
   TokenRows r;
   r.data = t.data();
   r.dtype = t.dtype();
@@ -42,8 +41,7 @@ CacheRows cache_rows(const Tensor& t, const char* name, const Tensor& ref, const
   check_same_device(t, name, ref, ref_name);
   check_floating(t, name);
   check_dim(t, name, 4);
-  FA_CHECK(t.last_dim_contiguous(), name, ": the last dimension must be contiguous, got ",
-           t.describe(), " with strides ", shape_str(t.strides()));
+  check_last_dim_contiguous(t, name);
   CacheRows c;
   c.data = t.data();
   c.dtype = t.dtype();

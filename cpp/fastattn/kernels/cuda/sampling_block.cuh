@@ -202,48 +202,33 @@ __device__ __forceinline__ void load_run(const Row& row, int i0, float (&v)[kRun
 }
 
 // Block-wide reductions whose result every thread gets (each starts and ends with a barrier,
-// so the shared temp storage may be reused by the next call).
+// so the shared temp storage may be reused by the next call): Reduce's temp storage does the
+// reduction, thread 0 leaves the result in `slot` for the others.
+template <class Reduce, class T, class Op>
+__device__ __forceinline__ T block_reduce(T v, typename Reduce::TempStorage& temp, T& slot, Op op) {
+  __syncthreads();
+  const T r = Reduce(temp).Reduce(v, op);
+  if (threadIdx.x == 0) slot = r;
+  __syncthreads();
+  return slot;
+}
 __device__ __forceinline__ double block_sum(double v, Smem& s) {
-  __syncthreads();
-  const double r = BlockReduceD(s.small.red_d).Reduce(v, SumOp());
-  if (threadIdx.x == 0) s.b_double = r;
-  __syncthreads();
-  return s.b_double;
+  return block_reduce<BlockReduceD>(v, s.small.red_d, s.b_double, SumOp());
 }
 __device__ __forceinline__ int block_sum_int(int v, Smem& s) {
-  __syncthreads();
-  const int r = BlockReduceI(s.small.red_i).Reduce(v, SumOp());
-  if (threadIdx.x == 0) s.b_int = r;
-  __syncthreads();
-  return s.b_int;
+  return block_reduce<BlockReduceI>(v, s.small.red_i, s.b_int, SumOp());
 }
 __device__ __forceinline__ int block_min(int v, Smem& s) {
-  __syncthreads();
-  const int r = BlockReduceI(s.small.red_i).Reduce(v, MinOp());
-  if (threadIdx.x == 0) s.b_int = r;
-  __syncthreads();
-  return s.b_int;
+  return block_reduce<BlockReduceI>(v, s.small.red_i, s.b_int, MinOp());
 }
 __device__ __forceinline__ int block_max(int v, Smem& s) {
-  __syncthreads();
-  const int r = BlockReduceI(s.small.red_i).Reduce(v, MaxOp());
-  if (threadIdx.x == 0) s.b_int = r;
-  __syncthreads();
-  return s.b_int;
+  return block_reduce<BlockReduceI>(v, s.small.red_i, s.b_int, MaxOp());
 }
 __device__ __forceinline__ uint32_t block_min_key(uint32_t v, Smem& s) {
-  __syncthreads();
-  const uint32_t r = BlockReduceU(s.small.red_u).Reduce(v, MinOp());
-  if (threadIdx.x == 0) s.b_key = r;
-  __syncthreads();
-  return s.b_key;
+  return block_reduce<BlockReduceU>(v, s.small.red_u, s.b_key, MinOp());
 }
 __device__ __forceinline__ ArgMax block_argmax(ArgMax v, Smem& s) {
-  __syncthreads();
-  const ArgMax r = BlockReduceArg(s.small.red_arg).Reduce(v, ArgMaxOp());
-  if (threadIdx.x == 0) s.b_arg = r;
-  __syncthreads();
-  return s.b_arg;
+  return block_reduce<BlockReduceArg>(v, s.small.red_arg, s.b_arg, ArgMaxOp());
 }
 
 }  // namespace fastattn::kernels::cuda::sampling
