@@ -70,14 +70,19 @@ def add_export_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="convert a Hugging Face or FasterTransformer checkpoint to "
                                       "the FastAttention format",
                        description="Convert a Hugging Face checkpoint directory (config.json + "
-                                   "*.safetensors) or a FasterTransformer GPT or GPT-NeoX checkpoint "
+                                   "*.safetensors), a FasterTransformer GPT or GPT-NeoX checkpoint "
                                    "directory (config.ini + model.*.bin, any tensor-parallel "
-                                   "split) to a FastAttention model directory (docs/FORMAT.md).")
+                                   "split) or a llama.cpp GGUF file to a FastAttention model "
+                                   "directory (docs/FORMAT.md), with the tokenizer if the source "
+                                   "has one.")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--hf", metavar="DIR", help="Hugging Face checkpoint directory")
     source.add_argument("--ft", metavar="DIR",
                         help="FasterTransformer checkpoint directory (the converter's <N>-gpu/ "
                              "folder holding config.ini)")
+    source.add_argument("--gguf", metavar="FILE",
+                        help="llama.cpp GGUF file (llama / qwen2 / mistral; F32, F16, BF16, Q8_0, "
+                             "Q4_0, Q4_1, Q4_K, Q5_K, Q6_K de-quantised to --dtype)")
     p.add_argument("--out", required=True, metavar="DIR", help="output model directory")
     p.add_argument("--tp", type=positive_int, default=1, help="tensor-parallel size (default 1)")
     p.add_argument("--dtype", choices=DTYPES, default="float16",
@@ -98,8 +103,8 @@ def _require_config_dir(flag: str, path: str, expected: str) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    if args.hf is None and args.ft is None:
-        args.export_parser.error("the following arguments are required: --hf (or --ft)")
+    if args.hf is None and args.ft is None and args.gguf is None:
+        args.export_parser.error("the following arguments are required: --hf (or --ft, --gguf)")
     if args.max_positions is not None and args.ft is None:
         args.export_parser.error("--max-positions applies to --ft only")
     if args.ft is not None:  # export_ft's errors name config.ini or the file at fault
@@ -108,6 +113,13 @@ def run_export(args: argparse.Namespace) -> int:
         export_ft(args.ft, args.out, tp=args.tp, dtype=args.dtype, progress=not args.quiet,
                   max_positions=args.max_positions)
         source = args.ft
+    elif args.gguf is not None:
+        if not os.path.isfile(args.gguf):
+            raise CliError(f"--gguf {args.gguf}: no such file")
+        from fastattention.export.gguf import export_gguf
+
+        export_gguf(args.gguf, args.out, tp=args.tp, dtype=args.dtype, progress=not args.quiet)
+        source = args.gguf
     else:
         _require_config_dir("--hf", args.hf,
                             "in this directory (expected a Hugging Face checkpoint)")
