@@ -22,6 +22,11 @@ class IncrementalDecoder:
     def __init__(self, tokenizer, skip_special_tokens: bool = True):
         self._tok = tokenizer
         self._skip = skip_special_tokens
+        # Tokens after which no text is released: byte-fallback tokens (a run of them decodes
+        # as a whole) and, when they are skipped, special tokens (the run goes on across them).
+        self._hold = tokenizer.byte_token_ids
+        if skip_special_tokens and self._hold:
+            self._hold = self._hold | tokenizer.special_token_ids
         self.ids: list[int] = []
         self._prefix = 0  # start of the decode window
         self._read = 0    # tokens before this one have been released
@@ -33,6 +38,8 @@ class IncrementalDecoder:
     def push(self, token: int) -> str:
         """The new final text after `token` ("" while it is not final yet)."""
         self.ids.append(int(token))
+        if int(token) in self._hold:
+            return ""  # a run of byte tokens decodes as a whole: wait for its end
         before = self._decode(self.ids[self._prefix:self._read])
         after = self._decode(self.ids[self._prefix:])
         if len(after) > len(before) and not after.endswith(REPLACEMENT) \

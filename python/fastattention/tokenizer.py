@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from datetime import datetime
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -29,6 +30,7 @@ TOKENIZER_FILES = (TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, SPECIAL_TOKENS_MAP_FIL
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>",
                       "<|end_of_text|>", "</s>", "<|eom_id|>")
 _SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token")
+_BYTE_TOKEN = re.compile(r"<0x[0-9A-Fa-f]{2}>")
 
 
 class TokenizerError(ValueError):
@@ -131,6 +133,8 @@ class Tokenizer:
         self.chat_template = chat_template
         self.source = source
         self._template = None
+        self._byte_ids = None
+        self._special_ids = None
         self.special_tokens = {k: _token_text(self.config.get(k)) for k in _SPECIAL_KEYS}
 
     @classmethod
@@ -167,6 +171,28 @@ class Tokenizer:
 
     def token_to_id(self, token: str):
         return self.backend.token_to_id(token)
+
+    @property
+    def special_token_ids(self) -> frozenset:
+        """Ids of the special added tokens (those decode(skip_special_tokens=True) leaves out)."""
+        if self._special_ids is None:
+            self._special_ids = frozenset(
+                i for i, t in self.backend.get_added_tokens_decoder().items() if t.special)
+        return self._special_ids
+
+    @property
+    def byte_token_ids(self) -> frozenset:
+        """Ids of the <0xNN> tokens of a byte-fallback (SentencePiece-style) BPE, else empty.
+        decode() renders a run of them together (a run that is not valid UTF-8 becomes one
+        U+FFFD per byte), so streamed text holds such a run back until it ends."""
+        if self._byte_ids is None:
+            model = self.backend.model
+            ids = ()
+            if getattr(model, "byte_fallback", False):
+                ids = (i for t, i in self.backend.get_vocab(with_added_tokens=False).items()
+                       if _BYTE_TOKEN.fullmatch(t))
+            self._byte_ids = frozenset(ids)
+        return self._byte_ids
 
     def end_of_turn_ids(self) -> list[int]:
         """The eos token and the usual end-of-turn specials (<|im_end|>, <|eot_id|>, ...) that
