@@ -234,7 +234,7 @@ def test_cli_export_ft(neox, ft_dirs, tmp_path):
 
 
 @pytest.mark.parametrize("args,code,message", [
-    (["--out", "x"], 2, "the following arguments are required: --hf (or --ft)"),
+    (["--out", "x"], 2, "the following arguments are required: --hf (or --ft, --gguf)"),
     (["--hf", ".", "--ft", ".", "--out", "x"], 2, "not allowed with argument"),
     (["--hf", ".", "--out", "x", "--max-positions", "5"], 2, "--max-positions applies to --ft"),
     (["--ft", "/nonexistent/ft", "--out", "x"], 1, "/nonexistent/ft does not exist"),
