@@ -33,6 +33,8 @@ class Completion(str):
 
 
 _DONE = object()
+_BUSY = ("this session is busy: a stream() on it is still open; read it to the end or close() "
+         "it first")
 
 
 class TextGeneration:
@@ -49,8 +51,7 @@ class TextGeneration:
     @contextmanager
     def _exclusive(self):
         if not self._busy.acquire(blocking=False):
-            raise RuntimeError("this session is busy: a stream() on it is still open; read it to "
-                               "the end or close() it first")
+            raise RuntimeError(_BUSY)
         try:
             yield
         finally:
@@ -127,8 +128,7 @@ class TextGeneration:
         batch, args = self._check_generate(batch, max_new_tokens, stop_tokens=run.stop_tokens,
                                            on_step=run.on_step, **sampling)
         if self._busy.locked():
-            with self._exclusive():  # raises the busy error
-                pass
+            raise RuntimeError(_BUSY)
         return self._stream_pieces(run, pieces, batch, args, single)
 
     def _stream_pieces(self, run, pieces, batch, args, single):
@@ -154,7 +154,11 @@ class TextGeneration:
                     yield piece if single else (i, piece)
             finally:
                 run.cancel()  # a closed or interrupted stream stops the call at the next step
-                worker.join()
+                while worker.is_alive():  # the session is free only once the call has returned
+                    try:
+                        worker.join()
+                    except KeyboardInterrupt:  # a second Ctrl-C: the call ends at its next step
+                        continue
 
     # -- chat -----------------------------------------------------------------------------------
     def chat(self, messages, max_new_tokens: int = 512, *, stream: bool = False,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+from text_helpers import CHAT_TEMPLATE
 
 # Types gguf.quants can quantize; the K-quants it cannot are written as random blocks with small
 # finite scales (any bytes are valid K-quant blocks, except non-finite float16 scales).
@@ -139,3 +140,44 @@ def write_gguf(path, arch: str, config: dict, state: dict, kinds: dict | str, *,
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
+
+
+# hidden and intermediate 256: every row is whole blocks of the K-quants (256 values)
+BASE = dict(hidden_size=256, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-5,
+            rope_theta=10000.0)
+
+
+def random_state(arch: str, vocab: int, tied: bool, seed: int = 0) -> tuple[dict, dict]:
+    """(HF config dict, {HF name: float32 array}) of a random llama / qwen2 model."""
+    rng = np.random.default_rng(seed)
+    c = dict(BASE, vocab_size=vocab, tie_word_embeddings=tied)
+    hd = c["hidden_size"] // c["num_attention_heads"]
+    hid, inter = c["hidden_size"], c["intermediate_size"]
+    q, kv = c["num_attention_heads"] * hd, c["num_key_value_heads"] * hd
+
+    def w(*shape, scale=0.08):
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+    state = {"model.embed_tokens.weight": w(vocab, hid, scale=0.5),
+             "model.norm.weight": 1 + w(hid, scale=0.1)}
+    if not tied:
+        state["lm_head.weight"] = w(vocab, hid)
+    for i in range(c["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        state.update({p + "input_layernorm.weight": 1 + w(hid, scale=0.1),
+                      p + "post_attention_layernorm.weight": 1 + w(hid, scale=0.1),
+                      p + "self_attn.q_proj.weight": w(q, hid), p + "self_attn.k_proj.weight":
+                      w(kv, hid), p + "self_attn.v_proj.weight": w(kv, hid),
+                      p + "self_attn.o_proj.weight": w(hid, q), p + "mlp.gate_proj.weight":
+                      w(inter, hid), p + "mlp.up_proj.weight": w(inter, hid),
+                      p + "mlp.down_proj.weight": w(hid, inter)})
+        if arch == "qwen2":
+            state.update({p + "self_attn.q_proj.bias": w(q), p + "self_attn.k_proj.bias": w(kv),
+                          p + "self_attn.v_proj.bias": w(kv)})
+    return c, state
+
+
+def byte_tokenizer_meta(tok, pre="qwen2"):
+    tokens, types, merges = byte_level_vocab(tok)
+    return dict(model="gpt2", tokens=tokens, types=types, merges=merges, pre=pre, bos=1, eos=2,
+                chat_template=CHAT_TEMPLATE)

@@ -10,7 +10,8 @@ import gguf
 import numpy as np
 import pytest
 import text_helpers as h
-from gguf_helpers import byte_level_vocab, permute, sentencepiece_vocab, write_gguf
+from gguf_helpers import (byte_tokenizer_meta, permute, random_state, sentencepiece_vocab,
+                          write_gguf)
 
 from fastattention.export import read_tensor
 from fastattention.export.gguf import SUPPORTED_TYPES, export_gguf
@@ -20,51 +21,12 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")  # transformers needs it to load GGUF files
 
-# hidden and intermediate 256: every row is whole blocks of the K-quants (256 values)
-BASE = dict(hidden_size=256, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-5,
-            rope_theta=10000.0)
 PROMPT = [1, 17, 99, 123, 45, 67, 200, 5]
 
 
 @pytest.fixture(scope="module")
 def byte_tok():
     return h.train_byte_level(300)
-
-
-def random_state(arch: str, vocab: int, tied: bool, seed: int = 0) -> tuple[dict, dict]:
-    """(HF config dict, {HF name: float32 array}) of a random llama / qwen2 model."""
-    rng = np.random.default_rng(seed)
-    c = dict(BASE, vocab_size=vocab, tie_word_embeddings=tied)
-    hd = c["hidden_size"] // c["num_attention_heads"]
-    hid, inter = c["hidden_size"], c["intermediate_size"]
-    q, kv = c["num_attention_heads"] * hd, c["num_key_value_heads"] * hd
-
-    def w(*shape, scale=0.08):
-        return (rng.standard_normal(shape) * scale).astype(np.float32)
-    state = {"model.embed_tokens.weight": w(vocab, hid, scale=0.5),
-             "model.norm.weight": 1 + w(hid, scale=0.1)}
-    if not tied:
-        state["lm_head.weight"] = w(vocab, hid)
-    for i in range(c["num_hidden_layers"]):
-        p = f"model.layers.{i}."
-        state.update({p + "input_layernorm.weight": 1 + w(hid, scale=0.1),
-                      p + "post_attention_layernorm.weight": 1 + w(hid, scale=0.1),
-                      p + "self_attn.q_proj.weight": w(q, hid), p + "self_attn.k_proj.weight":
-                      w(kv, hid), p + "self_attn.v_proj.weight": w(kv, hid),
-                      p + "self_attn.o_proj.weight": w(hid, q), p + "mlp.gate_proj.weight":
-                      w(inter, hid), p + "mlp.up_proj.weight": w(inter, hid),
-                      p + "mlp.down_proj.weight": w(hid, inter)})
-        if arch == "qwen2":
-            state.update({p + "self_attn.q_proj.bias": w(q), p + "self_attn.k_proj.bias": w(kv),
-                          p + "self_attn.v_proj.bias": w(kv)})
-    return c, state
-
-
-def byte_tokenizer_meta(tok, pre="qwen2"):
-    tokens, types, merges = byte_level_vocab(tok)
-    return dict(model="gpt2", tokens=tokens, types=types, merges=merges, pre=pre, bos=1, eos=2,
-                chat_template=h.CHAT_TEMPLATE)
 
 
 def check_against_transformers(path, out, prompt=PROMPT, atol=2e-4):
