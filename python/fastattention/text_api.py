@@ -76,15 +76,18 @@ class TextGeneration:
             raise TypeError("prompts: mix of strings and token ids; pass all text or all ids")
         return None, False
 
-    def _text_run(self, n, stop_tokens, stop, skip_special_tokens, max_new_tokens, emit=None,
-                  user_hook=None) -> TextRun:
-        stop_tokens = [] if stop_tokens is None else stop_tokens
-        if isinstance(stop_tokens, int):
-            stop_tokens = [stop_tokens]
-        return TextRun(self._need_tokenizer("text output"), n, stop_tokens,
-                       check_stop_strings(stop), emit=emit,
-                       skip_special_tokens=skip_special_tokens, user_hook=user_hook,
-                       max_new_tokens=max_new_tokens)
+    def _text_run(self, batch, max_new_tokens, sampling, stop_tokens, stop, skip_special_tokens,
+                  emit=None, user_hook=None):
+        """(TextRun, checked batch, keyword arguments of the raw generate call)."""
+        tok = self._need_tokenizer("text output")
+        stops = check_stop_strings(stop)
+        batch, args = self._check_generate(batch, max_new_tokens, stop_tokens=stop_tokens,
+                                           on_step=user_hook, **sampling)
+        run = TextRun(tok, len(batch), args["stop_tokens"], stops, emit=emit,
+                      skip_special_tokens=skip_special_tokens, user_hook=user_hook,
+                      max_new_tokens=args["max_new_tokens"])
+        args["on_step"] = run.on_step
+        return run, batch, args
 
     @staticmethod
     def _completions(run: TextRun, ids) -> list:
@@ -97,10 +100,8 @@ class TextGeneration:
 
     def _generate_text(self, batch, single, max_new_tokens, sampling, stop_tokens, stop,
                        skip_special_tokens, on_step, as_ids=False):
-        run = self._text_run(len(batch), stop_tokens, stop, skip_special_tokens, max_new_tokens,
-                             user_hook=on_step)
-        batch, args = self._check_generate(batch, max_new_tokens, stop_tokens=run.stop_tokens,
-                                           on_step=run.on_step, **sampling)
+        run, batch, args = self._text_run(batch, max_new_tokens, sampling, stop_tokens, stop,
+                                          skip_special_tokens, user_hook=on_step)
         with self._exclusive():
             ids = self._session.generate(batch, **args)
         run.finish()
@@ -123,10 +124,9 @@ class TextGeneration:
                 skip_special_tokens):
         # Everything is checked here, at the call, before the first next().
         pieces: queue.Queue = queue.Queue()
-        run = self._text_run(len(batch), stop_tokens, stop, skip_special_tokens, max_new_tokens,
-                             emit=lambda i, piece: pieces.put((i, piece)))
-        batch, args = self._check_generate(batch, max_new_tokens, stop_tokens=run.stop_tokens,
-                                           on_step=run.on_step, **sampling)
+        run, batch, args = self._text_run(batch, max_new_tokens, sampling, stop_tokens, stop,
+                                          skip_special_tokens,
+                                          emit=lambda i, piece: pieces.put((i, piece)))
         if self._busy.locked():
             raise RuntimeError(_BUSY)
         return self._stream_pieces(run, pieces, batch, args, single)
