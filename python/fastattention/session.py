@@ -245,7 +245,7 @@ class Session(TextGeneration):
         a list of Completion (a str subclass carrying .token_ids, .finish_reason, .stop).
         stop_tokens: token ids that end a request (included in its ids, left out of its text).
         stop: strings that end a request; its text is cut just before the first one and its
-        ids end with the token that completed it (ids input gives cut ids).
+        ids end where it was found (ids input gives cut ids).
         on_step: None, or a callable called after each step with the new tokens as a list of
         (request index, token id); returning False stops the call early (every request keeps
         its tokens so far). Ctrl-C raises KeyboardInterrupt at the next step; the session stays

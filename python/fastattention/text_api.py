@@ -16,7 +16,7 @@ from fastattention.tokenizer import check_messages
 
 class Completion(str):
     """The text of one request: a str (it prints and compares as the text) that also carries
-    token_ids (the new tokens, a stop token included, up to the one completing a stop string),
+    token_ids (the new tokens, a stop token included, up to where a stop string was found),
     finish_reason ("stop": a stop token or string; "length": max_new_tokens; "cancelled") and
     stop (the stop token id or stop string that ended it, else None)."""
 
