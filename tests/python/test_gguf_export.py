@@ -93,7 +93,8 @@ def test_qwen2_tied_with_bias_matches_transformers(byte_tok, tmp_path):
     assert cfg["architecture"] == "qwen2" and cfg["tie_word_embeddings"] and cfg["qkv_bias"]
     assert not (out / "rank0" / "lm_head.weight.fat").exists()
     # Qwen2 files are not permuted: the F32 k rows are the original weights.
-    np.testing.assert_array_equal(read_tensor(out / "rank0" / "layers.1.attn.qkv.weight.fat")[256:384],
+    qkv = read_tensor(out / "rank0" / "layers.1.attn.qkv.weight.fat")
+    np.testing.assert_array_equal(qkv[256:384],
                                   state["model.layers.1.self_attn.k_proj.weight"])
     check_against_transformers(path, out)
 
