@@ -81,7 +81,7 @@ def add_export_parser(sub: argparse._SubParsersAction) -> None:
                         help="FasterTransformer checkpoint directory (the converter's <N>-gpu/ "
                              "folder holding config.ini)")
     source.add_argument("--gguf", metavar="FILE",
-                        help="llama.cpp GGUF file (llama / qwen2 / mistral; F32, F16, BF16, Q8_0, "
+                        help="llama.cpp GGUF file (llama incl. Mistral, qwen2; F32, F16, BF16, Q8_0, "
                              "Q4_0, Q4_1, Q4_K, Q5_K, Q6_K de-quantised to --dtype)")
     p.add_argument("--out", required=True, metavar="DIR", help="output model directory")
     p.add_argument("--tp", type=positive_int, default=1, help="tensor-parallel size (default 1)")

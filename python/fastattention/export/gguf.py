@@ -25,7 +25,7 @@ from fastattention.export import hf as hfmap
 from fastattention.export import tp as tpsplit
 from fastattention.export.convert import _check_dtype, _Exporter, write_model
 
-SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "mistral")
+SUPPORTED_ARCHITECTURES = ("llama", "qwen2")  # llama.cpp writes Mistral models as llama
 SUPPORTED_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q5_K", "Q6_K")
 _GLOBAL_NAMES = {"token_embd.weight": hfmap.EMBED, "output_norm.weight": hfmap.FINAL_NORM,
                  "output.weight": hfmap.LM_HEAD}
@@ -89,7 +89,7 @@ def architecture_of(meta: GgufMetadata) -> tuple[str, str]:
     arch = meta.get("general.architecture")
     if arch not in SUPPORTED_ARCHITECTURES:
         raise ValueError(f"{meta.path}: unsupported architecture '{arch}'; supported: "
-                         f"{', '.join(SUPPORTED_ARCHITECTURES)}")
+                         f"{', '.join(SUPPORTED_ARCHITECTURES)} (Mistral files are llama)")
     name = str(meta.get("general.name") or "").lower()
     return arch, "mistral" if arch == "llama" and "mistral" in name else arch
 
@@ -243,7 +243,8 @@ def _check_tensors(ckpt: GgufCheckpoint, cfg: dict) -> None:
 
 
 def export_gguf(gguf_path, out_dir, tp=1, dtype="float16", progress=True) -> dict:
-    """Exports a llama / qwen2 / mistral GGUF file to the runtime format (with its tokenizer).
+    """Exports a llama (Llama, Mistral) or qwen2 GGUF file to the runtime format (with its
+    tokenizer).
 
     dtype: float32 | float16 | bfloat16 for the de-quantised weights. tp: tensor-parallel size.
     Returns the written config dict. Bad input (not a GGUF file, a truncated one, an
@@ -269,7 +270,7 @@ def export_gguf(gguf_path, out_dir, tp=1, dtype="float16", progress=True) -> dic
     cfg["source"] = {"type": "gguf", "path": os.path.abspath(gguf_path),
                      "model_type": hf["model_type"]}
     tpsplit.check_tp(tp, cfg["num_heads"], cfg["num_kv_heads"], cfg["intermediate_size"])
-    ckpt = GgufCheckpoint(reader, gguf_path, permute_qk=meta.get("general.architecture") == "llama",
+    ckpt = GgufCheckpoint(reader, gguf_path, permute_qk=hf["model_type"] != "qwen2",
                           num_heads=cfg["num_heads"], num_kv_heads=cfg["num_kv_heads"])
     _check_tensors(ckpt, cfg)
     files = tokenizer_files_from_gguf(meta, vocab_size)
