@@ -28,7 +28,8 @@ Semantics worth knowing:
     non-streamed text. A piece never ends inside a UTF-8 character, and text that may be the
     start of a stop string is held back until it is not. Closing the iterator early (break,
     close(), Ctrl-C while reading it) stops the generation at the next step; the session stays
-    usable. While a stream is open, other calls on the session raise RuntimeError.
+    usable. Calls on a session are serialised: one made while a stream's generation runs (in
+    a worker thread) waits for it to end.
   * Errors: bad arguments raise TypeError / ValueError naming the prompt, position or option;
     broken weight files raise fastattention.WeightFileError (a ValueError) naming the file; a KV
     cache too small for the batch raises MemoryError.
@@ -255,8 +256,7 @@ class Session(TextGeneration):
         if batch is None and stop is None:
             batch, args = self._check_generate(prompts, max_new_tokens, stop_tokens=stop_tokens,
                                                on_step=on_step, **sampling)
-            with self._exclusive():
-                return self._session.generate(batch, **args)
+            return self._session.generate(batch, **args)
         return self._generate_text(prompts if batch is None else batch, single, max_new_tokens,
                                    sampling, stop_tokens, stop, skip_special_tokens, on_step,
                                    as_ids=batch is None)
@@ -287,9 +287,7 @@ class Session(TextGeneration):
 
     def logits(self, prompt) -> np.ndarray:
         """float32 logits [len(prompt), vocab_size] at every position of one prompt."""
-        prompt = _token_list(prompt, "prompt")
-        with self._exclusive():
-            return self._session.logits(prompt)
+        return self._session.logits(_token_list(prompt, "prompt"))
 
     @property
     def timings(self) -> dict:

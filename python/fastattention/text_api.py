@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import queue
 import threading
-from contextlib import contextmanager
 
 from fastattention.streaming import TextRun, check_stop_strings
 from fastattention.tokenizer import check_messages
@@ -33,8 +32,6 @@ class Completion(str):
 
 
 _DONE = object()
-_BUSY = ("this session is busy: a stream() on it is still open; read it to the end or close() "
-         "it first")
 
 
 class TextGeneration:
@@ -44,18 +41,8 @@ class TextGeneration:
 
     def _init_text(self, tokenizer) -> None:
         self.tokenizer = tokenizer
-        self._busy = threading.Lock()
         if tokenizer is not None:
             tokenizer.check_vocab(self.config["vocab_size"])
-
-    @contextmanager
-    def _exclusive(self):
-        if not self._busy.acquire(blocking=False):
-            raise RuntimeError(_BUSY)
-        try:
-            yield
-        finally:
-            self._busy.release()
 
     def _need_tokenizer(self, what: str):
         if self.tokenizer is None:
@@ -102,8 +89,7 @@ class TextGeneration:
                        skip_special_tokens, on_step, as_ids=False):
         run, batch, args = self._text_run(batch, max_new_tokens, sampling, stop_tokens, stop,
                                           skip_special_tokens, user_hook=on_step)
-        with self._exclusive():
-            ids = self._session.generate(batch, **args)
+        ids = self._session.generate(batch, **args)
         run.finish()
         out = self._completions(run, ids)
         if as_ids:
@@ -127,38 +113,37 @@ class TextGeneration:
         run, batch, args = self._text_run(batch, max_new_tokens, sampling, stop_tokens, stop,
                                           skip_special_tokens,
                                           emit=lambda i, piece: pieces.put((i, piece)))
-        if self._busy.locked():
-            raise RuntimeError(_BUSY)
         return self._stream_pieces(run, pieces, batch, args, single)
 
     def _stream_pieces(self, run, pieces, batch, args, single):
-        with self._exclusive():
-            def work():
-                try:
-                    self._session.generate(batch, **args)
-                    run.finish()
-                except BaseException as e:  # handed to the reader, raised there
-                    pieces.put((_DONE, e))
-                else:
-                    pieces.put((_DONE, None))
-
-            worker = threading.Thread(target=work, name="fastattention-stream", daemon=True)
-            worker.start()
+        def work():
             try:
-                while True:
-                    i, piece = pieces.get()
-                    if i is _DONE:
-                        if piece is not None:
-                            raise piece
-                        return
-                    yield piece if single else (i, piece)
-            finally:
-                run.cancel()  # a closed or interrupted stream stops the call at the next step
-                while worker.is_alive():  # the session is free only once the call has returned
-                    try:
-                        worker.join()
-                    except KeyboardInterrupt:  # a second Ctrl-C: the call ends at its next step
-                        continue
+                self._session.generate(batch, **args)
+                run.finish()
+            except BaseException as e:  # handed to the reader, raised there
+                pieces.put((_DONE, e))
+            else:
+                pieces.put((_DONE, None))
+
+        # The runtime serialises calls on a session (its generate holds a lock, without the
+        # GIL), so other calls made while this one runs wait for it.
+        worker = threading.Thread(target=work, name="fastattention-stream", daemon=True)
+        worker.start()
+        try:
+            while True:
+                i, piece = pieces.get()
+                if i is _DONE:
+                    if piece is not None:
+                        raise piece
+                    return
+                yield piece if single else (i, piece)
+        finally:
+            run.cancel()  # a closed or interrupted stream stops the call at the next step
+            while worker.is_alive():  # closed only once the call has returned
+                try:
+                    worker.join()
+                except KeyboardInterrupt:  # a second Ctrl-C: the call ends at its next step
+                    continue
 
     # -- chat -----------------------------------------------------------------------------------
     def chat(self, messages, max_new_tokens: int = 512, *, stream: bool = False,

@@ -50,8 +50,12 @@ def train_sentencepiece_like(vocab_size: int = 400):
     trained = Tokenizer(models.BPE(unk_token="<unk>"))
     trained.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first",
                                                      split=False)
+    # A fixed ASCII alphabet (deterministic: limit_alphabet breaks frequency ties at random);
+    # everything else (CJK, emoji, accents, capitals past E) goes through the byte tokens.
+    alphabet = list("\u2581abcdefghijklmnopqrstuvwxyzABCDE0123456789.,'!?;:()#*=")
     trained.train_from_iterator(CORPUS, trainers.BpeTrainer(
-        vocab_size=vocab_size - 256, special_tokens=["<unk>", "<s>", "</s>"], limit_alphabet=60))
+        vocab_size=vocab_size - 256, special_tokens=["<unk>", "<s>", "</s>"],
+        initial_alphabet=alphabet, limit_alphabet=len(alphabet)))
     model = json.loads(trained.to_str())["model"]
     # As in Llama's tokenizer.json: <unk> <s> </s>, then the 256 byte tokens, then the pieces.
     vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
