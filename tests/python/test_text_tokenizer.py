@@ -135,3 +135,25 @@ def test_malformed_chat_messages(exported, messages, error, match):
     s = Session(out, max_batch=2)
     with pytest.raises(error, match=match):
         s.chat(messages, 4)
+
+
+TEMPLATE_FEATURES = (
+    "{% set ns = namespace(count=0) %}{{ messages | tojson }}\n{{ tools | tojson(indent=2) }}\n"
+    "{% for m in messages %}{% if m['role'] == 'stop' %}{% break %}{% endif %}"
+    "{% set ns.count = ns.count + 1 %}{{ m['content'] | upper }}{% endfor %}{{ ns.count }}"
+    "{{ eos_token }}{% if add_generation_prompt %}>{% endif %}")
+
+
+def test_template_sandbox_features_equal_transformers(exported):
+    """tojson (non-ASCII kept, indent), namespace, loop controls, filters, extra variables."""
+    src, out = exported
+    loaded = Tokenizer.from_dir(out)
+    ours = Tokenizer(loaded.backend, loaded.config, TEMPLATE_FEATURES)
+    theirs = transformers.AutoTokenizer.from_pretrained(src)
+    chat = [{"role": "user", "content": "héllo 你好 <b>"}, {"role": "stop", "content": "x"},
+            {"role": "user", "content": "never"}]
+    tools = [{"name": "f", "description": "é"}]
+    expected = theirs.apply_chat_template(chat, chat_template=TEMPLATE_FEATURES, tools=tools,
+                                          tokenize=False, add_generation_prompt=True)
+    assert ours.apply_chat_template(chat, tools=tools) == expected
+    assert "1</s>>" in expected and "你好" in expected
