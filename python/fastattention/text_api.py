@@ -26,6 +26,9 @@ class Completion(str):
         self.stop = stop
         return self
 
+    def __reduce__(self):  # pickling (e.g. to other processes) keeps the ids and reasons
+        return (Completion, (str(self), self.token_ids, self.finish_reason, self.stop))
+
     def __repr__(self) -> str:
         return (f"Completion({str.__repr__(self)}, finish_reason={self.finish_reason!r}, "
                 f"{len(self.token_ids)} tokens)")
