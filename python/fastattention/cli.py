@@ -2,8 +2,11 @@
 
     fastattention export   --hf HF_DIR --out MODEL_DIR [--tp N] [--dtype float16|bfloat16|float32]
     fastattention export   --ft FT_DIR --out MODEL_DIR [--tp N] [--dtype ...] [--max-positions N]
-    fastattention generate --model MODEL_DIR --prompt "1 2 3" [--prompt "4 5"] [--max-new-tokens N]
+    fastattention export   --gguf FILE.gguf --out MODEL_DIR [--tp N] [--dtype ...]
+    fastattention generate --model MODEL_DIR --prompt "text" [--prompt "more"] [--max-new-tokens N]
                            [--temperature T] [--top-k K] [--top-p P] [--seed S] [--threads N]
+                           [--stop-text S] [--ids (prompts are token ids: --prompt "1 2 3")]
+    fastattention chat     --model MODEL_DIR [--system TEXT] [--max-new-tokens N] [...]
     fastattention bench attention|e2e|decode|allreduce-overlap|tp-e2e|spill [options]     (see `fastattention bench NAME --help`)
 
 Exit status: 0 on success, 2 for a usage error (bad option or value), 1 when the work itself fails
@@ -67,14 +70,19 @@ def add_export_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="convert a Hugging Face or FasterTransformer checkpoint to "
                                       "the FastAttention format",
                        description="Convert a Hugging Face checkpoint directory (config.json + "
-                                   "*.safetensors) or a FasterTransformer GPT or GPT-NeoX checkpoint "
+                                   "*.safetensors), a FasterTransformer GPT or GPT-NeoX checkpoint "
                                    "directory (config.ini + model.*.bin, any tensor-parallel "
-                                   "split) to a FastAttention model directory (docs/FORMAT.md).")
+                                   "split) or a llama.cpp GGUF file to a FastAttention model "
+                                   "directory (docs/FORMAT.md), with the tokenizer if the source "
+                                   "has one.")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--hf", metavar="DIR", help="Hugging Face checkpoint directory")
     source.add_argument("--ft", metavar="DIR",
                         help="FasterTransformer checkpoint directory (the converter's <N>-gpu/ "
                              "folder holding config.ini)")
+    source.add_argument("--gguf", metavar="FILE",
+                        help="llama.cpp GGUF file (llama incl. Mistral, qwen2; F32, F16, BF16, Q8_0, "
+                             "Q4_0, Q4_1, Q4_K, Q5_K, Q6_K de-quantised to --dtype)")
     p.add_argument("--out", required=True, metavar="DIR", help="output model directory")
     p.add_argument("--tp", type=positive_int, default=1, help="tensor-parallel size (default 1)")
     p.add_argument("--dtype", choices=DTYPES, default="float16",
@@ -95,8 +103,8 @@ def _require_config_dir(flag: str, path: str, expected: str) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    if args.hf is None and args.ft is None:
-        args.export_parser.error("the following arguments are required: --hf (or --ft)")
+    if args.hf is None and args.ft is None and args.gguf is None:
+        args.export_parser.error("the following arguments are required: --hf (or --ft, --gguf)")
     if args.max_positions is not None and args.ft is None:
         args.export_parser.error("--max-positions applies to --ft only")
     if args.ft is not None:  # export_ft's errors name config.ini or the file at fault
@@ -105,6 +113,13 @@ def run_export(args: argparse.Namespace) -> int:
         export_ft(args.ft, args.out, tp=args.tp, dtype=args.dtype, progress=not args.quiet,
                   max_positions=args.max_positions)
         source = args.ft
+    elif args.gguf is not None:
+        if not os.path.isfile(args.gguf):
+            raise CliError(f"--gguf {args.gguf}: no such file")
+        from fastattention.export.gguf import export_gguf
+
+        export_gguf(args.gguf, args.out, tp=args.tp, dtype=args.dtype, progress=not args.quiet)
+        source = args.gguf
     else:
         _require_config_dir("--hf", args.hf,
                             "in this directory (expected a Hugging Face checkpoint)")
@@ -117,28 +132,19 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 # -------------------------------------------------------------------------------------- generate
-def add_generate_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("generate", help="generate tokens from token-id prompts",
-                       description="Load an exported model and generate from one or more prompts "
-                                   "given as token ids. Prints each prompt's new token ids and the "
-                                   "prefill/decode timings.")
+def add_sampling_arguments(p: argparse.ArgumentParser, max_new_tokens: int) -> None:
+    """The options generate and chat share."""
     p.add_argument("--model", required=True, metavar="DIR", help="exported model directory")
-    p.add_argument("--prompt", required=True, action="append", type=parse_prompt, metavar="IDS",
-                   help='token ids, e.g. "1 2 3"; repeat the option for a batch')
-    p.add_argument("--max-new-tokens", type=positive_int, default=16)
+    p.add_argument("--max-new-tokens", type=positive_int, default=max_new_tokens)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-k", type=int, default=0, help="0 = no top-k filter")
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--stop", type=int, action="append", default=[], metavar="ID",
-                   help="stop token id (repeatable)")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads (default all)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (a CUDA build)")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    p.set_defaults(func=run_generate)
 
 
-def run_generate(args: argparse.Namespace) -> int:
+def check_sampling_arguments(args: argparse.Namespace) -> None:
     _require_config_dir("--model", args.model,
                         "(expected a directory written by `fastattention export`)")
     if args.temperature < 0:
@@ -147,19 +153,56 @@ def run_generate(args: argparse.Namespace) -> int:
         raise CliError(f"--top-p must be in (0, 1], got {args.top_p}")
     if args.top_k < 0:
         raise CliError(f"--top-k must be >= 0, got {args.top_k}")
+
+
+def add_generate_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("generate", help="generate text (or tokens) from prompts",
+                       description="Load an exported model and generate from one or more prompts. "
+                                   "Prompts are text (the model needs its tokenizer) and each "
+                                   "prompt's generated text is printed; with --ids they are token "
+                                   "ids and the new token ids are printed with the prefill/decode "
+                                   "timings.")
+    add_sampling_arguments(p, max_new_tokens=16)
+    p.add_argument("--prompt", required=True, action="append", metavar="TEXT",
+                   help='the prompt text (with --ids: token ids, e.g. "1 2 3"); repeat the '
+                        'option for a batch')
+    p.add_argument("--ids", action="store_true",
+                   help="prompts are token ids; print token ids (no tokenizer needed)")
+    p.add_argument("--stop", type=int, action="append", default=[], metavar="ID",
+                   help="stop token id (repeatable)")
+    p.add_argument("--stop-text", action="append", default=[], metavar="TEXT",
+                   help="stop string (repeatable): the text is cut before it")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.set_defaults(func=run_generate, generate_parser=p)
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    if args.ids:
+        try:
+            args.prompt = [parse_prompt(p) for p in args.prompt]
+        except argparse.ArgumentTypeError as e:
+            args.generate_parser.error(f"argument --prompt: {e}")
+    elif any(p == "" for p in args.prompt):
+        args.generate_parser.error("argument --prompt: empty prompt")
+    check_sampling_arguments(args)
     from fastattention.session import Session
 
     from fastattention import distributed
 
     session = Session(args.model, args.device, num_threads=args.threads,
                       max_batch=max(len(args.prompt), 1))
+    if not args.ids and session.tokenizer is None:
+        raise CliError(f"--model {args.model} has no tokenizer (tokenizer.json): pass token ids "
+                       f"with --ids, or export the model with its tokenizer")
     outputs = session.generate(args.prompt, args.max_new_tokens, temperature=args.temperature,
                                top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-                               stop_tokens=tuple(args.stop))
+                               stop_tokens=tuple(args.stop), stop=args.stop_text or None)
     timings = dict(session.timings)
-    outputs = [[int(t) for t in out] for out in outputs]
     if not distributed.is_main():
         return 0  # under mpirun every rank has the same tokens: rank 0 prints them
+    if not args.ids:
+        return print_texts(args, outputs, timings)
+    outputs = [[int(t) for t in out] for out in outputs]
     if args.json:
         print(json.dumps({"prompts": args.prompt, "outputs": outputs, "timings": timings}))
         return 0
@@ -168,6 +211,39 @@ def run_generate(args: argparse.Namespace) -> int:
         print(f"[{i}] new    ({len(out)} tokens): {' '.join(map(str, out))}")
     print(format_timings(timings))
     return 0
+
+
+def print_texts(args: argparse.Namespace, outputs, timings: dict) -> int:
+    """Text mode: the generated text of each prompt on stdout, timings on stderr."""
+    if args.json:
+        print(json.dumps({"prompts": args.prompt, "outputs": [str(o) for o in outputs],
+                          "token_ids": [o.token_ids for o in outputs],
+                          "finish_reasons": [o.finish_reason for o in outputs],
+                          "timings": timings}, ensure_ascii=False))
+        return 0
+    for i, out in enumerate(outputs):
+        print(str(out) if len(outputs) == 1 else f"[{i}] {out}")
+    print(format_timings(timings), file=sys.stderr)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ chat
+def add_chat_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("chat", help="interactive chat in the terminal (streamed answers)",
+                       description="Chat with an exported model that has a tokenizer and a chat "
+                                   "template: type a message, the answer streams back; the "
+                                   "conversation is kept. Ctrl-C stops the current answer; "
+                                   "/reset forgets the conversation; /exit or Ctrl-D quits.")
+    add_sampling_arguments(p, max_new_tokens=512)
+    p.add_argument("--system", default=None, metavar="TEXT", help="a system message")
+    p.set_defaults(func=run_chat)
+
+
+def run_chat(args: argparse.Namespace) -> int:
+    check_sampling_arguments(args)
+    from fastattention.cli_chat import chat_loop
+
+    return chat_loop(args)
 
 
 def format_timings(t: dict) -> str:
@@ -216,10 +292,11 @@ def build_parser(load_benches: bool = True) -> argparse.ArgumentParser:
     from fastattention import __version__
 
     parser.add_argument("--version", action="version", version=f"fastattention {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{export,generate,bench}")
+    sub = parser.add_subparsers(dest="command", metavar="{export,generate,chat,bench}")
     sub.required = True
     add_export_parser(sub)
     add_generate_parser(sub)
+    add_chat_parser(sub)
     add_bench_parser(sub, load=load_benches)
     return parser
 

@@ -13,6 +13,23 @@ Semantics worth knowing:
     step counter, so its tokens do not depend on the rest of the batch; to reproduce request i
     alone, pass seed + i.
   * timings describe the last generate() or logits() call (each call resets them).
+  * Text (a model exported with its tokenizer, docs/FORMAT.md): generate("text", n) returns a
+    Completion (a str with .token_ids, .finish_reason, .stop), generate(["a", "b"], n) a list
+    of them; ids in still give ids out. The text is tokenizer.decode(new ids) with special
+    tokens skipped and the stop token left out. stop=["\n\n"] ends a request at a stop
+    string (its text is cut before it).
+  * chat(messages, ...) applies the tokenizer's chat template (transformers' rendering) and
+    stops at the end-of-turn tokens (eos, <|im_end|>, <|eot_id|>, ... that the vocabulary has,
+    and the config's eos_token_id) unless stop_tokens is given; messages is one chat (a list of
+    {"role", "content"} dicts) or a list of chats (a batch).
+  * stream(prompts, n, ...) and chat(..., stream=True) return an iterator over the text as it
+    is decoded: pieces (str) for one text prompt or chat, (request index, piece) for a batch,
+    each request's pieces in order and independent of the others; joined, they equal the
+    non-streamed text. A piece never ends inside a UTF-8 character, and text that may be the
+    start of a stop string is held back until it is not. Closing the iterator early (break,
+    close(), Ctrl-C while reading it) stops the generation at the next step; the session stays
+    usable. Calls on a session are serialised: one made while a stream's generation runs (in
+    a worker thread) waits for it to end.
   * Errors: bad arguments raise TypeError / ValueError naming the prompt, position or option;
     broken weight files raise fastattention.WeightFileError (a ValueError) naming the file; a KV
     cache too small for the batch raises MemoryError.
@@ -27,6 +44,8 @@ import numpy as np
 
 from fastattention import distributed
 from fastattention._native import _C
+from fastattention.text_api import Completion, TextGeneration  # noqa: F401 (re-exported)
+from fastattention.tokenizer import Tokenizer, load_tokenizer
 
 _KV_DTYPES = ("auto", "float32", "float16", "bfloat16")
 
@@ -117,7 +136,7 @@ def _session_options(device: str = "cpu", *, num_threads=None, max_batch: int = 
     return opts
 
 
-class Session:
+class Session(TextGeneration):
     """An exported model loaded for inference, with its paged KV cache.
 
     model_dir: an exported model directory (config.json, rank0/...). Session.from_memory(config,
@@ -184,9 +203,11 @@ class Session:
         # other ranks waiting for it.
         distributed.abort_on_error()
         self._session = _C.InferenceSession(self.model_dir, opts)
+        self._init_text(load_tokenizer(self.model_dir))
 
     @classmethod
-    def from_memory(cls, config: dict, tensors, device: str = "cpu", **options) -> "Session":
+    def from_memory(cls, config: dict, tensors, device: str = "cpu", *, tokenizer=None,
+                    **options) -> "Session":
         """A session over weights already in memory, with no model directory.
 
         config: the model's config.json as a dict (docs/FORMAT.md; "format" and
@@ -197,6 +218,8 @@ class Session:
             they are used in place, not copied: the session keeps them alive, and they must not
             be changed while it lives. On a GPU they are copied at load and let go of after.
         device, options: as for Session(model_dir, ...).
+        tokenizer: None (token ids only), a fastattention.tokenizer.Tokenizer, or a directory
+            holding a tokenizer.json (docs/FORMAT.md).
 
         fastattention.random_weights builds such tensors from a seed (any rank's shard).
         Errors: a missing tensor or one of the wrong dtype or shape raises WeightFileError naming
@@ -216,17 +239,39 @@ class Session:
         self.model_dir = None
         distributed.abort_on_error()
         self._session = _C.InferenceSession.from_memory(text, dict(tensors), opts)
+        if tokenizer is not None and not isinstance(tokenizer, Tokenizer):
+            tokenizer = Tokenizer.from_dir(tokenizer)
+        self._init_text(tokenizer)
         return self
 
     def generate(self, prompts, max_new_tokens: int, *, temperature: float = 0.0, top_k: int = 0,
-                 top_p: float = 1.0, seed: int = 0, stop_tokens=(),
-                 on_step=None) -> list[list[int]]:
-        """New tokens for each prompt (a list of lists of token ids), the batch run together.
+                 top_p: float = 1.0, seed: int = 0, stop_tokens=(), stop=None,
+                 on_step=None, skip_special_tokens: bool = True):
+        """New tokens for each prompt, the batch run together.
 
+        prompts: a list of prompts as token ids (lists of ints) -> a list of lists of new token
+        ids; or text (needs the model's tokenizer): a str -> one Completion, a list of str ->
+        a list of Completion (a str subclass carrying .token_ids, .finish_reason, .stop).
+        stop_tokens: token ids that end a request (included in its ids, left out of its text).
+        stop: strings that end a request; its text is cut just before the first one and its
+        ids end where it was found (ids input gives cut ids).
         on_step: None, or a callable called after each step with the new tokens as a list of
         (request index, token id); returning False stops the call early (every request keeps
         its tokens so far). Ctrl-C raises KeyboardInterrupt at the next step; the session stays
         usable."""
+        batch, single = self._encode_prompts(prompts)
+        sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+        if batch is None and stop is None:
+            batch, args = self._check_generate(prompts, max_new_tokens, stop_tokens=stop_tokens,
+                                               on_step=on_step, **sampling)
+            return self._session.generate(batch, **args)
+        return self._generate_text(prompts if batch is None else batch, single, max_new_tokens,
+                                   sampling, stop_tokens, stop, skip_special_tokens, on_step,
+                                   as_ids=batch is None)
+
+    def _check_generate(self, prompts, max_new_tokens, *, temperature, top_k, top_p, seed,
+                        stop_tokens, on_step):
+        """(checked batch of token-id lists, keyword arguments of _C generate)."""
         if on_step is not None and not callable(on_step):
             raise TypeError(f"on_step must be callable or None, got {type(on_step).__name__}")
         if isinstance(prompts, (str, bytes)) or not isinstance(prompts, (list, tuple)):
@@ -240,8 +285,8 @@ class Session:
         batch = [_token_list(p, f"prompt {i}") for i, p in enumerate(prompts)]
         stops = _token_list(list(stop_tokens) if isinstance(stop_tokens, (set, frozenset))
                             else stop_tokens, "stop_tokens")
-        return self._session.generate(
-            batch, _check_int("max_new_tokens", max_new_tokens, 0),
+        return batch, dict(
+            max_new_tokens=_check_int("max_new_tokens", max_new_tokens, 0),
             temperature=_check_float("temperature", temperature),
             top_k=_check_int("top_k", top_k, 0),
             top_p=_check_float("top_p", top_p),

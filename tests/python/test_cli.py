@@ -37,7 +37,7 @@ def test_console_script_is_installed():
     assert script.exists(), f"{script} missing: is the package installed (pip install .)?"
     out = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    for command in ("export", "generate", "bench"):
+    for command in ("export", "generate", "chat", "bench"):
         assert command in out.stdout
 
 
@@ -83,7 +83,7 @@ def test_export_command_tp2(hf_model_factory, tmp_path):
 def test_generate_command_matches_session(exported_model_factory):
     model = exported_model_factory("llama")
     prompts = ["1 5 9 33 7", "4,8,15,16,23,42", "3"]
-    args = ["generate", "--model", model.path, "--max-new-tokens", 12, "--threads", 2]
+    args = ["generate", "--model", model.path, "--ids", "--max-new-tokens", 12, "--threads", 2]
     for p in prompts:
         args += ["--prompt", p]
     res = cli(*args)
@@ -98,7 +98,7 @@ def test_generate_command_matches_session(exported_model_factory):
 
 def test_generate_command_sampling_and_json(exported_model_factory):
     model = exported_model_factory("qwen2")
-    args = ["generate", "--model", model.path, "--prompt", "10 20 30", "--max-new-tokens", 8,
+    args = ["generate", "--model", model.path, "--ids", "--prompt", "10 20 30", "--max-new-tokens", 8,
             "--temperature", 0.8, "--top-k", 20, "--top-p", 0.9, "--seed", 7, "--json"]
     res = cli(*args)
     assert res.returncode == 0, res.stderr
@@ -161,8 +161,13 @@ def test_bench_attention_small():
     (["export", "--out", "/tmp/x"], 2, "the following arguments are required: --hf"),
     (["generate", "--model", "/nonexistent/model", "--prompt", "1 2"], 1,
      "--model /nonexistent/model: no such directory"),
-    (["generate", "--model", ".", "--prompt", "1 x 2"], 2, "bad prompt '1 x 2'"),
+    (["generate", "--model", ".", "--ids", "--prompt", "1 x 2"], 2, "bad prompt '1 x 2'"),
+    (["generate", "--model", ".", "--ids", "--prompt", ""], 2, "empty prompt"),
     (["generate", "--model", ".", "--prompt", ""], 2, "empty prompt"),
+    (["chat", "--model", "/nonexistent/model"], 1, "--model /nonexistent/model: no such directory"),
+    (["export", "--gguf", "/nonexistent/m.gguf", "--out", "/tmp/x"], 1,
+     "--gguf /nonexistent/m.gguf: no such file"),
+    (["export", "--gguf", "x.gguf", "--hf", ".", "--out", "/tmp/x"], 2, "not allowed with"),
     (["generate", "--model", "."], 2, "the following arguments are required: --prompt"),
     (["bench", "tp-e2e", "--device", "cpu", "--model", "/nonexistent/c.json"], 1,
      "--model /nonexistent/c.json: cannot read"),
@@ -199,19 +204,22 @@ def test_export_of_unsupported_architecture(tmp_path):
 def test_generate_bad_token_and_options(exported_model_factory):
     model = exported_model_factory("llama")
     vocab = model.config["vocab_size"]
-    res = cli("generate", "--model", model.path, "--prompt", f"1 2 {vocab}")
+    res = cli("generate", "--model", model.path, "--ids", "--prompt", f"1 2 {vocab}")
     assert res.returncode == 1
     assert f"position 2: token id {vocab} is out of range" in res.stderr
     assert "Traceback" not in res.stderr
-    res = cli("generate", "--model", model.path, "--prompt", "1 2", "--top-p", "1.5")
+    res = cli("generate", "--model", model.path, "--ids", "--prompt", "1 2", "--top-p", "1.5")
     assert res.returncode == 1 and "--top-p must be in (0, 1], got 1.5" in res.stderr
-    res = cli("generate", "--model", model.path, "--prompt", "1 2", "--temperature", "-1")
+    res = cli("generate", "--model", model.path, "--ids", "--prompt", "1 2", "--temperature", "-1")
     assert res.returncode == 1 and "--temperature must be >= 0" in res.stderr
     long_prompt = " ".join(["5"] * (model.config["max_position_embeddings"] + 1))
-    res = cli("generate", "--model", model.path, "--prompt", long_prompt)
+    res = cli("generate", "--model", model.path, "--ids", "--prompt", long_prompt)
     assert res.returncode == 1 and "max_seq_len" in res.stderr
-    res = cli("generate", "--model", model.path, "--prompt", "1 2", "--device", "tpu")
+    res = cli("generate", "--model", model.path, "--ids", "--prompt", "1 2", "--device", "tpu")
     assert res.returncode == 1 and "'tpu' is not a valid device" in res.stderr
+    # Text needs a tokenizer; this model has none.
+    res = cli("generate", "--model", model.path, "--prompt", "Hello")
+    assert res.returncode == 1 and "has no tokenizer" in res.stderr and "--ids" in res.stderr
 
 
 def test_generate_broken_weights(exported_model_factory, tmp_path):
@@ -222,7 +230,7 @@ def test_generate_broken_weights(exported_model_factory, tmp_path):
     for f in (model.path / "rank0").iterdir():
         data = f.read_bytes()
         (broken / "rank0" / f.name).write_bytes(data[:-4] if f.name == "lm_head.weight.fat" else data)
-    res = cli("generate", "--model", broken, "--prompt", "1 2")
+    res = cli("generate", "--model", broken, "--ids", "--prompt", "1 2")
     assert res.returncode == 1
     assert "WeightFileError" in res.stderr and "lm_head.weight.fat" in res.stderr
 

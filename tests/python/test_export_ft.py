@@ -234,7 +234,7 @@ def test_cli_export_ft(neox, ft_dirs, tmp_path):
 
 
 @pytest.mark.parametrize("args,code,message", [
-    (["--out", "x"], 2, "the following arguments are required: --hf (or --ft)"),
+    (["--out", "x"], 2, "the following arguments are required: --hf (or --ft, --gguf)"),
     (["--hf", ".", "--ft", ".", "--out", "x"], 2, "not allowed with argument"),
     (["--hf", ".", "--out", "x", "--max-positions", "5"], 2, "--max-positions applies to --ft"),
     (["--ft", "/nonexistent/ft", "--out", "x"], 1, "/nonexistent/ft does not exist"),
@@ -358,3 +358,24 @@ def test_bad_arguments(ft_dirs, tmp_path):
         export_ft(ft_dirs(1), tmp_path / "o", tp=3, progress=False)
     with pytest.raises(ValueError, match="max_positions must be a positive integer"):
         export_ft(ft_dirs(1), tmp_path / "o", max_positions=0)
+
+
+def test_tokenizer_kept_in_the_ft_dir_is_copied(broken, tmp_path):
+    """A tokenizer.json (with its config and chat template) in the FT folder travels with the
+    export, checked against vocab_size; a model without one has none."""
+    import text_helpers as h
+
+    from fastattention.session import Session
+
+    tok = h.train_byte_level(NEOX["vocab_size"])
+    h.save_hf_tokenizer(tok, broken)
+    out = _export(broken, tmp_path)
+    assert out["vocab_size"] == NEOX["vocab_size"]
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        assert (tmp_path / "out" / name).read_bytes() == (broken / name).read_bytes()
+    s = Session(tmp_path / "out")
+    assert s.generate("Hello", 3).token_ids == s.generate([tok.encode("Hello").ids], 3)[0]
+    (broken / "tokenizer.json").unlink()
+    _export(broken, tmp_path)  # re-export without a tokenizer: the old files are removed
+    assert not (tmp_path / "out" / "tokenizer.json").exists()
+    assert Session(tmp_path / "out").tokenizer is None

@@ -414,8 +414,10 @@ def test_bad_generate_input(model_factory):
         (([ok, ok, ok], 4), ValueError, "batch of 3 prompts exceeds max_batch = 2"),
         (([ok], 4.0), TypeError, "max_new_tokens must be an int"),
         ((ok, 4), TypeError, "flat list of ints"),
-        (("hello", 4), TypeError, "prompts must be a list"),
-        (([ok, "abc"], 4), TypeError, "prompt 1 must be a list of token ids"),
+        (("hello", 4), ValueError, "a text prompt needs a tokenizer"),  # no tokenizer.json
+        ((b"hello", 4), TypeError, "prompts must be a list"),
+        (([ok, "abc"], 4), TypeError, "mix of strings and token ids"),
+        (([ok, b"abc"], 4), TypeError, "prompt 1 must be a list of token ids"),
         (([[1, 2.5]], 4), TypeError, "prompt 0, position 1: token ids must be ints"),
         (([[1, True]], 4), TypeError, "prompt 0, position 1"),
         (([[1, None]], 4), TypeError, "prompt 0, position 1"),

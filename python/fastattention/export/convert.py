@@ -7,6 +7,7 @@ import os
 import numpy as np
 
 from fastattention.export import hf as hfmap
+from fastattention.export import tokenizer_files
 from fastattention.export import tp as tpsplit
 from fastattention.export.checkpoint import Checkpoint
 from fastattention.export.format import (FLOAT_DTYPES, bfloat16_bits_to_float32, convert_float,
@@ -115,8 +116,10 @@ def export_hf(hf_dir, out_dir, tp=1, dtype="float16", progress=True) -> dict:
 
     hf_dir: a directory with config.json and model.safetensors (or a sharded
     model.safetensors.index.json, or pytorch_model.bin[.index.json] when torch is installed).
-    out_dir: created if needed; gets config.json and rank0 .. rank{tp-1}/*.fat. config.json is
-    written last, so an interrupted export leaves no config behind.
+    out_dir: created if needed; gets config.json and rank0 .. rank{tp-1}/*.fat, and the
+    tokenizer files (tokenizer.json, tokenizer_config.json, chat template) the checkpoint has,
+    checked against its vocab_size before anything is written. config.json is written last, so
+    an interrupted export leaves no config behind.
     tp: tensor-parallel size. dtype: float32 | float16 | bfloat16 (round to nearest even).
     Returns the written config dict. Bad input raises ValueError naming what is wrong.
     """
@@ -128,17 +131,20 @@ def export_hf(hf_dir, out_dir, tp=1, dtype="float16", progress=True) -> dict:
     cfg = hfmap.runtime_config(hf, hf_dir, tp, dtype, hfmap.read_generation_config(hf_dir))
     tpsplit.check_tp(tp, cfg["num_heads"], cfg["num_kv_heads"], cfg["intermediate_size"])
     ckpt = Checkpoint(hf_dir)
-    return write_model(_Exporter(ckpt, cfg, out_dir), progress)
+    tokenizer = tokenizer_files.read_tokenizer_files(hf_dir, cfg["vocab_size"])
+    return write_model(_Exporter(ckpt, cfg, out_dir), progress, tokenizer)
 
 
-def write_model(exporter: _Exporter, progress: bool = True) -> dict:
-    """Runs every task of `exporter` into its out_dir (rank{r}/NAME.fat), then writes its config
-    as config.json, last and atomically, so a directory with a config.json is complete. Shared
-    by the exporters (Hugging Face, FasterTransformer). Returns the config dict."""
+def write_model(exporter: _Exporter, progress: bool = True, extra_files=None) -> dict:
+    """Runs every task of `exporter` into its out_dir (rank{r}/NAME.fat), writes extra_files
+    ({file name: text}, e.g. the tokenizer's), then writes its config as config.json, last and
+    atomically, so a directory with a config.json is complete. Shared by the exporters (Hugging
+    Face, FasterTransformer, GGUF). Returns the config dict."""
     cfg, out_dir, tp = exporter.cfg, exporter.out_dir, exporter.tp
     config_path = os.path.join(out_dir, "config.json")
     if os.path.exists(config_path):
         os.remove(config_path)  # a stale config must not describe half-rewritten tensors
+    tokenizer_files.remove_stale(out_dir)  # nor a tokenizer of another model
     for rank in range(tp):
         os.makedirs(os.path.join(out_dir, f"rank{rank}"), exist_ok=True)
 
@@ -152,6 +158,7 @@ def write_model(exporter: _Exporter, progress: bool = True) -> dict:
             method(name, *args)
             bar.update(1)
 
+    tokenizer_files.write_files(out_dir, extra_files or {})
     tmp = f"{config_path}.tmp{os.getpid()}"
     with open(tmp, "w") as f:
         json.dump(cfg, f, indent=2)

@@ -68,6 +68,7 @@ import os
 
 import numpy as np
 
+from fastattention.export import tokenizer_files
 from fastattention.export import tp as tpsplit
 from fastattention.export.convert import _check_dtype, _Exporter, write_model
 from fastattention.export.format import bfloat16_bits_to_float32
@@ -482,6 +483,8 @@ def export_ft(ft_dir, out_dir, tp=1, dtype="float16", progress=True,
     max_positions: max_position_embeddings of the output (default: config.ini's max_pos_seq_len,
     else 2048); with rotary positions it only sets the session's default sequence limit; with
     learned ones ([gpt]) it is a hard limit and at most max_pos_seq_len (the table is cut).
+    A tokenizer.json (with tokenizer_config.json, chat template) kept in ft_dir is checked and
+    copied as export_hf copies one.
     Returns the written config dict. Bad input (missing or wrongly sized file, bad config.ini,
     an unsupported family) raises ValueError naming the file.
     """
@@ -495,4 +498,5 @@ def export_ft(ft_dir, out_dir, tp=1, dtype="float16", progress=True,
     ft = read_ft_config(ft_dir)
     cfg = runtime_config(ft, ft_dir, tp, dtype, max_positions)
     tpsplit.check_tp(tp, cfg["num_heads"], cfg["num_kv_heads"], cfg["intermediate_size"])
-    return write_model(_FtExporter(FtTensors(ft_dir, ft), cfg, out_dir), progress)
+    tokenizer = tokenizer_files.read_tokenizer_files(ft_dir, cfg["vocab_size"])
+    return write_model(_FtExporter(FtTensors(ft_dir, ft), cfg, out_dir), progress, tokenizer)
