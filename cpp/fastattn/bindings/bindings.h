@@ -28,9 +28,9 @@ Tensor optional_tensor_from_py(const py::handle& obj, const char* name);
 Context call_context(int num_threads, uintptr_t stream, const Tensor& on = Tensor());
 
 void bind_core(py::module_& m);
-void bind_ops(py::module_& m);
+void bind_attention(py::module_& m);
 void bind_kernels(py::module_& m);
-void bind_kernels_b(py::module_& m);
+void bind_rope_kv_sampling(py::module_& m);
 void bind_model(py::module_& m);
 void bind_comm(py::module_& m);
 

@@ -36,9 +36,9 @@ PYBIND11_MODULE(_C, m) {
       "0 debug, 1 info, 2 warning, 3 error");
 
   fastattn::py_bind::bind_core(m);
-  fastattn::py_bind::bind_ops(m);
+  fastattn::py_bind::bind_attention(m);
   fastattn::py_bind::bind_kernels(m);
-  fastattn::py_bind::bind_kernels_b(m);
+  fastattn::py_bind::bind_rope_kv_sampling(m);
   fastattn::py_bind::bind_model(m);
   fastattn::py_bind::bind_comm(m);
 }

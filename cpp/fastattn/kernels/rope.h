@@ -1,6 +1,6 @@
 // Rotary position embedding, applied in place to Q or K of shape [T, heads, head_dim]
 // (strided views into a fused QKV buffer are fine: last dim contiguous). Runs on the CPU or on
-// CUDA, chosen by the tensors' device. rope_kv_cache_write (kv_copy.h) fuses it with the KV-cache
+// CUDA, chosen by the tensors' device. rope_kv_cache_write (kv_cache_write.h) fuses it with the KV-cache
 // write.
 #pragma once
 

@@ -7,7 +7,7 @@
 #include "fastattn/kernels/attention/fmha.h"
 #include "fastattn/kernels/attention/merge.h"
 #include "fastattn/kernels/gemm.h"
-#include "fastattn/kernels/kv_copy.h"
+#include "fastattn/kernels/kv_cache_write.h"
 #include "fastattn/layers/paged_gather.h"
 #include "fastattn/layers/parallel.h"
 

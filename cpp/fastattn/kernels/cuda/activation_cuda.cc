@@ -21,7 +21,7 @@ int pick_vec(const EltLaunch& L) {
 void launch(const Context& ctx, const Tensor& ref, EltLaunch& L, const char* what) {
   L.vec = pick_vec(L);
   if (L.rows == 0 || L.cols == 0) return;
-  const ScopedDevice device(ref.device().index);
+  const DeviceGuard device(ref.device().index);
   launch_eltwise(L, stream_of(ctx));
   FA_CUDA_CHECK_LAUNCH(what);
 }

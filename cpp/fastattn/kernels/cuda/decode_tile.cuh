@@ -5,7 +5,7 @@
 
 #include "fastattn/kernels/cuda/decode_common.cuh"
 #include "fastattn/kernels/cuda/decode_params.h"
-#include "fastattn/kernels/cuda/mma_sm75.cuh"
+#include "fastattn/kernels/cuda/mma_m16n8.cuh"
 
 namespace fastattn::kernels::cuda::decode {
 

@@ -48,7 +48,7 @@ void embedding_lookup_cuda(const Context& ctx, const Tensor& ids, const Tensor& 
                   vector_ok(L.out, L.ldo, H, dtype_size(L.out_type), vec)
               ? vec
               : 1;
-  const ScopedDevice device(ids.device().index);
+  const DeviceGuard device(ids.device().index);
   launch_embedding(L, stream_of(ctx));
   FA_CUDA_CHECK_LAUNCH("embedding_kernel");
 }

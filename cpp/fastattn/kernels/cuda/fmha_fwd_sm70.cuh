@@ -45,7 +45,7 @@
 
 #include "fastattn/kernels/cuda/fmha_common.cuh"
 #include "fastattn/kernels/cuda/fmha_device_params.h"
-#include "fastattn/kernels/cuda/mma_sm75.cuh"
+#include "fastattn/kernels/cuda/mma_m16n8.cuh"
 
 namespace fastattn::kernels::cuda {
 

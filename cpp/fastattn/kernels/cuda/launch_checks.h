@@ -14,9 +14,6 @@
 
 namespace fastattn::kernels::cuda {
 
-// Makes `device` current for the scope and restores the previous one after.
-using ScopedDevice = ::fastattn::DeviceGuard;
-
 inline cudaStream_t stream_of(const Context& ctx) { return static_cast<cudaStream_t>(ctx.stream); }
 
 // `t` (when defined) must live on the GPU `ref` lives on; InvalidArgument naming both otherwise.

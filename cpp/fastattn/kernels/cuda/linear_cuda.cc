@@ -114,7 +114,7 @@ void linear_cuda(const Context& ctx, const Tensor& x, const Tensor& w, const Ten
   if (M == 0 || N == 0) return;
 
   const int device = x.device().index;
-  const ScopedDevice guard(device);
+  const DeviceGuard guard(device);
   const cudaStream_t stream = stream_of(ctx);
   if (bias.defined()) bias_rows(ctx, bias, y.data(), y.dtype(), ldy, M, N, /*add=*/false);
   if (K == 0) {  // an empty sum: y = bias, or zeros (all-zero bits are 0.0 in every float dtype)
@@ -151,7 +151,7 @@ void add_bias_cuda(const Context& ctx, const Tensor& bias, Tensor& y) {
   FA_CHECK(!ranges_overlap(y.data(), span_bytes(M, N, ldy, y.dtype()), bias.data(), bias.nbytes()),
            "y: must not overlap bias");
   if (M == 0 || N == 0) return;
-  const ScopedDevice guard(y.device().index);
+  const DeviceGuard guard(y.device().index);
   bias_rows(ctx, bias, y.data(), y.dtype(), ldy, M, N, /*add=*/true);
 }
 

@@ -66,7 +66,7 @@ void launch(const Context& ctx, const Tensor& ref, NormLaunch& L) {
   if (L.bias != nullptr) ok = ok && vector_ok(L.bias, L.cols, L.cols, dtype_size(L.bias_type), vec);
   L.vec = ok ? vec : 1;
   if (L.rows == 0) return;
-  const ScopedDevice device(ref.device().index);
+  const DeviceGuard device(ref.device().index);
   launch_norm(L, stream_of(ctx));
   FA_CUDA_CHECK_LAUNCH("norm_kernel");
 }

@@ -9,7 +9,7 @@
 #include "fastattn/kernels/cuda/launch_checks.h"
 #include "fastattn/kernels/cuda/rope_kv_cuda.h"
 #include "fastattn/kernels/cuda/rope_kv_launch.h"
-#include "fastattn/kernels/kv_copy.h"
+#include "fastattn/kernels/kv_cache_write.h"
 
 namespace fastattn::kernels::cuda {
 namespace {

@@ -1,6 +1,6 @@
-"""Timings of the part-B CUDA kernels (sampling, fused rope + KV-cache write) on the local GPU.
+"""Timings of the CUDA rope / KV-cache write / sampling kernels (sampling, fused rope + KV-cache write) on the local GPU.
 
-    python3 tests/gpu/bench_kernels_b.py
+    python3 tests/gpu/bench_rope_kv_sampling.py
 
 Device time of the kernels alone (torch.profiler's CUDA activity, mean over 50 calls after 5
 warm-ups): a call through the Python binding costs tens of microseconds of host time, which

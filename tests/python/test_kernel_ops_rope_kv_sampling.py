@@ -1,7 +1,7 @@
-"""Part-B kernel bindings (_C.kernel_rope, kernel_kv_cache_write, kernel_rope_kv_cache_write,
+"""Rope, KV-cache write and sampling bindings (_C.kernel_rope, kernel_kv_cache_write, kernel_rope_kv_cache_write,
 kernel_sample) on CPU arrays.
 
-The same bindings take CUDA tensors (tests/gpu/test_kernels_cuda_b.py). Here: rope against a
+The same bindings take CUDA tensors (tests/gpu/test_rope_kv_sampling_cuda.py). Here: rope against a
 float64 reference (float32 angles, as transformers computes them), the fused rope + cache write
 against the unfused calls bit for bit, the cache write against numpy indexing, sampling's
 argmax and determinism, and bad input (ValueError naming the argument; nothing written).

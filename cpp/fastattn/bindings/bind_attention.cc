@@ -45,7 +45,7 @@ void fmha_forward_py(const py::handle& q, const py::handle& k, const py::handle&
 
 }  // namespace
 
-void bind_ops(py::module_& m) {
+void bind_attention(py::module_& m) {
   m.def("fmha_forward", &fmha_forward_py, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("out"),
         py::arg("lse") = py::none(), py::kw_only(), py::arg("cu_seqlens_q"),
         py::arg("cu_seqlens_k") = py::none(), py::arg("block_table") = py::none(),

@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "fastattn/kernels/cpu/cpu_util.h"
-#include "fastattn/kernels/kv_copy.h"
+#include "fastattn/kernels/kv_cache_write.h"
 #if defined(FASTATTN_WITH_CUDA)
 #include "fastattn/kernels/cuda/rope_kv_cuda.h"
 #endif

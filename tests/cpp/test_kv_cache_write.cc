@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "fastattn/core/context.h"
-#include "fastattn/kernels/kv_copy.h"
+#include "fastattn/kernels/kv_cache_write.h"
 #include "kernel_test_util.h"
 #include "test_util.h"
 

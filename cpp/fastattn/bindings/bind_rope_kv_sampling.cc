@@ -10,7 +10,7 @@
 
 #include "fastattn/bindings/bindings.h"
 #include "fastattn/core/context.h"
-#include "fastattn/kernels/kv_copy.h"
+#include "fastattn/kernels/kv_cache_write.h"
 #include "fastattn/kernels/rope.h"
 #include "fastattn/kernels/sampling.h"
 
@@ -146,7 +146,7 @@ void sample_py(const py::handle& logits, const py::handle& out, const py::handle
 
 }  // namespace
 
-void bind_kernels_b(py::module_& m) {
+void bind_rope_kv_sampling(py::module_& m) {
   const char* rope_doc =
       "`rope` is a dict of RopeParams: style ('neox' | 'interleaved'), theta, rotary_dim "
       "(0 = head dim), scaling ('none' | 'linear' | 'llama3' | 'dynamic'), factor, "
