@@ -54,21 +54,23 @@ def test_bench_attention_bad_seqlens_is_a_usage_error():
     assert "argument --seqlens: expected comma-separated integers, got 'abc'" in res.stderr
 
 
-@pytest.mark.parametrize("where", ["same", "inside", "symlink"])
+@pytest.mark.parametrize("where", ["same", "dotdot", "symlink", "rank_folder"])
 def test_export_onto_its_source_is_refused_before_writing(tmp_path, where):
-    """Item 4: --out equal to (or inside) --hf used to overwrite the checkpoint's config.json."""
-    src = tmp_path / "hf"
-    src.mkdir()
+    """Item 4: --out naming --hf's directory used to overwrite the checkpoint's config.json."""
+    src = tmp_path / "hf" / "rank0" if where == "rank_folder" else tmp_path / "hf"
+    src.mkdir(parents=True)
+    (src / "sub").mkdir()
     config = json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"]})
     (src / "config.json").write_text(config)
-    out = {"same": src, "inside": src / "sub" / "out", "symlink": tmp_path / "link"}[where]
+    out = {"same": src, "dotdot": f"{src}/sub/..", "symlink": tmp_path / "link",
+           "rank_folder": tmp_path / "hf"}[where]
     if where == "symlink":
         out.symlink_to(src)
     res = cli("export", "--hf", src, "--out", out)
     assert res.returncode == 2, res.stderr
     assert "--out:" in res.stderr and str(src) in res.stderr and "Traceback" not in res.stderr
     assert (src / "config.json").read_text() == config
-    assert sorted(p.name for p in src.iterdir()) == ["config.json"]
+    assert sorted(p.name for p in src.iterdir()) == ["config.json", "sub"]
 
 
 def test_export_api_refuses_its_source(tmp_path):

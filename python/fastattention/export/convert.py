@@ -111,16 +111,15 @@ class _Exporter:
 
 
 def check_out_dir(src_dir: str, out_dir: str, tp: int) -> None:
-    """Refuses an output directory whose writes could touch the source checkpoint: the source
-    itself, a folder inside it (symbolic links resolved), or an output whose rank folders hold
-    the source. Raises ValueError naming both, before anything is written."""
+    """Refuses an output directory whose writes would land among the source checkpoint's files:
+    the source itself (however spelled: symbolic links, '..', bind mounts), or an output whose
+    rank folders are the source or hold it. Raises ValueError naming both, before anything is
+    written. (An output in a subfolder of the source is fine: the export writes only
+    out_dir/config.json and out_dir/rank*/.)"""
     src, out = os.path.realpath(src_dir), os.path.realpath(out_dir)
     if out == src or (os.path.isdir(out) and os.path.isdir(src) and os.path.samefile(out, src)):
         raise ValueError(f"out_dir {out_dir!r} is the source checkpoint directory {src_dir!r}: "
                          f"the export would overwrite its config.json; choose another directory")
-    if os.path.commonpath([src, out]) == src:
-        raise ValueError(f"out_dir {out_dir!r} is inside the source checkpoint directory "
-                         f"{src_dir!r}; choose a directory outside it")
     for rank in range(tp):
         rank_dir = os.path.join(out, f"rank{rank}")
         if os.path.commonpath([rank_dir, src]) == rank_dir:
