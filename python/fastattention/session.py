@@ -150,6 +150,21 @@ def _session_options(device: str = "cpu", *, num_threads=None, max_batch: int = 
     return opts
 
 
+def _new_session(make, opts):
+    """make(), with a MemoryError from an allocation at load (e.g. a KV cache of absurd size)
+    extended by the options that size memory, so the message names what to change."""
+    try:
+        return make()
+    except MemoryError as e:
+        if "max_cache_tokens" in str(e) or "Memory plan" in str(e):
+            raise
+        raise MemoryError(f"{e} (while loading the session with max_batch={opts.max_batch}, "
+                          f"max_seq_len={opts.max_seq_len or 'the model maximum'}, "
+                          f"max_cache_tokens={opts.max_cache_tokens or 'default'}, "
+                          f"host_kv_tokens={opts.host_kv_tokens}, "
+                          f"prefill_chunk_tokens={opts.prefill_chunk_tokens})") from None
+
+
 class Session:
     """An exported model loaded for inference, with its paged KV cache.
 
@@ -218,7 +233,7 @@ class Session:
         # Under mpirun, a rank that fails (here or later) ends the job instead of leaving the
         # other ranks waiting for it.
         distributed.abort_on_error()
-        self._session = _C.InferenceSession(path, opts, load=load)
+        self._session = _new_session(lambda: _C.InferenceSession(path, opts, load=load), opts)
 
     @classmethod
     def from_memory(cls, config: dict, tensors, device: str = "cpu", **options) -> "Session":
@@ -250,7 +265,8 @@ class Session:
         self = cls.__new__(cls)
         self.model_dir = None
         distributed.abort_on_error()
-        self._session = _C.InferenceSession.from_memory(text, dict(tensors), opts)
+        self._session = _new_session(
+            lambda: _C.InferenceSession.from_memory(text, dict(tensors), opts), opts)
         return self
 
     def generate(self, prompts, max_new_tokens: int, *, temperature: float = 0.0, top_k: int = 0,

@@ -147,6 +147,39 @@ def test_scaling_factor_below_float32_is_refused(model_copy):
         Session(path)
 
 
+@pytest.mark.parametrize("theta, scaling", [
+    (1e-37, None),
+    (10000.0, {"type": "linear", "factor": 1.2e-38}),
+    (1e-37, {"type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0}),
+])
+def test_rope_angles_that_overflow_float32_are_refused(theta, scaling):
+    """Found by the fuzz suite: these loaded and gave NaN logits from finite input."""
+    from fastattention import random_weights
+    from hostile_model import tiny_config
+
+    cfg = tiny_config()
+    tensors = random_weights.shard_tensors(cfg, 0)
+    cfg["rope"] = {"theta": theta, "style": "neox", **({"scaling": scaling} if scaling else {})}
+    with pytest.raises(fastattention.WeightFileError,
+                       match=r"key 'rope\.theta' .* makes rotation angles overflow float32"):
+        Session.from_memory(cfg, tensors)
+
+
+def test_dynamic_scaling_with_two_rotated_dims_is_refused_at_load():
+    """Found by the fuzz suite: it loaded, then failed with a message naming no file or key."""
+    from fastattention import random_weights
+    from hostile_model import tiny_config
+
+    cfg = tiny_config()
+    tensors = random_weights.shard_tensors(cfg, 0)
+    cfg["rope"] = {"theta": 1.0, "style": "neox", "rotary_dim": 2,
+                   "scaling": {"type": "dynamic", "factor": 1.0}}
+    with pytest.raises(fastattention.WeightFileError,
+                       match=r"in-memory config: key 'rope\.scaling\.type' 'dynamic' needs a "
+                             r"rotated dimension > 2"):
+        Session.from_memory(cfg, tensors)
+
+
 def test_invalid_utf8_in_a_config_string_keeps_the_message(model_copy):
     path, cfg = model_copy
     raw = json.dumps(cfg).encode().replace(b'"llama"', b'"ll\xff\xfeama"')

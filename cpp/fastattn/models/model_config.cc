@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
@@ -175,6 +176,26 @@ int to_int(const KeyReader& r, const std::string& key, int64_t v) {
   return static_cast<int>(v);
 }
 
+// Rotation angles are position * inverse frequency / factor in float32: refuse a theta (below 1
+// the frequencies grow past 1 radian per position) and scaling factor (below 1 they are
+// multiplied) that would make an angle inf, and so NaN outputs, at some position a session can
+// reach (max_seq_len is at most 2^31 - 1).
+void check_rope_range(const KeyReader& r, const kernels::RopeParams& rope) {
+  const double rd = rope.rotary_dim;
+  const double max_inv_freq = rd > 2 ? std::max(1.0, std::pow(static_cast<double>(rope.theta),
+                                                              -(rd - 2) / rd))
+                                     : 1.0;
+  const double factor = rope.scaling == kernels::RopeScaling::kNone ? 1.0 : rope.factor;
+  const double max_angle = 2147483647.0 * max_inv_freq / std::min(1.0, factor);
+  if (!(max_angle < 1e30)) {
+    r.fail("theta", "(" + KeyReader::dump(json(rope.theta)) + ") with rotary_dim " +
+                        std::to_string(rope.rotary_dim) + " and scaling factor " +
+                        KeyReader::dump(json(factor)) + " makes rotation angles overflow " +
+                        "float32 (up to " + KeyReader::dump(json(max_angle)) +
+                        " radians); theta >= 1 and factor >= 1 are always safe");
+  }
+}
+
 void parse_rope(const KeyReader& root, ModelConfig& c) {
   const KeyReader r = root.object("rope");
   c.rope.theta = r.positive_float("theta");
@@ -190,14 +211,14 @@ void parse_rope(const KeyReader& root, ModelConfig& c) {
     c.rope.rotary_dim = static_cast<int>(rd);
   }
   c.rope.scaling = kernels::RopeScaling::kNone;
-  if (!r.has("scaling")) return;
+  if (!r.has("scaling")) return check_rope_range(r, c.rope);
   const KeyReader s = r.object("scaling");
   const std::string type = s.choice("type", {"none", "linear", "dynamic", "llama3"});
-  if (type == "none") return;
+  if (type == "none") return check_rope_range(r, c.rope);
   c.rope.factor = s.positive_float("factor");
   if (type == "linear") {
     c.rope.scaling = kernels::RopeScaling::kLinear;
-    return;
+    return check_rope_range(r, c.rope);
   }
   c.rope.original_max_position =
       s.has("original_max_position")
@@ -205,7 +226,11 @@ void parse_rope(const KeyReader& root, ModelConfig& c) {
           : static_cast<int>(c.max_position_embeddings);
   if (type == "dynamic") {
     c.rope.scaling = kernels::RopeScaling::kDynamicNTK;
-    return;
+    if (c.rope.rotary_dim <= 2) {  // the NTK base rescaling divides by rotary_dim - 2
+      s.fail("type", "'dynamic' needs a rotated dimension > 2 (rope.rotary_dim, default head_dim), "
+                     "got " + std::to_string(c.rope.rotary_dim));
+    }
+    return check_rope_range(r, c.rope);
   }
   c.rope.scaling = kernels::RopeScaling::kLlama3;
   c.rope.low_freq_factor = s.positive_float("low_freq_factor");
@@ -213,6 +238,7 @@ void parse_rope(const KeyReader& root, ModelConfig& c) {
   if (!(c.rope.high_freq_factor > c.rope.low_freq_factor)) {
     s.fail("high_freq_factor", "must be greater than low_freq_factor");
   }
+  check_rope_range(r, c.rope);
 }
 
 void parse_tokens(const KeyReader& r, const json& root, ModelConfig& c) {
