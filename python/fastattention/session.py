@@ -15,7 +15,10 @@ Semantics worth knowing:
   * timings describe the last generate() or logits() call (each call resets them).
   * Errors: bad arguments raise TypeError / ValueError naming the prompt, position or option;
     broken weight files raise fastattention.WeightFileError (a ValueError) naming the file; a KV
-    cache too small for the batch raises MemoryError.
+    cache too small for the batch raises MemoryError. README "Errors and limits" has the list.
+  * Ctrl-C in generate() raises KeyboardInterrupt at the next step; the session stays usable, and
+    the tokens made before it reached on_step (if given).
+  * Weight files are memory-mapped unless load="copy": they must not change under a live session.
 """
 from __future__ import annotations
 

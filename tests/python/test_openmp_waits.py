@@ -50,3 +50,27 @@ def test_the_users_choice_wins(extra, spins):
     name, value = next(iter(extra.items()))
     assert f"after: {value if name == 'OMP_WAIT_POLICY' else None} " \
            f"{value if name == 'GOMP_SPINCOUNT' else None}" in res.stdout
+
+
+def test_neighbours_spin_and_are_stopped():
+    from fastattention.bench import busy
+
+    assert busy.neighbour_count(2) == 1 and busy.neighbour_count(16) == 8
+    with busy.Neighbours(2) as n:
+        assert [p.poll() for p in n.procs] == [None, None]  # running
+        procs = list(n.procs)
+    assert all(p.poll() is not None for p in procs)
+
+
+def test_bench_e2e_busy_neighbour_quick():
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    res = subprocess.run([sys.executable, "-m", "fastattention.cli", "bench", "e2e", "--device",
+                          "cpu", "--quick", "--threads", "2", "--dtypes", "float32",
+                          "--busy-neighbour", "--repeats", "2"],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    rows = [line for line in res.stdout.splitlines()
+            if line.startswith(("| transformers | float32 | ", "| fastattention | float32 | "))
+            and line.endswith("x |") and "(" in line]
+    assert len(rows) == 2, res.stdout  # idle / loaded medians with ranges, per engine
