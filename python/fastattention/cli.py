@@ -37,7 +37,19 @@ DTYPES = ("float16", "bfloat16", "float32")
 
 
 class CliError(Exception):
-    """A failure the user can fix; printed without a traceback."""
+    """A failure the user can fix; printed without a traceback (exit status 1)."""
+
+
+class UsageError(CliError):
+    """A bad option value found after parsing: exit status 2, as argparse's own."""
+
+
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+
+
+def _excerpt(text: str) -> str:
+    return repr(text if len(text) <= 60 else text[:57] + "...")
 
 
 def parse_prompt(text: str) -> List[int]:
@@ -49,20 +61,47 @@ def parse_prompt(text: str) -> List[int]:
         ids = [int(f) for f in fields]
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"bad prompt {text!r}: expected integer token ids separated by spaces, such as \"1 2 3\"")
+            f"bad prompt {_excerpt(text)}: expected integer token ids separated by spaces, such "
+            f"as \"1 2 3\"")
     if any(i < 0 for i in ids):
-        raise argparse.ArgumentTypeError(f"bad prompt {text!r}: token ids must be >= 0")
+        raise argparse.ArgumentTypeError(f"bad prompt {_excerpt(text)}: token ids must be >= 0")
+    if any(i > INT64_MAX for i in ids):
+        raise argparse.ArgumentTypeError(f"bad prompt {_excerpt(text)}: a token id is out of "
+                                         f"range (at most {INT64_MAX})")
     return ids
 
 
-def positive_int(text: str) -> int:
+def _bounded_int(text: str, minimum: int, maximum: int, what: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+        raise argparse.ArgumentTypeError(f"expected {what}, got {_excerpt(text)}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
+    if value > maximum:
+        raise argparse.ArgumentTypeError(f"expected {what} of at most {maximum}, got "
+                                         f"{_excerpt(text)}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return _bounded_int(text, 1, INT64_MAX, "a positive integer")
+
+
+def positive_int32(text: str) -> int:
+    return _bounded_int(text, 1, INT32_MAX, "a positive integer")
+
+
+def non_negative_int32(text: str) -> int:
+    return _bounded_int(text, 0, INT32_MAX, "an integer >= 0")
+
+
+def token_id(text: str) -> int:
+    return _bounded_int(text, 0, INT64_MAX, "a token id (an integer >= 0)")
+
+
+def seed_value(text: str) -> int:
+    return _bounded_int(text, 0, 2**64 - 1, "a seed (an integer >= 0)")
 
 
 # ---------------------------------------------------------------------------------------- export
@@ -84,7 +123,7 @@ def add_export_parser(sub: argparse._SubParsersAction) -> None:
                         help="llama.cpp GGUF file (llama incl. Mistral, qwen2; F32, F16, BF16, Q8_0, "
                              "Q4_0, Q4_1, Q4_K, Q5_K, Q6_K de-quantised to --dtype)")
     p.add_argument("--out", required=True, metavar="DIR", help="output model directory")
-    p.add_argument("--tp", type=positive_int, default=1, help="tensor-parallel size (default 1)")
+    p.add_argument("--tp", type=positive_int32, default=1, help="tensor-parallel size (default 1)")
     p.add_argument("--dtype", choices=DTYPES, default="float16",
                    help="dtype of the exported weights (default float16)")
     p.add_argument("--max-positions", type=positive_int, default=None, metavar="N",
@@ -107,6 +146,12 @@ def run_export(args: argparse.Namespace) -> int:
         args.export_parser.error("the following arguments are required: --hf (or --ft, --gguf)")
     if args.max_positions is not None and args.ft is None:
         args.export_parser.error("--max-positions applies to --ft only")
+    from fastattention.export.convert import check_out_dir
+
+    try:  # before anything is written: the output must not overwrite the source
+        check_out_dir(args.ft if args.ft is not None else args.hf, args.out, args.tp)
+    except ValueError as e:
+        raise UsageError(f"--out: {e}") from None
     if args.ft is not None:  # export_ft's errors name config.ini or the file at fault
         from fastattention.export import export_ft
 
@@ -139,8 +184,9 @@ def add_sampling_arguments(p: argparse.ArgumentParser, max_new_tokens: int) -> N
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-k", type=int, default=0, help="0 = no top-k filter")
     p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads (default all)")
+    p.add_argument("--seed", type=seed_value, default=0)
+    p.add_argument("--threads", type=positive_int32, default=None,
+                   help="CPU threads (default all)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (a CUDA build)")
 
 
@@ -153,6 +199,8 @@ def check_sampling_arguments(args: argparse.Namespace) -> None:
         raise CliError(f"--top-p must be in (0, 1], got {args.top_p}")
     if args.top_k < 0:
         raise CliError(f"--top-k must be >= 0, got {args.top_k}")
+    if args.top_k > INT32_MAX:
+        raise UsageError(f"--top-k must be at most {INT32_MAX}, got {args.top_k}")
 
 
 def add_generate_parser(sub: argparse._SubParsersAction) -> None:
@@ -168,7 +216,7 @@ def add_generate_parser(sub: argparse._SubParsersAction) -> None:
                         'option for a batch')
     p.add_argument("--ids", action="store_true",
                    help="prompts are token ids; print token ids (no tokenizer needed)")
-    p.add_argument("--stop", type=int, action="append", default=[], metavar="ID",
+    p.add_argument("--stop", type=token_id, action="append", default=[], metavar="ID",
                    help="stop token id (repeatable)")
     p.add_argument("--stop-text", action="append", default=[], metavar="TEXT",
                    help="stop string (repeatable): the text is cut before it")
@@ -309,9 +357,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         rc = args.func(args)
     except CliError as e:
         print(f"fastattention {args.command}: error: {e}", file=sys.stderr)
-        return 1
-    except (ValueError, MemoryError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
-        # The runtime's errors (ValueError, WeightFileError, MemoryError) name what is wrong.
+        return 2 if isinstance(e, UsageError) else 1
+    except (ValueError, TypeError, MemoryError, OSError) as e:
+        # The runtime's errors (ValueError, WeightFileError, MemoryError) name what is wrong;
+        # OSError: a missing file, a read-only file system, a full disk (its message names the
+        # path and the cause).
         print(f"fastattention {args.command}: error: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     # Subcommands return an exit status; benchmarks may return their results instead (success).

@@ -27,6 +27,7 @@ Bad arguments raise ValueError naming the argument.
 from __future__ import annotations
 
 import math
+import numbers
 import sys
 from typing import Any, Optional, Sequence, Tuple
 
@@ -143,20 +144,47 @@ def _empty_f32(q: Any, shape: Sequence[int]) -> Any:
     return np.empty(tuple(shape), dtype=np.float32)
 
 
-def _options(causal: bool, window: Sequence[int], softmax_scale: Optional[float]) -> dict:
+_INT32_MAX = 2**31 - 1
+
+
+def _small_int(name: str, value: Any, minimum: int) -> int:
+    """An int argument that the kernels keep in an int32: TypeError / ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
+    value = int(value)
+    if not minimum <= value <= _INT32_MAX:
+        raise ValueError(f"{name}: must be in {minimum}..{_INT32_MAX}, got {value}")
+    return value
+
+
+def _options(causal: bool, window: Sequence[int], softmax_scale: Optional[float],
+             num_threads: Any = 0, num_splits: Any = 0) -> dict:
     try:
         left, right = (int(w) for w in window)
     except (TypeError, ValueError):
         raise ValueError(f"window: expected a pair (left, right) of ints, got {window!r}") from None
     if left < -1 or right < -1:
         raise ValueError(f"window: sizes must be >= -1 (-1 = unbounded), got {tuple(window)}")
+    if left > _INT32_MAX or right > _INT32_MAX:  # any size past the longest sequence is unbounded
+        left, right = min(left, _INT32_MAX), min(right, _INT32_MAX)
+    _small_int("num_threads", num_threads, 0)
+    _small_int("num_splits", num_splits, 0)
     scale = 0.0
     if softmax_scale is not None:
         scale = float(softmax_scale)
         if not math.isfinite(scale) or scale <= 0:
             raise ValueError(f"softmax_scale: expected a finite value > 0 (or None for "
                              f"1/sqrt(head dim)), got {softmax_scale}")
+        # The kernels take the scale as a float32: refuse what float32 would turn into 0, a
+        # denormal or inf rather than compute with another scale than the one asked for.
+        if not _F32_TINY <= scale <= _F32_MAX:
+            raise ValueError(f"softmax_scale: {softmax_scale} is outside float32's normal range "
+                             f"[{_F32_TINY:.3g}, {_F32_MAX:.3g}]")
     return dict(causal=bool(causal), window_left=left, window_right=right, softmax_scale=scale)
+
+
+_F32_TINY = float(np.finfo(np.float32).tiny)
+_F32_MAX = float(np.finfo(np.float32).max)
 
 
 def _check_qkv_heads(q: Any, k: Any, v: Any) -> None:
@@ -205,7 +233,7 @@ def attention(q: Any, k: Any, v: Any, *, causal: bool = False, window: Sequence[
     _check_qkv_heads(q, k, v)
     if k.shape[0] != q.shape[0]:
         raise ValueError(f"k: batch size {k.shape[0]} differs from q's {q.shape[0]}")
-    opts = _options(causal, window, softmax_scale)
+    opts = _options(causal, window, softmax_scale, num_threads, num_splits)
     batch, sq, hq, d = _shape(q)
     sk = int(k.shape[1])
     slopes = _slopes(alibi_slopes, q)
@@ -272,7 +300,7 @@ def attention_varlen(q: Any, k: Any, v: Any, cu_seqlens_q: Any, cu_seqlens_k: An
         _check_max_seqlen(max_seqlen_k, cu_k, "max_seqlen_k")
     cu_q, cu_k = _index_for(q, cu_q), _index_for(q, cu_k)
     slopes = _slopes(alibi_slopes, q)
-    opts = _options(causal, window, softmax_scale)
+    opts = _options(causal, window, softmax_scale, num_threads, num_splits)
     out = _empty_like_q(q, _shape(q))
     lse = _empty_f32(q, (q.shape[1], q.shape[0])) if return_lse and q.ndim == 3 else None
     _C.fmha_forward(q, k, v, out, lse, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k,
@@ -307,7 +335,7 @@ def attention_paged(q: Any, k_cache: Any, v_cache: Any, cu_seqlens_q: Any, block
     if not _on_cuda(q):
         _check_max_seqlen(max_seqlen_q, cu_q, "max_seqlen_q")
     cu_q, table, lengths = _index_for(q, cu_q), _index_for(q, table), _index_for(q, lengths)
-    opts = _options(causal, window, softmax_scale)
+    opts = _options(causal, window, softmax_scale, num_threads, num_splits)
     out = _empty_like_q(q, _shape(q))
     lse = _empty_f32(q, (q.shape[1], q.shape[0])) if return_lse and q.ndim == 3 else None
     _C.fmha_forward(q, k_cache, v_cache, out, lse, cu_seqlens_q=cu_q, block_table=table,

@@ -32,13 +32,17 @@ Semantics worth knowing:
     a worker thread) waits for it to end.
   * Errors: bad arguments raise TypeError / ValueError naming the prompt, position or option;
     broken weight files raise fastattention.WeightFileError (a ValueError) naming the file; a KV
-    cache too small for the batch raises MemoryError.
+    cache too small for the batch raises MemoryError. README "Errors and limits" has the list.
+  * Ctrl-C in generate() raises KeyboardInterrupt at the next step; the session stays usable, and
+    the tokens made before it reached on_step (if given).
+  * Weight files are memory-mapped unless load="copy": they must not change under a live session.
 """
 from __future__ import annotations
 
 import json
 import numbers
 import os
+import re
 
 import numpy as np
 
@@ -50,13 +54,43 @@ from fastattention.tokenizer import Tokenizer, load_tokenizer
 _KV_DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
-def _check_int(name: str, value, minimum: int | None = None) -> int:
+_INT32_MAX = 2**31 - 1
+_INT64_MAX = 2**63 - 1
+
+
+def _check_int(name: str, value, minimum: int | None = None, maximum: int = _INT64_MAX) -> int:
+    """An int argument; `maximum` is the range of the C++ field it goes to (int64 unless given)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     value = int(value)
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
     return value
+
+
+def _model_path(model_dir) -> bytes:
+    """A model directory (str, bytes or os.PathLike) as the bytes the OS uses: a str path that is
+    not valid UTF-8 (surrogate-escaped, as os.listdir returns it) reaches the file system as is."""
+    if not isinstance(model_dir, (str, bytes, os.PathLike)):
+        raise TypeError(f"model_dir must be a path (str, bytes or os.PathLike), got "
+                        f"{type(model_dir).__name__}")
+    path = os.fsencode(model_dir)
+    if b"\0" in path:
+        raise ValueError(f"model_dir: {model_dir!r} contains a NUL byte")
+    return path
+
+
+def _check_device(device) -> str:
+    if not isinstance(device, str):
+        raise TypeError(f"device must be a string, got {type(device).__name__}")
+    match = re.fullmatch(r"cpu|cuda(?::([0-9]+))?", device)
+    if match is None:
+        raise ValueError(f"device: {device!r} is not a valid device (expected cpu, cuda or cuda:N)")
+    if match.group(1) is not None and int(match.group(1)) > _INT32_MAX:
+        raise ValueError(f"device: {device!r}: the GPU index is out of range")
+    return device
 
 
 def _check_float(name: str, value) -> float:
@@ -87,7 +121,11 @@ def _token_list(prompt, where: str) -> list[int]:
         if isinstance(tok, bool) or not isinstance(tok, numbers.Integral):
             raise TypeError(f"{where}, position {pos}: token ids must be ints, got "
                             f"{type(tok).__name__} {tok!r}")
-        out.append(int(tok))
+        tok = int(tok)
+        if not -_INT64_MAX - 1 <= tok <= _INT64_MAX:
+            raise ValueError(f"{where}, position {pos}: token id {tok} is out of range (token ids "
+                             f"are 0..vocab_size-1)")
+        out.append(tok)
     return out
 
 
@@ -99,16 +137,17 @@ def _session_options(device: str = "cpu", *, num_threads=None, max_batch: int = 
                      verbose: bool = False, tp_overlap: bool = True,
                      tp_tiles=None, cuda_graphs: bool = True) -> "_C.SessionOptions":
     """The checked _C.SessionOptions of Session's keyword arguments (documented there)."""
-    if not isinstance(device, str):
-        raise TypeError(f"device must be a string, got {type(device).__name__}")
+    _check_device(device)
     if not isinstance(kv_dtype, str) or kv_dtype not in _KV_DTYPES:
         raise ValueError(f"kv_dtype must be one of {', '.join(_KV_DTYPES)}, got {kv_dtype!r}")
     opts = _C.SessionOptions()
     opts.device = device
-    opts.num_threads = 0 if num_threads is None else _check_int("num_threads", num_threads, 1)
-    opts.max_batch = _check_int("max_batch", max_batch, 1)
-    opts.max_seq_len = 0 if max_seq_len is None else _check_int("max_seq_len", max_seq_len, 1)
-    opts.kv_block_size = _check_int("kv_block_size", kv_block_size, 1)
+    opts.num_threads = (0 if num_threads is None
+                        else _check_int("num_threads", num_threads, 1, _INT32_MAX))
+    opts.max_batch = _check_int("max_batch", max_batch, 1, _INT32_MAX)
+    opts.max_seq_len = (0 if max_seq_len is None
+                        else _check_int("max_seq_len", max_seq_len, 1, _INT32_MAX))
+    opts.kv_block_size = _check_int("kv_block_size", kv_block_size, 1, _INT32_MAX)
     opts.kv_dtype = kv_dtype
     opts.max_cache_tokens = (0 if max_cache_tokens is None
                              else _check_int("max_cache_tokens", max_cache_tokens, 1))
@@ -129,11 +168,26 @@ def _session_options(device: str = "cpu", *, num_threads=None, max_batch: int = 
     opts.spill_attention = spill_attention
     opts.verbose = bool(verbose)
     opts.tp_overlap = bool(tp_overlap)
-    opts.tp_tiles = 0 if tp_tiles is None else _check_int("tp_tiles", tp_tiles, 1)
+    opts.tp_tiles = 0 if tp_tiles is None else _check_int("tp_tiles", tp_tiles, 1, _INT32_MAX)
     if not isinstance(cuda_graphs, bool):
         raise TypeError(f"cuda_graphs must be True or False, got {cuda_graphs!r}")
     opts.cuda_graphs = cuda_graphs
     return opts
+
+
+def _new_session(make, opts):
+    """make(), with a MemoryError from an allocation at load (e.g. a KV cache of absurd size)
+    extended by the options that size memory, so the message names what to change."""
+    try:
+        return make()
+    except MemoryError as e:
+        if "max_cache_tokens" in str(e) or "Memory plan" in str(e):
+            raise
+        raise MemoryError(f"{e} (while loading the session with max_batch={opts.max_batch}, "
+                          f"max_seq_len={opts.max_seq_len or 'the model maximum'}, "
+                          f"max_cache_tokens={opts.max_cache_tokens or 'default'}, "
+                          f"host_kv_tokens={opts.host_kv_tokens}, "
+                          f"prefill_chunk_tokens={opts.prefill_chunk_tokens})") from None
 
 
 class Session(TextGeneration):
@@ -168,6 +222,12 @@ class Session(TextGeneration):
     prefill_chunk_tokens: token budget of one prefill forward pass (bounds activation memory;
         longer prompts and batches are prefilled in chunks).
     verbose: log the weight and KV-cache memory at load.
+    load: how the weight files are held. "mmap" (default) maps them read-only: no copy, and the
+        pages are shared with the OS cache, but the files must not change while the session
+        lives (a file truncated or rewritten in place makes the next generate read the new bytes,
+        or die with SIGBUS where the file got shorter; replace files by renaming a new one over
+        them instead). "copy" reads them into memory the session owns, after which the files
+        may change or disappear.
     tp_overlap, tp_tiles: tensor parallelism (a model exported with --tp N, run as
         `mpirun -n N python script.py`, one process per rank): the row-parallel GEMMs (attention
         output, FFN down) overlap each row tile's all-reduce with the next tile's GEMM
@@ -188,9 +248,10 @@ class Session(TextGeneration):
                  max_cache_tokens=None, prefill_chunk_tokens: int = 2048,
                  gpu_memory_fraction: float = 0.9, gpu_kv_budget=None, host_kv_tokens: int = 0,
                  spill_attention: str = "auto", verbose: bool = False, tp_overlap: bool = True,
-                 tp_tiles=None, cuda_graphs: bool = True):
-        if not isinstance(model_dir, (str, os.PathLike)):
-            raise TypeError(f"model_dir must be a path, got {type(model_dir).__name__}")
+                 tp_tiles=None, cuda_graphs: bool = True, load: str = "mmap"):
+        path = _model_path(model_dir)
+        if load not in ("mmap", "copy"):
+            raise ValueError(f"load must be 'mmap' or 'copy', got {load!r}")
         opts = _session_options(
             device, num_threads=num_threads, max_batch=max_batch, max_seq_len=max_seq_len,
             kv_block_size=kv_block_size, kv_dtype=kv_dtype, max_cache_tokens=max_cache_tokens,
@@ -202,7 +263,7 @@ class Session(TextGeneration):
         # Under mpirun, a rank that fails (here or later) ends the job instead of leaving the
         # other ranks waiting for it.
         distributed.abort_on_error()
-        self._session = _C.InferenceSession(self.model_dir, opts)
+        self._session = _new_session(lambda: _C.InferenceSession(path, opts, load=load), opts)
         self._init_text(load_tokenizer(self.model_dir))
 
     @classmethod
@@ -238,7 +299,8 @@ class Session(TextGeneration):
         self = cls.__new__(cls)
         self.model_dir = None
         distributed.abort_on_error()
-        self._session = _C.InferenceSession.from_memory(text, dict(tensors), opts)
+        self._session = _new_session(
+            lambda: _C.InferenceSession.from_memory(text, dict(tensors), opts), opts)
         if tokenizer is not None and not isinstance(tokenizer, Tokenizer):
             tokenizer = Tokenizer.from_dir(tokenizer)
         self._init_text(tokenizer)
@@ -285,10 +347,16 @@ class Session(TextGeneration):
         batch = [_token_list(p, f"prompt {i}") for i, p in enumerate(prompts)]
         stops = _token_list(list(stop_tokens) if isinstance(stop_tokens, (set, frozenset))
                             else stop_tokens, "stop_tokens")
+        max_new_tokens = _check_int("max_new_tokens", max_new_tokens, 0)
+        max_seq_len = self._session.options.max_seq_len
+        if max_new_tokens > max_seq_len:  # also keeps prompt + max_new_tokens within int64
+            raise ValueError(f"max_new_tokens: {max_new_tokens} exceeds max_seq_len "
+                             f"({max_seq_len}), the most tokens a sequence may hold (prompt + "
+                             f"new tokens)")
         return batch, dict(
-            max_new_tokens=_check_int("max_new_tokens", max_new_tokens, 0),
+            max_new_tokens=max_new_tokens,
             temperature=_check_float("temperature", temperature),
-            top_k=_check_int("top_k", top_k, 0),
+            top_k=_check_int("top_k", top_k, 0, _INT32_MAX),
             top_p=_check_float("top_p", top_p),
             seed=_check_seed(seed),
             stop_tokens=stops, on_step=on_step)

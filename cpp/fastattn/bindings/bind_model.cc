@@ -9,6 +9,7 @@
 
 #include "fastattn/bindings/bindings.h"
 #include "fastattn/models/random_weights.h"
+#include "fastattn/models/weight_store.h"
 #include "fastattn/runtime/session.h"
 
 namespace fastattn::py_bind {
@@ -126,7 +127,7 @@ std::unique_ptr<InferenceSession> session_from_memory(const std::string& config_
                            std::string(py::str(py::type::of(item.first).attr("__name__"))));
     }
     const std::string name = item.first.cast<std::string>();
-    views[name] = tensor_from_py(item.second, ("tensors['" + name + "']").c_str());
+    views[name] = readonly_tensor_from_py(item.second, ("tensors['" + name + "']").c_str());
   }
   // Deleted with the GIL held: the last owner may be released where the GIL is not.
   // A shallow copy: the arrays stay held whatever later happens to the caller's dict.
@@ -196,8 +197,17 @@ void bind_model(py::module_& m) {
 
   py::class_<InferenceSession>(m, "InferenceSession",
                                "A loaded model with its KV cache, serving generate() and logits().")
-      .def(py::init<const std::string&, const SessionOptions&>(), py::arg("model_dir"),
-           py::arg("options") = SessionOptions(), py::call_guard<py::gil_scoped_release>())
+      .def(py::init([](const std::string& model_dir, const SessionOptions& options,
+                       const std::string& load) {
+             // The weight files' load mode reaches the session's WeightStore through a scope on
+             // this thread (SessionOptions has no field for it).
+             const models::WeightLoadScope scope(models::weight_load_from_name(load));
+             return std::make_unique<InferenceSession>(model_dir, options);
+           }),
+           py::arg("model_dir"), py::arg("options") = SessionOptions(), py::arg("load") = "mmap",
+           py::call_guard<py::gil_scoped_release>(),
+           "load: 'mmap' maps the weight files read-only (they must not change while the session "
+           "lives); 'copy' reads them into memory the session owns.")
       .def_static("from_memory", &session_from_memory, py::arg("config_json"), py::arg("tensors"),
                   py::arg("options") = SessionOptions(),
                   "A session over this rank's weights in memory: config_json is a config.json "

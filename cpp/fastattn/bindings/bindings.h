@@ -19,6 +19,10 @@ namespace py = pybind11;
 // devices, naming the argument.
 Tensor tensor_from_py(const py::handle& obj, const char* name);
 
+// As tensor_from_py, for arguments only read (in-memory weights): a read-only array, which
+// DLPack (v0.x) cannot export, is taken through the buffer protocol instead.
+Tensor readonly_tensor_from_py(const py::handle& obj, const char* name);
+
 // Same, but returns an undefined Tensor for None.
 Tensor optional_tensor_from_py(const py::handle& obj, const char* name);
 

@@ -1,6 +1,8 @@
 // The extension module fastattention._C. Each area binds itself in its own file (bind_*.cc).
 #include <pybind11/pybind11.h>
 
+#include <cstring>
+
 #include "fastattn/bindings/bindings.h"
 #include "fastattn/core/error.h"
 #include "fastattn/core/logging.h"
@@ -15,17 +17,26 @@ PYBIND11_MODULE(_C, m) {
   // WeightFileError (a ValueError too), a budget that cannot be met a MemoryError.
   static py::exception<fastattn::FileError> weight_file_error(m, "WeightFileError",
                                                               PyExc_ValueError);
+  // Messages are decoded with backslashreplace: one that quotes a path or value that is not valid
+  // UTF-8 still reaches Python, with those bytes written as \xNN.
   py::register_exception_translator([](std::exception_ptr p) {
+    const auto raise = [](PyObject* type, const char* what) {
+      PyObject* msg = PyUnicode_DecodeUTF8(what, static_cast<Py_ssize_t>(std::strlen(what)),
+                                           "backslashreplace");
+      if (msg == nullptr) return;  // the decode error is set instead
+      PyErr_SetObject(type, msg);
+      Py_DECREF(msg);
+    };
     try {
       if (p) std::rethrow_exception(p);
     } catch (const fastattn::InvalidArgument& e) {
-      PyErr_SetString(PyExc_ValueError, e.what());
+      raise(PyExc_ValueError, e.what());
     } catch (const fastattn::FileError& e) {
-      py::set_error(weight_file_error, e.what());
+      raise(weight_file_error.ptr(), e.what());
     } catch (const fastattn::OutOfMemory& e) {
-      PyErr_SetString(PyExc_MemoryError, e.what());
+      raise(PyExc_MemoryError, e.what());
     } catch (const fastattn::Error& e) {
-      PyErr_SetString(PyExc_RuntimeError, e.what());
+      raise(PyExc_RuntimeError, e.what());
     }
   });
 

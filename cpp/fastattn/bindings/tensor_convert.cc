@@ -58,7 +58,43 @@ Device device_from_dl(const DLDevice& d, const char* name) {
   }
 }
 
+// A read-only buffer-protocol object (e.g. a numpy array with writeable=False) as a Tensor.
+Tensor tensor_from_buffer(const py::handle& obj, const char* name) {
+  const py::buffer_info info = py::reinterpret_borrow<py::buffer>(obj).request();
+  DType dtype;
+  const std::string f = info.format;
+  if (f == py::format_descriptor<float>::format()) {
+    dtype = DType::kFloat32;
+  } else if (f == "e") {
+    dtype = DType::kFloat16;
+  } else if (f == py::format_descriptor<int32_t>::format()) {
+    dtype = DType::kInt32;
+  } else if (f == py::format_descriptor<int64_t>::format() || (f == "l" && info.itemsize == 8)) {
+    dtype = DType::kInt64;
+  } else {
+    FA_THROW_AS(InvalidArgument, name, ": unsupported element type (buffer format '", f,
+                "'); expected float32, float16, int32 or int64");
+  }
+  std::vector<int64_t> shape(info.shape.begin(), info.shape.end());
+  std::vector<int64_t> strides;
+  for (const auto st : info.strides) {
+    FA_CHECK(st % info.itemsize == 0, name, ": byte strides that are not a multiple of the ",
+             "element size are not supported");
+    strides.push_back(st / info.itemsize);
+  }
+  return Tensor(info.ptr, dtype, shape, strides, Device{DeviceType::kCPU, 0});
+}
+
 }  // namespace
+
+Tensor readonly_tensor_from_py(const py::handle& obj, const char* name) {
+  try {
+    return tensor_from_py(obj, name);
+  } catch (const py::error_already_set& e) {
+    if (!e.matches(PyExc_BufferError) || !PyObject_CheckBuffer(obj.ptr())) throw;
+  }
+  return tensor_from_buffer(obj, name);
+}
 
 Tensor tensor_from_py(const py::handle& obj, const char* name) {
   FA_CHECK(!obj.is_none(), name, ": expected an array or tensor, got None");

@@ -23,6 +23,8 @@ Device parse_device(const std::string& s) {
     const std::string idx = s.substr(5);
     FA_CHECK(!idx.empty() && idx.find_first_not_of("0123456789") == std::string::npos,
              "device: '", s, "' is not a valid device (expected cpu, cuda or cuda:N)");
+    // At most 9 digits: std::stoi would throw a bare out_of_range past int's range.
+    FA_CHECK(idx.size() <= 9, "device: '", s, "': the GPU index is out of range");
     return Device{DeviceType::kCUDA, std::stoi(idx)};
   }
   FA_THROW_AS(InvalidArgument, "device: '", s, "' is not a valid device (expected cpu, cuda or cuda:N)");

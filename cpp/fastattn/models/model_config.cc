@@ -1,8 +1,15 @@
 #include "fastattn/models/model_config.h"
 
-#include <fstream>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <limits>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "fastattn/core/error.h"
 
@@ -12,6 +19,62 @@ namespace {
 using json = nlohmann::json;
 
 const char* json_type(const json& v) { return v.type_name(); }
+
+// Largest config.json accepted: real ones are a few KB; a bigger file is not a config (e.g. a
+// link to /dev/zero or to a weight file).
+constexpr int64_t kMaxConfigBytes = 16 << 20;
+
+// The largest head dim the attention kernels take (kernels/attention/fmha.cc kMaxHeadDim): a
+// model with a larger one is refused at load, not at its first generate.
+constexpr int64_t kMaxHeadDim = 256;
+
+// At most `max` bytes of `s`, with every byte outside printable ASCII written as \xNN: text from
+// a file (a key's value, a parser's token) may be huge or not valid UTF-8, and must neither flood
+// nor break the message that quotes it.
+std::string printable(const std::string& s, size_t max = 60) {
+  std::string out;
+  for (const char ch : s) {
+    if (out.size() >= max) {
+      out += "...";
+      break;
+    }
+    const auto c = static_cast<unsigned char>(ch);
+    if (c >= 0x20 && c < 0x7f) {
+      out += ch;
+    } else {
+      static const char* hex = "0123456789abcdef";
+      out += "\\x";
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    }
+  }
+  return out;
+}
+
+// A short excerpt of a JSON value: nesting below `depth` levels and text past ~60 characters are
+// elided, without recursing into them (a value nested 100,000 levels deep must not overflow the
+// stack while its error message is built).
+void excerpt_into(const json& v, int depth, std::string& out) {
+  if (out.size() > 60) return;
+  if (v.is_array() || v.is_object()) {
+    const bool arr = v.is_array();
+    out += arr ? '[' : '{';
+    if (depth <= 0) {
+      if (!v.empty()) out += "...";
+    } else {
+      bool first = true;
+      for (auto it = v.begin(); it != v.end() && out.size() <= 60; ++it) {
+        if (!first) out += ',';
+        first = false;
+        if (!arr) out += json(it.key()).dump(-1, ' ', false, json::error_handler_t::replace) + ':';
+        excerpt_into(*it, depth - 1, out);
+      }
+    }
+    out += arr ? ']' : '}';
+    return;
+  }
+  out += v.dump(-1, ' ', false, json::error_handler_t::replace);
+}
 
 // Reads keys of one JSON object; `prefix` ("" or "rope." ...) makes the full key name in messages.
 class KeyReader {
@@ -33,6 +96,10 @@ class KeyReader {
   int64_t integer(const std::string& key, int64_t min_value) const {
     const json& v = require(key);
     if (!v.is_number_integer()) fail(key, std::string("must be an integer, got ") + dump(v));
+    if (v.is_number_unsigned() &&
+        v.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+      fail(key, "is too large: " + dump(v));
+    }
     const int64_t x = v.get<int64_t>();
     if (x < min_value) fail(key, "must be >= " + std::to_string(min_value) + ", got " + dump(v));
     return x;
@@ -48,6 +115,19 @@ class KeyReader {
     const double x = number(key);
     if (!(x > 0)) fail(key, "must be > 0, got " + dump(obj_.at(key)));
     return x;
+  }
+
+  // A positive number the runtime keeps as a float32: refused where float32 would make it inf or
+  // a denormal / zero, rather than loading a different value than the file says.
+  float positive_float(const std::string& key) const {
+    const double x = positive_number(key);
+    if (x > static_cast<double>(std::numeric_limits<float>::max())) {
+      fail(key, "is too large for float32 (max 3.4e38), got " + dump(obj_.at(key)));
+    }
+    if (x < static_cast<double>(std::numeric_limits<float>::min())) {
+      fail(key, "is too small for float32 (min normal 1.2e-38), got " + dump(obj_.at(key)));
+    }
+    return static_cast<float>(x);
   }
 
   bool boolean(const std::string& key) const {
@@ -70,7 +150,7 @@ class KeyReader {
     }
     std::string list;
     for (size_t i = 0; i < choices.size(); ++i) list += (i ? ", " : "") + choices[i];
-    fail(key, "has unknown value '" + s + "' (expected one of: " + list + ")");
+    fail(key, "has unknown value '" + printable(s) + "' (expected one of: " + list + ")");
   }
 
   KeyReader object(const std::string& key) const {
@@ -80,9 +160,9 @@ class KeyReader {
   }
 
   static std::string dump(const json& v) {
-    std::string s = v.dump();
-    if (s.size() > 60) s = s.substr(0, 57) + "...";
-    return s;
+    std::string s;
+    excerpt_into(v, 3, s);
+    return printable(s);
   }
 
  private:
@@ -96,9 +176,29 @@ int to_int(const KeyReader& r, const std::string& key, int64_t v) {
   return static_cast<int>(v);
 }
 
+// Rotation angles are position * inverse frequency / factor in float32: refuse a theta (below 1
+// the frequencies grow past 1 radian per position) and scaling factor (below 1 they are
+// multiplied) that would make an angle inf, and so NaN outputs, at some position a session can
+// reach (max_seq_len is at most 2^31 - 1).
+void check_rope_range(const KeyReader& r, const kernels::RopeParams& rope) {
+  const double rd = rope.rotary_dim;
+  const double max_inv_freq = rd > 2 ? std::max(1.0, std::pow(static_cast<double>(rope.theta),
+                                                              -(rd - 2) / rd))
+                                     : 1.0;
+  const double factor = rope.scaling == kernels::RopeScaling::kNone ? 1.0 : rope.factor;
+  const double max_angle = 2147483647.0 * max_inv_freq / std::min(1.0, factor);
+  if (!(max_angle < 1e30)) {
+    r.fail("theta", "(" + KeyReader::dump(json(rope.theta)) + ") with rotary_dim " +
+                        std::to_string(rope.rotary_dim) + " and scaling factor " +
+                        KeyReader::dump(json(factor)) + " makes rotation angles overflow " +
+                        "float32 (up to " + KeyReader::dump(json(max_angle)) +
+                        " radians); theta >= 1 and factor >= 1 are always safe");
+  }
+}
+
 void parse_rope(const KeyReader& root, ModelConfig& c) {
   const KeyReader r = root.object("rope");
-  c.rope.theta = static_cast<float>(r.positive_number("theta"));
+  c.rope.theta = r.positive_float("theta");
   const std::string style = r.choice("style", {"neox", "interleaved"});
   c.rope.style = style == "neox" ? kernels::RopeStyle::kNeox : kernels::RopeStyle::kInterleaved;
   c.rope.rotary_dim = c.head_dim;
@@ -111,14 +211,14 @@ void parse_rope(const KeyReader& root, ModelConfig& c) {
     c.rope.rotary_dim = static_cast<int>(rd);
   }
   c.rope.scaling = kernels::RopeScaling::kNone;
-  if (!r.has("scaling")) return;
+  if (!r.has("scaling")) return check_rope_range(r, c.rope);
   const KeyReader s = r.object("scaling");
   const std::string type = s.choice("type", {"none", "linear", "dynamic", "llama3"});
-  if (type == "none") return;
-  c.rope.factor = static_cast<float>(s.positive_number("factor"));
+  if (type == "none") return check_rope_range(r, c.rope);
+  c.rope.factor = s.positive_float("factor");
   if (type == "linear") {
     c.rope.scaling = kernels::RopeScaling::kLinear;
-    return;
+    return check_rope_range(r, c.rope);
   }
   c.rope.original_max_position =
       s.has("original_max_position")
@@ -126,14 +226,19 @@ void parse_rope(const KeyReader& root, ModelConfig& c) {
           : static_cast<int>(c.max_position_embeddings);
   if (type == "dynamic") {
     c.rope.scaling = kernels::RopeScaling::kDynamicNTK;
-    return;
+    if (c.rope.rotary_dim <= 2) {  // the NTK base rescaling divides by rotary_dim - 2
+      s.fail("type", "'dynamic' needs a rotated dimension > 2 (rope.rotary_dim, default head_dim), "
+                     "got " + std::to_string(c.rope.rotary_dim));
+    }
+    return check_rope_range(r, c.rope);
   }
   c.rope.scaling = kernels::RopeScaling::kLlama3;
-  c.rope.low_freq_factor = static_cast<float>(s.positive_number("low_freq_factor"));
-  c.rope.high_freq_factor = static_cast<float>(s.positive_number("high_freq_factor"));
+  c.rope.low_freq_factor = s.positive_float("low_freq_factor");
+  c.rope.high_freq_factor = s.positive_float("high_freq_factor");
   if (!(c.rope.high_freq_factor > c.rope.low_freq_factor)) {
     s.fail("high_freq_factor", "must be greater than low_freq_factor");
   }
+  check_rope_range(r, c.rope);
 }
 
 void parse_tokens(const KeyReader& r, const json& root, ModelConfig& c) {
@@ -215,10 +320,36 @@ const char* activation_name(Activation a) {
 
 ModelConfig parse_model_config(const std::string& json_text, const std::string& file) {
   json root;
+  // The key whose value is being read when the parser fails (a number out of range, bad UTF-8):
+  // one entry per open object / array, so the message names e.g. 'rope.theta'.
+  std::vector<std::string> path;
+  const json::parser_callback_t track = [&path](int, json::parse_event_t event, json& parsed) {
+    switch (event) {
+      case json::parse_event_t::object_start:
+      case json::parse_event_t::array_start:
+        path.emplace_back();
+        break;
+      case json::parse_event_t::object_end:
+      case json::parse_event_t::array_end:
+        if (!path.empty()) path.pop_back();
+        break;
+      case json::parse_event_t::key:
+        if (!path.empty()) path.back() = parsed.get<std::string>();
+        break;
+      default:
+        break;
+    }
+    return true;
+  };
   try {
-    root = json::parse(json_text);
-  } catch (const json::parse_error& e) {
-    FA_THROW_AS(FileError, file, ": not valid JSON (", e.what(), ")");
+    root = json::parse(json_text, track);
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for 1e400
+    std::string key;
+    for (const auto& k : path) {
+      if (!k.empty()) key += (key.empty() ? "" : ".") + k;
+    }
+    FA_THROW_AS(FileError, file, ": not valid JSON", key.empty() ? "" : " at key '",
+                printable(key), key.empty() ? "" : "'", " (", printable(e.what(), 200), ")");
   }
   if (!root.is_object()) FA_THROW_AS(FileError, file, ": expected a JSON object at the top level");
   const KeyReader r(root, file, "");
@@ -243,14 +374,20 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
   c.num_heads = to_int(r, "num_heads", r.integer("num_heads", 1));
   c.num_kv_heads = to_int(r, "num_kv_heads", r.integer("num_kv_heads", 1));
   c.head_dim = to_int(r, "head_dim", r.integer("head_dim", 1));
+  if (c.head_dim > kMaxHeadDim) {
+    r.fail("head_dim", "is " + std::to_string(c.head_dim) + "; the attention kernels support 1.." +
+                           std::to_string(kMaxHeadDim));
+  }
   c.intermediate_size = r.integer("intermediate_size", 1);
-  c.max_position_embeddings = r.integer("max_position_embeddings", 1);
+  // The range of max_seq_len (SessionOptions), which defaults to it.
+  c.max_position_embeddings =
+      to_int(r, "max_position_embeddings", r.integer("max_position_embeddings", 1));
   if (c.vocab_size > (1LL << 31) - 1) r.fail("vocab_size", "does not fit token ids in int32");
 
   c.norm_type = r.choice("norm_type", {"rmsnorm", "layernorm"}) == "rmsnorm"
                     ? kernels::NormType::kRMSNorm
                     : kernels::NormType::kLayerNorm;
-  c.norm_eps = static_cast<float>(r.positive_number("norm_eps"));
+  c.norm_eps = r.positive_float("norm_eps");
   const std::string act = r.choice("activation", {"silu", "gelu", "gelu_tanh"});
   c.activation = act == "silu"   ? Activation::kSilu
                  : act == "gelu" ? Activation::kGelu
@@ -282,15 +419,42 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
 
 ModelConfig load_model_config(const std::string& model_dir) {
   const std::string path = model_dir + "/config.json";
-  std::ifstream in(path);
-  if (!in) {
-    FA_THROW_AS(FileError, path, ": cannot open the model config (is '", model_dir,
-                "' an exported model directory?)");
+  // O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses anything that is
+  // not a regular file of a config's size (a FIFO, a device such as /dev/zero, a directory).
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) {
+    const int err = errno;
+    if (err == ENOENT) {
+      FA_THROW_AS(FileError, path, ": cannot open the model config (is '", model_dir,
+                  "' an exported model directory?)");
+    }
+    FA_THROW_AS(FileError, path, ": cannot open the model config (", std::strerror(err), ")");
   }
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) FA_THROW_AS(FileError, path, ": read error");
-  return parse_model_config(text.str(), path);
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    FA_THROW_AS(FileError, path, ": not a regular file (a FIFO, device or directory?)");
+  }
+  if (st.st_size > kMaxConfigBytes) {
+    ::close(fd);
+    FA_THROW_AS(FileError, path, ": ", st.st_size, " bytes, too large for a model config (at most ",
+                kMaxConfigBytes, ")");
+  }
+  std::string text(static_cast<size_t>(st.st_size), '\0');
+  size_t got = 0;
+  while (got < text.size()) {
+    const ssize_t n = ::read(fd, text.data() + got, text.size() - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int err = errno;
+      ::close(fd);
+      FA_THROW_AS(FileError, path, ": read error (", n < 0 ? std::strerror(err) : "file shrank",
+                  ")");
+    }
+    got += static_cast<size_t>(n);
+  }
+  ::close(fd);
+  return parse_model_config(text, path);
 }
 
 }  // namespace fastattn::models

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 
@@ -25,10 +26,47 @@ T read_le(const unsigned char* p) {
   return v;
 }
 
+thread_local WeightLoad t_weight_load = WeightLoad::kMmap;
+
+// Reads all `size` bytes of fd into 64-byte aligned memory (the data offsets are multiples of
+// 64, so tensor views keep the alignment a mapping has).
+void* read_whole_file(int fd, size_t size, const std::string& path) {
+  void* buf = std::aligned_alloc(64, (size + 63) / 64 * 64);
+  if (buf == nullptr) {
+    FA_THROW_AS(OutOfMemory, path, ": cannot allocate ", size, " bytes to copy the weight file");
+  }
+  size_t got = 0;
+  while (got < size) {
+    const ssize_t n = ::pread(fd, static_cast<char*>(buf) + got, size - got, static_cast<off_t>(got));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int err = errno;
+      std::free(buf);
+      FA_THROW_AS(FileError, path, ": read error after ", got, " of ", size, " bytes (",
+                  n < 0 ? std::strerror(err) : "the file shrank while being read", ")");
+    }
+    got += static_cast<size_t>(n);
+  }
+  return buf;
+}
+
 }  // namespace
 
-MappedFile::MappedFile(const std::string& path) : path_(path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+WeightLoad weight_load_from_name(const std::string& name) {
+  if (name == "mmap") return WeightLoad::kMmap;
+  if (name == "copy") return WeightLoad::kCopy;
+  FA_THROW_AS(InvalidArgument, "load: must be 'mmap' or 'copy', got '", name, "'");
+}
+
+WeightLoadScope::WeightLoadScope(WeightLoad mode) : previous_(t_weight_load) {
+  t_weight_load = mode;
+}
+WeightLoadScope::~WeightLoadScope() { t_weight_load = previous_; }
+WeightLoad WeightLoadScope::current() { return t_weight_load; }
+
+MappedFile::MappedFile(const std::string& path, WeightLoad mode) : path_(path) {
+  // O_NONBLOCK: a FIFO must be refused by the check below, not block open() for a writer.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     const int err = errno;
     if (err == ENOENT) FA_THROW_AS(FileError, path, ": weight file is missing");
@@ -37,10 +75,18 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
   struct stat st {};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     ::close(fd);
-    FA_THROW_AS(FileError, path, ": not a regular file");
+    FA_THROW_AS(FileError, path, ": not a regular file (a FIFO, device or directory?)");
   }
   size_ = static_cast<size_t>(st.st_size);
-  if (size_ > 0) {
+  if (size_ > 0 && mode == WeightLoad::kCopy) {
+    try {
+      data_ = read_whole_file(fd, size_, path);
+    } catch (...) {
+      ::close(fd);
+      throw;
+    }
+    copied_ = true;
+  } else if (size_ > 0) {
     data_ = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
     if (data_ == MAP_FAILED) {
       const int err = errno;
@@ -53,7 +99,12 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
 }
 
 MappedFile::~MappedFile() {
-  if (data_ != nullptr) ::munmap(data_, size_);
+  if (data_ == nullptr) return;
+  if (copied_) {
+    std::free(data_);
+  } else {
+    ::munmap(data_, size_);
+  }
 }
 
 TensorFileHeader parse_tensor_header(const void* data, size_t size, const std::string& path) {
@@ -110,7 +161,11 @@ TensorFileHeader parse_tensor_header(const void* data, size_t size, const std::s
   return h;
 }
 
-WeightStore::WeightStore(std::string rank_dir) : dir_(std::move(rank_dir)) {
+WeightStore::WeightStore(std::string rank_dir)
+    : WeightStore(std::move(rank_dir), WeightLoadScope::current()) {}
+
+WeightStore::WeightStore(std::string rank_dir, WeightLoad load)
+    : dir_(std::move(rank_dir)), load_(load) {
   std::error_code ec;
   if (!std::filesystem::is_directory(dir_, ec)) {
     FA_THROW_AS(FileError, dir_, ": weight directory is missing (expected one folder per ",
@@ -171,7 +226,7 @@ Tensor WeightStore::load_from_memory(const std::string& name, DType dtype,
 Tensor WeightStore::load(const std::string& name, DType dtype, const std::vector<int64_t>& shape) {
   if (in_memory_) return load_from_memory(name, dtype, shape);
   const std::string path = dir_ + "/" + name + ".fat";
-  auto file = std::make_unique<MappedFile>(path);
+  auto file = std::make_unique<MappedFile>(path, load_);
   const TensorFileHeader h = parse_tensor_header(file->data(), file->size(), path);
   if (h.dtype != dtype) {
     FA_THROW_AS(FileError, path, ": dtype ", dtype_name(h.dtype), ", but the config says ",

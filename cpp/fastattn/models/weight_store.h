@@ -15,10 +15,37 @@
 
 namespace fastattn::models {
 
-// One read-only POSIX mapping of a whole file. Move-only; unmaps on destruction.
+// How a WeightStore over files holds their bytes:
+//   kMmap: a read-only mapping (the default: no copy, pages shared with the page cache and other
+//          processes). The files must not change while the session lives: a file truncated in
+//          place makes the next access to its missing pages fail with SIGBUS.
+//   kCopy: read into memory the store owns; the files may then be replaced, truncated or deleted.
+enum class WeightLoad { kMmap, kCopy };
+
+// "mmap" / "copy"; throws InvalidArgument naming the value otherwise.
+WeightLoad weight_load_from_name(const std::string& name);
+
+// The WeightLoad of the WeightStores constructed on this thread while it lives (default kMmap):
+// how a caller that builds a whole session (bindings) picks the mode without a SessionOptions
+// field. Scopes nest; the previous mode is restored on destruction.
+class WeightLoadScope {
+ public:
+  explicit WeightLoadScope(WeightLoad mode);
+  ~WeightLoadScope();
+  WeightLoadScope(const WeightLoadScope&) = delete;
+  WeightLoadScope& operator=(const WeightLoadScope&) = delete;
+  static WeightLoad current();
+
+ private:
+  WeightLoad previous_;
+};
+
+// The read-only bytes of a whole file: a POSIX mapping (kMmap) or a copy in 64-byte aligned
+// memory (kCopy). Move-only; unmaps / frees on destruction.
 class MappedFile {
  public:
-  explicit MappedFile(const std::string& path);  // throws FileError naming the path
+  // Throws FileError naming the path.
+  explicit MappedFile(const std::string& path, WeightLoad mode = WeightLoad::kMmap);
   ~MappedFile();
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;
@@ -31,6 +58,7 @@ class MappedFile {
   std::string path_;
   void* data_ = nullptr;
   size_t size_ = 0;
+  bool copied_ = false;
 };
 
 // The parsed header of a tensor file.
@@ -46,8 +74,10 @@ TensorFileHeader parse_tensor_header(const void* data, size_t size, const std::s
 
 class WeightStore {
  public:
-  // rank_dir: MODEL_DIR/rank{r}. Throws FileError if it is not a directory.
+  // rank_dir: MODEL_DIR/rank{r}. Throws FileError if it is not a directory. `load`: how the
+  // files are held (WeightLoadScope::current() unless given).
   explicit WeightStore(std::string rank_dir);
+  WeightStore(std::string rank_dir, WeightLoad load);
 
   // In-memory weights: `tensors` by name, each contiguous and in host memory (checked by load()).
   // The store does not copy them: `owner` (may be null) keeps their memory alive while the store
@@ -85,6 +115,7 @@ class WeightStore {
   std::set<std::string> loaded_;
   size_t mapped_bytes_ = 0;
   bool in_memory_ = false;
+  WeightLoad load_ = WeightLoad::kMmap;
   std::map<std::string, Tensor> memory_;
   std::shared_ptr<const void> owner_;
 };

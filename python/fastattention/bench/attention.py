@@ -24,6 +24,8 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence
 
+from fastattention.bench.arguments import int_list
+
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -34,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--impl", default="auto",
                         help="cuda only: MMA path auto | 884 | 1688 | 16816")
     parser.add_argument("--quick", action="store_true", help="cuda only: a small grid")
-    parser.add_argument("--seqlens", default="512,1024,2048,4096",
+    parser.add_argument("--seqlens", type=int_list, default="512,1024,2048,4096",
                         help="comma-separated sequence lengths (queries = keys)")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--heads", type=int, default=16, help="query heads")
@@ -118,7 +120,7 @@ def run(args: argparse.Namespace) -> List[Dict]:
     kv_heads = args.kv_heads or args.heads
     if args.heads % kv_heads:
         raise ValueError(f"--kv-heads: {kv_heads} does not divide --heads {args.heads}")
-    seqlens = [int(s) for s in str(args.seqlens).split(",") if s.strip()]
+    seqlens = args.seqlens  # int_list: argparse applies the type to the string default too
     causals = {"both": [False, True], "yes": [True], "no": [False]}[args.causal]
     gqa = kv_heads != args.heads
 

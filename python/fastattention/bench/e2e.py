@@ -76,6 +76,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--work-dir", default=None,
                         help="where the checkpoint and exports go (default: a temporary dir)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--busy-neighbour", action="store_true",
+                        help="cpu: then measure decode again with one CPU-bound neighbour "
+                             "process per two cores, in --repeats rounds alternating with idle "
+                             "ones (medians and ranges reported)")
     from fastattention.bench.e2e_cuda import add_cuda_arguments
 
     add_cuda_arguments(parser)
@@ -293,6 +297,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"measured in {time.perf_counter() - t0:.0f} s; load average before "
               f"{load_before}, after {_load()} (other work on the machine skews the numbers)",
               flush=True)
+        busy_table = _busy_neighbour(engines, args) if args.busy_neighbour else None
     finally:
         if work is not None:
             work.cleanup()
@@ -304,4 +309,20 @@ def run(args: argparse.Namespace) -> int:
     for r in results[1:]:
         print(f"greedy decode tokens agreeing with transformers float32 ({r.weights} weights): "
               f"{_agreement(r.decode_tokens, baseline.decode_tokens)}")
+    if busy_table is not None:
+        print()
+        print(busy_table)
     return 0
+
+
+def _busy_neighbour(engines: List[Engine], args: argparse.Namespace) -> str:
+    """Decode of every engine idle vs beside CPU-bound neighbours (bench/busy.py)."""
+    from fastattention.bench import busy
+
+    count = busy.neighbour_count()
+    omp = {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    print(f"busy neighbours: {count} spinning process(es) for {os.cpu_count()} cores, "
+          f"{args.repeats} rounds alternating idle / loaded; OpenMP waits: {omp}", flush=True)
+    timed = busy.measure_loaded([e.decode for e in engines], args.repeats, count)
+    return busy.format_loaded_table(
+        [(e.engine, e.weights, idle, loaded) for e, (idle, loaded) in zip(engines, timed)], count)

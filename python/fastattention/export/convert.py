@@ -111,6 +111,23 @@ class _Exporter:
         return tasks
 
 
+def check_out_dir(src_dir: str, out_dir: str, tp: int) -> None:
+    """Refuses an output directory whose writes would land among the source checkpoint's files:
+    the source itself (however spelled: symbolic links, '..', bind mounts), or an output whose
+    rank folders are the source or hold it. Raises ValueError naming both, before anything is
+    written. (An output in a subfolder of the source is fine: the export writes only
+    out_dir/config.json and out_dir/rank*/.)"""
+    src, out = os.path.realpath(src_dir), os.path.realpath(out_dir)
+    if out == src or (os.path.isdir(out) and os.path.isdir(src) and os.path.samefile(out, src)):
+        raise ValueError(f"out_dir {out_dir!r} is the source checkpoint directory {src_dir!r}: "
+                         f"the export would overwrite its config.json; choose another directory")
+    for rank in range(tp):
+        rank_dir = os.path.join(out, f"rank{rank}")
+        if os.path.commonpath([rank_dir, src]) == rank_dir:
+            raise ValueError(f"the source checkpoint {src_dir!r} is inside {rank_dir!r}, which "
+                             f"the export writes to; choose another out_dir")
+
+
 def export_hf(hf_dir, out_dir, tp=1, dtype="float16", progress=True) -> dict:
     """Exports a Hugging Face checkpoint (llama / qwen2 / mistral) to the runtime format.
 
@@ -127,6 +144,7 @@ def export_hf(hf_dir, out_dir, tp=1, dtype="float16", progress=True) -> dict:
     _check_dtype(dtype)
     tpsplit.check_tp_value(tp)
     tp = int(tp)
+    check_out_dir(hf_dir, out_dir, tp)
     hf = hfmap.read_hf_config(hf_dir)
     cfg = hfmap.runtime_config(hf, hf_dir, tp, dtype, hfmap.read_generation_config(hf_dir))
     tpsplit.check_tp(tp, cfg["num_heads"], cfg["num_kv_heads"], cfg["intermediate_size"])

@@ -70,7 +70,7 @@ import numpy as np
 
 from fastattention.export import tokenizer_files
 from fastattention.export import tp as tpsplit
-from fastattention.export.convert import _check_dtype, _Exporter, write_model
+from fastattention.export.convert import _check_dtype, _Exporter, check_out_dir, write_model
 from fastattention.export.format import bfloat16_bits_to_float32
 
 CONFIG_FILE = "config.ini"
@@ -492,6 +492,7 @@ def export_ft(ft_dir, out_dir, tp=1, dtype="float16", progress=True,
     _check_dtype(dtype)
     tpsplit.check_tp_value(tp)
     tp = int(tp)
+    check_out_dir(ft_dir, out_dir, tp)
     if max_positions is not None and (isinstance(max_positions, bool) or not isinstance(
             max_positions, (int, np.integer)) or max_positions < 1):
         raise ValueError(f"max_positions must be a positive integer, got {max_positions!r}")

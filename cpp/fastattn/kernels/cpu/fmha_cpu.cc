@@ -211,10 +211,16 @@ void merge_row(const AttnArgs& a, const Plan::Merge& mg, int64_t r, float* acc) 
   const int D = a.head_dim;
   const int64_t rows = mg.row_end - mg.row_begin;
   float lse_max = -INFINITY;
-  for (int sp = 0; sp < mg.splits; ++sp) lse_max = std::fmax(lse_max, mg.partial_lse[sp * rows + r]);
-  for (int d = 0; d < D; ++d) acc[d] = 0.0f;
-  float total = 0.0f;
-  if (lse_max != -INFINITY) {
+  bool nan = false;  // a split that saw NaN / inf inputs makes the whole row NaN
+  for (int sp = 0; sp < mg.splits; ++sp) {
+    const float lse = mg.partial_lse[sp * rows + r];
+    nan = nan || std::isnan(lse);
+    lse_max = std::fmax(lse_max, lse);
+  }
+  for (int d = 0; d < D; ++d) acc[d] = nan ? NAN : 0.0f;
+  float total = nan ? NAN : 0.0f;
+  if (nan) lse_max = NAN;
+  if (!nan && lse_max != -INFINITY) {
     for (int sp = 0; sp < mg.splits; ++sp) {
       const float w = std::exp2(mg.partial_lse[sp * rows + r] - lse_max);
       if (w == 0.0f) continue;
@@ -235,7 +241,7 @@ void merge_row(const AttnArgs& a, const Plan::Merge& mg, int64_t r, float* acc) 
 void write_row(const AttnArgs& a, const SeqInfo& s, const TileJob& job, int64_t row, float* o,
                float m, float l) {
   const int D = a.head_dim;
-  const bool seen = l > 0.0f;
+  const bool seen = l != 0.0f;  // NaN (from NaN / inf inputs) is seen: it propagates
   const float inv = seen ? 1.0f / l : 0.0f;
   for (int d = 0; d < D; ++d) o[d] = seen ? o[d] * inv : 0.0f;
   const float lse2 = seen ? m + std::log2(l) : -INFINITY;

@@ -22,7 +22,8 @@ namespace fastattn::kernels::cpu::simd {
 constexpr int kLanes = 16;
 
 // Exponent floor for exp2: 2^-160 rounds to zero in float, so -inf (a masked score) maps to 0
-// without a NaN from (-inf) - round(-inf).
+// without a NaN from (-inf) - round(-inf). The clamp lets NaN through (a NaN score from NaN or
+// inf inputs must give a NaN output, as the reference does, not a zero weight).
 constexpr float kExp2Floor = -160.0f;
 
 // Taylor coefficients of 2^f = e^(f ln2) for |f| <= 0.5, degree 7: relative error < 1e-8,
@@ -68,9 +69,10 @@ inline V16 zero_if_neg_inf(V16 a) {
   return {_mm512_mask_mov_ps(a.v, inf, _mm512_setzero_ps())};
 }
 
-// 2^x for x <= ~128; -inf (and anything below kExp2Floor) gives 0.
+// 2^x for x <= ~128; -inf (and anything below kExp2Floor) gives 0, NaN gives NaN.
 inline V16 exp2(V16 x) {
-  const __m512 xc = _mm512_max_ps(x.v, _mm512_set1_ps(kExp2Floor));
+  // max_ps returns its second operand when either is NaN: x, so NaN survives the clamp.
+  const __m512 xc = _mm512_max_ps(_mm512_set1_ps(kExp2Floor), x.v);
   const __m512 n = _mm512_roundscale_ps(xc, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   const __m512 f = _mm512_sub_ps(xc, n);
   __m512 p = _mm512_set1_ps(kExp2C7);
@@ -194,7 +196,7 @@ inline V16 zero_if_neg_inf(V16 a) {
 inline V16 exp2(V16 x) {
   V16 r;
   for (int i = 0; i < kLanes; ++i) {
-    const float xc = x.v[i] > kExp2Floor ? x.v[i] : kExp2Floor;
+    const float xc = x.v[i] < kExp2Floor ? kExp2Floor : x.v[i];  // NaN stays NaN
     r.v[i] = std::exp2(xc);
   }
   return r;
