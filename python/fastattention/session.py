@@ -263,8 +263,9 @@ class Session(TextGeneration):
         # Under mpirun, a rank that fails (here or later) ends the job instead of leaving the
         # other ranks waiting for it.
         distributed.abort_on_error()
-        self._session = _new_session(lambda: _C.InferenceSession(path, opts, load=load), opts)
-        self._init_text(load_tokenizer(self.model_dir))
+        opts.load = load
+        self._session = _new_session(lambda: _C.InferenceSession(path, opts), opts)
+        self._init_text(load_tokenizer(os.fsdecode(path)))
 
     @classmethod
     def from_memory(cls, config: dict, tensors, device: str = "cpu", *, tokenizer=None,

@@ -186,6 +186,7 @@ void bind_model(py::module_& m) {
       .def_readwrite("tp_overlap", &SessionOptions::tp_overlap)
       .def_readwrite("tp_tiles", &SessionOptions::tp_tiles)
       .def_readwrite("cuda_graphs", &SessionOptions::cuda_graphs)
+      .def_readwrite("load", &SessionOptions::load)
       .def("__repr__", [](const SessionOptions& o) {
         return "SessionOptions(device='" + o.device + "', num_threads=" +
                std::to_string(o.num_threads) + ", max_batch=" + std::to_string(o.max_batch) +
@@ -197,17 +198,8 @@ void bind_model(py::module_& m) {
 
   py::class_<InferenceSession>(m, "InferenceSession",
                                "A loaded model with its KV cache, serving generate() and logits().")
-      .def(py::init([](const std::string& model_dir, const SessionOptions& options,
-                       const std::string& load) {
-             // The weight files' load mode reaches the session's WeightStore through a scope on
-             // this thread (SessionOptions has no field for it).
-             const models::WeightLoadScope scope(models::weight_load_from_name(load));
-             return std::make_unique<InferenceSession>(model_dir, options);
-           }),
-           py::arg("model_dir"), py::arg("options") = SessionOptions(), py::arg("load") = "mmap",
-           py::call_guard<py::gil_scoped_release>(),
-           "load: 'mmap' maps the weight files read-only (they must not change while the session "
-           "lives); 'copy' reads them into memory the session owns.")
+      .def(py::init<const std::string&, const SessionOptions&>(), py::arg("model_dir"),
+           py::arg("options") = SessionOptions(), py::call_guard<py::gil_scoped_release>())
       .def_static("from_memory", &session_from_memory, py::arg("config_json"), py::arg("tensors"),
                   py::arg("options") = SessionOptions(),
                   "A session over this rank's weights in memory: config_json is a config.json "

@@ -15,11 +15,11 @@ std::string rank_dir(const std::string& model_dir, int rank, const ModelConfig& 
 
 }  // namespace
 
-DecoderModel::DecoderModel(const std::string& model_dir, int rank, Device device)
+DecoderModel::DecoderModel(const std::string& model_dir, int rank, Device device, WeightLoad load)
     : model_dir_(model_dir),
       rank_(rank),
       config_(load_model_config(model_dir)),
-      store_(rank_dir(model_dir, rank, config_)),
+      store_(rank_dir(model_dir, rank, config_), load),
       arena_(device, store_.dir()) {
   load_weights();
   arena_.finish();

@@ -40,7 +40,9 @@ class DecoderModel {
   // Reads MODEL_DIR/config.json and maps MODEL_DIR/rank{rank}/*.fat. Throws FileError naming the
   // file for anything missing or malformed. On a GPU `device` the weights are copied to it
   // (OutOfMemory, before any copy, when they do not fit).
-  explicit DecoderModel(const std::string& model_dir, int rank = 0, Device device = {});
+  // `load`: how the weight files are held on the CPU (models/weight_store.h).
+  explicit DecoderModel(const std::string& model_dir, int rank = 0, Device device = {},
+                        WeightLoad load = WeightLoad::kMmap);
   // In-memory weights: a parsed config (parse_model_config) and rank `rank`'s tensors in `store`
   // (WeightStore::from_memory; names and shapes as in the files). On the CPU the tensors are
   // used in place (zero-copy); on a GPU they are copied to it and the store lets go of them.

@@ -26,8 +26,6 @@ T read_le(const unsigned char* p) {
   return v;
 }
 
-thread_local WeightLoad t_weight_load = WeightLoad::kMmap;
-
 // Reads all `size` bytes of fd into 64-byte aligned memory (the data offsets are multiples of
 // 64, so tensor views keep the alignment a mapping has).
 void* read_whole_file(int fd, size_t size, const std::string& path) {
@@ -57,12 +55,6 @@ WeightLoad weight_load_from_name(const std::string& name) {
   if (name == "copy") return WeightLoad::kCopy;
   FA_THROW_AS(InvalidArgument, "load: must be 'mmap' or 'copy', got '", name, "'");
 }
-
-WeightLoadScope::WeightLoadScope(WeightLoad mode) : previous_(t_weight_load) {
-  t_weight_load = mode;
-}
-WeightLoadScope::~WeightLoadScope() { t_weight_load = previous_; }
-WeightLoad WeightLoadScope::current() { return t_weight_load; }
 
 MappedFile::MappedFile(const std::string& path, WeightLoad mode) : path_(path) {
   // O_NONBLOCK: a FIFO must be refused by the check below, not block open() for a writer.
@@ -160,9 +152,6 @@ TensorFileHeader parse_tensor_header(const void* data, size_t size, const std::s
   }
   return h;
 }
-
-WeightStore::WeightStore(std::string rank_dir)
-    : WeightStore(std::move(rank_dir), WeightLoadScope::current()) {}
 
 WeightStore::WeightStore(std::string rank_dir, WeightLoad load)
     : dir_(std::move(rank_dir)), load_(load) {

@@ -25,21 +25,6 @@ enum class WeightLoad { kMmap, kCopy };
 // "mmap" / "copy"; throws InvalidArgument naming the value otherwise.
 WeightLoad weight_load_from_name(const std::string& name);
 
-// The WeightLoad of the WeightStores constructed on this thread while it lives (default kMmap):
-// how a caller that builds a whole session (bindings) picks the mode without a SessionOptions
-// field. Scopes nest; the previous mode is restored on destruction.
-class WeightLoadScope {
- public:
-  explicit WeightLoadScope(WeightLoad mode);
-  ~WeightLoadScope();
-  WeightLoadScope(const WeightLoadScope&) = delete;
-  WeightLoadScope& operator=(const WeightLoadScope&) = delete;
-  static WeightLoad current();
-
- private:
-  WeightLoad previous_;
-};
-
 // The read-only bytes of a whole file: a POSIX mapping (kMmap) or a copy in 64-byte aligned
 // memory (kCopy). Move-only; unmaps / frees on destruction.
 class MappedFile {
@@ -75,9 +60,8 @@ TensorFileHeader parse_tensor_header(const void* data, size_t size, const std::s
 class WeightStore {
  public:
   // rank_dir: MODEL_DIR/rank{r}. Throws FileError if it is not a directory. `load`: how the
-  // files are held (WeightLoadScope::current() unless given).
-  explicit WeightStore(std::string rank_dir);
-  WeightStore(std::string rank_dir, WeightLoad load);
+  // files are held.
+  explicit WeightStore(std::string rank_dir, WeightLoad load = WeightLoad::kMmap);
 
   // In-memory weights: `tensors` by name, each contiguous and in host memory (checked by load()).
   // The store does not copy them: `owner` (may be null) keeps their memory alive while the store

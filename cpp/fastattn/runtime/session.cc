@@ -45,8 +45,10 @@ struct InferenceSession::Sequence {
 InferenceSession::InferenceSession(const std::string& model_dir, const SessionOptions& options)
     : options_(options), spill_paths_(options.spill_attention) {
   const Device device = check_options(options);
-  init(models::load_model_config(model_dir), device, model_dir,
-       [&] { return std::make_unique<models::DecoderModel>(model_dir, tp_.rank(), device); });
+  const models::WeightLoad load = models::weight_load_from_name(options.load);
+  init(models::load_model_config(model_dir), device, model_dir, [&] {
+    return std::make_unique<models::DecoderModel>(model_dir, tp_.rank(), device, load);
+  });
 }
 
 InferenceSession::InferenceSession(const models::ModelConfig& config,
@@ -81,6 +83,7 @@ Device InferenceSession::check_options(const SessionOptions& options) const {
            options.max_cache_tokens);
   FA_CHECK(options.prefill_chunk_tokens >= 1, "prefill_chunk_tokens: must be >= 1, got ",
            options.prefill_chunk_tokens);
+  (void)models::weight_load_from_name(options.load);  // InvalidArgument naming a bad value
   if (options.kv_dtype != "auto") {
     const DType kv_dtype = dtype_from_name(options.kv_dtype, "kv_dtype");
     FA_CHECK(is_floating(kv_dtype), "kv_dtype: must be auto, float32, float16 or bfloat16, got '",
@@ -326,7 +329,8 @@ void InferenceSession::check_prompt(const std::vector<int64_t>& prompt, size_t i
   }
   FA_CHECK(len <= options_.max_seq_len, "prompt ", index, " has ", len,
            " tokens, more than max_seq_len = ", options_.max_seq_len);
-  FA_CHECK(len + max_new <= options_.max_seq_len, "prompt ", index, " (", len,
+  // (subtracted, not added: len <= max_seq_len holds here, and len + max_new could overflow)
+  FA_CHECK(max_new <= options_.max_seq_len - len, "prompt ", index, " (", len,
            " tokens) + max_new_tokens (", max_new, ") = ", len + max_new,
            " exceeds max_seq_len = ", options_.max_seq_len);
 }

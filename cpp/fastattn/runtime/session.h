@@ -61,6 +61,9 @@ struct SessionOptions {
   // dynamic-NTK RoPE) run eagerly. Ignored on the CPU.
   bool cuda_graphs = true;
   bool verbose = false;                 // log model size and KV-cache memory at load
+  // How the weight files are held: "mmap" (read-only mappings; the files must not change while
+  // the session lives) or "copy" (read into memory the session owns). models/weight_store.h.
+  std::string load = "mmap";
   // Tensor parallelism (a model exported with tp_size = N, run by `mpirun -n N`): the
   // row-parallel GEMMs overlap their all-reduce with the next row tile's GEMM (tiling-AllReduce);
   // tp_tiles = 0 lets comm/tiled_all_reduce.h's plan_tiles choose (CPU ranks: from the token
