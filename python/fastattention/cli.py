@@ -148,8 +148,11 @@ def run_export(args: argparse.Namespace) -> int:
         args.export_parser.error("--max-positions applies to --ft only")
     from fastattention.export.convert import check_out_dir
 
+    if args.gguf is not None and args.ft is None and not os.path.isfile(args.gguf):
+        raise CliError(f"--gguf {args.gguf}: no such file")
+    source = args.ft if args.ft is not None else args.gguf if args.gguf is not None else args.hf
     try:  # before anything is written: the output must not overwrite the source
-        check_out_dir(args.ft if args.ft is not None else args.hf, args.out, args.tp)
+        check_out_dir(source, args.out, args.tp)
     except ValueError as e:
         raise UsageError(f"--out: {e}") from None
     if args.ft is not None:  # export_ft's errors name config.ini or the file at fault
@@ -159,8 +162,6 @@ def run_export(args: argparse.Namespace) -> int:
                   max_positions=args.max_positions)
         source = args.ft
     elif args.gguf is not None:
-        if not os.path.isfile(args.gguf):
-            raise CliError(f"--gguf {args.gguf}: no such file")
         from fastattention.export.gguf import export_gguf
 
         export_gguf(args.gguf, args.out, tp=args.tp, dtype=args.dtype, progress=not args.quiet)

@@ -39,9 +39,9 @@ def tiny(tmp_path_factory):
     (["--device", "cuda:9999999999"], 1, r"device: 'cuda:9999999999': the GPU index is out"),
 ])
 def test_generate_out_of_range_values(tiny, extra, code, message):
-    args = ["generate", "--model", tiny, "--prompt", "1 2"] + extra
+    args = ["generate", "--ids", "--model", tiny, "--prompt", "1 2"] + extra
     if "--prompt" in extra:
-        args = ["generate", "--model", tiny] + extra
+        args = ["generate", "--ids", "--model", tiny] + extra
     res = cli(*args)
     assert res.returncode == code, (res.returncode, res.stderr)
     assert re.search(message, res.stderr), res.stderr
