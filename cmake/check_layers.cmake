@@ -2,6 +2,7 @@
 # use. The layers and what each may include (shared/DESIGN.md, "Layers"): a layer uses only those
 # below it, and comm / kvcache need nothing but core.
 #   cmake -DSRC=<repo root> -P cmake/check_layers.cmake
+cmake_minimum_required(VERSION 3.18)  # script mode: policies as the project sets them (IN_LIST)
 set(allowed_core core)
 set(allowed_kernels core kernels)
 set(allowed_comm core comm)
