@@ -33,5 +33,6 @@ void bind_kernels(py::module_& m);
 void bind_kernels_b(py::module_& m);
 void bind_model(py::module_& m);
 void bind_comm(py::module_& m);
+void bind_engine(py::module_& m);
 
 }  // namespace fastattn::py_bind

@@ -41,4 +41,5 @@ PYBIND11_MODULE(_C, m) {
   fastattn::py_bind::bind_kernels_b(m);
   fastattn::py_bind::bind_model(m);
   fastattn::py_bind::bind_comm(m);
+  fastattn::py_bind::bind_engine(m);
 }

@@ -1,0 +1,294 @@
+#include "fastattn/runtime/engine.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "fastattn/core/copy.h"
+#include "fastattn/core/error.h"
+
+namespace fastattn::runtime {
+
+const char* finish_reason_name(FinishReason r) {
+  switch (r) {
+    case FinishReason::kNone:
+      return "";
+    case FinishReason::kStop:
+      return "stop";
+    case FinishReason::kLength:
+      return "length";
+    case FinishReason::kCancelled:
+      return "cancelled";
+    case FinishReason::kError:
+      return "error";
+  }
+  return "";
+}
+
+Engine::Engine(InferenceSession& session, const EngineOptions& options)
+    : session_(session), options_(options) {
+  const SessionOptions& so = session_.options();
+  FA_CHECK(session_.world_size() == 1, "Engine: in-flight batching runs in one process; this ",
+           "session is one of ", session_.world_size(), " tensor-parallel ranks (mpirun), which ",
+           "the engine does not schedule yet: serve a tp_size = 1 export");
+  FA_CHECK(options_.max_running >= 0, "max_running: must be >= 0 (0 = the session's max_batch), ",
+           "got ", options_.max_running);
+  FA_CHECK(options_.step_tokens >= 0, "step_tokens: must be >= 0 (0 = the session's ",
+           "prefill_chunk_tokens), got ", options_.step_tokens);
+  if (options_.max_running == 0) options_.max_running = so.max_batch;
+  if (options_.step_tokens == 0) options_.step_tokens = so.prefill_chunk_tokens;
+  FA_CHECK(options_.max_running <= so.max_batch, "max_running ", options_.max_running,
+           " exceeds the session's max_batch = ", so.max_batch,
+           " (its buffers are sized for that many sequences)");
+  FA_CHECK(options_.step_tokens <= std::max<int64_t>(so.prefill_chunk_tokens, so.max_batch),
+           "step_tokens ", options_.step_tokens, " exceeds the session's prefill_chunk_tokens = ",
+           so.prefill_chunk_tokens, " (its activation memory is planned for that many tokens)");
+  FA_CHECK(options_.step_tokens > options_.max_running, "step_tokens (", options_.step_tokens,
+           ") must exceed max_running (", options_.max_running,
+           "): a step holds one token of every decoding request plus prefill chunks");
+  std::lock_guard<std::mutex> lock(session_.mu_);
+  FA_CHECK(!session_.engine_attached_, "Engine: this session already has an engine");
+  session_.engine_attached_ = true;
+  session_.blocks_->reset();
+  stats_.kv_blocks_total = total_blocks();
+  stats_.kv_blocks_free = total_blocks();
+  running_.reserve(static_cast<size_t>(options_.max_running));
+}
+
+Engine::~Engine() {
+  std::lock_guard<std::mutex> lock(session_.mu_);
+  session_.blocks_->reset();
+  session_.engine_attached_ = false;
+}
+
+int64_t Engine::total_blocks() const {
+  return session_.blocks_->device_blocks() + session_.blocks_->host_blocks();
+}
+
+int64_t Engine::add_request(const std::vector<int64_t>& prompt, const RequestParams& params) {
+  GenerateOptions o;
+  o.max_new_tokens = params.max_new_tokens;
+  o.sampling = params.sampling;
+  o.stop_tokens = params.stop_tokens;
+  session_.check_generate_options(o);
+  FA_CHECK(params.max_new_tokens >= 1, "max_new_tokens: must be >= 1, got ",
+           params.max_new_tokens);
+  session_.check_prompt(prompt, 0, params.max_new_tokens);
+  const int64_t context = static_cast<int64_t>(prompt.size()) + params.max_new_tokens - 1;
+  const int64_t need = session_.blocks_->blocks_for(context);
+  if (need > total_blocks()) {
+    const int64_t bs = session_.blocks_->block_size();
+    FA_THROW_AS(InvalidArgument, "prompt (", prompt.size(), " tokens) + max_new_tokens (",
+                params.max_new_tokens, ") needs ", need * bs, " tokens of KV cache, more than ",
+                "the pools hold (", total_blocks() * bs, " tokens): shorten the prompt or ",
+                "max_new_tokens, or raise max_cache_tokens / host_kv_tokens");
+  }
+  Request r;
+  r.prompt = prompt;
+  r.params = params;
+  r.reserved = need;
+  r.out.reserve(static_cast<size_t>(params.max_new_tokens));
+  std::lock_guard<std::mutex> lock(queue_mu_);
+  r.id = next_id_++;
+  live_[r.id] = true;
+  waiting_.push_back(std::move(r));
+  stats_.waiting = static_cast<int64_t>(waiting_.size());
+  return next_id_ - 1;
+}
+
+bool Engine::cancel(int64_t request) {
+  std::lock_guard<std::mutex> lock(queue_mu_);
+  if (live_.find(request) == live_.end()) return false;
+  cancels_.push_back(request);
+  return true;
+}
+
+bool Engine::has_work() const {
+  std::lock_guard<std::mutex> lock(queue_mu_);
+  return !waiting_.empty() || stats_.running > 0 || !cancels_.empty();
+}
+
+std::string Engine::last_error() const {
+  std::lock_guard<std::mutex> lock(queue_mu_);
+  return last_error_;
+}
+
+EngineStats Engine::stats() const {
+  std::lock_guard<std::mutex> lock(queue_mu_);
+  return stats_;
+}
+
+void Engine::release(Request& r) {
+  if (r.seq >= 0) session_.blocks_->free_sequence(r.seq);
+  r.seq = -1;
+  reserved_blocks_ -= r.reserved;
+  r.reserved = 0;
+}
+
+void Engine::apply_cancellations(std::vector<EngineEvent>& events) {
+  std::vector<int64_t> ids;
+  {
+    std::lock_guard<std::mutex> lock(queue_mu_);
+    ids.swap(cancels_);
+    for (int64_t id : ids) {
+      auto it = std::find_if(waiting_.begin(), waiting_.end(),
+                             [id](const Request& r) { return r.id == id; });
+      if (it == waiting_.end()) continue;
+      waiting_.erase(it);
+      live_.erase(id);
+      events.push_back(EngineEvent{id, -1, true, FinishReason::kCancelled});
+      ++stats_.cancelled;
+    }
+  }
+  for (Request& r : running_) {
+    if (std::find(ids.begin(), ids.end(), r.id) == ids.end()) continue;
+    r.done = true;
+    release(r);
+    events.push_back(EngineEvent{r.id, -1, true, FinishReason::kCancelled});
+  }
+  const auto gone = std::remove_if(running_.begin(), running_.end(),
+                                   [](const Request& r) { return r.done; });
+  const auto n = running_.end() - gone;
+  running_.erase(gone, running_.end());
+  if (n > 0) {
+    std::lock_guard<std::mutex> lock(queue_mu_);
+    for (const EngineEvent& e : events) live_.erase(e.request);
+    stats_.cancelled += n;
+  }
+}
+
+void Engine::admit() {
+  if (options_.static_batching && !running_.empty()) return;
+  std::lock_guard<std::mutex> lock(queue_mu_);
+  const int64_t total = total_blocks();
+  while (!waiting_.empty() && static_cast<int>(running_.size()) < options_.max_running) {
+    Request& r = waiting_.front();
+    if (reserved_blocks_ + r.reserved > total) break;  // first come, first served: no overtaking
+    reserved_blocks_ += r.reserved;
+    r.seq = session_.blocks_->add_sequence();
+    running_.push_back(std::move(r));
+    waiting_.pop_front();
+  }
+}
+
+bool Engine::plan_step() {
+  InferenceSession& s = session_;
+  BatchBuilder& b = s.builder_;
+  b.clear();
+  sample_.clear();
+  rows_.clear();
+  // Decodes first (one token each, fed the last sampled token), then prompt chunks.
+  for (Request& r : running_) {
+    if (r.out.empty()) continue;
+    s.reserve_kv(r.seq, r.cached, r.cached + 1);
+    b.add(*s.blocks_, r.seq, &r.out.back(), 1, r.cached);
+    r.cached += 1;
+    sample_.push_back(&r);
+    rows_.push_back(b.last_row(b.num_seqs() - 1));
+  }
+  int64_t budget = options_.step_tokens - b.num_tokens();
+  for (Request& r : running_) {
+    if (budget <= 0) break;
+    const int64_t len = static_cast<int64_t>(r.prompt.size());
+    if (!r.out.empty() || r.cached >= len) continue;
+    const int64_t n = std::min(len - r.cached, budget);
+    s.reserve_kv(r.seq, r.cached, r.cached + n);
+    b.add(*s.blocks_, r.seq, r.prompt.data() + r.cached, n, r.cached);
+    r.cached += n;
+    budget -= n;
+    step_prompt_tokens_ += n;
+    if (r.cached == len) {  // prompt complete: its last row gives the first new token
+      sample_.push_back(&r);
+      rows_.push_back(b.last_row(b.num_seqs() - 1));
+    }
+  }
+  return b.num_seqs() > 0;
+}
+
+void Engine::sample_and_retire(std::vector<EngineEvent>& events) {
+  InferenceSession& s = session_;
+  const auto R = static_cast<int64_t>(sample_.size());
+  if (R == 0) return;
+  s.logits_.resize(DType::kFloat32, {R, s.config().vocab_size});
+  s.model_->logits_for_rows(s.ctx_, s.scratch_, rows_, s.logits_.view());
+  params_.resize(static_cast<size_t>(R));
+  steps_.resize(static_cast<size_t>(R));
+  for (size_t i = 0; i < sample_.size(); ++i) {
+    params_[i] = sample_[i]->params.sampling;
+    steps_[i] = sample_[i]->out.size();  // index of the token being drawn
+  }
+  s.sampled_.resize(DType::kInt32, {R});
+  s.sampled_host_.resize(DType::kInt32, {R});
+  kernels::sample(s.ctx_, s.logits_.view(), params_, steps_, s.sampled_.view());
+  copy_tensor(s.ctx_, s.sampled_.view(), s.sampled_host_.view());
+  synchronize(s.ctx_);
+  const int32_t* tok = s.sampled_host_.data_as<int32_t>();
+  for (size_t i = 0; i < sample_.size(); ++i) {
+    Request& r = *sample_[i];
+    r.out.push_back(tok[i]);
+    const auto& stops = r.params.stop_tokens;
+    FinishReason why = FinishReason::kNone;
+    if (std::find(stops.begin(), stops.end(), tok[i]) != stops.end()) {
+      why = FinishReason::kStop;
+    } else if (static_cast<int64_t>(r.out.size()) >= r.params.max_new_tokens) {
+      why = FinishReason::kLength;
+    }
+    events.push_back(EngineEvent{r.id, tok[i], why != FinishReason::kNone, why});
+    if (why != FinishReason::kNone) {
+      release(r);
+      r.done = true;  // removed at the end of the step
+    }
+  }
+}
+
+std::vector<EngineEvent> Engine::step() {
+  std::lock_guard<std::mutex> step_lock(step_mu_);
+  std::lock_guard<std::mutex> session_lock(session_.mu_);
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<EngineEvent> events;
+  apply_cancellations(events);
+  admit();
+  step_prompt_tokens_ = 0;
+  bool ran = false;
+  try {
+    ran = plan_step();
+    if (ran) {
+      session_.forward(session_.builder_.build());
+      sample_and_retire(events);
+    }
+  } catch (const std::exception& e) {
+    // A failed pass leaves the running requests' KV half-written: they cannot go on. They end
+    // with kError (their blocks freed, the pool stays whole); waiting ones stay queued.
+    for (Request& r : running_) {
+      release(r);
+      r.done = true;
+      events.push_back(EngineEvent{r.id, -1, true, FinishReason::kError});
+    }
+    sample_.clear();
+    std::lock_guard<std::mutex> lock(queue_mu_);
+    last_error_ = e.what();
+    ++stats_.errors;
+  }
+  size_t finished = 0;
+  for (const Request& r : running_) finished += r.done ? 1 : 0;
+  running_.erase(std::remove_if(running_.begin(), running_.end(),
+                                [](const Request& r) { return r.done; }),
+                 running_.end());
+  const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::lock_guard<std::mutex> lock(queue_mu_);
+  for (const EngineEvent& e : events) {
+    if (e.finished) live_.erase(e.request);
+  }
+  stats_.finished += static_cast<int64_t>(finished);
+  stats_.waiting = static_cast<int64_t>(waiting_.size());
+  stats_.running = static_cast<int64_t>(running_.size());
+  stats_.kv_blocks_free = session_.blocks_->free_device_blocks() +
+                          session_.blocks_->free_host_blocks();
+  stats_.kv_blocks_reserved = reserved_blocks_;
+  if (ran) ++stats_.steps;
+  stats_.prompt_tokens += step_prompt_tokens_;
+  stats_.generated_tokens += static_cast<int64_t>(sample_.size());
+  stats_.step_seconds += dt;
+  return events;
+}
+
+}  // namespace fastattn::runtime
