@@ -104,6 +104,24 @@ async def _wait_disconnect(request: Request) -> None:
             return
 
 
+class _Disconnected(Exception):
+    pass
+
+
+async def _next_unless_gone(run: _Run, gone: asyncio.Future) -> str:
+    """run.next(), or _Disconnected (the request cancelled) if the client leaves first."""
+    if gone.done():
+        run.cancel()
+        raise _Disconnected
+    nxt = asyncio.ensure_future(run.next())
+    await asyncio.wait({nxt, gone}, return_when=asyncio.FIRST_COMPLETED)
+    if nxt.done():
+        return nxt.result()
+    nxt.cancel()
+    run.cancel()
+    raise _Disconnected
+
+
 class Server:
     """The app over a Session with a tokenizer (the engine borrows the session: its own
     generate() refuses while the server lives). model_name is the id clients pass as "model"."""
@@ -218,52 +236,51 @@ class Server:
         except RequestError as e:
             return _error(e)
         if req.stream:
-            return StreamingResponse(self._stream(run), media_type="text/event-stream",
+            return StreamingResponse(self._stream(request, run), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache"})
         return await self._whole(request, run)
 
     async def _whole(self, request: Request, run: _Run):
-        async def collect():
-            text = []
-            while not run.finished:
-                text.append(await run.next())
-            return "".join(text)
-
-        work = asyncio.ensure_future(collect())
         gone = asyncio.ensure_future(_wait_disconnect(request))
         try:
-            done, _ = await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
-            if work not in done:  # the client left: cancel its request
-                work.cancel()
-                run.cancel()
-                return PlainTextResponse("client disconnected", status_code=499)
-            text = work.result()
+            text = []
+            while not run.finished:
+                text.append(await _next_unless_gone(run, gone))
+        except _Disconnected:
+            return PlainTextResponse("client disconnected", status_code=499)
         except RuntimeError as e:
             return JSONResponse(RequestError(500, str(e), kind="server_error").body(), 500)
         finally:
             gone.cancel()
-            run.cancel()
-        return JSONResponse(response_body(run.req, self.model_name, text, run.finish_reason,
-                                          run.completion_tokens))
+            run.cancel()  # a no-op once it has finished
+        return JSONResponse(response_body(run.req, self.model_name, "".join(text),
+                                          run.finish_reason, run.completion_tokens))
 
-    async def _stream(self, run: _Run):
+    async def _stream(self, request: Request, run: _Run):
+        # The server does not stop a streaming response whose client has left (writes to the
+        # closed socket are dropped), so the disconnect is watched here.
         req = run.req
+        gone = asyncio.ensure_future(_wait_disconnect(request))
         try:
             if req.kind == "chat":
                 yield _sse(chunk_body(req, self.model_name, "", first=True))
             while not run.finished:
-                piece = await run.next()
+                piece = await _next_unless_gone(run, gone)
                 if piece:
                     yield _sse(chunk_body(req, self.model_name, piece))
             yield _sse(chunk_body(req, self.model_name, None if req.kind == "chat" else "",
                                   run.finish_reason))
             if req.include_usage:
                 yield _sse(usage_chunk(req, self.model_name, run.completion_tokens))
+            yield "data: [DONE]\n\n"
+        except _Disconnected:
+            return
         except RuntimeError as e:
             yield _sse(RequestError(500, str(e), kind="server_error").body())
-        finally:  # also on a disconnect: starlette cancels this generator
+            yield "data: [DONE]\n\n"
+        finally:  # a disconnect, an error, or the task cancelled at shutdown
+            gone.cancel()
             run.cancel()
-        yield "data: [DONE]\n\n"
 
 
 def make_uvicorn(server: Server, host: str, port: int, graceful_seconds: float = 30.0,

@@ -88,6 +88,10 @@ def _common(body, kind: str, model_name: str, max_seq_len: int, prompt_ids, eos)
         raise RequestError(400, f"stop: {e}", "stop") from None
     if len(stop) > 4:
         raise RequestError(400, f"stop: at most 4 stop strings, got {len(stop)}", "stop")
+    ignore_eos = body.get("ignore_eos", False)  # an extension (vLLM's): for load tests
+    if not isinstance(ignore_eos, bool):
+        raise RequestError(400, f"ignore_eos: must be true or false, got {ignore_eos!r:.40}",
+                           "ignore_eos")
     seed = body.get("seed")
     sampling = dict(
         temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
@@ -95,7 +99,8 @@ def _common(body, kind: str, model_name: str, max_seq_len: int, prompt_ids, eos)
         top_k=_number(body, "top_k", 0, 0, integer=True),  # an extension (vLLM has it too)
         seed=random.getrandbits(63) if seed is None else _number(body, "seed", 0, 0, 2**64 - 1,
                                                                    integer=True))
-    return GenerationRequest(kind, prompt_ids, max_tokens, stream, stop, list(eos), sampling,
+    return GenerationRequest(kind, prompt_ids, max_tokens, stream, stop,
+                             [] if ignore_eos else list(eos), sampling,
                              bool(options.get("include_usage", False)),
                              f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex}",
                              int(time.time()))
