@@ -82,5 +82,10 @@ def run_serve(args: argparse.Namespace) -> int:
     print(f"serving {name} ({args.model}) on http://{args.host}:{args.port}/v1 "
           f"(max batch {args.max_batch}, {step} tokens per step, "
           f"{'static' if args.static_batching else 'in-flight'} batching)", flush=True)
-    make_uvicorn(server, args.host, args.port, args.graceful_seconds, args.log_level).run()
+    try:
+        make_uvicorn(server, args.host, args.port, args.graceful_seconds, args.log_level).run()
+    except KeyboardInterrupt:  # uvicorn re-raises the signal once it has shut down gracefully
+        pass
+    server.close()  # a no-op when the app's shutdown already closed it
+    print("server stopped", flush=True)
     return 0

@@ -158,7 +158,10 @@ class Server:
         self.close()
 
     def close(self) -> None:
-        """Cancels what is left and stops the engine thread; the session is usable again."""
+        """Cancels what is left and stops the engine thread; the session is usable again.
+        Closing twice is harmless."""
+        if self.engine._engine is None:
+            return
         self.loop.stop(timeout=60)
         self.engine.close()
 

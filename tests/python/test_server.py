@@ -14,17 +14,14 @@ import time
 import urllib.error
 import urllib.request
 
+import openai  # the test extra has it, starlette and uvicorn
 import pytest
 import text_helpers as h
 
-openai = pytest.importorskip("openai")
-pytest.importorskip("starlette")
-pytest.importorskip("uvicorn")
-
-from fastattention import random_weights  # noqa: E402
-from fastattention.server import Server, make_uvicorn  # noqa: E402
-from fastattention.session import Session  # noqa: E402
-from fastattention.tokenizer import Tokenizer  # noqa: E402
+from fastattention import random_weights
+from fastattention.server import Server, make_uvicorn
+from fastattention.session import Session
+from fastattention.tokenizer import Tokenizer
 
 MODEL = "tiny-chat"
 CHATS = [[{"role": "user", "content": "Hello world"}],
