@@ -3,6 +3,7 @@ with a tokenizer: the openai client gets Session.chat's text, Ctrl-C (SIGINT) sh
 cleanly; bad options fail with a message."""
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import signal
@@ -72,4 +73,39 @@ def test_serve_bad_options(model, args, message):
     args = ["--model", model, *args] if args[0] != "--model" else args
     res = subprocess.run([sys.executable, "-m", "fastattention.cli", "serve", *map(str, args)],
                          capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1 and message in res.stderr, res.stderr
+
+
+def test_bench_serve_tiny(tmp_path):
+    """Both modes serve the same seeded requests to their full lengths (ignore_eos)."""
+    import argparse
+
+    from fastattention.bench.serve import make_requests
+
+    out = tmp_path / "serve.json"
+    args = ["--shape", "tiny", "--requests", 6, "--concurrency", 3, "--max-batch", 2,
+            "--step-tokens", 16, "--prompt-len", "4,20", "--output-len", "2,12",
+            "--output-mean", 5, "--threads", 1, "--seed", 4, "--json", out]
+    res = subprocess.run([sys.executable, "-m", "fastattention.cli", "bench", "serve",
+                          *map(str, args)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "| inflight |" in res.stdout and "| static |" in res.stdout
+    assert "in-flight / static: throughput x" in res.stdout
+    results = json.loads(out.read_text())["results"]
+    reqs = make_requests(argparse.Namespace(seed=4, prompt_len=[4, 20], output_len=[2, 12],
+                                            output_mean=5.0, requests=6), 512)
+    assert [r["mode"] for r in results] == ["inflight", "static"]
+    for r in results:
+        assert r["requests"] == 6 and r["output_tokens"] == sum(n for _, n in reqs)
+        assert r["ttft_p50"] > 0 and r["tokens_per_s"] > 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--modes", "inflight,dynamic"], "--modes: expected a comma-separated list"),
+    (["--step-tokens", 8, "--max-batch", 8], "--step-tokens (8) must exceed --max-batch (8)"),
+    (["--prompt-len", "9,3"], "--prompt-len: expected LO,HI with LO <= HI"),
+])
+def test_bench_serve_bad_options(args, message):
+    res = subprocess.run([sys.executable, "-m", "fastattention.cli", "bench", "serve",
+                          *map(str, args)], capture_output=True, text=True, timeout=120)
     assert res.returncode == 1 and message in res.stderr, res.stderr

@@ -252,8 +252,21 @@ std::vector<EngineEvent> Engine::step() {
   try {
     ran = plan_step();
     if (ran) {
-      session_.forward(session_.builder_.build());
+      const layers::ForwardBatch batch = session_.builder_.build();
+      const int64_t host_tokens =
+          batch.has_host_kv() ? batch.host_cu_seqlens_k.data_as<int32_t>()[batch.num_seqs] : 0;
+      const int64_t stream_before = session_.timings_.spill_stream_steps;
+      const auto f0 = std::chrono::steady_clock::now();
+      session_.forward(batch);
       sample_and_retire(events);
+      if (host_tokens > 0) {  // teaches the spill path chooser, as the session's decode does
+        session_.spill_paths_.record(
+            session_.timings_.spill_stream_steps > stream_before
+                ? layers::ForwardBatch::SpillPath::kStream
+                : layers::ForwardBatch::SpillPath::kCpu,
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - f0).count(),
+            host_tokens);
+      }
     }
   } catch (const std::exception& e) {
     // A failed pass leaves the running requests' KV half-written: they cannot go on. They end
