@@ -326,4 +326,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m fastattention.cli`: run the package's module rather than this __main__ copy, so
+    # that main() catches the CliError the subcommand modules import (fastattention.cli's).
+    from fastattention.cli import main as package_main
+
+    sys.exit(package_main())

@@ -74,6 +74,7 @@ def test_serve_bad_options(model, args, message):
     res = subprocess.run([sys.executable, "-m", "fastattention.cli", "serve", *map(str, args)],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 1 and message in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr and res.stderr.startswith("fastattention serve: error:")
 
 
 def test_bench_serve_tiny(tmp_path):
@@ -109,3 +110,4 @@ def test_bench_serve_bad_options(args, message):
     res = subprocess.run([sys.executable, "-m", "fastattention.cli", "bench", "serve",
                           *map(str, args)], capture_output=True, text=True, timeout=120)
     assert res.returncode == 1 and message in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr
