@@ -1,8 +1,8 @@
 """The in-flight batching engine (fastattention.engine, runtime/engine.h) on a tiny random model:
 each request's tokens equal the same request run alone by Session.generate (greedy and seeded
 sampling, stop tokens), whatever runs beside it and however its prompt is chunked; requests wait
-when the KV pool is short and run when blocks come back; cancellation frees every block (the
-pool is whole afterwards); bad requests and options get errors naming what is wrong."""
+when the KV pool is short and run when blocks come back; older blocks spill to a host pool as
+in a session; cancellation frees every block (the pool is whole afterwards); bad requests and options get errors naming what is wrong."""
 from __future__ import annotations
 
 import random
@@ -111,6 +111,22 @@ def test_requests_wait_for_kv_blocks(weights, reference):
     for rid, (prompt, kw) in zip(ids, reqs):
         assert out[rid] == alone(reference, prompt, kw)
     assert eng.stats["kv_blocks_free"] == eng.stats["kv_blocks_total"] == 8
+
+
+def test_older_blocks_spill_to_the_host_pool(weights, reference):
+    # A device pool of 6 blocks for 4 running requests of ~100 tokens: their older blocks move
+    # to the host pool as they grow (as in a session's generate), and the tokens stay the same.
+    sess = session(weights, max_batch=4, max_cache_tokens=96, host_kv_tokens=512,
+                   prefill_chunk_tokens=32)
+    eng = Engine(sess, step_tokens=32)
+    rng = random.Random(1)
+    reqs = [([rng.randrange(3, VOCAB) for _ in range(rng.randint(40, 70))],
+             dict(max_new_tokens=30, seed=i, temperature=[0.0, 1.0][i % 2])) for i in range(8)]
+    out = eng.run_all(reqs)
+    assert sess.spilled_blocks > 10
+    for (prompt, kw), tokens in zip(reqs, out):
+        assert tokens == alone(reference, prompt, kw)
+    assert eng.stats["kv_blocks_free"] == eng.stats["kv_blocks_total"] == 6 + 32
 
 
 def test_cancel_frees_every_block(weights, reference):
