@@ -5,7 +5,8 @@
 
 Needs the `serve` extra (starlette, uvicorn): pip install 'fastattention[serve]'.
 Ctrl-C (SIGINT) or SIGTERM shuts down gracefully: no new connections, running requests get
---graceful-seconds to finish, the rest are cancelled.
+--graceful-seconds to finish, the rest are cancelled. Under `mpirun -n N` (a model exported with
+--tp N) rank 0 serves HTTP and schedules; the other ranks run the same engine steps.
 """
 from __future__ import annotations
 
@@ -66,9 +67,6 @@ def run_serve(args: argparse.Namespace) -> int:
     from fastattention.server import Server, make_uvicorn
     from fastattention.session import Session
 
-    if distributed.world_size() > 1:
-        raise CliError("serve runs in one process; the engine does not schedule tensor-parallel "
-                       "ranks (mpirun) yet: serve a tp_size = 1 export")
     step = max(args.step_tokens, args.max_batch + 1)
     session = Session(args.model, args.device, num_threads=args.threads,
                       max_batch=args.max_batch, max_seq_len=args.max_seq_len,
@@ -77,6 +75,11 @@ def run_serve(args: argparse.Namespace) -> int:
     if session.tokenizer is None:
         raise CliError(f"--model {args.model} has no tokenizer (tokenizer.json): export the "
                        f"model with its tokenizer to serve it")
+    if not distributed.is_main():  # under mpirun: rank 0 serves, the others step with it
+        from fastattention.engine import Engine, follow
+
+        follow(Engine(session, step_tokens=step, static_batching=args.static_batching))
+        return 0
     name = args.served_model_name or os.path.basename(os.path.normpath(args.model))
     server = Server(session, name, step_tokens=step, static_batching=args.static_batching)
     print(f"serving {name} ({args.model}) on http://{args.host}:{args.port}/v1 "

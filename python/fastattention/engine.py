@@ -19,6 +19,11 @@ borrowed: its own generate() / logits() refuse while the engine lives (see runti
 
 EngineLoop runs an Engine on its own thread and calls each request's callback with its events:
 what the HTTP server (fastattention.server) uses.
+
+Under mpirun (a tensor-parallel session) rank 0 schedules: only it takes requests, and every
+rank steps in lock step (each step starts with rank 0 broadcasting the new requests and
+cancellations). The other ranks run follow(engine), which steps until rank 0's shutdown();
+rank 0's EngineLoop keeps stepping while idle so that they do not time out.
 """
 from __future__ import annotations
 
@@ -70,6 +75,22 @@ class Engine:
     def cancel(self, request: int) -> bool:
         return self._engine.cancel(request)
 
+    def shutdown(self) -> None:
+        """Makes the next step the last (on every rank): it cancels what is left."""
+        self._engine.shutdown()
+
+    @property
+    def stopped(self) -> bool:
+        return self._engine.stopped
+
+    @property
+    def rank(self) -> int:
+        return self._engine.rank
+
+    @property
+    def world_size(self) -> int:
+        return self._engine.world_size
+
     @property
     def has_work(self) -> bool:
         return self._engine.has_work
@@ -113,7 +134,12 @@ class EngineLoop:
     running requests with reason "error: <message>"; the loop goes on with the others.
     stop() cancels what is left and joins the thread."""
 
+    HEARTBEAT = 0.5  # seconds
+
     def __init__(self, engine: Engine):
+        if engine.rank != 0:
+            raise ValueError(f"EngineLoop: rank {engine.rank}: under mpirun rank 0 runs the loop "
+                             f"and takes requests; the other ranks run follow(engine)")
         self.engine = engine
         self._callbacks: dict[int, object] = {}
         self._lock = threading.Lock()
@@ -163,15 +189,18 @@ class EngineLoop:
                 self._tokens_window.append((time.monotonic(), generated))
 
     def _run(self) -> None:
-        while True:
+        # Under mpirun an idle rank 0 still steps every HEARTBEAT seconds: the other ranks wait
+        # for its broadcast, and a collective wait gives up after FASTATTN_COMM_TIMEOUT.
+        tp = self.engine.world_size > 1
+        while not self.engine.stopped:
             with self._lock:
-                stopping = self._stopping
-            if stopping and not self.engine.has_work:
-                return
+                if self._stopping and not self.engine.has_work:
+                    self.engine.shutdown()  # the last step, on every rank
             if not self.engine.has_work:
-                self._wake.wait(0.5)
+                self._wake.wait(self.HEARTBEAT)
                 self._wake.clear()
-                continue
+                if not tp:
+                    continue
             self._dispatch(self.engine.step())
 
     def stop(self, timeout: float | None = None) -> None:
@@ -183,3 +212,16 @@ class EngineLoop:
             self.engine.cancel(rid)
         self._wake.set()
         self._thread.join(timeout)
+
+
+def follow(engine: Engine) -> None:
+    """The loop of a rank other than 0 under mpirun: steps in lock step with rank 0 until its
+    shutdown() (SIGINT is ignored here: the job stops when rank 0 says so)."""
+    import signal
+
+    if engine.rank == 0:
+        raise ValueError("follow(engine) is for ranks other than 0; rank 0 runs an EngineLoop")
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    while not engine.stopped:
+        engine.step()

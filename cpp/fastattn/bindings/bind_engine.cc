@@ -65,6 +65,11 @@ void bind_engine(py::module_& m) {
           "One step: [(request id, new token or -1, finished, finish reason), ...]; finish "
           "reason is '' (running), 'stop', 'length', 'cancelled' or 'error' (a failed forward "
           "pass ended the running requests; last_error has the message).")
+      .def("shutdown", &Engine::shutdown,
+           "Makes the next step the last, on every rank: it cancels what is left.")
+      .def_property_readonly("stopped", &Engine::stopped)
+      .def_property_readonly("rank", &Engine::rank)
+      .def_property_readonly("world_size", &Engine::world_size)
       .def_property_readonly("has_work", &Engine::has_work)
       .def_property_readonly("last_error", &Engine::last_error)
       .def_property_readonly("max_running", [](const Engine& e) { return e.options().max_running; })

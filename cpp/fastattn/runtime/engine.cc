@@ -2,9 +2,12 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 
+#include "fastattn/comm/mpi_runtime.h"
 #include "fastattn/core/copy.h"
 #include "fastattn/core/error.h"
+#include "fastattn/core/logging.h"
 
 namespace fastattn::runtime {
 
@@ -27,9 +30,6 @@ const char* finish_reason_name(FinishReason r) {
 Engine::Engine(InferenceSession& session, const EngineOptions& options)
     : session_(session), options_(options) {
   const SessionOptions& so = session_.options();
-  FA_CHECK(session_.world_size() == 1, "Engine: in-flight batching runs in one process; this ",
-           "session is one of ", session_.world_size(), " tensor-parallel ranks (mpirun), which ",
-           "the engine does not schedule yet: serve a tp_size = 1 export");
   FA_CHECK(options_.max_running >= 0, "max_running: must be >= 0 (0 = the session's max_batch), ",
            "got ", options_.max_running);
   FA_CHECK(options_.step_tokens >= 0, "step_tokens: must be >= 0 (0 = the session's ",
@@ -64,7 +64,13 @@ int64_t Engine::total_blocks() const {
   return session_.blocks_->device_blocks() + session_.blocks_->host_blocks();
 }
 
+void Engine::check_rank_zero(const char* what) const {
+  FA_CHECK(session_.rank() == 0, what, ": rank ", session_.rank(), " of ", session_.world_size(),
+           ": under mpirun rank 0 takes the requests; the other ranks call step() in a loop");
+}
+
 int64_t Engine::add_request(const std::vector<int64_t>& prompt, const RequestParams& params) {
+  check_rank_zero("add_request");
   GenerateOptions o;
   o.max_new_tokens = params.max_new_tokens;
   o.sampling = params.sampling;
@@ -89,13 +95,15 @@ int64_t Engine::add_request(const std::vector<int64_t>& prompt, const RequestPar
   r.out.reserve(static_cast<size_t>(params.max_new_tokens));
   std::lock_guard<std::mutex> lock(queue_mu_);
   r.id = next_id_++;
+  FA_CHECK(!stop_requested_, "add_request: the engine is shutting down");
   live_[r.id] = true;
-  waiting_.push_back(std::move(r));
+  (session_.world_size() > 1 ? incoming_ : waiting_).push_back(std::move(r));
   stats_.waiting = static_cast<int64_t>(waiting_.size());
   return next_id_ - 1;
 }
 
 bool Engine::cancel(int64_t request) {
+  check_rank_zero("cancel");
   std::lock_guard<std::mutex> lock(queue_mu_);
   if (live_.find(request) == live_.end()) return false;
   cancels_.push_back(request);
@@ -104,7 +112,88 @@ bool Engine::cancel(int64_t request) {
 
 bool Engine::has_work() const {
   std::lock_guard<std::mutex> lock(queue_mu_);
-  return !waiting_.empty() || stats_.running > 0 || !cancels_.empty();
+  return !waiting_.empty() || !incoming_.empty() || stats_.running > 0 || !cancels_.empty() ||
+         (stop_requested_ && !stopped_);
+}
+
+void Engine::shutdown() {
+  check_rank_zero("shutdown");
+  std::lock_guard<std::mutex> lock(queue_mu_);
+  stop_requested_ = true;
+}
+
+bool Engine::stopped() const {
+  std::lock_guard<std::mutex> lock(queue_mu_);
+  return stopped_;
+}
+
+namespace {
+
+int64_t float_bits(float f) {
+  uint32_t u = 0;
+  std::memcpy(&u, &f, sizeof(u));
+  return u;
+}
+
+float bits_float(int64_t v) {
+  const auto u = static_cast<uint32_t>(v);
+  float f = 0;
+  std::memcpy(&f, &u, sizeof(f));
+  return f;
+}
+
+}  // namespace
+
+// Message: [stop, #cancels, ids..., #new, per request: id, max_new, temperature, top_k, top_p,
+// seed, #stops, stops..., #prompt, prompt...].
+void Engine::sync_ranks() {
+  std::vector<int64_t> msg;
+  if (session_.rank() == 0) {
+    std::lock_guard<std::mutex> lock(queue_mu_);
+    msg.push_back(stop_requested_ ? 1 : 0);
+    msg.push_back(static_cast<int64_t>(cancels_.size()));
+    msg.insert(msg.end(), cancels_.begin(), cancels_.end());
+    msg.push_back(static_cast<int64_t>(incoming_.size()));
+    for (Request& r : incoming_) {
+      const RequestParams& p = r.params;
+      msg.insert(msg.end(), {r.id, p.max_new_tokens, float_bits(p.sampling.temperature),
+                             p.sampling.top_k, float_bits(p.sampling.top_p),
+                             static_cast<int64_t>(p.sampling.seed),
+                             static_cast<int64_t>(p.stop_tokens.size())});
+      msg.insert(msg.end(), p.stop_tokens.begin(), p.stop_tokens.end());
+      msg.push_back(static_cast<int64_t>(r.prompt.size()));
+      msg.insert(msg.end(), r.prompt.begin(), r.prompt.end());
+      waiting_.push_back(std::move(r));
+    }
+    incoming_.clear();
+  }
+  session_.tp_.broadcast_int64s(msg, 0);
+  if (session_.rank() == 0) return;
+  size_t i = 0;
+  auto next = [&] {
+    FA_ASSERT(i < msg.size(), "engine step message cut short");
+    return msg[i++];
+  };
+  std::lock_guard<std::mutex> lock(queue_mu_);
+  stop_requested_ = next() != 0;
+  for (int64_t n = next(); n > 0; --n) cancels_.push_back(next());
+  for (int64_t n = next(); n > 0; --n) {
+    Request r;
+    r.id = next();
+    RequestParams& p = r.params;
+    p.max_new_tokens = next();
+    p.sampling.temperature = bits_float(next());
+    p.sampling.top_k = static_cast<int>(next());
+    p.sampling.top_p = bits_float(next());
+    p.sampling.seed = static_cast<uint64_t>(next());
+    for (int64_t k = next(); k > 0; --k) p.stop_tokens.push_back(next());
+    for (int64_t k = next(); k > 0; --k) r.prompt.push_back(next());
+    r.reserved = session_.blocks_->blocks_for(static_cast<int64_t>(r.prompt.size()) +
+                                              p.max_new_tokens - 1);
+    live_[r.id] = true;
+    next_id_ = r.id + 1;
+    waiting_.push_back(std::move(r));
+  }
 }
 
 std::string Engine::last_error() const {
@@ -245,6 +334,15 @@ std::vector<EngineEvent> Engine::step() {
   std::lock_guard<std::mutex> session_lock(session_.mu_);
   const auto t0 = std::chrono::steady_clock::now();
   std::vector<EngineEvent> events;
+  if (session_.world_size() > 1) sync_ranks();
+  {
+    std::lock_guard<std::mutex> lock(queue_mu_);
+    if (stopped_) return events;
+    if (stop_requested_) {  // the last step: everything left is cancelled
+      for (const Request& r : waiting_) cancels_.push_back(r.id);
+      for (const Request& r : running_) cancels_.push_back(r.id);
+    }
+  }
   apply_cancellations(events);
   admit();
   step_prompt_tokens_ = 0;
@@ -277,6 +375,11 @@ std::vector<EngineEvent> Engine::step() {
       events.push_back(EngineEvent{r.id, -1, true, FinishReason::kError});
     }
     sample_.clear();
+    if (session_.world_size() > 1) {  // the ranks may no longer agree: end the job
+      log_message(LogLevel::kError, detail::concat("rank ", session_.rank(), ": engine step ",
+                                                   "failed under mpirun: ", e.what()));
+      comm::abort_job(1);
+    }
     std::lock_guard<std::mutex> lock(queue_mu_);
     last_error_ = e.what();
     ++stats_.errors;
@@ -297,6 +400,7 @@ std::vector<EngineEvent> Engine::step() {
   stats_.kv_blocks_free = session_.blocks_->free_device_blocks() +
                           session_.blocks_->free_host_blocks();
   stats_.kv_blocks_reserved = reserved_blocks_;
+  if (stop_requested_) stopped_ = true;
   if (ran) ++stats_.steps;
   stats_.prompt_tokens += step_prompt_tokens_;
   stats_.generated_tokens += static_cast<int64_t>(sample_.size());

@@ -12,8 +12,16 @@
 //      step counter: a request's tokens do not depend on what runs beside it), and retires the
 //      requests that hit a stop token or max_new_tokens, freeing their KV blocks.
 // The session is borrowed: it must outlive the engine, and while the engine lives the session's
-// own generate() / logits() refuse (they would reset the engine's sequences). One process only:
-// a session under mpirun (world_size > 1) is refused.
+// own generate() / logits() refuse (they would reset the engine's sequences).
+//
+// Under mpirun (a tensor-parallel session), rank 0 schedules: only it takes requests and
+// cancellations, and every rank calls step() in lock step. Each step begins with rank 0
+// broadcasting what arrived since the last one (new requests, cancellations, shutdown); every
+// rank then admits, plans, runs and samples the same way (the same logits and seeds give the
+// same tokens), so the ranks' engines stay identical. The other ranks call step() in a loop until
+// stopped(); rank 0 keeps stepping (an empty step is one small broadcast) while idle, so that
+// they are not left waiting past FASTATTN_COMM_TIMEOUT. A forward pass that fails under mpirun
+// ends the job (comm::abort_job): the ranks could no longer agree.
 #pragma once
 
 #include <cstdint>
@@ -81,7 +89,7 @@ class Engine {
 
   // Queues a request; returns its id. Bad input (empty prompt, token out of range, context over
   // max_seq_len or over what the KV pools can ever hold, bad sampling) throws InvalidArgument
-  // naming what is wrong. Any thread.
+  // naming what is wrong. Any thread; rank 0 only under mpirun.
   int64_t add_request(const std::vector<int64_t>& prompt, const RequestParams& params);
   // Cancels a waiting or running request: its blocks are freed at the next step, which reports
   // it once (token -1, kCancelled). False if the id is unknown or already finished. Any thread.
@@ -91,6 +99,12 @@ class Engine {
   // failed forward pass (see EngineEvent).
   std::vector<EngineEvent> step();
   bool has_work() const;
+  // Makes the next step the last (on every rank): it cancels what is left and stopped() turns
+  // true. Any thread; rank 0 only under mpirun.
+  void shutdown();
+  bool stopped() const;
+  int rank() const { return session_.rank(); }
+  int world_size() const { return session_.world_size(); }
   std::string last_error() const;  // the message of the last failed step ("" if none)
   EngineStats stats() const;
   const EngineOptions& options() const { return options_; }
@@ -107,6 +121,9 @@ class Engine {
     std::vector<int64_t> out;
     bool done = false;  // finished or cancelled: leaves running_ at the end of the step
   };
+  // Under mpirun: rank 0's new requests, cancellations and shutdown flag, broadcast to all.
+  void sync_ranks();
+  void check_rank_zero(const char* what) const;
   void apply_cancellations(std::vector<EngineEvent>& events);
   void admit();
   // Builds this step's batch into the session's builder; fills sample_ with the requests that
@@ -118,8 +135,11 @@ class Engine {
 
   InferenceSession& session_;
   EngineOptions options_;
-  mutable std::mutex queue_mu_;  // guards waiting_, cancels_, next_id_, live_, stats_
+  mutable std::mutex queue_mu_;  // guards the queues, cancels_, next_id_, live_, stats_, stop
   std::deque<Request> waiting_;
+  std::deque<Request> incoming_;  // rank 0 under mpirun: added since the last step's broadcast
+  bool stop_requested_ = false;
+  bool stopped_ = false;
   std::vector<int64_t> cancels_;
   std::unordered_map<int64_t, bool> live_;  // ids waiting or running
   int64_t next_id_ = 0;
