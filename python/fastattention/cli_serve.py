@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 
 SERVE_EXTRA = "pip install 'fastattention[serve]' (starlette and uvicorn)"
 
@@ -85,9 +86,15 @@ def run_serve(args: argparse.Namespace) -> int:
     print(f"serving {name} ({args.model}) on http://{args.host}:{args.port}/v1 "
           f"(max batch {args.max_batch}, {step} tokens per step, "
           f"{'static' if args.static_batching else 'in-flight'} batching)", flush=True)
+    def interrupted(signum, frame):
+        raise KeyboardInterrupt
+
+    # uvicorn shuts down gracefully on SIGINT / SIGTERM, then re-raises the signal to the
+    # handler found before it started: SIGTERM (what mpirun sends) then ends like Ctrl-C.
+    signal.signal(signal.SIGTERM, interrupted)
     try:
         make_uvicorn(server, args.host, args.port, args.graceful_seconds, args.log_level).run()
-    except KeyboardInterrupt:  # uvicorn re-raises the signal once it has shut down gracefully
+    except KeyboardInterrupt:
         pass
     server.close()  # a no-op when the app's shutdown already closed it
     print("server stopped", flush=True)

@@ -216,12 +216,14 @@ class EngineLoop:
 
 def follow(engine: Engine) -> None:
     """The loop of a rank other than 0 under mpirun: steps in lock step with rank 0 until its
-    shutdown() (SIGINT is ignored here: the job stops when rank 0 says so)."""
+    shutdown(). SIGINT and SIGTERM (mpirun passes them on) are ignored here: the job stops
+    when rank 0, which shuts down gracefully on them, says so."""
     import signal
 
     if engine.rank == 0:
         raise ValueError("follow(engine) is for ranks other than 0; rank 0 runs an EngineLoop")
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     while not engine.stopped:
         engine.step()

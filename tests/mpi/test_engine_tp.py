@@ -2,7 +2,8 @@
 requests and schedules, rank 1 steps with it (follow); every request's tokens equal a tp=1 session
 running it alone, a cancelled request frees its blocks, both ranks end with the same stats (the
 same steps) and whole KV pools, and rank 1 refuses requests. `fastattention serve` under
-mpirun answers like Session.chat and shuts down on SIGINT."""
+mpirun answers like Session.generate, keeps the ranks together while idle, and shuts down on a
+SIGINT to rank 0."""
 from __future__ import annotations
 
 import json
@@ -49,3 +50,69 @@ def test_engine_under_mpirun(mpi, tmp_path):
     assert r0["stats"]["kv_blocks_free"] == r0["stats"]["kv_blocks_total"]
     assert r0["stats"]["running"] == 0 and r0["stats"]["cancelled"] == 1
     assert "rank 0 takes the requests" in r1["add_error"]
+
+
+def test_serve_under_mpirun(mpi, tmp_path):
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    import openai
+
+    from fastattention.bench.serve_model import write_tokenizer
+
+    tp2, tp1 = write(tmp_path, 2), write(tmp_path, 1)
+    for path in (tp2, tp1):
+        write_tokenizer(str(path), CONFIG["vocab_size"])
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+               OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", FASTATTN_COMM_TIMEOUT="60")
+    cmd = [mpi.mpirun, "-n", "2"] + (["--oversubscribe"] if mpi.is_open_mpi else []) + [
+        sys.executable, "-m", "fastattention.cli", "serve", "--model", str(tp2), "--port", "0",
+        "--threads", "1", "--max-batch", "4", "--served-model-name", "tp2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env)
+    lines: list = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    try:
+        deadline, port = time.monotonic() + 120, None
+        while port is None:
+            assert proc.poll() is None and time.monotonic() < deadline, "".join(lines)
+            text = re.sub(r"\x1b\[[0-9;]*m", "", "".join(lines))  # mpirun: a terminal, colours
+            found = re.search(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", text)
+            port = int(found.group(1)) if found else None
+            time.sleep(0.05)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused",
+                               max_retries=0, timeout=60)
+        ref = Session(tp1, num_threads=1)
+        for prompt in ("a b c", "kl zz q"):
+            got = client.completions.create(model="tp2", prompt=prompt, max_tokens=8,
+                                            temperature=0.7, seed=9)
+            assert got.choices[0].text == str(ref.generate(prompt, 8, temperature=0.7, seed=9,
+                                                           stop_tokens=[2]))
+        time.sleep(1.5)  # idle: rank 0 keeps stepping, rank 1 keeps following
+        streamed = client.completions.create(model="tp2", prompt="a b", max_tokens=6,
+                                             temperature=0, stream=True)
+        assert "".join(c.choices[0].text for c in streamed) == str(
+            ref.generate("a b", 6, stop_tokens=[2]))
+    finally:
+        # Ctrl-C to rank 0 (Open MPI's mpirun ends the job at once on a signal of its own):
+        # rank 0 shuts down gracefully and its last step stops rank 1.
+        text = re.sub(r"\x1b\[[0-9;]*m", "", "".join(lines))
+        rank0 = re.search(r"Started server process \[(\d+)\]", text)
+        if rank0:
+            os.kill(int(rank0.group(1)), signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGINT)
+        try:
+            rc = proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rc = proc.wait()
+        reader.join(10)
+    assert rc == 0, "".join(lines)
+    assert "".join(lines).count("server stopped") == 1, "".join(lines)

@@ -95,7 +95,8 @@ class ServerProcess:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError("the server did not start:\n" + "".join(self.lines))
-            found = re.search(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", "".join(self.lines))
+            text = re.sub(r"\x1b\[[0-9;]*m", "", "".join(self.lines))  # colours, if any
+            found = re.search(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", text)
             self.port = int(found.group(1)) if found else None
             time.sleep(0.1)
 
