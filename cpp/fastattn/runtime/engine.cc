@@ -45,6 +45,14 @@ Engine::Engine(InferenceSession& session, const EngineOptions& options)
   FA_CHECK(options_.step_tokens > options_.max_running, "step_tokens (", options_.step_tokens,
            ") must exceed max_running (", options_.max_running,
            "): a step holds one token of every decoding request plus prefill chunks");
+  if (session_.world_size() > 1) {  // ranks that schedule differently would not stay together
+    session_.tp_.check_same_on_all_ranks(Fingerprint()
+                                             .add(static_cast<uint64_t>(options_.max_running))
+                                             .add(static_cast<uint64_t>(options_.step_tokens))
+                                             .add(options_.static_batching ? 1 : 0)
+                                             .value(),
+                                         "the Engine's options");
+  }
   std::lock_guard<std::mutex> lock(session_.mu_);
   FA_CHECK(!session_.engine_attached_, "Engine: this session already has an engine");
   session_.engine_attached_ = true;

@@ -80,8 +80,8 @@ struct EngineStats {
 
 class Engine {
  public:
-  // Throws InvalidArgument for bad options, a session under mpirun, or a session that already
-  // has an engine.
+  // Throws InvalidArgument for bad options or a session that already has an engine. Under
+  // mpirun every rank constructs one with the same options (rank 0 schedules).
   Engine(InferenceSession& session, const EngineOptions& options = {});
   ~Engine();
   Engine(const Engine&) = delete;
