@@ -7,7 +7,9 @@
                            [--temperature T] [--top-k K] [--top-p P] [--seed S] [--threads N]
                            [--stop-text S] [--ids (prompts are token ids: --prompt "1 2 3")]
     fastattention chat     --model MODEL_DIR [--system TEXT] [--max-new-tokens N] [...]
-    fastattention bench attention|e2e|decode|allreduce-overlap|tp-e2e|spill [options]     (see `fastattention bench NAME --help`)
+    fastattention serve    --model MODEL_DIR [--host 127.0.0.1] [--port 8000] [--max-batch N] [...]
+                           (OpenAI-compatible HTTP server; needs the serve extra)
+    fastattention bench attention|e2e|decode|allreduce-overlap|tp-e2e|spill|serve [options]     (see `fastattention bench NAME --help`)
 
 Exit status: 0 on success, 2 for a usage error (bad option or value), 1 when the work itself fails
 (missing or bad weight files, unsupported model, ...); the message goes to stderr.
@@ -30,6 +32,8 @@ BENCHES = {
     "tp-e2e": ("tensor-parallel prefill and decode speed at the mpirun world size (--baseline: "
                "speed-up over a tp=1 run)"),
     "spill": "spilled KV (GPU): decode and prefill speed as the GPU KV budget shrinks; --demo: 256K",
+    "serve": ("HTTP serving load test: concurrent streaming clients, in-flight vs static batching "
+              "(throughput, time to first token, inter-token latency)"),
 }
 # Benchmarks whose module name differs from the command name.
 BENCH_MODULES = {"allreduce-overlap": "allreduce", "tp-e2e": "tp_e2e"}
@@ -341,11 +345,14 @@ def build_parser(load_benches: bool = True) -> argparse.ArgumentParser:
     from fastattention import __version__
 
     parser.add_argument("--version", action="version", version=f"fastattention {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{export,generate,chat,bench}")
+    sub = parser.add_subparsers(dest="command", metavar="{export,generate,chat,serve,bench}")
     sub.required = True
     add_export_parser(sub)
     add_generate_parser(sub)
     add_chat_parser(sub)
+    from fastattention.cli_serve import add_serve_parser
+
+    add_serve_parser(sub)
     add_bench_parser(sub, load=load_benches)
     return parser
 
@@ -370,4 +377,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m fastattention.cli`: run the package's module rather than this __main__ copy, so
+    # that main() catches the CliError the subcommand modules import (fastattention.cli's).
+    from fastattention.cli import main as package_main
+
+    sys.exit(package_main())

@@ -2,6 +2,8 @@
 
     mpi_worker.py session MODEL_DIR OUT_DIR PROMPTS_JSON   generate + logits with three tiling
         settings; writes OUT_DIR/rank{r}.npz
+    mpi_worker.py engine MODEL_DIR OUT_DIR SPEC_JSON       in-flight batching: rank 0 schedules,
+        the others follow; writes OUT_DIR/engine{r}.json
     mpi_worker.py collectives OUT_DIR                      tiled vs plain all-reduce, all-gather,
         broadcast, linear_all_reduce against float64 / exact references; asserts, writes a marker
     mpi_worker.py fail-raise MODEL_DIR                     rank 1 raises while rank 0 generates
@@ -141,10 +143,55 @@ def fail_case(mode: str, model_dir: str) -> None:
     print("rank 0 finished generating: the test expected it to be stopped", flush=True)
 
 
+def engine_case(model_dir: str, out_dir: str, spec_json: str) -> None:
+    """In-flight batching under mpirun: rank 0 adds the requests (some joining a running batch,
+    one cancelled) and steps; the other ranks follow(). Every rank writes its engine's stats."""
+    from fastattention.engine import Engine, follow
+    from fastattention.session import Session
+
+    spec = json.loads(open(spec_json).read())
+    s = Session(model_dir, num_threads=1, max_batch=4, prefill_chunk_tokens=16)
+    e = Engine(s, step_tokens=12)
+    out = {}
+    if s.rank == 0:
+        pending = list(enumerate(spec["requests"]))
+        ids, tokens, reasons = {}, {}, {}
+        while pending or e.has_work:
+            if pending:
+                i, (prompt, kw) = pending.pop(0)
+                ids[e.add_request(prompt, **kw)] = i
+                tokens[i] = []
+            for rid, token, finished, reason in e.step():
+                if token >= 0:
+                    tokens[ids[rid]].append(token)
+                if finished:
+                    reasons[ids[rid]] = reason
+                if ids[rid] == spec["cancel"] and len(tokens[ids[rid]]) == 2 and not finished:
+                    e.cancel(rid)
+        for _ in range(3):  # idle steps (what an idle server's loop does)
+            e.step()
+        e.shutdown()
+        e.step()
+        assert e.stopped
+        out.update(tokens=[tokens[i] for i in range(len(tokens))],
+                   reasons=[reasons[i] for i in range(len(reasons))])
+    else:
+        try:
+            e.add_request([1, 2], 2)
+        except ValueError as err:
+            out["add_error"] = str(err)
+        follow(e)
+    out["stats"] = e.stats
+    with open(os.path.join(out_dir, f"engine{s.rank}.json"), "w") as f:
+        json.dump(out, f)
+
+
 def main(argv) -> None:
     mode = argv[1]
     if mode == "session":
         session_case(*argv[2:5])
+    elif mode == "engine":
+        engine_case(*argv[2:5])
     elif mode == "collectives":
         collectives_case(argv[2])
     elif mode in ("fail-raise", "fail-hang"):

@@ -37,7 +37,7 @@ def test_console_script_is_installed():
     assert script.exists(), f"{script} missing: is the package installed (pip install .)?"
     out = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    for command in ("export", "generate", "chat", "bench"):
+    for command in ("export", "generate", "chat", "serve", "bench"):
         assert command in out.stdout
 
 
@@ -150,7 +150,8 @@ def test_bench_attention_small():
 
 @pytest.mark.parametrize("args, code, message", [
     ([], 2, "required: .*command|the following arguments are required"),
-    (["serve"], 2, "invalid choice: 'serve'"),
+    (["serve"], 2, "the following arguments are required: --model"),
+    (["deploy"], 2, "invalid choice: 'deploy'"),
     (["bench", "nosuch"], 2, "invalid choice: 'nosuch'"),
     (["export", "--hf", "/nonexistent/hf", "--out", "/tmp/x"], 1,
      "--hf /nonexistent/hf: no such directory"),

@@ -37,5 +37,6 @@ void bind_kernels(py::module_& m);
 void bind_rope_kv_sampling(py::module_& m);
 void bind_model(py::module_& m);
 void bind_comm(py::module_& m);
+void bind_engine(py::module_& m);
 
 }  // namespace fastattn::py_bind

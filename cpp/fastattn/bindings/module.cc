@@ -52,4 +52,5 @@ PYBIND11_MODULE(_C, m) {
   fastattn::py_bind::bind_rope_kv_sampling(m);
   fastattn::py_bind::bind_model(m);
   fastattn::py_bind::bind_comm(m);
+  fastattn::py_bind::bind_engine(m);
 }

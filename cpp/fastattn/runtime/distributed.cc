@@ -131,6 +131,14 @@ bool TensorParallel::any_rank(bool flag) {
   return mpi_->all_reduce_max({flag ? 1 : 0})[0] != 0;
 }
 
+void TensorParallel::broadcast_int64s(std::vector<int64_t>& values, int root) {
+  if (!mpi_) return;
+  int64_t n = static_cast<int64_t>(values.size());
+  mpi_->broadcast_bytes(&n, sizeof(n), root);
+  values.resize(static_cast<size_t>(n));
+  if (n > 0) mpi_->broadcast_bytes(values.data(), n * static_cast<int64_t>(sizeof(int64_t)), root);
+}
+
 Device rank_device(const std::string& option) {
   Device d = parse_device(option);
   if (option == "cuda") {

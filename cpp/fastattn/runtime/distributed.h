@@ -54,6 +54,8 @@ class TensorParallel {
   void check_same_on_all_ranks(uint64_t fingerprint, const char* what);
   // Whether `flag` is true on any rank (a host reduction; just `flag` for one rank).
   bool any_rank(bool flag);
+  // Rank `root`'s `values` on every rank (sized to root's; a no-op for one rank). Host side.
+  void broadcast_int64s(std::vector<int64_t>& values, int root);
 
  private:
   [[noreturn]] void fail_everywhere(const std::string& message, bool invalid_argument);

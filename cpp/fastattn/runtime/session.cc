@@ -301,6 +301,11 @@ void InferenceSession::check_fits(const std::vector<int64_t>& totals) const {
 
 InferenceSession::~InferenceSession() = default;
 
+void InferenceSession::check_no_engine(const char* what) const {
+  FA_CHECK(!engine_attached_, what, ": this session is driven by an Engine (in-flight batching); ",
+           "submit requests to the Engine, or use another session");
+}
+
 void InferenceSession::resolve_options() {
   const models::ModelConfig& c = config();
   if (options_.max_seq_len == 0) options_.max_seq_len = c.max_position_embeddings;
@@ -357,6 +362,7 @@ std::vector<std::vector<int64_t>> InferenceSession::generate(
     f.add_float(o.sampling.temperature).add_float(o.sampling.top_p).add_tokens(o.stop_tokens);
     tp_.check_same_on_all_ranks(f.value(), "generate()'s prompts and options");
   }
+  check_no_engine("generate()");
   FA_CHECK(!prompts.empty(), "prompts: empty list; pass at least one prompt");
   FA_CHECK(static_cast<int64_t>(prompts.size()) <= options_.max_batch, "batch of ",
            prompts.size(), " prompts exceeds max_batch = ", options_.max_batch);
@@ -553,6 +559,7 @@ void InferenceSession::logits_into(const std::vector<int64_t>& prompt, Tensor& o
   if (tp_.world_size() > 1) {
     tp_.check_same_on_all_ranks(Fingerprint().add_tokens(prompt).value(), "logits()'s prompt");
   }
+  check_no_engine("logits()");
   check_prompt(prompt, 0, 0);
   const int64_t len = static_cast<int64_t>(prompt.size());
   check_dtype(out, "logits out", DType::kFloat32);

@@ -30,6 +30,8 @@
 
 namespace fastattn::runtime {
 
+class Engine;  // runtime/engine.h: in-flight batching over a session's model and KV pools
+
 struct SessionOptions {
   // "cpu", "cuda" or "cuda:N" (CUDA builds). On a GPU the activations and the KV cache are in
   // the weights' dtype (float16 / bfloat16 / float32).
@@ -170,6 +172,12 @@ class InferenceSession {
   size_t host_kv_bytes() const { return host_cache_ ? host_cache_->nbytes() : 0; }
 
  private:
+  // The Engine drives the model, the KV pools and the block manager directly, step by step;
+  // while one is attached, generate() and logits() refuse (they would reset its sequences).
+  friend class Engine;
+  bool engine_attached_ = false;  // guarded by mu_
+  void check_no_engine(const char* what) const;
+
   struct Sequence;
   // The constructors' shared parts: options checked (returns the device), then everything after
   // the config is known; make_model builds this rank's model (on every rank together).

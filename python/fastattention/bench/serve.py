@@ -1,0 +1,247 @@
+"""HTTP serving load test: in-flight batching vs static batching of the same requests.
+
+    fastattention bench serve [--model DIR | --shape 135m|tiny] [--requests 64] [--concurrency 16]
+                              [--max-batch 8] [--prompt-len 16,256] [--output-mean 64]
+                              [--output-len 4,256] [--modes inflight,static] [--seed 0]
+
+For each mode, `fastattention serve` runs as its own process on 127.0.0.1 (an ephemeral port;
+--static-batching for static) and --concurrency clients (the official `openai` Python client,
+AsyncOpenAI, streaming) send the --requests requests, each client its next one as soon as its
+last one has finished. The requests are the same in every mode: prompt lengths uniform in
+--prompt-len and output lengths exponential with mean --output-mean clipped to --output-len,
+drawn from --seed; prompts are random token ids, outputs run to their length (ignore_eos),
+greedy. Reported: output tokens/s, requests/s, time to first token (TTFT), inter-token latency
+(ITL: gaps between streamed tokens, pooled over requests), time per output token (TPOT) and
+end-to-end latency percentiles.
+
+Without --model, a random-weight model of --shape (135m: the SmolLM-135M shape; tiny) with a
+word-level tokenizer is written to a temporary directory (bench/serve_model.py).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+from fastattention.bench.arguments import int_list
+
+MODES = ("inflight", "static")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, metavar="DIR",
+                   help="an exported model with a tokenizer (default: a random --shape model)")
+    p.add_argument("--shape", choices=("135m", "tiny"), default="135m",
+                   help="shape of the random model when no --model (default 135m)")
+    p.add_argument("--requests", type=int, default=64, help="requests per mode (default 64)")
+    p.add_argument("--concurrency", type=int, default=16,
+                   help="concurrent clients (default 16)")
+    p.add_argument("--max-batch", type=int, default=8, help="server's running batch (default 8)")
+    p.add_argument("--step-tokens", type=int, default=256,
+                   help="server's tokens per forward pass (default 256)")
+    p.add_argument("--prompt-len", type=int_list, default=[16, 256], metavar="LO,HI",
+                   help="prompt lengths, uniform (default 16,256)")
+    p.add_argument("--output-len", type=int_list, default=[4, 256], metavar="LO,HI",
+                   help="output lengths are clipped to this range (default 4,256)")
+    p.add_argument("--output-mean", type=float, default=64.0,
+                   help="mean of the exponential output lengths (default 64)")
+    p.add_argument("--modes", default="inflight,static",
+                   help="comma-separated: inflight, static (default both)")
+    p.add_argument("--threads", type=int, default=None, help="server's CPU threads")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None, metavar="FILE", help="also write the results here")
+
+
+def make_requests(args, vocab: int) -> list:
+    rng = random.Random(args.seed)
+    (plo, phi), (olo, ohi) = args.prompt_len, args.output_len
+    reqs = []
+    for _ in range(args.requests):
+        n = rng.randint(plo, phi)
+        out = int(min(max(round(rng.expovariate(1.0 / args.output_mean)), olo), ohi))
+        reqs.append(([rng.randrange(3, vocab) for _ in range(n)], out))
+    return reqs
+
+
+class ServerProcess:
+    """`fastattention serve` on 127.0.0.1:<ephemeral port>, stopped by SIGINT."""
+
+    def __init__(self, args, model_dir: str, static: bool, max_seq_len: int):
+        cmd = [sys.executable, "-m", "fastattention.cli", "serve", "--model", model_dir,
+               "--port", "0", "--max-batch", str(args.max_batch), "--step-tokens",
+               str(args.step_tokens), "--max-seq-len", str(max_seq_len), "--served-model-name",
+               "bench", "--log-level", "info"]
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
+        if static:
+            cmd.append("--static-batching")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True)
+        self.lines: list[str] = []
+        threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True).start()
+        deadline = time.monotonic() + 600
+        self.port = None
+        while self.port is None:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("the server did not start:\n" + "".join(self.lines))
+            text = re.sub(r"\x1b\[[0-9;]*m", "", "".join(self.lines))  # colours, if any
+            found = re.search(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", text)
+            self.port = int(found.group(1)) if found else None
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(2)
+            try:
+                self.proc.wait(120)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+async def _one(client, ids, max_tokens, record):
+    sent = time.perf_counter()
+    stamps, tokens = [], 0
+    stream = await client.completions.create(
+        model="bench", prompt=ids, max_tokens=max_tokens, temperature=0, stream=True,
+        stream_options={"include_usage": True}, extra_body={"ignore_eos": True})
+    async for chunk in stream:
+        if chunk.choices and chunk.choices[0].text:
+            stamps.append(time.perf_counter())
+        if chunk.usage is not None:
+            tokens = chunk.usage.completion_tokens
+    record.append(dict(sent=sent, stamps=stamps, done=time.perf_counter(), tokens=tokens,
+                       expected=max_tokens))
+
+
+async def _load(port: int, reqs: list, concurrency: int) -> list:
+    import openai
+
+    client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused",
+                                max_retries=0, timeout=3600)
+    await _one(client, reqs[0][0][:8], 2, [])  # warm-up
+    todo = list(reqs)
+    record: list = []
+
+    async def worker():
+        while todo:
+            ids, n = todo.pop(0)
+            await _one(client, ids, n, record)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await client.close()
+    return record
+
+
+def _pct(values, q):
+    return float(np.percentile(values, q)) if len(values) else float("nan")
+
+
+def summarise(mode: str, record: list) -> dict:
+    start = min(r["sent"] for r in record)
+    wall = max(r["done"] for r in record) - start
+    tokens = sum(r["tokens"] for r in record)
+    ttft = [r["stamps"][0] - r["sent"] for r in record if r["stamps"]]
+    itl = [b - a for r in record for a, b in zip(r["stamps"], r["stamps"][1:])]
+    tpot = [(r["stamps"][-1] - r["stamps"][0]) / (len(r["stamps"]) - 1)
+            for r in record if len(r["stamps"]) > 1]
+    e2e = [r["done"] - r["sent"] for r in record]
+    short = sum(r["tokens"] != r["expected"] for r in record)
+    if short:
+        raise RuntimeError(f"{mode}: {short} requests got fewer tokens than asked")
+    return dict(mode=mode, requests=len(record), wall_s=wall, output_tokens=tokens,
+                tokens_per_s=tokens / wall, requests_per_s=len(record) / wall,
+                ttft_p50=_pct(ttft, 50), ttft_p90=_pct(ttft, 90), ttft_p99=_pct(ttft, 99),
+                itl_p50=_pct(itl, 50), itl_p90=_pct(itl, 90), itl_p99=_pct(itl, 99),
+                tpot_p50=_pct(tpot, 50), e2e_p50=_pct(e2e, 50), e2e_p90=_pct(e2e, 90))
+
+
+def table(results: list) -> str:
+    head = ("| batching | tokens/s | req/s | TTFT p50 / p90 / p99 (s) | ITL p50 / p90 / p99 (ms) "
+            "| TPOT p50 (ms) | latency p50 / p90 (s) |")
+    rows = [head, "|" + "---|" * 7]
+    for r in results:
+        rows.append(f"| {r['mode']} | {r['tokens_per_s']:.1f} | {r['requests_per_s']:.3f} | "
+                    f"{r['ttft_p50']:.2f} / {r['ttft_p90']:.2f} / {r['ttft_p99']:.2f} | "
+                    f"{1e3 * r['itl_p50']:.0f} / {1e3 * r['itl_p90']:.0f} / "
+                    f"{1e3 * r['itl_p99']:.0f} | {1e3 * r['tpot_p50']:.0f} | "
+                    f"{r['e2e_p50']:.2f} / {r['e2e_p90']:.2f} |")
+    return "\n".join(rows)
+
+
+def _check(args) -> list:
+    from fastattention.cli import CliError
+
+    modes = [m for m in args.modes.split(",") if m]
+    bad = [m for m in modes if m not in MODES]
+    if bad or not modes:
+        raise CliError(f"--modes: expected a comma-separated list of {', '.join(MODES)}, got "
+                       f"{args.modes!r}")
+    for name in ("requests", "concurrency", "max_batch"):
+        if getattr(args, name) < 1:
+            raise CliError(f"--{name.replace('_', '-')} must be positive, got "
+                           f"{getattr(args, name)}")
+    if args.step_tokens <= args.max_batch:
+        raise CliError(f"--step-tokens ({args.step_tokens}) must exceed --max-batch "
+                       f"({args.max_batch})")
+    for name in ("prompt_len", "output_len"):
+        v = getattr(args, name)
+        if len(v) != 2 or v[0] > v[1]:
+            raise CliError(f"--{name.replace('_', '-')}: expected LO,HI with LO <= HI, got {v}")
+    if args.output_mean <= 0:
+        raise CliError(f"--output-mean must be positive, got {args.output_mean}")
+    return modes
+
+
+def run(args: argparse.Namespace):
+    modes = _check(args)
+    import openai  # noqa: F401  (the test extra has it; fail before any work)
+
+    with tempfile.TemporaryDirectory(prefix="fa-bench-serve-") as tmp:
+        max_seq_len = args.prompt_len[1] + args.output_len[1]
+        model_dir = args.model
+        if model_dir is None:
+            from fastattention.bench.serve_model import write_bench_model
+
+            model_dir = os.path.join(tmp, f"random-{args.shape}")
+            cfg = write_bench_model(model_dir, args.shape, max(max_seq_len, 512), args.seed)
+        else:
+            with open(os.path.join(model_dir, "config.json")) as f:
+                cfg = json.load(f)
+        reqs = make_requests(args, cfg["vocab_size"])
+        results = []
+        for mode in modes:
+            server = ServerProcess(args, model_dir, mode == "static", max_seq_len)
+            try:
+                record = asyncio.run(_load(server.port, reqs, args.concurrency))
+            finally:
+                server.stop()
+            results.append(summarise(mode, record))
+            print(f"{mode}: {results[-1]['tokens_per_s']:.1f} tokens/s", file=sys.stderr)
+    print(f"{args.requests} requests, {args.concurrency} clients, max batch {args.max_batch}, "
+          f"prompts {args.prompt_len[0]}-{args.prompt_len[1]} tokens, outputs exponential mean "
+          f"{args.output_mean:g} in {args.output_len[0]}-{args.output_len[1]}, seed {args.seed}, "
+          f"model {args.model or 'random ' + args.shape}")
+    print(table(results))
+    by_mode = {r["mode"]: r for r in results}
+    if len(by_mode) == 2:
+        a, b = by_mode["inflight"], by_mode["static"]
+        print(f"in-flight / static: throughput x{a['tokens_per_s'] / b['tokens_per_s']:.2f}, "
+              f"latency p50 x{a['e2e_p50'] / b['e2e_p50']:.2f}, TTFT p50 "
+              f"x{a['ttft_p50'] / b['ttft_p50']:.2f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": {k: v for k, v in vars(args).items() if k != "func"},
+                       "results": results}, f, indent=2)
+    return results
