@@ -7,7 +7,7 @@
                            [--temperature T] [--top-k K] [--top-p P] [--seed S] [--threads N]
                            [--stop-text S] [--ids (prompts are token ids: --prompt "1 2 3")]
     fastattention chat     --model MODEL_DIR [--system TEXT] [--max-new-tokens N] [...]
-    fastattention bench attention|e2e|decode|allreduce-overlap|tp-e2e|spill [options]     (see `fastattention bench NAME --help`)
+    fastattention bench attention|e2e|decode|allreduce-overlap|tp-e2e|spill|spill-cpu [options]     (see `fastattention bench NAME --help`)
 
 Exit status: 0 on success, 2 for a usage error (bad option or value), 1 when the work itself fails
 (missing or bad weight files, unsupported model, ...); the message goes to stderr.
@@ -30,9 +30,10 @@ BENCHES = {
     "tp-e2e": ("tensor-parallel prefill and decode speed at the mpirun world size (--baseline: "
                "speed-up over a tp=1 run)"),
     "spill": "spilled KV (GPU): decode and prefill speed as the GPU KV budget shrinks; --demo: 256K",
+    "spill-cpu": "CPU attention over host (spilled) KV: its KV bandwidth vs a plain read loop",
 }
 # Benchmarks whose module name differs from the command name.
-BENCH_MODULES = {"allreduce-overlap": "allreduce", "tp-e2e": "tp_e2e"}
+BENCH_MODULES = {"allreduce-overlap": "allreduce", "tp-e2e": "tp_e2e", "spill-cpu": "spill_cpu"}
 DTYPES = ("float16", "bfloat16", "float32")
 
 

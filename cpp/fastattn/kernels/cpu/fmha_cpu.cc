@@ -4,7 +4,7 @@
 //
 // Jobs: for each sequence and KV head, its rows (query tokens x the KV group's query heads) are
 // cut into jobs of up to 4 x 64 rows (wide kernel; fewer rows per job when there would be too few
-// jobs for the threads) or kept as one job of <= 4 rows (narrow kernel, decode). When those
+// jobs for the threads) or kept as one job of <= 8 rows (narrow kernel, decode). When those
 // cannot keep the threads busy (decode with a small batch), each one's visible key range is
 // split (split-KV); every split writes a normalised partial output and its LSE, and a second
 // parallel pass combines them.
@@ -257,7 +257,7 @@ size_t layout_scratch(void* base, const ScratchShape& shape, Scratch* sc) {
   const size_t D = static_cast<size_t>(shape.head_dim);
   const size_t dpad = (D + 15) / 16 * 16;
   const size_t W = kWideMaxRows;
-  // The narrow kernel uses tile 0 as [4][dpad] Q / O rows and [4][kKvTile] probabilities.
+  // The narrow kernel uses tile 0 as [8][dpad] Q / O rows and [8][kKvTile] probabilities.
   const bool wide = shape.wide_tiles > 0;
   const size_t q_floats = wide ? D * W : kNarrowMaxRows * dpad;
   const size_t s_floats = wide ? kKvTile * W : kNarrowMaxRows * kKvTile;

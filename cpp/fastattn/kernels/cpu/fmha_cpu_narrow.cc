@@ -1,12 +1,15 @@
-// The narrow attention tile (decode): 1..4 query rows (one token's query heads of a KV group, or a
+// The narrow attention tile (decode): 1..8 query rows (one token's query heads of a KV group, or a
 // few tokens) against K/V tiles, vectorised across the head dim. Decode is bound by reading K and
 // V once, so this kernel streams each key and value row exactly once per tile:
 //   scores  s[r][j] = dot(q_r, K[j])           four keys at a time, then a horizontal sum
 //   softmax per row, vectorised across the tile's keys
 //   output  o_r = alpha_r * o_r + sum_j p[r][j] * V[j]   in groups of four 16-float chunks
 // A head dim that is not a multiple of 16 uses masked loads for its last chunk.
+// With AVX2 + FMA + F16C and a head dim that is a multiple of 8, the tile's loops are the
+// streaming ones of fmha_cpu_decode.h instead (KV widened in registers, no float32 copy).
 #include <cmath>
 
+#include "fastattn/kernels/cpu/fmha_cpu_decode.h"
 #include "fastattn/kernels/cpu/fmha_cpu_impl.h"
 #include "fastattn/kernels/cpu/fmha_simd.h"
 
@@ -91,7 +94,9 @@ void pv_group_dispatch(int g, const float* const* vp, int n, const float* p, con
   }
 }
 
-template <int ROWS>
+// FAST: the fmha_cpu_decode.h loops over KV stored as T; otherwise the portable V16 loops (any
+// dtype, any head dim).
+template <int ROWS, bool FAST, DType T>
 void run_narrow(const AttnArgs& a, const TileJob& job, Scratch& sc) {
   const SeqInfo s = seq_info(a, job.seq);
   const int D = a.head_dim;
@@ -129,15 +134,44 @@ void run_narrow(const AttnArgs& a, const TileJob& job, Scratch& sc) {
   const int64_t key_begin = std::max<int64_t>(job.key_begin, min_lo);
   const int64_t key_end = std::min<int64_t>(job.key_end, static_cast<int64_t>(max_hi) + 1);
   const bool any_mask = has_mask(a) || a.alibi != nullptr;
+  const int64_t row_bytes = static_cast<int64_t>(D) * static_cast<int64_t>(kv.elem);
+  // Row pointers of the current and the next tile (the next one's are prefetched).
+  const char* ptr_store[2][2][kKvTile];
+  int cur = 0;
+  if (key_begin < key_end) {
+    const int64_t j1 = std::min<int64_t>(key_end, (key_begin / kKvTile + 1) * kKvTile);
+    kv.rows(key_begin, static_cast<int>(j1 - key_begin), ptr_store[0][0], ptr_store[0][1]);
+  }
   for (int64_t j0 = key_begin; j0 < key_end;) {
     const int64_t j1 = std::min<int64_t>(key_end, (j0 / kKvTile + 1) * kKvTile);
     const int n = static_cast<int>(j1 - j0);
     const int64_t next_end = std::min<int64_t>(key_end, j1 + kKvTile);
-    if (j1 < next_end) prefetch_rows(kv, j1, static_cast<int>(next_end - j1), D);
-    gather_rows(kv, false, j0, n, a.kv_dtype, D, sc.kbuf, sc.kptr);
-    int j = 0;
-    for (; j + 4 <= n; j += 4) qk_keys<ROWS, 4>(sc.kptr + j, q, D, p, j);
-    for (; j < n; ++j) qk_keys<ROWS, 1>(sc.kptr + j, q, D, p, j);
+    const char* const* kp = ptr_store[cur][0];
+    const char* const* vp = ptr_store[cur][1];
+    if (j1 < next_end) {
+      const int nn = static_cast<int>(next_end - j1);
+      kv.rows(j1, nn, ptr_store[cur ^ 1][0], ptr_store[cur ^ 1][1]);
+      prefetch_rows(ptr_store[cur ^ 1][0], ptr_store[cur ^ 1][1], nn, row_bytes);
+    }
+#if defined(FASTATTN_DECODE_AVX2)
+    if constexpr (FAST) {
+      decode::qk_tile<T, ROWS>(kp, n, q, dp, D, p, kKvTile);
+    } else
+#endif
+    {
+      for (int jj = 0; jj < n; ++jj) {
+        if (a.kv_dtype == DType::kFloat32) {
+          sc.kptr[jj] = reinterpret_cast<const float*>(kp[jj]);
+        } else {
+          float* dst = sc.kbuf + static_cast<int64_t>(jj) * converted_row_stride(D);
+          convert_to_float(kp[jj], a.kv_dtype, dst, D);
+          sc.kptr[jj] = dst;
+        }
+      }
+      int j = 0;
+      for (; j + 4 <= n && ROWS <= 4; j += 4) qk_keys<ROWS, 4>(sc.kptr + j, q, D, p, j);
+      for (; j < n; ++j) qk_keys<ROWS, 1>(sc.kptr + j, q, D, p, j);
+    }
 
     const int n16 = (n + 15) / 16 * 16;
     for (int r = 0; r < ROWS; ++r) {
@@ -157,26 +191,61 @@ void run_narrow(const AttnArgs& a, const TileJob& job, Scratch& sc) {
       const float m_new = std::fmax(rt.m[r], simd::reduce_max(mx));
       const float m_use = m_new == -INFINITY ? 0.0f : m_new;
       alpha[r] = std::exp2(rt.m[r] - m_use);
-      V16 sum = simd::splat(0.0f);
-      const V16 mv = simd::splat(m_use);
-      for (int jj = 0; jj < n16; jj += 16) {
-        const V16 e = simd::exp2(simd::sub(simd::load(pr + jj), mv));
-        simd::store(pr + jj, e);
-        sum = simd::add(sum, e);
+      float tile_sum = 0.0f;
+#if defined(FASTATTN_DECODE_AVX2)
+      if constexpr (FAST) {
+        static constexpr float kC[8] = {1.0f,          simd::kExp2C1, simd::kExp2C2, simd::kExp2C3,
+                                        simd::kExp2C4, simd::kExp2C5, simd::kExp2C6, simd::kExp2C7};
+        const __m256 mv = _mm256_set1_ps(m_use);
+        __m256 sum = _mm256_setzero_ps();
+        for (int jj = 0; jj < n16; jj += 8) {
+          const __m256 e = decode::exp2_8(_mm256_sub_ps(_mm256_loadu_ps(pr + jj), mv),
+                                          simd::kExp2Floor, kC);
+          _mm256_storeu_ps(pr + jj, e);
+          sum = _mm256_add_ps(sum, e);
+        }
+        tile_sum = decode::hsum(sum);
+      } else
+#endif
+      {
+        V16 sum = simd::splat(0.0f);
+        const V16 mv = simd::splat(m_use);
+        for (int jj = 0; jj < n16; jj += 16) {
+          const V16 e = simd::exp2(simd::sub(simd::load(pr + jj), mv));
+          simd::store(pr + jj, e);
+          sum = simd::add(sum, e);
+        }
+        tile_sum = simd::reduce_add(sum);
       }
-      rt.l[r] = rt.l[r] * alpha[r] + simd::reduce_add(sum);
+      rt.l[r] = rt.l[r] * alpha[r] + tile_sum;
       rt.m[r] = m_new;
     }
 
-    gather_rows(kv, true, j0, n, a.kv_dtype, D, sc.vbuf, sc.vptr);
-    for (int ch0 = 0; ch0 < nchunks; ch0 += 4) {
-      const int g = std::min(4, nchunks - ch0);
-      if (tail != 0 && ch0 + g == nchunks) {
-        pv_group_dispatch<ROWS, true>(g, sc.vptr, n, p, alpha, ch0, tail, dp, o);
-      } else {
-        pv_group_dispatch<ROWS, false>(g, sc.vptr, n, p, alpha, ch0, tail, dp, o);
+#if defined(FASTATTN_DECODE_AVX2)
+    if constexpr (FAST) {
+      decode::pv_tile<T, ROWS>(vp, n, p, kKvTile, alpha, D, dp, o);
+    } else
+#endif
+    {
+      for (int jj = 0; jj < n; ++jj) {
+        if (a.kv_dtype == DType::kFloat32) {
+          sc.vptr[jj] = reinterpret_cast<const float*>(vp[jj]);
+        } else {
+          float* dst = sc.vbuf + static_cast<int64_t>(jj) * converted_row_stride(D);
+          convert_to_float(vp[jj], a.kv_dtype, dst, D);
+          sc.vptr[jj] = dst;
+        }
+      }
+      for (int ch0 = 0; ch0 < nchunks; ch0 += 4) {
+        const int g = std::min(4, nchunks - ch0);
+        if (tail != 0 && ch0 + g == nchunks) {
+          pv_group_dispatch<ROWS, true>(g, sc.vptr, n, p, alpha, ch0, tail, dp, o);
+        } else {
+          pv_group_dispatch<ROWS, false>(g, sc.vptr, n, p, alpha, ch0, tail, dp, o);
+        }
       }
     }
+    cur ^= 1;
     j0 = j1;
   }
 
@@ -185,18 +254,45 @@ void run_narrow(const AttnArgs& a, const TileJob& job, Scratch& sc) {
   }
 }
 
+template <int ROWS>
+void run_narrow_rows(const AttnArgs& a, const TileJob& job, Scratch& sc) {
+#if defined(FASTATTN_DECODE_AVX2)
+  if (a.head_dim % 8 == 0) {
+    switch (a.kv_dtype) {
+      case DType::kFloat16:
+        return run_narrow<ROWS, true, DType::kFloat16>(a, job, sc);
+      case DType::kBFloat16:
+        return run_narrow<ROWS, true, DType::kBFloat16>(a, job, sc);
+      case DType::kFloat32:
+        return run_narrow<ROWS, true, DType::kFloat32>(a, job, sc);
+      default:
+        break;
+    }
+  }
+#endif
+  run_narrow<ROWS, false, DType::kFloat32>(a, job, sc);
+}
+
 }  // namespace
 
 void run_narrow_job(const AttnArgs& a, const TileJob& job, Scratch& sc) {
   switch (job.row_end - job.row_begin) {
     case 1:
-      return run_narrow<1>(a, job, sc);
+      return run_narrow_rows<1>(a, job, sc);
     case 2:
-      return run_narrow<2>(a, job, sc);
+      return run_narrow_rows<2>(a, job, sc);
     case 3:
-      return run_narrow<3>(a, job, sc);
+      return run_narrow_rows<3>(a, job, sc);
     case 4:
-      return run_narrow<4>(a, job, sc);
+      return run_narrow_rows<4>(a, job, sc);
+    case 5:
+      return run_narrow_rows<5>(a, job, sc);
+    case 6:
+      return run_narrow_rows<6>(a, job, sc);
+    case 7:
+      return run_narrow_rows<7>(a, job, sc);
+    case 8:
+      return run_narrow_rows<8>(a, job, sc);
     default:
       FA_ASSERT(false, "narrow tile of ", job.row_end - job.row_begin, " rows");
   }
