@@ -163,7 +163,7 @@ inline float alibi_slope_log2(const AttnArgs& a, const SeqInfo& s, int head) {
 // [key_begin, key_end). With split-KV, the result goes to a partial slot instead of out / lse.
 struct TileJob {
   int64_t seq = 0;
-  int kv_head = 0;
+  int kv_head = 0;  // < 0: all KV heads (narrow jobs only; see run_narrow_job)
   int64_t row_begin = 0, row_end = 0;
   int64_t key_begin = 0, key_end = 0;
   bool narrow = false;           // run by the narrow (decode) kernel
@@ -215,7 +215,13 @@ struct ScratchShape {
 size_t layout_scratch(void* base, const ScratchShape& shape, Scratch* sc);
 
 void run_wide_job(const AttnArgs& a, const TileJob& job, Scratch& sc);
+// A narrow job with kv_head >= 0 covers that KV head's rows; with kv_head < 0 (only planned when
+// narrow_all_heads_supported), every KV head's rows of the sequence: each K / V row is then read
+// for all heads at once, front to back through each block, instead of one head's slice of every
+// row per job (which touches every page once per head and defeats the hardware prefetchers).
+// Partial outputs of an all-heads job are laid out head after head.
 void run_narrow_job(const AttnArgs& a, const TileJob& job, Scratch& sc);
+bool narrow_all_heads_supported(const AttnArgs& a);
 
 // Asks for K and V rows j0..j0+n to be brought into L2 while the current tile computes: rows of a
 // [tokens, heads, D] tensor are far apart, which the hardware prefetchers do not follow.
