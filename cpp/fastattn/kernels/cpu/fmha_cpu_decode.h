@@ -57,14 +57,6 @@ inline __m256 hsum8(const __m256* v) {
   return _mm256_add_ps(lo, hi);
 }
 
-// Sum of each of 4 vectors, as the 4 lanes of one vector.
-inline __m128 hsum4(const __m256* v) {
-  const __m256 ab = _mm256_hadd_ps(v[0], v[1]);
-  const __m256 cd = _mm256_hadd_ps(v[2], v[3]);
-  const __m256 abcd = _mm256_hadd_ps(ab, cd);
-  return _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
-}
-
 inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -77,9 +69,7 @@ inline float hsum(__m256 v) {
 template <DType T, int ROWS>
 inline void qk_tile(const char* const* kp, int n, const float* q, int dp, int head_dim, float* s,
                     int kv_tile) {
-  // ROWS x KJ accumulators: 8 or 12 (an FMA's latency x throughput is 8 on current x86 cores;
-  // 12 leaves slack), q read as FMA memory operands, one register per key.
-  constexpr int KJ = ROWS == 1 ? 8 : ROWS == 2 ? 4 : ROWS <= 4 ? 3 : 1;
+  constexpr int KJ = ROWS == 1 ? 8 : ROWS == 2 ? 4 : ROWS <= 4 ? 2 : 1;
   constexpr int EB = elem_bytes<T>();
   int j = 0;
   for (; j + KJ <= n; j += KJ) {
@@ -87,20 +77,19 @@ inline void qk_tile(const char* const* kp, int n, const float* q, int dp, int he
 #pragma GCC unroll 8
     for (int i = 0; i < KJ * ROWS; ++i) acc[i] = _mm256_setzero_ps();
     for (int d = 0; d < head_dim; d += 8) {
-      __m256 kv[KJ];
+      __m256 qv[ROWS];
 #pragma GCC unroll 8
-      for (int k = 0; k < KJ; ++k) kv[k] = load8<T>(kp[j + k] + d * EB);
+      for (int r = 0; r < ROWS; ++r) qv[r] = _mm256_loadu_ps(q + r * dp + d);
 #pragma GCC unroll 8
-      for (int r = 0; r < ROWS; ++r) {
-        const __m256 qv = _mm256_loadu_ps(q + r * dp + d);
+      for (int k = 0; k < KJ; ++k) {
+        const __m256 kv = load8<T>(kp[j + k] + d * EB);
 #pragma GCC unroll 8
-        for (int k = 0; k < KJ; ++k) acc[k * ROWS + r] = _mm256_fmadd_ps(qv, kv[k], acc[k * ROWS + r]);
+        for (int r = 0; r < ROWS; ++r) acc[k * ROWS + r] = _mm256_fmadd_ps(qv[r], kv, acc[k * ROWS + r]);
       }
     }
-    if constexpr (KJ * ROWS == 8 || KJ * ROWS == 12) {
-      alignas(32) float sums[12];
+    if constexpr (KJ * ROWS == 8) {
+      alignas(32) float sums[8];
       _mm256_store_ps(sums, hsum8(acc));
-      if constexpr (KJ * ROWS == 12) _mm_store_ps(sums + 8, hsum4(acc + 8));
 #pragma GCC unroll 8
       for (int k = 0; k < KJ; ++k)
 #pragma GCC unroll 8
@@ -158,11 +147,11 @@ inline void pv_chunks(const char* const* vp, int n, const float* p, int kv_tile,
 }
 
 // The whole P V update of a tile for ROWS rows; head_dim % 8 == 0. Chunk groups hold
-// ROWS x C = 8..12 accumulators.
+// ROWS x C <= 8..12 accumulators.
 template <DType T, int ROWS>
 inline void pv_tile(const char* const* vp, int n, const float* p, int kv_tile, const float* alpha,
                     int head_dim, int dp, float* o) {
-  constexpr int CMAX = ROWS == 1 ? 8 : ROWS == 2 ? 4 : ROWS <= 4 ? 3 : 1;
+  constexpr int CMAX = ROWS == 1 ? 8 : ROWS == 2 ? 4 : ROWS <= 4 ? 2 : 1;
   const int chunks = head_dim / 8;
   int c0 = 0;
   for (; c0 + CMAX <= chunks; c0 += CMAX) pv_chunks<T, ROWS, CMAX>(vp, n, p, kv_tile, alpha, 8 * c0, dp, o);
