@@ -19,7 +19,14 @@
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #define FASTATTN_DECODE_AVX2 1
+// As in fmha_simd.h: GCC 12 flags its own AVX-512 intrinsics' _mm512_undefined_*() pass-through
+// operands as (maybe-)uninitialized inside the header; whichever file includes it first must
+// silence that.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
+#pragma GCC diagnostic pop
 #endif
 
 namespace fastattn::kernels::cpu::decode {
