@@ -220,6 +220,51 @@ TEST(fmha_decode_split_kv) {
   CHECK_MSG(diff < 1e-6, "split-kv result differs from the unsplit one by " + std::to_string(diff));
 }
 
+TEST(fmha_host_part_decode) {
+  // The host part of a spilled step: decode (and 2-token chunk) queries against a paged cache,
+  // without a mask, as AttentionLayer::attend_host_part runs it; fp16 / bf16 / fp32 KV, GQA
+  // groups 1 / 4 / 8 (the narrow kernel's all-heads jobs and its 8-row tiles), block sizes
+  // 16..256, lengths 1..64K, 1..3 threads (split-KV merges with all-heads slots).
+  const DType dts[] = {DType::kFloat16, DType::kBFloat16, DType::kFloat32};
+  uint32_t seed = 900;
+  for (DType dt : dts) {
+    for (int group : {1, 4, 8}) {
+      for (int bs : {16, 64, 256}) {
+        Spec s;
+        s.hk = group == 8 ? 1 : 2, s.hq = s.hk * group, s.d = 128, s.block_size = bs;
+        s.q_dtype = s.kv_dtype = s.out_dtype = dt;
+        s.sq = {1, 1, 1};
+        s.sk = {1, 17, 300 + bs};
+        s.threads = 1 + (bs / 16) % 3;
+        s.seed = ++seed;
+        expect_accurate(s, "host part decode");
+        if (group <= 4) {  // 2 query tokens x group <= 8 rows: still the narrow kernel
+          s.sq = {2, 1};
+          s.sk = {2, 1000};
+          s.causal = true;
+          s.seed = ++seed;
+          expect_accurate(s, "host part chunk");
+        }
+      }
+    }
+  }
+  // Long contexts, few heads: 64K keys split over the threads, and a head dim of 64.
+  for (DType dt : {DType::kFloat16, DType::kBFloat16}) {
+    Spec s;
+    s.hq = 8, s.hk = 1, s.d = 64, s.block_size = 16;
+    s.q_dtype = s.kv_dtype = s.out_dtype = dt;
+    s.sq = {1};
+    s.sk = {65536};
+    s.threads = 2;
+    s.seed = ++seed;
+    expect_accurate(s, "host part 64K");
+    s.hq = 8, s.hk = 2, s.block_size = 256, s.sk = {20000};
+    s.threads = 3;
+    s.seed = ++seed;
+    expect_accurate(s, "host part 20K GQA 4");
+  }
+}
+
 TEST(fmha_thread_count_is_deterministic) {
   // Without split-KV every row is computed by one tile job: any thread count gives the same bits.
   Spec s = square(260, 8, 2, 64);

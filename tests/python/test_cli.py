@@ -255,3 +255,25 @@ def test_communicator_tiling_options_reject_bad_values():
         comm.num_tiles = -1
     assert comm.plan_tiles(4096, 1024, 512) == (1, 0)  # one rank: nothing to overlap
 
+
+
+def test_bench_spill_cpu_quick():
+    """`bench spill-cpu` runs on the CPU and prints the read loop, the kernel and their ratio."""
+    pytest.importorskip("torch")
+    res = cli("bench", "spill-cpu", "--quick", "--repeats", "1", "--buffer-mb", "16",
+              "--dtypes", "bfloat16", "--blocks", "16")
+    assert res.returncode == 0, res.stderr
+    rows = [l for l in res.stdout.splitlines() if l.startswith("| bfloat16 |")]
+    assert len(rows) == 2, res.stdout  # GQA 32/8 and 8/1
+    ratio = float(rows[0].split("|")[10])
+    assert 0 < ratio < 10, rows[0]
+
+
+def test_read_loop_sums_the_buffer():
+    from fastattention._native import _C
+
+    data = np.arange(1001, dtype=np.uint64)  # 8008 bytes: 1001 words, shares of 8 words per thread
+    for threads in (1, 2, 3):
+        assert _C.read_loop(data, threads) == int(data.sum())
+    with pytest.raises(ValueError, match="contiguous 1-D"):
+        _C.read_loop(np.zeros((4, 4), dtype=np.uint64), 1)

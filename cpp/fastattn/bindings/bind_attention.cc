@@ -6,6 +6,7 @@
 #include "fastattn/bindings/bindings.h"
 #include "fastattn/core/context.h"
 #include "fastattn/kernels/attention/fmha.h"
+#include "fastattn/kernels/cpu/read_loop.h"
 
 namespace fastattn::py_bind {
 
@@ -43,6 +44,15 @@ void fmha_forward_py(const py::handle& q, const py::handle& k, const py::handle&
   kernels::fmha_forward(ctx, p);
 }
 
+uint64_t read_loop_py(const py::buffer& data, int num_threads) {
+  const py::buffer_info info = data.request();
+  FA_CHECK(info.ndim == 1 && info.strides[0] == info.itemsize,
+           "read_loop: data must be a contiguous 1-D buffer");
+  const size_t bytes = static_cast<size_t>(info.size) * static_cast<size_t>(info.itemsize);
+  py::gil_scoped_release release;
+  return kernels::cpu::read_loop(info.ptr, bytes, num_threads);
+}
+
 }  // namespace
 
 void bind_attention(py::module_& m) {
@@ -69,6 +79,10 @@ register-staged copies). `max_seqlen_q` / `max_seqlen_k` (0 = unknown)
 spare reading the index arrays back; `num_splits` fixes the decode kernel's KV split count
 (0 = heuristic, 1 = no split). CPU tensors take impl="auto" and ignore the GPU-only options.
 Bad input raises ValueError naming the argument.)doc");
+  m.def("read_loop", &read_loop_py, py::arg("data"), py::arg("num_threads") = 0,
+        R"doc(Reads a contiguous 1-D buffer once on num_threads OpenMP threads (0 = the default) and
+returns the sum of its 64-bit words: the plain read loop `bench spill-cpu` compares the CPU
+attention kernel's KV bandwidth against. The GIL is released.)doc");
 }
 
 }  // namespace fastattn::py_bind

@@ -4,7 +4,7 @@
 //
 // Jobs: for each sequence and KV head, its rows (query tokens x the KV group's query heads) are
 // cut into jobs of up to 4 x 64 rows (wide kernel; fewer rows per job when there would be too few
-// jobs for the threads) or kept as one job of <= 4 rows (narrow kernel, decode). When those
+// jobs for the threads) or kept as one job of <= 8 rows (narrow kernel, decode). When those
 // cannot keep the threads busy (decode with a small batch), each one's visible key range is
 // split (split-KV); every split writes a normalised partial output and its LSE, and a second
 // parallel pass combines them.
@@ -35,6 +35,12 @@ constexpr double kMinParallelWork = 1 << 18;
 constexpr int kMinJobsPerThread = 8;
 
 size_t align64(size_t n) { return (n + 63) / 64 * 64; }
+
+// Rows of a tile's partial outputs: an all-heads tile (kv_head < 0) holds every KV head's rows,
+// head after head.
+int64_t slot_rows(const AttnArgs& a, int kv_head, int64_t rows) {
+  return kv_head < 0 ? rows * a.num_heads_k : rows;
+}
 
 AttnArgs make_args(const FmhaParams& p, const FmhaShape& sh) {
   AttnArgs a;
@@ -139,11 +145,18 @@ Plan make_plan(const AttnArgs& a, const FmhaShape& sh, int threads) {
     if (jobs >= static_cast<int64_t>(kMinJobsPerThread) * threads) break;
   }
   std::vector<Tile> tiles;
+  const bool all_heads = a.num_heads_k > 1 && narrow_all_heads_supported(a);
   for (int64_t b = 0; b < sh.batch; ++b) {
     const SeqInfo s = seq_info(a, b);
     const int64_t rows = s.sq * a.group;
     if (rows == 0) continue;
     const int64_t tile_rows = rows <= kNarrowMaxRows ? rows : int64_t{kWideMaxRows} * sub_tiles;
+    if (rows <= kNarrowMaxRows && all_heads) {
+      // One tile for all KV heads: it reads each K / V block front to back (see
+      // narrow_all_heads_supported).
+      tiles.push_back({b, -1, 0, rows, visible_key_span(a, s, 0, rows)});
+      continue;
+    }
     for (int h = 0; h < a.num_heads_k; ++h) {
       for (int64_t r0 = 0; r0 < rows; r0 += tile_rows) {
         const int64_t r1 = std::min(rows, r0 + tile_rows);
@@ -169,7 +182,7 @@ Plan make_plan(const AttnArgs& a, const FmhaShape& sh, int threads) {
       per_split = ((t.keys.end - first + splits - 1) / splits + kKvTile - 1) / kKvTile * kKvTile;
       splits = (t.keys.end - first + per_split - 1) / per_split;
     }
-    const int64_t rows = t.row_end - t.row_begin;
+    const int64_t rows = slot_rows(a, t.kv_head, t.row_end - t.row_begin);
     const size_t rows_d = static_cast<size_t>(rows) * static_cast<size_t>(a.head_dim);
     for (int64_t sp = 0; sp < splits; ++sp) {
       TileJob job;
@@ -209,7 +222,7 @@ Plan make_plan(const AttnArgs& a, const FmhaShape& sh, int threads) {
 // Combines the splits of one row: out = sum_s w_s o_s with w_s = 2^(lse_s - lse) / normaliser.
 void merge_row(const AttnArgs& a, const Plan::Merge& mg, int64_t r, float* acc) {
   const int D = a.head_dim;
-  const int64_t rows = mg.row_end - mg.row_begin;
+  const int64_t rows = slot_rows(a, mg.kv_head, mg.row_end - mg.row_begin);
   float lse_max = -INFINITY;
   bool nan = false;  // a split that saw NaN / inf inputs makes the whole row NaN
   for (int sp = 0; sp < mg.splits; ++sp) {
@@ -233,7 +246,13 @@ void merge_row(const AttnArgs& a, const Plan::Merge& mg, int64_t r, float* acc) 
   TileJob direct;
   direct.seq = mg.seq, direct.kv_head = mg.kv_head;
   direct.row_begin = mg.row_begin, direct.row_end = mg.row_end;
-  write_row(a, seq_info(a, mg.seq), direct, mg.row_begin + r, acc, lse_max, total);
+  int64_t row = mg.row_begin + r;
+  if (mg.kv_head < 0) {  // all-heads tile: slot row r is head r / rows' row r % rows
+    const int64_t head_rows = mg.row_end - mg.row_begin;
+    direct.kv_head = static_cast<int>(r / head_rows);
+    row = mg.row_begin + r % head_rows;
+  }
+  write_row(a, seq_info(a, mg.seq), direct, row, acc, lse_max, total);
 }
 
 }  // namespace
@@ -263,7 +282,7 @@ size_t layout_scratch(void* base, const ScratchShape& shape, Scratch* sc) {
   const size_t D = static_cast<size_t>(shape.head_dim);
   const size_t dpad = (D + 15) / 16 * 16;
   const size_t W = kWideMaxRows;
-  // The narrow kernel uses tile 0 as [4][dpad] Q / O rows and [4][kKvTile] probabilities.
+  // The narrow kernel uses tile 0 as [8][dpad] Q / O rows and [8][kKvTile] probabilities.
   const bool wide = shape.wide_tiles > 0;
   const size_t q_floats = wide ? D * W : kNarrowMaxRows * dpad;
   const size_t s_floats = wide ? kKvTile * W : kNarrowMaxRows * kKvTile;
@@ -324,14 +343,15 @@ void fmha_forward_cpu(const Context& ctx, const FmhaParams& p, const FmhaShape& 
   char* base = static_cast<char*>(scratch.data());
   float* partial = reinterpret_cast<float*>(base + per_thread * static_cast<size_t>(used_threads));
   for (Plan::Merge& mg : plan.merges) {
-    const size_t rows_d = static_cast<size_t>(mg.row_end - mg.row_begin) * shape.head_dim;
+    const size_t rows_d =
+        static_cast<size_t>(slot_rows(a, mg.kv_head, mg.row_end - mg.row_begin)) * shape.head_dim;
     mg.partial_o = partial + mg.offset;
     mg.partial_lse = mg.partial_o + static_cast<size_t>(mg.splits) * rows_d;
   }
   for (TileJob& job : plan.jobs) {
     if (job.split_group < 0) continue;
     const Plan::Merge& mg = plan.merges[static_cast<size_t>(job.split_group)];
-    const int64_t rows = mg.row_end - mg.row_begin;
+    const int64_t rows = slot_rows(a, mg.kv_head, mg.row_end - mg.row_begin);
     job.partial_o = mg.partial_o + static_cast<int64_t>(job.split_index) * rows * shape.head_dim;
     job.partial_lse = mg.partial_lse + static_cast<int64_t>(job.split_index) * rows;
   }
@@ -358,7 +378,8 @@ void fmha_forward_cpu(const Context& ctx, const FmhaParams& p, const FmhaShape& 
 #pragma omp for schedule(dynamic, 1)
       for (int64_t i = 0; i < static_cast<int64_t>(plan.merges.size()); ++i) {
         const Plan::Merge& mg = plan.merges[static_cast<size_t>(i)];
-        for (int64_t r = 0; r < mg.row_end - mg.row_begin; ++r) merge_row(a, mg, r, sc.row);
+        const int64_t rows = slot_rows(a, mg.kv_head, mg.row_end - mg.row_begin);
+        for (int64_t r = 0; r < rows; ++r) merge_row(a, mg, r, sc.row);
       }
     }
   }

@@ -1,6 +1,6 @@
 // Pieces shared by the CPU attention driver (fmha_cpu.cc) and its two tile kernels:
 //   wide   (fmha_cpu_wide.cc):   16..64 query rows, vectorised across query rows (prefill);
-//   narrow (fmha_cpu_narrow.cc): 1..4 query rows, vectorised across the head dim (decode).
+//   narrow (fmha_cpu_narrow.cc): 1..8 query rows, vectorised across the head dim (decode).
 //
 // A "row" is one (query token, query head) pair. The query heads of one KV group are processed
 // together, so each K/V tile is loaded once for the whole group: within a sequence and KV head,
@@ -25,7 +25,7 @@ constexpr int kWideMaxRows = 64;
 // [tokens, heads, D] tensor) by the number of tiles.
 constexpr int kMaxSubTiles = 4;
 // A (sequence, KV head) with at most this many rows in total takes the narrow kernel.
-constexpr int kNarrowMaxRows = 4;
+constexpr int kNarrowMaxRows = 8;
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
@@ -102,6 +102,24 @@ struct KvSource {
   }
   const char* k_row(int64_t j) const { return row(k, j, a->k_blk_stride, a->k_tok_stride); }
   const char* v_row(int64_t j) const { return row(v, j, a->v_blk_stride, a->v_tok_stride); }
+  // Row pointers of keys j0 .. j0 + n of K (kp) and V (vp): one block-table lookup and no
+  // division per block touched, rather than per row.
+  void rows(int64_t j0, int n, const char** kp, const char** vp) const {
+    const int64_t e = static_cast<int64_t>(elem);
+    const int64_t ks = a->k_tok_stride * e, vs = a->v_tok_stride * e;
+    if (blocks == nullptr) {
+      for (int j = 0; j < n; ++j) kp[j] = k + (j0 + j) * ks, vp[j] = v + (j0 + j) * vs;
+      return;
+    }
+    const int64_t bs = a->block_size;
+    int64_t b = j0 / bs, t = j0 % bs;
+    for (int j = 0; j < n;) {
+      const char* kb = k + blocks[b] * a->k_blk_stride * e;
+      const char* vb = v + blocks[b] * a->v_blk_stride * e;
+      for (; t < bs && j < n; ++t, ++j) kp[j] = kb + t * ks, vp[j] = vb + t * vs;
+      ++b, t = 0;
+    }
+  }
 
  private:
   const char* row(const char* base, int64_t j, int64_t blk_stride, int64_t tok_stride) const {
@@ -145,7 +163,7 @@ inline float alibi_slope_log2(const AttnArgs& a, const SeqInfo& s, int head) {
 // [key_begin, key_end). With split-KV, the result goes to a partial slot instead of out / lse.
 struct TileJob {
   int64_t seq = 0;
-  int kv_head = 0;
+  int kv_head = 0;  // < 0: all KV heads (narrow jobs only; see run_narrow_job)
   int64_t row_begin = 0, row_end = 0;
   int64_t key_begin = 0, key_end = 0;
   bool narrow = false;           // run by the narrow (decode) kernel
@@ -197,16 +215,21 @@ struct ScratchShape {
 size_t layout_scratch(void* base, const ScratchShape& shape, Scratch* sc);
 
 void run_wide_job(const AttnArgs& a, const TileJob& job, Scratch& sc);
+// A narrow job with kv_head >= 0 covers that KV head's rows; with kv_head < 0 (only planned when
+// narrow_all_heads_supported), every KV head's rows of the sequence: each K / V row is then read
+// for all heads at once, front to back through each block, instead of one head's slice of every
+// row per job (which touches every page once per head and defeats the hardware prefetchers).
+// Partial outputs of an all-heads job are laid out head after head.
 void run_narrow_job(const AttnArgs& a, const TileJob& job, Scratch& sc);
+bool narrow_all_heads_supported(const AttnArgs& a);
 
 // Asks for K and V rows j0..j0+n to be brought into L2 while the current tile computes: rows of a
 // [tokens, heads, D] tensor are far apart, which the hardware prefetchers do not follow.
-inline void prefetch_rows(const KvSource& src, int64_t j0, int n, int head_dim) {
-  const int64_t bytes = static_cast<int64_t>(head_dim) * static_cast<int64_t>(src.elem);
+inline void prefetch_rows(const char* const* kp, const char* const* vp, int n, int64_t bytes) {
   unsigned touch = 0;
   for (int j = 0; j < n; ++j) {
-    const char* k = src.k_row(j0 + j);
-    const char* v = src.v_row(j0 + j);
+    const char* k = kp[j];
+    const char* v = vp[j];
     // A load per row warms the TLB (a prefetch that misses it may be dropped).
     touch += static_cast<unsigned char>(*k) + static_cast<unsigned char>(*v);
     for (int64_t off = 0; off < bytes; off += 64) {
@@ -215,6 +238,12 @@ inline void prefetch_rows(const KvSource& src, int64_t j0, int n, int head_dim) 
     }
   }
   asm volatile("" : : "r"(touch));
+}
+inline void prefetch_rows(const KvSource& src, int64_t j0, int n, int head_dim) {
+  const char* kp[kKvTile];
+  const char* vp[kKvTile];
+  src.rows(j0, n, kp, vp);
+  prefetch_rows(kp, vp, n, static_cast<int64_t>(head_dim) * static_cast<int64_t>(src.elem));
 }
 
 // Row stride (floats) of converted K / V tiles: padded by one cache line so that consecutive
