@@ -123,9 +123,15 @@ def test_bench_e2e_quick():
     rows = {}
     for line in res.stdout.splitlines():
         m = re.match(r"^\| (transformers|fastattention) \| (\w+) \| ([\d,]+) \| ([\d.]+)x \| "
-                     r"([\d.]+) \| ([\d.]+)x \|$", line)
+                     r"([\d.]+) \| ([\d.]+)x \| *([\d.]*) \| *([\d.]*)x? *\|$", line)
         if m:
-            rows[(m.group(1), m.group(2))] = m.groups()
+            rows[(m.group(1), m.group(2))] = m.groups()[:6]
+            # Our rows carry the step bound (bytes read / the read loop's bandwidth) and the ratio.
+            bound, ratio = m.group(7), m.group(8)
+            if m.group(1) == "fastattention":
+                assert float(bound) > 0 and float(ratio) > 0, line
+            else:
+                assert bound == "" and ratio == "", line
     assert set(rows) == {("transformers", "float32"), ("fastattention", "float32"),
                          ("fastattention", "bfloat16")}, res.stdout
     assert rows[("transformers", "float32")][3] == "1.00"
@@ -133,6 +139,7 @@ def test_bench_e2e_quick():
         assert float(prefill.replace(",", "")) > 0 and float(decode) > 0
     # Same weights in float32: the greedy tokens agree with transformers' all the way.
     assert re.search(r"\(float32 weights\): 8/8$", res.stdout, re.M), res.stdout
+    assert re.search(r"^read loop \(2 threads, 1 GiB\): [\d.]+ GB/s", res.stdout, re.M), res.stdout
 
 
 def test_bench_attention_small():

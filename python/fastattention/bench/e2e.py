@@ -44,6 +44,9 @@ class Engine:
     prefill: Callable[[], float]
     decode: Callable[[], float]
     tokens: List[int] = field(default_factory=list)
+    # Bytes one decode step reads (weights + KV at the mean context of the timed steps); 0 where
+    # not known (transformers).
+    step_bytes: float = 0.0
 
 
 @dataclass
@@ -53,6 +56,7 @@ class Result:
     prefill_tokens_per_s: float
     decode_ms_per_step: float
     decode_tokens: List[int]
+    step_bytes: float = 0.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -170,6 +174,33 @@ def transformers_engine(hf_dir: str, prompt: np.ndarray, decode_prompt: np.ndarr
     return engine
 
 
+def decode_step_bytes(session, context: float) -> float:
+    """Bytes a batch-1 decode step of `session` reads: every weight but the embedding rows it
+    does not gather (the whole table when the LM head is tied to it), plus the KV cache of
+    `context` tokens in the session's KV dtype."""
+    c = session.config
+    embedding = 0 if c["tie_word_embeddings"] else (
+        c["vocab_size_padded"] * c["hidden_size"] * {"float32": 4}.get(c["dtype"], 2))
+    kv_elem = {"float32": 4, "float16": 2, "bfloat16": 2}[session.options.kv_dtype]
+    kv = context * c["num_layers"] * 2 * c["num_kv_heads"] * c["head_dim"] * kv_elem
+    return session.weight_bytes - embedding + kv
+
+
+def read_bandwidth(threads: int, mb: int = 1024, repeats: int = 5) -> float:
+    """Bytes per second a plain multi-threaded read loop (_C.read_loop, `threads` threads) reaches
+    over a buffer far beyond the caches: best of `repeats`."""
+    from fastattention import _C
+
+    buf = np.ones((mb << 20) // 8, dtype=np.uint64)
+    _C.read_loop(buf, threads)  # fault the pages in
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        _C.read_loop(buf, threads)
+        best = min(best, time.perf_counter() - t0)
+    return buf.nbytes / best
+
+
 def session_engine(model_dir: str, dtype: str, prompt: np.ndarray, decode_prompt: np.ndarray,
                    args: argparse.Namespace) -> Engine:
     from fastattention.session import Session
@@ -193,6 +224,7 @@ def session_engine(model_dir: str, dtype: str, prompt: np.ndarray, decode_prompt
         return t["decode_seconds"] / t["decode_steps"]
 
     engine.prefill, engine.decode = prefill, decode
+    engine.step_bytes = decode_step_bytes(session, len(decode_ids) + (args.new_tokens + 1) / 2)
     return engine
 
 
@@ -216,7 +248,7 @@ def measure(engines: List[Engine], prompt_len: int, repeats: int) -> List[Result
         for i, e in enumerate(engines):
             time.sleep(SETTLE_SECONDS)
             best_decode[i] = min(best_decode[i], e.decode())
-    return [Result(e.engine, e.weights, prompt_len / p, d * 1e3, list(e.tokens))
+    return [Result(e.engine, e.weights, prompt_len / p, d * 1e3, list(e.tokens), e.step_bytes)
             for e, p, d in zip(engines, best_prefill, best_decode)]
 
 
@@ -227,14 +259,19 @@ def _load() -> str:
         return "n/a"
 
 
-def format_table(results: List[Result], baseline: Result) -> str:
-    lines = ["| engine | weights | prefill tokens/s | vs transformers | decode ms/step | vs transformers |",
-             "|---|---|---:|---:|---:|---:|"]
+def format_table(results: List[Result], baseline: Result, bandwidth: float) -> str:
+    """The results as a markdown table; `bandwidth`: the read loop's bytes/s, for each decode
+    figure's step bound (step bytes / bandwidth) and ratio to it."""
+    lines = ["| engine | weights | prefill tokens/s | vs transformers | decode ms/step | vs transformers "
+             "| step bound ms | decode / bound |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in results:
+        bound = 1e3 * r.step_bytes / bandwidth if r.step_bytes > 0 else 0.0
         lines.append(
             f"| {r.engine} | {r.weights} | {r.prefill_tokens_per_s:,.0f} | "
             f"{r.prefill_tokens_per_s / baseline.prefill_tokens_per_s:.2f}x | "
-            f"{r.decode_ms_per_step:.2f} | {baseline.decode_ms_per_step / r.decode_ms_per_step:.2f}x |")
+            f"{r.decode_ms_per_step:.2f} | {baseline.decode_ms_per_step / r.decode_ms_per_step:.2f}x | "
+            + (f"{bound:.2f} | {r.decode_ms_per_step / bound:.2f}x |" if bound > 0 else " | |"))
     return "\n".join(lines)
 
 
@@ -293,7 +330,9 @@ def run(args: argparse.Namespace) -> int:
             engines.append(session_engine(out_dir, dtype, prompt, decode_prompt, args))
         load_before = _load()
         t0 = time.perf_counter()
+        bandwidth = read_bandwidth(args.threads)
         results = measure(engines, args.prompt_len, args.repeats)
+        bandwidth = max(bandwidth, read_bandwidth(args.threads))  # before and after: the best
         print(f"measured in {time.perf_counter() - t0:.0f} s; load average before "
               f"{load_before}, after {_load()} (other work on the machine skews the numbers)",
               flush=True)
@@ -304,7 +343,10 @@ def run(args: argparse.Namespace) -> int:
 
     baseline = results[0]
     print()
-    print(format_table(results, baseline))
+    print(f"read loop ({args.threads} threads, 1 GiB): {bandwidth / 1e9:.1f} GB/s; step bound = "
+          f"bytes a decode step reads (weights but the embedding rows not gathered, + KV at the "
+          f"mean context) / that bandwidth")
+    print(format_table(results, baseline, bandwidth))
     print()
     for r in results[1:]:
         print(f"greedy decode tokens agreeing with transformers float32 ({r.weights} weights): "
