@@ -65,7 +65,8 @@ std::unique_ptr<Graph> Graph::capture(void* stream, const std::function<void()>&
   g->graph_ = graph;
   FA_CUDA_CHECK(cudaGraphGetNodes(graph, nullptr, &g->nodes_));
   cudaGraphExec_t exec = nullptr;
-  FA_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  // (WithFlags: the same call on CUDA 11.4+ and 12 / 13, whose cudaGraphInstantiate differ)
+  FA_CUDA_CHECK(cudaGraphInstantiateWithFlags(&exec, graph, 0));
   g->exec_ = exec;
   return g;
 }
