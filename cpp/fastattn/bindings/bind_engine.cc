@@ -32,10 +32,7 @@ void bind_engine(py::module_& m) {
              const std::vector<int64_t>& stop_tokens) {
             RequestParams p;
             p.max_new_tokens = max_new_tokens;
-            p.sampling.temperature = temperature;
-            p.sampling.top_k = top_k;
-            p.sampling.top_p = top_p;
-            p.sampling.seed = seed;
+            p.sampling = sampling_params(temperature, top_k, top_p, seed);
             p.stop_tokens = stop_tokens;
             return e.add_request(prompt, p);
           },

@@ -212,10 +212,7 @@ void bind_model(py::module_& m) {
              const std::vector<int64_t>& stop_tokens, py::object on_step) {
             GenerateOptions o;
             o.max_new_tokens = max_new_tokens;
-            o.sampling.temperature = temperature;
-            o.sampling.top_k = top_k;
-            o.sampling.top_p = top_p;
-            o.sampling.seed = seed;
+            o.sampling = sampling_params(temperature, top_k, top_p, seed);
             o.stop_tokens = stop_tokens;
             o.on_step = step_hook(std::move(on_step));
             py::gil_scoped_release release;

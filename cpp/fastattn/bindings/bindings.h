@@ -8,6 +8,7 @@
 
 #include "fastattn/core/context.h"
 #include "fastattn/core/tensor.h"
+#include "fastattn/kernels/sampling.h"
 
 namespace fastattn::py_bind {
 
@@ -30,6 +31,17 @@ Tensor optional_tensor_from_py(const py::handle& obj, const char* name);
 // negative: InvalidArgument), `stream` a cudaStream_t as int (0 = the default stream), and, when
 // `on` is a CUDA tensor, its device (so collectives and scratch go to that GPU).
 Context call_context(int num_threads, uintptr_t stream, const Tensor& on = Tensor());
+
+// A request's sampling parameters from the keyword arguments generate() and the engine share.
+inline kernels::SamplingParams sampling_params(float temperature, int top_k, float top_p,
+                                               uint64_t seed) {
+  kernels::SamplingParams s;
+  s.temperature = temperature;
+  s.top_k = top_k;
+  s.top_p = top_p;
+  s.seed = seed;
+  return s;
+}
 
 void bind_core(py::module_& m);
 void bind_attention(py::module_& m);
