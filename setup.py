@@ -1,7 +1,8 @@
 """Builds the C++ core and the pybind11 extension `fastattention._C` through CMake.
 
 `pip install .` runs this. Environment knobs:
-  FASTATTN_BUILD_DIR   CMake build directory (default build/py-<python tag>), reused between builds
+  FASTATTN_BUILD_DIR   CMake build directory (default build/py<major><minor>, e.g. build/py311),
+                       reused between builds
   FASTATTN_CMAKE_ARGS  extra CMake arguments, e.g. "-DFASTATTN_NATIVE=OFF"
   FASTATTN_JOBS        parallel build jobs (default: all cores)
 """

@@ -1,13 +1,9 @@
 // Benchmark of linear() in the decode regime: achieved weight bandwidth (GB/s) per weight dtype
 // and shape, 1 and 2 threads, weights streamed from DRAM (many copies cycled, > L3) and hot in
 // cache; OpenBLAS sgemv / sgemm at M=1 for comparison; a whole ~100M-param Llama decode step's
-// GEMMs; the GEMV-vs-sgemm crossover in M. Not a ctest (timings): build and run by hand, from
-// the repository root after a CMake build in build/<dir>:
-//   OB=$(python -c "import scipy_openblas32 as o; print(o.get_lib_dir().rsplit('/', 1)[0])")
-//   g++ -O3 -march=native -fopenmp -std=c++17 -DFASTATTN_BLAS_PREFIX_SCIPY=1 -Icpp -Itests/cpp \
-//       -I$OB/include tests/cpp/bench_linear.cc build/<dir>/libfastattn.a \
-//       $OB/lib/libscipy_openblas.so -Wl,-rpath,$OB/lib -o /tmp/bench_linear
-//   /tmp/bench_linear [all|shapes|step|crossover] [percentile, default 0.1]
+// GEMMs; the GEMV-vs-sgemm crossover in M. Not a ctest (timings): the C++ test build
+// (tests/run_all.sh, build/tests) builds it; run it by hand:
+//   build/tests/tests/cpp/bench_linear [all|shapes|step|crossover] [percentile, default 0.1]
 #include <cblas.h>
 
 #include <algorithm>

@@ -1,6 +1,6 @@
 // The per-device Context every kernel and layer takes: where it runs, which allocator gives its
 // scratch memory, how many CPU threads it may use. GPU builds add the stream and BLAS handle;
-// tensor parallelism adds the communicator (later issues).
+// tensor parallelism adds the communicator.
 #pragma once
 
 #include "fastattn/core/allocator.h"

@@ -1,6 +1,7 @@
 // Errors are exceptions whose message names the file, tensor, shape or option at fault.
-// FA_CHECK(cond, parts...) throws fastattn::Error with the parts streamed together, prefixed by
-// the failed condition's source location (useful to developers; the parts are for users).
+// FA_CHECK(cond, parts...) checks user input: it throws fastattn::InvalidArgument whose message is
+// the parts streamed together (for users: no source location). FA_ASSERT checks an internal
+// invariant and adds the location (a failure is a bug here).
 #pragma once
 
 #include <sstream>

@@ -27,7 +27,6 @@ class Embedding {
   void forward(const Context& ctx, const Tensor& ids, const Tensor& positions, Tensor& out,
                OwnedTensor& position_rows) const;
   const Tensor& table() const { return w_.table; }
-  bool has_position_table() const { return w_.position_table.defined(); }
 
  private:
   EmbeddingWeights w_;

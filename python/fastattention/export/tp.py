@@ -33,10 +33,6 @@ def check_tp(tp, num_heads: int, num_kv_heads: int, intermediate_size: int) -> N
         raise ValueError(f"tp={tp} does not divide intermediate_size={intermediate_size}")
 
 
-def kv_heads_per_rank(num_kv_heads: int, tp: int) -> int:
-    return max(num_kv_heads // tp, 1)
-
-
 def kv_head_range(num_kv_heads: int, tp: int, rank: int) -> range:
     """The KV heads rank `rank` holds (one replicated head when tp > num_kv_heads)."""
     if tp <= num_kv_heads:

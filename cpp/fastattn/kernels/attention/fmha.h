@@ -67,6 +67,8 @@ struct FmhaParams {
   //            FlashAttention-2 kernel on the device's native MMA path
   //   "884" | "1688" | "16816"  that FlashAttention-2 MMA path (to test every path on one GPU;
   //            contiguous fp16 / bf16 KV only)
+  //   "884-plain"  the 884 path with a plain (unswizzled) shared-memory layout: the baseline of
+  //            the Volta layout's bank-conflict measurement (tests/gpu/small_case.py)
   //   "decode" the split-KV decode kernel (any layout, fp16 / bf16 / fp32)
   //   "decode-async" | "decode-regstage"  the decode kernel with its cp.async (sm_80+) or its
   //            register-staged (sm_70 / sm_75, also the default on sm_90) copies, to test both

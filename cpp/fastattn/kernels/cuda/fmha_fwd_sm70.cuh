@@ -50,7 +50,6 @@
 namespace fastattn::kernels::cuda {
 
 struct Mma884 {
-  static constexpr const char* kName = "884";
 };
 
 // D (8x8 f32) += A (8x4 f16, row) * B (4x8 f16, col or row), per quad-pair.

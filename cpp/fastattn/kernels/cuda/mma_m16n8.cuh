@@ -34,12 +34,8 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t add
                : "r"(addr));
 }
 
-template <typename Element>
-struct MmaTypeName;
-
 // Ampere+: one m16n8k16 per (A 16x16, B 16x8).
 struct Mma16816 {
-  static constexpr const char* kName = "16816";
   template <typename Element>
   __device__ __forceinline__ static void mma(float (&c)[4], const uint32_t (&a)[4],
                                              uint32_t b0, uint32_t b1) {
@@ -65,7 +61,6 @@ struct Mma16816 {
 
 // Turing+: two m16n8k8 per (A 16x16, B 16x8). fp16 only (bf16 m16n8k8 needs sm_80).
 struct Mma1688 {
-  static constexpr const char* kName = "1688";
   template <typename Element>
   __device__ __forceinline__ static void mma(float (&c)[4], const uint32_t (&a)[4],
                                              uint32_t b0, uint32_t b1) {
