@@ -60,7 +60,6 @@ struct DecodeGraphStats {
   int64_t replays = 0;   // steps run by launching a captured graph
   int64_t captures = 0;  // graphs captured
   int64_t eager = 0;     // first steps of a (bucket, splits) pair, run eagerly
-  size_t pool_bytes = 0;  // device memory the buckets' pools hold
 };
 
 class DecodeGraphs {

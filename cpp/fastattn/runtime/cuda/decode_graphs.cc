@@ -192,9 +192,6 @@ void DecodeGraphs::step(const layers::ForwardBatch& host, const std::vector<kern
   detail::copy_bytes(ctx_, tokens, Device{DeviceType::kCPU, 0}, b.sampled.data_as<int32_t>(),
                      ctx_.device, static_cast<size_t>(host.num_seqs) * sizeof(int32_t));
   synchronize(ctx_);
-  size_t bytes = 0;
-  for (const auto& bk : buckets_) bytes += bk->pool->reserved_bytes();
-  stats_.pool_bytes = bytes;
 }
 
 Tensor DecodeGraphs::last_logits() const {
