@@ -7,7 +7,10 @@
 #   (every other GPU test: kernels, decode, session), sanitize, ncu, profile, bench (attention),
 #   decode (bench decode), e2e (bench e2e --device cuda), spill (bench spill), demo256k (bench
 #   spill --demo), debug, all (tests sanitize ncu bench), graphs (the decode CUDA graph tests),
-#   pangu1 (examples/pangu38b_infer.py on one GPU: FA_PANGU1_ARGS)
+#   pangu1 (examples/pangu38b_infer.py on one GPU: FA_PANGU1_ARGS), pytest (the test files in
+#   FA_PYTEST_FILES), gemv (bench gemv: FA_GEMV_ARGS), decode-splits (bench decode --step-shapes
+#   at each split count of FA_DECODE_SPLITS, default "0 1 2 4 8"; 0 = the heuristic)
+#   FA_KEEP_BUILD=1 keeps build/gpu from an earlier call on the same warm machine (incremental).
 #   Tensor parallelism (2+ GPUs, e.g. nvidia-h200-x2; the build then needs MPI and NCCL): tp-tests
 #   (tests/gpu/test_tp_nccl.py), tp-bench (bench allreduce-overlap sweeps: FA_TP_SWEEP="NAME=ENV
 #   ..." runs, FA_TP_BENCH_ARGS), tp-e2e (bench tp-e2e, tp=1 vs tp=2: FA_TP_E2E_MODELS, default
@@ -39,8 +42,8 @@ tp=OFF; [[ $what == *,tp-* || $what == *,pangu,* ]] && tp=ON
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 [[ $tp == ON ]] && { which mpirun mpicc; mpirun --version | head -1; nvidia-smi topo -m | head -4; }
 t0=$(date +%s)
-rm -rf build/gpu
-cmake -S . -B build/gpu -G Ninja -DPython3_EXECUTABLE="$(which python3)" \
+[[ ${FA_KEEP_BUILD:-0} == 1 && -f build/gpu/build.ninja ]] || rm -rf build/gpu
+[[ -f build/gpu/build.ninja ]] || cmake -S . -B build/gpu -G Ninja -DPython3_EXECUTABLE="$(which python3)" \
   -Dpybind11_DIR="$(python3 -m pybind11 --cmakedir)" -DFASTATTN_BUILD_PYTHON=ON \
   -DCMAKE_CXX_COMPILER="$cxx" \
   -DFASTATTN_BUILD_TESTS=OFF -DFASTATTN_CUDA=ON -DFASTATTN_MPI=$( [[ $tp == ON ]] && echo ON || echo AUTO) \
@@ -58,6 +61,18 @@ python3 -c "import fastattention as f; print('instances:', *f._C.fmha_cuda_insta
 
 if has tests; then
   python3 -m pytest tests/gpu -q -p no:cacheprovider 2>&1 | tee "$out/pytest_gpu.log" | tail -40
+fi
+if has pytest; then
+  python3 -m pytest ${FA_PYTEST_FILES:?set FA_PYTEST_FILES} -q -p no:cacheprovider 2>&1 | tee "$out/pytest_files.log" | tail -40
+fi
+if has gemv; then
+  python3 -m fastattention.cli bench gemv ${FA_GEMV_ARGS:-} 2>&1 | tee "$out/bench_gemv.md" | tail -40
+fi
+if has decode-splits; then
+  for s in ${FA_DECODE_SPLITS:-0 1 2 4 8}; do
+    python3 -m fastattention.cli bench decode --step-shapes --dtype float16 --num-splits $s 2>&1 \
+      | tee "$out/bench_decode_steps_splits$s.md" | tail -12
+  done
 fi
 if has graphs; then
   python3 -m pytest tests/gpu/test_decode_graphs_cuda.py -v -p no:cacheprovider 2>&1 | tee "$out/pytest_graphs.log" | tail -40

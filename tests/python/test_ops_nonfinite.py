@@ -1,13 +1,9 @@
 """NaN and inf inputs to ops.attention propagate as in the reference (issue 17, item 2).
 
-The reference is the textbook computation in float64: scores masked to -inf outside the visible
-key range, softmax, then P @ V. Two variants bound what a flash-style kernel may return:
-  * strict: only the keys a row sees contribute (a NaN there must make the row NaN);
-  * math: P @ V over all keys, as PyTorch's math backend does (0 * NaN = NaN spreads a NaN value
-    to rows that mask it).
-A NaN in the strict reference must be NaN in ours (nothing swallowed: before the fix a NaN query
-row gave zeros, a NaN key was dropped and +inf gave finite output), a NaN in ours must be NaN in
-the math reference (nothing invented), and finite values match.
+The references (tests/nonfinite_reference.py) bound what a flash-style kernel may return. A NaN
+in the strict reference must be NaN in ours (nothing swallowed: before the fix a NaN query row gave
+zeros, a NaN key was dropped and +inf gave finite output), a NaN in ours must be NaN in the math
+reference (nothing invented), and finite values match.
 """
 from __future__ import annotations
 
@@ -15,46 +11,11 @@ import numpy as np
 import pytest
 
 from fastattention import ops
-
-
-def _reference(q, k, v, causal: bool, strict: bool) -> np.ndarray:
-    _, sq, h, d = q.shape
-    sk = k.shape[1]
-    group = h // k.shape[2]
-    q64 = q.astype(np.float64)
-    k64 = np.repeat(k.astype(np.float64), group, axis=2)
-    v64 = np.repeat(v.astype(np.float64), group, axis=2)
-    visible = np.ones((sq, sk), bool)
-    if causal:  # bottom-right aligned, as the kernels
-        visible = np.arange(sk)[None, :] <= np.arange(sq)[:, None] + sk - sq
-    with np.errstate(all="ignore"):
-        s = np.einsum("bqhd,bkhd->bhqk", q64, k64) / np.sqrt(d)
-        s = np.where(visible, s, -np.inf)
-        p = np.exp(s - s.max(-1, keepdims=True))
-        p = p / p.sum(-1, keepdims=True)
-        if not strict:
-            return np.einsum("bhqk,bkhd->bqhd", p, v64)
-        out = np.zeros(q.shape, np.float64)
-        for i in range(sq):
-            keys = np.nonzero(visible[i])[0]
-            out[:, i] = np.einsum("bhk,bkhd->bhd", p[:, :, i, keys], v64[:, keys])
-        return out
+from nonfinite_reference import check_nonfinite, poison
 
 
 def _check(q, k, v, causal, atol, **kw):
-    out = np.asarray(ops.attention(q, k, v, causal=causal, **kw), dtype=np.float32)
-    strict, math = _reference(q, k, v, causal, True), _reference(q, k, v, causal, False)
-    must, may = np.isnan(strict), np.isnan(math)
-    got = np.isnan(out)
-    assert (got | ~must).all(), f"{int((must & ~got).sum())} outputs should be NaN but are not"
-    assert (may | ~got).all(), f"{int((got & ~may).sum())} outputs are NaN but should not be"
-    np.testing.assert_allclose(out[~may], math[~may], atol=atol)
-
-
-def _poison(x, what, where):
-    x = x.copy()
-    x[where] = {"nan": np.nan, "inf": np.inf, "-inf": -np.inf}[what]
-    return x
+    check_nonfinite(ops.attention(q, k, v, causal=causal, **kw), q, k, v, causal, atol)
 
 
 SHAPES = [(1, 100), (3, 70), (17, 17), (64, 64), (200, 300)]  # narrow and wide kernels
@@ -71,7 +32,7 @@ def test_nonfinite_inputs_propagate(sq, sk, causal, tensor, what):
     v = rng.standard_normal((1, sk, 2, 32)).astype(np.float32)
     arrays = {"q": q, "k": k, "v": v}
     rows = sq if tensor == "q" else sk
-    arrays[tensor] = _poison(arrays[tensor], what, (0, rows // 2, 1, 5))
+    arrays[tensor] = poison(arrays[tensor], what, (0, rows // 2, 1, 5))
     _check(arrays["q"], arrays["k"], arrays["v"], causal, atol=1e-4)
 
 
@@ -94,7 +55,7 @@ def test_nonfinite_through_split_kv_decode(num_splits, tensor):
     k = rng.standard_normal((1, 3000, 2, 64)).astype(np.float16)
     v = rng.standard_normal((1, 3000, 2, 64)).astype(np.float16)
     arrays = {"q": q, "k": k, "v": v}
-    arrays[tensor] = _poison(arrays[tensor], "nan", (0, 1, 1, 7))
+    arrays[tensor] = poison(arrays[tensor], "nan", (0, 1, 1, 7))
     _check(arrays["q"], arrays["k"], arrays["v"], True, atol=3e-3, num_splits=num_splits)
 
 

@@ -13,6 +13,10 @@
 #include "fastattn/kernels/gemm.h"
 #include "fastattn/kernels/norm.h"
 
+#if defined(FASTATTN_WITH_CUDA)
+#include "fastattn/kernels/cuda/linear_cuda.h"
+#endif
+
 namespace fastattn::py_bind {
 namespace {
 
@@ -62,13 +66,33 @@ void add_norm_py(const py::handle& residual, const py::handle& x, const py::hand
 }
 
 void linear_py(const py::handle& x, const py::handle& w, const py::handle& bias,
-               const py::handle& y, int num_threads, uintptr_t stream) {
+               const py::handle& y, const std::string& impl, int gemv_warps, int num_threads,
+               uintptr_t stream) {
   const Context ctx = call_context(num_threads, stream);
   const Tensor xt = tensor_from_py(x, "x"), wt = tensor_from_py(w, "w");
   const Tensor bt = optional_tensor_from_py(bias, "bias");
   Tensor yt = tensor_from_py(y, "y");
+  FA_CHECK(impl == "auto" || impl == "cublas" || impl == "gemv",
+           "impl: expected 'auto', 'cublas' or 'gemv', got '", impl, "'");
+  FA_CHECK(gemv_warps >= 0, "gemv_warps: expected >= 0 (0 = the heuristic), got ", gemv_warps);
+  if (xt.device().type != DeviceType::kCUDA) {
+    FA_CHECK(impl == "auto" && gemv_warps == 0, "impl / gemv_warps choose a CUDA kernel; x is on ",
+             xt.device().str());
+    py::gil_scoped_release release;
+    kernels::linear(ctx, xt, wt, bt, yt);
+    return;
+  }
+#if defined(FASTATTN_WITH_CUDA)
+  kernels::cuda::LinearCudaOptions options;
+  options.impl = impl == "cublas" ? kernels::cuda::LinearCudaImpl::kCublas
+                 : impl == "gemv" ? kernels::cuda::LinearCudaImpl::kSmallBatchGemv
+                                  : kernels::cuda::LinearCudaImpl::kAuto;
+  options.gemv_warps = gemv_warps;
   py::gil_scoped_release release;
-  kernels::linear(ctx, xt, wt, bt, yt);
+  kernels::cuda::linear_cuda(ctx, xt, wt, bt, yt, options);
+#else
+  FA_THROW_AS(InvalidArgument, "x: a CUDA tensor, but this build has no CUDA");
+#endif
 }
 
 void add_bias_py(const py::handle& bias, const py::handle& y, int num_threads, uintptr_t stream) {
@@ -140,9 +164,10 @@ void bind_kernels(py::module_& m) {
         py::arg("eps") = 1e-6f, threads, stream,
         "residual += x (in place), then out = norm(residual) as kernel_norm.");
   m.def("kernel_linear", &linear_py, py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("y"),
-        py::kw_only(), threads, stream,
+        py::kw_only(), py::arg("impl") = "auto", py::arg("gemv_warps") = 0, threads, stream,
         "y[M, N] = x[M, K] @ w[N, K]^T (+ bias[N]; None for none). On CUDA y may be float32 for "
-        "16-bit x / w.");
+        "16-bit x / w, and impl picks the kernel: 'auto', 'cublas' or 'gemv' (the small-batch "
+        "GEMV, M <= 16; gemv_warps: its warps per block, 0 = heuristic).");
   m.def("kernel_add_bias", &add_bias_py, py::arg("bias"), py::arg("y"), py::kw_only(), threads,
         stream, "y[t, :] += bias (in place).");
   m.def("kernel_swiglu", &swiglu_py, py::arg("gate_up"), py::arg("out"), py::kw_only(), threads,

@@ -6,7 +6,9 @@
 //         widened to float32 inside the kernel (fp32 arithmetic), so decode reads half the bytes.
 //   CUDA: x and w of one dtype (float32, float16 or bfloat16; the model converts weights to the
 //         activation dtype at upload); y of x's dtype or float32 (e.g. float32 logits from
-//         float16 activations). cublasGemmEx with float32 accumulation (float32 data:
+//         float16 activations). Decode-sized M (<= 16, 16-bit, sm_80+, K % 8 == 0, aligned): the
+//         small-batch GEMV (kernels/cuda/gemv_launch.h, tensor cores, float32 accumulation,
+//         no cuBLAS). Otherwise cublasGemmEx with float32 accumulation (float32 data:
 //         CUBLAS_COMPUTE_32F_PEDANTIC, never TF32, so results match the CPU closely). The cuBLAS
 //         handle is ctx.blas_handle, or, when that is null, a per-thread, per-device handle
 //         created on first use; cublasSetStream(ctx.stream) is applied before every call. No

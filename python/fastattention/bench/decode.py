@@ -2,6 +2,7 @@
 
     fastattention bench decode [--dtype float16|bfloat16] [--repeats 20] [--quick]
                                [--impl auto|decode|decode-async|decode-regstage] [--num-splits N]
+                               [--step-shapes]
 
 One query token per sequence (decode) against a long KV cache, for (batch 8, 32 query heads,
 8 KV heads, head dim 128, KV 8K) with a paged cache (block 16) and a contiguous one, and
@@ -30,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--impl", default="auto",
                         help="auto | decode | decode-async | decode-regstage (force a copy path)")
     parser.add_argument("--num-splits", type=int, default=0, help="0 = the heuristic")
+    parser.add_argument("--step-shapes", action="store_true",
+                        help="instead: a Llama-7B decode step's attention (32/32 heads, paged 16) "
+                             "at batch 1 and 16 and short contexts (128-2048 keys)")
 
 
 def _time_ms(fn: Callable[[], object], repeats: int, calls: int = 10) -> float:
@@ -50,8 +54,11 @@ def _time_ms(fn: Callable[[], object], repeats: int, calls: int = 10) -> float:
     return statistics.median(times)
 
 
-def cases(quick: bool):
+def cases(quick: bool, step_shapes: bool = False):
     """(name, batch, Hq, Hk, head dim, KV length, paged block size or 0 for contiguous)."""
+    if step_shapes:
+        return [(f"b{b} kv{kv} step", b, 32, 32, 128, kv, 16) for b in (1, 16)
+                for kv in (128, 256, 512, 1024, 2048)]
     out = [("b8 kv8K paged16", 8, 32, 8, 128, 8192, 16), ("b8 kv8K contiguous", 8, 32, 8, 128, 8192, 0)]
     if not quick:
         out += [("b1 kv128K paged16", 1, 32, 8, 128, 131072, 16),
@@ -185,7 +192,7 @@ def run(args: argparse.Namespace) -> List[dict]:
         print(f"impl {args.impl}, num_splits {args.num_splits or 'heuristic'}")
     rows = []
     for dname in dtypes:
-        for case in cases(args.quick):
+        for case in cases(args.quick, getattr(args, "step_shapes", False)):
             row = run_case(torch, *case, getattr(torch, dname), repeats, args.impl, args.num_splits)
             print_row(row)
             rows.append(row)

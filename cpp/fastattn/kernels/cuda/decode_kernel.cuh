@@ -204,11 +204,11 @@ __device__ __forceinline__ void merge_if_last(const DecodeDeviceParams& p, const
     for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
     if (lane == 0) {
       row_max[r] = base;
-      row_inv[r] = sum > 0.f ? 1.f / sum : 0.f;
+      row_inv[r] = sum != 0.f ? 1.f / sum : 0.f;
       if (p.lse != nullptr) {
         const int64_t token = t.q_start + row / p.group;
         p.lse[(t.kv_head * p.group + row % p.group) * p.lse_head_stride + token] =
-            sum > 0.f ? (mx + log2f(sum)) * kLn2 : -INFINITY;
+            sum != 0.f ? (mx + log2f(sum)) * kLn2 : -INFINITY;
       }
     }
   }
@@ -302,14 +302,14 @@ __device__ __forceinline__ void write_split(const DecodeDeviceParams& p, const D
     for (int w = 0; w < T::kWarps; ++w) {
       sum += sm.warp_sum()[w * kRows + r] * fast_exp2(sm.warp_max()[w * kRows + r] - base);
     }
-    const float inv = sum > 0.f ? 1.f / sum : 0.f;
+    const float inv = sum != 0.f ? 1.f / sum : 0.f;
     float o[kCe];
 #pragma unroll
     for (int e = 0; e < kCe; ++e) o[e] = so[r * T::kHeadDim + c * kCe + e] * inv;
     const int row = t.row0 + r;
     const int64_t token = t.q_start + row / p.group;
     const int head = t.kv_head * p.group + row % p.group;
-    const float lse2 = sum > 0.f ? mx + log2f(sum) : -INFINITY;
+    const float lse2 = sum != 0.f ? mx + log2f(sum) : -INFINITY;
     if (final_out) {
       Element* out = static_cast<Element*>(p.out) + token * p.o_row_stride + head * p.o_head_stride;
       store_from_float<Element, kCe>(out + c * kCe, o);

@@ -67,7 +67,7 @@ __global__ void __launch_bounds__(kMergeWarps * 32) decode_merge_kernel(const De
 
   const int piece = threadIdx.x;
   if (piece < pieces) {
-    const float inv = sum > 0.f ? 1.f / sum : 0.f;
+    const float inv = sum != 0.f ? 1.f / sum : 0.f;
     float o[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
     for (int w = 0; w < kMergeWarps; ++w) {
@@ -84,7 +84,7 @@ __global__ void __launch_bounds__(kMergeWarps * 32) decode_merge_kernel(const De
     Element* out = static_cast<Element*>(p.out) + token * p.o_row_stride + head * p.o_head_stride;
     store_from_float<Element, 4>(out + piece * 4, o);
     if (piece == 0 && p.lse != nullptr) {
-      p.lse[head * p.lse_head_stride + token] = sum > 0.f ? (mx + log2f(sum)) * kLn2 : -INFINITY;
+      p.lse[head * p.lse_head_stride + token] = sum != 0.f ? (mx + log2f(sum)) * kLn2 : -INFINITY;
     }
   }
 }

@@ -100,7 +100,7 @@ __device__ __forceinline__ OnlineSoftmaxStep online_softmax_step(float& row_max,
 
 // Natural-log LSE of a finished row from its log2-domain max and its sum.
 __device__ __forceinline__ float row_lse(float row_max, float sum) {
-  return sum > 0.f ? (row_max + log2f(sum)) * kLn2 : -INFINITY;
+  return sum != 0.f ? (row_max + log2f(sum)) * kLn2 : -INFINITY;
 }
 
 }  // namespace fastattn::kernels::cuda

@@ -241,7 +241,7 @@ __global__ void __launch_bounds__(T::kThreads) fmha_fwd_kernel(const FmhaDeviceP
       float sum = row_sum[mt][h];
       sum += __shfl_xor_sync(0xffffffffu, sum, 1);
       sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-      const float inv = sum > 0.f ? 1.f / sum : 0.f;
+      const float inv = sum != 0.f ? 1.f / sum : 0.f;
       const int q_row = row_lo + warp * T::kWarpM + mt * 16 + g + h * 8;
       if (q_row < seqlen_q) {
         Element* dst = o_base + static_cast<int64_t>(q_row) * p.o_row_stride + 2 * t;

@@ -273,7 +273,7 @@ __global__ void __launch_bounds__(T::kThreads) fmha_fwd_sm70_kernel(const FmhaDe
     for (int h = 0; h < 2; ++h) {
       float sum = row_sum[h];
       sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-      const float inv = sum > 0.f ? 1.f / sum : 0.f;
+      const float inv = sum != 0.f ? 1.f / sum : 0.f;
       const int q_row = info.row_lo + warp_row0 + acc_row[h];
       if (q_row < info.seqlen_q) {
         __half* dst = o_base + static_cast<int64_t>(q_row) * p.o_row_stride;

@@ -1,5 +1,5 @@
-// linear() on the GPU: y[M, N] = x[M, K] @ w[N, K]^T (+ bias) through cublasGemmEx, and the
-// bias kernels' host side.
+// linear() on the GPU: y[M, N] = x[M, K] @ w[N, K]^T (+ bias) through the small-batch GEMV
+// (decode-sized M, gemv_launch.h) or cublasGemmEx, and the bias kernels' host side.
 //
 // cuBLAS is column-major. Read column-major, w [N, K] (row-major) is a K x N matrix with ld K,
 // x [M, K] with row pitch ldx a K x M matrix with ld ldx, and y [M, N] with pitch ldy an N x M
@@ -17,6 +17,8 @@
 #include <limits>
 
 #include "fastattn/kernels/cuda/cublas_handle.h"
+#include "fastattn/kernels/cuda/device_props.h"
+#include "fastattn/kernels/cuda/gemv_launch.h"
 #include "fastattn/core/cuda/cuda_check.h"
 #include "fastattn/kernels/cuda/launch_checks.h"
 #include "fastattn/kernels/cuda/linear_launch.h"
@@ -78,7 +80,7 @@ void bias_rows(const Context& ctx, const Tensor& bias, void* y, DType y_type, in
 }  // namespace
 
 void linear_cuda(const Context& ctx, const Tensor& x, const Tensor& w, const Tensor& bias,
-                 Tensor& y) {
+                 Tensor& y, const LinearCudaOptions& options) {
   check_same_device(w, "w", x, "x");
   check_same_device(bias, "bias", x, "x");
   check_same_device(y, "y", x, "x");
@@ -116,6 +118,37 @@ void linear_cuda(const Context& ctx, const Tensor& x, const Tensor& w, const Ten
   const int device = x.device().index;
   const DeviceGuard guard(device);
   const cudaStream_t stream = stream_of(ctx);
+  if (options.impl != LinearCudaImpl::kCublas) {
+    const DeviceProps props = device_props(device);
+    const bool fits = small_batch_gemv_fits(props.cc, x.dtype(), M, K, x.data(), ldx, w.data());
+    if (options.impl == LinearCudaImpl::kSmallBatchGemv) {
+      FA_CHECK(fits, "linear: the small-batch GEMV needs sm_80+, float16 / bfloat16, 1 <= M <= ",
+               kSmallBatchGemvMaxRows, ", K a multiple of 8, 16-byte aligned x / w and a row stride "
+               "of x that is a multiple of 8; got x ", x.describe(), " (row stride ", ldx, "), w ",
+               w.describe(), " on sm_", props.cc);
+    }
+    if (fits && (options.impl == LinearCudaImpl::kSmallBatchGemv || ctx.gemm_sm_target == 0)) {
+      SmallBatchGemvLaunch L;
+      L.x = x.data();
+      L.ldx = ldx;
+      L.w = w.data();
+      L.dtype = x.dtype();
+      L.y = y.data();
+      L.ldy = ldy;
+      L.y_type = y.dtype();
+      if (bias.defined()) {
+        L.bias = bias.data();
+        L.bias_type = bias.dtype();
+      }
+      L.M = static_cast<int>(M);
+      L.N = static_cast<int>(N);
+      L.K = static_cast<int>(K);
+      L.warps = options.gemv_warps > 0 ? options.gemv_warps : small_batch_gemv_warps(N, K, props.sms);
+      launch_small_batch_gemv(L, stream);
+      FA_CUDA_CHECK_LAUNCH("small_batch_gemv_kernel");
+      return;
+    }
+  }
   if (bias.defined()) bias_rows(ctx, bias, y.data(), y.dtype(), ldy, M, N, /*add=*/false);
   if (K == 0) {  // an empty sum: y = bias, or zeros (all-zero bits are 0.0 in every float dtype)
     if (!bias.defined()) {

@@ -7,8 +7,19 @@
 
 namespace fastattn::kernels::cuda {
 
+// Which kernel computes a CUDA linear(): kAuto takes the small-batch GEMV (gemv_launch.h) where
+// it fits and ctx.gemm_sm_target is 0 (it uses every SM), else cuBLAS. The others force one
+// (kSmallBatchGemv throws InvalidArgument when the call does not fit it); tests and benchmarks
+// use them to compare the two.
+enum class LinearCudaImpl { kAuto, kCublas, kSmallBatchGemv };
+
+struct LinearCudaOptions {
+  LinearCudaImpl impl = LinearCudaImpl::kAuto;
+  int gemv_warps = 0;  // warps per block of the small-batch GEMV; 0 = its heuristic
+};
+
 void linear_cuda(const Context& ctx, const Tensor& x, const Tensor& w, const Tensor& bias,
-                 Tensor& y);
+                 Tensor& y, const LinearCudaOptions& options = {});
 
 void add_bias_cuda(const Context& ctx, const Tensor& bias, Tensor& y);
 

@@ -35,7 +35,7 @@ __global__ void merge_kernel(const MergeArgs p) {
   const bool none = m == -INFINITY;
   const float wa = none ? 0.f : __expf(la - m);
   const float wb = none ? 0.f : __expf(lb - m);
-  const float inv = wa + wb > 0.f ? 1.f / (wa + wb) : 0.f;
+  const float inv = wa + wb != 0.f ? 1.f / (wa + wb) : 0.f;
   const auto* a = static_cast<const typename A::Raw*>(p.a) + t * p.a_t + h * p.a_h;
   const auto* b = static_cast<const typename B::Raw*>(p.b) + t * p.b_t + h * p.b_h;
   auto* o = static_cast<typename O::Raw*>(p.out) + t * p.o_t + h * p.o_h;
@@ -45,7 +45,7 @@ __global__ void merge_kernel(const MergeArgs p) {
   // Every lane has read its lse values above: lse_out may alias lse_a / lse_b.
   __syncwarp();
   if (p.lse_out != nullptr && threadIdx.x % 32 == 0) {
-    p.lse_out[h * p.lse_out_h + t] = wa + wb > 0.f ? m + __logf(wa + wb) : -INFINITY;
+    p.lse_out[h * p.lse_out_h + t] = wa + wb != 0.f ? m + __logf(wa + wb) : -INFINITY;
   }
 }
 

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "fastattn/core/cuda/device_guard.h"
+#include "fastattn/kernels/cuda/device_props.h"
 #include "fastattn/kernels/cuda/launch_checks.h"
 #include "fastattn/kernels/cuda/rope_kv_cuda.h"
 #include "fastattn/kernels/cuda/rope_kv_launch.h"
@@ -93,12 +94,18 @@ void launch(const Context& ctx, RopeKvLaunch& L, const Tensor& ref) {
   int widest = 1;
   for (int i = 0; i < L.num_rotated; ++i) widest = std::max(widest, L.rotated[i].dim);
   if (L.write_cache) widest = std::max({widest, L.k_src.dim, L.v_src.dim});
-  // About 1024 elements per block: enough work per thread, and enough blocks for a decode step.
-  L.rows_per_block = std::clamp(1024 / widest, 1, 16);
   const int64_t rows = (L.num_rotated > 0 ? L.rotated[0].heads : 0) +
                        (L.num_rotated > 1 ? L.rotated[1].heads : 0) +
                        (L.write_cache && !L.k_from_rotated ? L.k_src.heads : 0) +
                        (L.write_cache ? L.v_src.heads : 0);
+  // About 1024 elements per block, enough work per thread for prefill. But a block handles its
+  // rows one after another (each a dependent load -> rotate -> store), so with few tokens (decode)
+  // the rows are spread over up to two blocks per SM instead: one token of a 7B model took 9.2 us
+  // with 8 rows per block on the H100 (docs/results/decode_step_profile_h100_2026-12-07.md).
+  const int64_t sms = ref.device().type == DeviceType::kCUDA ? device_props(ref.device().index).sms : 1;
+  const int64_t rows_for_two_waves = L.tokens * rows / std::max<int64_t>(2 * sms, 1);
+  L.rows_per_block = static_cast<int>(
+      std::clamp<int64_t>(std::min<int64_t>(1024 / widest, rows_for_two_waves), 1, 16));
   FA_CHECK(L.tokens <= 0x7fffffff, "rope / kv cache write: ", L.tokens,
            " tokens exceed the CUDA grid limit");
   FA_CHECK((rows + L.rows_per_block - 1) / L.rows_per_block <= 65535,
