@@ -62,11 +62,15 @@ def test_gemv(dtype, k, n, m, bias, out):
 
 
 @pytest.mark.parametrize("warps", [1, 2, 4, 8])
-def test_gemv_every_warp_count(warps):
-    torch.manual_seed(warps)
-    x = randn(3, 11008, dtype=torch.float16)
-    w = randn(300, 11008, dtype=torch.float16, scale=11008**-0.5)
-    y = linear(x, w, None, nan(3, 300, dtype=torch.float16), impl="gemv", gemv_warps=warps)
+@pytest.mark.parametrize("stages", [1, 2])
+@pytest.mark.parametrize("m", [3, 12])
+@pytest.mark.parametrize("k", [11008, 1000, 64])
+def test_gemv_every_warp_and_stage_count(warps, stages, m, k):
+    torch.manual_seed(warps * 10 + stages + k)
+    x = randn(m, k, dtype=torch.float16)
+    w = randn(300, k, dtype=torch.float16, scale=k**-0.5)
+    y = linear(x, w, None, nan(m, 300, dtype=torch.float16), impl="gemv", gemv_warps=warps,
+               gemv_stages=stages)
     check(y, x.double() @ w.double().T, F.linear(x, w))
 
 
@@ -117,3 +121,6 @@ def test_forced_gemv_rejects_what_it_cannot_take():
     with pytest.raises(ValueError, match="warps must be 1..8"):
         linear(randn(2, 1000, dtype=torch.float16), w, None, nan(2, 64, dtype=torch.float16),
                impl="gemv", gemv_warps=9)
+    with pytest.raises(ValueError, match="stages must be 1 or 2"):
+        linear(randn(2, 1000, dtype=torch.float16), w, None, nan(2, 64, dtype=torch.float16),
+               impl="gemv", gemv_stages=3)

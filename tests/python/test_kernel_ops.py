@@ -186,7 +186,7 @@ def test_bad_shapes_name_the_tensor():
         _C.kernel_linear(x, rand(rng, 4, 7), None, nan_like((3, 4)))
     with pytest.raises(ValueError, match="y"):
         _C.kernel_linear(x, rand(rng, 4, 8), None, nan_like((3, 5)))
-    with pytest.raises(ValueError, match="impl / gemv_warps choose a CUDA kernel; x is on cpu"):
+    with pytest.raises(ValueError, match="impl / gemv_warps / gemv_stages choose a CUDA kernel; x is on cpu"):
         _C.kernel_linear(x, rand(rng, 4, 8), None, nan_like((3, 4)), impl="gemv")
     with pytest.raises(ValueError, match="impl: expected 'auto', 'cublas' or 'gemv'"):
         _C.kernel_linear(x, rand(rng, 4, 8), None, nan_like((3, 4)), impl="blas")

@@ -66,8 +66,8 @@ void add_norm_py(const py::handle& residual, const py::handle& x, const py::hand
 }
 
 void linear_py(const py::handle& x, const py::handle& w, const py::handle& bias,
-               const py::handle& y, const std::string& impl, int gemv_warps, int num_threads,
-               uintptr_t stream) {
+               const py::handle& y, const std::string& impl, int gemv_warps, int gemv_stages,
+               int num_threads, uintptr_t stream) {
   const Context ctx = call_context(num_threads, stream);
   const Tensor xt = tensor_from_py(x, "x"), wt = tensor_from_py(w, "w");
   const Tensor bt = optional_tensor_from_py(bias, "bias");
@@ -75,8 +75,10 @@ void linear_py(const py::handle& x, const py::handle& w, const py::handle& bias,
   FA_CHECK(impl == "auto" || impl == "cublas" || impl == "gemv",
            "impl: expected 'auto', 'cublas' or 'gemv', got '", impl, "'");
   FA_CHECK(gemv_warps >= 0, "gemv_warps: expected >= 0 (0 = the heuristic), got ", gemv_warps);
+  FA_CHECK(gemv_stages >= 0, "gemv_stages: expected >= 0 (0 = the default), got ", gemv_stages);
   if (xt.device().type != DeviceType::kCUDA) {
-    FA_CHECK(impl == "auto" && gemv_warps == 0, "impl / gemv_warps choose a CUDA kernel; x is on ",
+    FA_CHECK(impl == "auto" && gemv_warps == 0 && gemv_stages == 0,
+             "impl / gemv_warps / gemv_stages choose a CUDA kernel; x is on ",
              xt.device().str());
     py::gil_scoped_release release;
     kernels::linear(ctx, xt, wt, bt, yt);
@@ -88,6 +90,7 @@ void linear_py(const py::handle& x, const py::handle& w, const py::handle& bias,
                  : impl == "gemv" ? kernels::cuda::LinearCudaImpl::kSmallBatchGemv
                                   : kernels::cuda::LinearCudaImpl::kAuto;
   options.gemv_warps = gemv_warps;
+  options.gemv_stages = gemv_stages;
   py::gil_scoped_release release;
   kernels::cuda::linear_cuda(ctx, xt, wt, bt, yt, options);
 #else
@@ -164,10 +167,12 @@ void bind_kernels(py::module_& m) {
         py::arg("eps") = 1e-6f, threads, stream,
         "residual += x (in place), then out = norm(residual) as kernel_norm.");
   m.def("kernel_linear", &linear_py, py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("y"),
-        py::kw_only(), py::arg("impl") = "auto", py::arg("gemv_warps") = 0, threads, stream,
+        py::kw_only(), py::arg("impl") = "auto", py::arg("gemv_warps") = 0,
+        py::arg("gemv_stages") = 0, threads, stream,
         "y[M, N] = x[M, K] @ w[N, K]^T (+ bias[N]; None for none). On CUDA y may be float32 for "
         "16-bit x / w, and impl picks the kernel: 'auto', 'cublas' or 'gemv' (the small-batch "
-        "GEMV, M <= 16; gemv_warps: its warps per block, 0 = heuristic).");
+        "GEMV, M <= 16; gemv_warps: its warps per block, 0 = heuristic; gemv_stages: 1 or 2 load "
+        "groups in flight per warp, 0 = default).");
   m.def("kernel_add_bias", &add_bias_py, py::arg("bias"), py::arg("y"), py::kw_only(), threads,
         stream, "y[t, :] += bias (in place).");
   m.def("kernel_swiglu", &swiglu_py, py::arg("gate_up"), py::arg("out"), py::kw_only(), threads,

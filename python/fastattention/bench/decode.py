@@ -33,21 +33,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-splits", type=int, default=0, help="0 = the heuristic")
     parser.add_argument("--step-shapes", action="store_true",
                         help="instead: a Llama-7B decode step's attention (32/32 heads, paged 16) "
-                             "at batch 1 and 16 and short contexts (128-2048 keys)")
+                             "at batch 1 and 16 and short contexts (128-2048 keys), every "
+                             "implementation timed as a replayed CUDA graph")
 
 
-def _time_ms(fn: Callable[[], object], repeats: int, calls: int = 10) -> float:
+def _time_ms(fn: Callable[[], object], repeats: int, calls: int = 10, graph: bool = False) -> float:
+    """Median ms per call. graph: the calls are captured once as a CUDA graph and the graph is
+    timed, so short kernels are not hidden behind the host's launch time (as in a decode step
+    replayed from a graph)."""
     import torch
 
     for _ in range(3):
         fn()
     torch.cuda.synchronize()
+    run = lambda: [fn() for _ in range(calls)]  # noqa: E731
+    if graph:
+        g = torch.cuda.CUDAGraph()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            fn()
+        torch.cuda.current_stream().wait_stream(side)
+        try:
+            with torch.cuda.graph(g):
+                run()
+            run = g.replay
+        except RuntimeError as e:  # not capturable here: time eagerly and say so
+            import sys
+            print(f"(CUDA graph capture failed, timed eagerly: {e})", file=sys.stderr)
+            torch.cuda.synchronize()
     times = []
     for _ in range(repeats):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        for _ in range(calls):
-            fn()
+        run()
         end.record()
         end.synchronize()
         times.append(start.elapsed_time(end) / calls)
@@ -96,10 +115,9 @@ def _sdpa_runner(backend_name: str, q, k, v):
 
 
 def run_case(torch, name, batch, hq, hk, d, kv, block, dtype, repeats, impl="auto",
-             num_splits=0) -> dict:
+             num_splits=0, graph=False) -> dict:
     import fastattention
 
-    stream = torch.cuda.current_stream().cuda_stream
     gen = torch.Generator(device="cuda").manual_seed(0)
     q = torch.randn(batch, hq, d, device="cuda", dtype=dtype, generator=gen)
     out = torch.empty_like(q)
@@ -121,13 +139,13 @@ def run_case(torch, name, batch, hq, hk, d, kv, block, dtype, repeats, impl="aut
     kv_bytes = 2 * batch * kv * hk * d * q.element_size()
 
     def ours():
-        fastattention._C.fmha_forward(q, k, v, out, cu_seqlens_q=cu_q, max_seqlen_q=1,
-                                      max_seqlen_k=kv, causal=True, stream=stream, impl=impl,
+        fastattention._C.fmha_forward(q, k, v, out, cu_seqlens_q=cu_q, max_seqlen_q=1, max_seqlen_k=kv,
+                                      causal=True, stream=torch.cuda.current_stream().cuda_stream, impl=impl,
                                       num_splits=num_splits, **layout)
 
     row = {"case": name, "dtype": str(dtype).replace("torch.", ""), "batch": batch,
            "heads": f"{hq}/{hk}", "head_dim": d, "kv": kv, "bytes": kv_bytes}
-    ms = _time_ms(ours, repeats)
+    ms = _time_ms(ours, repeats, graph=graph)
     row["ours_us"] = ms * 1e3
     row["ours"] = kv_bytes / (ms * 1e-3) / 1e9
 
@@ -138,7 +156,7 @@ def run_case(torch, name, batch, hq, hk, d, kv, block, dtype, repeats, impl="aut
     for backend in ("flash", "cudnn"):
         try:
             fn, expanded = _sdpa_runner(backend, q4, k4, v4)
-            ms_b = _time_ms(fn, repeats)
+            ms_b = _time_ms(fn, repeats, graph=graph)
             row[backend] = kv_bytes / (ms_b * 1e-3) / 1e9
             row[backend + "_expanded"] = expanded
         except Exception:  # backend unavailable for this shape / dtype / GPU
@@ -151,7 +169,7 @@ def run_case(torch, name, batch, hq, hk, d, kv, block, dtype, repeats, impl="aut
 
     src = torch.empty(kv_bytes, device="cuda", dtype=torch.uint8)
     dst = torch.empty_like(src)
-    ms_c = _time_ms(lambda: dst.copy_(src), repeats)
+    ms_c = _time_ms(lambda: dst.copy_(src), repeats, graph=graph)
     row["copy"] = 2 * kv_bytes / (ms_c * 1e-3) / 1e9
     row["ours_vs_copy"] = row["ours"] / row["copy"]
     return row
@@ -193,7 +211,8 @@ def run(args: argparse.Namespace) -> List[dict]:
     rows = []
     for dname in dtypes:
         for case in cases(args.quick, getattr(args, "step_shapes", False)):
-            row = run_case(torch, *case, getattr(torch, dname), repeats, args.impl, args.num_splits)
+            row = run_case(torch, *case, getattr(torch, dname), repeats, args.impl, args.num_splits,
+                           graph=getattr(args, "step_shapes", False))
             print_row(row)
             rows.append(row)
             torch.cuda.empty_cache()

@@ -1,12 +1,12 @@
 """GPU small-batch linear benchmark: the weight-streaming speed of a decode step's GEMMs.
 
     fastattention bench gemv [--dtype float16|bfloat16] [--tokens 1,8,16] [--repeats 20]
-                             [--warps 0,2,4,8]
+                             [--warps 0,2,4,8] [--stages 0,1,2]
 
 The Llama-7B decode-step linears (QKV 12288x4096, O 4096x4096, gate-up 22016x4096,
 down 4096x11008, LM head 32000x4096 with float32 logits) at M = --tokens rows: our small-batch
-GEMV (`_C.kernel_linear(impl="gemv")`, each --warps value; 0 = its heuristic, what `auto`
-runs), cuBLAS through our own call (`impl="cublas"`) and PyTorch's F.linear, as GB/s of weights
+GEMV (`_C.kernel_linear(impl="gemv")`, each --warps x --stages value; 0 = its default, what
+`auto` runs), cuBLAS through our own call (`impl="cublas"`) and PyTorch's F.linear, as GB/s of weights
 read; in the same run a device-to-device copy of the weight bytes (its bandwidth counts bytes read
 + written). Time: the median over --repeats of CUDA-event-timed runs of 20 back-to-back calls,
 each over a different copy of the weights when they fit (so L2 holds none of them). Also the
@@ -39,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokens", type=_int_list, default=[1, 8, 16], help="rows M (1..16)")
     parser.add_argument("--warps", type=_int_list, default=[0],
                         help="warps per block of our GEMV to time (0 = the heuristic)")
+    parser.add_argument("--stages", type=_int_list, default=[0],
+                        help="load groups in flight per warp of our GEMV (1, 2; 0 = the default)")
     parser.add_argument("--repeats", type=int, default=20, help="timed runs (median kept)")
 
 
@@ -60,7 +62,7 @@ def _time_ms(fn: Callable[[int], object], repeats: int, calls: int = 20) -> floa
     return statistics.median(times)
 
 
-def run_shape(torch, name: str, n: int, k: int, m: int, dtype, warps: List[int], repeats: int) -> dict:
+def run_shape(torch, name: str, n: int, k: int, m: int, dtype, variants: List[tuple], repeats: int) -> dict:
     from fastattention import _C
 
     stream = torch.cuda.current_stream().cuda_stream
@@ -78,14 +80,14 @@ def run_shape(torch, name: str, n: int, k: int, m: int, dtype, warps: List[int],
         return w_bytes / (ms * 1e-3) / 1e9
 
     ref = x.double() @ ws[0].double().T
-    for wv in warps:
+    for wv, st in variants:
         y.fill_(float("nan"))
-        _C.kernel_linear(x, ws[0], None, y, impl="gemv", gemv_warps=wv, stream=stream)
-        row[f"err_w{wv}"] = (y.double() - ref).abs().max().item()
-        ms = _time_ms(lambda i: _C.kernel_linear(x, ws[i % copies], None, y, impl="gemv",
-                                                 gemv_warps=wv, stream=stream), repeats)
-        row[f"gemv_w{wv}"] = gbps(ms)
-        row[f"gemv_w{wv}_us"] = ms * 1e3
+        _C.kernel_linear(x, ws[0], None, y, impl="gemv", gemv_warps=wv, gemv_stages=st, stream=stream)
+        row[f"err_{_key(wv, st)}"] = (y.double() - ref).abs().max().item()
+        ms = _time_ms(lambda i: _C.kernel_linear(x, ws[i % copies], None, y, impl="gemv", gemv_warps=wv,
+                                                 gemv_stages=st, stream=stream), repeats)
+        row[f"gemv_{_key(wv, st)}"] = gbps(ms)
+        row[f"gemv_{_key(wv, st)}_us"] = ms * 1e3
     ms = _time_ms(lambda i: _C.kernel_linear(x, ws[i % copies], None, y, impl="cublas", stream=stream),
                   repeats)
     row["cublas"], row["cublas_us"] = gbps(ms), ms * 1e3
@@ -103,6 +105,10 @@ def run_shape(torch, name: str, n: int, k: int, m: int, dtype, warps: List[int],
     return row
 
 
+def _key(warps: int, stages: int) -> str:
+    return f"w{warps or 'auto'}s{stages or 'auto'}"
+
+
 def run(args: argparse.Namespace) -> List[dict]:
     import torch
 
@@ -118,20 +124,24 @@ def run(args: argparse.Namespace) -> List[dict]:
     for wv in args.warps:
         if not 0 <= wv <= 8:
             raise ValueError(f"--warps: each must be 0..8 (0 = the heuristic), got {wv}")
+    for st in args.stages:
+        if st not in (0, 1, 2):
+            raise ValueError(f"--stages: each must be 0, 1 or 2 (0 = the default), got {st}")
+    variants = [(wv, st) for st in args.stages for wv in args.warps]
     dtype = getattr(torch, args.dtype)
     print(f"Small-batch linear on {torch.cuda.get_device_name()}, {datetime.date.today().isoformat()}, "
           f"{args.dtype}; GB/s of weights read (copy: read + written); ratio = best GEMV / copy")
-    heads = " | ".join(f"gemv w{wv or 'auto'}" for wv in args.warps)
+    heads = " | ".join(f"gemv {_key(wv, st)}" for wv, st in variants)
     print(f"| shape | N x K | M | MB | {heads} | cuBLAS | torch | copy | gemv/copy | gemv/cuBLAS | err | torch err |")
-    print("|---|---|---|---|" + "---|" * len(args.warps) + "---|---|---|---|---|---|---|")
+    print("|---|---|---|---|" + "---|" * len(variants) + "---|---|---|---|---|---|---|")
     rows = []
     for m in args.tokens:
         for name, n, k in SHAPES:
-            r = run_shape(torch, name, n, k, m, dtype, args.warps, max(1, args.repeats))
-            best = max(r[f"gemv_w{wv}"] for wv in args.warps)
-            cells = " | ".join(f"{r[f'gemv_w{wv}']:.0f}" for wv in args.warps)
+            r = run_shape(torch, name, n, k, m, dtype, variants, max(1, args.repeats))
+            best = max(r[f"gemv_{_key(*v)}"] for v in variants)
+            cells = " | ".join(f"{r[f'gemv_{_key(*v)}']:.0f}" for v in variants)
             torch_cell = f"{r['torch']:.0f}" if "torch" in r else "-"
-            err = max(r[f"err_w{wv}"] for wv in args.warps)
+            err = max(r[f"err_{_key(*v)}"] for v in variants)
             torch_err = f"{r['torch_err']:.2g}" if "torch_err" in r else "-"
             print(f"| {name} | {n}x{k} | {m} | {r['mb']:.0f} | {cells} | {r['cublas']:.0f} | {torch_cell} "
                   f"| {r['copy']:.0f} | {best / r['copy']:.2f} | {best / r['cublas']:.2f} | {err:.2g} "

@@ -84,8 +84,48 @@ __device__ __forceinline__ void store_any(void* base, DType dt, int64_t i, float
   }
 }
 
-// kTiles: n8 token tiles (1 for M <= 8, 2 for M <= 16). Element: __half or __nv_bfloat16.
+// One warp's registers for kUnroll chunks: 16 bytes of weight rows g and g + 8 and of each token
+// tile's token g, per chunk.
+template <int kTiles>
+struct Group {
+  uint4 a[kUnroll], b[kUnroll], x[kTiles][kUnroll];
+};
+
+template <int kTiles>
+__device__ __forceinline__ void load_group(Group<kTiles>& r, int c0, int K, int t, const uint16_t* wa,
+                                           bool ok_a, const uint16_t* wb, bool ok_b,
+                                           const uint16_t* const (&xr)[kTiles], const bool (&ok_x)[kTiles]) {
+  const uint4 zero = make_uint4(0, 0, 0, 0);
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u) {
+    const int k = (c0 + u) * kChunkK + t * 8;
+    const bool in = k < K;  // K % 8 == 0: a vector lies wholly inside or outside
+    r.a[u] = in && ok_a ? load_weights(wa + k) : zero;
+    r.b[u] = in && ok_b ? load_weights(wb + k) : zero;
+#pragma unroll
+    for (int j = 0; j < kTiles; ++j)
+      r.x[j][u] = in && ok_x[j] ? __ldg(reinterpret_cast<const uint4*>(xr[j] + k)) : zero;
+  }
+}
+
 template <class Element, int kTiles>
+__device__ __forceinline__ void mma_group(float (&acc)[kTiles][4], const Group<kTiles>& r) {
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u) {
+    const uint32_t lo[4] = {r.a[u].x, r.b[u].x, r.a[u].y, r.b[u].y};  // k elements 0..3
+    const uint32_t hi[4] = {r.a[u].z, r.b[u].z, r.a[u].w, r.b[u].w};  // k elements 4..7
+#pragma unroll
+    for (int j = 0; j < kTiles; ++j) {
+      Mma16816::mma<Element>(acc[j], lo, r.x[j][u].x, r.x[j][u].y);
+      Mma16816::mma<Element>(acc[j], hi, r.x[j][u].z, r.x[j][u].w);
+    }
+  }
+}
+
+// kTiles: n8 token tiles (1 for M <= 8, 2 for M <= 16). Element: __half or __nv_bfloat16.
+// kStages: 2 = software-pipelined (a warp's next group of loads is issued before the MMAs of the
+// current one), 1 = not (fewer registers, more resident warps).
+template <class Element, int kTiles, int kStages>
 __global__ void __launch_bounds__(kSmallBatchGemvMaxWarps * 32)
     small_batch_gemv_kernel(const SmallBatchGemvLaunch p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
@@ -112,29 +152,27 @@ __global__ void __launch_bounds__(kSmallBatchGemvMaxWarps * 32)
 #pragma unroll
   for (int j = 0; j < kTiles; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
 
-  const uint4 zero = make_uint4(0, 0, 0, 0);
   const int chunks = (p.K + kChunkK - 1) / kChunkK;
-  for (int c0 = warp * kUnroll; c0 < chunks; c0 += warps * kUnroll) {
-    uint4 a[kUnroll], b[kUnroll], xv[kTiles][kUnroll];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int k = (c0 + u) * kChunkK + t * 8;
-      const bool in = k < p.K;  // K % 8 == 0: a vector lies wholly inside or outside
-      a[u] = in && ok_a ? load_weights(wa + k) : zero;
-      b[u] = in && ok_b ? load_weights(wb + k) : zero;
-#pragma unroll
-      for (int j = 0; j < kTiles; ++j)
-        xv[j][u] = in && ok_x[j] ? __ldg(reinterpret_cast<const uint4*>(xr[j] + k)) : zero;
+  const int stride = warps * kUnroll;
+  int c0 = warp * kUnroll;
+  if constexpr (kStages == 1) {
+    for (; c0 < chunks; c0 += stride) {
+      Group<kTiles> g0;
+      load_group(g0, c0, p.K, t, wa, ok_a, wb, ok_b, xr, ok_x);
+      mma_group<Element>(acc, g0);
     }
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const uint32_t lo[4] = {a[u].x, b[u].x, a[u].y, b[u].y};  // k elements 0..3
-      const uint32_t hi[4] = {a[u].z, b[u].z, a[u].w, b[u].w};  // k elements 4..7
-#pragma unroll
-      for (int j = 0; j < kTiles; ++j) {
-        Mma16816::mma<Element>(acc[j], lo, xv[j][u].x, xv[j][u].y);
-        Mma16816::mma<Element>(acc[j], hi, xv[j][u].z, xv[j][u].w);
-      }
+  } else {
+    // Two register groups in turn (no copy from one to the other: a move would wait for the loads).
+    Group<kTiles> g0, g1;
+    load_group(g0, c0, p.K, t, wa, ok_a, wb, ok_b, xr, ok_x);
+    while (c0 < chunks) {
+      if (c0 + stride < chunks) load_group(g1, c0 + stride, p.K, t, wa, ok_a, wb, ok_b, xr, ok_x);
+      mma_group<Element>(acc, g0);
+      c0 += stride;
+      if (c0 >= chunks) break;
+      if (c0 + stride < chunks) load_group(g0, c0 + stride, p.K, t, wa, ok_a, wb, ok_b, xr, ok_x);
+      mma_group<Element>(acc, g1);
+      c0 += stride;
     }
   }
 
@@ -163,14 +201,14 @@ __global__ void __launch_bounds__(kSmallBatchGemvMaxWarps * 32)
 #endif
 }
 
-template <class Element>
-void launch_typed(const SmallBatchGemvLaunch& p, int warps, cudaStream_t stream) {
+template <class Element, int kStages>
+void launch_typed(const SmallBatchGemvLaunch& p, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>((p.N + kRowsPerBlock - 1) / kRowsPerBlock));
-  const dim3 block(static_cast<unsigned>(warps * 32));
+  const dim3 block(static_cast<unsigned>(p.warps * 32));
   if (p.M <= 8) {
-    small_batch_gemv_kernel<Element, 1><<<grid, block, 0, stream>>>(p);
+    small_batch_gemv_kernel<Element, 1, kStages><<<grid, block, 0, stream>>>(p);
   } else {
-    small_batch_gemv_kernel<Element, 2><<<grid, block, 0, stream>>>(p);
+    small_batch_gemv_kernel<Element, 2, kStages><<<grid, block, 0, stream>>>(p);
   }
 }
 
@@ -199,11 +237,12 @@ int small_batch_gemv_warps(int64_t N, int64_t K, int sms) {
 void launch_small_batch_gemv(const SmallBatchGemvLaunch& p, cudaStream_t stream) {
   FA_CHECK(p.warps >= 1 && p.warps <= kSmallBatchGemvMaxWarps, "small-batch GEMV: warps must be 1..",
            kSmallBatchGemvMaxWarps, ", got ", p.warps);
-  const int warps = p.warps;
-  if (p.dtype == DType::kBFloat16) {
-    launch_typed<__nv_bfloat16>(p, warps, stream);
+  FA_CHECK(p.stages == 1 || p.stages == 2, "small-batch GEMV: stages must be 1 or 2, got ", p.stages);
+  const bool bf16 = p.dtype == DType::kBFloat16;
+  if (p.stages == 2) {
+    bf16 ? launch_typed<__nv_bfloat16, 2>(p, stream) : launch_typed<__half, 2>(p, stream);
   } else {
-    launch_typed<__half>(p, warps, stream);
+    bf16 ? launch_typed<__nv_bfloat16, 1>(p, stream) : launch_typed<__half, 1>(p, stream);
   }
 }
 

@@ -144,6 +144,7 @@ void linear_cuda(const Context& ctx, const Tensor& x, const Tensor& w, const Ten
       L.N = static_cast<int>(N);
       L.K = static_cast<int>(K);
       L.warps = options.gemv_warps > 0 ? options.gemv_warps : small_batch_gemv_warps(N, K, props.sms);
+      if (options.gemv_stages > 0) L.stages = options.gemv_stages;
       launch_small_batch_gemv(L, stream);
       FA_CUDA_CHECK_LAUNCH("small_batch_gemv_kernel");
       return;

@@ -15,7 +15,8 @@ enum class LinearCudaImpl { kAuto, kCublas, kSmallBatchGemv };
 
 struct LinearCudaOptions {
   LinearCudaImpl impl = LinearCudaImpl::kAuto;
-  int gemv_warps = 0;  // warps per block of the small-batch GEMV; 0 = its heuristic
+  int gemv_warps = 0;   // warps per block of the small-batch GEMV; 0 = its heuristic
+  int gemv_stages = 0;  // its load groups in flight per warp (1 or 2); 0 = the default
 };
 
 void linear_cuda(const Context& ctx, const Tensor& x, const Tensor& w, const Tensor& bias,
