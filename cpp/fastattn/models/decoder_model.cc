@@ -157,7 +157,10 @@ void DecoderModel::forward(const Context& ctx, const layers::ForwardBatch& batch
       kv.host_k = &host_cache->k(i);
       kv.host_v = &host_cache->v(i);
     }
-    layers_[static_cast<size_t>(i)].forward(ctx, batch, hidden, kv, scratch.layer);
+    layers::LayerLink link;
+    link.input_normed = i > 0;  // the previous layer ended with add + this layer's attn_norm
+    link.next = i + 1 < config_.num_layers ? &layers_[static_cast<size_t>(i) + 1] : nullptr;
+    layers_[static_cast<size_t>(i)].forward(ctx, batch, hidden, kv, scratch.layer, link);
   }
 }
 
