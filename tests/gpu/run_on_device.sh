@@ -10,6 +10,7 @@
 #   pangu1 (examples/pangu38b_infer.py on one GPU: FA_PANGU1_ARGS), pytest (the test files in
 #   FA_PYTEST_FILES), gemv (bench gemv: FA_GEMV_ARGS), decode-splits (bench decode --step-shapes
 #   at each split count of FA_DECODE_SPLITS, default "0 1 2 4 8"; 0 = the heuristic)
+#   e2e-cublas: bench e2e with FASTATTN_SMALL_BATCH_GEMV=0 (every linear on cuBLAS).
 #   FA_KEEP_BUILD=1 keeps build/gpu from an earlier call on the same warm machine (incremental).
 #   Tensor parallelism (2+ GPUs, e.g. nvidia-h200-x2; the build then needs MPI and NCCL): tp-tests
 #   (tests/gpu/test_tp_nccl.py), tp-bench (bench allreduce-overlap sweeps: FA_TP_SWEEP="NAME=ENV
@@ -135,6 +136,10 @@ fi
 if has e2e; then
   python3 -m fastattention.cli bench e2e --device cuda --work-dir /tmp/fa_e2e ${FA_E2E_ARGS:-} 2>&1 \
     | tee "$out/bench_e2e_cuda.md" | tail -30
+fi
+if has e2e-cublas; then  # the same bench with every linear on cuBLAS (no small-batch GEMV)
+  FASTATTN_SMALL_BATCH_GEMV=0 python3 -m fastattention.cli bench e2e --device cuda --work-dir /tmp/fa_e2e \
+    ${FA_E2E_ARGS:-} 2>&1 | tee "$out/bench_e2e_cuda_cublas.md" | tail -30
 fi
 if has tp-tests; then
   python3 -m pytest tests/gpu/test_tp_nccl.py -v -p no:cacheprovider 2>&1 | tee "$out/pytest_tp.log" | tail -15

@@ -14,7 +14,9 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <limits>
+#include <string>
 
 #include "fastattn/kernels/cuda/cublas_handle.h"
 #include "fastattn/kernels/cuda/device_props.h"
@@ -77,6 +79,16 @@ void bias_rows(const Context& ctx, const Tensor& bias, void* y, DType y_type, in
   FA_CUDA_CHECK_LAUNCH("bias_rows_kernel");
 }
 
+// FASTATTN_SMALL_BATCH_GEMV=0 in the environment makes kAuto always take cuBLAS (read once): the
+// same program with and without the GEMV, for end-to-end comparisons (bench e2e).
+bool small_batch_gemv_enabled() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("FASTATTN_SMALL_BATCH_GEMV");
+    return v == nullptr || std::string(v) != "0";
+  }();
+  return enabled;
+}
+
 }  // namespace
 
 void linear_cuda(const Context& ctx, const Tensor& x, const Tensor& w, const Tensor& bias,
@@ -127,7 +139,8 @@ void linear_cuda(const Context& ctx, const Tensor& x, const Tensor& w, const Ten
                "of x that is a multiple of 8; got x ", x.describe(), " (row stride ", ldx, "), w ",
                w.describe(), " on sm_", props.cc);
     }
-    if (fits && (options.impl == LinearCudaImpl::kSmallBatchGemv || ctx.gemm_sm_target == 0)) {
+    const bool auto_takes = ctx.gemm_sm_target == 0 && small_batch_gemv_enabled();
+    if (fits && (options.impl == LinearCudaImpl::kSmallBatchGemv || auto_takes)) {
       SmallBatchGemvLaunch L;
       L.x = x.data();
       L.ldx = ldx;

@@ -8,7 +8,8 @@
 namespace fastattn::kernels::cuda {
 
 // Which kernel computes a CUDA linear(): kAuto takes the small-batch GEMV (gemv_launch.h) where
-// it fits and ctx.gemm_sm_target is 0 (it uses every SM), else cuBLAS. The others force one
+// it fits and ctx.gemm_sm_target is 0 (it uses every SM), else cuBLAS; the environment variable
+// FASTATTN_SMALL_BATCH_GEMV=0 turns that choice off (cuBLAS always) for comparisons. The others force one
 // (kSmallBatchGemv throws InvalidArgument when the call does not fit it); tests and benchmarks
 // use them to compare the two.
 enum class LinearCudaImpl { kAuto, kCublas, kSmallBatchGemv };
