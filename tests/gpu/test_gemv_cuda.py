@@ -81,22 +81,23 @@ def test_token_result_does_not_depend_on_the_batch(dtype):
     torch.manual_seed(7)
     x = randn(16, 4096, dtype=dtype)
     w = randn(1000, 4096, dtype=dtype, scale=4096**-0.5)
-    whole = linear(x, w, None, nan(16, 1000, dtype=dtype))
+    whole = linear(x, w, None, nan(16, 1000, dtype=dtype), impl="gemv")
     for i in (0, 7, 8, 15):
-        alone = linear(x[i:i + 1], w, None, nan(1, 1000, dtype=dtype))
+        alone = linear(x[i:i + 1], w, None, nan(1, 1000, dtype=dtype), impl="gemv")
         assert torch.equal(alone[0], whole[i]), f"row {i}"
-    three = linear(x[:3], w, None, nan(3, 1000, dtype=dtype))
+    three = linear(x[:3], w, None, nan(3, 1000, dtype=dtype))  # auto: the GEMV (M <= 8)
     four = linear(x[:4], w, None, nan(4, 1000, dtype=dtype))
     assert torch.equal(three, four[:3])
 
 
-def test_auto_takes_the_gemv_up_to_16_rows_then_cublas():
+def test_auto_takes_the_gemv_up_to_8_rows_then_cublas():
+    """The automatic choice: the GEMV for M <= 8 (its measured end-to-end range), else cuBLAS."""
     torch.manual_seed(3)
     w = randn(512, 1024, dtype=torch.float16, scale=1024**-0.5)
-    for m in (1, 16, 17):
+    for m in (1, 8, 9, 16, 17):
         x = randn(m, 1024, dtype=torch.float16)
         auto = linear(x, w, None, nan(m, 512, dtype=torch.float16))
-        expected = "gemv" if m <= 16 else "cublas"
+        expected = "gemv" if m <= 8 else "cublas"
         forced = linear(x, w, None, nan(m, 512, dtype=torch.float16), impl=expected)
         assert torch.equal(auto, forced), f"M = {m}: auto differs from {expected}"
     x = randn(4, 1024, dtype=torch.float32)  # float32: cuBLAS (pedantic float32)

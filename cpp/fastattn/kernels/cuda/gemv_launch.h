@@ -14,6 +14,9 @@ namespace fastattn::kernels::cuda {
 
 // Largest M the kernel takes: two n8 tiles of tokens per m16n8k16 MMA row block.
 constexpr int kSmallBatchGemvMaxRows = 16;
+// Largest M linear()'s automatic choice gives it (larger M, up to kSmallBatchGemvMaxRows, only
+// when forced): the measured end-to-end winner (docs/KERNELS.md).
+constexpr int kSmallBatchGemvAutoRows = 8;
 // Warps per thread block: they split K and add their partial sums in a fixed order.
 constexpr int kSmallBatchGemvMaxWarps = 8;
 

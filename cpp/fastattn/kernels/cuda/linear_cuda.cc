@@ -139,7 +139,10 @@ void linear_cuda(const Context& ctx, const Tensor& x, const Tensor& w, const Ten
                "of x that is a multiple of 8; got x ", x.describe(), " (row stride ", ldx, "), w ",
                w.describe(), " on sm_", props.cc);
     }
-    const bool auto_takes = ctx.gemm_sm_target == 0 && small_batch_gemv_enabled();
+    // auto: up to one token tile (M <= 8). At M = 16 the two-tile kernel (191 registers) lost
+    // to cuBLAS end to end on the H100 (decode batch 16: 6.77 vs 6.26 ms/step, 2026-12-07).
+    const bool auto_takes = ctx.gemm_sm_target == 0 && M <= kSmallBatchGemvAutoRows &&
+                            small_batch_gemv_enabled();
     if (fits && (options.impl == LinearCudaImpl::kSmallBatchGemv || auto_takes)) {
       SmallBatchGemvLaunch L;
       L.x = x.data();
