@@ -94,9 +94,9 @@ def main():
     for impl, d, ctype, dcode, targets in entries:
         fn = ("&launch_fmha_sm70<128, false>" if impl == "884Plain"
               else f"&launch_fmha<{MMA_TYPE[impl]}, {ctype}, {d}>")
-        lines.append(f'    {{MmaImpl::k{impl}, {d}, DType::{dcode}, "{targets}", {fn}}},')
+        lines.append(f'    {{AttentionKernel::kFmha{impl}, {d}, DType::{dcode}, "{targets}", {fn}}},')
     if not entries:
-        lines.append("    {MmaImpl::kAuto, 0, DType::kFloat16, \"\", nullptr},")
+        lines.append("    {AttentionKernel::kNone, 0, DType::kFloat16, \"\", nullptr},")
     lines += [
         "};",
         "}  // namespace",

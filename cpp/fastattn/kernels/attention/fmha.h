@@ -61,10 +61,12 @@ struct FmhaParams {
   // num_splits: how many parts the decode kernel cuts each sequence's key range into, merged by
   //   log-sum-exp (0 = a heuristic from the SM count, batch x KV heads and max_seqlen_k;
   //   1 = no split; at most kMaxNumSplits).
-  // impl: which kernel runs.
+  // impl: which kernel runs (parsed and decided in one place: choose_attention_kernel,
+  //   kernels/attention/attention_dispatch.h; a kernel the call or the build cannot run is an
+  //   InvalidArgument saying why).
   //   "auto"   paged KV, float32, or few queries per sequence (max_seqlen_q <= 16 and
   //            max_seqlen_q x Hq / Hk <= 32): the split-KV decode kernel; otherwise the
-  //            FlashAttention-2 kernel on the device's native MMA path
+  //            FlashAttention-2 kernel on the newest MMA path compiled for the device
   //   "884" | "1688" | "16816"  that FlashAttention-2 MMA path (to test every path on one GPU;
   //            contiguous fp16 / bf16 KV only)
   //   "884-plain"  the 884 path with a plain (unswizzled) shared-memory layout: the baseline of
@@ -73,6 +75,7 @@ struct FmhaParams {
   //   "decode-async" | "decode-regstage"  the decode kernel with its cp.async (sm_80+) or its
   //            register-staged (sm_70 / sm_75, also the default on sm_90) copies, to test both
   //            paths on one GPU
+  //   On CPU tensors only "auto" (the CPU kernel) is accepted.
   int max_seqlen_q = 0;
   int max_seqlen_k = 0;
   int num_splits = 0;

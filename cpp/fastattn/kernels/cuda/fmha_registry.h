@@ -1,4 +1,4 @@
-// The registry of compiled FMHA instances, keyed by (MMA implementation, head dim, dtype).
+// The registry of compiled FMHA instances, keyed by (kernel, head dim, dtype, archs).
 // The table itself is generated at configure time (cmake/generate_fmha_instances.py) from the
 // architectures and head dims the build was asked for.
 #pragma once
@@ -14,7 +14,7 @@ namespace fastattn::kernels::cuda {
 using FmhaLaunchFn = void (*)(const FmhaDeviceParams&, cudaStream_t);
 
 struct FmhaInstance {
-  MmaImpl impl;
+  AttentionKernel kernel;  // kFmha884 / kFmha884Plain / kFmha1688 / kFmha16816
   int head_dim;
   DType dtype;
   const char* archs;  // the SASS targets it was compiled for, e.g. "80;90"
