@@ -11,12 +11,14 @@
 #include <map>
 #include <mutex>
 #include <utility>
+#include <vector>
 
 #include "fastattn/core/allocator.h"
 #include "fastattn/core/cuda/device_guard.h"
 #include "fastattn/kernels/attention/fmha_softmax.h"
 #include "fastattn/core/cuda/cuda_check.h"
 #include "fastattn/kernels/cuda/attention_device_cuda.h"
+#include "fastattn/kernels/cuda/attention_registry.h"
 #include "fastattn/kernels/cuda/device_props.h"
 #include "fastattn/kernels/cuda/decode_launch.h"
 #include "fastattn/kernels/cuda/decode_params.h"
@@ -35,17 +37,19 @@ constexpr int kThreads = 128;         // 4 warps per split CTA (DecodeTraits::kT
 constexpr int kMinKeysPerSplit = 256;  // a split below this costs more in merging than it gains
 constexpr int kMinCtasPerSm = 2;       // the heuristic aims for at least 2 x SMs CTAs
 
+// Every compiled decode kernel, one entry per (dtype, head dim, row tile), from the attention
+// registry's decode instances (each file is registered under both copy paths: taken once).
 const std::vector<DecodeKernelEntry>& decode_table() {
   static const std::vector<DecodeKernelEntry> table = [] {
     std::vector<DecodeKernelEntry> t;
-    int n = 0;
-#define FASTATTN_DECODE_ADD(TAG, D)                                     \
-  {                                                                     \
-    const DecodeKernelEntry* e = decode_entries_##TAG##_hd##D(&n);      \
-    t.insert(t.end(), e, e + n);                                        \
-  }
-    FASTATTN_DECODE_FOR_EACH_FILE(FASTATTN_DECODE_ADD)
-#undef FASTATTN_DECODE_ADD
+    int rows = 0;
+    const AttentionInstance* instances = attention_instance_table(&rows);
+    for (int i = 0; i < rows; ++i) {
+      if (instances[i].kernel != AttentionKernel::kDecodeRegStaged) continue;
+      int n = 0;
+      const DecodeKernelEntry* e = instances[i].decode_entries(&n);
+      t.insert(t.end(), e, e + n);
+    }
     return t;
   }();
   return table;
@@ -208,15 +212,6 @@ bool decode_supports(DType dtype, int head_dim) {
     if (e.dtype == dtype && e.head_dim == head_dim) return true;
   }
   return false;
-}
-
-std::vector<std::string> decode_cuda_instances() {
-  std::vector<std::string> out;
-  for (const DecodeKernelEntry& e : decode_table()) {
-    out.push_back(std::string(dtype_name(e.dtype)) + "/hd" + std::to_string(e.head_dim) + "/rows" +
-                  std::to_string(e.rows));
-  }
-  return out;
 }
 
 int device_max_seqlen(const Context& ctx, const Tensor& index, bool cumulative) {

@@ -5,8 +5,6 @@
 #pragma once
 
 #include <cstdint>
-#include <string>
-#include <vector>
 
 #include "fastattn/core/context.h"
 #include "fastattn/kernels/attention/attention_dispatch.h"
@@ -56,8 +54,5 @@ void decode_reset_split_counters(const Context& ctx);
 // The longest sequence in a device index tensor: lengths (seqlens_k) or cumulative offsets
 // (cu_seqlens, batch + 1 entries). A synchronising copy on ctx.stream.
 int device_max_seqlen(const Context& ctx, const Tensor& index, bool cumulative);
-
-// "float16/hd128/rows4" for every compiled decode kernel (for reports).
-std::vector<std::string> decode_cuda_instances();
 
 }  // namespace fastattn::kernels::cuda

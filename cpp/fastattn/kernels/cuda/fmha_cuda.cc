@@ -6,33 +6,16 @@
 
 #include "fastattn/core/cuda/device_guard.h"
 #include "fastattn/kernels/attention/fmha_softmax.h"
-#include "fastattn/kernels/cuda/attention_device_cuda.h"
+#include "fastattn/kernels/cuda/attention_registry.h"
 #include "fastattn/kernels/cuda/decode_cuda.h"
 #include "fastattn/kernels/cuda/device_props.h"
 #include "fastattn/kernels/cuda/fmha_cuda.h"
-#include "fastattn/kernels/cuda/fmha_registry.h"
 
 namespace fastattn::kernels::cuda {
-namespace {
-
-// The instance of `kernel` for (head dim, dtype) with code for a GPU of compute capability cc.
-const FmhaInstance* find_instance(AttentionKernel kernel, int head_dim, DType dtype, int cc) {
-  int n = 0;
-  const FmhaInstance* table = fmha_instance_table(&n);
-  for (int i = 0; i < n; ++i) {
-    const FmhaInstance& inst = table[i];
-    if (inst.kernel == kernel && inst.head_dim == head_dim && inst.dtype == dtype && archs_run_on(inst.archs, cc)) {
-      return &inst;
-    }
-  }
-  return nullptr;
-}
-
-}  // namespace
 
 std::vector<std::string> fmha_cuda_instances() {
   int n = 0;
-  const FmhaInstance* table = fmha_instance_table(&n);
+  const AttentionInstance* table = attention_instance_table(&n);
   std::vector<std::string> out;
   for (int i = 0; i < n; ++i) {
     out.push_back(std::string(attention_kernel_name(table[i].kernel)) + "/hd" +
@@ -46,7 +29,7 @@ void fmha_forward_cuda(const Context& ctx, const FmhaParams& p, const FmhaShape&
                        AttentionKernel kernel) {
   const int dev = p.q.device().index;
   const DeviceGuard guard(dev);
-  const FmhaInstance* inst = find_instance(kernel, shape.head_dim, p.q.dtype(), device_props(dev).cc);
+  const AttentionInstance* inst = find_attention_instance(kernel, shape.head_dim, p.q.dtype(), device_props(dev).cc);
   FA_ASSERT(inst != nullptr, "choose_attention_kernel picked ", attention_kernel_name(kernel),
             " without a runnable instance");
 
@@ -83,7 +66,7 @@ void fmha_forward_cuda(const Context& ctx, const FmhaParams& p, const FmhaShape&
   d.alibi_slopes = sm.alibi_slopes;
   d.alibi_batch_stride = static_cast<int>(sm.alibi_batch_stride);
   if (d.max_seqlen_q == 0 || shape.batch == 0) return;
-  inst->launch(d, static_cast<cudaStream_t>(ctx.stream));
+  inst->fmha_launch(d, static_cast<cudaStream_t>(ctx.stream));
 }
 
 }  // namespace fastattn::kernels::cuda

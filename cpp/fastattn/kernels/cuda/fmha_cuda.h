@@ -20,7 +20,8 @@ namespace fastattn::kernels::cuda {
 void fmha_forward_cuda(const Context& ctx, const FmhaParams& p, const FmhaShape& shape,
                        AttentionKernel kernel);
 
-// The instances compiled into this build, as "16816/hd128/float16 (sm 80;90)" strings.
+// Every attention instance compiled into this build (FlashAttention-2 and decode), as
+// "16816/hd128/float16 (sm 80;90)" / "decode-async/hd128/float32 (sm 80;90)" strings.
 std::vector<std::string> fmha_cuda_instances();
 
 }  // namespace fastattn::kernels::cuda
