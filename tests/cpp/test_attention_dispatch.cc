@@ -38,13 +38,13 @@ AttentionDevice native_gpu(int cc) {
 AttentionProblem problem(DType dtype, int max_seqlen_q, bool paged = false, int hq = 8, int hk = 8) {
   AttentionProblem p;
   p.q_dtype = p.kv_dtype = p.out_dtype = dtype;
-  p.head_dim = 128;
-  p.num_heads_q = hq;
-  p.num_heads_k = hk;
-  p.batch = 2;
-  p.paged = paged;
-  p.block_size = paged ? 16 : 0;
-  p.max_seqlen_q = max_seqlen_q;
+  p.shape.head_dim = 128;
+  p.shape.num_heads_q = hq;
+  p.shape.num_heads_k = hk;
+  p.shape.batch = 2;
+  p.shape.paged = paged;
+  p.shape.block_size = paged ? 16 : 0;
+  p.shape.max_seqlen_q = max_seqlen_q;
   return p;
 }
 
@@ -130,10 +130,10 @@ TEST(unsupported_calls_say_why) {
         std::string::npos);
   CHECK(pick(problem(DType::kFloat16, 1), native_gpu(75), AttentionImpl::kDecodeAsync) == K::kNone);
   AttentionProblem hd48 = problem(DType::kFloat16, 512);
-  hd48.head_dim = 48;
+  hd48.shape.head_dim = 48;
   CHECK(why(hd48, d, AttentionImpl::kAuto).find("head dim 48") != std::string::npos);
   AttentionProblem big = problem(DType::kFloat16, 1, true);
-  big.batch = 70000;
+  big.shape.batch = 70000;
   CHECK(why(big, d, AttentionImpl::kAuto).find("batch <= 65535") != std::string::npos);
 }
 

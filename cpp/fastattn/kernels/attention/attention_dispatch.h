@@ -11,6 +11,7 @@
 #include <string>
 
 #include "fastattn/core/dtype.h"
+#include "fastattn/kernels/attention/fmha_shape.h"
 
 namespace fastattn::kernels {
 
@@ -48,18 +49,13 @@ AttentionImpl parse_attention_impl(const std::string& impl);
 
 // What the choice depends on, from the validated FmhaParams (fmha.cc).
 struct AttentionProblem {
+  // shape.max_seqlen_q: the longest query sequence, 0 = unknown. Only the "auto" choice between
+  // the decode and the FlashAttention-2 kernel reads it, and there it must be known (see
+  // needs_max_seqlen_q).
+  FmhaShape shape;
   DType q_dtype = DType::kFloat16;
   DType kv_dtype = DType::kFloat16;
   DType out_dtype = DType::kFloat16;
-  int head_dim = 0;
-  int num_heads_q = 0;
-  int num_heads_k = 0;
-  int64_t batch = 0;
-  bool paged = false;
-  int64_t block_size = 0;  // paged KV only
-  // The longest query sequence; 0 = unknown. Only the "auto" choice between the decode and the
-  // FlashAttention-2 kernel reads it, and there it must be known (see needs_max_seqlen_q).
-  int max_seqlen_q = 0;
 };
 
 // What the device offers.
@@ -88,7 +84,8 @@ AttentionChoice choose_attention_kernel(const AttentionProblem& problem, Attenti
 
 // Whether choose_attention_kernel reads problem.max_seqlen_q (so a caller that does not know it
 // must find it out first): "auto" on a GPU with contiguous float16 / bfloat16 KV.
-bool needs_max_seqlen_q(const AttentionProblem& problem, AttentionImpl impl, const AttentionDevice& device);
+bool needs_max_seqlen_q(const AttentionProblem& problem, AttentionImpl impl,
+                        const AttentionDevice& device);
 
 // Few queries per sequence: the split-KV decode kernel reads each K/V byte once for all the
 // query heads of a KV head, where the FlashAttention-2 kernel's 64- / 128-row query blocks

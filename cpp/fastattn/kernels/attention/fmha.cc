@@ -190,16 +190,11 @@ bool check_devices(const FmhaParams& p) {
 
 AttentionProblem problem_of(const FmhaParams& p, const FmhaShape& sh) {
   AttentionProblem pr;
+  pr.shape = sh;
+  pr.shape.max_seqlen_q = p.max_seqlen_q;
   pr.q_dtype = p.q.dtype();
   pr.kv_dtype = p.k.dtype();
   pr.out_dtype = p.out.dtype();
-  pr.head_dim = sh.head_dim;
-  pr.num_heads_q = sh.num_heads_q;
-  pr.num_heads_k = sh.num_heads_k;
-  pr.batch = sh.batch;
-  pr.paged = sh.paged;
-  pr.block_size = sh.block_size;
-  pr.max_seqlen_q = p.max_seqlen_q;
   return pr;
 }
 
@@ -250,22 +245,21 @@ void check_cuda_aligned(const FmhaParams& p, AttentionKernel kernel) {
   check(p.out, "out");
 }
 
-void fmha_forward_gpu(const Context& ctx, const FmhaParams& p, FmhaShape sh, AttentionImpl impl) {
+void fmha_forward_gpu(const Context& ctx, const FmhaParams& p, const FmhaShape& sh, AttentionImpl impl) {
   check_cuda_common(p);
   const AttentionDevice device = cuda::attention_device(p.q.device().index);
   AttentionProblem problem = problem_of(p, sh);
-  if (problem.max_seqlen_q == 0 && needs_max_seqlen_q(problem, impl, device)) {
-    problem.max_seqlen_q = cuda::device_max_seqlen(ctx, p.cu_seqlens_q, true);
-    if (problem.max_seqlen_q == 0) return;  // no query rows
+  if (problem.shape.max_seqlen_q == 0 && needs_max_seqlen_q(problem, impl, device)) {
+    problem.shape.max_seqlen_q = cuda::device_max_seqlen(ctx, p.cu_seqlens_q, true);
+    if (problem.shape.max_seqlen_q == 0) return;  // no query rows
   }
   const AttentionChoice choice = choose_attention_kernel(problem, impl, device);
   FA_CHECK(choice.kernel != AttentionKernel::kNone, choice.reason);
   check_cuda_aligned(p, choice.kernel);
-  sh.max_seqlen_q = problem.max_seqlen_q;
   if (is_decode_kernel(choice.kernel)) {
-    cuda::decode_forward_cuda(ctx, p, sh, choice.kernel);
+    cuda::decode_forward_cuda(ctx, p, problem.shape, choice.kernel);
   } else {
-    cuda::fmha_forward_cuda(ctx, p, sh, choice.kernel);
+    cuda::fmha_forward_cuda(ctx, p, problem.shape, choice.kernel);
   }
 }
 #endif

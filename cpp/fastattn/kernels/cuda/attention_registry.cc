@@ -22,12 +22,14 @@ bool archs_run_on(const char* archs, int cc) {
   return false;
 }
 
-const AttentionInstance* find_attention_instance(AttentionKernel kernel, int head_dim, DType dtype, int cc) {
+const AttentionInstance* find_attention_instance(AttentionKernel kernel, int head_dim, DType dtype,
+                                                 int cc) {
   int n = 0;
   const AttentionInstance* table = attention_instance_table(&n);
   for (int i = 0; i < n; ++i) {
     const AttentionInstance& inst = table[i];
-    if (inst.kernel == kernel && inst.head_dim == head_dim && inst.dtype == dtype && archs_run_on(inst.archs, cc)) {
+    if (inst.kernel == kernel && inst.head_dim == head_dim && inst.dtype == dtype &&
+        archs_run_on(inst.archs, cc)) {
       return &inst;
     }
   }

@@ -33,7 +33,8 @@ const AttentionInstance* attention_instance_table(int* n);
 
 // The instance of `kernel` for (head dim, dtype) with code for a GPU of compute capability cc,
 // or null.
-const AttentionInstance* find_attention_instance(AttentionKernel kernel, int head_dim, DType dtype, int cc);
+const AttentionInstance* find_attention_instance(AttentionKernel kernel, int head_dim, DType dtype,
+                                                 int cc);
 
 // Whether code compiled for sm_<arch> runs on a GPU of compute capability `cc`: the build embeds
 // SASS only (no PTX), which runs on the same major version with an equal or newer minor one.

@@ -29,7 +29,8 @@ void fmha_forward_cuda(const Context& ctx, const FmhaParams& p, const FmhaShape&
                        AttentionKernel kernel) {
   const int dev = p.q.device().index;
   const DeviceGuard guard(dev);
-  const AttentionInstance* inst = find_attention_instance(kernel, shape.head_dim, p.q.dtype(), device_props(dev).cc);
+  const AttentionInstance* inst =
+      find_attention_instance(kernel, shape.head_dim, p.q.dtype(), device_props(dev).cc);
   FA_ASSERT(inst != nullptr, "choose_attention_kernel picked ", attention_kernel_name(kernel),
             " without a runnable instance");
 
