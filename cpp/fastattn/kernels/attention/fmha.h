@@ -14,8 +14,9 @@
 // CUDA kernels (tensors on a GPU; q, k, v and out of one dtype, 16-byte aligned rows): the
 // FlashAttention-2 kernel (contiguous fp16 / bf16 KV, prefill) and the split-KV decode kernel
 // (paged or contiguous KV, fp16 / bf16 / fp32, head dims 64, 80, 96, 128, 256; cuts each
-// sequence's keys into num_splits parts on different CTAs and merges them by log-sum-exp). See
-// `impl` below for which runs. On the GPU the index tensors' values (cu_seqlens, block_table,
+// sequence's keys into num_splits parts on different CTAs and merges them by log-sum-exp), for
+// the head dims the build was configured with (FASTATTN_CUDA_HEAD_DIMS). See `impl` below for
+// which runs. On the GPU the index tensors' values (cu_seqlens, block_table,
 // seqlens_k) are not checked (that would read device memory): they are the caller's
 // responsibility, as max_seqlen_q is.
 //

@@ -170,11 +170,12 @@ KernelChoice choose_kernel(int dev, DType dt, int head_dim, int64_t rows_needed,
   k.entry = pick_entry(dt, head_dim, rows_needed);
   if (path == DecodeCopyPath::kAuto) {
     const AttentionKernel preferred = preferred_decode_kernel(attention_device(dev), dt, head_dim);
-    path = preferred == AttentionKernel::kDecodeAsync ? DecodeCopyPath::kAsync : DecodeCopyPath::kRegisters;
+    path = preferred == AttentionKernel::kDecodeAsync ? DecodeCopyPath::kAsync
+                                                      : DecodeCopyPath::kRegisters;
   }
   const bool async = path == DecodeCopyPath::kAsync;
-  // Below sm_80 (no cp.async) decode_split_kernel<..., false> itself stages in registers; it
-  // is the only variant compiled for those archs that fits their shared memory.
+  // Below sm_80 decode_split_kernel<..., kRegStaging = false> is itself register-staged (no
+  // cp.async there), and the kRegStaging = true instance traps (decode_kernel.cuh).
   k.kernel = async || props.cc < 80 ? k.entry->kernel : k.entry->kernel_reg;
   k.smem = async ? k.entry->smem_async : k.entry->smem_reg;
   k.block_n = async ? k.entry->block_n : k.entry->block_n_reg;
