@@ -4,13 +4,14 @@
 #   not spend minutes compiling kernels it cannot run. ON forces a (cross-)build.
 #   FASTATTN_CUDA_ARCHS      compute capabilities to compile, e.g. "70;75;80;90"
 #                            (default: the local GPU's, else 75;80;90)
-#   FASTATTN_CUDA_HEAD_DIMS  head dims to instantiate (default 64;80;96;128;256)
+#   FASTATTN_CUDA_HEAD_DIMS  head dims to instantiate, FlashAttention-2 and decode kernels alike
+#                            (default 64;80;96;128;256; the decode kernel takes those five only)
 #   FASTATTN_CUDA_ALL_IMPLS  compile every MMA path for every arch that can run it (testing all
 #                            three paths on one GPU); default: each path for its native arch only
 #   FASTATTN_CUDA_PTXAS_VERBOSE  print registers / shared memory / spills per kernel
 set(FASTATTN_CUDA "AUTO" CACHE STRING "Build CUDA kernels: AUTO, ON or OFF")
 set(FASTATTN_CUDA_ARCHS "" CACHE STRING "CUDA compute capabilities, e.g. 70;75;80;90")
-set(FASTATTN_CUDA_HEAD_DIMS "64;80;96;128;256" CACHE STRING "Head dims of the FMHA instances")
+set(FASTATTN_CUDA_HEAD_DIMS "64;80;96;128;256" CACHE STRING "Head dims of the attention instances")
 set(FASTATTN_CUDA_IMPLS "884;1688;16816" CACHE STRING "MMA implementations to build (884;1688;16816)")
 option(FASTATTN_CUDA_ALL_IMPLS "Compile every MMA implementation for every arch that runs it" OFF)
 option(FASTATTN_CUDA_PTXAS_VERBOSE "ptxas resource report per kernel" OFF)
@@ -55,7 +56,8 @@ function(fastattn_add_cuda target)
   endif()
   message(STATUS "FastAttention CUDA: archs ${archs}, head dims ${FASTATTN_CUDA_HEAD_DIMS}, all impls ${FASTATTN_CUDA_ALL_IMPLS}")
 
-  set(gen_dir ${CMAKE_BINARY_DIR}/generated/fmha)
+  # Attention instances (FlashAttention-2 and split-KV decode) and their registry table.
+  set(gen_dir ${CMAKE_BINARY_DIR}/generated/attention)
   # Lists go to the generator comma-separated (a ';' would split the argument).
   string(REPLACE ";" "," archs_csv "${archs}")
   string(REPLACE ";" "," dims_csv "${FASTATTN_CUDA_HEAD_DIMS}")
@@ -67,16 +69,16 @@ function(fastattn_add_cuda target)
   if(NOT Python3_EXECUTABLE)
     find_package(Python3 COMPONENTS Interpreter REQUIRED)
   endif()
-  execute_process(COMMAND ${Python3_EXECUTABLE} ${CMAKE_SOURCE_DIR}/cmake/generate_fmha_instances.py ${gen_args}
+  execute_process(COMMAND ${Python3_EXECUTABLE} ${CMAKE_SOURCE_DIR}/cmake/generate_attention_instances.py ${gen_args}
                   RESULT_VARIABLE _gen_rc)
   if(NOT _gen_rc EQUAL 0)
-    message(FATAL_ERROR "generating the FMHA instances failed")
+    message(FATAL_ERROR "generating the attention instances failed")
   endif()
   set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS
-               ${CMAKE_SOURCE_DIR}/cmake/generate_fmha_instances.py)
+               ${CMAKE_SOURCE_DIR}/cmake/generate_attention_instances.py)
 
   file(STRINGS ${gen_dir}/manifest.txt manifest)
-  set(instance_sources ${gen_dir}/fmha_registry_table.cc)
+  set(instance_sources ${gen_dir}/attention_registry_table.cc)
   foreach(line ${manifest})
     string(REPLACE "|" ";" parts "${line}")
     list(GET parts 0 file)

@@ -50,7 +50,7 @@ B="$ROOT/build/cuda-check"
 configure_build "$B" "$SYS_NVCC" "75;80;90" "1688;16816" \
   -DFASTATTN_CUBLAS_ROOT="$(wheel_root nvidia-cublas cu13)" \
   -DFASTATTN_NCCL=ON -DFASTATTN_NCCL_ROOT="$(wheel_root nvidia-nccl-cu13 nccl)"
-OBJ="$B/CMakeFiles/fastattn.dir/generated/fmha"
+OBJ="$B/CMakeFiles/fastattn.dir/generated/attention"
 # The system CUDA may lack cuobjdump / nvdisasm: take CUDA 13's from their PyPI wheels.
 CUOBJDUMP=$(command -v cuobjdump || true)
 if [[ -z "$CUOBJDUMP" ]] || ! command -v nvdisasm >/dev/null; then
@@ -81,7 +81,7 @@ fi
 B70="$ROOT/build/cuda-check-sm70"
 configure_build "$B70" "$CUDA118/bin/nvcc" "70" "884" "-DCMAKE_CUDA_FLAGS=-allow-unsupported-compiler -cudart shared" \
   -DFASTATTN_CUBLAS_ROOT="$(wheel_root nvidia-cublas-cu11 cublas)"
-for f in "$B70"/CMakeFiles/fastattn.dir/generated/fmha/fmha_884_*.cu.o; do
+for f in "$B70"/CMakeFiles/fastattn.dir/generated/attention/fmha_884_*.cu.o; do
   expect_sass "$CUDA118/bin/cuobjdump" "$f" 70 "HMMA.884"
 done
 echo "took $(( $(date +%s) - T ))s"

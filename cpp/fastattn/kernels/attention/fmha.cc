@@ -1,12 +1,17 @@
-// fmha_forward: checks every tensor of FmhaParams (dtype, rank, shape, offsets, indices) with a
-// message that names the one at fault, then dispatches on the device the tensors live on.
+// fmha_forward: checks every tensor of FmhaParams (dtype, rank, shape, offsets, indices, and the
+// alignment the CUDA kernels need) with a message that names the one at fault, asks the
+// dispatcher (attention_dispatch.h) which kernel runs, and runs it. The kernels themselves
+// re-check nothing.
 #include "fastattn/kernels/attention/fmha.h"
 
 #include <cmath>
+#include <cstdint>
 #include <string>
 
+#include "fastattn/kernels/attention/attention_dispatch.h"
 #include "fastattn/kernels/cpu/fmha_cpu.h"
 #if defined(FASTATTN_WITH_CUDA)
+#include "fastattn/kernels/cuda/attention_device_cuda.h"
 #include "fastattn/kernels/cuda/decode_cuda.h"
 #include "fastattn/kernels/cuda/fmha_cuda.h"
 #endif
@@ -183,18 +188,20 @@ bool check_devices(const FmhaParams& p) {
   return on_gpu;
 }
 
-#if defined(FASTATTN_WITH_CUDA)
-// Few queries per sequence: the split-KV decode kernel reads each K/V byte once for all the
-// query heads of a KV head, where the FlashAttention-2 kernel's 64- / 128-row query blocks
-// would be nearly empty and read K/V once per query head.
-bool decode_like(int max_seqlen_q, int group) {
-  constexpr int kMaxQueries = 16, kMaxRows = 32;
-  return max_seqlen_q <= kMaxQueries && static_cast<int64_t>(max_seqlen_q) * group <= kMaxRows;
+AttentionProblem problem_of(const FmhaParams& p, const FmhaShape& sh) {
+  AttentionProblem pr;
+  pr.shape = sh;
+  pr.shape.max_seqlen_q = p.max_seqlen_q;
+  pr.q_dtype = p.q.dtype();
+  pr.kv_dtype = p.k.dtype();
+  pr.out_dtype = p.out.dtype();
+  return pr;
 }
 
-// CUDA routing (see FmhaParams::impl). The index tensors live in GPU memory: their values are
-// not checked here (as in FlashAttention); the shapes are.
-void fmha_forward_gpu(const Context& ctx, const FmhaParams& p, const FmhaShape& sh) {
+#if defined(FASTATTN_WITH_CUDA)
+// What every CUDA kernel needs beyond check_structure. The index tensors live in GPU memory:
+// their values are not checked (as in FlashAttention); the shapes are.
+void check_cuda_common(const FmhaParams& p) {
   FA_CHECK(p.max_seqlen_q >= 0, "max_seqlen_q: expected >= 0 (0 = unknown), got ", p.max_seqlen_q);
   // Every CUDA kernel reads lse with unit token stride and alibi_slopes with unit head stride.
   if (p.lse.defined()) {
@@ -207,31 +214,52 @@ void fmha_forward_gpu(const Context& ctx, const FmhaParams& p, const FmhaShape& 
              "alibi_slopes: the CUDA kernels need the head dim contiguous, got strides ",
              shape_str(p.alibi_slopes.strides()));
   }
-  if (p.impl == "decode" || p.impl == "decode-async" || p.impl == "decode-regstage") {
-    const auto path = p.impl == "decode"         ? cuda::DecodeCopyPath::kAuto
-                      : p.impl == "decode-async" ? cuda::DecodeCopyPath::kAsync
-                                                 : cuda::DecodeCopyPath::kRegisters;
-    cuda::decode_forward_cuda(ctx, p, sh, path);
-    return;
+}
+
+// The FlashAttention-2 kernels load 16-byte vectors of 8 fp16 / bf16 elements from every row.
+void check_fmha_aligned(const Tensor& t, const char* name) {
+  const auto addr = reinterpret_cast<uintptr_t>(t.data());
+  FA_CHECK(addr % 16 == 0, name, ": the CUDA kernels need 16-byte aligned data, got address ",
+           addr, " (make the tensor contiguous or slice on 8-element boundaries)");
+  FA_CHECK(t.stride(0) % 8 == 0 && t.stride(-2) % 8 == 0, name,
+           ": the CUDA kernels need token and head strides that are multiples of 8 elements, got ",
+           shape_str(t.strides()));
+}
+
+// The decode kernel loads 16-byte vectors from every row (a dim of size 1 has no second row).
+void check_decode_aligned(const Tensor& t, const char* name) {
+  const auto addr = reinterpret_cast<uintptr_t>(t.data());
+  const int64_t elem = static_cast<int64_t>(dtype_size(t.dtype()));
+  bool ok = addr % 16 == 0;
+  for (int i = 0; i + 1 < t.dim(); ++i) ok = ok && (t.size(i) == 1 || t.stride(i) * elem % 16 == 0);
+  FA_CHECK(ok, name, ": the CUDA decode kernel needs 16-byte aligned rows (data address and every ",
+           "stride but the last a multiple of 16 bytes), got address ", addr, " and strides ",
+           shape_str(t.strides()), " for ", t.describe());
+}
+
+void check_cuda_aligned(const FmhaParams& p, AttentionKernel kernel) {
+  const auto check = is_fmha_kernel(kernel) ? check_fmha_aligned : check_decode_aligned;
+  check(p.q, "q");
+  check(p.k, "k");
+  check(p.v, "v");
+  check(p.out, "out");
+}
+
+void fmha_forward_gpu(const Context& ctx, const FmhaParams& p, const FmhaShape& sh, AttentionImpl impl) {
+  check_cuda_common(p);
+  const AttentionDevice device = cuda::attention_device(p.q.device().index);
+  AttentionProblem problem = problem_of(p, sh);
+  if (problem.shape.max_seqlen_q == 0 && needs_max_seqlen_q(problem, impl, device)) {
+    problem.shape.max_seqlen_q = cuda::device_max_seqlen(ctx, p.cu_seqlens_q, true);
+    if (problem.shape.max_seqlen_q == 0) return;  // no query rows
   }
-  if (p.impl != "auto") {  // an explicit FlashAttention-2 MMA path
-    cuda::fmha_forward_cuda(ctx, p, sh, cuda::parse_mma_impl(p.impl));
-    return;
-  }
-  const bool decode_ok = cuda::decode_supports(p.q.dtype(), sh.head_dim);
-  if (sh.paged || p.q.dtype() == DType::kFloat32) {
-    cuda::decode_forward_cuda(ctx, p, sh, cuda::DecodeCopyPath::kAuto);
-    return;
-  }
-  FmhaParams resolved = p;
-  if (resolved.max_seqlen_q == 0) {
-    resolved.max_seqlen_q = cuda::device_max_seqlen(ctx, p.cu_seqlens_q, true);
-    if (resolved.max_seqlen_q == 0) return;  // no query rows
-  }
-  if (decode_ok && decode_like(resolved.max_seqlen_q, sh.num_heads_q / sh.num_heads_k)) {
-    cuda::decode_forward_cuda(ctx, resolved, sh, cuda::DecodeCopyPath::kAuto);
+  const AttentionChoice choice = choose_attention_kernel(problem, impl, device);
+  FA_CHECK(choice.kernel != AttentionKernel::kNone, choice.reason);
+  check_cuda_aligned(p, choice.kernel);
+  if (is_decode_kernel(choice.kernel)) {
+    cuda::decode_forward_cuda(ctx, p, problem.shape, choice.kernel);
   } else {
-    cuda::fmha_forward_cuda(ctx, resolved, sh, cuda::MmaImpl::kAuto);
+    cuda::fmha_forward_cuda(ctx, p, problem.shape, choice.kernel);
   }
 }
 #endif
@@ -244,13 +272,15 @@ void fmha_forward(const Context& ctx, const FmhaParams& p) {
   FA_CHECK(p.num_splits >= 0 && p.num_splits <= kMaxNumSplits, "num_splits: expected 0 (heuristic) to ",
            kMaxNumSplits, ", got ", p.num_splits);
   FA_CHECK(p.max_seqlen_k >= 0, "max_seqlen_k: expected >= 0 (0 = unknown), got ", p.max_seqlen_k);
+  const AttentionImpl impl = parse_attention_impl(p.impl);
   if (on_gpu) {
 #if defined(FASTATTN_WITH_CUDA)
-    fmha_forward_gpu(ctx, p, sh);
+    fmha_forward_gpu(ctx, p, sh, impl);
     return;
 #endif
   }
-  FA_CHECK(p.impl == "auto", "impl: '", p.impl, "' selects a CUDA kernel, but the tensors are on the CPU");
+  const AttentionChoice choice = choose_attention_kernel(problem_of(p, sh), impl, AttentionDevice{});
+  FA_CHECK(choice.kernel == AttentionKernel::kCpu, choice.reason);
   check_cu_seqlens_values(p.cu_seqlens_q, "cu_seqlens_q", sh.total_q, "q");
   if (sh.paged) {
     check_paged_values(p, sh.batch, p.k.size(0), sh.block_size);

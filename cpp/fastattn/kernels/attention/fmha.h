@@ -14,8 +14,9 @@
 // CUDA kernels (tensors on a GPU; q, k, v and out of one dtype, 16-byte aligned rows): the
 // FlashAttention-2 kernel (contiguous fp16 / bf16 KV, prefill) and the split-KV decode kernel
 // (paged or contiguous KV, fp16 / bf16 / fp32, head dims 64, 80, 96, 128, 256; cuts each
-// sequence's keys into num_splits parts on different CTAs and merges them by log-sum-exp). See
-// `impl` below for which runs. On the GPU the index tensors' values (cu_seqlens, block_table,
+// sequence's keys into num_splits parts on different CTAs and merges them by log-sum-exp), for
+// the head dims the build was configured with (FASTATTN_CUDA_HEAD_DIMS). See `impl` below for
+// which runs. On the GPU the index tensors' values (cu_seqlens, block_table,
 // seqlens_k) are not checked (that would read device memory): they are the caller's
 // responsibility, as max_seqlen_q is.
 //
@@ -61,10 +62,12 @@ struct FmhaParams {
   // num_splits: how many parts the decode kernel cuts each sequence's key range into, merged by
   //   log-sum-exp (0 = a heuristic from the SM count, batch x KV heads and max_seqlen_k;
   //   1 = no split; at most kMaxNumSplits).
-  // impl: which kernel runs.
+  // impl: which kernel runs (parsed and decided in one place: choose_attention_kernel,
+  //   kernels/attention/attention_dispatch.h; a kernel the call or the build cannot run is an
+  //   InvalidArgument saying why).
   //   "auto"   paged KV, float32, or few queries per sequence (max_seqlen_q <= 16 and
   //            max_seqlen_q x Hq / Hk <= 32): the split-KV decode kernel; otherwise the
-  //            FlashAttention-2 kernel on the device's native MMA path
+  //            FlashAttention-2 kernel on the newest MMA path compiled for the device
   //   "884" | "1688" | "16816"  that FlashAttention-2 MMA path (to test every path on one GPU;
   //            contiguous fp16 / bf16 KV only)
   //   "884-plain"  the 884 path with a plain (unswizzled) shared-memory layout: the baseline of
@@ -73,6 +76,7 @@ struct FmhaParams {
   //   "decode-async" | "decode-regstage"  the decode kernel with its cp.async (sm_80+) or its
   //            register-staged (sm_70 / sm_75, also the default on sm_90) copies, to test both
   //            paths on one GPU
+  //   On CPU tensors only "auto" (the CPU kernel) is accepted.
   int max_seqlen_q = 0;
   int max_seqlen_k = 0;
   int num_splits = 0;

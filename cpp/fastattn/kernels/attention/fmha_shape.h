@@ -14,6 +14,10 @@ struct FmhaShape {
   int head_dim = 0;
   bool paged = false;
   int64_t block_size = 0;  // paged KV only
+  // GPU only: FmhaParams::max_seqlen_q, or the value read back from cu_seqlens_q when the kernel
+  // choice needed it (0 = unknown: the CUDA kernels read it back themselves). check_structure
+  // leaves it 0.
+  int max_seqlen_q = 0;
 };
 
 }  // namespace fastattn::kernels

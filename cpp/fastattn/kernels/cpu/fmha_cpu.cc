@@ -19,6 +19,7 @@
 #endif
 
 #include "fastattn/core/allocator.h"
+#include "fastattn/kernels/attention/fmha_softmax.h"
 #include "fastattn/kernels/cpu/fmha_cpu_impl.h"
 
 namespace fastattn::kernels::cpu {
@@ -74,19 +75,12 @@ AttnArgs make_args(const FmhaParams& p, const FmhaShape& sh) {
   a.num_heads_q = sh.num_heads_q, a.num_heads_k = sh.num_heads_k;
   a.group = sh.num_heads_q / sh.num_heads_k;
   a.head_dim = sh.head_dim;
-  const float scale = p.softmax_scale > 0.0f ? p.softmax_scale
-                                             : 1.0f / std::sqrt(static_cast<float>(sh.head_dim));
-  a.scale_log2 = scale * kLog2e;
+  const FmhaSoftmax sm = fmha_softmax(p, sh.head_dim);
+  a.scale_log2 = sm.scale_log2;
   a.causal = p.causal;
-  a.window_left = p.window_left, a.window_right = p.window_right;
-  if (p.alibi_slopes.defined()) {
-    a.alibi = p.alibi_slopes.data_as<float>();
-    if (p.alibi_slopes.dim() == 2) {
-      a.alibi_batch_stride = p.alibi_slopes.stride(0), a.alibi_head_stride = p.alibi_slopes.stride(1);
-    } else {
-      a.alibi_head_stride = p.alibi_slopes.stride(0);
-    }
-  }
+  a.window_left = sm.window_left, a.window_right = sm.window_right;
+  a.alibi = sm.alibi_slopes;
+  a.alibi_batch_stride = sm.alibi_batch_stride, a.alibi_head_stride = sm.alibi_head_stride;
   return a;
 }
 

@@ -13,6 +13,7 @@
 
 #include "fastattn/core/dtype.h"
 #include "fastattn/core/error.h"
+#include "fastattn/kernels/attention/softmax_params.h"
 
 namespace fastattn::kernels::cpu {
 
@@ -26,7 +27,6 @@ constexpr int kWideMaxRows = 64;
 constexpr int kMaxSubTiles = 4;
 // A (sequence, KV head) with at most this many rows in total takes the narrow kernel.
 constexpr int kNarrowMaxRows = 8;
-constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
 // Everything a tile needs to know about the call, as raw pointers and element strides.
@@ -57,7 +57,7 @@ struct AttnArgs {
   int num_heads_q = 0, num_heads_k = 0, group = 1, head_dim = 0;
   float scale_log2 = 0.0f;  // softmax_scale * log2(e): scores live in the log2 domain
   bool causal = false;
-  int window_left = -1, window_right = -1;
+  int window_left = -1, window_right = -1;  // window_right: causal caps it at 0 (fmha_softmax)
   const float* alibi = nullptr;  // null = no ALiBi
   int64_t alibi_batch_stride = 0, alibi_head_stride = 0;
 };

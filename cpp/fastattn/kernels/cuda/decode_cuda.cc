@@ -1,6 +1,6 @@
-// Host side of the split-KV decode kernels: checks what the kernels need beyond fmha.cc's
-// validation (one dtype, a compiled head dim, 16-byte alignment), picks the row tile and the
-// split count, takes scratch for the partials and launches the split and merge kernels.
+// Host side of the split-KV decode kernels: picks the row tile and the split count, takes
+// scratch for the partials and launches the split and merge kernels. The arguments were checked
+// by fmha.cc and the kernel (copy path) chosen by attention_dispatch.cc.
 #include "fastattn/kernels/cuda/decode_cuda.h"
 
 #include <cuda_runtime.h>
@@ -11,11 +11,14 @@
 #include <map>
 #include <mutex>
 #include <utility>
+#include <vector>
 
 #include "fastattn/core/allocator.h"
 #include "fastattn/core/cuda/device_guard.h"
-#include "fastattn/kernels/attention/softmax_params.h"
+#include "fastattn/kernels/attention/fmha_softmax.h"
 #include "fastattn/core/cuda/cuda_check.h"
+#include "fastattn/kernels/cuda/attention_device_cuda.h"
+#include "fastattn/kernels/cuda/attention_registry.h"
 #include "fastattn/kernels/cuda/device_props.h"
 #include "fastattn/kernels/cuda/decode_launch.h"
 #include "fastattn/kernels/cuda/decode_params.h"
@@ -23,21 +26,30 @@
 namespace fastattn::kernels::cuda {
 namespace {
 
+// How the split kernel copies K / V tiles from global to shared memory.
+enum class DecodeCopyPath {
+  kAuto,       // the device's preferred path (preferred_decode_kernel)
+  kAsync,      // cp.async stages (sm_80+; AttentionKernel::kDecodeAsync)
+  kRegisters,  // 16-byte loads staged in registers (AttentionKernel::kDecodeRegStaged)
+};
+
 constexpr int kThreads = 128;         // 4 warps per split CTA (DecodeTraits::kThreads)
 constexpr int kMinKeysPerSplit = 256;  // a split below this costs more in merging than it gains
 constexpr int kMinCtasPerSm = 2;       // the heuristic aims for at least 2 x SMs CTAs
 
+// Every compiled decode kernel, one entry per (dtype, head dim, row tile), from the attention
+// registry's decode instances (each file is registered under both copy paths: taken once).
 const std::vector<DecodeKernelEntry>& decode_table() {
   static const std::vector<DecodeKernelEntry> table = [] {
     std::vector<DecodeKernelEntry> t;
-    int n = 0;
-#define FASTATTN_DECODE_ADD(TAG, D)                                     \
-  {                                                                     \
-    const DecodeKernelEntry* e = decode_entries_##TAG##_hd##D(&n);      \
-    t.insert(t.end(), e, e + n);                                        \
-  }
-    FASTATTN_DECODE_FOR_EACH_FILE(FASTATTN_DECODE_ADD)
-#undef FASTATTN_DECODE_ADD
+    int rows = 0;
+    const AttentionInstance* instances = attention_instance_table(&rows);
+    for (int i = 0; i < rows; ++i) {
+      if (instances[i].kernel != AttentionKernel::kDecodeRegStaged) continue;
+      int n = 0;
+      const DecodeKernelEntry* e = instances[i].decode_entries(&n);
+      t.insert(t.end(), e, e + n);
+    }
     return t;
   }();
   return table;
@@ -81,16 +93,6 @@ unsigned* split_counters(int dev, cudaStream_t stream) {
     counters = static_cast<unsigned*>(ptr);
   }
   return counters;
-}
-
-void check_aligned(const Tensor& t, const char* name) {
-  const auto addr = reinterpret_cast<uintptr_t>(t.data());
-  const int64_t elem = static_cast<int64_t>(dtype_size(t.dtype()));
-  bool ok = addr % 16 == 0;
-  for (int i = 0; i + 1 < t.dim(); ++i) ok = ok && (t.size(i) == 1 || t.stride(i) * elem % 16 == 0);
-  FA_CHECK(ok, name, ": the CUDA decode kernel needs 16-byte aligned rows (data address and every ",
-           "stride but the last a multiple of 16 bytes), got address ", addr, " and strides ",
-           shape_str(t.strides()), " for ", t.describe());
 }
 
 // The smallest row tile that holds a sequence's (token, head) rows, else the largest.
@@ -166,15 +168,15 @@ KernelChoice choose_kernel(int dev, DType dt, int head_dim, int64_t rows_needed,
   const DeviceProps props = device_props(dev);
   KernelChoice k;
   k.entry = pick_entry(dt, head_dim, rows_needed);
-  const bool sm80 = props.cc >= 80;
-  FA_CHECK(path != DecodeCopyPath::kAsync || sm80,
-           "impl 'decode-async': cp.async needs sm_80 or newer; device ", dev, " is sm_", props.cc);
-  // Register staging measured faster than cp.async on sm_90 (H100: 85% vs 78% of DRAM peak at
-  // batch 8, KV 8K; docs/results/bench_decode_h100_2026-11-22.md); sm_80..89 keep cp.async
-  // (not measured here).
-  const bool async =
-      path == DecodeCopyPath::kAsync || (path == DecodeCopyPath::kAuto && sm80 && props.cc < 90);
-  k.kernel = async || !sm80 ? k.entry->kernel : k.entry->kernel_reg;
+  if (path == DecodeCopyPath::kAuto) {
+    const AttentionKernel preferred = preferred_decode_kernel(attention_device(dev), dt, head_dim);
+    path = preferred == AttentionKernel::kDecodeAsync ? DecodeCopyPath::kAsync
+                                                      : DecodeCopyPath::kRegisters;
+  }
+  const bool async = path == DecodeCopyPath::kAsync;
+  // Below sm_80 decode_split_kernel<..., kRegStaging = false> is itself register-staged (no
+  // cp.async there), and the kRegStaging = true instance traps (decode_kernel.cuh).
+  k.kernel = async || props.cc < 80 ? k.entry->kernel : k.entry->kernel_reg;
   k.smem = async ? k.entry->smem_async : k.entry->smem_reg;
   k.block_n = async ? k.entry->block_n : k.entry->block_n_reg;
   k.ctas_per_sm = prepare_kernel(k.kernel, k.smem, dev);
@@ -213,15 +215,6 @@ bool decode_supports(DType dtype, int head_dim) {
   return false;
 }
 
-std::vector<std::string> decode_cuda_instances() {
-  std::vector<std::string> out;
-  for (const DecodeKernelEntry& e : decode_table()) {
-    out.push_back(std::string(dtype_name(e.dtype)) + "/hd" + std::to_string(e.head_dim) + "/rows" +
-                  std::to_string(e.rows));
-  }
-  return out;
-}
-
 int device_max_seqlen(const Context& ctx, const Tensor& index, bool cumulative) {
   const int64_t n = index.size(0);
   if (n == 0 || (cumulative && n < 2)) return 0;
@@ -239,40 +232,34 @@ int device_max_seqlen(const Context& ctx, const Tensor& index, bool cumulative) 
 }
 
 void decode_forward_cuda(const Context& ctx, const FmhaParams& p, const FmhaShape& sh,
-                         DecodeCopyPath path) {
+                         AttentionKernel chosen) {
+  FA_ASSERT(is_decode_kernel(chosen), "decode_forward_cuda: ", attention_kernel_name(chosen),
+            " is not a decode kernel");
+  const DecodeCopyPath path =
+      chosen == AttentionKernel::kDecodeAsync ? DecodeCopyPath::kAsync : DecodeCopyPath::kRegisters;
   const DType dt = p.q.dtype();
-  FA_CHECK(p.k.dtype() == dt && p.out.dtype() == dt,
-           "the CUDA decode kernel needs q, k, v and out of one dtype, got q ", p.q.describe(),
-           ", k ", p.k.describe(), ", out ", p.out.describe());
-  FA_CHECK(decode_supports(dt, sh.head_dim), "no CUDA decode kernel for head dim ", sh.head_dim,
-           " and dtype ", dtype_name(dt),
-           " (it has head dims 64, 80, 96, 128, 256 in float16, bfloat16, float32)");
-  check_aligned(p.q, "q");
-  check_aligned(p.k, "k");
-  check_aligned(p.v, "v");
-  check_aligned(p.out, "out");
   if (sh.batch == 0 || sh.total_q == 0) return;
 
   const int dev = p.q.device().index;
   const DeviceGuard guard(dev);
   const int group = sh.num_heads_q / sh.num_heads_k;
-  const int max_q = p.max_seqlen_q > 0 ? p.max_seqlen_q : device_max_seqlen(ctx, p.cu_seqlens_q, true);
+  const int max_q = sh.max_seqlen_q > 0 ? sh.max_seqlen_q : device_max_seqlen(ctx, p.cu_seqlens_q, true);
   if (max_q == 0) return;
   const KernelChoice k = choose_kernel(dev, dt, sh.head_dim, static_cast<int64_t>(max_q) * group, path);
   const DecodeKernelEntry* e = k.entry;
   const void* kernel = k.kernel;
   const size_t smem = k.smem;
   const int64_t q_tiles = k.q_tiles;
+  // The grid's x dimension; checked here as it depends on the row tile picked above.
   FA_CHECK(q_tiles * sh.num_heads_k <= INT_MAX, "q: ", max_q, " queries x ", sh.num_heads_q,
            " heads are too many rows for the CUDA decode kernel");
-  FA_CHECK(sh.batch <= 65535, "the CUDA decode kernel takes batch <= 65535, got ", sh.batch);
 
-  const int window_right = causal_window_right(p.causal, p.window_right);
+  const FmhaSoftmax sm = fmha_softmax(p, sh.head_dim);
   int splits = p.num_splits;
   if (splits == 0) {
     const Tensor& lengths = sh.paged ? p.seqlens_k : p.cu_seqlens_k;
     const int max_k = p.max_seqlen_k > 0 ? p.max_seqlen_k : device_max_seqlen(ctx, lengths, !sh.paged);
-    splits = k.splits_for(sh.batch * sh.num_heads_k, visible_keys(p.window_left, window_right, max_k, e->rows, group));
+    splits = k.splits_for(sh.batch * sh.num_heads_k, visible_keys(sm.window_left, sm.window_right, max_k, e->rows, group));
   }
 
   DecodeDeviceParams d{};
@@ -297,7 +284,6 @@ void decode_forward_cuda(const Context& ctx, const FmhaParams& p, const FmhaShap
     d.block_table = p.block_table.data_as<int32_t>();
     d.block_table_stride = p.block_table.stride(0);
     d.seqlens_k = p.seqlens_k.data_as<int32_t>();
-    FA_CHECK(sh.block_size <= INT_MAX / 2, "k: paged block size ", sh.block_size, " is too large");
     d.block_size = static_cast<int>(sh.block_size);
     d.block_shift = -1;
     if ((sh.block_size & (sh.block_size - 1)) == 0) {
@@ -318,12 +304,11 @@ void decode_forward_cuda(const Context& ctx, const FmhaParams& p, const FmhaShap
   d.head_dim = sh.head_dim;
   d.total_q = sh.total_q;
   d.num_splits = splits;
-  d.scale_log2 = softmax_scale_or_default(p.softmax_scale, sh.head_dim) * kLog2e;
-  d.window_left = p.window_left;
-  d.window_right = window_right;
-  d.alibi_slopes = p.alibi_slopes.defined() ? p.alibi_slopes.data_as<float>() : nullptr;
-  d.alibi_batch_stride =
-      p.alibi_slopes.defined() && p.alibi_slopes.dim() == 2 ? static_cast<int>(p.alibi_slopes.stride(0)) : 0;
+  d.scale_log2 = sm.scale_log2;
+  d.window_left = sm.window_left;
+  d.window_right = sm.window_right;
+  d.alibi_slopes = sm.alibi_slopes;
+  d.alibi_batch_stride = static_cast<int>(sm.alibi_batch_stride);
 
   // Partials of a split launch: [splits, total_q, Hq, D] fp32 outputs, then their LSEs.
   Buffer scratch;

@@ -1,13 +1,13 @@
 // Host side of the split-KV ("flash-decoding") CUDA attention: few query rows per sequence
 // against a long paged or contiguous KV cache (decode, chunked prefill over a paged cache, and
-// float32 models). fmha.cc validates FmhaParams and routes here (see FmhaParams::impl).
+// float32 models). fmha.cc validates FmhaParams and routes here when choose_attention_kernel
+// picks a decode kernel (see FmhaParams::impl).
 #pragma once
 
 #include <cstdint>
-#include <string>
-#include <vector>
 
 #include "fastattn/core/context.h"
+#include "fastattn/kernels/attention/attention_dispatch.h"
 #include "fastattn/kernels/attention/fmha.h"
 #include "fastattn/kernels/attention/fmha_shape.h"
 
@@ -16,14 +16,8 @@ namespace fastattn::kernels::cuda {
 // Whether the decode kernel has instances for this dtype and head dim.
 bool decode_supports(DType dtype, int head_dim);
 
-// How the split kernel copies K / V tiles from global to shared memory.
-enum class DecodeCopyPath {
-  kAuto,       // register-staged on sm_90+ (measured faster there) and below sm_80, else cp.async
-  kAsync,      // cp.async stages (sm_80+; impl "decode-async")
-  kRegisters,  // 16-byte loads staged in registers, the sm_70 / sm_75 path (impl "decode-regstage")
-};
-
-// Runs the split-KV attention on p's CUDA tensors on ctx.stream. The key range of each
+// Runs the split-KV attention on p's CUDA tensors on ctx.stream with decode kernel `kernel`
+// (kDecodeAsync / kDecodeRegStaged, as choose_attention_kernel returned it). The key range of each
 // (sequence, KV head, query tile) is cut into p.num_splits parts (0 = heuristic: whole waves of
 // resident CTAs, at least 2 x SMs CTAs, each part >= 256 keys), each written as an fp32 partial
 // with its log-sum-exp into scratch from ctx.allocator (device_allocator(q's device) if that is
@@ -31,9 +25,9 @@ enum class DecodeCopyPath {
 // second kernel does). With one part the kernel writes out / lse itself. Scratch is freed when
 // the call returns: safe with the stream-ordered caching device allocator as long as the next
 // user of the block runs on the same stream.
-// Throws InvalidArgument for unsupported dtypes / head dims / misaligned tensors.
+// shape.max_seqlen_q = 0 reads cu_seqlens_q back (a synchronising copy on ctx.stream).
 void decode_forward_cuda(const Context& ctx, const FmhaParams& p, const FmhaShape& shape,
-                         DecodeCopyPath path);
+                         AttentionKernel kernel);
 
 // What decides a decode launch's split count (FmhaParams of the paged decode path).
 struct DecodeSplitQuery {
@@ -48,8 +42,8 @@ struct DecodeSplitQuery {
   bool causal = true;
 };
 
-// The split count decode_forward_cuda picks with num_splits = 0 (DecodeCopyPath::kAuto) for a
-// launch of this shape on `device`.
+// The split count decode_forward_cuda picks with num_splits = 0 (with the device's preferred copy
+// path) for a launch of this shape on `device`.
 int decode_num_splits(int device, const DecodeSplitQuery& q);
 
 // Zeroes the arrival counters the split kernels of ctx.stream use (stream-ordered). A
@@ -60,8 +54,5 @@ void decode_reset_split_counters(const Context& ctx);
 // The longest sequence in a device index tensor: lengths (seqlens_k) or cumulative offsets
 // (cu_seqlens, batch + 1 entries). A synchronising copy on ctx.stream.
 int device_max_seqlen(const Context& ctx, const Tensor& index, bool cumulative);
-
-// "float16/hd128/rows4" for every compiled decode kernel (for reports).
-std::vector<std::string> decode_cuda_instances();
 
 }  // namespace fastattn::kernels::cuda

@@ -1,6 +1,7 @@
-// Instantiates the split-KV decode kernels of one (dtype, head dim) for every row tile and
-// defines the entry function decode_entries_<tag>_hd<D>() that lists them (decode_launch.h).
-// Included only by the small instance files decode_<dtype>_hd<D>.cu, so builds run in parallel.
+// Instantiates the split-KV decode kernels of one (dtype, head dim) for every row tile and lists
+// them (decode_entries). Included only by the instance files decode_hd<D>_<dtype>.cu that
+// cmake/generate_attention_instances.py writes, one per (head dim, dtype), so builds run in
+// parallel and FASTATTN_CUDA_HEAD_DIMS narrows them.
 #pragma once
 
 #include "fastattn/kernels/cuda/decode_kernel.cuh"
@@ -42,10 +43,3 @@ const DecodeKernelEntry* decode_entries(DType dtype, int* n) {
 }
 
 }  // namespace fastattn::kernels::cuda::decode
-
-#define FASTATTN_DECODE_INSTANCES(ELEMENT, DTYPE, TAG, HEAD_DIM)             \
-  namespace fastattn::kernels::cuda {                                       \
-  const DecodeKernelEntry* decode_entries_##TAG##_hd##HEAD_DIM(int* n) {    \
-    return decode::decode_entries<ELEMENT, HEAD_DIM>(DTYPE, n);             \
-  }                                                                         \
-  }

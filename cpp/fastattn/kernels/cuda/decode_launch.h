@@ -1,6 +1,7 @@
 // The compiled split-KV decode kernels, as the host code (decode_cuda.cc) sees them: one entry
 // per (dtype, head dim, row tile), with the kernels' addresses for cudaLaunchKernel and the
-// shared memory each variant needs. Filled by the instance files decode_<dtype>_hd<D>.cu.
+// shared memory each variant needs. Each generated instance file decode_hd<D>_<dtype>.cu lists
+// its row tiles' entries; the attention registry (attention_registry.h) refers to it.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -24,16 +25,6 @@ struct DecodeKernelEntry {
   size_t smem_async;  // dynamic shared memory with cp.async stages (sm_80+)
   size_t smem_reg;    // with register-staged copies
 };
-
-// Every instance file decode_<tag>_hd<D>.cu (tag f16 / bf16 / f32) defines
-// decode_entries_<tag>_hd<D>(int* n): its entries, one per row tile.
-#define FASTATTN_DECODE_FOR_EACH_FILE(X)                                                  \
-  X(f16, 64) X(f16, 80) X(f16, 96) X(f16, 128) X(f16, 256) X(bf16, 64) X(bf16, 80)         \
-  X(bf16, 96) X(bf16, 128) X(bf16, 256) X(f32, 64) X(f32, 80) X(f32, 96) X(f32, 128)       \
-  X(f32, 256)
-#define FASTATTN_DECODE_DECLARE_ENTRIES(TAG, D) const DecodeKernelEntry* decode_entries_##TAG##_hd##D(int* n);
-FASTATTN_DECODE_FOR_EACH_FILE(FASTATTN_DECODE_DECLARE_ENTRIES)
-#undef FASTATTN_DECODE_DECLARE_ENTRIES
 
 // decode_merge_kernel<Element> for q's dtype (fp16, bf16, fp32).
 const void* decode_merge_kernel_for(DType dtype);
