@@ -1,5 +1,6 @@
 #include "fastattn/kernels/cpu/spin_team.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -31,6 +32,16 @@ using Clock = std::chrono::steady_clock;
 // at short contexts) are 5-100 us, so a worker is still polling when the next run comes.
 constexpr int64_t kPauseMicros = 5;
 constexpr int64_t kSpinMicros = 300;
+// Contention: a run whose workers finish more than this long after the caller's own share (and
+// more than a quarter of that share's time) means a worker did not have a core, e.g. beside a
+// CPU-bound neighbour. Polling then keeps the caller's core busy, so the scheduler cannot move the
+// waiting worker onto it: for kCalmMillis after such a run nobody polls (waits sleep at once, as
+// OpenMP's passive waits do), then polling is tried again. A late run soon after the previous
+// calm period doubles the period (up to kCalmMaxMillis: a lasting neighbour costs one late run a
+// second); an isolated one (another process's burst) starts again from kCalmMinMillis.
+constexpr int64_t kLateMicros = 100;
+constexpr int64_t kCalmMinMillis = 5;
+constexpr int64_t kCalmMaxMillis = 1000;
 
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -70,12 +81,31 @@ class Team {
     pending_.store(static_cast<int>(workers_), std::memory_order_seq_cst);
     generation_.fetch_add(1, std::memory_order_seq_cst);  // publishes fn_, arg_, nt_
     notify_sleepers();
+    const Clock::time_point start = Clock::now();
     fn(arg, 0, nt);
+    const Clock::time_point mine = Clock::now();
     wait_until([this] { return pending_.load(std::memory_order_seq_cst) == 0; });
+    const Clock::time_point done = Clock::now();
+    const auto late = done - mine;
+    if (late > std::chrono::microseconds(kLateMicros) && late * 4 > mine - start) note_late(done);
     return true;
   }
 
   int pid() const { return pid_; }
+
+  // A late run at `now` (called under run_mutex_): starts or lengthens a calm period.
+  void note_late(Clock::time_point now) {
+    const bool recent = now - last_late_ < 4 * std::chrono::milliseconds(calm_millis_);
+    calm_millis_ = recent ? std::min(2 * calm_millis_, kCalmMaxMillis) : kCalmMinMillis;
+    last_late_ = now;
+    calm_until_.store((now + std::chrono::milliseconds(calm_millis_)).time_since_epoch().count(),
+                      std::memory_order_relaxed);
+  }
+
+  // True while waits should sleep at once (after a late run; see kLateMicros).
+  bool calm(Clock::time_point now) const {
+    return now.time_since_epoch().count() < calm_until_.load(std::memory_order_relaxed);
+  }
 
  private:
   void start_worker(int t) {
@@ -100,13 +130,14 @@ class Team {
   template <class Ready>
   void wait_until(Ready ready) {
     if (ready()) return;
-    const Clock::time_point start = Clock::now();
-    for (uint32_t i = 1;; ++i) {
+    Clock::time_point now = Clock::now();
+    const Clock::time_point start = now;
+    for (uint32_t i = 1; !calm(now); ++i) {
       if (ready()) return;
       cpu_relax();
       if (i % 32 == 0) {
-        const int64_t us =
-            std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start).count();
+        now = Clock::now();
+        const int64_t us = std::chrono::duration_cast<std::chrono::microseconds>(now - start).count();
         if (us >= kSpinMicros) break;
         if (us >= kPauseMicros) yield_core();
       }
@@ -135,6 +166,9 @@ class Team {
   std::atomic<uint64_t> generation_{0};
   std::atomic<int> pending_{0};
   std::atomic<int> sleepers_{0};
+  std::atomic<Clock::rep> calm_until_{0};  // steady_clock ticks
+  Clock::time_point last_late_{};            // guarded by run_mutex_, as calm_millis_
+  int64_t calm_millis_ = kCalmMinMillis;
   std::mutex sleep_mutex_;
   std::condition_variable wake_;
 };

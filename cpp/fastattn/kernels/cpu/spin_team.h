@@ -12,7 +12,10 @@
 // polling with sched_yield() between polls (so a thread with work on the same core, ours or a
 // neighbour's, gets the core), and after kSpinMicros without work sleep on a condition variable.
 // Back-to-back regions of a decode step therefore cost a cache-line handoff, and an idle process
-// costs nothing after a fraction of a millisecond.
+// costs nothing after a fraction of a millisecond. When a run's workers finish well after the
+// caller's own share (a worker had no core: a CPU-bound neighbour), nobody polls for a while
+// (5 ms, doubling while late runs keep coming, up to 1 s): a polling caller would keep its core busy so the scheduler could not move the waiting
+// worker onto it (measured: 10x slower decode beside one spinning neighbour without this).
 #pragma once
 
 namespace fastattn::kernels::cpu {
