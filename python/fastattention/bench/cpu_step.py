@@ -45,9 +45,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=40, help="replayed steps (median kept)")
     parser.add_argument("--no-session", action="store_true",
                         help="skip timing Session.generate for comparison")
+    parser.add_argument("--session-rounds", type=int, default=3,
+                        help="Session.generate calls per variant, alternating (median kept)")
+    parser.add_argument("--session-only", action="store_true",
+                        help="skip the replay: only the session step (and --busy-neighbour)")
     parser.add_argument("--compare-team", action="store_true",
                         help="time every op (and the session step) with the GEMVs on OpenMP "
                              "regions and on the spin team, alternating")
+    parser.add_argument("--busy-neighbour", type=int, default=0, metavar="ROUNDS",
+                        help="then the session step idle and beside one spinning neighbour "
+                             "process per two cores, ROUNDS alternating rounds, for each variant "
+                             "(bench/busy.py)")
     parser.add_argument("--seed", type=int, default=0)
 
 
@@ -206,9 +214,10 @@ def call_cost(repeats: int = 2000) -> float:
 
 
 def session_steps(model_dir: str, threads: int, context: int, steps: int, seed: int,
-                  variants: List[bool], rounds: int = 3) -> List[float]:
-    """Median ms/step of Session.generate (`steps` tokens after `context`) per variant (the spin
-    team on / off), the variants alternating call by call so load falls on all alike."""
+                  variants: List[bool], rounds: int = 3) -> List[List[float]]:
+    """ms/step of each of `rounds` Session.generate calls (`steps` tokens after `context`) per
+    variant (the spin team on / off), the variants alternating call by call so load falls on all
+    alike."""
     from fastattention import _C
     from fastattention.session import Session
 
@@ -225,7 +234,35 @@ def session_steps(model_dir: str, threads: int, context: int, steps: int, seed: 
             time.sleep(0.25)
             s.generate([prompt], steps)
             ms[i].append(s.timings["decode_ms_per_step"])
-    return [float(np.median(m)) for m in ms]
+    return ms
+
+
+def busy_neighbour_table(model_dir: str, threads: int, context: int, steps: int, seed: int,
+                         variants: List[bool], rounds: int) -> str:
+    """The session step per variant, idle and beside spinning neighbours (bench/busy.py)."""
+    from fastattention import _C
+    from fastattention.bench import busy
+    from fastattention.session import Session
+
+    rng = np.random.default_rng(seed)
+    with open(os.path.join(model_dir, "config.json")) as f:
+        config = json.load(f)
+    prompt = [int(x) for x in rng.integers(3, config["vocab_size"], size=context)]
+    s = Session(model_dir, num_threads=threads, max_batch=1, max_seq_len=context + steps + 8)
+    s.generate([prompt], steps)
+
+    def decoder(team: bool):
+        def decode() -> float:
+            _C.cpu_spin_team(team)
+            s.generate([prompt], steps)
+            return s.timings["decode_seconds"] / s.timings["decode_steps"]
+        return decode
+
+    count = busy.neighbour_count()
+    timed = busy.measure_loaded([decoder(t) for t in variants], rounds, count)
+    return busy.format_loaded_table(
+        [(f"fastattention ({_variant_name(t)})", config["dtype"], idle, loaded)
+         for t, (idle, loaded) in zip(variants, timed)], count)
 
 
 def _variant_name(team: bool) -> str:
@@ -248,7 +285,7 @@ def run(args: argparse.Namespace) -> int:
         for _ in range(3):
             replay.step()  # warm-up: thread pools, pages
         replay.times.clear()
-    for _ in range(args.steps):
+    for _ in range(1 if args.session_only else args.steps):
         for replay, team in zip(replays, variants):  # alternating, so load hits both alike
             _C.cpu_spin_team(team)
             time.sleep(0.002)
@@ -258,13 +295,12 @@ def run(args: argparse.Namespace) -> int:
     region = region_cost(threads)
     call = call_cost()
     session_ms = None if args.no_session else session_steps(
-        args.model, threads, args.context, args.steps, args.seed, variants)
+        args.model, threads, args.context, args.steps, args.seed, variants, args.session_rounds)
+    busy_table = None if not args.busy_neighbour else busy_neighbour_table(
+        args.model, threads, args.context, args.steps, args.seed, variants, args.busy_neighbour)
     _C.cpu_spin_team(default_team)
     replay = replays[0]
-    ops = _ops_per_step(replay)
-    names = list(replay.times)
-    med = [{n: float(np.median(r.times[n])) for n in names} for r in replays]
-    totals = [sum(m.values()) for m in med]
+    calls_per_step = sum(_ops_per_step(replay).values())
     step_bytes = sum(replay.bytes.values())
     print(f"model: {args.model} ({config['architecture']}, {config['dtype']} weights, "
           f"{replay.L} layers, hidden {replay.H}, heads {replay.hq}/{replay.hk}, intermediate "
@@ -273,6 +309,39 @@ def run(args: argparse.Namespace) -> int:
           + (" per variant, the variants alternating step by step" if len(variants) > 1 else "")
           + f"; load average before {load_before}, after {_load()}")
     print()
+    if not args.session_only:
+        _print_ops(replays, variants)
+    bound_ms = step_bytes / bandwidth * 1e3
+    print(f"read loop ({threads} threads, 1 GiB): {bandwidth / 1e9:.1f} GB/s; step bound "
+          f"{bound_ms:.2f} ms ({step_bytes / 1e6:.1f} MB)")
+    print(f"region cost (one {threads}-thread OpenMP region over ~no work, minus 1 thread): "
+          f"{region * 1e6:.1f} us")
+    print(f"call cost (one binding call, in every op's time above): {call * 1e6:.1f} us x "
+          f"{calls_per_step} calls = {call * calls_per_step * 1e3:.2f} ms")
+    if session_ms is not None:
+        for team, calls in zip(variants, session_ms):
+            ms = float(np.median(calls))
+            print(f"session step ({_variant_name(team)}; Session.generate, {args.steps} tokens "
+                  f"after {args.context}, median of {len(calls)}): {ms:.2f} ms = "
+                  f"{ms / bound_ms:.2f}x the bound (best {min(calls):.2f} ms = "
+                  f"{min(calls) / bound_ms:.2f}x)")
+    if busy_table is not None:
+        print()
+        print(f"busy neighbours: session step idle vs beside spinning processes, "
+              f"{args.busy_neighbour} alternating rounds; OpenMP waits: "
+              f"{ {k: os.environ.get(k) for k in ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT')} }")
+        print(busy_table)
+    return 0
+
+
+def _print_ops(replays: List[Replay], variants: List[bool]) -> None:
+    """The per-op table: one column group (ms/step, share, GB/s) per variant."""
+    replay = replays[0]
+    ops = _ops_per_step(replay)
+    names = list(replay.times)
+    med = [{n: float(np.median(r.times[n])) for n in names} for r in replays]
+    totals = [sum(m.values()) for m in med]
+    step_bytes = sum(replay.bytes.values())
     head = "| op | calls/step | MB read |"
     for team in variants:
         head += f" ms/step ({_variant_name(team)}) | share | GB/s |"
@@ -290,18 +359,6 @@ def run(args: argparse.Namespace) -> int:
         line += f" {total * 1e3:.3f} | 100% | {step_bytes / total / 1e9:.1f} |"
     print(line)
     print()
-    bound_ms = step_bytes / bandwidth * 1e3
-    print(f"read loop ({threads} threads, 1 GiB): {bandwidth / 1e9:.1f} GB/s; step bound "
-          f"{bound_ms:.2f} ms ({step_bytes / 1e6:.1f} MB)")
-    print(f"region cost (one {threads}-thread OpenMP region over ~no work, minus 1 thread): "
-          f"{region * 1e6:.1f} us")
-    print(f"call cost (one binding call, in every op's time above): {call * 1e6:.1f} us x "
-          f"{sum(ops.values())} calls = {call * sum(ops.values()) * 1e3:.2f} ms")
-    if session_ms is not None:
-        for team, ms in zip(variants, session_ms):
-            print(f"session step ({_variant_name(team)}; Session.generate, {args.steps} tokens "
-                  f"after {args.context}, median of 3): {ms:.2f} ms = {ms / bound_ms:.2f}x the bound")
-    return 0
 
 
 def _ops_per_step(replay: Replay) -> Dict[str, int]:
