@@ -1,10 +1,12 @@
-// The CPU kernels' spin team (kernels/cpu/spin_team.h): every share runs exactly once per run,
+// The CPU kernels' spin team (kernels/cpu/spin_team.h; off by default, switched on here): every
+// share runs exactly once per run,
 // back to back and after the workers have gone to sleep; a nested call and a call while another
 // thread's run is in flight are refused (the caller falls back); and linear() (whose GEMV runs on
 // the team) gives correct results from two threads at once and after idle pauses.
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <string>
 #include <thread>
 #include <vector>
@@ -16,6 +18,7 @@
 #include "test_util.h"
 
 using namespace fastattn;
+using kernels::cpu::set_team_enabled;
 using kernels::cpu::team_run;
 
 namespace {
@@ -62,7 +65,16 @@ bool linear_matches(int64_t N, int64_t K, uint32_t seed) {
 
 }  // namespace
 
+TEST(team_is_off_by_default_and_switches) {
+  if (std::getenv("FASTATTN_SPIN_TEAM") == nullptr) CHECK(!kernels::cpu::team_enabled());
+  set_team_enabled(false);
+  CHECK(!team_run(2, &count_share, nullptr));  // off: refused, nothing runs
+  CHECK(!set_team_enabled(true));
+  CHECK(kernels::cpu::team_enabled());
+}
+
 TEST(team_runs_every_share_once) {
+  set_team_enabled(true);
   const int nt = std::min(2, std::max(1, hardware_threads()));
   if (nt < 2) {
     CHECK(!team_run(2, &count_share, nullptr));  // one hardware thread: always refused
@@ -84,6 +96,7 @@ TEST(team_runs_every_share_once) {
 }
 
 TEST(team_refuses_what_it_cannot_take) {
+  set_team_enabled(true);
   CHECK(!team_run(1, &count_share, nullptr));
   CHECK(!team_run(hardware_threads() + 1, &count_share, nullptr));
   if (hardware_threads() < 2) return;
@@ -102,6 +115,7 @@ TEST(team_refuses_what_it_cannot_take) {
 }
 
 TEST(linear_on_the_team_from_two_threads_and_after_pauses) {
+  set_team_enabled(true);
   // N * K above the GEMV's threading threshold, so 2-thread calls go to the team; two callers at
   // once: one gets the team, the other OpenMP; both must be right.
   std::atomic<int> wrong{0};

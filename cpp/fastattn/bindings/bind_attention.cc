@@ -93,7 +93,7 @@ attention kernel's KV bandwidth against. The GIL is released.)doc");
       py::arg("enabled") = py::none(),
       R"doc(Whether the CPU GEMV runs its threads on the spin team (kernels/cpu/spin_team.h) instead
 of OpenMP regions. With `enabled` (a bool) switches it and returns the old value (for A/B
-measurements, `bench cpu-step`); default on, off with FASTATTN_SPIN_TEAM=0.)doc");
+measurements, `bench cpu-step --compare-team`); default off, on with FASTATTN_SPIN_TEAM=1.)doc");
 }
 
 }  // namespace fastattn::py_bind

@@ -13,7 +13,9 @@
 // neighbour's, gets the core), and after kSpinMicros without work sleep on a condition variable.
 // Back-to-back regions of a decode step therefore cost a cache-line handoff, and an idle process
 // costs nothing after a fraction of a millisecond. When a run's workers finish well after the
-// caller's own share (a worker had no core: a CPU-bound neighbour), nobody polls for a while
+// caller's own share although every worker was polling when the run began (a polling worker
+// had no core: a CPU-bound neighbour; a sleeping one is late by its wake-up alone, which does
+// not count), nobody polls for a while
 // (5 ms, doubling while late runs keep coming, up to 1 s): a polling caller would keep its core busy so the scheduler could not move the waiting
 // worker onto it (measured: 10x slower decode beside one spinning neighbour without this).
 #pragma once
@@ -28,9 +30,11 @@ namespace fastattn::kernels::cpu {
 using TeamFn = void (*)(void* arg, int t, int nt);
 bool team_run(int nt, TeamFn fn, void* arg);
 
-// Whether the team is used (team_run returns false while it is not): on unless
-// FASTATTN_SPIN_TEAM=0 is set in the environment; set_team_enabled switches it at run time (for
-// measuring the team against OpenMP regions in one process: bench cpu-step). Returns the old value.
+// Whether the team is used (team_run returns false while it is not): off unless
+// FASTATTN_SPIN_TEAM=1 is set in the environment (the measurements on the loaded development VM
+// did not confirm a gain: docs/CPU_DECODE.md); set_team_enabled switches it at run time (for
+// measuring the team against OpenMP regions in one process: bench cpu-step --compare-team).
+// set_team_enabled returns the old value.
 bool team_enabled();
 bool set_team_enabled(bool enabled);
 
