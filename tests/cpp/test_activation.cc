@@ -75,6 +75,34 @@ TEST(swiglu_matches_float64) {
       }
 }
 
+TEST(swiglu_dense_sweep) {
+  // gate over [-110, 110] in steps of 1/64 (through the vector path's exp clamps at -104 and 89
+  // and the denormal range of the result), up = +-1 and 1e30 (products near overflow).
+  const int64_t I = 110 * 2 * 64 + 1;
+  for (float up : {1.0f, -1.0f, 1e30f}) {
+    std::vector<float> gu(static_cast<size_t>(2 * I)), out(static_cast<size_t>(I), fa_test::kPoison);
+    for (int64_t i = 0; i < I; ++i) {
+      gu[i] = -110.0f + static_cast<float>(i) / 64.0f;
+      gu[I + i] = up;
+    }
+    Tensor gt(gu.data(), DType::kFloat32, {1, 2 * I});
+    Tensor ot(out.data(), DType::kFloat32, {1, I});
+    swiglu(cpu_context(1), gt, ot);
+    int bad = 0;
+    double worst = 0;
+    // silu(gate) is a float32 before the product, so its absolute floor scales with |up|.
+    const double floor = kFloatMin * std::fabs(up);
+    for (int64_t i = 0; i < I; ++i) {
+      const double ref = silu_ref(gu[i]) * up;
+      const double err = std::fabs(out[i] - ref), tol = 3e-6 * std::fabs(ref) + floor;
+      if (!(err <= tol)) ++bad;
+      worst = std::fmax(worst, err / tol);
+    }
+    CHECK_MSG(bad == 0, "up=" + std::to_string(up) + ": " + std::to_string(bad) +
+                            " bad, worst error / tolerance " + std::to_string(worst));
+  }
+}
+
 TEST(gelu_matches_float64) {
   for (GeluApprox approx : {GeluApprox::kErf, GeluApprox::kTanh}) {
     for (int64_t n : {1, 5, 16, 33, 3072}) {

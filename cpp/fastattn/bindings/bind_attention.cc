@@ -7,6 +7,7 @@
 #include "fastattn/core/context.h"
 #include "fastattn/kernels/attention/fmha.h"
 #include "fastattn/kernels/cpu/read_loop.h"
+#include "fastattn/kernels/cpu/spin_team.h"
 
 namespace fastattn::py_bind {
 
@@ -83,6 +84,16 @@ Bad input raises ValueError naming the argument.)doc");
         R"doc(Reads a contiguous 1-D buffer once on num_threads OpenMP threads (0 = the default) and
 returns the sum of its 64-bit words: the plain read loop `bench spill-cpu` compares the CPU
 attention kernel's KV bandwidth against. The GIL is released.)doc");
+  m.def(
+      "cpu_spin_team",
+      [](py::object enabled) {
+        if (enabled.is_none()) return kernels::cpu::team_enabled();
+        return kernels::cpu::set_team_enabled(enabled.cast<bool>());
+      },
+      py::arg("enabled") = py::none(),
+      R"doc(Whether the CPU GEMV runs its threads on the spin team (kernels/cpu/spin_team.h) instead
+of OpenMP regions. With `enabled` (a bool) switches it and returns the old value (for A/B
+measurements, `bench cpu-step --compare-team`); default off, on with FASTATTN_SPIN_TEAM=1.)doc");
 }
 
 }  // namespace fastattn::py_bind

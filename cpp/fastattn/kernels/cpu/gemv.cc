@@ -32,6 +32,7 @@
 
 #include "fastattn/core/error.h"
 #include "fastattn/kernels/cpu/linear_impl.h"
+#include "fastattn/kernels/cpu/spin_team.h"
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__F16C__)
 #define FA_GEMV_AVX512 1
@@ -231,15 +232,22 @@ void gemv_range(const LinearArgs& a, int64_t n0, int64_t n1) {
   for (int64_t n = n0 + kStreams * q; n < n1; ++n) rows_all_m<L, 1>(a, RowSet<T, 1>{{w + n * a.K}, {a.y + n}});
 }
 
+// One contiguous range of rows per thread.
+template <class L>
+void gemv_share(void* args, int t, int nt) {
+  const LinearArgs& a = *static_cast<const LinearArgs*>(args);
+  gemv_range<L>(a, a.N * t / nt, a.N * (t + 1) / nt);
+}
+
 template <class L>
 void gemv_typed(const LinearArgs& a, int num_threads) {
   const int threads = a.N * a.K < kMinParallelWeights ? 1 : std::max(1, num_threads);
+  if (threads == 1) return gemv_share<L>(const_cast<LinearArgs*>(&a), 0, 1);
+  // The spin team (spin_team.h: no sleeping-thread wake-up between back-to-back GEMVs), else an
+  // OpenMP region.
+  if (team_run(threads, &gemv_share<L>, const_cast<LinearArgs*>(&a))) return;
 #pragma omp parallel num_threads(threads)
-  {
-    // One contiguous range of rows per thread.
-    const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
-    gemv_range<L>(a, a.N * t / nt, a.N * (t + 1) / nt);
-  }
+  gemv_share<L>(const_cast<LinearArgs*>(&a), omp_get_thread_num(), omp_get_num_threads());
 }
 
 }  // namespace

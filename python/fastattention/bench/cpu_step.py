@@ -1,0 +1,368 @@
+"""Where a CPU decode step goes: the batch-1 decode step of an exported Llama-style model replayed
+op by op through the kernel bindings, each op timed on its own.
+
+    fastattention bench cpu-step --model DIR [--threads N] [--context 160] [--steps 40]
+
+The replay runs, for every layer in order, the ops DecoderLayer runs (rms norm, fused QKV GEMV,
+RoPE + KV-cache write, paged decode attention, O GEMV, add + norm, gate/up GEMV, SwiGLU, down
+GEMV, residual add), then the final norm, the LM head GEMV and greedy sampling, on the model's
+own weights (in memory, in their stored dtype) and a float32 paged KV cache of --context tokens
+(the CPU session's default). Walking all layers in order reads the weights from memory as a real
+step does, so each GEMV's time is its streaming time. Printed per op class: ms per step, share,
+bytes read and GB/s; then
+
+  read loop     a plain multi-threaded read loop (_C.read_loop) over 1 GiB, the same threads;
+  step bound    bytes the step reads / that bandwidth;
+  region cost   one OpenMP parallel region of the given threads over ~no work, minus the same
+                call on one thread (the fork / join / wake-up a kernel pays per region);
+  call cost     one binding call on 8 floats, one thread (the Python overhead in every op's time);
+  session step  Session.generate's ms/step on the same model, same threads and context.
+
+--compare-team times each op twice, the GEMVs' threads on OpenMP regions and on the spin team
+(kernels/cpu/spin_team.h), the two alternating step by step.
+
+Every op's time includes one call cost (Python and argument conversion, a few microseconds)
+that the C++ step does not pay; the table shows it so it can be subtracted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections import OrderedDict
+from typing import Dict, List
+
+import numpy as np
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="an exported model directory (tp 1)")
+    parser.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
+    parser.add_argument("--context", type=int, default=160,
+                        help="KV tokens cached before the step (default 160: the e2e bench's "
+                             "mean decode context)")
+    parser.add_argument("--steps", type=int, default=40, help="replayed steps (median kept)")
+    parser.add_argument("--no-session", action="store_true",
+                        help="skip timing Session.generate for comparison")
+    parser.add_argument("--session-rounds", type=int, default=3,
+                        help="Session.generate calls per variant, alternating (median kept)")
+    parser.add_argument("--session-only", action="store_true",
+                        help="skip the replay: only the session step (and --busy-neighbour)")
+    parser.add_argument("--compare-team", action="store_true",
+                        help="time every op (and the session step) with the GEMVs on OpenMP "
+                             "regions and on the spin team, alternating")
+    parser.add_argument("--busy-neighbour", type=int, default=0, metavar="ROUNDS",
+                        help="then the session step idle and beside one spinning neighbour "
+                             "process per two cores, ROUNDS alternating rounds, for each variant "
+                             "(bench/busy.py)")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def _load_weights(model_dir: str):
+    """config, {name: array} with bfloat16 as a torch bfloat16 tensor (numpy has no bfloat16)."""
+    import torch
+
+    from fastattention.export.format import read_header, read_tensor
+
+    with open(os.path.join(model_dir, "config.json")) as f:
+        config = json.load(f)
+    if config.get("tp_size", 1) != 1:
+        raise ValueError(f"{model_dir}: tp_size {config['tp_size']}; the replay needs tp 1")
+    rank = os.path.join(model_dir, "rank0")
+    weights = {}
+    for name in os.listdir(rank):
+        if not name.endswith(".fat"):
+            continue
+        path = os.path.join(rank, name)
+        array = np.ascontiguousarray(read_tensor(path))
+        if read_header(path).dtype == "bfloat16":
+            array = torch.from_numpy(array).view(torch.bfloat16)
+        weights[name[:-4]] = array
+    return config, weights
+
+
+def _nbytes(a) -> int:
+    return a.nbytes if isinstance(a, np.ndarray) else a.numel() * a.element_size()
+
+
+class Replay:
+    """One batch-1 decode step, op by op, with per-op timers."""
+
+    def __init__(self, config: dict, weights: dict, threads: int, context: int, seed: int):
+        from fastattention import _C
+
+        self.C, self.c, self.w, self.t = _C, config, weights, threads
+        c = config
+        if c["architecture"] not in ("llama",) or not c["gated_ffn"] or c["norm_type"] != "rmsnorm":
+            raise ValueError("the replay covers Llama-style models (rms norm, gated SiLU FFN, RoPE)")
+        self.H, self.L = c["hidden_size"], c["num_layers"]
+        self.hq, self.hk, self.D = c["num_heads"], c["num_kv_heads"], c["head_dim"]
+        self.I, self.V = c["intermediate_size"], c["vocab_size"]
+        rng = np.random.default_rng(seed)
+        self.block = 16
+        blocks = (context + 1 + self.block - 1) // self.block
+        kv_shape = (blocks, self.block, self.hk, self.D)
+        self.k_cache = [rng.standard_normal(kv_shape, dtype=np.float32) for _ in range(self.L)]
+        self.v_cache = [rng.standard_normal(kv_shape, dtype=np.float32) for _ in range(self.L)]
+        self.block_table = np.arange(blocks, dtype=np.int32)[None]
+        self.context = context
+        self.kv_bytes_per_step = 2 * self.L * (context + 1) * self.hk * self.D * 4
+        self.hidden = rng.standard_normal((1, self.H), dtype=np.float32)
+        f = lambda *s: np.empty(s, dtype=np.float32)  # noqa: E731
+        qkv_cols = (self.hq + 2 * self.hk) * self.D
+        self.normed, self.branch = f(1, self.H), f(1, self.H)
+        self.qkv, self.attn = f(1, qkv_cols), f(1, self.hq, self.D)
+        self.up, self.act = f(1, 2 * self.I), f(1, self.I)
+        self.logits, self.token = f(1, self.V), np.empty(1, dtype=np.int32)
+        self.rope = dict(c.get("rope") or {})
+        self.rope.pop("scaling", None)
+        self.eps = float(c["norm_eps"])
+        self.head = weights["embed.weight"] if c["tie_word_embeddings"] else weights["lm_head.weight"]
+        self.head = self.head[: self.V]
+        self.times: Dict[str, List[float]] = OrderedDict()
+        self.bytes: Dict[str, int] = OrderedDict()
+
+    def _timed(self, name: str, nbytes: int, fn, *args, **kwargs) -> None:
+        t0 = time.perf_counter()
+        fn(*args, **kwargs)
+        dt = time.perf_counter() - t0
+        self.times.setdefault(name, [0.0])[-1] += dt
+        self.bytes[name] = self.bytes.get(name, 0) + nbytes
+
+    def step(self) -> None:
+        C, t, w = self.C, self.t, self.w
+        for name in self.times:
+            self.times[name].append(0.0)
+        self.bytes = OrderedDict()
+        pos = self.context
+        positions = np.array([pos], dtype=np.int32)
+        slot = np.array([pos], dtype=np.int32)
+        cu_q = np.array([0, 1], dtype=np.int32)
+        seqlens = np.array([pos + 1], dtype=np.int32)
+        q = self.qkv[:, : self.hq * self.D].reshape(1, self.hq, self.D)
+        k = self.qkv[:, self.hq * self.D: (self.hq + self.hk) * self.D].reshape(1, self.hk, self.D)
+        v = self.qkv[:, (self.hq + self.hk) * self.D:].reshape(1, self.hk, self.D)
+        kv_layer = self.kv_bytes_per_step // self.L
+        for i in range(self.L):
+            p = f"layers.{i}."
+            wq, wo = w[p + "attn.qkv.weight"], w[p + "attn.o.weight"]
+            wgu, wd = w[p + "ffn.gate_up.weight"], w[p + "ffn.down.weight"]
+            self._timed("norm (attn, rms)", 0, C.kernel_norm, self.hidden, w[p + "attn_norm.weight"],
+                        None, self.normed, type="rms", eps=self.eps, num_threads=t)
+            self._timed("GEMV qkv", _nbytes(wq), C.kernel_linear, self.normed, wq, None, self.qkv,
+                        num_threads=t)
+            self._timed("rope + KV write", 0, C.kernel_rope_kv_cache_write, q, k, v, positions,
+                        self.k_cache[i], self.v_cache[i], slot, rope=self.rope, num_threads=t)
+            self._timed("attention (paged decode)", kv_layer, C.fmha_forward, q, self.k_cache[i],
+                        self.v_cache[i], self.attn, cu_seqlens_q=cu_q,
+                        block_table=self.block_table, seqlens_k=seqlens, causal=True,
+                        num_threads=t, max_seqlen_q=1, max_seqlen_k=pos + 1)
+            self._timed("GEMV o", _nbytes(wo), C.kernel_linear, self.attn.reshape(1, -1), wo, None,
+                        self.branch, num_threads=t)
+            self._timed("add + norm (ffn, rms)", 0, C.kernel_add_norm, self.hidden, self.branch,
+                        w[p + "ffn_norm.weight"], None, self.normed, type="rms", eps=self.eps,
+                        num_threads=t)
+            self._timed("GEMV gate_up", _nbytes(wgu), C.kernel_linear, self.normed, wgu, None,
+                        self.up, num_threads=t)
+            self._timed("swiglu", 0, C.kernel_swiglu, self.up, self.act, num_threads=t)
+            self._timed("GEMV down", _nbytes(wd), C.kernel_linear, self.act, wd, None, self.branch,
+                        num_threads=t)
+            self._timed("residual add", 0, C.kernel_add, self.hidden, self.branch, self.hidden,
+                        num_threads=t)
+        self._timed("final norm", 0, C.kernel_norm, self.hidden, w["final_norm.weight"], None,
+                    self.normed, type="rms", eps=self.eps, num_threads=t)
+        self._timed("GEMV LM head", _nbytes(self.head), C.kernel_linear, self.normed, self.head,
+                    None, self.logits, num_threads=t)
+        self._timed("sampling (greedy)", 0, C.kernel_sample, self.logits, self.token, num_threads=t)
+        # Keep the hidden state bounded over many replayed steps (the weights are whatever they
+        # are; the values do not change the timings, but inf / nan could).
+        np.clip(self.hidden, -10, 10, out=self.hidden)
+
+
+def region_cost(threads: int, repeats: int = 2000) -> float:
+    """Seconds one OpenMP region of `threads` threads costs over one of a single thread: the median
+    of `repeats` _C.read_loop calls over 64 bytes, minus the same on one thread."""
+    from fastattention import _C
+
+    buf = np.ones(8, dtype=np.uint64)
+
+    def median(n: int) -> float:
+        ts = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            _C.read_loop(buf, n)
+            ts.append(time.perf_counter() - t0)
+        return float(np.median(ts))
+
+    median(threads)
+    return median(threads) - median(1)
+
+
+def call_cost(repeats: int = 2000) -> float:
+    """Median seconds of one binding call on 8 floats, one thread (Python + argument conversion)."""
+    from fastattention import _C
+
+    a, b = np.ones((1, 8), np.float32), np.ones((1, 8), np.float32)
+    out = np.empty_like(a)
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        _C.kernel_add(a, b, out, num_threads=1)
+        ts.append(time.perf_counter() - t0)
+    return float(np.median(ts))
+
+
+def session_steps(model_dir: str, threads: int, context: int, steps: int, seed: int,
+                  variants: List[bool], rounds: int = 3) -> List[List[float]]:
+    """ms/step of each of `rounds` Session.generate calls (`steps` tokens after `context`) per
+    variant (the spin team on / off), the variants alternating call by call so load falls on all
+    alike."""
+    from fastattention import _C
+    from fastattention.session import Session
+
+    rng = np.random.default_rng(seed)
+    with open(os.path.join(model_dir, "config.json")) as f:
+        vocab = json.load(f)["vocab_size"]
+    prompt = [int(x) for x in rng.integers(3, vocab, size=context)]
+    s = Session(model_dir, num_threads=threads, max_batch=1, max_seq_len=context + steps + 8)
+    s.generate([prompt], steps)
+    ms: List[List[float]] = [[] for _ in variants]
+    for _ in range(rounds):
+        for i, team in enumerate(variants):
+            _C.cpu_spin_team(team)
+            time.sleep(0.25)
+            s.generate([prompt], steps)
+            ms[i].append(s.timings["decode_ms_per_step"])
+    return ms
+
+
+def busy_neighbour_table(model_dir: str, threads: int, context: int, steps: int, seed: int,
+                         variants: List[bool], rounds: int) -> str:
+    """The session step per variant, idle and beside spinning neighbours (bench/busy.py)."""
+    from fastattention import _C
+    from fastattention.bench import busy
+    from fastattention.session import Session
+
+    rng = np.random.default_rng(seed)
+    with open(os.path.join(model_dir, "config.json")) as f:
+        config = json.load(f)
+    prompt = [int(x) for x in rng.integers(3, config["vocab_size"], size=context)]
+    s = Session(model_dir, num_threads=threads, max_batch=1, max_seq_len=context + steps + 8)
+    s.generate([prompt], steps)
+
+    def decoder(team: bool):
+        def decode() -> float:
+            _C.cpu_spin_team(team)
+            s.generate([prompt], steps)
+            return s.timings["decode_seconds"] / s.timings["decode_steps"]
+        return decode
+
+    count = busy.neighbour_count()
+    timed = busy.measure_loaded([decoder(t) for t in variants], rounds, count)
+    return busy.format_loaded_table(
+        [(f"fastattention ({_variant_name(t)})", config["dtype"], idle, loaded)
+         for t, (idle, loaded) in zip(variants, timed)], count)
+
+
+def _variant_name(team: bool) -> str:
+    return "spin team" if team else "OpenMP regions"
+
+
+def run(args: argparse.Namespace) -> int:
+    from fastattention import _C
+    from fastattention.bench.e2e import _load, read_bandwidth
+
+    threads = args.threads or os.cpu_count() or 1
+    default_team = _C.cpu_spin_team()
+    variants = [False, True] if args.compare_team else [default_team]
+    config, weights = _load_weights(args.model)
+    replays = [Replay(config, weights, threads, args.context, args.seed) for _ in variants]
+    load_before = _load()
+    bandwidth = read_bandwidth(threads)
+    for replay, team in zip(replays, variants):
+        _C.cpu_spin_team(team)
+        for _ in range(3):
+            replay.step()  # warm-up: thread pools, pages
+        replay.times.clear()
+    for _ in range(1 if args.session_only else args.steps):
+        for replay, team in zip(replays, variants):  # alternating, so load hits both alike
+            _C.cpu_spin_team(team)
+            time.sleep(0.002)
+            replay.step()
+    bandwidth = max(bandwidth, read_bandwidth(threads))
+    _C.cpu_spin_team(default_team)
+    region = region_cost(threads)
+    call = call_cost()
+    session_ms = None if args.no_session else session_steps(
+        args.model, threads, args.context, args.steps, args.seed, variants, args.session_rounds)
+    busy_table = None if not args.busy_neighbour else busy_neighbour_table(
+        args.model, threads, args.context, args.steps, args.seed, variants, args.busy_neighbour)
+    _C.cpu_spin_team(default_team)
+    replay = replays[0]
+    calls_per_step = sum(_ops_per_step(replay).values())
+    step_bytes = sum(replay.bytes.values())
+    print(f"model: {args.model} ({config['architecture']}, {config['dtype']} weights, "
+          f"{replay.L} layers, hidden {replay.H}, heads {replay.hq}/{replay.hk}, intermediate "
+          f"{replay.I}, vocab {replay.V}, tied LM head: {config['tie_word_embeddings']})")
+    print(f"threads {threads}; context {args.context}; median of {args.steps} replayed steps"
+          + (" per variant, the variants alternating step by step" if len(variants) > 1 else "")
+          + f"; load average before {load_before}, after {_load()}")
+    print()
+    if not args.session_only:
+        _print_ops(replays, variants)
+    bound_ms = step_bytes / bandwidth * 1e3
+    print(f"read loop ({threads} threads, 1 GiB): {bandwidth / 1e9:.1f} GB/s; step bound "
+          f"{bound_ms:.2f} ms ({step_bytes / 1e6:.1f} MB)")
+    print(f"region cost (one {threads}-thread OpenMP region over ~no work, minus 1 thread): "
+          f"{region * 1e6:.1f} us")
+    print(f"call cost (one binding call, in every op's time above): {call * 1e6:.1f} us x "
+          f"{calls_per_step} calls = {call * calls_per_step * 1e3:.2f} ms")
+    if session_ms is not None:
+        for team, calls in zip(variants, session_ms):
+            ms = float(np.median(calls))
+            print(f"session step ({_variant_name(team)}; Session.generate, {args.steps} tokens "
+                  f"after {args.context}, median of {len(calls)}): {ms:.2f} ms = "
+                  f"{ms / bound_ms:.2f}x the bound (best {min(calls):.2f} ms = "
+                  f"{min(calls) / bound_ms:.2f}x)")
+    if busy_table is not None:
+        print()
+        print(f"busy neighbours: session step idle vs beside spinning processes, "
+              f"{args.busy_neighbour} alternating rounds; OpenMP waits: "
+              f"{ {k: os.environ.get(k) for k in ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT')} }")
+        print(busy_table)
+    return 0
+
+
+def _print_ops(replays: List[Replay], variants: List[bool]) -> None:
+    """The per-op table: one column group (ms/step, share, GB/s) per variant."""
+    replay = replays[0]
+    ops = _ops_per_step(replay)
+    names = list(replay.times)
+    med = [{n: float(np.median(r.times[n])) for n in names} for r in replays]
+    totals = [sum(m.values()) for m in med]
+    step_bytes = sum(replay.bytes.values())
+    head = "| op | calls/step | MB read |"
+    for team in variants:
+        head += f" ms/step ({_variant_name(team)}) | share | GB/s |"
+    print(head)
+    print("|---|---:|---:|" + "---:|---:|---:|" * len(variants))
+    for n in names:
+        nbytes = replay.bytes[n]
+        line = f"| {n} | {ops[n]} | {nbytes / 1e6:.1f} |" if nbytes else f"| {n} | {ops[n]} | |"
+        for m, total in zip(med, totals):
+            gbs = f"{nbytes / m[n] / 1e9:.1f}" if nbytes else ""
+            line += f" {m[n] * 1e3:.3f} | {m[n] / total:.1%} | {gbs} |"
+        print(line)
+    line = f"| **sum of ops** | {sum(ops.values())} | {step_bytes / 1e6:.1f} |"
+    for total in totals:
+        line += f" {total * 1e3:.3f} | 100% | {step_bytes / total / 1e9:.1f} |"
+    print(line)
+    print()
+
+
+def _ops_per_step(replay: Replay) -> Dict[str, int]:
+    per_layer = {"norm (attn, rms)", "GEMV qkv", "rope + KV write", "attention (paged decode)",
+                 "GEMV o", "add + norm (ffn, rms)", "GEMV gate_up", "swiglu", "GEMV down",
+                 "residual add"}
+    return {name: replay.L if name in per_layer else 1 for name in replay.times}

@@ -1,0 +1,59 @@
+"""CPU decode step (issue 18): the spin team switch, and `bench cpu-step` (the per-op replay of a
+decode step) on a tiny model."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from hostile_model import tiny_config
+
+
+def test_spin_team_switch_keeps_gemv_results_bit_identical():
+    """The GEMV splits rows between threads the same way on the spin team and on OpenMP, so the
+    outputs agree bit for bit; and they are right (float64 reference, poisoned output)."""
+    from fastattention import _C
+
+    rng = np.random.default_rng(18)
+    x = rng.standard_normal((1, 300), dtype=np.float32)
+    w = rng.standard_normal((517, 300), dtype=np.float32)  # above the threading threshold
+    ref = x.astype(np.float64) @ w.astype(np.float64).T
+    outs = []
+    old = _C.cpu_spin_team()
+    try:
+        for team in (False, True, False, True):
+            assert isinstance(_C.cpu_spin_team(team), bool)
+            assert _C.cpu_spin_team() is team
+            y = np.full((1, 517), np.nan, dtype=np.float32)
+            _C.kernel_linear(x, w, None, y, num_threads=2)
+            outs.append(y)
+    finally:
+        _C.cpu_spin_team(old)
+    for y in outs:
+        np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
+        assert np.array_equal(y, outs[0])
+
+
+@pytest.mark.parametrize("dtype, tied", [("float32", False), ("float16", True)])
+def test_bench_cpu_step_runs_on_a_tiny_model(tmp_path, dtype, tied):
+    pytest.importorskip("torch")
+    from fastattention import random_weights
+
+    cfg = tiny_config()
+    cfg.update(dtype=dtype, num_layers=2, tie_word_embeddings=tied)
+    random_weights.write_model(cfg, tmp_path / "m", seed=1)
+    res = subprocess.run([sys.executable, "-m", "fastattention.cli", "bench", "cpu-step",
+                          "--model", str(tmp_path / "m"), "--steps", "2", "--context", "20",
+                          "--threads", "2", "--compare-team"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    out = res.stdout
+    rows = {l.split("|")[1].strip(): l for l in out.splitlines() if l.startswith("| ")}
+    for op in ("GEMV qkv", "GEMV o", "GEMV gate_up", "GEMV down", "GEMV LM head",
+               "attention (paged decode)", "sampling (greedy)", "**sum of ops**"):
+        assert op in rows, out
+    assert rows["GEMV qkv"].split("|")[2].strip() == "2"  # calls per step: one per layer
+    assert "OpenMP regions" in out and "spin team" in out
+    assert "step bound" in out and "session step (spin team" in out
