@@ -99,6 +99,11 @@ def test_bench_serve_tiny(tmp_path):
     for r in results:
         assert r["requests"] == 6 and r["output_tokens"] == sum(n for _, n in reqs)
         assert r["ttft_p50"] > 0 and r["tokens_per_s"] > 0
+        # the server's engine counters: every prompt and output token went through its steps
+        # (+ the warm-up request: 8 prompt tokens, 2 outputs at most)
+        total = sum(len(p) + n for p, n in reqs)
+        assert total <= r["engine_steps"] * r["tokens_per_step"] <= total + 10
+        assert 0 < r["engine_busy"] <= 1
 
 
 @pytest.mark.parametrize("args, message", [

@@ -12,7 +12,9 @@ last one has finished. The requests are the same in every mode: prompt lengths u
 drawn from --seed; prompts are random token ids, outputs run to their length (ignore_eos),
 greedy. Reported: output tokens/s, requests/s, time to first token (TTFT), inter-token latency
 (ITL: gaps between streamed tokens, pooled over requests), time per output token (TPOT) and
-end-to-end latency percentiles.
+end-to-end latency percentiles; and, from the server's /metrics after the run, the engine's
+steps, tokens per step (prompt + generated) and busy share (time in steps over the wall time),
+which tell the engine's cost apart from the HTTP side's.
 
 Without --model, a random-weight model of --shape (135m: the SmolLM-135M shape; tiny) with a
 word-level tokenizer is written to a temporary directory (bench/serve_model.py).
@@ -100,6 +102,19 @@ class ServerProcess:
             self.port = int(found.group(1)) if found else None
             time.sleep(0.1)
 
+    def engine_metrics(self) -> dict:
+        """The server's engine counters (fastattention_* in /metrics) as floats."""
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=30) as r:
+            text = r.read().decode()
+        out = {}
+        for line in text.splitlines():
+            if line.startswith("fastattention_") and "{" not in line:
+                name, value = line.rsplit(" ", 1)
+                out[name[len("fastattention_"):]] = float(value)
+        return out
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(2)
@@ -148,7 +163,7 @@ def _pct(values, q):
     return float(np.percentile(values, q)) if len(values) else float("nan")
 
 
-def summarise(mode: str, record: list) -> dict:
+def summarise(mode: str, record: list, engine: dict | None = None) -> dict:
     start = min(r["sent"] for r in record)
     wall = max(r["done"] for r in record) - start
     tokens = sum(r["tokens"] for r in record)
@@ -160,7 +175,12 @@ def summarise(mode: str, record: list) -> dict:
     short = sum(r["tokens"] != r["expected"] for r in record)
     if short:
         raise RuntimeError(f"{mode}: {short} requests got fewer tokens than asked")
+    engine = engine or {}
+    steps = engine.get("engine_steps_total", 0.0)
+    step_tokens = engine.get("prompt_tokens_total", 0.0) + engine.get("generated_tokens_total", 0.0)
     return dict(mode=mode, requests=len(record), wall_s=wall, output_tokens=tokens,
+                engine_steps=int(steps), tokens_per_step=step_tokens / steps if steps else 0.0,
+                engine_busy=engine.get("engine_step_seconds_total", 0.0) / wall,
                 tokens_per_s=tokens / wall, requests_per_s=len(record) / wall,
                 ttft_p50=_pct(ttft, 50), ttft_p90=_pct(ttft, 90), ttft_p99=_pct(ttft, 99),
                 itl_p50=_pct(itl, 50), itl_p90=_pct(itl, 90), itl_p99=_pct(itl, 99),
@@ -169,14 +189,15 @@ def summarise(mode: str, record: list) -> dict:
 
 def table(results: list) -> str:
     head = ("| batching | tokens/s | req/s | TTFT p50 / p90 / p99 (s) | ITL p50 / p90 / p99 (ms) "
-            "| TPOT p50 (ms) | latency p50 / p90 (s) |")
-    rows = [head, "|" + "---|" * 7]
+            "| TPOT p50 (ms) | latency p50 / p90 (s) | steps | tokens / step | engine busy |")
+    rows = [head, "|" + "---|" * 10]
     for r in results:
         rows.append(f"| {r['mode']} | {r['tokens_per_s']:.1f} | {r['requests_per_s']:.3f} | "
                     f"{r['ttft_p50']:.2f} / {r['ttft_p90']:.2f} / {r['ttft_p99']:.2f} | "
                     f"{1e3 * r['itl_p50']:.0f} / {1e3 * r['itl_p90']:.0f} / "
                     f"{1e3 * r['itl_p99']:.0f} | {1e3 * r['tpot_p50']:.0f} | "
-                    f"{r['e2e_p50']:.2f} / {r['e2e_p90']:.2f} |")
+                    f"{r['e2e_p50']:.2f} / {r['e2e_p90']:.2f} | {r['engine_steps']} | "
+                    f"{r['tokens_per_step']:.1f} | {100 * r['engine_busy']:.0f}% |")
     return "\n".join(rows)
 
 
@@ -225,9 +246,10 @@ def run(args: argparse.Namespace):
             server = ServerProcess(args, model_dir, mode == "static", max_seq_len)
             try:
                 record = asyncio.run(_load(server.port, reqs, args.concurrency))
+                engine = server.engine_metrics()
             finally:
                 server.stop()
-            results.append(summarise(mode, record))
+            results.append(summarise(mode, record, engine))
             print(f"{mode}: {results[-1]['tokens_per_s']:.1f} tokens/s", file=sys.stderr)
     print(f"{args.requests} requests, {args.concurrency} clients, max batch {args.max_batch}, "
           f"prompts {args.prompt_len[0]}-{args.prompt_len[1]} tokens, outputs exponential mean "
