@@ -2,6 +2,7 @@
 // admission, preemption of the youngest running requests to host memory, resumption.
 #include <algorithm>
 
+#include "fastattn/core/copy.h"
 #include "fastattn/core/error.h"
 #include "fastattn/runtime/engine.h"
 
@@ -67,6 +68,7 @@ bool Engine::resume(Request& r) {
     return false;
   }
   r.stash.restore(s.ctx_, *s.blocks_, r.seq, *s.cache_);
+  synchronize(s.ctx_);  // the stash's (pinned) memory must not be freed under a queued copy
   r.stash = KvStash();
   std::lock_guard<std::mutex> lock(queue_mu_);
   ++stats_.resumed;
@@ -107,8 +109,10 @@ void Engine::admit_or_resume() {
 }
 
 void Engine::park_preempted() {
+  bool any = false;
   for (Request& r : running_) {
     if (!r.preempt_now) continue;
+    any = true;
     r.preempt_now = false;
     const auto at = std::upper_bound(preempted_.begin(), preempted_.end(), r.id,
                                      [](int64_t id, const Request& q) { return id < q.id; });
@@ -118,6 +122,8 @@ void Engine::park_preempted() {
   running_.erase(std::remove_if(running_.begin(), running_.end(),
                                 [](const Request& r) { return r.done; }),
                  running_.end());
+  // The stashes' copies are complete before anything (a cancellation) can free them.
+  if (any) synchronize(session_.ctx_);
 }
 
 }  // namespace fastattn::runtime
