@@ -86,7 +86,9 @@ struct EngineStats {
   int64_t running = 0;          // admitted (prefilling or decoding)
   int64_t kv_blocks_total = 0;  // device + host pool
   int64_t kv_blocks_free = 0;   // free in both pools now
-  int64_t kv_blocks_reserved = 0;  // promised to running requests by the admission accounting
+  // Promised to running requests by the admission accounting: without preemption their whole
+  // contexts, with preemption what they are still owed (the rest of their prompts + 1 token).
+  int64_t kv_blocks_reserved = 0;
   int64_t steps = 0;
   int64_t prompt_tokens = 0;     // prefilled so far
   int64_t generated_tokens = 0;  // sampled so far
