@@ -134,3 +134,14 @@ def test_a_preempted_request_can_be_cancelled(weights, reference):
 def test_preemption_option_is_checked(weights):
     with pytest.raises(TypeError, match="preemption must be a bool"):
         Engine(session(weights), preemption="yes")
+
+
+def test_a_request_filling_the_whole_pool_runs(weights, reference):
+    # 128 prompt tokens + 1 new one: the new token is never cached, so the 8-block pool holds
+    # the request exactly (admission must not ask for a 129th slot), beside other requests.
+    eng = Engine(session(weights, max_cache_tokens=128), step_tokens=32)
+    reqs = [([7] * 20, dict(max_new_tokens=30)), ([9] * 128, dict(max_new_tokens=1)),
+            ([11] * 30, dict(max_new_tokens=20, temperature=1.0, seed=3))]
+    out, _ = run(eng, reqs)
+    assert out == [reference.generate([p], **kw)[0] for p, kw in reqs]
+    assert_pools_whole(eng, 8)

@@ -107,13 +107,14 @@ def test_bench_serve_tiny(tmp_path):
 
 
 def test_bench_serve_under_kv_pressure(tmp_path):
-    """A 48-token KV pool for 4 clients of up to 32-token requests: in flight, the youngest are
-    preempted and resumed; reserving whole contexts, nothing is; every request runs to its
-    length either way."""
+    """A 256-token KV pool for 4 clients of requests growing to 14 blocks each (long enough in
+    engine time for the clients' requests to overlap): in flight, the youngest are preempted
+    and resumed; reserving whole contexts, nothing is (one request at a time); every request
+    runs to its length either way."""
     out = tmp_path / "serve.json"
     args = ["--shape", "tiny", "--requests", 8, "--concurrency", 4, "--max-batch", 4,
-            "--step-tokens", 16, "--prompt-len", "4,20", "--output-len", "8,12",
-            "--output-mean", 10, "--threads", 1, "--seed", 2, "--max-cache-tokens", 48,
+            "--step-tokens", 16, "--prompt-len", "4,20", "--output-len", "190,200",
+            "--output-mean", 195, "--threads", 1, "--seed", 2, "--max-cache-tokens", 256,
             "--modes", "inflight,reserve", "--json", out]
     res = subprocess.run([sys.executable, "-m", "fastattention.cli", "bench", "serve",
                           *map(str, args)], capture_output=True, text=True, timeout=300)

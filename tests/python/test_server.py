@@ -248,16 +248,17 @@ def test_shutdown_cancels_running_requests_and_frees_the_session(model):
 
 
 def test_requests_preempted_under_kv_pressure_get_their_whole_text(model, reference):
-    """A KV pool of 10 blocks for 6 concurrent streams of ~70 tokens each: the youngest are
-    preempted to host memory and resumed; every stream gets Session.generate's text and the
-    pool is whole afterwards; /metrics counts the preemptions."""
-    run = Running(Server(make_session(model, max_cache_tokens=160), MODEL, step_tokens=48))
+    """A KV pool of 12 blocks for 6 concurrent streams growing to 10 blocks each (long enough
+    in engine time to overlap): the youngest are preempted to host memory and resumed; every
+    stream gets Session.generate's text and the pool is whole afterwards; /metrics counts the
+    preemptions."""
+    run = Running(Server(make_session(model, max_cache_tokens=192), MODEL, step_tokens=48))
     client = run.client(openai.AsyncOpenAI)
     prompts = [f"request {i}: tell me" for i in range(6)]
 
     async def one(i):
         stream = await client.completions.create(
-            model=MODEL, prompt=prompts[i], max_tokens=56, temperature=1.0, seed=i, stream=True,
+            model=MODEL, prompt=prompts[i], max_tokens=150, temperature=1.0, seed=i, stream=True,
             extra_body={"ignore_eos": True})
         return "".join([c.choices[0].text async for c in stream])
 
@@ -267,9 +268,9 @@ def test_requests_preempted_under_kv_pressure_get_their_whole_text(model, refere
     try:
         texts = asyncio.run(asyncio.wait_for(all_clients(), 120))
         for i, text in enumerate(texts):
-            assert text == str(reference.generate(prompts[i], 56, temperature=1.0, seed=i)), i
+            assert text == str(reference.generate(prompts[i], 150, temperature=1.0, seed=i)), i
         s = run.wait_idle()
-        assert s["kv_blocks_free"] == s["kv_blocks_total"] == 10
+        assert s["kv_blocks_free"] == s["kv_blocks_total"] == 12
         assert s["preemptions"] > 0 and s["resumed"] == s["preemptions"]
         _, text = http(run, "/metrics")
         values = dict(line.rsplit(" ", 1) for line in text.splitlines()

@@ -158,6 +158,9 @@ class Engine {
   void admit_or_resume();
   int64_t free_blocks() const;                  // free in both pools
   int64_t held_blocks(const Request& r) const;  // blocks r's sequence holds
+  // Tokens r's context needs by the end of its next step once its prompt is in: the prompt (or
+  // what is cached) + 1, at most prompt + max_new_tokens - 1.
+  static int64_t next_context(const Request& r);
   // Blocks the running requests are still owed: the rest of their prompts, one token each.
   int64_t owed_blocks() const;
   // Frees blocks for running_[i] to add `tokens` tokens, preempting the youngest running

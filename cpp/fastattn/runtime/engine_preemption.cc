@@ -16,12 +16,17 @@ int64_t Engine::held_blocks(const Request& r) const {
   return r.seq < 0 ? 0 : session_.blocks_->capacity(r.seq) / session_.blocks_->block_size();
 }
 
+int64_t Engine::next_context(const Request& r) {
+  const auto len = static_cast<int64_t>(r.prompt.size());
+  // The last new token is never written to the cache: a context never exceeds this.
+  return std::min(std::max(len, r.cached) + 1, len + r.params.max_new_tokens - 1);
+}
+
 int64_t Engine::owed_blocks() const {
   const kvcache::SpillBlockManager& b = *session_.blocks_;
   int64_t owed = 0;
   for (const Request& r : running_) {
-    const int64_t context = std::max(static_cast<int64_t>(r.prompt.size()), r.cached) + 1;
-    owed += std::max<int64_t>(b.blocks_for(context) - held_blocks(r), 0);
+    owed += std::max<int64_t>(b.blocks_for(next_context(r)) - held_blocks(r), 0);
   }
   return owed;
 }
@@ -82,9 +87,9 @@ void Engine::admit_or_resume() {
   // The preempted first (they are older than anything waiting), oldest first, no overtaking.
   while (!preempted_.empty() && room()) {
     Request& p = preempted_.front();
-    const int64_t context = std::max(static_cast<int64_t>(p.prompt.size()), p.cached) + 1;
-    if (b.blocks_for(context) + owed > free_blocks() || !resume(p)) break;
-    owed += b.blocks_for(context) - held_blocks(p);
+    const int64_t need = b.blocks_for(next_context(p));
+    if (need + owed > free_blocks() || !resume(p)) break;
+    owed += std::max<int64_t>(need - held_blocks(p), 0);
     const auto at = std::upper_bound(running_.begin(), running_.end(), p.id,
                                      [](int64_t id, const Request& q) { return id < q.id; });
     running_.insert(at, std::move(p));
@@ -97,7 +102,7 @@ void Engine::admit_or_resume() {
   std::lock_guard<std::mutex> lock(queue_mu_);
   while (!waiting_.empty() && room()) {
     Request& r = waiting_.front();
-    const int64_t need = b.blocks_for(static_cast<int64_t>(r.prompt.size()) + 1);
+    const int64_t need = b.blocks_for(next_context(r));
     if (need + owed > free_blocks()) break;  // first come, first served: no overtaking
     owed += need;
     r.reserved = 0;  // nothing is reserved up front: preemption handles the pressure
