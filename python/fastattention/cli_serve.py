@@ -43,6 +43,9 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
                    help="the model id clients pass (default: the directory's name)")
     p.add_argument("--static-batching", action="store_true",
                    help="admit requests only when none runs (for comparison; default: in flight)")
+    p.add_argument("--no-preemption", action="store_true",
+                   help="reserve each request's prompt + max_tokens of KV at admission instead "
+                        "of preempting the youngest requests to host memory under KV pressure")
     p.add_argument("--graceful-seconds", type=float, default=30.0,
                    help="on shutdown, how long running requests may finish (default 30)")
     p.add_argument("--log-level", default="info",
@@ -79,10 +82,12 @@ def run_serve(args: argparse.Namespace) -> int:
     if not distributed.is_main():  # under mpirun: rank 0 serves, the others step with it
         from fastattention.engine import Engine, follow
 
-        follow(Engine(session, step_tokens=step, static_batching=args.static_batching))
+        follow(Engine(session, step_tokens=step, static_batching=args.static_batching,
+                      preemption=not args.no_preemption))
         return 0
     name = args.served_model_name or os.path.basename(os.path.normpath(args.model))
-    server = Server(session, name, step_tokens=step, static_batching=args.static_batching)
+    server = Server(session, name, step_tokens=step, static_batching=args.static_batching,
+                    preemption=not args.no_preemption)
     print(f"serving {name} ({args.model}) on http://{args.host}:{args.port}/v1 "
           f"(max batch {args.max_batch}, {step} tokens per step, "
           f"{'static' if args.static_batching else 'in-flight'} batching)", flush=True)

@@ -14,7 +14,9 @@ Each step is one forward pass holding one new token of every decoding request pl
 the prompts being prefilled (step_tokens tokens in all), so long prompts never stall the
 decodes. A request's tokens equal Session.generate([prompt], ...) with the same seed, whatever
 runs beside it. A request is admitted when the running batch has room (max_running) and the KV
-pools can hold its prompt + max_new_tokens; otherwise it waits (no preemption). The session is
+pools can hold its prompt; when decodes outgrow the pools, the youngest running requests are
+preempted to host memory and resumed later with the same tokens (preemption=False: admission
+reserves prompt + max_new_tokens and nothing is preempted). The session is
 borrowed: its own generate() / logits() refuse while the engine lives (see runtime/engine.h).
 
 EngineLoop runs an Engine on its own thread and calls each request's callback with its events:
@@ -42,16 +44,24 @@ class Engine:
         session's prefill_chunk_tokens, the most; must exceed max_running).
     static_batching: admit new requests only when none is running (the static batching that
         in-flight batching is compared against in `fastattention bench serve`).
+    preemption: under KV pressure, preempt the youngest running requests (their KV copied to
+        host memory outside the pools, their blocks freed) and resume them, oldest first, when
+        blocks are free again; admission then needs room for the prompt only. False: admission
+        reserves prompt + max_new_tokens per request and nothing is preempted (static batching
+        never preempts). See runtime/engine.h.
     """
 
     def __init__(self, session, *, max_running=None, step_tokens=None,
-                 static_batching: bool = False):
+                 static_batching: bool = False, preemption: bool = True):
         opts = _C.EngineOptions()
         opts.max_running = 0 if max_running is None else _check_int("max_running", max_running, 1)
         opts.step_tokens = 0 if step_tokens is None else _check_int("step_tokens", step_tokens, 1)
         if not isinstance(static_batching, bool):
             raise TypeError(f"static_batching must be a bool, got {type(static_batching).__name__}")
         opts.static_batching = static_batching
+        if not isinstance(preemption, bool):
+            raise TypeError(f"preemption must be a bool, got {type(preemption).__name__}")
+        opts.preemption = preemption
         self.session = session
         self._engine = _C.Engine(session._session, opts)
 

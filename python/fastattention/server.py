@@ -127,7 +127,7 @@ class Server:
     generate() refuses while the server lives). model_name is the id clients pass as "model"."""
 
     def __init__(self, session, model_name: str, *, max_running=None, step_tokens=None,
-                 static_batching: bool = False):
+                 static_batching: bool = False, preemption: bool = True):
         if session.tokenizer is None:
             raise ValueError("serving needs the model's tokenizer (tokenizer.json in the model "
                              "directory; export the model with its tokenizer)")
@@ -139,7 +139,7 @@ class Server:
         self.eos = sorted(set(session.config["eos_token_id"]))
         self.chat_stops = sorted(set(self.tokenizer.end_of_turn_ids()) | set(self.eos))
         self.engine = Engine(session, max_running=max_running, step_tokens=step_tokens,
-                             static_batching=static_batching)
+                             static_batching=static_batching, preemption=preemption)
         self.loop = EngineLoop(self.engine)
         self.created = int(time.time())
         self._counts = {r: 0 for r in FINISH_REASONS}
@@ -198,7 +198,8 @@ class Server:
         metric("kv_blocks_total", "gauge", "KV-cache blocks (device + host pools).",
                s["kv_blocks_total"])
         metric("kv_blocks_used", "gauge", "KV-cache blocks holding tokens.", used)
-        metric("kv_blocks_reserved", "gauge", "KV-cache blocks promised to running requests.",
+        metric("kv_blocks_reserved", "gauge", "KV-cache blocks owed to running requests (the "
+               "rest of their prompts; without preemption their whole contexts).",
                s["kv_blocks_reserved"])
         metric("kv_usage_ratio", "gauge", "Share of the KV-cache blocks holding tokens.",
                f"{used / max(s['kv_blocks_total'], 1):.4f}")
@@ -207,6 +208,12 @@ class Server:
         metric("engine_steps_total", "counter", "Engine steps (forward passes).", s["steps"])
         metric("engine_step_seconds_total", "counter", "Time in engine steps.",
                f"{s['step_seconds']:.6f}")
+        metric("preempted_requests", "gauge", "Requests preempted under KV pressure (their KV "
+               "in host memory), waiting to resume.", s["preempted"])
+        metric("preempted_kv_bytes", "gauge", "Host memory holding preempted requests' KV.",
+               s["preempted_kv_bytes"])
+        metric("preemptions_total", "counter", "Requests preempted under KV pressure.",
+               s["preemptions"])
         for reason in sorted(counts):
             metric("requests_total", "counter", "Finished requests by finish reason.",
                    counts[reason], f'{{finish_reason="{reason}"}}')

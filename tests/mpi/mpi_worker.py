@@ -150,7 +150,8 @@ def engine_case(model_dir: str, out_dir: str, spec_json: str) -> None:
     from fastattention.session import Session
 
     spec = json.loads(open(spec_json).read())
-    s = Session(model_dir, num_threads=1, max_batch=4, prefill_chunk_tokens=16)
+    s = Session(model_dir, num_threads=1, max_batch=4, prefill_chunk_tokens=16,
+                max_cache_tokens=spec.get("max_cache_tokens"))
     e = Engine(s, step_tokens=12)
     out = {}
     if s.rank == 0:
@@ -166,7 +167,7 @@ def engine_case(model_dir: str, out_dir: str, spec_json: str) -> None:
                     tokens[ids[rid]].append(token)
                 if finished:
                     reasons[ids[rid]] = reason
-                if ids[rid] == spec["cancel"] and len(tokens[ids[rid]]) == 2 and not finished:
+                if ids[rid] == spec.get("cancel") and len(tokens[ids[rid]]) == 2 and not finished:
                     e.cancel(rid)
         for _ in range(3):  # idle steps (what an idle server's loop does)
             e.step()

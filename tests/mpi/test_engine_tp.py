@@ -52,6 +52,27 @@ def test_engine_under_mpirun(mpi, tmp_path):
     assert "rank 0 takes the requests" in r1["add_error"]
 
 
+def test_engine_preempts_in_lock_step_under_mpirun(mpi, tmp_path):
+    # A pool of 6 blocks for 4 running requests growing to 3-4 blocks each: the ranks preempt
+    # and resume the same requests at the same steps (each its own KV shard).
+    rng = random.Random(8)
+    requests = [([rng.randrange(3, 512) for _ in range(rng.randint(8, 20))],
+                 dict(max_new_tokens=rng.randint(30, 40), seed=i,
+                      temperature=[0.0, 0.9][i % 2])) for i in range(5)]
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(dict(requests=requests, max_cache_tokens=96)))
+    out = tmp_path / "out"
+    out.mkdir()
+    mpi.run(2, "engine", write(tmp_path, 2), out, spec)
+    r0, r1 = (json.loads((out / f"engine{r}.json").read_text()) for r in (0, 1))
+    ref = Session(write(tmp_path, 1), num_threads=1)
+    for i, (prompt, kw) in enumerate(requests):
+        assert r0["tokens"][i] == ref.generate([prompt], **kw)[0], i
+    assert r0["stats"]["preemptions"] > 0
+    assert r0["stats"] == {**r1["stats"], "step_seconds": r0["stats"]["step_seconds"]}
+    assert r0["stats"]["kv_blocks_free"] == r0["stats"]["kv_blocks_total"] == 6
+
+
 def test_serve_under_mpirun(mpi, tmp_path):
     import os
     import re

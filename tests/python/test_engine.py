@@ -93,8 +93,10 @@ def test_each_request_equals_it_run_alone(weights, reference, step_tokens):
 
 
 def test_requests_wait_for_kv_blocks(weights, reference):
-    # 8 blocks of 16 tokens: each request needs 4-5 blocks, so at most two run at once.
-    eng = Engine(session(weights, max_cache_tokens=128), step_tokens=32)
+    # Without preemption each request's whole context is reserved at admission: 8 blocks of 16
+    # tokens, each request needs 4-5 blocks, so at most two run at once (with preemption:
+    # test_engine_preemption.py).
+    eng = Engine(session(weights, max_cache_tokens=128), step_tokens=32, preemption=False)
     rng = random.Random(7)
     reqs = [([rng.randrange(3, VOCAB) for _ in range(rng.randint(40, 55))],
              dict(max_new_tokens=20, seed=i, temperature=1.0)) for i in range(6)]

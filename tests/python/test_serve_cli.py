@@ -99,12 +99,37 @@ def test_bench_serve_tiny(tmp_path):
     for r in results:
         assert r["requests"] == 6 and r["output_tokens"] == sum(n for _, n in reqs)
         assert r["ttft_p50"] > 0 and r["tokens_per_s"] > 0
+        # the server's engine counters: every prompt and output token went through its steps
+        # (+ the warm-up request: 8 prompt tokens, 2 outputs at most)
+        total = sum(len(p) + n for p, n in reqs)
+        assert total <= r["engine_steps"] * r["tokens_per_step"] <= total + 10
+        assert 0 < r["engine_busy"] <= 1
+
+
+def test_bench_serve_under_kv_pressure(tmp_path):
+    """A 256-token KV pool for 4 clients of requests growing to 14 blocks each (long enough in
+    engine time for the clients' requests to overlap): in flight, the youngest are preempted
+    and resumed; reserving whole contexts, nothing is (one request at a time); every request
+    runs to its length either way."""
+    out = tmp_path / "serve.json"
+    args = ["--shape", "tiny", "--requests", 8, "--concurrency", 4, "--max-batch", 4,
+            "--step-tokens", 16, "--prompt-len", "4,20", "--output-len", "190,200",
+            "--output-mean", 195, "--threads", 1, "--seed", 2, "--max-cache-tokens", 256,
+            "--modes", "inflight,reserve", "--json", out]
+    res = subprocess.run([sys.executable, "-m", "fastattention.cli", "bench", "serve",
+                          *map(str, args)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "in-flight / reserving: throughput x" in res.stdout
+    inflight, reserve = json.loads(out.read_text())["results"]
+    assert inflight["preemptions"] > 0 and reserve["preemptions"] == 0
+    assert inflight["output_tokens"] == reserve["output_tokens"]
 
 
 @pytest.mark.parametrize("args, message", [
     (["--modes", "inflight,dynamic"], "--modes: expected a comma-separated list"),
     (["--step-tokens", 8, "--max-batch", 8], "--step-tokens (8) must exceed --max-batch (8)"),
     (["--prompt-len", "9,3"], "--prompt-len: expected LO,HI with LO <= HI"),
+    (["--max-cache-tokens", 100], "--max-cache-tokens (100) must hold the longest request"),
 ])
 def test_bench_serve_bad_options(args, message):
     res = subprocess.run([sys.executable, "-m", "fastattention.cli", "bench", "serve",

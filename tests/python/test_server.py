@@ -71,7 +71,8 @@ class Running:
         deadline = time.monotonic() + timeout
         while True:
             s = self.server.engine.stats
-            if s["running"] == 0 and s["waiting"] == 0 and self.server.loop.pending == 0:
+            if s["running"] == s["waiting"] == s["preempted"] == 0 and \
+                    self.server.loop.pending == 0:
                 return s
             assert time.monotonic() < deadline, f"engine not idle: {s}"
             time.sleep(0.02)
@@ -244,3 +245,37 @@ def test_shutdown_cancels_running_requests_and_frees_the_session(model):
     run.stop()  # graceful period over: the stream is cut, its request cancelled
     assert run.server.engine._engine is None  # closed with the app
     assert len(sess.generate([[1] * 200, [2] * 200], 50)) == 2  # the pool is whole
+
+
+def test_requests_preempted_under_kv_pressure_get_their_whole_text(model, reference):
+    """A KV pool of 12 blocks for 6 concurrent streams growing to 10 blocks each (long enough
+    in engine time to overlap): the youngest are preempted to host memory and resumed; every
+    stream gets Session.generate's text and the pool is whole afterwards; /metrics counts the
+    preemptions."""
+    run = Running(Server(make_session(model, max_cache_tokens=192), MODEL, step_tokens=48))
+    client = run.client(openai.AsyncOpenAI)
+    prompts = [f"request {i}: tell me" for i in range(6)]
+
+    async def one(i):
+        stream = await client.completions.create(
+            model=MODEL, prompt=prompts[i], max_tokens=150, temperature=1.0, seed=i, stream=True,
+            extra_body={"ignore_eos": True})
+        return "".join([c.choices[0].text async for c in stream])
+
+    async def all_clients():
+        return await asyncio.gather(*(one(i) for i in range(6)))
+
+    try:
+        texts = asyncio.run(asyncio.wait_for(all_clients(), 120))
+        for i, text in enumerate(texts):
+            assert text == str(reference.generate(prompts[i], 150, temperature=1.0, seed=i)), i
+        s = run.wait_idle()
+        assert s["kv_blocks_free"] == s["kv_blocks_total"] == 12
+        assert s["preemptions"] > 0 and s["resumed"] == s["preemptions"]
+        _, text = http(run, "/metrics")
+        values = dict(line.rsplit(" ", 1) for line in text.splitlines()
+                      if not line.startswith("#"))
+        assert int(values["fastattention_preemptions_total"]) == s["preemptions"]
+        assert values["fastattention_preempted_requests"] == "0"
+    finally:
+        run.stop()

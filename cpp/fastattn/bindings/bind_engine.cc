@@ -18,7 +18,8 @@ void bind_engine(py::module_& m) {
       .def(py::init<>())
       .def_readwrite("max_running", &EngineOptions::max_running)
       .def_readwrite("step_tokens", &EngineOptions::step_tokens)
-      .def_readwrite("static_batching", &EngineOptions::static_batching);
+      .def_readwrite("static_batching", &EngineOptions::static_batching)
+      .def_readwrite("preemption", &EngineOptions::preemption);
 
   py::class_<Engine>(m, "Engine",
                      "In-flight batching over a session (borrowed: the session's own generate() "
@@ -86,6 +87,10 @@ void bind_engine(py::module_& m) {
         d["cancelled"] = s.cancelled;
         d["errors"] = s.errors;
         d["step_seconds"] = s.step_seconds;
+        d["preempted"] = s.preempted;
+        d["preemptions"] = s.preemptions;
+        d["resumed"] = s.resumed;
+        d["preempted_kv_bytes"] = s.preempted_kv_bytes;
         return d;
       });
 }

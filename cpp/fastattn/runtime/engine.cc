@@ -50,6 +50,7 @@ Engine::Engine(InferenceSession& session, const EngineOptions& options)
                                              .add(static_cast<uint64_t>(options_.max_running))
                                              .add(static_cast<uint64_t>(options_.step_tokens))
                                              .add(options_.static_batching ? 1 : 0)
+                                             .add(options_.preemption ? 1 : 0)
                                              .value(),
                                          "the Engine's options");
   }
@@ -120,8 +121,8 @@ bool Engine::cancel(int64_t request) {
 
 bool Engine::has_work() const {
   std::lock_guard<std::mutex> lock(queue_mu_);
-  return !waiting_.empty() || !incoming_.empty() || stats_.running > 0 || !cancels_.empty() ||
-         (stop_requested_ && !stopped_);
+  return !waiting_.empty() || !incoming_.empty() || stats_.running > 0 || stats_.preempted > 0 ||
+         !cancels_.empty() || (stop_requested_ && !stopped_);
 }
 
 void Engine::shutdown() {
@@ -242,9 +243,19 @@ void Engine::apply_cancellations(std::vector<EngineEvent>& events) {
     release(r);
     events.push_back(EngineEvent{r.id, -1, true, FinishReason::kCancelled});
   }
+  int64_t parked = 0;  // preempted requests cancelled (their stash is dropped)
+  for (auto it = preempted_.begin(); it != preempted_.end();) {
+    if (std::find(ids.begin(), ids.end(), it->id) == ids.end()) {
+      ++it;
+      continue;
+    }
+    events.push_back(EngineEvent{it->id, -1, true, FinishReason::kCancelled});
+    it = preempted_.erase(it);
+    ++parked;
+  }
   const auto gone = std::remove_if(running_.begin(), running_.end(),
                                    [](const Request& r) { return r.done; });
-  const auto n = running_.end() - gone;
+  const auto n = (running_.end() - gone) + parked;
   running_.erase(gone, running_.end());
   if (n > 0) {
     std::lock_guard<std::mutex> lock(queue_mu_);
@@ -255,6 +266,14 @@ void Engine::apply_cancellations(std::vector<EngineEvent>& events) {
 
 void Engine::admit() {
   if (options_.static_batching && !running_.empty()) return;
+  if (preempting()) {
+    admit_or_resume();
+  } else {
+    admit_reserving();
+  }
+}
+
+void Engine::admit_reserving() {
   std::lock_guard<std::mutex> lock(queue_mu_);
   const int64_t total = total_blocks();
   while (!waiting_.empty() && static_cast<int>(running_.size()) < options_.max_running) {
@@ -274,8 +293,11 @@ bool Engine::plan_step() {
   sample_.clear();
   rows_.clear();
   // Decodes first (one token each, fed the last sampled token), then prompt chunks.
-  for (Request& r : running_) {
-    if (r.out.empty()) continue;
+  const bool pre = preempting();
+  for (size_t i = 0; i < running_.size(); ++i) {
+    Request& r = running_[i];
+    if (r.out.empty() || r.preempt_now) continue;
+    if (pre && !make_room(i, 1)) continue;  // r itself had to be preempted
     s.reserve_kv(r.seq, r.cached, r.cached + 1);
     b.add(*s.blocks_, r.seq, &r.out.back(), 1, r.cached);
     r.cached += 1;
@@ -286,8 +308,11 @@ bool Engine::plan_step() {
   for (Request& r : running_) {
     if (budget <= 0) break;
     const int64_t len = static_cast<int64_t>(r.prompt.size());
-    if (!r.out.empty() || r.cached >= len) continue;
-    const int64_t n = std::min(len - r.cached, budget);
+    if (!r.out.empty() || r.cached >= len || r.preempt_now) continue;
+    // With preemption a prompt chunk takes only free blocks (it never preempts anyone); the
+    // younger requests behind it would not fit either.
+    const int64_t n = std::min(len - r.cached, pre ? std::min(budget, fitting_tokens(r)) : budget);
+    if (n <= 0) break;
     s.reserve_kv(r.seq, r.cached, r.cached + n);
     b.add(*s.blocks_, r.seq, r.prompt.data() + r.cached, n, r.cached);
     r.cached += n;
@@ -349,6 +374,7 @@ std::vector<EngineEvent> Engine::step() {
     if (stop_requested_) {  // the last step: everything left is cancelled
       for (const Request& r : waiting_) cancels_.push_back(r.id);
       for (const Request& r : running_) cancels_.push_back(r.id);
+      for (const Request& r : preempted_) cancels_.push_back(r.id);
     }
   }
   apply_cancellations(events);
@@ -376,8 +402,10 @@ std::vector<EngineEvent> Engine::step() {
     }
   } catch (const std::exception& e) {
     // A failed pass leaves the running requests' KV half-written: they cannot go on. They end
-    // with kError (their blocks freed, the pool stays whole); waiting ones stay queued.
+    // with kError (their blocks freed, the pool stays whole); waiting and preempted ones stay
+    // queued.
     for (Request& r : running_) {
+      if (r.preempt_now) continue;  // preempted before the failure: its stash is whole
       release(r);
       r.done = true;
       events.push_back(EngineEvent{r.id, -1, true, FinishReason::kError});
@@ -397,6 +425,9 @@ std::vector<EngineEvent> Engine::step() {
   running_.erase(std::remove_if(running_.begin(), running_.end(),
                                 [](const Request& r) { return r.done; }),
                  running_.end());
+  park_preempted();
+  int64_t stash_bytes = 0;
+  for (const Request& r : preempted_) stash_bytes += static_cast<int64_t>(r.stash.nbytes());
   const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::lock_guard<std::mutex> lock(queue_mu_);
   for (const EngineEvent& e : events) {
@@ -405,6 +436,8 @@ std::vector<EngineEvent> Engine::step() {
   stats_.finished += static_cast<int64_t>(finished);
   stats_.waiting = static_cast<int64_t>(waiting_.size());
   stats_.running = static_cast<int64_t>(running_.size());
+  stats_.preempted = static_cast<int64_t>(preempted_.size());
+  stats_.preempted_kv_bytes = stash_bytes;
   stats_.kv_blocks_free = session_.blocks_->free_device_blocks() +
                           session_.blocks_->free_host_blocks();
   stats_.kv_blocks_reserved = reserved_blocks_;

@@ -1,16 +1,30 @@
 // Engine: in-flight (continuous) batching over an InferenceSession's model, KV pools and block
 // manager. Requests join a queue at any time (add_request, any thread); each step():
 //   1. applies cancellations (their KV blocks go back to the pool at once);
-//   2. admits waiting requests, oldest first, while the running batch has room (max_running) and
-//      the KV pools can hold their whole context (prompt + max_new_tokens - 1 tokens, reserved in
-//      the accounting at admission, so a running request never runs out of KV mid-way; a request
-//      that does not fit waits in the queue: there is no preemption);
+//   2. resumes preempted requests, oldest first, then admits waiting ones, oldest first, while
+//      the running batch has room (max_running) and the KV pools have room (see "KV pressure");
 //   3. runs ONE forward pass holding one new token of every decoding request plus chunks of the
 //      prompts being prefilled, up to step_tokens tokens in all (so a long prompt is spread over
 //      several steps and never stalls the running decodes);
 //   4. samples a token for every request whose prompt is complete (per-request sampling, seed and
 //      step counter: a request's tokens do not depend on what runs beside it), and retires the
 //      requests that hit a stop token or max_new_tokens, freeing their KV blocks.
+// KV pressure (EngineOptions::preemption):
+//   on (default): a request is admitted when the pools' free blocks hold its prompt + 1 token
+//      on top of what the running requests are still owed (the rest of their prompts, one
+//      token each). Decodes grow; when a step's tokens do not fit, the youngest running requests
+//      (latest arrival) are preempted, oldest request first served: each one's KV blocks are
+//      copied to host memory outside the pools (runtime/kv_stash.h) and freed, and it waits in a
+//      preempted queue. A preempted request resumes, before any new request is admitted, once
+//      the pools hold its context + 1 token again: its KV is copied back into fresh blocks and
+//      it goes on from the same token (nothing is recomputed; its tokens equal an unpreempted
+//      run). The oldest running request is never preempted for a younger one, and a request's
+//      whole context fits the pools (add_request checks), so every request finishes.
+//   off, and in static batching: admission reserves the whole context (prompt + max_new_tokens
+//      - 1 tokens) in the accounting, so a running request never runs out of KV and nothing is
+//      preempted; a request that does not fit waits in the queue.
+//   Either way a session with host_kv_tokens also moves the older blocks of long sequences to its
+//   host pool as in generate() (kvcache/spill_manager.h); preemption acts when both pools are full.
 // The session is borrowed: it must outlive the engine, and while the engine lives the session's
 // own generate() / logits() refuse (they would reset the engine's sequences).
 //
@@ -32,6 +46,7 @@
 #include <vector>
 
 #include "fastattn/kernels/sampling.h"
+#include "fastattn/runtime/kv_stash.h"
 #include "fastattn/runtime/session.h"
 
 namespace fastattn::runtime {
@@ -41,6 +56,9 @@ struct EngineOptions {
   int64_t step_tokens = 0;  // tokens of one forward pass; 0 = the session's prefill_chunk_tokens
   // Static batching (for comparison): new requests are admitted only when none is running.
   bool static_batching = false;
+  // Under KV pressure preempt the youngest running requests to host memory and resume them
+  // later (see the header comment); false: reserve each request's whole context at admission.
+  bool preemption = true;
 };
 
 struct RequestParams {
@@ -68,13 +86,19 @@ struct EngineStats {
   int64_t running = 0;          // admitted (prefilling or decoding)
   int64_t kv_blocks_total = 0;  // device + host pool
   int64_t kv_blocks_free = 0;   // free in both pools now
-  int64_t kv_blocks_reserved = 0;  // promised to running requests by the admission accounting
+  // Promised to running requests by the admission accounting: without preemption their whole
+  // contexts, with preemption what they are still owed (the rest of their prompts + 1 token).
+  int64_t kv_blocks_reserved = 0;
   int64_t steps = 0;
   int64_t prompt_tokens = 0;     // prefilled so far
   int64_t generated_tokens = 0;  // sampled so far
   int64_t finished = 0;
   int64_t cancelled = 0;
   int64_t errors = 0;  // failed steps
+  int64_t preempted = 0;            // requests preempted now (their KV in host memory)
+  int64_t preemptions = 0;          // requests preempted so far
+  int64_t resumed = 0;              // preempted requests resumed so far
+  int64_t preempted_kv_bytes = 0;   // host memory holding the preempted requests' KV now
   double step_seconds = 0.0;  // time spent in step() (forward passes and sampling)
 };
 
@@ -120,12 +144,34 @@ class Engine {
     int64_t reserved = 0;    // blocks promised by the admission accounting
     std::vector<int64_t> out;
     bool done = false;  // finished or cancelled: leaves running_ at the end of the step
+    bool preempt_now = false;  // preempted this step: moves to preempted_ at the end of it
+    KvStash stash;             // a preempted request's KV
   };
   // Under mpirun: rank 0's new requests, cancellations and shutdown flag, broadcast to all.
   void sync_ranks();
   void check_rank_zero(const char* what) const;
   void apply_cancellations(std::vector<EngineEvent>& events);
+  bool preempting() const { return options_.preemption && !options_.static_batching; }
   void admit();
+  void admit_reserving();  // preemption off: whole contexts reserved (engine.cc)
+  // Preemption on (engine_preemption.cc): resumes the preempted, then admits, as the header says.
+  void admit_or_resume();
+  int64_t free_blocks() const;                  // free in both pools
+  int64_t held_blocks(const Request& r) const;  // blocks r's sequence holds
+  // Tokens r's context needs by the end of its next step once its prompt is in: the prompt (or
+  // what is cached) + 1, at most prompt + max_new_tokens - 1.
+  static int64_t next_context(const Request& r);
+  // Blocks the running requests are still owed: the rest of their prompts, one token each.
+  int64_t owed_blocks() const;
+  // Frees blocks for running_[i] to add `tokens` tokens, preempting the youngest running
+  // requests not yet planned this step (running_[i] itself last). False if i was preempted.
+  bool make_room(size_t i, int64_t tokens);
+  // Prompt tokens running request r can add without preempting anyone.
+  int64_t fitting_tokens(const Request& r) const;
+  void preempt(Request& r);
+  bool resume(Request& r);  // false (r unchanged) when the pools cannot take it back now
+  // Moves this step's preempted requests from running_ to preempted_ (id order).
+  void park_preempted();
   // Builds this step's batch into the session's builder; fills sample_ with the requests that
   // get a token (row of their last token in rows_). False if nothing is runnable.
   bool plan_step();
@@ -144,7 +190,8 @@ class Engine {
   std::unordered_map<int64_t, bool> live_;  // ids waiting or running
   int64_t next_id_ = 0;
   std::mutex step_mu_;          // one step() at a time
-  std::vector<Request> running_;  // admission order (only the stepping thread touches it)
+  std::vector<Request> running_;  // arrival (id) order (only the stepping thread touches it)
+  std::deque<Request> preempted_;  // id order (only the stepping thread touches it)
   int64_t reserved_blocks_ = 0;
   int64_t step_prompt_tokens_ = 0;
   std::vector<Request*> sample_;

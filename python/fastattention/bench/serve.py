@@ -3,16 +3,20 @@
     fastattention bench serve [--model DIR | --shape 135m|tiny] [--requests 64] [--concurrency 16]
                               [--max-batch 8] [--prompt-len 16,256] [--output-mean 64]
                               [--output-len 4,256] [--modes inflight,static] [--seed 0]
+                              [--max-cache-tokens N]
 
 For each mode, `fastattention serve` runs as its own process on 127.0.0.1 (an ephemeral port;
---static-batching for static) and --concurrency clients (the official `openai` Python client,
+--static-batching for static; --no-preemption for reserve: in-flight batching that reserves each
+request's whole context at admission instead of preempting under KV pressure) and --concurrency clients (the official `openai` Python client,
 AsyncOpenAI, streaming) send the --requests requests, each client its next one as soon as its
 last one has finished. The requests are the same in every mode: prompt lengths uniform in
 --prompt-len and output lengths exponential with mean --output-mean clipped to --output-len,
 drawn from --seed; prompts are random token ids, outputs run to their length (ignore_eos),
 greedy. Reported: output tokens/s, requests/s, time to first token (TTFT), inter-token latency
 (ITL: gaps between streamed tokens, pooled over requests), time per output token (TPOT) and
-end-to-end latency percentiles.
+end-to-end latency percentiles; and, from the server's /metrics after the run, the engine's
+steps, tokens per step (prompt + generated) and busy share (time in steps over the wall time),
+which tell the engine's cost apart from the HTTP side's.
 
 Without --model, a random-weight model of --shape (135m: the SmolLM-135M shape; tiny) with a
 word-level tokenizer is written to a temporary directory (bench/serve_model.py).
@@ -35,7 +39,8 @@ import numpy as np
 
 from fastattention.bench.arguments import int_list
 
-MODES = ("inflight", "static")
+MODES = ("inflight", "static", "reserve")
+SERVER_FLAGS = {"inflight": [], "static": ["--static-batching"], "reserve": ["--no-preemption"]}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -56,7 +61,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-mean", type=float, default=64.0,
                    help="mean of the exponential output lengths (default 64)")
     p.add_argument("--modes", default="inflight,static",
-                   help="comma-separated: inflight, static (default both)")
+                   help="comma-separated: inflight, static, reserve (default inflight,static)")
+    p.add_argument("--max-cache-tokens", type=int, default=None,
+                   help="server's KV pool in tokens (default: the session's, max batch x "
+                        "context: no KV pressure)")
     p.add_argument("--threads", type=int, default=None, help="server's CPU threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, metavar="FILE", help="also write the results here")
@@ -76,15 +84,16 @@ def make_requests(args, vocab: int) -> list:
 class ServerProcess:
     """`fastattention serve` on 127.0.0.1:<ephemeral port>, stopped by SIGINT."""
 
-    def __init__(self, args, model_dir: str, static: bool, max_seq_len: int):
+    def __init__(self, args, model_dir: str, mode: str, max_seq_len: int):
         cmd = [sys.executable, "-m", "fastattention.cli", "serve", "--model", model_dir,
                "--port", "0", "--max-batch", str(args.max_batch), "--step-tokens",
                str(args.step_tokens), "--max-seq-len", str(max_seq_len), "--served-model-name",
                "bench", "--log-level", "info"]
         if args.threads:
             cmd += ["--threads", str(args.threads)]
-        if static:
-            cmd.append("--static-batching")
+        if args.max_cache_tokens:
+            cmd += ["--max-cache-tokens", str(args.max_cache_tokens)]
+        cmd += SERVER_FLAGS[mode]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True)
         self.lines: list[str] = []
@@ -99,6 +108,19 @@ class ServerProcess:
             found = re.search(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", text)
             self.port = int(found.group(1)) if found else None
             time.sleep(0.1)
+
+    def engine_metrics(self) -> dict:
+        """The server's engine counters (fastattention_* in /metrics) as floats."""
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=30) as r:
+            text = r.read().decode()
+        out = {}
+        for line in text.splitlines():
+            if line.startswith("fastattention_") and "{" not in line:
+                name, value = line.rsplit(" ", 1)
+                out[name[len("fastattention_"):]] = float(value)
+        return out
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -148,7 +170,7 @@ def _pct(values, q):
     return float(np.percentile(values, q)) if len(values) else float("nan")
 
 
-def summarise(mode: str, record: list) -> dict:
+def summarise(mode: str, record: list, engine: dict | None = None) -> dict:
     start = min(r["sent"] for r in record)
     wall = max(r["done"] for r in record) - start
     tokens = sum(r["tokens"] for r in record)
@@ -160,7 +182,13 @@ def summarise(mode: str, record: list) -> dict:
     short = sum(r["tokens"] != r["expected"] for r in record)
     if short:
         raise RuntimeError(f"{mode}: {short} requests got fewer tokens than asked")
+    engine = engine or {}
+    steps = engine.get("engine_steps_total", 0.0)
+    step_tokens = engine.get("prompt_tokens_total", 0.0) + engine.get("generated_tokens_total", 0.0)
     return dict(mode=mode, requests=len(record), wall_s=wall, output_tokens=tokens,
+                engine_steps=int(steps), tokens_per_step=step_tokens / steps if steps else 0.0,
+                engine_busy=engine.get("engine_step_seconds_total", 0.0) / wall,
+                preemptions=int(engine.get("preemptions_total", 0.0)),
                 tokens_per_s=tokens / wall, requests_per_s=len(record) / wall,
                 ttft_p50=_pct(ttft, 50), ttft_p90=_pct(ttft, 90), ttft_p99=_pct(ttft, 99),
                 itl_p50=_pct(itl, 50), itl_p90=_pct(itl, 90), itl_p99=_pct(itl, 99),
@@ -169,14 +197,15 @@ def summarise(mode: str, record: list) -> dict:
 
 def table(results: list) -> str:
     head = ("| batching | tokens/s | req/s | TTFT p50 / p90 / p99 (s) | ITL p50 / p90 / p99 (ms) "
-            "| TPOT p50 (ms) | latency p50 / p90 (s) |")
-    rows = [head, "|" + "---|" * 7]
+            "| TPOT p50 (ms) | latency p50 / p90 (s) | steps | tokens / step | engine busy |")
+    rows = [head, "|" + "---|" * 10]
     for r in results:
         rows.append(f"| {r['mode']} | {r['tokens_per_s']:.1f} | {r['requests_per_s']:.3f} | "
                     f"{r['ttft_p50']:.2f} / {r['ttft_p90']:.2f} / {r['ttft_p99']:.2f} | "
                     f"{1e3 * r['itl_p50']:.0f} / {1e3 * r['itl_p90']:.0f} / "
                     f"{1e3 * r['itl_p99']:.0f} | {1e3 * r['tpot_p50']:.0f} | "
-                    f"{r['e2e_p50']:.2f} / {r['e2e_p90']:.2f} |")
+                    f"{r['e2e_p50']:.2f} / {r['e2e_p90']:.2f} | {r['engine_steps']} | "
+                    f"{r['tokens_per_step']:.1f} | {100 * r['engine_busy']:.0f}% |")
     return "\n".join(rows)
 
 
@@ -201,6 +230,10 @@ def _check(args) -> list:
             raise CliError(f"--{name.replace('_', '-')}: expected LO,HI with LO <= HI, got {v}")
     if args.output_mean <= 0:
         raise CliError(f"--output-mean must be positive, got {args.output_mean}")
+    longest = args.prompt_len[1] + args.output_len[1]
+    if args.max_cache_tokens is not None and args.max_cache_tokens < longest:
+        raise CliError(f"--max-cache-tokens ({args.max_cache_tokens}) must hold the longest "
+                       f"request: --prompt-len + --output-len maxima = {longest} tokens")
     return modes
 
 
@@ -222,12 +255,13 @@ def run(args: argparse.Namespace):
         reqs = make_requests(args, cfg["vocab_size"])
         results = []
         for mode in modes:
-            server = ServerProcess(args, model_dir, mode == "static", max_seq_len)
+            server = ServerProcess(args, model_dir, mode, max_seq_len)
             try:
                 record = asyncio.run(_load(server.port, reqs, args.concurrency))
+                engine = server.engine_metrics()
             finally:
                 server.stop()
-            results.append(summarise(mode, record))
+            results.append(summarise(mode, record, engine))
             print(f"{mode}: {results[-1]['tokens_per_s']:.1f} tokens/s", file=sys.stderr)
     print(f"{args.requests} requests, {args.concurrency} clients, max batch {args.max_batch}, "
           f"prompts {args.prompt_len[0]}-{args.prompt_len[1]} tokens, outputs exponential mean "
@@ -235,11 +269,12 @@ def run(args: argparse.Namespace):
           f"model {args.model or 'random ' + args.shape}")
     print(table(results))
     by_mode = {r["mode"]: r for r in results}
-    if len(by_mode) == 2:
-        a, b = by_mode["inflight"], by_mode["static"]
-        print(f"in-flight / static: throughput x{a['tokens_per_s'] / b['tokens_per_s']:.2f}, "
-              f"latency p50 x{a['e2e_p50'] / b['e2e_p50']:.2f}, TTFT p50 "
-              f"x{a['ttft_p50'] / b['ttft_p50']:.2f}")
+    for other, name in (("static", "static"), ("reserve", "reserving")):
+        if "inflight" in by_mode and other in by_mode:
+            a, b = by_mode["inflight"], by_mode[other]
+            print(f"in-flight / {name}: throughput x{a['tokens_per_s'] / b['tokens_per_s']:.2f}, "
+                  f"latency p50 x{a['e2e_p50'] / b['e2e_p50']:.2f}, TTFT p50 "
+                  f"x{a['ttft_p50'] / b['ttft_p50']:.2f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": {k: v for k, v in vars(args).items() if k != "func"},
