@@ -45,8 +45,14 @@ namespace {
 
 // Long sequential weight streams each thread reads side by side (see the header comment).
 constexpr int kStreams = 4;
-// Activation rows per pass over the weights (kStreams * kMaxRowsX accumulators).
+// Activation rows per pass over the weights (kStreams * kMaxRowsX accumulators). AVX2 has 16
+// vector registers: 4 x 4 accumulators + 4 weight vectors + 1 activation spilled to the stack in
+// the inner loop, so it takes 2 rows per pass (8 + 4 + 1 registers).
+#if defined(FA_GEMV_AVX2)
+constexpr int kMaxRowsX = 2;
+#else
 constexpr int kMaxRowsX = 4;
+#endif
 // Below this many weight elements one thread is faster than forking a team.
 constexpr int64_t kMinParallelWeights = 1 << 15;
 
@@ -204,11 +210,15 @@ template <class L, int R>
 inline void rows_all_m(const LinearArgs& a, RowSet<typename L::T, R> s) {
   for (int64_t m0 = 0; m0 < a.M; m0 += kMaxRowsX) {
     const float* x = a.x + m0 * a.ldx;
-    switch (std::min<int64_t>(kMaxRowsX, a.M - m0)) {
-      case 1: dot_rows<L, R, 1>(x, a.ldx, s, a.K, a.ldy); break;
-      case 2: dot_rows<L, R, 2>(x, a.ldx, s, a.K, a.ldy); break;
-      case 3: dot_rows<L, R, 3>(x, a.ldx, s, a.K, a.ldy); break;
-      default: dot_rows<L, R, 4>(x, a.ldx, s, a.K, a.ldy); break;
+    const int64_t mb = std::min<int64_t>(kMaxRowsX, a.M - m0);
+    if (mb == 1) {
+      dot_rows<L, R, 1>(x, a.ldx, s, a.K, a.ldy);
+    } else if (kMaxRowsX == 2 || mb == 2) {
+      dot_rows<L, R, 2>(x, a.ldx, s, a.K, a.ldy);
+    } else if (mb == 3) {
+      dot_rows<L, R, 3>(x, a.ldx, s, a.K, a.ldy);
+    } else {
+      dot_rows<L, R, 4>(x, a.ldx, s, a.K, a.ldy);
     }
     for (int r = 0; r < R; ++r) s.y[r] += kMaxRowsX * a.ldy;
   }
