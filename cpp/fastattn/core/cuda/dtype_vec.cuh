@@ -125,6 +125,44 @@ __device__ __forceinline__ void load_vec_any(const void* base, DType dt, int64_t
   }
 }
 
+// Element i of a float array whose dtype is known only at run time (a warp-uniform branch).
+__device__ __forceinline__ float load_elem_any(const void* base, DType dt, int64_t i) {
+  switch (dt) {
+    case DType::kFloat16:
+      return F16::load(static_cast<const uint16_t*>(base)[i]);
+    case DType::kBFloat16:
+      return BF16::load(static_cast<const uint16_t*>(base)[i]);
+    default:
+      return static_cast<const float*>(base)[i];
+  }
+}
+
+__device__ __forceinline__ void store_elem_any(void* base, DType dt, int64_t i, float v) {
+  switch (dt) {
+    case DType::kFloat16:
+      static_cast<uint16_t*>(base)[i] = F16::store(v);
+      break;
+    case DType::kBFloat16:
+      static_cast<uint16_t*>(base)[i] = BF16::store(v);
+      break;
+    default:
+      static_cast<float*>(base)[i] = v;
+      break;
+  }
+}
+
+// v rounded to dtype dt and widened back: what a store to dt followed by a load gives.
+__device__ __forceinline__ float round_to_dtype(DType dt, float v) {
+  switch (dt) {
+    case DType::kFloat16:
+      return F16::load(F16::store(v));
+    case DType::kBFloat16:
+      return BF16::load(BF16::store(v));
+    default:
+      return v;
+  }
+}
+
 // Numerically safe logistic function: exp never overflows, so the far negative side underflows
 // gracefully instead of dividing by infinity.
 __device__ __forceinline__ float sigmoid_f(float v) {

@@ -48,42 +48,6 @@ __device__ __forceinline__ uint4 load_weights(const uint16_t* p) {
   return v;
 }
 
-__device__ __forceinline__ float load_any(const void* base, DType dt, int64_t i) {
-  switch (dt) {
-    case DType::kFloat16:
-      return F16::load(static_cast<const uint16_t*>(base)[i]);
-    case DType::kBFloat16:
-      return BF16::load(static_cast<const uint16_t*>(base)[i]);
-    default:
-      return static_cast<const float*>(base)[i];
-  }
-}
-
-__device__ __forceinline__ float round_to(DType dt, float v) {
-  switch (dt) {
-    case DType::kFloat16:
-      return F16::load(F16::store(v));
-    case DType::kBFloat16:
-      return BF16::load(BF16::store(v));
-    default:
-      return v;
-  }
-}
-
-__device__ __forceinline__ void store_any(void* base, DType dt, int64_t i, float v) {
-  switch (dt) {
-    case DType::kFloat16:
-      static_cast<uint16_t*>(base)[i] = F16::store(v);
-      break;
-    case DType::kBFloat16:
-      static_cast<uint16_t*>(base)[i] = BF16::store(v);
-      break;
-    default:
-      static_cast<float*>(base)[i] = v;
-      break;
-  }
-}
-
 // One warp's registers for kUnroll chunks: 16 bytes of weight rows g and g + 8 and of each token
 // tile's token g, per chunk.
 template <int kTiles>
@@ -192,8 +156,8 @@ __global__ void __launch_bounds__(kSmallBatchGemvMaxWarps * 32)
       if (row >= p.N || token >= p.M) continue;
       float sum = 0.f;
       for (int v = 0; v < warps; ++v) sum += partial[v][j * 4 + i][lane];
-      if (p.bias != nullptr) sum += round_to(p.y_type, load_any(p.bias, p.bias_type, row));
-      store_any(p.y, p.y_type, token * p.ldy + row, sum);
+      if (p.bias != nullptr) sum += round_to_dtype(p.y_type, load_elem_any(p.bias, p.bias_type, row));
+      store_elem_any(p.y, p.y_type, token * p.ldy + row, sum);
     }
   }
 #else

@@ -14,44 +14,6 @@
 namespace fastattn::kernels::cuda {
 namespace {
 
-// Element i of a float array whose dtype is known at run time (a warp-uniform branch).
-__device__ __forceinline__ float load_elem(const void* base, DType dt, int64_t i) {
-  switch (dt) {
-    case DType::kFloat16:
-      return F16::load(static_cast<const uint16_t*>(base)[i]);
-    case DType::kBFloat16:
-      return BF16::load(static_cast<const uint16_t*>(base)[i]);
-    default:
-      return static_cast<const float*>(base)[i];
-  }
-}
-
-__device__ __forceinline__ void store_elem(void* base, DType dt, int64_t i, float v) {
-  switch (dt) {
-    case DType::kFloat16:
-      static_cast<uint16_t*>(base)[i] = F16::store(v);
-      break;
-    case DType::kBFloat16:
-      static_cast<uint16_t*>(base)[i] = BF16::store(v);
-      break;
-    default:
-      static_cast<float*>(base)[i] = v;
-      break;
-  }
-}
-
-// v rounded to dtype dt and widened back: what a store to dt followed by a load gives.
-__device__ __forceinline__ float round_to(DType dt, float v) {
-  switch (dt) {
-    case DType::kFloat16:
-      return F16::load(F16::store(v));
-    case DType::kBFloat16:
-      return BF16::load(BF16::store(v));
-    default:
-      return v;
-  }
-}
-
 // Element offset of head h of token t in a TokenRows view.
 __device__ __forceinline__ int64_t row_offset(const TokenRows& x, int64_t t, int h) {
   return t * x.token_stride + static_cast<int64_t>(h) * x.head_stride;
@@ -68,7 +30,7 @@ __device__ __forceinline__ void copy_row_to_cache(const TokenRows& src, int64_t 
   const int64_t s0 = row_offset(src, t, h);
   const int64_t c0 = cache_offset(c, block, in_block, h);
   for (int d = threadIdx.x; d < src.dim; d += blockDim.x)
-    store_elem(c.data, c.dtype, c0 + d, load_elem(src.data, src.dtype, s0 + d));
+    store_elem_any(c.data, c.dtype, c0 + d, load_elem_any(src.data, src.dtype, s0 + d));
 }
 
 __global__ void __launch_bounds__(kRopeKvThreads) rope_kv_kernel(const RopeKvLaunch p) {
@@ -124,20 +86,20 @@ __global__ void __launch_bounds__(kRopeKvThreads) rope_kv_kernel(const RopeKvLau
         if (j < pairs) {
           const int i0 = p.neox ? j : 2 * j;
           const int i1 = p.neox ? j + pairs : 2 * j + 1;
-          const float a = load_elem(x.data, x.dtype, x0 + i0);
-          const float b = load_elem(x.data, x.dtype, x0 + i1);
+          const float a = load_elem_any(x.data, x.dtype, x0 + i0);
+          const float b = load_elem_any(x.data, x.dtype, x0 + i1);
           const float c = cos_s[j], s = sin_s[j];
           const float ra = a * c - b * s;
           const float rb = b * c + a * s;
-          store_elem(x.data, x.dtype, x0 + i0, ra);
-          store_elem(x.data, x.dtype, x0 + i1, rb);
+          store_elem_any(x.data, x.dtype, x0 + i0, ra);
+          store_elem_any(x.data, x.dtype, x0 + i1, rb);
           if (to_cache) {
-            store_elem(p.k_cache.data, p.k_cache.dtype, c0 + i0, round_to(x.dtype, ra));
-            store_elem(p.k_cache.data, p.k_cache.dtype, c0 + i1, round_to(x.dtype, rb));
+            store_elem_any(p.k_cache.data, p.k_cache.dtype, c0 + i0, round_to_dtype(x.dtype, ra));
+            store_elem_any(p.k_cache.data, p.k_cache.dtype, c0 + i1, round_to_dtype(x.dtype, rb));
           }
         } else {
           const int d = 2 * pairs + (j - pairs);
-          store_elem(p.k_cache.data, p.k_cache.dtype, c0 + d, load_elem(x.data, x.dtype, x0 + d));
+          store_elem_any(p.k_cache.data, p.k_cache.dtype, c0 + d, load_elem_any(x.data, x.dtype, x0 + d));
         }
       }
     } else if (!cache_ok) {
