@@ -17,7 +17,7 @@
 #include "fastattn/comm/mpi_communicator.h"
 #endif
 
-namespace fastattn {
+namespace fastattn::comm {
 
 void cuda_copy_2d(const Context& ctx, void* dst, size_t dpitch, const void* src, size_t spitch,
                   size_t width, int64_t rows) {
@@ -345,4 +345,4 @@ std::unique_ptr<Communicator> create_nccl_communicator(int device) {
 
 #endif  // FASTATTN_WITH_NCCL
 
-}  // namespace fastattn
+}  // namespace fastattn::comm
