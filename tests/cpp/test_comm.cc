@@ -170,7 +170,7 @@ TEST(tiled_all_reduce_orders_compute_and_reductions) {
   std::vector<float> y(10 * 3, fa_test::kPoison);
   Tensor yt(y.data(), DType::kFloat32, {10, 3});
   std::vector<std::string> computed;
-  tiled_all_reduce(cpu_context(1), c, yt, 3, [&](int64_t b, int64_t e) {
+  comm::tiled_all_reduce(cpu_context(1), c, yt, 3, [&](int64_t b, int64_t e) {
     computed.push_back(std::to_string(b) + "-" + std::to_string(e));
     c.events.push_back("compute " + std::to_string(e - b));
     for (int64_t i = b * 3; i < e * 3; ++i) y[static_cast<size_t>(i)] = float(i);
@@ -188,7 +188,7 @@ TEST(tiled_all_reduce_single_tile_is_one_blocking_reduce) {
   std::vector<float> y(4 * 2, 1.5f);
   Tensor yt(y.data(), DType::kFloat32, {4, 2});
   int calls = 0;
-  tiled_all_reduce(cpu_context(1), c, yt, 1, [&](int64_t b, int64_t e) {
+  comm::tiled_all_reduce(cpu_context(1), c, yt, 1, [&](int64_t b, int64_t e) {
     CHECK(b == 0 && e == 4);
     ++calls;
   });
@@ -201,15 +201,15 @@ TEST(tiled_all_reduce_waits_before_an_exception_propagates) {
   TwinCommunicator c;
   std::vector<float> y(6 * 2, 0.0f);
   Tensor yt(y.data(), DType::kFloat32, {6, 2});
-  CHECK_THROWS(tiled_all_reduce(cpu_context(1), c, yt, 3,
-                                [&](int64_t b, int64_t) {
-                                  if (b >= 4) throw InvalidArgument("tile failed");
-                                }),
+  CHECK_THROWS(comm::tiled_all_reduce(cpu_context(1), c, yt, 3,
+                                      [&](int64_t b, int64_t) {
+                                        if (b >= 4) throw InvalidArgument("tile failed");
+                                      }),
                InvalidArgument, "tile failed");
   CHECK(c.waits == 2);  // the two started reductions ended before the throw left
   std::vector<float> strided(8, 0.0f);
   Tensor bad(strided.data(), DType::kFloat32, {4, 1}, {2, 1});
-  CHECK_THROWS(tiled_all_reduce(cpu_context(1), c, bad, 2, [](int64_t, int64_t) {}),
+  CHECK_THROWS(comm::tiled_all_reduce(cpu_context(1), c, bad, 2, [](int64_t, int64_t) {}),
                InvalidArgument, "must be contiguous");
 }
 

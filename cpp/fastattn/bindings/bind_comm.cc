@@ -126,7 +126,7 @@ void bind_comm(py::module_& m) {
             Tensor t = tensor_from_py(buf, "buf");
             const Context ctx = call_context(0, stream, t);
             py::gil_scoped_release release;
-            tiled_all_reduce(ctx, c, t, num_tiles, [](int64_t, int64_t) {});
+            comm::tiled_all_reduce(ctx, c, t, num_tiles, [](int64_t, int64_t) {});
           },
           py::arg("buf"), py::arg("num_tiles"), py::arg("stream") = 0,
           "The tiled all-reduce on data already in buf: row tile i's async all-reduce, then the "

@@ -36,7 +36,7 @@ void copy_2d(const Context& ctx, Device device, void* dst, size_t dpitch, const 
              size_t spitch, size_t width_bytes, int64_t rows) {
 #if defined(FASTATTN_WITH_CUDA)
   if (device.type == DeviceType::kCUDA) {
-    cuda_copy_2d(ctx, dst, dpitch, src, spitch, width_bytes, rows);
+    comm::cuda_copy_2d(ctx, dst, dpitch, src, spitch, width_bytes, rows);
     return;
   }
 #endif
@@ -58,7 +58,7 @@ void linear_all_reduce(const Context& ctx, comm::Communicator& comm, const Tenso
   const comm::TilePlan plan = comm::plan_tiles(comm, x.size(0), y.size(1), x.size(1));
   Context tile_ctx = ctx;
   tile_ctx.gemm_sm_target = plan.gemm_sms;
-  tiled_all_reduce(ctx, comm, y, plan.tiles, [&](int64_t begin, int64_t end) {
+  comm::tiled_all_reduce(ctx, comm, y, plan.tiles, [&](int64_t begin, int64_t end) {
     const Tensor xt = x.slice(0, begin, end);
     Tensor yt = y.slice(0, begin, end);
     kernels::linear(tile_ctx, xt, w, Tensor(), yt);
