@@ -7,7 +7,7 @@
 #include "fastattn/kernels/attention/merge.h"
 #include "fastattn/kernels/cpu/merge_attention_cpu.h"
 #if defined(FASTATTN_WITH_CUDA)
-#include "fastattn/kernels/cuda/merge_attention_cuda.h"
+#include "fastattn/kernels/cuda/attention/merge_attention_cuda.h"
 #endif
 
 namespace fastattn::kernels {
