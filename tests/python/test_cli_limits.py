@@ -87,14 +87,14 @@ def test_export_io_errors_are_messages_not_tracebacks(hf_model_factory, tmp_path
                                                       capsys, err):
     """A full disk or a read-only file system during export: exit 1, the message names the path."""
     from fastattention import cli as cli_module
-    from fastattention.export import convert
+    from fastattention.export import model_writer
 
     src = hf_model_factory("llama")
 
     def failing_write(name, *a, **k):
         raise OSError(err, __import__("os").strerror(err), str(tmp_path / "out" / "x.fat"))
 
-    monkeypatch.setattr(convert._Exporter, "tasks",
+    monkeypatch.setattr(model_writer.Exporter, "tasks",
                         lambda self: [("embed", failing_write, ())])
     rc = cli_module.main(["export", "--hf", str(src.path), "--out", str(tmp_path / "out"),
                           "--quiet"])

@@ -29,7 +29,7 @@ py::dict distributed_info() {
   d["launcher_variable"] = li.source;
   d["mpi_built"] = comm::mpi_built();
 #if defined(FASTATTN_WITH_CUDA)
-  d["nccl_built"] = nccl_built();
+  d["nccl_built"] = comm::nccl_built();
 #else
   d["nccl_built"] = false;
 #endif
@@ -63,31 +63,31 @@ void bind_comm(py::module_& m) {
       "abort_job", [](int code) { comm::abort_job(code); }, py::arg("code") = 1,
       "MPI_Abort: ends every rank of the job, if MPI runs in this process; else returns.");
 
-  py::class_<Communicator>(m, "Communicator",
+  py::class_<comm::Communicator>(m, "Communicator",
                            "Collectives over every rank of the mpirun job (see comm/communicator.h).")
       .def(py::init([](const std::string& backend, const std::string& device) {
              py::gil_scoped_release release;
-             return create_communicator(backend, parse_device(device));
+             return comm::create_communicator(backend, parse_device(device));
            }),
            py::arg("backend") = "auto", py::arg("device") = "cpu")
-      .def_property_readonly("backend", &Communicator::backend)
-      .def_property_readonly("rank", &Communicator::rank)
-      .def_property_readonly("size", &Communicator::size)
-      .def_property_readonly("device", [](const Communicator& c) { return c.device().str(); })
+      .def_property_readonly("backend", &comm::Communicator::backend)
+      .def_property_readonly("rank", &comm::Communicator::rank)
+      .def_property_readonly("size", &comm::Communicator::size)
+      .def_property_readonly("device", [](const comm::Communicator& c) { return c.device().str(); })
       .def_property(
-          "overlap", [](const Communicator& c) { return c.tiling().overlap; },
-          [](Communicator& c, bool v) { c.tiling().overlap = v; },
+          "overlap", [](const comm::Communicator& c) { return c.tiling().overlap; },
+          [](comm::Communicator& c, bool v) { c.tiling().overlap = v; },
           "tiling-AllReduce on (True) or one GEMM then one all-reduce (False)")
       .def_property(
-          "num_tiles", [](const Communicator& c) { return c.tiling().num_tiles; },
-          [](Communicator& c, int v) {
+          "num_tiles", [](const comm::Communicator& c) { return c.tiling().num_tiles; },
+          [](comm::Communicator& c, int v) {
             FA_CHECK(v >= 0, "num_tiles: expected >= 0 (0 = from the token count), got ", v);
             c.tiling().num_tiles = v;
           },
           "row tiles of the tiling-AllReduce; 0 = chosen from the token count")
       .def_property(
-          "gemm_sms", [](const Communicator& c) { return c.tiling().gemm_sms; },
-          [](Communicator& c, int v) {
+          "gemm_sms", [](const comm::Communicator& c) { return c.tiling().gemm_sms; },
+          [](comm::Communicator& c, int v) {
             FA_CHECK(v >= -1, "gemm_sms: expected >= -1 (0 = all SMs, -1 = from the GEMM's ",
                      "size), got ", v);
             c.tiling().gemm_sms = v;
@@ -95,17 +95,17 @@ void bind_comm(py::module_& m) {
           "GPU: SMs each tile GEMM of the tiling-AllReduce may use (cuBLAS SM count target), "
           "leaving the rest to the all-reduce beside it; 0 = all, -1 = chosen from the GEMM's size")
       .def_property(
-          "gather_reduce", [](const Communicator& c) { return c.tiling().gather_reduce; },
-          [](Communicator& c, bool v) { c.tiling().gather_reduce = v; },
+          "gather_reduce", [](const comm::Communicator& c) { return c.tiling().gather_reduce; },
+          [](comm::Communicator& c, bool v) { c.tiling().gather_reduce = v; },
           "GPU: the tiles' all-reduces as a copy-engine all-gather plus a sum kernel (NCCL >= "
           "2.28) instead of NCCL's all-reduce kernels")
-      .def("choose_num_tiles", &choose_num_tiles, py::arg("tokens"),
+      .def("choose_num_tiles", &comm::choose_num_tiles, py::arg("tokens"),
            "The tile count the row-parallel GEMMs use for this many tokens (GPUs: 1 unless "
            "num_tiles is set; plan_tiles adds the tile GEMMs' SMs).")
       .def(
           "plan_tiles",
-          [](const Communicator& c, int64_t tokens, int64_t cols, int64_t inner) {
-            const TilePlan p = plan_tiles(c, tokens, cols, inner);
+          [](const comm::Communicator& c, int64_t tokens, int64_t cols, int64_t inner) {
+            const comm::TilePlan p = comm::plan_tiles(c, tokens, cols, inner);
             return py::make_tuple(p.tiles, p.gemm_sms);
           },
           py::arg("tokens"), py::arg("cols"), py::arg("inner"),
@@ -113,7 +113,7 @@ void bind_comm(py::module_& m) {
           "(comm/tiled_all_reduce.h: plan_tiles)")
       .def(
           "all_reduce_sum",
-          [](Communicator& c, const py::handle& buf, uintptr_t stream) {
+          [](comm::Communicator& c, const py::handle& buf, uintptr_t stream) {
             Tensor t = tensor_from_py(buf, "buf");
             const Context ctx = call_context(0, stream, t);
             py::gil_scoped_release release;
@@ -122,18 +122,18 @@ void bind_comm(py::module_& m) {
           py::arg("buf"), py::arg("stream") = 0, "buf = sum over ranks (in place).")
       .def(
           "all_reduce_sum_tiled",
-          [](Communicator& c, const py::handle& buf, int num_tiles, uintptr_t stream) {
+          [](comm::Communicator& c, const py::handle& buf, int num_tiles, uintptr_t stream) {
             Tensor t = tensor_from_py(buf, "buf");
             const Context ctx = call_context(0, stream, t);
             py::gil_scoped_release release;
-            tiled_all_reduce(ctx, c, t, num_tiles, [](int64_t, int64_t) {});
+            comm::tiled_all_reduce(ctx, c, t, num_tiles, [](int64_t, int64_t) {});
           },
           py::arg("buf"), py::arg("num_tiles"), py::arg("stream") = 0,
           "The tiled all-reduce on data already in buf: row tile i's async all-reduce, then the "
           "next; the result equals all_reduce_sum.")
       .def(
           "linear_all_reduce",
-          [](Communicator& c, const py::handle& x, const py::handle& w, const py::handle& y,
+          [](comm::Communicator& c, const py::handle& x, const py::handle& w, const py::handle& y,
              int num_threads, uintptr_t stream) {
             const Tensor xt = tensor_from_py(x, "x");
             const Tensor wt = tensor_from_py(w, "w");
@@ -148,7 +148,7 @@ void bind_comm(py::module_& m) {
           "overlap / num_tiles settings).")
       .def(
           "all_gather",
-          [](Communicator& c, const py::handle& in, const py::handle& out, uintptr_t stream) {
+          [](comm::Communicator& c, const py::handle& in, const py::handle& out, uintptr_t stream) {
             const Tensor it = tensor_from_py(in, "in");
             Tensor ot = tensor_from_py(out, "out");
             const Context ctx = call_context(0, stream, ot);
@@ -159,7 +159,7 @@ void bind_comm(py::module_& m) {
           "out = every rank's inp, rank-major.")
       .def(
           "broadcast",
-          [](Communicator& c, const py::handle& buf, int root, uintptr_t stream) {
+          [](comm::Communicator& c, const py::handle& buf, int root, uintptr_t stream) {
             Tensor t = tensor_from_py(buf, "buf");
             const Context ctx = call_context(0, stream, t);
             py::gil_scoped_release release;
@@ -168,11 +168,12 @@ void bind_comm(py::module_& m) {
           py::arg("buf"), py::arg("root") = 0, py::arg("stream") = 0)
       .def(
           "barrier",
-          [](Communicator& c) {
+          [](comm::Communicator& c) {
             py::gil_scoped_release release;
             c.barrier();
           })
-      .def("__repr__", [](const Communicator& c) { return "Communicator(" + c.where() + ")"; });
+      .def("__repr__",
+           [](const comm::Communicator& c) { return "Communicator(" + c.where() + ")"; });
 }
 
 }  // namespace fastattn::py_bind

@@ -12,7 +12,7 @@
 
 #include "fastattn/bindings/bindings.h"
 #if defined(FASTATTN_WITH_CUDA)
-#include "fastattn/kernels/cuda/fmha_cuda.h"
+#include "fastattn/kernels/cuda/attention/fmha/fmha_cuda.h"
 #include "fastattn/runtime/gpu_runtime.h"
 #endif
 

@@ -8,7 +8,7 @@
 #include "fastattn/comm/cuda/nccl_communicator.h"
 #endif
 
-namespace fastattn {
+namespace fastattn::comm {
 namespace {
 
 class DoneRequest : public CommRequest {
@@ -90,4 +90,4 @@ std::unique_ptr<Communicator> create_communicator(const std::string& backend, De
               "': expected auto, local, mpi or nccl (hccl is not built: no Ascend toolkit)");
 }
 
-}  // namespace fastattn
+}  // namespace fastattn::comm

@@ -24,7 +24,7 @@
 #include "fastattn/core/error.h"
 #include "fastattn/core/tensor.h"
 
-namespace fastattn {
+namespace fastattn::comm {
 
 // A collective or the communication library failed (a Python RuntimeError).
 class CommError : public Error {
@@ -121,4 +121,4 @@ class LocalCommunicator : public Communicator {
 // Throws CommError saying how to get MPI / NCCL when this build or machine lacks them.
 std::unique_ptr<Communicator> create_communicator(const std::string& backend, Device device);
 
-}  // namespace fastattn
+}  // namespace fastattn::comm

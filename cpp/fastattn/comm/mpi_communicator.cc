@@ -10,8 +10,7 @@
 #include <thread>
 
 
-namespace fastattn {
-namespace comm {
+namespace fastattn::comm {
 
 // One operation queued on the progress thread.
 struct AsyncOp {
@@ -142,13 +141,12 @@ int mpi_dtype(DType dt, const std::string& where) {
 constexpr int64_t kMaxChunk = INT_MAX;  // MPI counts are ints
 
 }  // namespace
-}  // namespace comm
 
-MpiCommunicator::MpiCommunicator() : rt_(comm::MpiRuntime::get()) {
+MpiCommunicator::MpiCommunicator() : rt_(MpiRuntime::get()) {
   rt_.check(rt_.api().fa_mpi_world_dup(&comm_), "MPI_Comm_dup(MPI_COMM_WORLD)");
   rt_.check(rt_.api().fa_mpi_comm_rank(comm_, &rank_), "MPI_Comm_rank");
   rt_.check(rt_.api().fa_mpi_comm_size(comm_, &size_), "MPI_Comm_size");
-  if (rt_.thread_multiple()) worker_ = std::make_unique<comm::AsyncWorker>();
+  if (rt_.thread_multiple()) worker_ = std::make_unique<AsyncWorker>();
 }
 
 MpiCommunicator::~MpiCommunicator() {
@@ -168,11 +166,11 @@ void MpiCommunicator::drain() {
 }
 
 void MpiCommunicator::reduce_now(void* data, int64_t n, DType dtype) {
-  const int dt = comm::mpi_dtype(dtype, where());
+  const int dt = mpi_dtype(dtype, where());
   char* p = static_cast<char*>(data);
   const size_t esize = dtype_size(dtype);
-  for (int64_t off = 0; off < n; off += comm::kMaxChunk) {
-    const int count = static_cast<int>(std::min(comm::kMaxChunk, n - off));
+  for (int64_t off = 0; off < n; off += kMaxChunk) {
+    const int count = static_cast<int>(std::min(kMaxChunk, n - off));
     fa_mpi_request* req = nullptr;
     rt_.check(rt_.api().fa_mpi_iallreduce_sum(comm_, p + off * esize, count, dt, &req),
               "MPI_Iallreduce");
@@ -183,7 +181,7 @@ void MpiCommunicator::reduce_now(void* data, int64_t n, DType dtype) {
 void MpiCommunicator::all_reduce_sum(const Context& ctx, Tensor& buf) {
   (void)ctx;
   check_buffer(buf, "all_reduce_sum", "buf");
-  comm::mpi_dtype(buf.dtype(), where());
+  mpi_dtype(buf.dtype(), where());
   drain();
   reduce_now(buf.data(), buf.numel(), buf.dtype());
 }
@@ -191,7 +189,7 @@ void MpiCommunicator::all_reduce_sum(const Context& ctx, Tensor& buf) {
 std::unique_ptr<CommRequest> MpiCommunicator::all_reduce_sum_async(const Context& ctx,
                                                                    Tensor& buf) {
   check_buffer(buf, "all_reduce_sum_async", "buf");
-  comm::mpi_dtype(buf.dtype(), where());
+  mpi_dtype(buf.dtype(), where());
   if (!worker_) {
     all_reduce_sum(ctx, buf);
     return std::make_unique<comm::DoneRequest>();
@@ -211,7 +209,7 @@ void MpiCommunicator::all_gather(const Context& ctx, const Tensor& in, Tensor& o
   FA_CHECK(out.numel() == in.numel() * size_, where(), ": all_gather: out ", out.describe(),
            " must hold ", size_, " x ", in.numel(), " elements");
   const int64_t bytes = static_cast<int64_t>(in.nbytes());
-  FA_CHECK(bytes <= comm::kMaxChunk, where(), ": all_gather: ", bytes,
+  FA_CHECK(bytes <= kMaxChunk, where(), ": all_gather: ", bytes,
            " bytes per rank exceed the MPI backend's limit of 2^31 - 1; gather in pieces");
   (void)ctx;
   drain();
@@ -226,8 +224,8 @@ void MpiCommunicator::broadcast_bytes(void* data, int64_t nbytes, int root) {
   FA_CHECK(root >= 0 && root < size_, where(), ": broadcast: root ", root, " out of range");
   drain();
   char* p = static_cast<char*>(data);
-  for (int64_t off = 0; off < nbytes; off += comm::kMaxChunk) {
-    const int count = static_cast<int>(std::min(comm::kMaxChunk, nbytes - off));
+  for (int64_t off = 0; off < nbytes; off += kMaxChunk) {
+    const int count = static_cast<int>(std::min(kMaxChunk, nbytes - off));
     fa_mpi_request* req = nullptr;
     rt_.check(rt_.api().fa_mpi_ibcast(comm_, p + off, count, root, &req), "MPI_Ibcast");
     rt_.wait(req, "broadcast");
@@ -259,4 +257,4 @@ std::vector<int64_t> MpiCommunicator::all_reduce_max(const std::vector<int64_t>&
   return out;
 }
 
-}  // namespace fastattn
+}  // namespace fastattn::comm

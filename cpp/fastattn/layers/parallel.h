@@ -14,8 +14,8 @@ namespace fastattn::layers {
 // y = all_reduce_sum(x @ w^T) through kernels::linear tiles (no bias: a row-parallel bias is
 // added once, after the reduction), tiled as comm/tiled_all_reduce.h's plan_tiles(comm, rows,
 // cols of y, cols of x) says.
-void linear_all_reduce(const Context& ctx, Communicator& comm, const Tensor& x, const Tensor& w,
-                       Tensor& y);
+void linear_all_reduce(const Context& ctx, comm::Communicator& comm, const Tensor& x,
+                       const Tensor& w, Tensor& y);
 
 // partial [T, H] (contiguous): summed over ranks in place.
 void all_reduce_sum(const Context& ctx, Tensor& partial);

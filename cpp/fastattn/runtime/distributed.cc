@@ -31,8 +31,8 @@ TensorParallel::TensorParallel(const models::ModelConfig& cfg, Device device,
   if (li.world_size == 1 && tp == 1) return;  // `mpirun -n 1`: nothing to share
 
   try {
-    mpi_ = std::make_unique<MpiCommunicator>();
-  } catch (const CommError& e) {
+    mpi_ = std::make_unique<comm::MpiCommunicator>();
+  } catch (const comm::CommError& e) {
     if (li.world_size > 0 && li.world_size != tp) {
       FA_THROW_AS(InvalidArgument, cfg.file, ": tp_size = ", tp, " but ", li.source, " says ",
                   li.world_size, " processes were started: run ", launch_hint(tp),
@@ -63,7 +63,7 @@ TensorParallel::TensorParallel(const models::ModelConfig& cfg, Device device,
   }
   if (device.type == DeviceType::kCUDA) {
     run_on_all_ranks("creating the NCCL communicator",
-                     [&] { gpu_comm_ = create_communicator("nccl", device); });
+                     [&] { gpu_comm_ = comm::create_communicator("nccl", device); });
     comm_ = gpu_comm_.get();
   } else {
     comm_ = mpi_.get();
@@ -85,7 +85,7 @@ void TensorParallel::fail_everywhere(const std::string& message, bool invalid_ar
   mpi_.reset();
   if (comm::MpiRuntime* rt = comm::MpiRuntime::if_started()) rt->finalize();
   if (invalid_argument) throw InvalidArgument(message);
-  throw CommError(message);
+  throw comm::CommError(message);
 }
 
 void TensorParallel::run_on_all_ranks(const char* what, const std::function<void()>& step) {

@@ -45,7 +45,7 @@ class TensorParallel {
   int rank() const { return rank_; }
   int world_size() const { return world_size_; }
   // The model's communicator; null for one rank (Context::comm).
-  Communicator* comm() const { return comm_; }
+  comm::Communicator* comm() const { return comm_; }
 
   // Runs step() on every rank; if it throws on any rank, every rank throws (see above).
   void run_on_all_ranks(const char* what, const std::function<void()>& step);
@@ -62,9 +62,9 @@ class TensorParallel {
 
   int rank_ = 0;
   int world_size_ = 1;
-  std::unique_ptr<MpiCommunicator> mpi_;    // host-side agreement (and the CPU backend)
-  std::unique_ptr<Communicator> gpu_comm_;  // NCCL, for CUDA devices
-  Communicator* comm_ = nullptr;
+  std::unique_ptr<comm::MpiCommunicator> mpi_;    // host-side agreement (and the CPU backend)
+  std::unique_ptr<comm::Communicator> gpu_comm_;  // NCCL, for CUDA devices
+  comm::Communicator* comm_ = nullptr;
 };
 
 // FNV-1a over the values a call depends on (for TensorParallel::check_same_on_all_ranks).

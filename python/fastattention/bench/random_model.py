@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 
-from fastattention.export import hf as hfmap
+from fastattention.export import hf_config as hfmap
 from fastattention.export.format import write_tensor
 
 

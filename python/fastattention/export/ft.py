@@ -70,7 +70,7 @@ import numpy as np
 
 from fastattention.export import tokenizer_files
 from fastattention.export import tp as tpsplit
-from fastattention.export.convert import _check_dtype, _Exporter, check_out_dir, write_model
+from fastattention.export.model_writer import Exporter, check_dtype, check_out_dir, write_model
 from fastattention.export.format import bfloat16_bits_to_float32
 
 CONFIG_FILE = "config.ini"
@@ -421,7 +421,7 @@ class FtTensors:
         return array
 
 
-class _FtExporter(_Exporter):
+class _FtExporter(Exporter):
     """The Hugging Face exporter's writer, dtype conversion and tp split, over a GPT-style graph:
     LayerNorm with bias, fused QKV with bias, plain GeLU FFN with biases."""
 
@@ -489,7 +489,7 @@ def export_ft(ft_dir, out_dir, tp=1, dtype="float16", progress=True,
     an unsupported family) raises ValueError naming the file.
     """
     ft_dir, out_dir = os.fspath(ft_dir), os.fspath(out_dir)
-    _check_dtype(dtype)
+    check_dtype(dtype)
     tpsplit.check_tp_value(tp)
     tp = int(tp)
     check_out_dir(ft_dir, out_dir, tp)

@@ -21,9 +21,9 @@ import os
 
 import numpy as np
 
-from fastattention.export import hf as hfmap
+from fastattention.export import hf_config as hfmap
 from fastattention.export import tp as tpsplit
-from fastattention.export.convert import _check_dtype, _Exporter, write_model
+from fastattention.export.model_writer import Exporter, check_dtype, write_model
 
 SUPPORTED_ARCHITECTURES = ("llama", "qwen2")  # llama.cpp writes Mistral models as llama
 SUPPORTED_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q5_K", "Q6_K")
@@ -148,7 +148,7 @@ def hf_like_config(meta: GgufMetadata, tensors: dict, vocab_size: int) -> dict:
 
 class GgufCheckpoint:
     """The tensors of a GGUF file by Hugging Face name, de-quantised to float32 (the reader
-    interface _Exporter uses; hf_dir is the file, for error messages)."""
+    interface Exporter uses; hf_dir is the file, for error messages)."""
 
     def __init__(self, reader, path: str, permute_qk: bool, num_heads: int, num_kv_heads: int):
         self.hf_dir = path
@@ -254,7 +254,7 @@ def export_gguf(gguf_path, out_dir, tp=1, dtype="float16", progress=True) -> dic
     from fastattention.export.gguf_tokenizer import tokenizer_files_from_gguf
 
     gguf_path, out_dir = os.fspath(gguf_path), os.fspath(out_dir)
-    _check_dtype(dtype)
+    check_dtype(dtype)
     tpsplit.check_tp_value(tp)
     tp = int(tp)
     reader = _open(gguf_path)
@@ -274,4 +274,4 @@ def export_gguf(gguf_path, out_dir, tp=1, dtype="float16", progress=True) -> dic
                           num_heads=cfg["num_heads"], num_kv_heads=cfg["num_kv_heads"])
     _check_tensors(ckpt, cfg)
     files = tokenizer_files_from_gguf(meta, vocab_size)
-    return write_model(_Exporter(ckpt, cfg, out_dir), progress, files)
+    return write_model(Exporter(ckpt, cfg, out_dir), progress, files)

@@ -1,7 +1,7 @@
 """The tokenizer files an export puts next to config.json (docs/FORMAT.md, "Tokenizer").
 
 read_tokenizer_files(src_dir, vocab_size) reads and checks a checkpoint's tokenizer before
-anything is written; write_model (convert.py) writes the files just before config.json.
+anything is written; write_model (model_writer.py) writes the files just before config.json.
 """
 from __future__ import annotations
 

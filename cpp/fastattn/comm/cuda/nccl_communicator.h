@@ -16,7 +16,7 @@
 
 #include "fastattn/comm/communicator.h"
 
-namespace fastattn {
+namespace fastattn::comm {
 
 // True when this build has NCCL.
 bool nccl_built();
@@ -29,4 +29,4 @@ std::unique_ptr<Communicator> create_nccl_communicator(int device);
 void cuda_copy_2d(const Context& ctx, void* dst, size_t dpitch, const void* src, size_t spitch,
                   size_t width, int64_t rows);
 
-}  // namespace fastattn
+}  // namespace fastattn::comm

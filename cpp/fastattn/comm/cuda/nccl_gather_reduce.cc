@@ -7,7 +7,7 @@
 #include "fastattn/core/error.h"
 #include "fastattn/core/cuda/cuda_check.h"
 
-namespace fastattn {
+namespace fastattn::comm {
 
 namespace {
 constexpr size_t kGranularity = size_t{2} << 20;  // window slots in whole 2 MiB
@@ -66,8 +66,8 @@ void NcclGatherReduce::all_reduce(void* buf, int64_t numel, DType dtype, cudaStr
   // The all-gather moves bytes; the slot sum reads them back as `dtype`.
   check_(ncclAllGather(send, slots, bytes, ncclInt8, comm_, stream),
          "ncclAllGather (gather all-reduce)");
-  comm::cuda::launch_slot_sum(slots, buf, numel, size_, dtype, stream);
+  cuda::launch_slot_sum(slots, buf, numel, size_, dtype, stream);
 }
 
-}  // namespace fastattn
+}  // namespace fastattn::comm
 #endif  // FASTATTN_WITH_NCCL

@@ -22,7 +22,7 @@
 
 #define FASTATTN_HAS_NCCL_GATHER_REDUCE (NCCL_VERSION_CODE >= NCCL_VERSION(2, 28, 0))
 
-namespace fastattn {
+namespace fastattn::comm {
 
 class NcclGatherReduce {
  public:
@@ -53,5 +53,5 @@ class NcclGatherReduce {
 #endif
 };
 
-}  // namespace fastattn
+}  // namespace fastattn::comm
 #endif  // FASTATTN_WITH_NCCL

@@ -11,9 +11,9 @@
 #include "fastattn/kernels/attention/attention_dispatch.h"
 #include "fastattn/kernels/cpu/fmha_cpu.h"
 #if defined(FASTATTN_WITH_CUDA)
-#include "fastattn/kernels/cuda/attention_device_cuda.h"
-#include "fastattn/kernels/cuda/decode_cuda.h"
-#include "fastattn/kernels/cuda/fmha_cuda.h"
+#include "fastattn/kernels/cuda/attention/attention_device_cuda.h"
+#include "fastattn/kernels/cuda/attention/decode/decode_cuda.h"
+#include "fastattn/kernels/cuda/attention/fmha/fmha_cuda.h"
 #endif
 
 namespace fastattn::kernels {

@@ -13,12 +13,9 @@
 #include <cmath>
 
 #include "fastattn/kernels/activation.h"
+#include "fastattn/kernels/cpu/activation_cpu.h"
 #include "fastattn/kernels/cpu/cpu_util.h"
 #include "fastattn/kernels/cpu/vec_math.h"
-
-#if defined(FASTATTN_WITH_CUDA)
-#include "fastattn/kernels/cuda/activation_cuda.h"
-#endif
 
 namespace fastattn::kernels {
 namespace {
@@ -161,10 +158,7 @@ void for_each_gated_row(const Context& ctx, const Tensor& gate_up, Tensor& out, 
 
 }  // namespace
 
-void swiglu(const Context& ctx, const Tensor& gate_up, Tensor& out) {
-#if defined(FASTATTN_WITH_CUDA)
-  if (gate_up.device().type == DeviceType::kCUDA) return cuda::swiglu_cuda(ctx, gate_up, out);
-#endif
+void cpu::swiglu_cpu(const Context& ctx, const Tensor& gate_up, Tensor& out) {
   for_each_gated_row(ctx, gate_up, out, [](const float* g, const float* u, float* o, int64_t I) {
     int64_t i = 0;
 #if defined(__AVX512F__)
@@ -178,10 +172,7 @@ void swiglu(const Context& ctx, const Tensor& gate_up, Tensor& out) {
   });
 }
 
-void geglu(const Context& ctx, const Tensor& gate_up, Tensor& out, GeluApprox approx) {
-#if defined(FASTATTN_WITH_CUDA)
-  if (gate_up.device().type == DeviceType::kCUDA) return cuda::geglu_cuda(ctx, gate_up, out, approx);
-#endif
+void cpu::geglu_cpu(const Context& ctx, const Tensor& gate_up, Tensor& out, GeluApprox approx) {
   for_each_gated_row(ctx, gate_up, out,
                      [approx](const float* g, const float* u, float* o, int64_t I) {
     // gelu(gate) into the output row (L1-resident), then the product with up.
@@ -194,10 +185,7 @@ void geglu(const Context& ctx, const Tensor& gate_up, Tensor& out, GeluApprox ap
   });
 }
 
-void gelu(const Context& ctx, const Tensor& x, Tensor& out, GeluApprox approx) {
-#if defined(FASTATTN_WITH_CUDA)
-  if (x.device().type == DeviceType::kCUDA) return cuda::gelu_cuda(ctx, x, out, approx);
-#endif
+void cpu::gelu_cpu(const Context& ctx, const Tensor& x, Tensor& out, GeluApprox approx) {
   check_f32(x, "x");
   check_f32(out, "out");
   check_shape(out, "out", x.shape());
@@ -216,10 +204,7 @@ void gelu(const Context& ctx, const Tensor& x, Tensor& out, GeluApprox approx) {
   }
 }
 
-void add(const Context& ctx, const Tensor& a, const Tensor& b, Tensor& out) {
-#if defined(FASTATTN_WITH_CUDA)
-  if (a.device().type == DeviceType::kCUDA) return cuda::add_cuda(ctx, a, b, out);
-#endif
+void cpu::add_cpu(const Context& ctx, const Tensor& a, const Tensor& b, Tensor& out) {
   check_f32(a, "a");
   check_f32(b, "b");
   check_f32(out, "out");

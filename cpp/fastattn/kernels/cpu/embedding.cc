@@ -2,11 +2,8 @@
 #include <cstring>
 
 #include "fastattn/kernels/cpu/cpu_util.h"
+#include "fastattn/kernels/cpu/embedding_cpu.h"
 #include "fastattn/kernels/embedding.h"
-
-#if defined(FASTATTN_WITH_CUDA)
-#include "fastattn/kernels/cuda/embedding_cuda.h"
-#endif
 
 namespace fastattn::kernels {
 namespace {
@@ -51,13 +48,8 @@ void check_embedding_inputs(const Tensor& ids, const Tensor& table) {
   check_last_dim_contiguous(table, "table");
 }
 
-void embedding_lookup(const Context& ctx, const Tensor& ids, const Tensor& table, Tensor& out,
-                      int64_t vocab_start, bool vocab_parallel) {
-#if defined(FASTATTN_WITH_CUDA)
-  if (ids.device().type == DeviceType::kCUDA) {
-    return cuda::embedding_lookup_cuda(ctx, ids, table, out, vocab_start, vocab_parallel);
-  }
-#endif
+void cpu::embedding_lookup_cpu(const Context& ctx, const Tensor& ids, const Tensor& table,
+                               Tensor& out, int64_t vocab_start, bool vocab_parallel) {
   check_cpu(ids, "ids");
   check_cpu(table, "table");
   check_cpu(out, "out");

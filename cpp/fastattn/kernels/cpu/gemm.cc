@@ -6,12 +6,9 @@
 #include <vector>
 
 #include "fastattn/kernels/cpu/cpu_util.h"
+#include "fastattn/kernels/cpu/gemm_cpu.h"
 #include "fastattn/kernels/cpu/linear_impl.h"
 #include "fastattn/kernels/gemm.h"
-
-#if defined(FASTATTN_WITH_CUDA)
-#include "fastattn/kernels/cuda/linear_cuda.h"
-#endif
 
 namespace fastattn::kernels {
 namespace cpu {
@@ -71,10 +68,8 @@ void gemm_blas(const LinearArgs& a, int num_threads) {
 
 }  // namespace cpu
 
-void linear(const Context& ctx, const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y) {
-#if defined(FASTATTN_WITH_CUDA)
-  if (x.device().type == DeviceType::kCUDA) return cuda::linear_cuda(ctx, x, w, bias, y);
-#endif
+void cpu::linear_cpu(const Context& ctx, const Tensor& x, const Tensor& w, const Tensor& bias,
+                     Tensor& y) {
   check_cpu(x, "x");
   check_cpu(w, "w");
   check_cpu(y, "y");
@@ -130,10 +125,7 @@ void linear(const Context& ctx, const Tensor& x, const Tensor& w, const Tensor& 
   if (bias.defined()) cpu::add_bias_rows(ctx, bias, yp, ldy, M, N);
 }
 
-void add_bias(const Context& ctx, const Tensor& bias, Tensor& y) {
-#if defined(FASTATTN_WITH_CUDA)
-  if (y.device().type == DeviceType::kCUDA) return cuda::add_bias_cuda(ctx, bias, y);
-#endif
+void cpu::add_bias_cpu(const Context& ctx, const Tensor& bias, Tensor& y) {
   check_cpu(y, "y");
   check_dtype(y, "y", DType::kFloat32);
   check_dim(y, "y", 2);

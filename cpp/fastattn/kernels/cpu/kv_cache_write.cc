@@ -5,10 +5,8 @@
 #include <vector>
 
 #include "fastattn/kernels/cpu/cpu_util.h"
+#include "fastattn/kernels/cpu/kv_cache_write_cpu.h"
 #include "fastattn/kernels/kv_cache_write.h"
-#if defined(FASTATTN_WITH_CUDA)
-#include "fastattn/kernels/cuda/rope_kv_cuda.h"
-#endif
 
 namespace fastattn::kernels {
 namespace {
@@ -110,30 +108,17 @@ void check_write_args(const Tensor& k_new, const char* k_name, const Tensor& v_n
 
 }  // namespace
 
-void kv_cache_write(const Context& ctx, const Tensor& k_new, const Tensor& v_new, Tensor& k_cache,
-                    Tensor& v_cache, const Tensor& slot_mapping) {
-#if defined(FASTATTN_WITH_CUDA)
-  if (!k_new.device().is_cpu_addressable()) {
-    cuda::kv_cache_write_cuda(ctx, k_new, v_new, k_cache, v_cache, slot_mapping);
-    return;
-  }
-#endif
+void cpu::kv_cache_write_cpu(const Context& ctx, const Tensor& k_new, const Tensor& v_new,
+                             Tensor& k_cache, Tensor& v_cache, const Tensor& slot_mapping) {
   check_write_args(k_new, "k_new", v_new, "v_new", k_cache, v_cache, slot_mapping);
   const int32_t* slots = slot_mapping.data_as<const int32_t>();
   write_one(ctx, k_new, k_cache, slots, k_cache.size(1));
   write_one(ctx, v_new, v_cache, slots, k_cache.size(1));
 }
 
-void rope_kv_cache_write(const Context& ctx, const RopeParams& p, Tensor& q, Tensor& k,
-                         const Tensor& v, const Tensor& positions, Tensor& k_cache,
-                         Tensor& v_cache, const Tensor& slot_mapping, int64_t seq_len) {
-#if defined(FASTATTN_WITH_CUDA)
-  if (!q.device().is_cpu_addressable()) {
-    cuda::rope_kv_cache_write_cuda(ctx, p, q, k, v, positions, k_cache, v_cache, slot_mapping,
-                                   seq_len);
-    return;
-  }
-#endif
+void cpu::rope_kv_cache_write_cpu(const Context& ctx, const RopeParams& p, Tensor& q, Tensor& k,
+                                  const Tensor& v, const Tensor& positions, Tensor& k_cache,
+                                  Tensor& v_cache, const Tensor& slot_mapping, int64_t seq_len) {
   // Nothing is written before every argument is checked: the write's here, k's rope rules and
   // its agreement with q here too, then q's, positions' and the params' by the first apply_rope
   // (which checks them all before rotating).

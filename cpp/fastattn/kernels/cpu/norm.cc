@@ -5,11 +5,8 @@
 #include <vector>
 
 #include "fastattn/kernels/cpu/cpu_util.h"
+#include "fastattn/kernels/cpu/norm_cpu.h"
 #include "fastattn/kernels/norm.h"
-
-#if defined(FASTATTN_WITH_CUDA)
-#include "fastattn/kernels/cuda/norm_cuda.h"
-#endif
 
 namespace fastattn::kernels {
 namespace {
@@ -88,11 +85,8 @@ void norm_row(const NormParams& p, const NormWeights& nw, const float* in, float
 
 }  // namespace
 
-void norm(const Context& ctx, const NormParams& p, const Tensor& x, const Tensor& weight,
-          const Tensor& bias, Tensor& out) {
-#if defined(FASTATTN_WITH_CUDA)
-  if (x.device().type == DeviceType::kCUDA) return cuda::norm_cuda(ctx, p, x, weight, bias, out);
-#endif
+void cpu::norm_cpu(const Context& ctx, const NormParams& p, const Tensor& x, const Tensor& weight,
+                   const Tensor& bias, Tensor& out) {
   check_activation(x, "x");
   check_activation(out, "out");
   const int64_t T = x.size(0), H = x.size(1);
@@ -106,13 +100,8 @@ void norm(const Context& ctx, const NormParams& p, const Tensor& x, const Tensor
   for (int64_t t = 0; t < T; ++t) norm_row(p, nw, xp + t * ldx, op + t * ldo, H);
 }
 
-void add_norm(const Context& ctx, const NormParams& p, Tensor& residual, const Tensor& x,
-              const Tensor& weight, const Tensor& bias, Tensor& out) {
-#if defined(FASTATTN_WITH_CUDA)
-  if (residual.device().type == DeviceType::kCUDA) {
-    return cuda::add_norm_cuda(ctx, p, residual, x, weight, bias, out);
-  }
-#endif
+void cpu::add_norm_cpu(const Context& ctx, const NormParams& p, Tensor& residual, const Tensor& x,
+                       const Tensor& weight, const Tensor& bias, Tensor& out) {
   check_activation(residual, "residual");
   check_activation(x, "x");
   check_activation(out, "out");

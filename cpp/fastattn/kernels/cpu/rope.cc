@@ -15,10 +15,8 @@
 #include <vector>
 
 #include "fastattn/kernels/cpu/cpu_util.h"
+#include "fastattn/kernels/cpu/rope_cpu.h"
 #include "fastattn/kernels/rope.h"
-#if defined(FASTATTN_WITH_CUDA)
-#include "fastattn/kernels/cuda/rope_kv_cuda.h"
-#endif
 
 namespace fastattn::kernels {
 namespace {
@@ -158,14 +156,8 @@ std::vector<float> rope_inv_freq(const RopeParams& p, int head_dim, int64_t seq_
   FA_THROW_AS(InvalidArgument, "rope: unknown scaling type ", static_cast<int>(p.scaling));
 }
 
-void apply_rope(const Context& ctx, const RopeParams& p, Tensor& x, const Tensor& positions,
-                int64_t seq_len) {
-#if defined(FASTATTN_WITH_CUDA)
-  if (!x.device().is_cpu_addressable()) {
-    cuda::apply_rope_cuda(ctx, p, x, positions, seq_len);
-    return;
-  }
-#endif
+void cpu::apply_rope_cpu(const Context& ctx, const RopeParams& p, Tensor& x,
+                         const Tensor& positions, int64_t seq_len) {
   check_cpu(x, "x");
   check_cpu(positions, "positions");
   check_dtype(x, "x", DType::kFloat32);

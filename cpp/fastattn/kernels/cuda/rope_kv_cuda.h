@@ -1,5 +1,5 @@
 // CUDA entry points of apply_rope, kv_cache_write and rope_kv_cache_write (internal: called by
-// the public functions in kernels/cpu/rope.cc and kv_cache_write.cc when the tensors are on a GPU).
+// the entry points in kernels/rope.cc and kernels/kv_cache_write.cc when the tensors are on a GPU).
 // Shapes, dtypes and devices are checked on the host; index values (positions, slots) are not.
 #pragma once
 

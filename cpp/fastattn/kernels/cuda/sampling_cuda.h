@@ -1,4 +1,4 @@
-// CUDA entry point of sample() (internal: called by kernels/cpu/sampling.cc once it has checked
+// CUDA entry point of sample() (internal: called by kernels/sampling.cc once it has checked
 // shapes, dtypes, devices and every row's parameters).
 #pragma once
 

@@ -5,7 +5,7 @@
 
 #include "fastattn/core/copy.h"
 #include "fastattn/core/error.h"
-#include "fastattn/kernels/cuda/decode_cuda.h"
+#include "fastattn/kernels/cuda/attention/decode/decode_cuda.h"
 #include "fastattn/kernels/sampling.h"
 #include "fastattn/runtime/decode_graphs.h"
 

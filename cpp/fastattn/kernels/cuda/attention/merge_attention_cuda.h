@@ -1,4 +1,5 @@
-// CUDA side of kernels/attention/merge.h (shapes checked by the caller).
+// CUDA side of kernels/attention/merge.h (shapes checked by the caller,
+// kernels/attention/merge_attention.cc).
 #pragma once
 
 #include "fastattn/core/context.h"

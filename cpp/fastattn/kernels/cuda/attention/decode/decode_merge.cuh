@@ -7,9 +7,9 @@
 // with no visible key at all gets a zero output and lse = -inf.
 #pragma once
 
-#include "fastattn/kernels/cuda/decode_common.cuh"
-#include "fastattn/kernels/cuda/decode_params.h"
-#include "fastattn/kernels/cuda/fmha_common.cuh"
+#include "fastattn/kernels/cuda/attention/decode/decode_common.cuh"
+#include "fastattn/kernels/cuda/attention/decode/decode_params.h"
+#include "fastattn/kernels/cuda/attention/fmha_common.cuh"
 
 namespace fastattn::kernels::cuda::decode {
 

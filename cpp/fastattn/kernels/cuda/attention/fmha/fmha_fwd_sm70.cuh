@@ -43,8 +43,8 @@
 
 #include <cstdint>
 
-#include "fastattn/kernels/cuda/fmha_common.cuh"
-#include "fastattn/kernels/cuda/fmha_device_params.h"
+#include "fastattn/kernels/cuda/attention/fmha_common.cuh"
+#include "fastattn/kernels/cuda/attention/fmha_device_params.h"
 #include "fastattn/kernels/cuda/mma_m16n8.cuh"
 
 namespace fastattn::kernels::cuda {

@@ -24,8 +24,8 @@
 #include <cmath>
 #include <type_traits>
 
-#include "fastattn/kernels/cuda/fmha_common.cuh"
-#include "fastattn/kernels/cuda/fmha_device_params.h"
+#include "fastattn/kernels/cuda/attention/fmha_common.cuh"
+#include "fastattn/kernels/cuda/attention/fmha_device_params.h"
 #include "fastattn/kernels/cuda/mma_m16n8.cuh"
 
 namespace fastattn::kernels::cuda {

@@ -7,8 +7,8 @@
 #pragma once
 
 #include "fastattn/core/cuda/cuda_check.h"
-#include "fastattn/kernels/cuda/fmha_fwd_sm70.cuh"
-#include "fastattn/kernels/cuda/fmha_launch.h"
+#include "fastattn/kernels/cuda/attention/fmha/fmha_fwd_sm70.cuh"
+#include "fastattn/kernels/cuda/attention/fmha/fmha_launch.h"
 
 namespace fastattn::kernels::cuda {
 

@@ -3,8 +3,8 @@
 // registers (the sm_70 / sm_75 path). Used by decode_kernel.cuh.
 #pragma once
 
-#include "fastattn/kernels/cuda/decode_common.cuh"
-#include "fastattn/kernels/cuda/decode_params.h"
+#include "fastattn/kernels/cuda/attention/decode/decode_common.cuh"
+#include "fastattn/kernels/cuda/attention/decode/decode_params.h"
 #include "fastattn/kernels/cuda/mma_m16n8.cuh"
 
 namespace fastattn::kernels::cuda::decode {

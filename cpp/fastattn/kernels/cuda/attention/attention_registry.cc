@@ -1,10 +1,10 @@
 // Lookups in the generated attention registry, and the AttentionDevice of a GPU built from it.
-#include "fastattn/kernels/cuda/attention_registry.h"
+#include "fastattn/kernels/cuda/attention/attention_registry.h"
 
 #include <cstdlib>
 
 #include "fastattn/core/error.h"
-#include "fastattn/kernels/cuda/attention_device_cuda.h"
+#include "fastattn/kernels/cuda/attention/attention_device_cuda.h"
 #include "fastattn/kernels/cuda/device_props.h"
 
 namespace fastattn::kernels::cuda {

@@ -1,7 +1,7 @@
 // Host side of the split-KV decode kernels: picks the row tile and the split count, takes
 // scratch for the partials and launches the split and merge kernels. The arguments were checked
 // by fmha.cc and the kernel (copy path) chosen by attention_dispatch.cc.
-#include "fastattn/kernels/cuda/decode_cuda.h"
+#include "fastattn/kernels/cuda/attention/decode/decode_cuda.h"
 
 #include <cuda_runtime.h>
 
@@ -17,11 +17,11 @@
 #include "fastattn/core/cuda/device_guard.h"
 #include "fastattn/kernels/attention/fmha_softmax.h"
 #include "fastattn/core/cuda/cuda_check.h"
-#include "fastattn/kernels/cuda/attention_device_cuda.h"
-#include "fastattn/kernels/cuda/attention_registry.h"
+#include "fastattn/kernels/cuda/attention/attention_device_cuda.h"
+#include "fastattn/kernels/cuda/attention/attention_registry.h"
 #include "fastattn/kernels/cuda/device_props.h"
-#include "fastattn/kernels/cuda/decode_launch.h"
-#include "fastattn/kernels/cuda/decode_params.h"
+#include "fastattn/kernels/cuda/attention/decode/decode_launch.h"
+#include "fastattn/kernels/cuda/attention/decode/decode_params.h"
 
 namespace fastattn::kernels::cuda {
 namespace {

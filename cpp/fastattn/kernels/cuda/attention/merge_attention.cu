@@ -6,7 +6,7 @@
 #include "fastattn/core/error.h"
 #include "fastattn/core/cuda/cuda_check.h"
 #include "fastattn/core/cuda/dtype_vec.cuh"
-#include "fastattn/kernels/cuda/merge_attention_cuda.h"
+#include "fastattn/kernels/cuda/attention/merge_attention_cuda.h"
 
 namespace fastattn::kernels::cuda {
 namespace {

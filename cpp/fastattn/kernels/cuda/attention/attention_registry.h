@@ -9,8 +9,8 @@
 
 #include "fastattn/core/dtype.h"
 #include "fastattn/kernels/attention/attention_dispatch.h"
-#include "fastattn/kernels/cuda/decode_launch.h"
-#include "fastattn/kernels/cuda/fmha_device_params.h"
+#include "fastattn/kernels/cuda/attention/decode/decode_launch.h"
+#include "fastattn/kernels/cuda/attention/fmha_device_params.h"
 
 namespace fastattn::kernels::cuda {
 

@@ -6,10 +6,10 @@
 
 #include "fastattn/core/cuda/device_guard.h"
 #include "fastattn/kernels/attention/fmha_softmax.h"
-#include "fastattn/kernels/cuda/attention_registry.h"
-#include "fastattn/kernels/cuda/decode_cuda.h"
+#include "fastattn/kernels/cuda/attention/attention_registry.h"
+#include "fastattn/kernels/cuda/attention/decode/decode_cuda.h"
 #include "fastattn/kernels/cuda/device_props.h"
-#include "fastattn/kernels/cuda/fmha_cuda.h"
+#include "fastattn/kernels/cuda/attention/fmha/fmha_cuda.h"
 
 namespace fastattn::kernels::cuda {
 

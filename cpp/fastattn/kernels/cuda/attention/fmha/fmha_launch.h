@@ -4,7 +4,7 @@
 
 #include <cuda_runtime.h>
 
-#include "fastattn/kernels/cuda/fmha_device_params.h"
+#include "fastattn/kernels/cuda/attention/fmha_device_params.h"
 
 namespace fastattn::kernels::cuda {
 

@@ -1,6 +1,6 @@
 // The split-merge kernel instances (decode_merge.cuh), one per dtype.
-#include "fastattn/kernels/cuda/decode_launch.h"
-#include "fastattn/kernels/cuda/decode_merge.cuh"
+#include "fastattn/kernels/cuda/attention/decode/decode_launch.h"
+#include "fastattn/kernels/cuda/attention/decode/decode_merge.cuh"
 
 namespace fastattn::kernels::cuda {
 

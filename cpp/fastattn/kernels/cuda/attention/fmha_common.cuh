@@ -7,7 +7,7 @@
 #include <cmath>
 
 #include "fastattn/kernels/attention/softmax_params.h"
-#include "fastattn/kernels/cuda/fmha_device_params.h"
+#include "fastattn/kernels/cuda/attention/fmha_device_params.h"
 
 namespace fastattn::kernels::cuda {
 

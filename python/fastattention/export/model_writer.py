@@ -1,4 +1,6 @@
-"""Hugging Face checkpoint directory -> FastAttention model directory (docs/FORMAT.md)."""
+"""The model writer the exporters share (Hugging Face, FasterTransformer, GGUF): Exporter reads each
+source tensor once, converts and splits it over the ranks and writes it (docs/FORMAT.md);
+write_model runs its plan and writes config.json last."""
 from __future__ import annotations
 
 import json
@@ -6,7 +8,7 @@ import os
 
 import numpy as np
 
-from fastattention.export import hf as hfmap
+from fastattention.export import hf_config as hfmap
 from fastattention.export import tokenizer_files
 from fastattention.export import tp as tpsplit
 from fastattention.export.checkpoint import Checkpoint
@@ -14,15 +16,16 @@ from fastattention.export.format import (FLOAT_DTYPES, bfloat16_bits_to_float32,
                                         write_tensor)
 
 
-def _check_dtype(dtype) -> None:
+def check_dtype(dtype) -> None:
     if dtype not in FLOAT_DTYPES:
         raise ValueError(f"--dtype '{dtype}' is not supported; choose one of "
                          f"{', '.join(FLOAT_DTYPES)}")
 
 
-class _Exporter:
+class Exporter:
     """Reads each source tensor once, converts it to the target dtype, splits it over the ranks
-    and writes rank{r}/NAME.fat."""
+    and writes rank{r}/NAME.fat. Its plan (tasks) names tensors as Hugging Face does; the GGUF
+    export maps its names to those, the FasterTransformer export overrides the plan."""
 
     def __init__(self, ckpt: Checkpoint, cfg: dict, out_dir: str):
         self.ckpt = ckpt
@@ -128,32 +131,7 @@ def check_out_dir(src_dir: str, out_dir: str, tp: int) -> None:
                              f"the export writes to; choose another out_dir")
 
 
-def export_hf(hf_dir, out_dir, tp=1, dtype="float16", progress=True) -> dict:
-    """Exports a Hugging Face checkpoint (llama / qwen2 / mistral) to the runtime format.
-
-    hf_dir: a directory with config.json and model.safetensors (or a sharded
-    model.safetensors.index.json, or pytorch_model.bin[.index.json] when torch is installed).
-    out_dir: created if needed; gets config.json and rank0 .. rank{tp-1}/*.fat, and the
-    tokenizer files (tokenizer.json, tokenizer_config.json, chat template) the checkpoint has,
-    checked against its vocab_size before anything is written. config.json is written last, so
-    an interrupted export leaves no config behind.
-    tp: tensor-parallel size. dtype: float32 | float16 | bfloat16 (round to nearest even).
-    Returns the written config dict. Bad input raises ValueError naming what is wrong.
-    """
-    hf_dir, out_dir = os.fspath(hf_dir), os.fspath(out_dir)
-    _check_dtype(dtype)
-    tpsplit.check_tp_value(tp)
-    tp = int(tp)
-    check_out_dir(hf_dir, out_dir, tp)
-    hf = hfmap.read_hf_config(hf_dir)
-    cfg = hfmap.runtime_config(hf, hf_dir, tp, dtype, hfmap.read_generation_config(hf_dir))
-    tpsplit.check_tp(tp, cfg["num_heads"], cfg["num_kv_heads"], cfg["intermediate_size"])
-    ckpt = Checkpoint(hf_dir)
-    tokenizer = tokenizer_files.read_tokenizer_files(hf_dir, cfg["vocab_size"])
-    return write_model(_Exporter(ckpt, cfg, out_dir), progress, tokenizer)
-
-
-def write_model(exporter: _Exporter, progress: bool = True, extra_files=None) -> dict:
+def write_model(exporter: Exporter, progress: bool = True, extra_files=None) -> dict:
     """Runs every task of `exporter` into its out_dir (rank{r}/NAME.fat), writes extra_files
     ({file name: text}, e.g. the tokenizer's), then writes its config as config.json, last and
     atomically, so a directory with a config.json is complete. Shared by the exporters (Hugging

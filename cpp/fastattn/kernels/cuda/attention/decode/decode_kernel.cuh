@@ -16,10 +16,10 @@
 // (merge_if_last) or, for launches with very many tiles, by the merge kernel (decode_merge.cuh).
 #pragma once
 
-#include "fastattn/kernels/cuda/decode_common.cuh"
-#include "fastattn/kernels/cuda/decode_params.h"
-#include "fastattn/kernels/cuda/decode_tile.cuh"
-#include "fastattn/kernels/cuda/fmha_common.cuh"
+#include "fastattn/kernels/cuda/attention/decode/decode_common.cuh"
+#include "fastattn/kernels/cuda/attention/decode/decode_params.h"
+#include "fastattn/kernels/cuda/attention/decode/decode_tile.cuh"
+#include "fastattn/kernels/cuda/attention/fmha_common.cuh"
 
 namespace fastattn::kernels::cuda::decode {
 

@@ -4,8 +4,8 @@
 // parallel and FASTATTN_CUDA_HEAD_DIMS narrows them.
 #pragma once
 
-#include "fastattn/kernels/cuda/decode_kernel.cuh"
-#include "fastattn/kernels/cuda/decode_launch.h"
+#include "fastattn/kernels/cuda/attention/decode/decode_kernel.cuh"
+#include "fastattn/kernels/cuda/attention/decode/decode_launch.h"
 
 namespace fastattn::kernels::cuda::decode {
 
