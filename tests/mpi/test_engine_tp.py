@@ -27,18 +27,28 @@ def write(tmp_path, tp: int):
     return path
 
 
-def test_engine_under_mpirun(mpi, tmp_path):
-    rng = random.Random(3)
-    requests = [([rng.randrange(3, 512) for _ in range(rng.randint(2, 30))],
-                 dict(max_new_tokens=rng.randint(3, 12), seed=i,
-                      temperature=[0.0, 0.9][i % 2])) for i in range(7)]
-    spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps(dict(requests=requests, cancel=3)))
+def random_requests(seed: int, n: int, prompt_len: tuple, new_tokens: tuple) -> list:
+    rng = random.Random(seed)
+    return [([rng.randrange(3, 512) for _ in range(rng.randint(*prompt_len))],
+             dict(max_new_tokens=rng.randint(*new_tokens), seed=i, temperature=[0.0, 0.9][i % 2]))
+            for i in range(n)]
+
+
+def run_engine(mpi, tmp_path, requests, **spec):
+    """The requests through the engine of a tp=2 model under mpirun -n 2 (mpi_worker.py's
+    'engine'): both ranks' results, and a tp=1 session of the same weights for reference."""
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(dict(requests=requests, **spec)))
     out = tmp_path / "out"
     out.mkdir()
-    mpi.run(2, "engine", write(tmp_path, 2), out, spec)
+    mpi.run(2, "engine", write(tmp_path, 2), out, spec_file)
     r0, r1 = (json.loads((out / f"engine{r}.json").read_text()) for r in (0, 1))
-    ref = Session(write(tmp_path, 1), num_threads=1)
+    return r0, r1, Session(write(tmp_path, 1), num_threads=1)
+
+
+def test_engine_under_mpirun(mpi, tmp_path):
+    requests = random_requests(3, 7, prompt_len=(2, 30), new_tokens=(3, 12))
+    r0, r1, ref = run_engine(mpi, tmp_path, requests, cancel=3)
     for i, (prompt, kw) in enumerate(requests):
         alone = ref.generate([prompt], **kw)[0]
         if i == 3:
@@ -55,17 +65,8 @@ def test_engine_under_mpirun(mpi, tmp_path):
 def test_engine_preempts_in_lock_step_under_mpirun(mpi, tmp_path):
     # A pool of 6 blocks for 4 running requests growing to 3-4 blocks each: the ranks preempt
     # and resume the same requests at the same steps (each its own KV shard).
-    rng = random.Random(8)
-    requests = [([rng.randrange(3, 512) for _ in range(rng.randint(8, 20))],
-                 dict(max_new_tokens=rng.randint(30, 40), seed=i,
-                      temperature=[0.0, 0.9][i % 2])) for i in range(5)]
-    spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps(dict(requests=requests, max_cache_tokens=96)))
-    out = tmp_path / "out"
-    out.mkdir()
-    mpi.run(2, "engine", write(tmp_path, 2), out, spec)
-    r0, r1 = (json.loads((out / f"engine{r}.json").read_text()) for r in (0, 1))
-    ref = Session(write(tmp_path, 1), num_threads=1)
+    requests = random_requests(8, 5, prompt_len=(8, 20), new_tokens=(30, 40))
+    r0, r1, ref = run_engine(mpi, tmp_path, requests, max_cache_tokens=96)
     for i, (prompt, kw) in enumerate(requests):
         assert r0["tokens"][i] == ref.generate([prompt], **kw)[0], i
     assert r0["stats"]["preemptions"] > 0

@@ -8,30 +8,9 @@ from __future__ import annotations
 import random
 
 import pytest
-import text_helpers as h
+from engine_model import VOCAB, reference, session, weights  # noqa: F401 (fixtures)
 
-from fastattention import random_weights
 from fastattention.engine import Engine
-from fastattention.session import Session
-
-VOCAB = 300
-
-
-@pytest.fixture(scope="module")
-def weights():
-    cfg = h.tiny_config(VOCAB)
-    return cfg, random_weights.shard_tensors(cfg, 0, seed=3)
-
-
-def session(weights, **options) -> Session:
-    cfg, w = weights
-    options.setdefault("max_batch", 6)
-    return Session.from_memory(cfg, w, num_threads=1, **options)
-
-
-@pytest.fixture(scope="module")
-def reference(weights):
-    return session(weights)
 
 
 def random_requests(n: int, seed: int, max_prompt: int = 70, max_new: int = 20):

@@ -12,9 +12,9 @@ void DecoderLayer::forward(const Context& ctx, const ForwardBatch& batch, Tensor
   const std::vector<int64_t> shape = hidden.shape();
   // Same shape as in the previous layer of this forward: resize keeps the buffer, so a normed
   // input the previous layer wrote (link.input_normed) is still there.
-  FA_CHECK(!link.input_normed || (scratch.normed.view().shape() == shape &&
-                                  scratch.normed.view().dtype() == hidden.dtype()),
-           "decoder layer: the linked normed input has another shape than hidden");
+  FA_ASSERT(!link.input_normed || (scratch.normed.view().shape() == shape &&
+                                   scratch.normed.view().dtype() == hidden.dtype()),
+            "decoder layer: the linked normed input has another shape than hidden");
   scratch.normed.resize(hidden.dtype(), shape);
   scratch.branch_out.resize(hidden.dtype(), shape);
   Tensor& normed = scratch.normed.view();

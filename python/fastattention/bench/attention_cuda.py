@@ -12,30 +12,14 @@ shape prints '-'.
 from __future__ import annotations
 
 import math
-import statistics
-from typing import Callable, List, Optional
+from typing import List, Optional
+
+from fastattention.bench.cuda_timing import median_ms_per_call
 
 
 def _flops(b, h, s, d, causal):
     f = 4.0 * b * h * s * s * d
     return f / 2 if causal else f
-
-
-def _time_ms(fn: Callable[[int], object], sets: int, warmup: int = 3, iters: int = 10) -> float:
-    import torch
-
-    for i in range(warmup):
-        fn(i % sets)
-    torch.cuda.synchronize()
-    times = []
-    for i in range(iters):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn(i % sets)
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
 
 
 def _sdpa(backend_name: str):
@@ -106,7 +90,7 @@ def run(args) -> List[dict]:
                 candidates["naive"] = lambda i: _naive(*bhsd[i], causal)
             for name, fn in candidates.items():
                 try:
-                    ms = _time_ms(fn, sets)
+                    ms = median_ms_per_call(lambda n, fn=fn: fn(n % sets), repeats=10)
                     row[name] = flops / (ms * 1e-3) / 1e12
                 except Exception:  # backend unavailable for this shape / dtype
                     row[name] = None

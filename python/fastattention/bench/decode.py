@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import statistics
-from typing import Callable, List, Optional
+from typing import List, Optional
+
+from fastattention.bench.cuda_timing import median_ms_per_call
 
 DTYPES = ("float16", "bfloat16")
 
@@ -35,42 +36,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="instead: a Llama-7B decode step's attention (32/32 heads, paged 16) "
                              "at batch 1 and 16 and short contexts (128-2048 keys), every "
                              "implementation timed as a replayed CUDA graph")
-
-
-def _time_ms(fn: Callable[[], object], repeats: int, calls: int = 10, graph: bool = False) -> float:
-    """Median ms per call. graph: the calls are captured once as a CUDA graph and the graph is
-    timed, so short kernels are not hidden behind the host's launch time (as in a decode step
-    replayed from a graph)."""
-    import torch
-
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    run = lambda: [fn() for _ in range(calls)]  # noqa: E731
-    if graph:
-        g = torch.cuda.CUDAGraph()
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            fn()
-        torch.cuda.current_stream().wait_stream(side)
-        try:
-            with torch.cuda.graph(g):
-                run()
-            run = g.replay
-        except RuntimeError as e:  # not capturable here: time eagerly and say so
-            import sys
-            print(f"(CUDA graph capture failed, timed eagerly: {e})", file=sys.stderr)
-            torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        run()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / calls)
-    return statistics.median(times)
 
 
 def cases(quick: bool, step_shapes: bool = False):
@@ -145,7 +110,7 @@ def run_case(torch, name, batch, hq, hk, d, kv, block, dtype, repeats, impl="aut
 
     row = {"case": name, "dtype": str(dtype).replace("torch.", ""), "batch": batch,
            "heads": f"{hq}/{hk}", "head_dim": d, "kv": kv, "bytes": kv_bytes}
-    ms = _time_ms(ours, repeats, graph=graph)
+    ms = median_ms_per_call(lambda n: ours(), repeats, calls=10, graph=graph)
     row["ours_us"] = ms * 1e3
     row["ours"] = kv_bytes / (ms * 1e-3) / 1e9
 
@@ -156,7 +121,7 @@ def run_case(torch, name, batch, hq, hk, d, kv, block, dtype, repeats, impl="aut
     for backend in ("flash", "cudnn"):
         try:
             fn, expanded = _sdpa_runner(backend, q4, k4, v4)
-            ms_b = _time_ms(fn, repeats, graph=graph)
+            ms_b = median_ms_per_call(lambda n: fn(), repeats, calls=10, graph=graph)
             row[backend] = kv_bytes / (ms_b * 1e-3) / 1e9
             row[backend + "_expanded"] = expanded
         except Exception:  # backend unavailable for this shape / dtype / GPU
@@ -169,7 +134,7 @@ def run_case(torch, name, batch, hq, hk, d, kv, block, dtype, repeats, impl="aut
 
     src = torch.empty(kv_bytes, device="cuda", dtype=torch.uint8)
     dst = torch.empty_like(src)
-    ms_c = _time_ms(lambda: dst.copy_(src), repeats, graph=graph)
+    ms_c = median_ms_per_call(lambda n: dst.copy_(src), repeats, calls=10, graph=graph)
     row["copy"] = 2 * kv_bytes / (ms_c * 1e-3) / 1e9
     row["ours_vs_copy"] = row["ours"] / row["copy"]
     return row

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import statistics
-from typing import Callable, List
+from typing import List
+
+from fastattention.bench.cuda_timing import median_ms_per_call
 
 SHAPES = (("qkv", 12288, 4096), ("o", 4096, 4096), ("gate_up", 22016, 4096), ("down", 4096, 11008),
           ("lm_head", 32000, 4096))
@@ -44,24 +45,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=20, help="timed runs (median kept)")
 
 
-def _time_ms(fn: Callable[[int], object], repeats: int, calls: int = 20) -> float:
-    import torch
-
-    for i in range(3):
-        fn(i)
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for i in range(calls):
-            fn(i)
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / calls)
-    return statistics.median(times)
-
-
 def run_shape(torch, name: str, n: int, k: int, m: int, dtype, variants: List[tuple], repeats: int) -> dict:
     from fastattention import _C
 
@@ -84,21 +67,22 @@ def run_shape(torch, name: str, n: int, k: int, m: int, dtype, variants: List[tu
         y.fill_(float("nan"))
         _C.kernel_linear(x, ws[0], None, y, impl="gemv", gemv_warps=wv, gemv_stages=st, stream=stream)
         row[f"err_{_key(wv, st)}"] = (y.double() - ref).abs().max().item()
-        ms = _time_ms(lambda i: _C.kernel_linear(x, ws[i % copies], None, y, impl="gemv", gemv_warps=wv,
-                                                 gemv_stages=st, stream=stream), repeats)
+        ms = median_ms_per_call(lambda i: _C.kernel_linear(x, ws[i % copies], None, y, impl="gemv",
+                                                           gemv_warps=wv, gemv_stages=st, stream=stream),
+                                repeats, calls=20)
         row[f"gemv_{_key(wv, st)}"] = gbps(ms)
         row[f"gemv_{_key(wv, st)}_us"] = ms * 1e3
-    ms = _time_ms(lambda i: _C.kernel_linear(x, ws[i % copies], None, y, impl="cublas", stream=stream),
-                  repeats)
+    ms = median_ms_per_call(lambda i: _C.kernel_linear(x, ws[i % copies], None, y, impl="cublas",
+                                                       stream=stream), repeats, calls=20)
     row["cublas"], row["cublas_us"] = gbps(ms), ms * 1e3
     F = torch.nn.functional
     if out_dtype == dtype:
         row["torch_err"] = (F.linear(x, ws[0]).double() - ref).abs().max().item()
-        ms = _time_ms(lambda i: F.linear(x, ws[i % copies]), repeats)
+        ms = median_ms_per_call(lambda i: F.linear(x, ws[i % copies]), repeats, calls=20)
         row["torch"] = gbps(ms)
     src = torch.empty(w_bytes, device="cuda", dtype=torch.uint8)
     dst = torch.empty_like(src)
-    ms = _time_ms(lambda i: dst.copy_(src), repeats)
+    ms = median_ms_per_call(lambda i: dst.copy_(src), repeats, calls=20)
     row["copy"] = 2 * w_bytes / (ms * 1e-3) / 1e9
     del ws, src, dst
     torch.cuda.empty_cache()

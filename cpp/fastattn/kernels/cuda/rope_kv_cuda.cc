@@ -102,10 +102,10 @@ void launch(const Context& ctx, RopeKvLaunch& L, const Tensor& ref) {
   // rows one after another (each a dependent load -> rotate -> store), so with few tokens (decode)
   // the rows are spread over up to two blocks per SM instead: one token of a 7B model took 9.2 us
   // with 8 rows per block on the H100 (docs/results/decode_step_profile_h100_2026-12-07.md).
-  const int64_t sms = ref.device().type == DeviceType::kCUDA ? device_props(ref.device().index).sms : 1;
-  const int64_t rows_for_two_waves = L.tokens * rows / std::max<int64_t>(2 * sms, 1);
+  const int64_t sms = device_props(ref.device().index).sms;
+  const int64_t rows_for_two_blocks_per_sm = L.tokens * rows / (2 * sms);
   L.rows_per_block = static_cast<int>(
-      std::clamp<int64_t>(std::min<int64_t>(1024 / widest, rows_for_two_waves), 1, 16));
+      std::clamp<int64_t>(std::min<int64_t>(1024 / widest, rows_for_two_blocks_per_sm), 1, 16));
   FA_CHECK(L.tokens <= 0x7fffffff, "rope / kv cache write: ", L.tokens,
            " tokens exceed the CUDA grid limit");
   FA_CHECK((rows + L.rows_per_block - 1) / L.rows_per_block <= 65535,
