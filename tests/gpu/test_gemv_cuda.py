@@ -125,3 +125,31 @@ def test_forced_gemv_rejects_what_it_cannot_take():
     with pytest.raises(ValueError, match="stages must be 1 or 2"):
         linear(randn(2, 1000, dtype=torch.float16), w, None, nan(2, 64, dtype=torch.float16),
                impl="gemv", gemv_stages=3)
+
+
+def _linear_in_subprocess(env_value: str) -> str:
+    import os
+    import subprocess
+    import sys
+
+    code = ("import torch; from fastattention import _C\n"
+            "x = torch.randn(2, 1024, device='cuda', dtype=torch.float16)\n"
+            "w = torch.randn(512, 1024, device='cuda', dtype=torch.float16)\n"
+            "auto, cublas = (torch.empty(2, 512, device='cuda', dtype=torch.float16) for _ in range(2))\n"
+            "try:\n"
+            "    _C.kernel_linear(x, w, None, auto)\n"
+            "    _C.kernel_linear(x, w, None, cublas, impl='cublas')\n"
+            "    print('equal to cublas:', torch.equal(auto, cublas))\n"
+            "except ValueError as e:\n"
+            "    print(e)\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "FASTATTN_SMALL_BATCH_GEMV": env_value})
+    return res.stdout + res.stderr
+
+
+def test_environment_switch_keeps_auto_on_cublas():
+    """FASTATTN_SMALL_BATCH_GEMV=0: auto runs cuBLAS (bit for bit); a value other than 0 / 1 is a
+    clear error naming the variable."""
+    assert "equal to cublas: True" in _linear_in_subprocess("0")
+    assert ("environment variable FASTATTN_SMALL_BATCH_GEMV: expected 0 or 1, got 'off'"
+            in _linear_in_subprocess("off"))

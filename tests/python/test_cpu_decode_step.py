@@ -2,6 +2,7 @@
 decode step) on a tiny model."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -57,3 +58,17 @@ def test_bench_cpu_step_runs_on_a_tiny_model(tmp_path, dtype, tied):
     assert rows["GEMV qkv"].split("|")[2].strip() == "2"  # calls per step: one per layer
     assert "OpenMP regions" in out and "spin team" in out
     assert "step bound" in out and "session step (spin team" in out
+
+
+def test_spin_team_switch_with_a_bad_value_is_a_clear_error():
+    """FASTATTN_SPIN_TEAM takes 0 or 1; anything else is refused, naming the variable."""
+    code = ("import numpy as np; from fastattention import _C\n"
+            "x = np.ones((1, 300), np.float32); w = np.ones((517, 300), np.float32)\n"
+            "try:\n"
+            "    _C.kernel_linear(x, w, None, np.empty((1, 517), np.float32), num_threads=2)\n"
+            "except ValueError as e:\n"
+            "    print(e)\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "FASTATTN_SPIN_TEAM": "yes"})
+    assert "environment variable FASTATTN_SPIN_TEAM: expected 0 or 1, got 'yes'" in res.stdout, (
+        res.stdout, res.stderr)

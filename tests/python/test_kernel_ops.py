@@ -190,6 +190,10 @@ def test_bad_shapes_name_the_tensor():
         _C.kernel_linear(x, rand(rng, 4, 8), None, nan_like((3, 4)), impl="gemv")
     with pytest.raises(ValueError, match="impl: expected 'auto', 'cublas' or 'gemv'"):
         _C.kernel_linear(x, rand(rng, 4, 8), None, nan_like((3, 4)), impl="blas")
+    with pytest.raises(ValueError, match="gemv_warps: expected >= 0"):
+        _C.kernel_linear(x, rand(rng, 4, 8), None, nan_like((3, 4)), gemv_warps=-1)
+    with pytest.raises(ValueError, match="gemv_stages: expected >= 0"):
+        _C.kernel_linear(x, rand(rng, 4, 8), None, nan_like((3, 4)), gemv_stages=-1)
     with pytest.raises(ValueError, match="bias"):
         _C.kernel_add_bias(rand(rng, 7), nan_like((3, 8)))
     with pytest.raises(ValueError, match="gate_up"):

@@ -94,14 +94,7 @@ def _key(warps: int, stages: int) -> str:
 
 
 def run(args: argparse.Namespace) -> List[dict]:
-    import torch
-
-    if not torch.cuda.is_available():
-        raise ValueError("bench gemv needs a CUDA GPU (torch.cuda.is_available() is False)")
-    import fastattention
-
-    if not getattr(fastattention._C, "cuda_built", False):
-        raise ValueError("bench gemv needs FastAttention built with CUDA")
+    # The options first: a bad value is reported on any machine, before the GPU is looked for.
     for m in args.tokens:
         if not 1 <= m <= 16:
             raise ValueError(f"--tokens: each must be 1..16 (the small-batch GEMV's range), got {m}")
@@ -111,6 +104,14 @@ def run(args: argparse.Namespace) -> List[dict]:
     for st in args.stages:
         if st not in (0, 1, 2):
             raise ValueError(f"--stages: each must be 0, 1 or 2 (0 = the default), got {st}")
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ValueError("bench gemv needs a CUDA GPU (torch.cuda.is_available() is False)")
+    import fastattention
+
+    if not getattr(fastattention._C, "cuda_built", False):
+        raise ValueError("bench gemv needs FastAttention built with CUDA")
     variants = [(wv, st) for st in args.stages for wv in args.warps]
     dtype = getattr(torch, args.dtype)
     print(f"Small-batch linear on {torch.cuda.get_device_name()}, {datetime.date.today().isoformat()}, "

@@ -5,8 +5,6 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
-#include <cstdlib>
-#include <cstring>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -21,6 +19,8 @@
 #if defined(_OPENMP)
 #include <omp.h>
 #endif
+
+#include "fastattn/core/env.h"
 
 namespace fastattn::kernels::cpu {
 namespace {
@@ -198,8 +198,7 @@ std::atomic<bool>& enabled_flag() {
   static std::atomic<bool> enabled{[] {
     // Off unless asked for: the benchmarks on the shared development VM did not confirm a gain
     // (docs/CPU_DECODE.md).
-    const char* v = std::getenv("FASTATTN_SPIN_TEAM");
-    return v != nullptr && std::strcmp(v, "1") == 0;
+    return env_flag("FASTATTN_SPIN_TEAM", false);
   }()};
   return enabled;
 }

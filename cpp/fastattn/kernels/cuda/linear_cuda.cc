@@ -14,10 +14,9 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
 #include <limits>
-#include <string>
 
+#include "fastattn/core/env.h"
 #include "fastattn/kernels/cuda/cublas_handle.h"
 #include "fastattn/kernels/cuda/device_props.h"
 #include "fastattn/kernels/cuda/gemv_launch.h"
@@ -82,10 +81,7 @@ void bias_rows(const Context& ctx, const Tensor& bias, void* y, DType y_type, in
 // FASTATTN_SMALL_BATCH_GEMV=0 in the environment makes kAuto always take cuBLAS (read once): the
 // same program with and without the GEMV, for end-to-end comparisons (bench e2e).
 bool small_batch_gemv_enabled() {
-  static const bool enabled = [] {
-    const char* v = std::getenv("FASTATTN_SMALL_BATCH_GEMV");
-    return v == nullptr || std::string(v) != "0";
-  }();
+  static const bool enabled = env_flag("FASTATTN_SMALL_BATCH_GEMV", true);
   return enabled;
 }
 
