@@ -9,7 +9,7 @@
     fastattention chat     --model MODEL_DIR [--system TEXT] [--max-new-tokens N] [...]
     fastattention serve    --model MODEL_DIR [--host 127.0.0.1] [--port 8000] [--max-batch N] [...]
                            (OpenAI-compatible HTTP server; needs the serve extra)
-    fastattention bench attention|e2e|decode|gemv|allreduce-overlap|tp-e2e|spill|spill-cpu|serve|cpu-step [options]     (see `fastattention bench NAME --help`)
+    fastattention bench attention|e2e|decode|gemv|allreduce-overlap|tp-e2e|spill|spill-cpu|serve|cpu-step|step-profile [options]     (see `fastattention bench NAME --help`)
 
 Exit status: 0 on success, 2 for a usage error (bad option or value), 1 when the work itself fails
 (missing or bad weight files, unsupported model, ...); the message goes to stderr.
@@ -37,10 +37,12 @@ BENCHES = {
     "spill-cpu": "CPU attention over host (spilled) KV: its KV bandwidth vs a plain read loop",
     "gemv": "small-batch linear (GPU): our GEMV vs cuBLAS, weight GB/s against a copy",
     "cpu-step": "where a CPU decode step goes: per-op timings of a replayed step vs its bound",
+    "step-profile": "where a GPU decode step goes: kernel time per step by kernel (torch.profiler)",
 }
 # Benchmarks whose module name differs from the command name.
 BENCH_MODULES = {"allreduce-overlap": "allreduce", "tp-e2e": "tp_e2e", "spill-cpu": "spill_cpu",
-                 "cpu-step": "cpu_step"}
+                 "cpu-step": "cpu_step",
+                 "step-profile": "step_profile"}
 DTYPES = ("float16", "bfloat16", "float32")
 
 

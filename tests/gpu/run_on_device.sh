@@ -11,6 +11,7 @@
 #   FA_PYTEST_FILES), gemv (bench gemv: FA_GEMV_ARGS), decode-splits (bench decode --step-shapes
 #   at each split count of FA_DECODE_SPLITS, default "0 1 2 4 8"; 0 = the heuristic)
 #   e2e-cublas: bench e2e with FASTATTN_SMALL_BATCH_GEMV=0 (every linear on cuBLAS).
+#   step-profile: bench step-profile (kernel time per decode step, by kernel): FA_STEP_PROFILE_ARGS.
 #   FA_KEEP_BUILD=1 keeps build/gpu from an earlier call on the same warm machine (incremental).
 #   Tensor parallelism (2+ GPUs, e.g. nvidia-h200-x2; the build then needs MPI and NCCL): tp-tests
 #   (tests/gpu/test_tp_nccl.py), tp-bench (bench allreduce-overlap sweeps: FA_TP_SWEEP="NAME=ENV
@@ -74,6 +75,10 @@ if has decode-splits; then
     python3 -m fastattention.cli bench decode --step-shapes --dtype float16 --num-splits $s 2>&1 \
       | tee "$out/bench_decode_steps_splits$s.md" | tail -12
   done
+fi
+if has step-profile; then
+  python3 -m fastattention.cli bench step-profile --work-dir /tmp/fa_profile ${FA_STEP_PROFILE_ARGS:-} 2>&1 \
+    | tee "$out/bench_step_profile.md" | tail -45
 fi
 if has graphs; then
   python3 -m pytest tests/gpu/test_decode_graphs_cuda.py -v -p no:cacheprovider 2>&1 | tee "$out/pytest_graphs.log" | tail -40

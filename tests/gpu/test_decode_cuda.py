@@ -16,6 +16,7 @@ torch = pytest.importorskip("torch")
 import fastattention  # noqa: E402
 from fastattention import ops  # noqa: E402
 from attention_reference import attention_reference_unbatched as reference  # noqa: E402
+from cuda_instances import instance_runs_here  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
     not (torch.cuda.is_available() and getattr(fastattention._C, "cuda_built", False)),
@@ -144,6 +145,8 @@ def test_contiguous(dtype, group, sq, impl):
 @pytest.mark.parametrize("d", [64, 80, 96, 128, 256])
 @pytest.mark.parametrize("dtype", [F16, BF16, F32])
 def test_head_dims(d, dtype):
+    if not instance_runs_here("decode-regstage", d, dtype):
+        pytest.skip(f"no decode instance for head dim {d}, {dtype} in this build")
     # GQA 4 with 4 queries = 16 rows: one tile of 16, or two of 8 at head dim 256.
     c = Case([1, 4, 4], [7, 300, 1000], hq=8, hk=2, d=d, dtype=dtype, seed=d)
     out, lse = c.run(True, causal=True)
@@ -225,6 +228,8 @@ def test_copy_paths(impl, dtype, d):
     one (sm_70 / sm_75, and sm_90) and the cp.async one (sm_80 .. sm_89)."""
     if impl == "decode-async" and torch.cuda.get_device_capability()[0] < 8:
         pytest.skip("cp.async needs sm_80+")
+    if not instance_runs_here(impl, d, dtype):
+        pytest.skip(f"no {impl} instance for head dim {d}, {dtype} in this build")
     c = Case([1, 4, 300], [1000, 129, 700], hq=8, hk=2, d=d, dtype=dtype, seed=d + 7)
     for paged in (True, False):
         out, lse = c.run(paged, causal=True, impl=impl)
@@ -314,3 +319,39 @@ def test_bad_input():
     with pytest.raises(ValueError, match="seqlens_k"):
         call(c.q, c.k_cache, c.v_cache, out, cu_seqlens_q=c.cu_q, block_table=c.table,
              seqlens_k=c.lens[:1], stream=stream)
+
+
+def test_split_launch_under_graph_capture():
+    """A split launch captured in a CUDA graph: on a stream that never ran one, a clear error (its
+    arrival counters cannot be set up inside a capture) and the stream stays usable; after one
+    eager call there, the captured graph replays to the eager result, many times over (the
+    counters return to zero after every launch)."""
+    c = Case([1, 1, 1, 1], [900, 1000, 37, 700], hq=8, hk=2, d=128, dtype=F16, block_size=64, seed=5)
+    stream = torch.cuda.Stream()
+    out = torch.full_like(c.q, float("nan"))
+    lse = torch.full((c.q.shape[1], c.q.shape[0]), float("nan"), device="cuda")
+
+    def call():
+        fastattention._C.fmha_forward(c.q, c.k_cache, c.v_cache, out, lse, cu_seqlens_q=c.cu_q,
+                                      max_seqlen_q=1, max_seqlen_k=1000, causal=True,
+                                      block_table=c.table, seqlens_k=c.lens, num_splits=4,
+                                      stream=stream.cuda_stream)
+
+    graph = torch.cuda.CUDAGraph()
+    with pytest.raises(ValueError, match="arrival counters"):
+        with torch.cuda.graph(graph, stream=stream):
+            call()
+    with torch.cuda.stream(stream):
+        call()  # eager: sets the stream's counters up
+    stream.synchronize()
+    c.check(out, lse, causal=True, what="eager on the capture stream")
+    eager_out, eager_lse = out.clone(), lse.clone()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, stream=stream):
+        call()
+    for _ in range(5):
+        out.fill_(float("nan"))
+        lse.fill_(float("nan"))
+        graph.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(out, eager_out) and torch.equal(lse, eager_lse)

@@ -13,22 +13,11 @@ torch = pytest.importorskip("torch")
 import fastattention  # noqa: E402
 from fastattention import ops  # noqa: E402
 from attention_reference import attention_reference as reference  # noqa: E402
+from cuda_instances import instance_runs_here  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
     not (torch.cuda.is_available() and getattr(fastattention._C, "cuda_built", False)),
     reason="needs a CUDA GPU and a CUDA build")
-
-
-def built_impls():
-    if not pytest.importorskip("torch").cuda.is_available():
-        return []
-    names = {s.split("/")[0] for s in fastattention._C.fmha_cuda_instances()}
-    return sorted(names)
-
-
-def instance_exists(impl, d, dtype):
-    name = f"{impl}/hd{d}/{'float16' if dtype == torch.float16 else 'bfloat16'}"
-    return any(s.startswith(name + " ") for s in fastattention._C.fmha_cuda_instances())
 
 
 def check(out, q, k, v, causal=False, window=(-1, -1), alibi=None, lse=None):
@@ -57,7 +46,7 @@ DTYPES = [torch.float16, torch.bfloat16]
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("causal", [False, True])
 def test_head_dims(impl, d, dtype, causal):
-    if not instance_exists(impl, d, dtype):
+    if not instance_runs_here(impl, d, dtype):
         pytest.skip(f"{impl}/hd{d}/{dtype} not in this build")
     torch.manual_seed(d)
     q, k, v = (rand(2, 129, 4, d, dtype=dtype) for _ in range(3))
@@ -69,7 +58,7 @@ def test_head_dims(impl, d, dtype, causal):
 @pytest.mark.parametrize("sq,sk", [(1, 1), (7, 7), (1, 1000), (129, 1000), (1000, 1000), (1000, 129)])
 @pytest.mark.parametrize("causal", [False, True])
 def test_odd_lengths(impl, sq, sk, causal):
-    if not instance_exists(impl, 128, torch.float16):
+    if not instance_runs_here(impl, 128, torch.float16):
         pytest.skip("instance not built")
     torch.manual_seed(sq * 7 + sk)
     q = rand(1, sq, 8, 128, dtype=torch.float16)
@@ -82,7 +71,7 @@ def test_odd_lengths(impl, sq, sk, causal):
 @pytest.mark.parametrize("hq,hk", [(8, 2), (8, 1)])
 @pytest.mark.parametrize("window", [(-1, -1), (64, 0), (100, 17)])
 def test_gqa_window(impl, hq, hk, window):
-    if not instance_exists(impl, 64, torch.float16):
+    if not instance_runs_here(impl, 64, torch.float16):
         pytest.skip("instance not built")
     torch.manual_seed(hq * 31 + hk)
     q = rand(2, 300, hq, 64, dtype=torch.float16)
@@ -93,7 +82,7 @@ def test_gqa_window(impl, hq, hk, window):
 
 @pytest.mark.parametrize("impl", IMPLS)
 def test_alibi(impl):
-    if not instance_exists(impl, 128, torch.float16):
+    if not instance_runs_here(impl, 128, torch.float16):
         pytest.skip("instance not built")
     torch.manual_seed(5)
     q, k, v = (rand(2, 200, 4, 128, dtype=torch.float16) for _ in range(3))
@@ -104,7 +93,7 @@ def test_alibi(impl):
 
 @pytest.mark.parametrize("impl", IMPLS)
 def test_varlen_mixed_batch(impl):
-    if not instance_exists(impl, 128, torch.float16):
+    if not instance_runs_here(impl, 128, torch.float16):
         pytest.skip("instance not built")
     torch.manual_seed(11)
     lens_q, lens_k = [1, 7, 129, 300, 64], [5, 7, 1000, 300, 64]

@@ -37,7 +37,9 @@ def median_ms_per_call(fn: Callable[[int], object], repeats: int, calls: int = 1
             call()
         torch.cuda.current_stream().wait_stream(side)
         try:
-            with torch.cuda.graph(g):
+            # Captured on the warm-up stream: per-stream state a kernel sets up on its first call
+            # there (the split decode's arrival counters) exists before the capture.
+            with torch.cuda.graph(g, stream=side):
                 run()
             run = g.replay
         except RuntimeError as e:  # not capturable here: time eagerly and say so

@@ -87,6 +87,14 @@ unsigned* split_counters(int dev, cudaStream_t stream) {
   std::lock_guard<std::mutex> lock(mu);
   unsigned*& counters = buffers[{dev, stream}];
   if (counters == nullptr) {  // kept for the life of the process (16 KB per stream)
+    // Allocating and zeroing them inside a stream capture would invalidate it with an error that
+    // names neither the cause nor the fix.
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    FA_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
+    FA_CHECK(capture == cudaStreamCaptureStatusNone,
+             "split-KV decode attention: the first split launch on a stream sets up its arrival "
+             "counters and cannot be captured in a CUDA graph; run one call on this stream "
+             "eagerly before capturing (as a graph warm-up does), or pass num_splits=1");
     const size_t bytes = kMaxSplitCounters * sizeof(unsigned);
     void* ptr = device_allocator(dev)->allocate(bytes);
     FA_CUDA_CHECK(cudaMemsetAsync(ptr, 0, bytes, stream));
