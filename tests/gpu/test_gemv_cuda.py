@@ -62,7 +62,7 @@ def test_gemv(dtype, k, n, m, bias, out):
 
 
 @pytest.mark.parametrize("warps", [1, 2, 4, 8])
-@pytest.mark.parametrize("stages", [1, 2])
+@pytest.mark.parametrize("stages", [1, 2, 3])
 @pytest.mark.parametrize("m", [3, 12])
 @pytest.mark.parametrize("k", [11008, 1000, 64])
 def test_gemv_every_warp_and_stage_count(warps, stages, m, k):
@@ -122,9 +122,9 @@ def test_forced_gemv_rejects_what_it_cannot_take():
     with pytest.raises(ValueError, match="warps must be 1..8"):
         linear(randn(2, 1000, dtype=torch.float16), w, None, nan(2, 64, dtype=torch.float16),
                impl="gemv", gemv_warps=9)
-    with pytest.raises(ValueError, match="stages must be 1 or 2"):
+    with pytest.raises(ValueError, match="stages must be 1, 2 or 3"):
         linear(randn(2, 1000, dtype=torch.float16), w, None, nan(2, 64, dtype=torch.float16),
-               impl="gemv", gemv_stages=3)
+               impl="gemv", gemv_stages=4)
 
 
 def _linear_in_subprocess(env_value: str) -> str:

@@ -190,7 +190,7 @@ def test_bench_attention_small():
     (["bench", "allreduce-overlap"], 1, "start it with `mpirun -n 2"),
     (["bench", "gemv", "--tokens", "17"], 1, "--tokens: each must be 1..16"),
     (["bench", "gemv", "--warps", "9"], 1, r"--warps: each must be 0\.\.8"),
-    (["bench", "gemv", "--stages", "3"], 1, "--stages: each must be 0, 1 or 2"),
+    (["bench", "gemv", "--stages", "4"], 1, "--stages: each must be 0, 1, 2 or 3"),
     (["bench", "gemv", "--tokens", "1,x"], 2, "expected comma-separated integers"),
 ])
 def test_usage_errors(args, code, message):

@@ -171,7 +171,7 @@ void bind_kernels(py::module_& m) {
         py::arg("gemv_stages") = 0, threads, stream,
         "y[M, N] = x[M, K] @ w[N, K]^T (+ bias[N]; None for none). On CUDA y may be float32 for "
         "16-bit x / w, and impl picks the kernel: 'auto', 'cublas' or 'gemv' (the small-batch "
-        "GEMV, M <= 16; gemv_warps: its warps per block, 0 = heuristic; gemv_stages: 1 or 2 load "
+        "GEMV, M <= 16; gemv_warps: its warps per block, 0 = heuristic; gemv_stages: 1, 2 or 3 load "
         "groups in flight per warp, 0 = default).");
   m.def("kernel_add_bias", &add_bias_py, py::arg("bias"), py::arg("y"), py::kw_only(), threads,
         stream, "y[t, :] += bias (in place).");

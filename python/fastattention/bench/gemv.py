@@ -1,7 +1,7 @@
 """GPU small-batch linear benchmark: the weight-streaming speed of a decode step's GEMMs.
 
     fastattention bench gemv [--dtype float16|bfloat16] [--tokens 1,8,16] [--repeats 20]
-                             [--warps 0,2,4,8] [--stages 0,1,2]
+                             [--warps 0,2,4,8] [--stages 0,1,2,3]
 
 The Llama-7B decode-step linears (QKV 12288x4096, O 4096x4096, gate-up 22016x4096,
 down 4096x11008, LM head 32000x4096 with float32 logits) at M = --tokens rows: our small-batch
@@ -102,8 +102,8 @@ def run(args: argparse.Namespace) -> List[dict]:
         if not 0 <= wv <= 8:
             raise ValueError(f"--warps: each must be 0..8 (0 = the heuristic), got {wv}")
     for st in args.stages:
-        if st not in (0, 1, 2):
-            raise ValueError(f"--stages: each must be 0, 1 or 2 (0 = the default), got {st}")
+        if st not in (0, 1, 2, 3):
+            raise ValueError(f"--stages: each must be 0, 1, 2 or 3 (0 = the default), got {st}")
     import torch
 
     if not torch.cuda.is_available():

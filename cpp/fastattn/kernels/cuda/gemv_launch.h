@@ -32,7 +32,7 @@ struct SmallBatchGemvLaunch {
   DType bias_type = DType::kFloat16;
   int M = 0, N = 0, K = 0;
   int warps = 0;   // warps per block, 1..kSmallBatchGemvMaxWarps (small_batch_gemv_warps)
-  int stages = 2;  // register groups of loads in flight per warp: 1 or 2 (software-pipelined)
+  int stages = 2;  // register groups of loads in flight per warp: 1, 2 or 3 (software-pipelined; 3: weights only)
 };
 
 // Whether the kernel takes this call on a device of compute capability cc (e.g. 90): sm_80+,

@@ -86,9 +86,49 @@ __device__ __forceinline__ void mma_group(float (&acc)[kTiles][4], const Group<k
   }
 }
 
+// The weights of kUnroll chunks only (rows g and g + 8): the three-stage form keeps three of these
+// in flight and reads the tokens just before their MMAs (they are a few KB, hot in L1), so a
+// warp's registers hold more weight bytes in flight.
+struct WeightGroup {
+  uint4 a[kUnroll], b[kUnroll];
+};
+
+__device__ __forceinline__ void load_weight_group(WeightGroup& r, int c0, int K, int t, const uint16_t* wa,
+                                                  bool ok_a, const uint16_t* wb, bool ok_b) {
+  const uint4 zero = make_uint4(0, 0, 0, 0);
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u) {
+    const int k = (c0 + u) * kChunkK + t * 8;
+    const bool in = k < K;
+    r.a[u] = in && ok_a ? load_weights(wa + k) : zero;
+    r.b[u] = in && ok_b ? load_weights(wb + k) : zero;
+  }
+}
+
+template <class Element, int kTiles>
+__device__ __forceinline__ void mma_weight_group(float (&acc)[kTiles][4], const WeightGroup& r, int c0, int K,
+                                                 int t, const uint16_t* const (&xr)[kTiles],
+                                                 const bool (&ok_x)[kTiles]) {
+  const uint4 zero = make_uint4(0, 0, 0, 0);
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u) {
+    const int k = (c0 + u) * kChunkK + t * 8;
+    const bool in = k < K;
+    const uint32_t lo[4] = {r.a[u].x, r.b[u].x, r.a[u].y, r.b[u].y};
+    const uint32_t hi[4] = {r.a[u].z, r.b[u].z, r.a[u].w, r.b[u].w};
+#pragma unroll
+    for (int j = 0; j < kTiles; ++j) {
+      const uint4 x = in && ok_x[j] ? __ldg(reinterpret_cast<const uint4*>(xr[j] + k)) : zero;
+      Mma16816::mma<Element>(acc[j], lo, x.x, x.y);
+      Mma16816::mma<Element>(acc[j], hi, x.z, x.w);
+    }
+  }
+}
+
 // kTiles: n8 token tiles (1 for M <= 8, 2 for M <= 16). Element: __half or __nv_bfloat16.
 // kStages: 2 = software-pipelined (a warp's next group of loads is issued before the MMAs of the
-// current one), 1 = not (fewer registers, more resident warps).
+// current one), 1 = not (fewer registers, more resident warps), 3 = three groups of weights
+// only in turn, the tokens read just before their MMAs.
 template <class Element, int kTiles, int kStages>
 __global__ void __launch_bounds__(kSmallBatchGemvMaxWarps * 32)
     small_batch_gemv_kernel(const SmallBatchGemvLaunch p) {
@@ -124,6 +164,23 @@ __global__ void __launch_bounds__(kSmallBatchGemvMaxWarps * 32)
       Group<kTiles> g0;
       load_group(g0, c0, p.K, t, wa, ok_a, wb, ok_b, xr, ok_x);
       mma_group<Element>(acc, g0);
+    }
+  } else if constexpr (kStages == 3) {
+    WeightGroup g0, g1, g2;
+    load_weight_group(g0, c0, p.K, t, wa, ok_a, wb, ok_b);
+    if (c0 + stride < chunks) load_weight_group(g1, c0 + stride, p.K, t, wa, ok_a, wb, ok_b);
+    while (c0 < chunks) {
+      if (c0 + 2 * stride < chunks) load_weight_group(g2, c0 + 2 * stride, p.K, t, wa, ok_a, wb, ok_b);
+      mma_weight_group<Element>(acc, g0, c0, p.K, t, xr, ok_x);
+      c0 += stride;
+      if (c0 >= chunks) break;
+      if (c0 + 2 * stride < chunks) load_weight_group(g0, c0 + 2 * stride, p.K, t, wa, ok_a, wb, ok_b);
+      mma_weight_group<Element>(acc, g1, c0, p.K, t, xr, ok_x);
+      c0 += stride;
+      if (c0 >= chunks) break;
+      if (c0 + 2 * stride < chunks) load_weight_group(g1, c0 + 2 * stride, p.K, t, wa, ok_a, wb, ok_b);
+      mma_weight_group<Element>(acc, g2, c0, p.K, t, xr, ok_x);
+      c0 += stride;
     }
   } else {
     // Two register groups in turn (no copy from one to the other: a move would wait for the loads).
@@ -201,9 +258,11 @@ int small_batch_gemv_warps(int64_t N, int64_t K, int sms) {
 void launch_small_batch_gemv(const SmallBatchGemvLaunch& p, cudaStream_t stream) {
   FA_CHECK(p.warps >= 1 && p.warps <= kSmallBatchGemvMaxWarps, "small-batch GEMV: warps must be 1..",
            kSmallBatchGemvMaxWarps, ", got ", p.warps);
-  FA_CHECK(p.stages == 1 || p.stages == 2, "small-batch GEMV: stages must be 1 or 2, got ", p.stages);
+  FA_CHECK(p.stages >= 1 && p.stages <= 3, "small-batch GEMV: stages must be 1, 2 or 3, got ", p.stages);
   const bool bf16 = p.dtype == DType::kBFloat16;
-  if (p.stages == 2) {
+  if (p.stages == 3) {
+    bf16 ? launch_typed<__nv_bfloat16, 3>(p, stream) : launch_typed<__half, 3>(p, stream);
+  } else if (p.stages == 2) {
     bf16 ? launch_typed<__nv_bfloat16, 2>(p, stream) : launch_typed<__half, 2>(p, stream);
   } else {
     bf16 ? launch_typed<__nv_bfloat16, 1>(p, stream) : launch_typed<__half, 1>(p, stream);
