@@ -1,5 +1,7 @@
 #include "fastattn/core/allocator.h"
 #include "fastattn/core/dtype.h"
+#include "fastattn/core/env.h"
+#include "fastattn/core/error.h"
 #include "fastattn/core/tensor.h"
 #include "test_util.h"
 
@@ -58,6 +60,22 @@ TEST(owned_tensor_grows) {
   CHECK(o.view().numel() == 16);
   o.resize(DType::kFloat32, {8, 8});
   CHECK(o.view().numel() == 64);
+}
+
+TEST(environment_switches) {
+  const char* name = "FASTATTN_TEST_ENV_SWITCH";
+  unsetenv(name);
+  CHECK(env_int(name, 7, 1, 10) == 7);
+  CHECK(env_flag(name, true));
+  setenv(name, "4", 1);
+  CHECK(env_int(name, 7, 1, 10) == 4);
+  for (const char* bad : {"0", "11", "4x", "x", "-3", "99999999999999999999"}) {
+    setenv(name, bad, 1);
+    CHECK_THROWS(env_int(name, 7, 1, 10), InvalidArgument, "FASTATTN_TEST_ENV_SWITCH: expected an integer in [1, 10]");
+  }
+  setenv(name, "yes", 1);
+  CHECK_THROWS(env_flag(name, false), InvalidArgument, "expected 0 or 1, got 'yes'");
+  unsetenv(name);
 }
 
 TEST_MAIN()

@@ -7,4 +7,8 @@ namespace fastattn {
 // the variable and its value.
 bool env_flag(const char* name, bool fallback);
 
+// Unset or empty: fallback; else a decimal integer in [lo, hi], or InvalidArgument naming the
+// variable, its value and the range.
+long long env_int(const char* name, long long fallback, long long lo, long long hi);
+
 }  // namespace fastattn

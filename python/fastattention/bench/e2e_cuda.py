@@ -101,6 +101,32 @@ def _build(torch, hf_dir: str, shape: Dict[str, int], seed: int) -> None:
     torch.cuda.empty_cache()
 
 
+def build_or_reuse(torch, root: str, shape: Dict[str, int], seed: int) -> tuple:
+    """The random-weight HF checkpoint and its export under `root` (hf/, fa/), built unless a
+    finished build of the same shape and seed is there already (a stamp written last), so that
+    repeated runs with --work-dir skip the minutes of building. Returns (hf_dir, fa_dir)."""
+    import json
+
+    from fastattention.export import export_hf
+
+    hf_dir, fa_dir = os.path.join(root, "hf"), os.path.join(root, "fa")
+    stamp_path = os.path.join(root, "built.json")
+    want = {"shape": shape, "seed": seed}
+    try:
+        with open(stamp_path) as f:
+            if json.load(f) == want:
+                return hf_dir, fa_dir
+    except (OSError, ValueError):
+        pass
+    if os.path.exists(stamp_path):
+        os.remove(stamp_path)
+    _build(torch, hf_dir, shape, seed)
+    export_hf(hf_dir, fa_dir, tp=1, dtype="float16", progress=False)
+    with open(stamp_path, "w") as f:
+        json.dump(want, f)
+    return hf_dir, fa_dir
+
+
 def _hf_prefill(torch, model, prompt) -> float:
     ids = torch.tensor([prompt], device="cuda")
     with torch.inference_mode():
@@ -143,8 +169,6 @@ def run_cuda(args: argparse.Namespace) -> int:
 
     import fastattention
     from fastattention import Session
-    from fastattention.export import export_hf
-
     if not fastattention.cuda_available():
         raise ValueError("--device cuda: this build has no CUDA kernels or no GPU is visible")
     transformers.utils.logging.disable_progress_bar()
@@ -158,11 +182,9 @@ def run_cuda(args: argparse.Namespace) -> int:
     work = tempfile.TemporaryDirectory(prefix="fastattention-e2e-cuda-") if args.work_dir is None else None
     root = args.work_dir or work.name
     try:
-        hf_dir, fa_dir = os.path.join(root, "hf"), os.path.join(root, "fa")
         t0 = time.perf_counter()
-        _build(torch, hf_dir, shape, args.seed)
-        export_hf(hf_dir, fa_dir, tp=1, dtype="float16", progress=False)
-        print(f"model: Llama-shaped {shape}, random fp16 weights; built and exported in "
+        hf_dir, fa_dir = build_or_reuse(torch, root, shape, args.seed)
+        print(f"model: Llama-shaped {shape}, random fp16 weights; built (or reused) and exported in "
               f"{time.perf_counter() - t0:.0f} s", flush=True)
 
         rows: List[Dict] = []

@@ -23,7 +23,7 @@ import re
 import tempfile
 from typing import Dict, List, Tuple
 
-from fastattention.bench.e2e_cuda import FULL, _build, copy_bandwidth
+from fastattention.bench.e2e_cuda import FULL, build_or_reuse, copy_bandwidth
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -100,7 +100,6 @@ def run(args: argparse.Namespace) -> int:
 
     import fastattention
     from fastattention import Session
-    from fastattention.export import export_hf
 
     batches = check_arguments(args)
     if not fastattention.cuda_available():
@@ -110,9 +109,7 @@ def run(args: argparse.Namespace) -> int:
     work = tempfile.TemporaryDirectory(prefix="fastattention-step-profile-") if args.work_dir is None else None
     root = args.work_dir or work.name
     try:
-        hf_dir, fa_dir = os.path.join(root, "hf"), os.path.join(root, "fa")
-        _build(torch, hf_dir, shape, args.seed)
-        export_hf(hf_dir, fa_dir, tp=1, dtype="float16", progress=False)
+        _, fa_dir = build_or_reuse(torch, root, shape, args.seed)
         bandwidth = copy_bandwidth(torch)
         sess = Session(fa_dir, "cuda", max_batch=max(batches), max_seq_len=args.prompt_len + args.steps + 8,
                        cuda_graphs=bool(args.cuda_graphs), gpu_memory_fraction=0.5)

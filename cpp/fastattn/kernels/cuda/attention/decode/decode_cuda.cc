@@ -15,6 +15,7 @@
 
 #include "fastattn/core/allocator.h"
 #include "fastattn/core/cuda/device_guard.h"
+#include "fastattn/core/env.h"
 #include "fastattn/kernels/attention/fmha_softmax.h"
 #include "fastattn/core/cuda/cuda_check.h"
 #include "fastattn/kernels/cuda/attention/attention_device_cuda.h"
@@ -34,7 +35,14 @@ enum class DecodeCopyPath {
 };
 
 constexpr int kThreads = 128;         // 4 warps per split CTA (DecodeTraits::kThreads)
-constexpr int kMinKeysPerSplit = 256;  // a split below this costs more in merging than it gains
+// A split below this many keys costs more in merging than it gains. FASTATTN_DECODE_MIN_SPLIT_KEYS
+// overrides it (an A/B knob for bench decode / e2e: 1..65536).
+constexpr int kMinKeysPerSplit = 256;
+
+int min_keys_per_split() {
+  static const int keys = static_cast<int>(env_int("FASTATTN_DECODE_MIN_SPLIT_KEYS", kMinKeysPerSplit, 1, 65536));
+  return keys;
+}
 constexpr int kMinCtasPerSm = 2;       // the heuristic aims for at least 2 x SMs CTAs
 
 // Every compiled decode kernel, one entry per (dtype, head dim, row tile), from the attention
@@ -137,7 +145,7 @@ int64_t pow2_floor(int64_t n) {
 // Split count. The CTAs of a launch do equal work, so the count is chosen to fill whole waves
 // of resident CTAs (SMs x CTAs per SM): the fewest waves that give at least kMinCtasPerSm x SMs
 // CTAs, each as full as possible (a last wave of a few CTAs would leave most SMs idle while
-// they finish). No split gets fewer than kMinKeysPerSplit keys.
+// they finish). No split gets fewer than min_keys_per_split() keys.
 int heuristic_splits(int sms, int ctas_per_sm, int64_t base_ctas, int64_t keys, int block_n) {
   if (keys <= 0 || base_ctas <= 0) return 1;
   const int64_t slots = static_cast<int64_t>(sms) * ctas_per_sm;  // one wave
@@ -152,7 +160,7 @@ int heuristic_splits(int sms, int ctas_per_sm, int64_t base_ctas, int64_t keys, 
   }
   // Below whole waves, the count grows with the keys in powers of two, so a decode step sees
   // only a few distinct counts as its context grows (each is a separate CUDA graph).
-  splits = std::min<int64_t>(splits, pow2_floor(keys / kMinKeysPerSplit));
+  splits = std::min<int64_t>(splits, pow2_floor(keys / min_keys_per_split()));
   splits = std::min<int64_t>(splits, (keys + block_n - 1) / block_n);
   splits = std::min<int64_t>(splits, kMaxNumSplits);
   return static_cast<int>(std::max<int64_t>(splits, 1));
