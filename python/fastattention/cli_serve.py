@@ -46,6 +46,10 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-preemption", action="store_true",
                    help="reserve each request's prompt + max_tokens of KV at admission instead "
                         "of preempting the youngest requests to host memory under KV pressure")
+    p.add_argument("--max-preempted-kv-gib", type=float, default=None,
+                   help="host memory for the KV of preempted requests (GiB; default a quarter "
+                        "of the machine's memory); past it a preempted request's KV is dropped "
+                        "and recomputed when it resumes")
     p.add_argument("--graceful-seconds", type=float, default=30.0,
                    help="on shutdown, how long running requests may finish (default 30)")
     p.add_argument("--log-level", default="info",
@@ -56,6 +60,10 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     from fastattention.cli import CliError, _require_config_dir
 
+    gib = args.max_preempted_kv_gib
+    if gib is not None and not (gib >= 0 and gib * 2**30 < 2**63):
+        raise CliError(f"--max-preempted-kv-gib must be >= 0 and finite, got {gib}")
+    stash_cap = None if args.max_preempted_kv_gib is None else int(args.max_preempted_kv_gib * 2**30)
     try:
         import starlette  # noqa: F401
         import uvicorn  # noqa: F401
@@ -83,11 +91,11 @@ def run_serve(args: argparse.Namespace) -> int:
         from fastattention.engine import Engine, follow
 
         follow(Engine(session, step_tokens=step, static_batching=args.static_batching,
-                      preemption=not args.no_preemption))
+                      preemption=not args.no_preemption, max_preempted_kv_bytes=stash_cap))
         return 0
     name = args.served_model_name or os.path.basename(os.path.normpath(args.model))
     server = Server(session, name, step_tokens=step, static_batching=args.static_batching,
-                    preemption=not args.no_preemption)
+                    preemption=not args.no_preemption, max_preempted_kv_bytes=stash_cap)
     print(f"serving {name} ({args.model}) on http://{args.host}:{args.port}/v1 "
           f"(max batch {args.max_batch}, {step} tokens per step, "
           f"{'static' if args.static_batching else 'in-flight'} batching)", flush=True)

@@ -49,10 +49,15 @@ class Engine:
         blocks are free again; admission then needs room for the prompt only. False: admission
         reserves prompt + max_new_tokens per request and nothing is preempted (static batching
         never preempts). See runtime/engine.h.
+    max_preempted_kv_bytes: host memory the preempted requests' KV may hold at once (None: a
+        quarter of the machine's memory, shared by the ranks under mpirun). A preemption past
+        it drops the request's KV instead, and its prompt and generated tokens are prefilled
+        again when it resumes (0: always so).
     """
 
     def __init__(self, session, *, max_running=None, step_tokens=None,
-                 static_batching: bool = False, preemption: bool = True):
+                 static_batching: bool = False, preemption: bool = True,
+                 max_preempted_kv_bytes=None):
         opts = _C.EngineOptions()
         opts.max_running = 0 if max_running is None else _check_int("max_running", max_running, 1)
         opts.step_tokens = 0 if step_tokens is None else _check_int("step_tokens", step_tokens, 1)
@@ -62,6 +67,8 @@ class Engine:
         if not isinstance(preemption, bool):
             raise TypeError(f"preemption must be a bool, got {type(preemption).__name__}")
         opts.preemption = preemption
+        opts.max_preempted_kv_bytes = (-1 if max_preempted_kv_bytes is None else
+                                       _check_int("max_preempted_kv_bytes", max_preempted_kv_bytes, 0))
         self.session = session
         self._engine = _C.Engine(session._session, opts)
 

@@ -127,7 +127,8 @@ class Server:
     generate() refuses while the server lives). model_name is the id clients pass as "model"."""
 
     def __init__(self, session, model_name: str, *, max_running=None, step_tokens=None,
-                 static_batching: bool = False, preemption: bool = True):
+                 static_batching: bool = False, preemption: bool = True,
+                 max_preempted_kv_bytes=None):
         if session.tokenizer is None:
             raise ValueError("serving needs the model's tokenizer (tokenizer.json in the model "
                              "directory; export the model with its tokenizer)")
@@ -139,7 +140,8 @@ class Server:
         self.eos = sorted(set(session.config["eos_token_id"]))
         self.chat_stops = sorted(set(self.tokenizer.end_of_turn_ids()) | set(self.eos))
         self.engine = Engine(session, max_running=max_running, step_tokens=step_tokens,
-                             static_batching=static_batching, preemption=preemption)
+                             static_batching=static_batching, preemption=preemption,
+                             max_preempted_kv_bytes=max_preempted_kv_bytes)
         self.loop = EngineLoop(self.engine)
         self.created = int(time.time())
         self._counts = {r: 0 for r in FINISH_REASONS}
@@ -214,6 +216,8 @@ class Server:
                s["preempted_kv_bytes"])
         metric("preemptions_total", "counter", "Requests preempted under KV pressure.",
                s["preemptions"])
+        metric("preemptions_recomputed_total", "counter", "Preemptions that dropped the KV (the "
+               "host cap was reached): recomputed on resumption.", s["recomputed"])
         for reason in sorted(counts):
             metric("requests_total", "counter", "Finished requests by finish reason.",
                    counts[reason], f'{{finish_reason="{reason}"}}')

@@ -158,6 +158,9 @@ def test_bench_attention_small():
 @pytest.mark.parametrize("args, code, message", [
     ([], 2, "required: .*command|the following arguments are required"),
     (["serve"], 2, "the following arguments are required: --model"),
+    (["serve", "--model", ".", "--max-preempted-kv-gib", "-1"], 1, "--max-preempted-kv-gib must be >= 0"),
+    (["serve", "--model", ".", "--max-preempted-kv-gib", "nan"], 1, "--max-preempted-kv-gib must be >= 0"),
+    (["serve", "--model", ".", "--max-preempted-kv-gib", "inf"], 1, "--max-preempted-kv-gib must be >= 0"),
     (["deploy"], 2, "invalid choice: 'deploy'"),
     (["bench", "nosuch"], 2, "invalid choice: 'nosuch'"),
     (["export", "--hf", "/nonexistent/hf", "--out", "/tmp/x"], 1,

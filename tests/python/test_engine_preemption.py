@@ -71,6 +71,36 @@ def test_preempted_requests_resume_with_the_same_tokens(weights, reference, host
     assert sess.generate(full, 30) == reference.generate(full, 30)
 
 
+@pytest.mark.parametrize("cap", [0, "one"])
+def test_preemption_past_the_host_cap_recomputes(weights, reference, cap):
+    """max_preempted_kv_bytes: 0 recomputes every preemption (nothing stashed); a cap of one
+    request's stash mixes both kinds. Either way each request's tokens equal it run alone
+    (float32: prefill and decode agree closely enough for these greedy and seeded draws)."""
+    sess = session(weights, max_cache_tokens=128)
+    probe = Engine(sess, step_tokens=32)
+    _, history = run(probe, growing_requests(8, seed=11))
+    one = min(s["preempted_kv_bytes"] for s in history if s["preempted"])
+    probe.close()
+    eng = Engine(sess, step_tokens=32, max_preempted_kv_bytes=0 if cap == 0 else one)
+    reqs = growing_requests(8, seed=11)
+    out, history = run(eng, reqs)
+    for i, ((prompt, kw), tokens) in enumerate(zip(reqs, out)):
+        assert tokens == reference.generate([prompt], **kw)[0], i
+    last = history[-1]
+    assert last["recomputed"] >= 1 and last["resumed"] == last["preemptions"]
+    assert max(s["preempted_kv_bytes"] for s in history) <= (0 if cap == 0 else one)
+    if cap != 0:
+        assert last["recomputed"] < last["preemptions"]  # some were stashed
+    assert_pools_whole(eng, 8)
+
+
+def test_host_cap_option_is_checked(weights):
+    with pytest.raises(ValueError, match="max_preempted_kv_bytes"):
+        Engine(session(weights), max_preempted_kv_bytes=-5)
+    with pytest.raises(TypeError, match="max_preempted_kv_bytes"):
+        Engine(session(weights), max_preempted_kv_bytes=1.5)
+
+
 def test_preemption_off_reserves_whole_contexts(weights, reference):
     sess = session(weights, max_cache_tokens=128)
     eng = Engine(sess, step_tokens=32, preemption=False)

@@ -19,7 +19,8 @@ void bind_engine(py::module_& m) {
       .def_readwrite("max_running", &EngineOptions::max_running)
       .def_readwrite("step_tokens", &EngineOptions::step_tokens)
       .def_readwrite("static_batching", &EngineOptions::static_batching)
-      .def_readwrite("preemption", &EngineOptions::preemption);
+      .def_readwrite("preemption", &EngineOptions::preemption)
+      .def_readwrite("max_preempted_kv_bytes", &EngineOptions::max_preempted_kv_bytes);
 
   py::class_<Engine>(m, "Engine",
                      "In-flight batching over a session (borrowed: the session's own generate() "
@@ -91,6 +92,7 @@ void bind_engine(py::module_& m) {
         d["preemptions"] = s.preemptions;
         d["resumed"] = s.resumed;
         d["preempted_kv_bytes"] = s.preempted_kv_bytes;
+        d["recomputed"] = s.recomputed;
         return d;
       });
 }

@@ -4,12 +4,22 @@
 #include <chrono>
 #include <cstring>
 
+#include <unistd.h>
+
 #include "fastattn/comm/mpi_runtime.h"
 #include "fastattn/core/copy.h"
 #include "fastattn/core/error.h"
 #include "fastattn/core/logging.h"
 
 namespace fastattn::runtime {
+namespace {
+
+int64_t physical_memory_bytes() {
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && page > 0 ? static_cast<int64_t>(pages) * page : int64_t{0};
+}
+
+}  // namespace
 
 const char* finish_reason_name(FinishReason r) {
   switch (r) {
@@ -45,12 +55,18 @@ Engine::Engine(InferenceSession& session, const EngineOptions& options)
   FA_CHECK(options_.step_tokens > options_.max_running, "step_tokens (", options_.step_tokens,
            ") must exceed max_running (", options_.max_running,
            "): a step holds one token of every decoding request plus prefill chunks");
+  FA_CHECK(options_.max_preempted_kv_bytes >= -1, "max_preempted_kv_bytes: must be >= 0, or -1 for ",
+           "a quarter of the machine's memory; got ", options_.max_preempted_kv_bytes);
+  stash_cap_bytes_ = options_.max_preempted_kv_bytes >= 0
+                         ? options_.max_preempted_kv_bytes
+                         : physical_memory_bytes() / 4 / std::max(session_.world_size(), 1);
   if (session_.world_size() > 1) {  // ranks that schedule differently would not stay together
     session_.tp_.check_same_on_all_ranks(Fingerprint()
                                              .add(static_cast<uint64_t>(options_.max_running))
                                              .add(static_cast<uint64_t>(options_.step_tokens))
                                              .add(options_.static_batching ? 1 : 0)
                                              .add(options_.preemption ? 1 : 0)
+                                             .add(static_cast<uint64_t>(stash_cap_bytes_))
                                              .value(),
                                          "the Engine's options");
   }
@@ -296,7 +312,9 @@ bool Engine::plan_step() {
   const bool pre = preempting();
   for (size_t i = 0; i < running_.size(); ++i) {
     Request& r = running_[i];
-    if (r.out.empty() || r.preempt_now) continue;
+    if (r.out.empty() || r.preempt_now || r.cached < static_cast<int64_t>(prefill_tokens(r).size())) {
+      continue;  // not decoding: its prompt (or what it replays) is not all in yet
+    }
     if (pre && !make_room(i, 1)) continue;  // r itself had to be preempted
     s.reserve_kv(r.seq, r.cached, r.cached + 1);
     b.add(*s.blocks_, r.seq, &r.out.back(), 1, r.cached);
@@ -307,18 +325,21 @@ bool Engine::plan_step() {
   int64_t budget = options_.step_tokens - b.num_tokens();
   for (Request& r : running_) {
     if (budget <= 0) break;
-    const int64_t len = static_cast<int64_t>(r.prompt.size());
-    if (!r.out.empty() || r.cached >= len || r.preempt_now) continue;
+    const std::vector<int64_t>& tokens = prefill_tokens(r);
+    const auto len = static_cast<int64_t>(tokens.size());
+    if (r.cached >= len || r.preempt_now) continue;
     // With preemption a prompt chunk takes only free blocks (it never preempts anyone); the
     // younger requests behind it would not fit either.
     const int64_t n = std::min(len - r.cached, pre ? std::min(budget, fitting_tokens(r)) : budget);
     if (n <= 0) break;
     s.reserve_kv(r.seq, r.cached, r.cached + n);
-    b.add(*s.blocks_, r.seq, r.prompt.data() + r.cached, n, r.cached);
+    b.add(*s.blocks_, r.seq, tokens.data() + r.cached, n, r.cached);
     r.cached += n;
     budget -= n;
     step_prompt_tokens_ += n;
-    if (r.cached == len) {  // prompt complete: its last row gives the first new token
+    // Prompt complete: its last row gives the first new token (a replay ends with the last
+    // generated token still to feed: the next step decodes it).
+    if (r.cached == len && r.out.empty()) {
       sample_.push_back(&r);
       rows_.push_back(b.last_row(b.num_seqs() - 1));
     }
@@ -438,6 +459,7 @@ std::vector<EngineEvent> Engine::step() {
   stats_.running = static_cast<int64_t>(running_.size());
   stats_.preempted = static_cast<int64_t>(preempted_.size());
   stats_.preempted_kv_bytes = stash_bytes;
+  stats_.recomputed = recomputed_;
   stats_.kv_blocks_free = session_.blocks_->free_device_blocks() +
                           session_.blocks_->free_host_blocks();
   stats_.kv_blocks_reserved = reserved_blocks_;

@@ -20,6 +20,11 @@
 //      it goes on from the same token (nothing is recomputed; its tokens equal an unpreempted
 //      run). The oldest running request is never preempted for a younger one, and a request's
 //      whole context fits the pools (add_request checks), so every request finishes.
+//      Host memory for the stashes is capped (max_preempted_kv_bytes): a preemption whose stash
+//      would pass the cap drops the request's KV instead, and on resumption its prompt and the
+//      tokens it had generated are prefilled again (recomputed, as vLLM's recompute mode does;
+//      the tokens that follow may then differ from an unpreempted run where two logits are
+//      nearly tied, since prefill and decode kernels round differently).
 //   off, and in static batching: admission reserves the whole context (prompt + max_new_tokens
 //      - 1 tokens) in the accounting, so a running request never runs out of KV and nothing is
 //      preempted; a request that does not fit waits in the queue.
@@ -59,6 +64,9 @@ struct EngineOptions {
   // Under KV pressure preempt the youngest running requests to host memory and resume them
   // later (see the header comment); false: reserve each request's whole context at admission.
   bool preemption = true;
+  // Host memory the preempted requests' KV may hold at once; a preemption past it recomputes
+  // (see above). -1: a quarter of the machine's physical memory; 0: always recompute.
+  int64_t max_preempted_kv_bytes = -1;
 };
 
 struct RequestParams {
@@ -99,6 +107,7 @@ struct EngineStats {
   int64_t preemptions = 0;          // requests preempted so far
   int64_t resumed = 0;              // preempted requests resumed so far
   int64_t preempted_kv_bytes = 0;   // host memory holding the preempted requests' KV now
+  int64_t recomputed = 0;           // preemptions that dropped the KV (host cap reached)
   double step_seconds = 0.0;  // time spent in step() (forward passes and sampling)
 };
 
@@ -146,7 +155,14 @@ class Engine {
     bool done = false;  // finished or cancelled: leaves running_ at the end of the step
     bool preempt_now = false;  // preempted this step: moves to preempted_ at the end of it
     KvStash stash;             // a preempted request's KV
+    // Preempted by recompute: the tokens to prefill again (prompt + all generated tokens but
+    // the last, which the next decode step feeds); empty otherwise.
+    std::vector<int64_t> replay;
   };
+  // The tokens r prefills: its prompt, or what it replays after a recompute preemption.
+  static const std::vector<int64_t>& prefill_tokens(const Request& r) {
+    return r.replay.empty() ? r.prompt : r.replay;
+  }
   // Under mpirun: rank 0's new requests, cancellations and shutdown flag, broadcast to all.
   void sync_ranks();
   void check_rank_zero(const char* what) const;
@@ -194,6 +210,8 @@ class Engine {
   std::deque<Request> preempted_;  // id order (only the stepping thread touches it)
   int64_t reserved_blocks_ = 0;
   int64_t step_prompt_tokens_ = 0;
+  int64_t stash_cap_bytes_ = 0;  // max_preempted_kv_bytes resolved (engine.cc)
+  int64_t recomputed_ = 0;       // preemptions by recompute so far (stepping thread)
   std::vector<Request*> sample_;
   std::vector<int64_t> rows_;
   std::vector<kernels::SamplingParams> params_;

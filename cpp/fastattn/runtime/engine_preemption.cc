@@ -17,9 +17,10 @@ int64_t Engine::held_blocks(const Request& r) const {
 }
 
 int64_t Engine::next_context(const Request& r) {
-  const auto len = static_cast<int64_t>(r.prompt.size());
+  const auto len = static_cast<int64_t>(prefill_tokens(r).size());
   // The last new token is never written to the cache: a context never exceeds this.
-  return std::min(std::max(len, r.cached) + 1, len + r.params.max_new_tokens - 1);
+  return std::min(std::max(len, r.cached) + 1,
+                  static_cast<int64_t>(r.prompt.size()) + r.params.max_new_tokens - 1);
 }
 
 int64_t Engine::owed_blocks() const {
@@ -38,8 +39,23 @@ int64_t Engine::fitting_tokens(const Request& r) const {
 
 void Engine::preempt(Request& r) {
   InferenceSession& s = session_;
-  // The copies are queued before any later write into the blocks freed here (same stream).
-  r.stash = KvStash::save(s.ctx_, *s.blocks_, r.seq, r.cached, *s.cache_, s.host_cache_.get());
+  int64_t stashed = 0;  // host bytes the preempted requests' KV holds already
+  for (const Request& p : preempted_) stashed += static_cast<int64_t>(p.stash.nbytes());
+  for (const Request& p : running_) stashed += p.preempt_now ? static_cast<int64_t>(p.stash.nbytes()) : 0;
+  const auto bytes = static_cast<int64_t>(KvStash::bytes_for(s.cache_->config(), *s.blocks_, r.cached));
+  if (stashed + bytes <= stash_cap_bytes_) {
+    // The copies are queued before any later write into the blocks freed here (same stream).
+    r.stash = KvStash::save(s.ctx_, *s.blocks_, r.seq, r.cached, *s.cache_, s.host_cache_.get());
+  } else {  // over the host cap: drop the KV, prefill the prompt and the generated tokens again
+    r.replay.clear();
+    if (r.out.size() > 1) {
+      r.replay.reserve(r.prompt.size() + r.out.size() - 1);
+      r.replay.insert(r.replay.end(), r.prompt.begin(), r.prompt.end());
+      r.replay.insert(r.replay.end(), r.out.begin(), r.out.end() - 1);
+    }
+    r.cached = 0;
+    ++recomputed_;
+  }
   s.blocks_->free_sequence(r.seq);
   r.seq = -1;
   r.preempt_now = true;
@@ -64,6 +80,11 @@ bool Engine::make_room(size_t i, int64_t tokens) {
 bool Engine::resume(Request& r) {
   InferenceSession& s = session_;
   r.seq = s.blocks_->add_sequence();
+  if (r.stash.tokens() == 0) {  // nothing stashed (recompute, or no token was cached): prefill
+    std::lock_guard<std::mutex> lock(queue_mu_);
+    ++stats_.resumed;
+    return true;
+  }
   try {
     // keep_from 0: every restored block is in the device pool (others may spill to make room).
     s.reserve_kv(r.seq, 0, r.stash.tokens());

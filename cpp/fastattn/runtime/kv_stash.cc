@@ -17,6 +17,12 @@ char* block_at(Tensor& pool, int32_t block, size_t block_bytes) {
 
 }  // namespace
 
+size_t KvStash::bytes_for(const kvcache::KvCacheConfig& c, const kvcache::SpillBlockManager& blocks,
+                          int64_t tokens) {
+  return block_bytes_of(c) * 2 * static_cast<size_t>(c.num_layers) *
+         static_cast<size_t>(blocks.blocks_for(tokens));
+}
+
 KvStash KvStash::save(const Context& ctx, const kvcache::SpillBlockManager& blocks,
                       kvcache::SpillBlockManager::SeqId seq, int64_t tokens,
                       kvcache::KvCache& device, kvcache::KvCache* host) {

@@ -31,6 +31,9 @@ class KvStash {
   // least tokens() tokens (InvalidArgument otherwise: the pools would be corrupted).
   void restore(const Context& ctx, const kvcache::SpillBlockManager& blocks,
                kvcache::SpillBlockManager::SeqId seq, kvcache::KvCache& device) const;
+  // Host bytes a stash of `tokens` tokens of a sequence would hold.
+  static size_t bytes_for(const kvcache::KvCacheConfig& c, const kvcache::SpillBlockManager& blocks,
+                          int64_t tokens);
   int64_t tokens() const { return tokens_; }
   int64_t num_blocks() const { return num_blocks_; }
   size_t nbytes() const { return data_.defined() ? data_.view().nbytes() : 0; }
