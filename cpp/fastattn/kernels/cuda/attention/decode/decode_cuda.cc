@@ -37,7 +37,7 @@ enum class DecodeCopyPath {
 constexpr int kThreads = 128;         // 4 warps per split CTA (DecodeTraits::kThreads)
 // A split below this many keys costs more in merging than it gains. FASTATTN_DECODE_MIN_SPLIT_KEYS
 // overrides it (an A/B knob for bench decode / e2e: 1..65536).
-constexpr int kMinKeysPerSplit = 256;
+constexpr int kMinKeysPerSplit = 64;
 
 int min_keys_per_split() {
   static const int keys = static_cast<int>(env_int("FASTATTN_DECODE_MIN_SPLIT_KEYS", kMinKeysPerSplit, 1, 65536));
