@@ -74,7 +74,7 @@ def kernel_times(events) -> Dict[str, Tuple[float, int]]:
     for e in events:
         if "CUDA" not in str(getattr(e, "device_type", "")):
             continue
-        us = e.device_time if hasattr(e, "device_time") else e.cuda_time
+        us = e.time_range.elapsed_us()  # a device event's own span (one kernel, copy or memset)
         total, calls = out.get(short_name(e.name), (0.0, 0))
         out[short_name(e.name)] = (total + us, calls + 1)
     return out
