@@ -79,7 +79,7 @@ def test_nccl_session_matches_tp1(mpi, exported_model_factory, tmp_path):
 @pytest.mark.parametrize("var, value, message", [
     ("FASTATTN_TP_ALLREDUCE", "ring", "FASTATTN_TP_ALLREDUCE: expected nccl or gather, got 'ring'"),
     ("FASTATTN_NCCL_CTA_POLICY", "fast", "FASTATTN_NCCL_CTA_POLICY: expected default, efficiency"),
-    ("FASTATTN_TP_GEMM_SMS", "many", "FASTATTN_TP_GEMM_SMS: expected a non-negative integer"),
+    ("FASTATTN_TP_GEMM_SMS", "many", "FASTATTN_TP_GEMM_SMS: expected an integer in [0, 2147483647]"),
 ])
 def test_bad_nccl_settings_fail_every_rank(mpi, tmp_path, var, value, message):
     res = mpi.run(2, "start", tmp_path, script=WORKER, env={var: value}, check=False, timeout=120)

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include <chrono>
+#include <climits>
 #include <cstdlib>
 #include <memory>
 #include <mutex>
@@ -11,6 +12,7 @@
 #include <vector>
 
 #include "fastattn/comm/communicator.h"
+#include "fastattn/core/env.h"
 #include "fastattn/core/error.h"
 
 // Set by cmake/FastAttnMpi.cmake when the shim is built.
@@ -39,12 +41,10 @@ bool file_exists(const std::string& path) {
   return !path.empty() && ::stat(path.c_str(), &st) == 0;
 }
 
-int env_int(const char* name, int fallback) {
-  const char* v = env(name);
-  if (v == nullptr) return fallback;
-  char* end = nullptr;
-  const long x = std::strtol(v, &end, 10);
-  return end != v && *end == '\0' ? static_cast<int>(x) : fallback;
+// A launcher's rank / size variable (core/env.h: a value that is not an integer >= 0 is an
+// InvalidArgument naming it, not a silent rank 0 that would leave the job waiting).
+int env_count(const char* name, int fallback) {
+  return static_cast<int>(fastattn::env_int(name, fallback, 0, INT_MAX));
 }
 
 // Directory of the shared object (or executable) holding this function: the Python package's
@@ -139,16 +139,16 @@ LaunchInfo detect_launch() {
     if (env(s.size) == nullptr) continue;
     li.launched = true;
     li.source = s.size;
-    li.world_size = env_int(s.size, 1);
-    li.rank = env_int(s.rank, 0);
-    li.local_rank = env_int(s.local_rank, 0);
+    li.world_size = env_count(s.size, 1);
+    li.rank = env_count(s.rank, 0);
+    li.local_rank = env_count(s.local_rank, 0);
     return li;
   }
   if (env("PMIX_RANK") != nullptr) {  // a PMIx launcher (prterun, srun --mpi=pmix): size from MPI
     li.launched = true;
     li.source = "PMIX_RANK";
     li.world_size = 0;
-    li.rank = env_int("PMIX_RANK", 0);
+    li.rank = env_count("PMIX_RANK", 0);
   }
   return li;
 }

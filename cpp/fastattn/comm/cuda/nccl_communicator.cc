@@ -2,6 +2,7 @@
 
 #include <cuda_runtime.h>
 
+#include <climits>
 #include <cstdlib>
 #include <mutex>
 #include <string>
@@ -9,6 +10,7 @@
 
 #include "fastattn/core/cuda/device_guard.h"
 #include "fastattn/core/cuda/cuda_check.h"
+#include "fastattn/core/env.h"
 
 #if defined(FASTATTN_WITH_NCCL)
 #include <nccl.h>
@@ -50,14 +52,9 @@ std::string env_str(const char* name) {
   return v == nullptr ? "" : v;
 }
 
-int env_int(const char* name, int fallback) {
-  const char* v = std::getenv(name);
-  if (v == nullptr || v[0] == '\0') return fallback;
-  char* end = nullptr;
-  const long x = std::strtol(v, &end, 10);
-  FA_CHECK(end != v && *end == '\0' && x >= 0, name, ": expected a non-negative integer, got '", v,
-           "'");
-  return static_cast<int>(x);
+// A non-negative int setting (core/env.h: InvalidArgument naming the variable otherwise).
+int env_count(const char* name, int fallback) {
+  return static_cast<int>(fastattn::env_int(name, fallback, 0, INT_MAX));
 }
 
 // SMs the tile GEMMs of the tiling-AllReduce use (-1: plan_tiles chooses); FASTATTN_TP_GEMM_SMS
@@ -142,15 +139,15 @@ class NcclCommunicator : public Communicator {
       // The options come from the environment, parsed here so that a bad value fails every
       // rank's start together instead of leaving the others in ncclCommInitRankConfig.
       config.blocking = 1;
-      const int min_ctas = env_int("FASTATTN_NCCL_MIN_CTAS", 0);
-      const int max_ctas = env_int("FASTATTN_NCCL_MAX_CTAS", 0);
+      const int min_ctas = env_count("FASTATTN_NCCL_MIN_CTAS", 0);
+      const int max_ctas = env_count("FASTATTN_NCCL_MAX_CTAS", 0);
       if (min_ctas > 0) config.minCTAs = min_ctas;
       if (max_ctas > 0) config.maxCTAs = max_ctas;
 #if NCCL_VERSION_CODE >= NCCL_VERSION(2, 27, 0)
       config.CTAPolicy = cta_policy_from_env();
 #endif
 #endif
-      tiling().gemm_sms = env_int("FASTATTN_TP_GEMM_SMS", kDefaultTileGemmSms);
+      tiling().gemm_sms = env_count("FASTATTN_TP_GEMM_SMS", kDefaultTileGemmSms);
       tiling().gather_reduce = gather_reduce_from_env();
       int count = 0;
       FA_CUDA_CHECK(cudaGetDeviceCount(&count));
