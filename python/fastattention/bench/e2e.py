@@ -362,7 +362,8 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(results, baseline, bandwidth))
     print()
     for r in results[1:]:
-        print(f"greedy decode tokens agreeing with transformers float32 ({r.engine}, {r.weights} "
+        who = "" if r.engine == "fastattention" else f"{r.engine}, "
+        print(f"greedy decode tokens agreeing with transformers float32 ({who}{r.weights} "
               f"weights): {_agreement(r.decode_tokens, baseline.decode_tokens)}")
     if args.peer is not None:
         print()
