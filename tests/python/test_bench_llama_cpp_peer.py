@@ -204,3 +204,33 @@ def test_llama_cpp_greedy_tokens_agree_with_ours(tmp_path):
     tokens, seconds = runner.generate(prompt, 12)
     assert seconds > 0 and runner.prefill(prompt) > 0
     assert [int(t) for t in ours] == tokens
+
+
+def test_gguf_step_bytes(tmp_path):
+    """Weights but the embedding table (when an output.weight is the LM head) + the KV cache."""
+    import gguf
+
+    def write(path, tied):
+        w = gguf.GGUFWriter(str(path), "llama")
+        w.add_tensor("token_embd.weight", np.zeros((300, 8), np.float32))
+        if not tied:
+            w.add_tensor("output.weight", np.zeros((300, 8), np.float32))
+        w.add_tensor("blk.0.attn_q.weight", np.zeros((8, 8), np.float32))
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    (hf / "config.json").write_text(json.dumps(dict(num_attention_heads=2, hidden_size=8,
+                                                    num_key_value_heads=1, num_hidden_layers=1)))
+    kv = 10 * 1 * 2 * 1 * 4 * 4  # context 10, 1 layer, K and V, 1 KV head of 4, float32
+    write(tmp_path / "untied.gguf", tied=False)
+    write(tmp_path / "tied.gguf", tied=True)
+    assert peer.gguf_step_bytes(str(tmp_path / "untied.gguf"), str(hf), 10, "float32") == \
+        300 * 8 * 4 + 64 * 4 + kv
+    assert peer.gguf_step_bytes(str(tmp_path / "tied.gguf"), str(hf), 10, "float32") == \
+        300 * 8 * 4 + 64 * 4 + kv
+    assert peer.gguf_step_bytes(str(tmp_path / "tied.gguf"), str(hf), 10, "float16") == \
+        300 * 8 * 4 + 64 * 4 + kv // 2

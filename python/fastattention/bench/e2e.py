@@ -417,6 +417,8 @@ def _peer_engines(hf_dir: str, root: str, prompt: np.ndarray, decode_prompt: np.
               f"--outtype {peer.OUTTYPES[dtype]}) converted and loaded in "
               f"{time.perf_counter() - t0:.0f} s", flush=True)
         engines.append(_peer_engine(runner, dtype, prompt, decode_prompt, args))
+        engines[-1].step_bytes = peer.gguf_step_bytes(
+            gguf, hf_dir, len(decode_prompt) + (args.new_tokens + 1) / 2, kv)
     version = getattr(module, "__version__", "?")
     note = (f"llama.cpp peer: llama-cpp-python {version}, GGUF by {script}, {args.threads} "
             f"threads (n_threads and n_threads_batch), KV cache {kv}, flash attention on, "

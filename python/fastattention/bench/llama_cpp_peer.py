@@ -227,6 +227,25 @@ def convert_to_gguf(hf_dir: str, out_path: str, dtype: str, script: Path,
     return out_path
 
 
+def gguf_step_bytes(gguf_path: str, hf_dir: str, context: float, kv_dtype: str) -> float:
+    """Bytes a batch-1 llama.cpp decode step reads: every tensor of the GGUF file but the token
+    embedding (one row gathered) unless it is also the LM head (no output.weight), plus the KV
+    cache of `context` tokens in `kv_dtype`; as the bench's decode_step_bytes for our session."""
+    import gguf
+
+    sizes = {t.name: int(t.n_bytes) for t in gguf.GGUFReader(gguf_path).tensors}
+    weights = sum(sizes.values())
+    if "output.weight" in sizes:
+        weights -= sizes.get("token_embd.weight", 0)
+    with open(os.path.join(hf_dir, "config.json"), encoding="utf-8") as f:
+        c = json.load(f)
+    heads = c["num_attention_heads"]
+    head_dim = c.get("head_dim") or c["hidden_size"] // heads
+    kv_heads = c.get("num_key_value_heads") or heads
+    elem = {"float32": 4, "float16": 2, "bfloat16": 2}[kv_dtype]
+    return weights + context * c["num_hidden_layers"] * 2 * kv_heads * head_dim * elem
+
+
 class LlamaCppRunner:
     """One llama.cpp model and context (model load happens here, outside any timing); prefill()
     and decode() return seconds and seconds per step like the bench's other engines."""
