@@ -114,7 +114,7 @@ def test_conversion_source_adds_a_placeholder_tokenizer(tmp_path):
 # ------------------------------------------------------------------------ options and skipping
 @pytest.mark.parametrize("args, message", [
     (["--llama-cpp-convert", "x.py"], "--llama-cpp-convert needs --peer llama.cpp"),
-    (["--llama-cpp-kv", "float16"], "--llama-cpp-kv needs --peer llama.cpp"),
+    (["--llama-cpp-kv", "same"], "--llama-cpp-kv needs --peer llama.cpp"),
     (["--peer", "llama.cpp", "--device", "cuda"], "is a CPU peer (--device cpu)"),
     (["--peer", "llama.cpp", "--llama-cpp-convert", "/nonexistent/convert_hf_to_gguf.py"],
      "--llama-cpp-convert /nonexistent/convert_hf_to_gguf.py: no such file"),
