@@ -13,6 +13,9 @@ for transformers float32 (its fastest CPU path: torch.inference_mode, SDPA atten
 prefill is a forward over the prompt with the LM head on the last position only, as generate()
 does; decode a manual greedy loop feeding past_key_values) and for our
 Session with each exported dtype. Prints a markdown table with ratios against transformers.
+With --peer llama.cpp (bench/llama_cpp_peer.py) llama.cpp joins them through llama-cpp-python, on
+the same checkpoint converted to GGUF at each dtype, with a table of our speed over its speed;
+without llama-cpp-python or llama.cpp's conversion script the peer is skipped, saying why.
 After a warm-up call of each, --repeats rounds run every engine in turn (so load from elsewhere
 on the machine falls on all of them alike) and the best time of each is kept.
 """
@@ -84,8 +87,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="cpu: then measure decode again with one CPU-bound neighbour "
                              "process per two cores, in --repeats rounds alternating with idle "
                              "ones (medians and ranges reported)")
+    from fastattention.bench import llama_cpp_peer
     from fastattention.bench.e2e_cuda import add_cuda_arguments
 
+    llama_cpp_peer.add_arguments(parser)
     add_cuda_arguments(parser)
     parser.add_argument("--quick", action="store_true",
                         help="a 2-layer hidden-256 model and short prompts (a smoke test)")
@@ -285,6 +290,9 @@ def _agreement(a: List[int], b: List[int]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from fastattention.bench import llama_cpp_peer
+
+    llama_cpp_peer.validate_arguments(args)
     if args.device == "cuda":
         from fastattention.bench.e2e_cuda import run_cuda
 
@@ -328,6 +336,11 @@ def run(args: argparse.Namespace) -> int:
             out_dir = os.path.join(root, f"export-{dtype}")
             export_hf(hf_dir, out_dir, tp=1, dtype=dtype, progress=False)
             engines.append(session_engine(out_dir, dtype, prompt, decode_prompt, args))
+        peer_note = None
+        if args.peer is not None:
+            peer_engines, peer_note = _peer_engines(hf_dir, root, prompt, decode_prompt, args)
+            engines += peer_engines
+            print(peer_note, flush=True)
         load_before = _load()
         t0 = time.perf_counter()
         bandwidth = read_bandwidth(args.threads)
@@ -349,8 +362,14 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(results, baseline, bandwidth))
     print()
     for r in results[1:]:
-        print(f"greedy decode tokens agreeing with transformers float32 ({r.weights} weights): "
-              f"{_agreement(r.decode_tokens, baseline.decode_tokens)}")
+        who = "" if r.engine == "fastattention" else f"{r.engine}, "
+        print(f"greedy decode tokens agreeing with transformers float32 ({who}{r.weights} "
+              f"weights): {_agreement(r.decode_tokens, baseline.decode_tokens)}")
+    if args.peer is not None:
+        print()
+        print(peer_note)
+        if any(r.engine == PEER for r in results):
+            print(format_peer_table(results))
     if busy_table is not None:
         print()
         print(busy_table)
@@ -368,3 +387,77 @@ def _busy_neighbour(engines: List[Engine], args: argparse.Namespace) -> str:
     timed = busy.measure_loaded([e.decode for e in engines], args.repeats, count)
     return busy.format_loaded_table(
         [(e.engine, e.weights, idle, loaded) for e, (idle, loaded) in zip(engines, timed)], count)
+
+
+PEER = "llama.cpp"
+
+
+def _peer_engines(hf_dir: str, root: str, prompt: np.ndarray, decode_prompt: np.ndarray,
+                  args: argparse.Namespace):
+    """llama.cpp engines for each --dtypes entry, and a line saying what was run, or why the peer
+    is skipped ([] then): llama-cpp-python missing, or llama.cpp's convert_hf_to_gguf.py."""
+    from fastattention.bench import llama_cpp_peer as peer
+
+    module, why = peer.llama_cpp_module()
+    if module is None:
+        return [], f"llama.cpp peer skipped: {why}"
+    try:
+        script = peer.find_convert_script(args.llama_cpp_convert)
+    except peer.ConvertScriptNotFound as e:
+        return [], f"llama.cpp peer skipped: {e}"
+    kv = "float32" if args.llama_cpp_kv == "same" else args.llama_cpp_kv  # ours: float32 on CPU
+    src = peer.conversion_source(hf_dir, os.path.join(root, "gguf-src"))
+    n_ctx = max(len(prompt), len(decode_prompt) + args.new_tokens) + 8
+    engines = []
+    for dtype in args.dtype_list:
+        t0 = time.perf_counter()
+        gguf = peer.convert_to_gguf(src, os.path.join(root, f"model-{dtype}.gguf"), dtype, script)
+        runner = peer.LlamaCppRunner(gguf, args.threads, n_ctx, kv_dtype=kv)
+        print(f"llama.cpp {dtype}: {os.path.basename(gguf)} ({os.path.getsize(gguf) / 1e6:.0f} MB, "
+              f"--outtype {peer.OUTTYPES[dtype]}) converted and loaded in "
+              f"{time.perf_counter() - t0:.0f} s", flush=True)
+        engines.append(_peer_engine(runner, dtype, prompt, decode_prompt, args))
+        engines[-1].step_bytes = peer.gguf_step_bytes(
+            gguf, hf_dir, len(decode_prompt) + (args.new_tokens + 1) / 2, kv)
+    version = getattr(module, "__version__", "?")
+    note = (f"llama.cpp peer: llama-cpp-python {version}, GGUF by {script}, {args.threads} "
+            f"threads (n_threads and n_threads_batch), KV cache {kv}, flash attention on, "
+            f"greedy argmax over the last position's logits; same prompt ids; model load and "
+            f"conversion not timed")
+    return engines, note
+
+
+def _peer_engine(runner, dtype: str, prompt: np.ndarray, decode_prompt: np.ndarray,
+                 args: argparse.Namespace) -> Engine:
+    prompt_ids = [int(t) for t in prompt]
+    decode_ids = [int(t) for t in decode_prompt]
+    engine = Engine(PEER, dtype, lambda: 0.0, lambda: 0.0)
+
+    def decode() -> float:
+        engine.tokens, seconds = runner.generate(decode_ids, args.new_tokens)
+        return seconds
+
+    engine.prefill = lambda: runner.prefill(prompt_ids)
+    engine.decode = decode
+    return engine
+
+
+def format_peer_table(results: List[Result]) -> str:
+    """Ours next to llama.cpp per weight dtype: prefill tokens/s and decode ms/step, each with the
+    ratio of our speed to llama.cpp's (above 1: we are faster), and greedy token agreement."""
+    ours = {r.weights: r for r in results if r.engine == "fastattention"}
+    lines = ["| weights | prefill tokens/s: fastattention | llama.cpp | ours / llama.cpp "
+             "| decode ms/step: fastattention | llama.cpp | ours / llama.cpp "
+             "| greedy tokens = llama.cpp |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for p in results:
+        if p.engine != PEER or p.weights not in ours:
+            continue
+        o = ours[p.weights]
+        lines.append(
+            f"| {p.weights} | {o.prefill_tokens_per_s:,.0f} | {p.prefill_tokens_per_s:,.0f} | "
+            f"{o.prefill_tokens_per_s / p.prefill_tokens_per_s:.2f}x | "
+            f"{o.decode_ms_per_step:.2f} | {p.decode_ms_per_step:.2f} | "
+            f"{p.decode_ms_per_step / o.decode_ms_per_step:.2f}x | "
+            f"{_agreement(o.decode_tokens, p.decode_tokens)} |")
+    return "\n".join(lines)
