@@ -1,9 +1,8 @@
 # Shared by check_format.sh and apply_format.sh (sourced, not run): the files each formatter
 # covers and the pinned formatter versions.
 #
-#   C++ / CUDA: every *.cc *.h *.cu *.cuh *.c *.cpp *.hpp of the checkout (git's tracked and
-#               untracked-but-not-ignored files; without git: under cpp/ tests/ examples/),
-#               formatted by clang-format with the repository's .clang-format.
+#   C++ / CUDA: the *.cc *.h *.cu *.cuh *.c *.cpp *.hpp files under cpp/ tests/ examples/ (with
+#               git: tracked, and untracked ones not ignored), by clang-format (.clang-format).
 #   Python:     python/ tests/ examples/ cmake/ setup.py, by ruff (pyproject.toml [tool.ruff]).
 #
 # The versions are the ones pinned in pyproject.toml's test extra (and .pre-commit-config.yaml):
@@ -14,7 +13,7 @@ if [[ -z "${PYTHON:-}" ]]; then
   if command -v python3 >/dev/null 2>&1; then PYTHON=python3; else PYTHON=python; fi
 fi
 PY_PATHS=(python tests examples cmake setup.py)
-CPP_GLOBS=('*.cc' '*.h' '*.cu' '*.cuh' '*.c' '*.cpp' '*.hpp')
+CPP_DIRS=(cpp tests examples)
 
 # The version pinned in pyproject.toml for a package ("clang-format==22.1.2" -> 22.1.2).
 pinned_version() {
@@ -44,14 +43,17 @@ ensure_formatters() {
   echo "format: clang-format $cf_want, ruff $ruff_want"
 }
 
-# NUL-separated C++ / CUDA files, relative to $ROOT.
+# NUL-separated C++ / CUDA files under cpp/ tests/ examples/, relative to $ROOT (a virtual
+# environment or build folder elsewhere in the checkout holds third-party headers: not ours).
 cpp_files() {
+  local re='\.(cc|h|cu|cuh|c|cpp|hpp)$'
   if git -C "$ROOT" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
-    (cd "$ROOT" && git ls-files -z --cached --others --exclude-standard -- "${CPP_GLOBS[@]}" |
-      while IFS= read -r -d '' f; do [[ -f "$f" ]] && printf '%s\0' "$f"; done)
+    (cd "$ROOT" && git ls-files -z --cached --others --exclude-standard -- "${CPP_DIRS[@]}" |
+      while IFS= read -r -d '' f; do
+        if [[ "$f" =~ $re && -f "$f" ]]; then printf '%s\0' "$f"; fi
+      done)
   else
-    local names=() g
-    for g in "${CPP_GLOBS[@]}"; do names+=(-o -name "$g"); done
-    (cd "$ROOT" && find cpp tests examples -type f \( "${names[@]:1}" \) -print0 | sort -z)
+    (cd "$ROOT" && find "${CPP_DIRS[@]}" -type f -regextype posix-extended -regex ".*$re" -print0 |
+      sort -z)
   fi
 }
