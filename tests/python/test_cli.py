@@ -4,7 +4,6 @@ failures, each with a message naming the option or file at fault."""
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import re
 import subprocess

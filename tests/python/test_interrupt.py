@@ -11,8 +11,6 @@ import sys
 import textwrap
 import time
 
-import pytest
-
 CHILD = textwrap.dedent("""
     import json, sys, time
     from fastattention import random_weights

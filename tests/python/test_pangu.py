@@ -169,7 +169,7 @@ def gelu(x):
 def reference_logits(cfg: dict, w: dict, tokens, dt=np.float64) -> np.ndarray:
     """Pre-LayerNorm decoder: x += o(attn(rope(qkv(LN(x))))); x += down(gelu(up(LN(x)))); logits
     = LN(x) @ lm_head.T. Computed in `dt` throughout."""
-    H, D, nh, nkv = cfg["hidden_size"], cfg["head_dim"], cfg["num_heads"], cfg["num_kv_heads"]
+    D, nh, nkv = cfg["head_dim"], cfg["num_heads"], cfg["num_kv_heads"]
     rd, eps, T = cfg["rope"]["rotary_dim"], cfg["norm_eps"], len(tokens)
     W = {k: v.astype(dt) for k, v in w.items()}
 

@@ -184,7 +184,7 @@ def _act(cfg, x):
 
 def reference_logits(cfg, w, tokens):
     T = len(tokens)
-    H, D, I = cfg["hidden_size"], cfg["head_dim"], cfg["intermediate_size"]
+    D, I = cfg["head_dim"], cfg["intermediate_size"]
     hq, hk = cfg["num_heads"], cfg["num_kv_heads"]
     pos = np.arange(T)
     window = cfg["sliding_window"]

@@ -63,7 +63,8 @@ void fill_random_weight(const Context& ctx, const RandomFillParams& p, const Ten
   const size_t item = dtype_size(dt);
   char* base = static_cast<char*>(out.data());
   const int threads = context_threads(ctx);
-#pragma omp parallel num_threads(rows * cols >= (1 << 16) ? threads : 1)
+  const int team = rows * cols >= (1 << 16) ? threads : 1;
+#pragma omp parallel num_threads(team)
   {
     std::vector<float> row_values(static_cast<size_t>(cols));
 #pragma omp for schedule(static)

@@ -95,7 +95,9 @@ def run(args) -> List[dict]:
                 except Exception:  # backend unavailable for this shape / dtype
                     row[name] = None
             rows.append(row)
-            del inputs, bhsd
+            # Not `del`: ruff's F821 misreads a del of names used by a closure above
+            # (astral-sh/ruff#9858). Dropping the references frees the memory.
+            inputs = bhsd = None
             torch.cuda.empty_cache()
             _print_row(row)
     return rows

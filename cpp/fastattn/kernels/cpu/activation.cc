@@ -149,7 +149,8 @@ void for_each_gated_row(const Context& ctx, const Tensor& gate_up, Tensor& out, 
   const float* gp = gate_up.data_as<const float>();
   float* op = out.data_as<float>();
   const int64_t ldg = gate_up.stride(0), ldo = out.stride(0);
-#pragma omp parallel for num_threads(cpu::threads_for(ctx, T * I)) schedule(static)
+  const int threads = cpu::threads_for(ctx, T * I);
+#pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t t = 0; t < T; ++t) {
     const float* g = gp + t * ldg;
     row(g, g + I, op + t * ldo, I);
@@ -193,7 +194,8 @@ void cpu::gelu_cpu(const Context& ctx, const Tensor& x, Tensor& out, GeluApprox 
   const int64_t rows = xr.rows(), n = xr.cols();
   const float* xp = x.data_as<const float>();
   float* op = out.data_as<float>();
-#pragma omp parallel for num_threads(cpu::threads_for(ctx, rows * n)) schedule(static)
+  const int threads = cpu::threads_for(ctx, rows * n);
+#pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
     const float* in = xp + xr.row_offset(r);
     float* o = op + orow.row_offset(r);
@@ -215,7 +217,8 @@ void cpu::add_cpu(const Context& ctx, const Tensor& a, const Tensor& b, Tensor& 
   const float* ap = a.data_as<const float>();
   const float* bp = b.data_as<const float>();
   float* op = out.data_as<float>();
-#pragma omp parallel for num_threads(cpu::threads_for(ctx, rows * n)) schedule(static)
+  const int threads = cpu::threads_for(ctx, rows * n);
+#pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
     const float* x = ap + ar.row_offset(r);
     const float* y = bp + br.row_offset(r);

@@ -24,7 +24,8 @@ void lookup(const Context& ctx, const I* ids, const Tensor& table, Tensor& out, 
   const size_t row_bytes = static_cast<size_t>(table.stride(0)) * dtype_size(table.dtype());
   float* op = out.data_as<float>();
   const int64_t ldo = out.stride(0);
-#pragma omp parallel for num_threads(cpu::threads_for(ctx, T * H)) schedule(static)
+  const int threads = cpu::threads_for(ctx, T * H);
+#pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t t = 0; t < T; ++t) {
     const int64_t row = static_cast<int64_t>(ids[t]) - vocab_start;
     float* o = op + t * ldo;

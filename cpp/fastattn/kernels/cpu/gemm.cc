@@ -43,7 +43,8 @@ void add_bias_rows(const Context& ctx, const Tensor& bias, float* y, int64_t ldy
                    int64_t N) {
   std::vector<float> widened;
   const float* b = as_float(bias, widened);
-#pragma omp parallel for num_threads(threads_for(ctx, M * N)) schedule(static)
+  const int threads = threads_for(ctx, M * N);
+#pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t m = 0; m < M; ++m) {
     float* row = y + m * ldy;
 #pragma omp simd

@@ -96,7 +96,8 @@ void cpu::norm_cpu(const Context& ctx, const NormParams& p, const Tensor& x, con
   const float* xp = x.data_as<const float>();
   float* op = out.data_as<float>();
   const int64_t ldx = x.stride(0), ldo = out.stride(0);
-#pragma omp parallel for num_threads(cpu::threads_for(ctx, T * H)) schedule(static)
+  const int threads = cpu::threads_for(ctx, T * H);
+#pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t t = 0; t < T; ++t) norm_row(p, nw, xp + t * ldx, op + t * ldo, H);
 }
 
@@ -114,7 +115,8 @@ void cpu::add_norm_cpu(const Context& ctx, const NormParams& p, Tensor& residual
   const float* xp = x.data_as<const float>();
   float* op = out.data_as<float>();
   const int64_t ldr = residual.stride(0), ldx = x.stride(0), ldo = out.stride(0);
-#pragma omp parallel for num_threads(cpu::threads_for(ctx, T * H)) schedule(static)
+  const int threads = cpu::threads_for(ctx, T * H);
+#pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t t = 0; t < T; ++t) {
     // The row (a few KB) stays in L1 between the add and the norm: one trip to memory.
     float* r = rp + t * ldr;

@@ -155,7 +155,8 @@ void cpu::sample_cpu(const Context& ctx, const Tensor& logits,
   // Each row is independent; an exception inside the parallel region is carried out of it
   // (the first failing row's, whatever the thread count).
   std::vector<std::exception_ptr> errors(static_cast<size_t>(B));
-#pragma omp parallel num_threads(cpu::threads_for(ctx, B * V))
+  const int threads = cpu::threads_for(ctx, B * V);
+#pragma omp parallel num_threads(threads)
   {
     // Per-thread buffers kept between calls: a 32K vocabulary needs ~400 KB, which malloc would
     // otherwise map and fault in afresh on every decode step.
