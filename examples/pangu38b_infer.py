@@ -27,6 +27,7 @@ tp 8, 56 GB per rank for 256K tokens).
 Only rank 0 prints: the shape, the memory plan, prefill tokens/s, decode ms/step and tokens/s
 (and the weight bytes each decode step reads per rank, as GB/s), and the generated ids (greedy).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,8 @@ import numpy as np
 CONFIGS = pathlib.Path(__file__).resolve().parent / "configs"
 PRESETS = {"full": CONFIGS / "pangu_38b.json", "tiny": CONFIGS / "pangu_tiny.json"}
 MAX_CONTEXT = 262144  # the longest context the example sizes a session for
-SPILL_FROM = 32768    # longer contexts spill the KV cache to a host pool
-KV_BLOCK = 16         # tokens per KV-cache block (the session's default kv_block_size)
+SPILL_FROM = 32768  # longer contexts spill the KV cache to a host pool
+KV_BLOCK = 16  # tokens per KV-cache block (the session's default kv_block_size)
 
 
 class UsageError(ValueError):
@@ -76,39 +77,76 @@ def after_rank0_printed(code: int) -> int:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = Parser(prog="pangu38b_infer.py", description=__doc__.split("\n\n")[0],
-               formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(
+        prog="pangu38b_infer.py",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     src = p.add_mutually_exclusive_group()
     src.add_argument("--model", metavar="DIR", help="an exported model (tp_size = ranks)")
-    src.add_argument("--random-weights", action="store_true",
-                     help="seeded random weights built in memory (the default without --model)")
-    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help="random-weights shape: full (38B, the default) or tiny (CPU-sized)")
-    p.add_argument("--num-layers", type=int, default=None,
-                   help="random weights: override the preset's layer count (e.g. a reduced 38B "
-                        "on one GPU)")
-    p.add_argument("--dtype", choices=["float16", "float32"], default="float16",
-                   help="random weights' dtype (default float16)")
-    p.add_argument("--tp", type=int, default=None,
-                   help="tensor-parallel ranks (default: the MPI world size; must equal it)")
+    src.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="seeded random weights built in memory (the default without --model)",
+    )
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=None,
+        help="random-weights shape: full (38B, the default) or tiny (CPU-sized)",
+    )
+    p.add_argument(
+        "--num-layers",
+        type=int,
+        default=None,
+        help="random weights: override the preset's layer count (e.g. a reduced 38B on one GPU)",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=["float16", "float32"],
+        default="float16",
+        help="random weights' dtype (default float16)",
+    )
+    p.add_argument(
+        "--tp",
+        type=int,
+        default=None,
+        help="tensor-parallel ranks (default: the MPI world size; must equal it)",
+    )
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda (a rank's local GPU)")
     p.add_argument("--batch", type=int, default=4, help="prompts generated together (default 4)")
     p.add_argument("--prompt-len", type=int, default=64, help="tokens per prompt (default 64)")
     p.add_argument("--new-tokens", type=int, default=16, help="tokens generated (default 16)")
-    p.add_argument("--max-context", type=int, default=None,
-                   help=f"longest context the session is sized for, up to {MAX_CONTEXT} "
-                        f"(default prompt-len + new-tokens); past {SPILL_FROM} the KV cache "
-                        "spills to host memory")
-    p.add_argument("--kv-pool-tokens", type=int, default=None,
-                   help="device KV pool in tokens over the batch (default: on a GPU what the "
-                        f"memory plan leaves, on the CPU batch x min(max-context, {SPILL_FROM})); "
-                        "smaller than batch x max-context: the rest spills to host memory")
-    p.add_argument("--host-kv-tokens", type=int, default=None,
-                   help="host KV pool in tokens over the batch (default: batch x max-context "
-                        "when the context may outgrow the device pool, else 0)")
-    p.add_argument("--gpu-kv-budget", type=float, default=None,
-                   help="GPU KV pool: a fraction of GPU memory (<= 1) or bytes (default: what "
-                        "the memory plan leaves)")
+    p.add_argument(
+        "--max-context",
+        type=int,
+        default=None,
+        help=f"longest context the session is sized for, up to {MAX_CONTEXT} "
+        f"(default prompt-len + new-tokens); past {SPILL_FROM} the KV cache "
+        "spills to host memory",
+    )
+    p.add_argument(
+        "--kv-pool-tokens",
+        type=int,
+        default=None,
+        help="device KV pool in tokens over the batch (default: on a GPU what the "
+        f"memory plan leaves, on the CPU batch x min(max-context, {SPILL_FROM})); "
+        "smaller than batch x max-context: the rest spills to host memory",
+    )
+    p.add_argument(
+        "--host-kv-tokens",
+        type=int,
+        default=None,
+        help="host KV pool in tokens over the batch (default: batch x max-context "
+        "when the context may outgrow the device pool, else 0)",
+    )
+    p.add_argument(
+        "--gpu-kv-budget",
+        type=float,
+        default=None,
+        help="GPU KV pool: a fraction of GPU memory (<= 1) or bytes (default: what "
+        "the memory plan leaves)",
+    )
     p.add_argument("--prefill-chunk", type=int, default=2048, help="tokens per prefill pass")
     p.add_argument("--warmup", type=int, default=1, help="untimed generate() calls first (1)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads per rank")
@@ -123,16 +161,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.warmup < 0 or args.seed < 0 or (args.host_kv_tokens or 0) < 0:
         p.error("--warmup, --seed and --host-kv-tokens must be >= 0")
     if args.model and (args.preset or args.num_layers):
-        p.error("--preset and --num-layers shape random weights; --model DIR brings its own "
-                "config")
+        p.error("--preset and --num-layers shape random weights; --model DIR brings its own config")
     if args.max_context is None:
         args.max_context = args.prompt_len + args.new_tokens
     if args.max_context > MAX_CONTEXT:
-        p.error(f"--max-context {args.max_context} is beyond {MAX_CONTEXT} (256K), the longest "
-                "context this example sizes a session for")
+        p.error(
+            f"--max-context {args.max_context} is beyond {MAX_CONTEXT} (256K), the longest "
+            "context this example sizes a session for"
+        )
     if args.max_context < args.prompt_len + args.new_tokens:
-        p.error(f"--max-context {args.max_context} is shorter than --prompt-len + --new-tokens "
-                f"({args.prompt_len + args.new_tokens})")
+        p.error(
+            f"--max-context {args.max_context} is shorter than --prompt-len + --new-tokens "
+            f"({args.prompt_len + args.new_tokens})"
+        )
     args.preset = args.preset or "full"
     return args
 
@@ -159,12 +200,16 @@ def model_config(args, world: int) -> tuple[dict, int]:
     if heads % tp:
         raise UsageError(f"--tp {tp} does not divide the model's {heads} attention heads")
     if args.model and int(cfg.get("tp_size", 1)) != tp:
-        raise UsageError(f"--model {args.model} was exported with tp_size "
-                         f"{cfg.get('tp_size')}; run it with --tp {cfg.get('tp_size')} under "
-                         f"`mpirun -n {cfg.get('tp_size')}`")
+        raise UsageError(
+            f"--model {args.model} was exported with tp_size "
+            f"{cfg.get('tp_size')}; run it with --tp {cfg.get('tp_size')} under "
+            f"`mpirun -n {cfg.get('tp_size')}`"
+        )
     if tp != world:
-        raise UsageError(f"--tp {tp} must equal the number of MPI processes ({world}): run "
-                         f"`mpirun -n {tp} python examples/pangu38b_infer.py ...`")
+        raise UsageError(
+            f"--tp {tp} must equal the number of MPI processes ({world}): run "
+            f"`mpirun -n {tp} python examples/pangu38b_infer.py ...`"
+        )
     if not args.model:
         try:
             cfg = random_weights.config_for_tp(cfg, tp)
@@ -174,20 +219,23 @@ def model_config(args, world: int) -> tuple[dict, int]:
 
 
 def describe_shape(cfg: dict, params: int) -> str:
-    heads = (f"{cfg['num_heads']} heads x {cfg['head_dim']}"
-             + (" (MHA)" if cfg["num_kv_heads"] == cfg["num_heads"]
-                else f", {cfg['num_kv_heads']} KV heads"))
+    heads = f"{cfg['num_heads']} heads x {cfg['head_dim']}" + (
+        " (MHA)" if cfg["num_kv_heads"] == cfg["num_heads"] else f", {cfg['num_kv_heads']} KV heads"
+    )
     ffn = cfg["intermediate_size"] / cfg["hidden_size"]
-    biases = [n for n, k in (("QKV", "qkv_bias"), ("output", "o_bias"), ("FFN", "mlp_bias"))
-              if cfg.get(k)]
-    return (f"{cfg['architecture']}: {cfg['num_layers']} layers, hidden {cfg['hidden_size']}, "
-            f"{heads}, FFN {cfg['intermediate_size']} ({ffn:g}x, {cfg['activation']}"
-            f"{', gated' if cfg['gated_ffn'] else ''}), {cfg['norm_type']} (pre-norm), rotary "
-            f"({cfg['rope']['style']}, theta {cfg['rope']['theta']:g}), biases on "
-            f"{'/'.join(biases) or 'nothing'}, vocab {cfg['vocab_size']}"
-            f"{' (tied LM head)' if cfg['tie_word_embeddings'] else ''}, {cfg['dtype']}: "
-            + (f"{params / 1e9:.2f} B" if params >= 1e9 else f"{params / 1e6:.1f} M")
-            + " parameters")
+    biases = [
+        n for n, k in (("QKV", "qkv_bias"), ("output", "o_bias"), ("FFN", "mlp_bias")) if cfg.get(k)
+    ]
+    return (
+        f"{cfg['architecture']}: {cfg['num_layers']} layers, hidden {cfg['hidden_size']}, "
+        f"{heads}, FFN {cfg['intermediate_size']} ({ffn:g}x, {cfg['activation']}"
+        f"{', gated' if cfg['gated_ffn'] else ''}), {cfg['norm_type']} (pre-norm), rotary "
+        f"({cfg['rope']['style']}, theta {cfg['rope']['theta']:g}), biases on "
+        f"{'/'.join(biases) or 'nothing'}, vocab {cfg['vocab_size']}"
+        f"{' (tied LM head)' if cfg['tie_word_embeddings'] else ''}, {cfg['dtype']}: "
+        + (f"{params / 1e9:.2f} B" if params >= 1e9 else f"{params / 1e6:.1f} M")
+        + " parameters"
+    )
 
 
 def host_available_bytes() -> int | None:
@@ -206,16 +254,19 @@ def check_host_memory(shard_bytes: int, local_ranks: int, available: int | None)
     """MemoryError, before allocating, when this host cannot hold its ranks' shards."""
     need = shard_bytes * local_ranks
     if available is not None and need > 0.9 * available:
-        raise MemoryError(f"the random weights need {shard_bytes / 1e9:.1f} GB of host memory per "
-                          f"rank, {need / 1e9:.1f} GB for the {local_ranks} rank(s) on this host, "
-                          f"which has {available / 1e9:.1f} GB available: use --preset tiny, a "
-                          "reduced --num-layers, or more hosts")
+        raise MemoryError(
+            f"the random weights need {shard_bytes / 1e9:.1f} GB of host memory per "
+            f"rank, {need / 1e9:.1f} GB for the {local_ranks} rank(s) on this host, "
+            f"which has {available / 1e9:.1f} GB available: use --preset tiny, a "
+            "reduced --num-layers, or more hosts"
+        )
 
 
 def local_ranks(world: int) -> int:
     """Ranks on this host (Open MPI / MPICH tell; else all of them)."""
-    return int(os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE") or os.environ.get("MPI_LOCALNRANKS")
-               or world)
+    return int(
+        os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE") or os.environ.get("MPI_LOCALNRANKS") or world
+    )
 
 
 def make_prompts(batch: int, length: int, vocab: int, seed: int) -> list:
@@ -224,9 +275,15 @@ def make_prompts(batch: int, length: int, vocab: int, seed: int) -> list:
 
 
 def session_options(args) -> dict:
-    opts = dict(device=args.device, num_threads=args.threads, max_batch=args.batch,
-                max_seq_len=args.max_context, prefill_chunk_tokens=args.prefill_chunk,
-                gpu_kv_budget=args.gpu_kv_budget)
+    opts = dict(
+        device=args.device,
+        num_threads=args.threads,
+        max_batch=args.batch,
+        max_seq_len=args.max_context,
+        prefill_chunk_tokens=args.prefill_chunk,
+        gpu_kv_budget=args.gpu_kv_budget,
+    )
+
     def per_seq(tokens):  # KV blocks are per sequence: whole blocks for each
         return args.batch * (-(-tokens // KV_BLOCK) * KV_BLOCK)
 
@@ -256,55 +313,74 @@ def main(argv=None) -> int:
     if args.model:
         say(f"model: {args.model}")
     else:
-        say(f"assumed shape, preset {args.preset} (Pangu-38B's exact architecture is not public; "
-            f"examples/configs/{PRESETS[args.preset].name}):")
+        say(
+            f"assumed shape, preset {args.preset} (Pangu-38B's exact architecture is not public; "
+            f"examples/configs/{PRESETS[args.preset].name}):"
+        )
     say("  " + describe_shape(cfg, random_weights.parameter_count(cfg)))
     if not args.model and args.preset == "full" and not args.device.startswith("cuda"):
-        say("  note: the full preset is sized for 8 big GPUs (--device cuda); on CPUs use "
-            "--preset tiny")
+        say(
+            "  note: the full preset is sized for 8 big GPUs (--device cuda); on CPUs use "
+            "--preset tiny"
+        )
 
     t0 = time.perf_counter()
     if args.model:
         session = Session(args.model, **session_options(args))
         say(f"weights: loaded from {args.model} in {time.perf_counter() - t0:.2f} s")
     else:
-        check_host_memory(random_weights.shard_bytes(cfg), local_ranks(world),
-                          host_available_bytes())
+        check_host_memory(
+            random_weights.shard_bytes(cfg), local_ranks(world), host_available_bytes()
+        )
         tensors = random_weights.shard_tensors(cfg, rank, args.seed, num_threads=args.threads)
         built = time.perf_counter() - t0
         session = Session.from_memory(cfg, tensors, **session_options(args))
         del tensors  # the session holds them (CPU: used in place; GPU: copied, then let go)
-        say(f"weights: RANDOM (seed {args.seed}), built in memory by each rank, its shard only, "
+        say(
+            f"weights: RANDOM (seed {args.seed}), built in memory by each rank, its shard only, "
             f"nothing written to disk: {random_weights.shard_bytes(cfg) / 1e9:.3f} GB per rank, "
-            f"built in {built:.2f} s, session ready in {time.perf_counter() - t0:.2f} s")
+            f"built in {built:.2f} s, session ready in {time.perf_counter() - t0:.2f} s"
+        )
     say(f"memory plan (rank 0, {args.device}): {session.memory_plan}")
 
     prompts = make_prompts(args.batch, args.prompt_len, int(cfg["vocab_size"]), args.seed)
-    for _ in range(args.warmup):  # 3 tokens: on a GPU, two decode steps warm up and capture its graph
+    for _ in range(
+        args.warmup
+    ):  # 3 tokens: on a GPU, two decode steps warm up and capture its graph
         session.generate(prompts, min(args.new_tokens, 3))
     outputs = session.generate(prompts, args.new_tokens)
     t = session.timings
     decode_tokens = sum(len(o) for o in outputs) - len(outputs)  # the first come from prefill
-    say(f"prefill: {t['prefill_tokens']} tokens (batch {args.batch} x {args.prompt_len}) in "
-        f"{t['prefill_seconds']:.3f} s = {t['prefill_tokens_per_s']:.1f} tokens/s")
+    say(
+        f"prefill: {t['prefill_tokens']} tokens (batch {args.batch} x {args.prompt_len}) in "
+        f"{t['prefill_seconds']:.3f} s = {t['prefill_tokens_per_s']:.1f} tokens/s"
+    )
     if t["decode_steps"] > 0:
         weights_gb = session.weight_bytes / 1e9
-        say(f"decode:  {t['decode_steps']} steps (batch {args.batch}) in "
+        say(
+            f"decode:  {t['decode_steps']} steps (batch {args.batch}) in "
             f"{t['decode_seconds']:.3f} s = {t['decode_ms_per_step']:.2f} ms/step, "
             f"{decode_tokens / t['decode_seconds']:.1f} tokens/s; each step reads the rank's "
             f"{weights_gb:.3f} GB of weights: {weights_gb / (t['decode_ms_per_step'] / 1e3):.1f} "
-            "GB/s per rank")
+            "GB/s per rank"
+        )
     if args.device.startswith("cuda") and t["decode_steps"] > 0:
-        say(f"decode graphs: {t['decode_graph_steps']} of {t['decode_steps']} steps replayed as "
+        say(
+            f"decode graphs: {t['decode_graph_steps']} of {t['decode_steps']} steps replayed as "
             f"CUDA graphs ({t['decode_graph_captures']} captured in this call)"
-            + ("" if session.uses_cuda_graphs else f"; off: {session.cuda_graphs_off_reason}"))
+            + ("" if session.uses_cuda_graphs else f"; off: {session.cuda_graphs_off_reason}")
+        )
     if t["spill_stream_steps"] or t["spill_cpu_steps"]:
-        say(f"spilled KV: {session.spilled_blocks} blocks moved to the host pool; attention over "
+        say(
+            f"spilled KV: {session.spilled_blocks} blocks moved to the host pool; attention over "
             f"them streamed in {t['spill_stream_steps']} passes, on the CPU in "
-            f"{t['spill_cpu_steps']}")
+            f"{t['spill_cpu_steps']}"
+        )
     for i, out in enumerate(outputs):
-        say(f"[{i}] {len(prompts[i])} prompt tokens -> {len(out)} new: "
-            f"{' '.join(str(int(x)) for x in out)}")
+        say(
+            f"[{i}] {len(prompts[i])} prompt tokens -> {len(out)} new: "
+            f"{' '.join(str(int(x)) for x in out)}"
+        )
     return 0
 
 

@@ -33,6 +33,7 @@ MODEL_SPECS (every model: hidden_size 64, a handful of layers, vocabulary of a f
     qwen2_swa   qwen2 with use_sliding_window, sliding_window 8 on every layer.
     mistral     MistralForCausalLM, 4 heads / 1 KV head (MQA), sliding_window 8.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -42,40 +43,121 @@ import pathlib
 import pytest
 
 MODEL_SPECS = {
-    "llama": ("LlamaForCausalLM", dict(
-        vocab_size=301, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-        rms_norm_eps=1e-5, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False,
-        rope_parameters={"rope_type": "default", "rope_theta": 10000.0})),
-    "llama_kv4": ("LlamaForCausalLM", dict(
-        vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=256,
-        rms_norm_eps=1e-5, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False,
-        rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
-                         "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                         "original_max_position_embeddings": 64})),
-    "llama_bias": ("LlamaForCausalLM", dict(
-        vocab_size=288, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
-        rms_norm_eps=1e-6, bos_token_id=1, eos_token_id=2, tie_word_embeddings=True,
-        attention_bias=True, mlp_bias=True,
-        rope_parameters={"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.0})),
-    "qwen2": ("Qwen2ForCausalLM", dict(
-        vocab_size=320, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-        rms_norm_eps=1e-6, bos_token_id=None, eos_token_id=3, tie_word_embeddings=True,
-        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0})),
-    "qwen2_swa": ("Qwen2ForCausalLM", dict(
-        vocab_size=320, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-        rms_norm_eps=1e-6, bos_token_id=None, eos_token_id=3, tie_word_embeddings=True,
-        use_sliding_window=True, sliding_window=8, max_window_layers=0,
-        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0})),
-    "mistral": ("MistralForCausalLM", dict(
-        vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=1, max_position_embeddings=512,
-        rms_norm_eps=1e-5, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False,
-        sliding_window=8, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0})),
+    "llama": (
+        "LlamaForCausalLM",
+        dict(
+            vocab_size=301,
+            hidden_size=64,
+            intermediate_size=96,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+            rms_norm_eps=1e-5,
+            bos_token_id=1,
+            eos_token_id=2,
+            tie_word_embeddings=False,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        ),
+    ),
+    "llama_kv4": (
+        "LlamaForCausalLM",
+        dict(
+            vocab_size=300,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=8,
+            num_key_value_heads=4,
+            max_position_embeddings=256,
+            rms_norm_eps=1e-5,
+            bos_token_id=1,
+            eos_token_id=2,
+            tie_word_embeddings=False,
+            rope_parameters={
+                "rope_type": "llama3",
+                "rope_theta": 500000.0,
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 64,
+            },
+        ),
+    ),
+    "llama_bias": (
+        "LlamaForCausalLM",
+        dict(
+            vocab_size=288,
+            hidden_size=64,
+            intermediate_size=96,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            max_position_embeddings=256,
+            rms_norm_eps=1e-6,
+            bos_token_id=1,
+            eos_token_id=2,
+            tie_word_embeddings=True,
+            attention_bias=True,
+            mlp_bias=True,
+            rope_parameters={"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.0},
+        ),
+    ),
+    "qwen2": (
+        "Qwen2ForCausalLM",
+        dict(
+            vocab_size=320,
+            hidden_size=64,
+            intermediate_size=96,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            rms_norm_eps=1e-6,
+            bos_token_id=None,
+            eos_token_id=3,
+            tie_word_embeddings=True,
+            rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+        ),
+    ),
+    "qwen2_swa": (
+        "Qwen2ForCausalLM",
+        dict(
+            vocab_size=320,
+            hidden_size=64,
+            intermediate_size=96,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            rms_norm_eps=1e-6,
+            bos_token_id=None,
+            eos_token_id=3,
+            tie_word_embeddings=True,
+            use_sliding_window=True,
+            sliding_window=8,
+            max_window_layers=0,
+            rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+        ),
+    ),
+    "mistral": (
+        "MistralForCausalLM",
+        dict(
+            vocab_size=512,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=1,
+            max_position_embeddings=512,
+            rms_norm_eps=1e-5,
+            bos_token_id=1,
+            eos_token_id=2,
+            tie_word_embeddings=False,
+            sliding_window=8,
+            rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+        ),
+    ),
 }
 
 _TORCH_DTYPES = ("float32", "float16", "bfloat16")
@@ -95,7 +177,8 @@ class HfModel:
         import transformers
 
         model = transformers.AutoModelForCausalLM.from_pretrained(
-            self.path, dtype=dtype or torch.float32)
+            self.path, dtype=dtype or torch.float32
+        )
         return model.eval()
 
     def state_dict(self) -> dict:
@@ -170,18 +253,26 @@ def hf_model_factory(tmp_path_factory):
 def exported_model_factory(hf_model_factory, tmp_path_factory):
     cache = {}
 
-    def make(name, *, tp=1, dtype="float32", hf_dtype="float32", sharded=False, seed=0,
-             **config_overrides) -> ExportedModel:
+    def make(
+        name,
+        *,
+        tp=1,
+        dtype="float32",
+        hf_dtype="float32",
+        sharded=False,
+        seed=0,
+        **config_overrides,
+    ) -> ExportedModel:
         from fastattention.export import export_hf
 
         key = _cache_key(name, tp, dtype, hf_dtype, sharded, seed, overrides=config_overrides)
         if key not in cache:
-            hf = hf_model_factory(name, dtype=hf_dtype, sharded=sharded, seed=seed,
-                                  **config_overrides)
+            hf = hf_model_factory(
+                name, dtype=hf_dtype, sharded=sharded, seed=seed, **config_overrides
+            )
             out = tmp_path_factory.mktemp(f"fa-{name}-tp{tp}-{dtype}")
             config = export_hf(hf.path, out, tp=tp, dtype=dtype, progress=False)
             cache[key] = ExportedModel(out, config, hf)
         return cache[key]
 
     return make
-

@@ -7,6 +7,7 @@ P @ V. Two variants bound what a flash-style kernel may return:
   * math: P @ V over all keys, as PyTorch's math backend does (0 * NaN = NaN spreads a NaN value
     to rows that mask it).
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -46,8 +46,8 @@ namespace {
 
 struct Problem {
   int B = 3, H = 8, Hk = 2, S = 45, D = 64;  // GQA: 4 query heads per KV head
-  std::vector<int> lengths{45, 17, 1};        // tokens per sequence (right padding to S)
-  std::vector<float> q, k, v;                 // [B, H, S, D] and [B, Hk, S, D]
+  std::vector<int> lengths{45, 17, 1};       // tokens per sequence (right padding to S)
+  std::vector<float> q, k, v;                // [B, H, S, D] and [B, Hk, S, D]
 };
 
 Problem make_problem() {
@@ -133,10 +133,10 @@ double per_sequence(const fa::Context& ctx, Problem& p, bool* padding_untouched)
     std::vector<int32_t> cu{0, int32_t(len)};
     fa::kernels::FmhaParams a;
     a.q = fa::Tensor(&p.q[size_t(b) * H * S * D], fa::DType::kFloat32, {len, H, D}, {D, S * D, 1});
-    a.k = fa::Tensor(&p.k[size_t(b) * Hk * S * D], fa::DType::kFloat32, {len, Hk, D},
-                     {D, S * D, 1});
-    a.v = fa::Tensor(&p.v[size_t(b) * Hk * S * D], fa::DType::kFloat32, {len, Hk, D},
-                     {D, S * D, 1});
+    a.k =
+        fa::Tensor(&p.k[size_t(b) * Hk * S * D], fa::DType::kFloat32, {len, Hk, D}, {D, S * D, 1});
+    a.v =
+        fa::Tensor(&p.v[size_t(b) * Hk * S * D], fa::DType::kFloat32, {len, Hk, D}, {D, S * D, 1});
     a.out = fa::Tensor(&out[size_t(b) * S * H * D], fa::DType::kFloat32, {len, H, D});
     a.cu_seqlens_q = i32(cu);
     a.cu_seqlens_k = i32(cu);
@@ -166,8 +166,8 @@ double per_sequence(const fa::Context& ctx, Problem& p, bool* padding_untouched)
 // batch, with its different lengths, is one call (on a GPU: the split-KV decode kernel).
 double decode_step(const fa::Context& ctx, Problem& p) {
   const int64_t S = p.S, D = p.D, H = p.H, Hk = p.Hk, B = p.B;
-  std::vector<float> q_new(size_t(B) * H * D), out(size_t(B) * H * D,
-                                                   std::numeric_limits<float>::quiet_NaN());
+  std::vector<float> q_new(size_t(B) * H * D),
+      out(size_t(B) * H * D, std::numeric_limits<float>::quiet_NaN());
   for (int b = 0; b < p.B; ++b) {  // the new token's query: the last valid row of the prefill q
     for (int h = 0; h < p.H; ++h) {
       const float* last = &p.q[((size_t(b) * H + h) * S + p.lengths[b] - 1) * D];
@@ -222,14 +222,15 @@ bool run_attention_demo() {
     message = e.what();
   }
   const bool ok = e1 < tol && e2 < tol && e3 < tol && untouched && !message.empty();
-  std::printf("fmha [B=%d, H=%d, Hk=%d, S=%d, D=%d], max |err| vs float64:\n"
-              "  whole batch, causal, [B,H,S,D] in and out:          %.2e\n"
-              "  per sequence (lengths %d %d %d), out [B,S,H,D]:     %.2e (padding rows %s)\n"
-              "  decode step on a [B,Hk,max_seq,D] cache as paged: %.2e\n"
-              "  bad input: \"%s\"\n"
-              "fmha checks -> %s\n",
-              p.B, p.H, p.Hk, p.S, p.D, e1, p.lengths[0], p.lengths[1], p.lengths[2], e2,
-              untouched ? "untouched" : "WRITTEN", e3, message.c_str(), ok ? "OK" : "FAILED");
+  std::printf(
+      "fmha [B=%d, H=%d, Hk=%d, S=%d, D=%d], max |err| vs float64:\n"
+      "  whole batch, causal, [B,H,S,D] in and out:          %.2e\n"
+      "  per sequence (lengths %d %d %d), out [B,S,H,D]:     %.2e (padding rows %s)\n"
+      "  decode step on a [B,Hk,max_seq,D] cache as paged: %.2e\n"
+      "  bad input: \"%s\"\n"
+      "fmha checks -> %s\n",
+      p.B, p.H, p.Hk, p.S, p.D, e1, p.lengths[0], p.lengths[1], p.lengths[2], e2,
+      untouched ? "untouched" : "WRITTEN", e3, message.c_str(), ok ? "OK" : "FAILED");
   return ok;
 }
 
@@ -237,9 +238,9 @@ bool run_attention_demo() {
 // The same calls on a GPU, as FasterTransformer would make them: float16 [B, H, S, D] buffers in
 // device memory, the caller's own stream, the library's caching device allocator for scratch.
 // Nothing synchronises until the copy back.
-#define CUDA_OK(call)                                                                      \
-  do {                                                                                     \
-    const cudaError_t e_ = (call);                                                         \
+#define CUDA_OK(call)                                                                           \
+  do {                                                                                          \
+    const cudaError_t e_ = (call);                                                              \
     if (e_ != cudaSuccess) throw fa::Error(std::string(#call) + ": " + cudaGetErrorString(e_)); \
   } while (0)
 

@@ -1,11 +1,12 @@
 """FastAttention: FlashAttention-2-class LLM inference for Volta, Turing, newer GPUs and CPUs.
 
-    import fastattention
-    fastattention.export_hf("hf_checkpoint/", "model/", tp=1, dtype="float16")
-    sess = fastattention.Session("model/", device="cpu")
-    new_tokens = sess.generate([[1, 15043, 29892]], max_new_tokens=32)
-    out = fastattention.ops.attention(q, k, v, causal=True)
+import fastattention
+fastattention.export_hf("hf_checkpoint/", "model/", tp=1, dtype="float16")
+sess = fastattention.Session("model/", device="cpu")
+new_tokens = sess.generate([[1, 15043, 29892]], max_new_tokens=32)
+out = fastattention.ops.attention(q, k, v, causal=True)
 """
+
 from fastattention._native import _C, WeightFileError
 
 __version__ = "0.1.0"

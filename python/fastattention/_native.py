@@ -4,6 +4,7 @@ The extension links OpenBLAS from the `scipy-openblas32` wheel, whose library is
 loader's search path: it is loaded here first (RTLD_GLOBAL), so the extension's dependency on
 it resolves to the already-loaded library.
 """
+
 import ctypes
 import os
 

@@ -5,6 +5,7 @@ Ctrl-C while an answer streams stops that answer (what came so far stays in the 
 Ctrl-C at the prompt clears the line; /reset forgets the conversation; /exit, /quit or Ctrl-D
 (end of input) quits.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,10 @@ def chat_loop(args: argparse.Namespace) -> int:
     if session.tokenizer is None:
         raise CliError(f"--model {args.model} has no tokenizer (tokenizer.json); chat needs one")
     if session.tokenizer.chat_template is None:
-        raise CliError(f"--model {args.model}: its tokenizer has no chat template; chat needs one "
-                       f"(use `fastattention generate` for plain text)")
+        raise CliError(
+            f"--model {args.model}: its tokenizer has no chat template; chat needs one "
+            f"(use `fastattention generate` for plain text)"
+        )
     system = [{"role": "system", "content": args.system}] if args.system else []
     history: list = []
     print(f"chat with {args.model} ({HELP})", flush=True)
@@ -55,9 +58,15 @@ def chat_loop(args: argparse.Namespace) -> int:
         messages = system + history + [{"role": "user", "content": line}]
         pieces = []
         try:
-            for piece in session.chat(messages, args.max_new_tokens, stream=True,
-                                      temperature=args.temperature, top_k=args.top_k,
-                                      top_p=args.top_p, seed=args.seed):
+            for piece in session.chat(
+                messages,
+                args.max_new_tokens,
+                stream=True,
+                temperature=args.temperature,
+                top_k=args.top_k,
+                top_p=args.top_p,
+                seed=args.seed,
+            ):
                 pieces.append(piece)
                 sys.stdout.write(piece)
                 sys.stdout.flush()
@@ -68,5 +77,7 @@ def chat_loop(args: argparse.Namespace) -> int:
             continue
         else:
             print(flush=True)
-        history += [{"role": "user", "content": line},
-                    {"role": "assistant", "content": "".join(pieces)}]
+        history += [
+            {"role": "user", "content": line},
+            {"role": "assistant", "content": "".join(pieces)},
+        ]

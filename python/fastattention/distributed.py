@@ -19,6 +19,7 @@ raises on every rank. A rank that dies mid-run with an uncaught exception ends t
 leaving the other ranks waiting; a collective also gives up after FASTATTN_COMM_TIMEOUT seconds
 (default 300).
 """
+
 from __future__ import annotations
 
 import sys
@@ -96,10 +97,10 @@ def broadcast_str(value: str | None, root: int = 0) -> str | None:
     comm.broadcast(head, root)
     words = np.zeros((int(head[0]) + 7) // 8, np.int64)  # int64 words: bytes padded
     if comm.rank == root:
-        words.view(np.uint8)[:len(data)] = np.frombuffer(data, np.uint8)
+        words.view(np.uint8)[: len(data)] = np.frombuffer(data, np.uint8)
     if words.size:
         comm.broadcast(words, root)
-    return None if head[1] else words.view(np.uint8)[:int(head[0])].tobytes().decode()
+    return None if head[1] else words.view(np.uint8)[: int(head[0])].tobytes().decode()
 
 
 def abort_on_error() -> None:

@@ -27,6 +27,7 @@ rank steps in lock step (each step starts with rank 0 broadcasting the new reque
 cancellations). The other ranks run follow(engine), which steps until rank 0's shutdown();
 rank 0's EngineLoop keeps stepping while idle so that they do not time out.
 """
+
 from __future__ import annotations
 
 import threading
@@ -55,9 +56,16 @@ class Engine:
         again when it resumes (0: always so).
     """
 
-    def __init__(self, session, *, max_running=None, step_tokens=None,
-                 static_batching: bool = False, preemption: bool = True,
-                 max_preempted_kv_bytes=None):
+    def __init__(
+        self,
+        session,
+        *,
+        max_running=None,
+        step_tokens=None,
+        static_batching: bool = False,
+        preemption: bool = True,
+        max_preempted_kv_bytes=None,
+    ):
         opts = _C.EngineOptions()
         opts.max_running = 0 if max_running is None else _check_int("max_running", max_running, 1)
         opts.step_tokens = 0 if step_tokens is None else _check_int("step_tokens", step_tokens, 1)
@@ -67,21 +75,40 @@ class Engine:
         if not isinstance(preemption, bool):
             raise TypeError(f"preemption must be a bool, got {type(preemption).__name__}")
         opts.preemption = preemption
-        opts.max_preempted_kv_bytes = (-1 if max_preempted_kv_bytes is None else
-                                       _check_int("max_preempted_kv_bytes", max_preempted_kv_bytes, 0))
+        opts.max_preempted_kv_bytes = (
+            -1
+            if max_preempted_kv_bytes is None
+            else _check_int("max_preempted_kv_bytes", max_preempted_kv_bytes, 0)
+        )
         self.session = session
         self._engine = _C.Engine(session._session, opts)
 
-    def add_request(self, prompt, max_new_tokens: int, *, temperature: float = 0.0,
-                    top_k: int = 0, top_p: float = 1.0, seed: int = 0, stop_tokens=()) -> int:
+    def add_request(
+        self,
+        prompt,
+        max_new_tokens: int,
+        *,
+        temperature: float = 0.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int = 0,
+        stop_tokens=(),
+    ) -> int:
         """Queues a request (token ids); returns its id. Bad input raises TypeError / ValueError
         naming what is wrong (a context longer than max_seq_len or the KV pools: ValueError)."""
-        stops = _token_list(list(stop_tokens) if isinstance(stop_tokens, (set, frozenset))
-                            else stop_tokens, "stop_tokens")
+        stops = _token_list(
+            list(stop_tokens) if isinstance(stop_tokens, (set, frozenset)) else stop_tokens,
+            "stop_tokens",
+        )
         return self._engine.add_request(
-            _token_list(prompt, "prompt"), _check_int("max_new_tokens", max_new_tokens, 1),
-            _check_float("temperature", temperature), _check_int("top_k", top_k, 0),
-            _check_float("top_p", top_p), _check_seed(seed), stops)
+            _token_list(prompt, "prompt"),
+            _check_int("max_new_tokens", max_new_tokens, 1),
+            _check_float("temperature", temperature),
+            _check_int("top_k", top_k, 0),
+            _check_float("top_p", top_p),
+            _check_seed(seed),
+            stops,
+        )
 
     def step(self) -> list:
         """[(request id, token (-1 for a cancelled request), finished, reason), ...]; reason is
@@ -155,8 +182,10 @@ class EngineLoop:
 
     def __init__(self, engine: Engine):
         if engine.rank != 0:
-            raise ValueError(f"EngineLoop: rank {engine.rank}: under mpirun rank 0 runs the loop "
-                             f"and takes requests; the other ranks run follow(engine)")
+            raise ValueError(
+                f"EngineLoop: rank {engine.rank}: under mpirun rank 0 runs the loop "
+                f"and takes requests; the other ranks run follow(engine)"
+            )
         self.engine = engine
         self._callbacks: dict[int, object] = {}
         self._lock = threading.Lock()

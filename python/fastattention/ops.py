@@ -24,6 +24,7 @@ type: bfloat16 works through torch tensors (torch.bfloat16). Read-only numpy arr
 
 Bad arguments raise ValueError naming the argument.
 """
+
 from __future__ import annotations
 
 import math
@@ -60,13 +61,16 @@ def _tensor(x: Any, name: str) -> Any:
         if x.requires_grad:
             x = x.detach()
         if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-            raise ValueError(f"{name}: dtype {x.dtype} is not supported "
-                             "(expected float32, float16 or bfloat16)")
+            raise ValueError(
+                f"{name}: dtype {x.dtype} is not supported (expected float32, float16 or bfloat16)"
+            )
         return x
     if isinstance(x, np.ndarray):
         if x.dtype not in _NUMPY_FLOATS:
-            raise ValueError(f"{name}: dtype {x.dtype} is not supported (expected float32 or "
-                             "float16; bfloat16 through torch tensors)")
+            raise ValueError(
+                f"{name}: dtype {x.dtype} is not supported (expected float32 or "
+                "float16; bfloat16 through torch tensors)"
+            )
         return x if x.flags.writeable else x.copy()
     raise TypeError(f"{name}: expected a numpy array or torch tensor, got {type(x).__name__}")
 
@@ -112,8 +116,10 @@ def _device_args(q: Any, impl: str) -> dict:
         raise ValueError(f"impl: expected a string, got {impl!r}")
     if not _on_cuda(q):
         if impl != "auto":
-            raise ValueError(f"impl: '{impl}' selects a CUDA kernel; q is not a CUDA tensor "
-                             "(the CPU kernel takes impl='auto')")
+            raise ValueError(
+                f"impl: '{impl}' selects a CUDA kernel; q is not a CUDA tensor "
+                "(the CPU kernel takes impl='auto')"
+            )
         return {}
     return dict(impl=impl, stream=_torch().cuda.current_stream(q.device).cuda_stream)
 
@@ -157,8 +163,13 @@ def _small_int(name: str, value: Any, minimum: int) -> int:
     return value
 
 
-def _options(causal: bool, window: Sequence[int], softmax_scale: Optional[float],
-             num_threads: Any = 0, num_splits: Any = 0) -> dict:
+def _options(
+    causal: bool,
+    window: Sequence[int],
+    softmax_scale: Optional[float],
+    num_threads: Any = 0,
+    num_splits: Any = 0,
+) -> dict:
     try:
         left, right = (int(w) for w in window)
     except (TypeError, ValueError):
@@ -173,13 +184,17 @@ def _options(causal: bool, window: Sequence[int], softmax_scale: Optional[float]
     if softmax_scale is not None:
         scale = float(softmax_scale)
         if not math.isfinite(scale) or scale <= 0:
-            raise ValueError(f"softmax_scale: expected a finite value > 0 (or None for "
-                             f"1/sqrt(head dim)), got {softmax_scale}")
+            raise ValueError(
+                f"softmax_scale: expected a finite value > 0 (or None for "
+                f"1/sqrt(head dim)), got {softmax_scale}"
+            )
         # The kernels take the scale as a float32: refuse what float32 would turn into 0, a
         # denormal or inf rather than compute with another scale than the one asked for.
         if not _F32_TINY <= scale <= _F32_MAX:
-            raise ValueError(f"softmax_scale: {softmax_scale} is outside float32's normal range "
-                             f"[{_F32_TINY:.3g}, {_F32_MAX:.3g}]")
+            raise ValueError(
+                f"softmax_scale: {softmax_scale} is outside float32's normal range "
+                f"[{_F32_TINY:.3g}, {_F32_MAX:.3g}]"
+            )
     return dict(causal=bool(causal), window_left=left, window_right=right, softmax_scale=scale)
 
 
@@ -196,8 +211,9 @@ def _check_qkv_heads(q: Any, k: Any, v: Any) -> None:
     if q.shape[-1] != k.shape[-1]:
         raise ValueError(f"head dims of q ({q.shape[-1]}) and k ({k.shape[-1]}) differ")
     if k.shape[-2] == 0 or q.shape[-2] % k.shape[-2] != 0:
-        raise ValueError(f"q has {q.shape[-2]} heads, not a multiple of the {k.shape[-2]} "
-                         "KV heads of k")
+        raise ValueError(
+            f"q has {q.shape[-2]} heads, not a multiple of the {k.shape[-2]} KV heads of k"
+        )
 
 
 def _mergeable(x: Any) -> bool:
@@ -211,10 +227,20 @@ def _merge(x: Any) -> Any:
     return x.reshape((x.shape[0] * x.shape[1],) + tuple(x.shape[2:]))
 
 
-def attention(q: Any, k: Any, v: Any, *, causal: bool = False, window: Sequence[int] = (-1, -1),
-              alibi_slopes: Any = None, softmax_scale: Optional[float] = None,
-              return_lse: bool = False, num_threads: int = 0, impl: str = "auto",
-              num_splits: int = 0) -> Any:
+def attention(
+    q: Any,
+    k: Any,
+    v: Any,
+    *,
+    causal: bool = False,
+    window: Sequence[int] = (-1, -1),
+    alibi_slopes: Any = None,
+    softmax_scale: Optional[float] = None,
+    return_lse: bool = False,
+    num_threads: int = 0,
+    impl: str = "auto",
+    num_splits: int = 0,
+) -> Any:
     """Attention over batches of equal-length sequences.
 
     q: (batch, seqlen_q, Hq, D); k, v: (batch, seqlen_k, Hk, D). Returns out (batch, seqlen_q, Hq, D)
@@ -228,8 +254,10 @@ def attention(q: Any, k: Any, v: Any, *, causal: bool = False, window: Sequence[
     dev = _device_args(q, impl)
     for name, x in (("q", q), ("k", k), ("v", v)):
         if x.ndim != 4:
-            raise ValueError(f"{name}: expected 4 dimensions (batch, seqlen, heads, headdim), "
-                             f"got shape {_shape(x)}")
+            raise ValueError(
+                f"{name}: expected 4 dimensions (batch, seqlen, heads, headdim), "
+                f"got shape {_shape(x)}"
+            )
     _check_qkv_heads(q, k, v)
     if k.shape[0] != q.shape[0]:
         raise ValueError(f"k: batch size {k.shape[0]} differs from q's {q.shape[0]}")
@@ -246,24 +274,49 @@ def attention(q: Any, k: Any, v: Any, *, causal: bool = False, window: Sequence[
         # One call over all sequences: (batch, seqlen) viewed as the token dim.
         cu_q = _index_for(q, np.arange(batch + 1, dtype=np.int32) * sq)
         cu_k = _index_for(q, np.arange(batch + 1, dtype=np.int32) * sk)
-        _C.fmha_forward(_merge(q), _merge(k), _merge(v), _merge(out),
-                        lse[0] if lse is not None else None, cu_seqlens_q=cu_q,
-                        cu_seqlens_k=cu_k, alibi_slopes=slopes, num_threads=num_threads,
-                        max_seqlen_q=sq, max_seqlen_k=sk, num_splits=num_splits, **dev, **opts)
+        _C.fmha_forward(
+            _merge(q),
+            _merge(k),
+            _merge(v),
+            _merge(out),
+            lse[0] if lse is not None else None,
+            cu_seqlens_q=cu_q,
+            cu_seqlens_k=cu_k,
+            alibi_slopes=slopes,
+            num_threads=num_threads,
+            max_seqlen_q=sq,
+            max_seqlen_k=sk,
+            num_splits=num_splits,
+            **dev,
+            **opts,
+        )
     else:
         # Views that cannot merge their batch and token dims (or a per-sequence LSE layout): one
         # call per sequence, still without copies.
         cu_q = _index_for(q, np.array([0, sq], dtype=np.int32))
         cu_k = _index_for(q, np.array([0, sk], dtype=np.int32))
         if slopes is not None and slopes.ndim == 2 and slopes.shape[0] != batch:
-            raise ValueError(f"alibi_slopes: expected shape ({hq},) or ({batch}, {hq}), "
-                             f"got {_shape(slopes)}")
+            raise ValueError(
+                f"alibi_slopes: expected shape ({hq},) or ({batch}, {hq}), got {_shape(slopes)}"
+            )
         for b in range(batch):
             sl = slopes[b] if slopes is not None and slopes.ndim == 2 else slopes
-            _C.fmha_forward(q[b], k[b], v[b], out[b], lse[b] if lse is not None else None,
-                            cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, alibi_slopes=sl,
-                            num_threads=num_threads, max_seqlen_q=sq, max_seqlen_k=sk,
-                            num_splits=num_splits, **dev, **opts)
+            _C.fmha_forward(
+                q[b],
+                k[b],
+                v[b],
+                out[b],
+                lse[b] if lse is not None else None,
+                cu_seqlens_q=cu_q,
+                cu_seqlens_k=cu_k,
+                alibi_slopes=sl,
+                num_threads=num_threads,
+                max_seqlen_q=sq,
+                max_seqlen_k=sk,
+                num_splits=num_splits,
+                **dev,
+                **opts,
+            )
     return (out, lse) if return_lse else out
 
 
@@ -276,12 +329,24 @@ def _check_max_seqlen(value: Optional[int], cu: Any, name: str) -> None:
         raise ValueError(f"{name}: {value} is smaller than the longest sequence ({longest})")
 
 
-def attention_varlen(q: Any, k: Any, v: Any, cu_seqlens_q: Any, cu_seqlens_k: Any, *,
-                     max_seqlen_q: Optional[int] = None, max_seqlen_k: Optional[int] = None,
-                     causal: bool = False, window: Sequence[int] = (-1, -1),
-                     alibi_slopes: Any = None, softmax_scale: Optional[float] = None,
-                     return_lse: bool = False, num_threads: int = 0, impl: str = "auto",
-                     num_splits: int = 0) -> Any:
+def attention_varlen(
+    q: Any,
+    k: Any,
+    v: Any,
+    cu_seqlens_q: Any,
+    cu_seqlens_k: Any,
+    *,
+    max_seqlen_q: Optional[int] = None,
+    max_seqlen_k: Optional[int] = None,
+    causal: bool = False,
+    window: Sequence[int] = (-1, -1),
+    alibi_slopes: Any = None,
+    softmax_scale: Optional[float] = None,
+    return_lse: bool = False,
+    num_threads: int = 0,
+    impl: str = "auto",
+    num_splits: int = 0,
+) -> Any:
     """Attention over a batch of sequences of different lengths, packed along the token dim.
 
     q: (total_q, Hq, D), k / v: (total_k, Hk, D); sequence b owns q rows cu_seqlens_q[b] ..
@@ -303,19 +368,44 @@ def attention_varlen(q: Any, k: Any, v: Any, cu_seqlens_q: Any, cu_seqlens_k: An
     opts = _options(causal, window, softmax_scale, num_threads, num_splits)
     out = _empty_like_q(q, _shape(q))
     lse = _empty_f32(q, (q.shape[1], q.shape[0])) if return_lse and q.ndim == 3 else None
-    _C.fmha_forward(q, k, v, out, lse, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k,
-                    alibi_slopes=slopes, num_threads=num_threads,
-                    max_seqlen_q=int(max_seqlen_q or 0), max_seqlen_k=int(max_seqlen_k or 0),
-                    num_splits=num_splits, **dev, **opts)
+    _C.fmha_forward(
+        q,
+        k,
+        v,
+        out,
+        lse,
+        cu_seqlens_q=cu_q,
+        cu_seqlens_k=cu_k,
+        alibi_slopes=slopes,
+        num_threads=num_threads,
+        max_seqlen_q=int(max_seqlen_q or 0),
+        max_seqlen_k=int(max_seqlen_k or 0),
+        num_splits=num_splits,
+        **dev,
+        **opts,
+    )
     return (out, lse) if return_lse else out
 
 
-def attention_paged(q: Any, k_cache: Any, v_cache: Any, cu_seqlens_q: Any, block_table: Any,
-                    seqlens_k: Any, *, max_seqlen_q: Optional[int] = None,
-                    max_seqlen_k: Optional[int] = None, causal: bool = False,
-                    window: Sequence[int] = (-1, -1), alibi_slopes: Any = None,
-                    softmax_scale: Optional[float] = None, return_lse: bool = False,
-                    num_threads: int = 0, impl: str = "auto", num_splits: int = 0) -> Any:
+def attention_paged(
+    q: Any,
+    k_cache: Any,
+    v_cache: Any,
+    cu_seqlens_q: Any,
+    block_table: Any,
+    seqlens_k: Any,
+    *,
+    max_seqlen_q: Optional[int] = None,
+    max_seqlen_k: Optional[int] = None,
+    causal: bool = False,
+    window: Sequence[int] = (-1, -1),
+    alibi_slopes: Any = None,
+    softmax_scale: Optional[float] = None,
+    return_lse: bool = False,
+    num_threads: int = 0,
+    impl: str = "auto",
+    num_splits: int = 0,
+) -> Any:
     """Attention of packed queries against a paged KV cache (prefill chunks and decode).
 
     q: (total_q, Hq, D); k_cache / v_cache: (num_blocks, block_size, Hk, D); block_table
@@ -338,8 +428,21 @@ def attention_paged(q: Any, k_cache: Any, v_cache: Any, cu_seqlens_q: Any, block
     opts = _options(causal, window, softmax_scale, num_threads, num_splits)
     out = _empty_like_q(q, _shape(q))
     lse = _empty_f32(q, (q.shape[1], q.shape[0])) if return_lse and q.ndim == 3 else None
-    _C.fmha_forward(q, k_cache, v_cache, out, lse, cu_seqlens_q=cu_q, block_table=table,
-                    seqlens_k=lengths, alibi_slopes=_slopes(alibi_slopes, q),
-                    num_threads=num_threads, max_seqlen_q=int(max_seqlen_q or 0),
-                    max_seqlen_k=int(max_seqlen_k or 0), num_splits=num_splits, **dev, **opts)
+    _C.fmha_forward(
+        q,
+        k_cache,
+        v_cache,
+        out,
+        lse,
+        cu_seqlens_q=cu_q,
+        block_table=table,
+        seqlens_k=lengths,
+        alibi_slopes=_slopes(alibi_slopes, q),
+        num_threads=num_threads,
+        max_seqlen_q=int(max_seqlen_q or 0),
+        max_seqlen_k=int(max_seqlen_k or 0),
+        num_splits=num_splits,
+        **dev,
+        **opts,
+    )
     return (out, lse) if return_lse else out

@@ -18,6 +18,7 @@ Values are uniform: linear weights with standard deviation 1 / sqrt(fan_in) of t
 tensor, biases in [-0.1, 0.1), norm weights in [0.8, 1.2), norm biases in [-0.1, 0.1), the
 embedding in [-1, 1). They make a numerically well-behaved model whose tokens mean nothing.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,9 @@ DTYPES = {"float32": np.float32, "float16": np.float16}
 def config_for_tp(config: dict, tp: int) -> dict:
     """A copy of `config` with tp_size = tp and vocab_size_padded = vocab_size rounded up to a
     multiple of tp. ValueError if tp does not split the heads or the FFN evenly."""
-    check_tp(tp, int(config["num_heads"]), int(config["num_kv_heads"]),
-             int(config["intermediate_size"]))
+    check_tp(
+        tp, int(config["num_heads"]), int(config["num_kv_heads"]), int(config["intermediate_size"])
+    )
     out = dict(config)
     out["tp_size"] = int(tp)
     out["vocab_size_padded"] = -(-int(config["vocab_size"]) // tp) * tp
@@ -46,14 +48,22 @@ def config_for_tp(config: dict, tp: int) -> dict:
 
 def parameter_count(config: dict) -> int:
     """Parameters of the logical model (tp-independent; vocabulary padding not counted)."""
-    H, D, I, V = (int(config[k]) for k in ("hidden_size", "head_dim", "intermediate_size",
-                                            "vocab_size"))
+    H, D, I, V = (
+        int(config[k]) for k in ("hidden_size", "head_dim", "intermediate_size", "vocab_size")
+    )
     nh, nkv = int(config["num_heads"]), int(config["num_kv_heads"])
     norm = H * (2 if config["norm_type"] == "layernorm" else 1)
     up_rows = 2 * I if config["gated_ffn"] else I
-    layer = (2 * norm + (nh + 2 * nkv) * D * H + nh * D * H + up_rows * H + H * I
-             + ((nh + 2 * nkv) * D if config["qkv_bias"] else 0) + (H if config["o_bias"] else 0)
-             + ((up_rows + H) if config["mlp_bias"] else 0))
+    layer = (
+        2 * norm
+        + (nh + 2 * nkv) * D * H
+        + nh * D * H
+        + up_rows * H
+        + H * I
+        + ((nh + 2 * nkv) * D if config["qkv_bias"] else 0)
+        + (H if config["o_bias"] else 0)
+        + ((up_rows + H) if config["mlp_bias"] else 0)
+    )
     head = 0 if config["tie_word_embeddings"] else V * H
     return V * H + int(config["num_layers"]) * layer + norm + head
 
@@ -84,15 +94,21 @@ def _rank_specs(c: dict, rank: int) -> dict:
     nh, nkv = int(c["num_heads"]), int(c["num_kv_heads"])
     V, Vp = int(c["vocab_size"]), int(c["vocab_size_padded"])
     if Vp < V or Vp % N:
-        raise ValueError(f"vocab_size_padded {Vp} must be >= vocab_size {V} and a multiple of "
-                         f"tp_size {N} (use config_for_tp)")
+        raise ValueError(
+            f"vocab_size_padded {Vp} must be >= vocab_size {V} and a multiple of "
+            f"tp_size {N} (use config_for_tp)"
+        )
     hq, Ir, Vr = nh // N, I // N, Vp // N
     kv = kv_head_range(nkv, N, rank)
     vocab_rows = np.arange(rank * Vr, (rank + 1) * Vr)
     vocab_rows[vocab_rows >= V] = -1  # padding rows are zero
-    qkv_rows = np.concatenate([np.arange(rank * hq * D, (rank + 1) * hq * D),
-                               nh * D + np.arange(kv.start * D, kv.stop * D),
-                               (nh + nkv) * D + np.arange(kv.start * D, kv.stop * D)])
+    qkv_rows = np.concatenate(
+        [
+            np.arange(rank * hq * D, (rank + 1) * hq * D),
+            nh * D + np.arange(kv.start * D, kv.stop * D),
+            (nh + nkv) * D + np.arange(kv.start * D, kv.stop * D),
+        ]
+    )
     ffn_rows = np.arange(rank * Ir, (rank + 1) * Ir)
     if c["gated_ffn"]:
         ffn_rows = np.concatenate([ffn_rows, I + ffn_rows])
@@ -110,20 +126,23 @@ def _rank_specs(c: dict, rank: int) -> dict:
     for i in range(int(c["num_layers"])):
         p = f"layers.{i}."
         specs.update(norm(p + "attn_norm"))
-        specs[p + "attn.qkv.weight"] = _Spec([len(qkv_rows), H], qkv_rows, H,
-                                             scale=_linear_scale(H))
+        specs[p + "attn.qkv.weight"] = _Spec(
+            [len(qkv_rows), H], qkv_rows, H, scale=_linear_scale(H)
+        )
         if c["qkv_bias"]:
             specs[p + "attn.qkv.bias"] = _Spec([len(qkv_rows)], qkv_rows, scale=0.1)
-        specs[p + "attn.o.weight"] = _Spec([H, hq * D], hidden_rows, nh * D, rank * hq * D,
-                                           scale=_linear_scale(nh * D))
+        specs[p + "attn.o.weight"] = _Spec(
+            [H, hq * D], hidden_rows, nh * D, rank * hq * D, scale=_linear_scale(nh * D)
+        )
         if c["o_bias"]:
             specs[p + "attn.o.bias"] = _Spec([H], hidden_rows, scale=0.1)
         specs.update(norm(p + "ffn_norm"))
         specs[p + up + ".weight"] = _Spec([len(ffn_rows), H], ffn_rows, H, scale=_linear_scale(H))
         if c["mlp_bias"]:
             specs[p + up + ".bias"] = _Spec([len(ffn_rows)], ffn_rows, scale=0.1)
-        specs[p + "ffn.down.weight"] = _Spec([H, Ir], hidden_rows, I, rank * Ir,
-                                             scale=_linear_scale(I))
+        specs[p + "ffn.down.weight"] = _Spec(
+            [H, Ir], hidden_rows, I, rank * Ir, scale=_linear_scale(I)
+        )
         if c["mlp_bias"]:
             specs[p + "ffn.down.bias"] = _Spec([H], hidden_rows, scale=0.1)
     specs.update(norm("final_norm"))
@@ -138,8 +157,10 @@ def _rank_specs(c: dict, rank: int) -> dict:
 def _numpy_dtype(config: dict):
     name = config.get("dtype", "float32")
     if name not in DTYPES:
-        raise ValueError(f"random weights: dtype {name!r} is not supported (numpy has no "
-                         f"bfloat16): use one of {', '.join(DTYPES)}")
+        raise ValueError(
+            f"random weights: dtype {name!r} is not supported (numpy has no "
+            f"bfloat16): use one of {', '.join(DTYPES)}"
+        )
     return DTYPES[name]
 
 
@@ -149,8 +170,14 @@ def shard_bytes(config: dict) -> int:
     return sum(math.prod(s.shape) * item for s in _rank_specs(config, 0).values())
 
 
-def shard_tensors(config: dict, rank: int, seed: int = 0, *, num_threads: int | None = None,
-                  progress: bool = False) -> dict:
+def shard_tensors(
+    config: dict,
+    rank: int,
+    seed: int = 0,
+    *,
+    num_threads: int | None = None,
+    progress: bool = False,
+) -> dict:
     """Rank `rank`'s tensors {name: np.ndarray} for `config` (a config.json dict with tp_size and
     vocab_size_padded set; its dtype float32 or float16), from `seed`. progress: a tqdm bar."""
     seed = int(seed)
@@ -166,8 +193,17 @@ def shard_tensors(config: dict, rank: int, seed: int = 0, *, num_threads: int | 
     out = {}
     for name, s in items:
         arr = np.empty(s.shape, dtype=dtype)
-        _C.fill_random_weight(arr, seed, name, s.rows, s.logical_cols, s.col_offset, s.scale,
-                              s.shift, 0 if num_threads is None else int(num_threads))
+        _C.fill_random_weight(
+            arr,
+            seed,
+            name,
+            s.rows,
+            s.logical_cols,
+            s.col_offset,
+            s.scale,
+            s.shift,
+            0 if num_threads is None else int(num_threads),
+        )
         out[name] = arr
     return out
 

@@ -4,6 +4,7 @@ parse_completion / parse_chat check a request body and return a GenerationReques
 RequestError (an HTTP status, a message naming the field at fault, OpenAI's error type, param
 and code). Response bodies (whole and streamed chunks) are built by the functions below.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -19,20 +20,37 @@ DEFAULT_MAX_TOKENS = {"completion": 16, "chat": 256}  # OpenAI's default for com
 
 
 class RequestError(Exception):
-    def __init__(self, status: int, message: str, param: str | None = None,
-                 code: str | None = None, kind: str = "invalid_request_error"):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        kind: str = "invalid_request_error",
+    ):
         super().__init__(message)
-        self.status, self.message, self.param, self.code, self.kind = (status, message, param,
-                                                                     code, kind)
+        self.status, self.message, self.param, self.code, self.kind = (
+            status,
+            message,
+            param,
+            code,
+            kind,
+        )
 
     def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.kind, "param": self.param,
-                          "code": self.code}}
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.kind,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
 
 
 @dataclass
 class GenerationRequest:
-    kind: str                # "completion" or "chat"
+    kind: str  # "completion" or "chat"
     prompt_ids: list
     max_tokens: int
     stream: bool
@@ -50,32 +68,46 @@ def _number(body: dict, name: str, default, lo=None, hi=None, integer=False, lo_
         value = default
     ok_type = numbers.Integral if integer else numbers.Real
     if isinstance(value, bool) or not isinstance(value, ok_type):
-        raise RequestError(400, f"{name}: must be {'an integer' if integer else 'a number'}, got "
-                                f"{type(value).__name__} {value!r:.40}", name)
+        raise RequestError(
+            400,
+            f"{name}: must be {'an integer' if integer else 'a number'}, got "
+            f"{type(value).__name__} {value!r:.40}",
+            name,
+        )
     if lo is not None and (value <= lo if lo_open else value < lo) or hi is not None and value > hi:
         span = f"{'(' if lo_open else '['}{lo}, {hi if hi is not None else 'inf'}]"
         raise RequestError(400, f"{name}: must be in {span}, got {value}", name)
     return int(value) if integer else float(value)
 
 
-def _common(body, kind: str, model_name: str, max_seq_len: int, prompt_ids, eos) -> GenerationRequest:
+def _common(
+    body, kind: str, model_name: str, max_seq_len: int, prompt_ids, eos
+) -> GenerationRequest:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise RequestError(400, "model: required (a string); GET /v1/models lists it", "model")
     if model != model_name:
-        raise RequestError(404, f"model '{model}' does not exist; this server serves "
-                                f"'{model_name}'", "model", "model_not_found")
+        raise RequestError(
+            404,
+            f"model '{model}' does not exist; this server serves '{model_name}'",
+            "model",
+            "model_not_found",
+        )
     if _number(body, "n", 1, 1, integer=True) != 1:
         raise RequestError(400, "n: this server returns one choice per request (n = 1)", "n")
     limit = body.get("max_completion_tokens") if kind == "chat" else None
     name = "max_completion_tokens" if limit is not None else "max_tokens"
     max_tokens = _number(body, name, DEFAULT_MAX_TOKENS[kind], 1, integer=True)
     if len(prompt_ids) + max_tokens > max_seq_len:
-        raise RequestError(400, f"this model's context is {max_seq_len} tokens; the prompt has "
-                                f"{len(prompt_ids)} and {name} is {max_tokens} "
-                                f"({len(prompt_ids) + max_tokens} in all): shorten the prompt or "
-                                f"lower {name}", "messages" if kind == "chat" else "prompt",
-                           "context_length_exceeded")
+        raise RequestError(
+            400,
+            f"this model's context is {max_seq_len} tokens; the prompt has "
+            f"{len(prompt_ids)} and {name} is {max_tokens} "
+            f"({len(prompt_ids) + max_tokens} in all): shorten the prompt or "
+            f"lower {name}",
+            "messages" if kind == "chat" else "prompt",
+            "context_length_exceeded",
+        )
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise RequestError(400, f"stream: must be true or false, got {stream!r:.40}", "stream")
@@ -90,24 +122,35 @@ def _common(body, kind: str, model_name: str, max_seq_len: int, prompt_ids, eos)
         raise RequestError(400, f"stop: at most 4 stop strings, got {len(stop)}", "stop")
     ignore_eos = body.get("ignore_eos", False)  # an extension (vLLM's): for load tests
     if not isinstance(ignore_eos, bool):
-        raise RequestError(400, f"ignore_eos: must be true or false, got {ignore_eos!r:.40}",
-                           "ignore_eos")
+        raise RequestError(
+            400, f"ignore_eos: must be true or false, got {ignore_eos!r:.40}", "ignore_eos"
+        )
     seed = body.get("seed")
     sampling = dict(
         temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
         top_p=_number(body, "top_p", 1.0, 0.0, 1.0, lo_open=True),
         top_k=_number(body, "top_k", 0, 0, integer=True),  # an extension (vLLM has it too)
-        seed=random.getrandbits(63) if seed is None else _number(body, "seed", 0, 0, 2**64 - 1,
-                                                                   integer=True))
-    return GenerationRequest(kind, prompt_ids, max_tokens, stream, stop,
-                             [] if ignore_eos else list(eos), sampling,
-                             bool(options.get("include_usage", False)),
-                             f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex}",
-                             int(time.time()))
+        seed=random.getrandbits(63)
+        if seed is None
+        else _number(body, "seed", 0, 0, 2**64 - 1, integer=True),
+    )
+    return GenerationRequest(
+        kind,
+        prompt_ids,
+        max_tokens,
+        stream,
+        stop,
+        [] if ignore_eos else list(eos),
+        sampling,
+        bool(options.get("include_usage", False)),
+        f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex}",
+        int(time.time()),
+    )
 
 
-def parse_completion(body, tokenizer, model_name: str, max_seq_len: int, vocab: int,
-                     eos) -> GenerationRequest:
+def parse_completion(
+    body, tokenizer, model_name: str, max_seq_len: int, vocab: int, eos
+) -> GenerationRequest:
     if not isinstance(body, dict):
         raise RequestError(400, "the request body must be a JSON object")
     prompt = body.get("prompt")
@@ -117,16 +160,24 @@ def parse_completion(body, tokenizer, model_name: str, max_seq_len: int, vocab: 
         if not prompt:
             raise RequestError(400, "prompt: empty string", "prompt")
         ids = tokenizer.encode(prompt)
-    elif isinstance(prompt, list) and prompt and all(
-            isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in prompt):
+    elif (
+        isinstance(prompt, list)
+        and prompt
+        and all(isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in prompt)
+    ):
         ids = [int(t) for t in prompt]
         bad = [t for t in ids if not 0 <= t < vocab]
         if bad:
-            raise RequestError(400, f"prompt: token id {bad[0]} is out of range [0, {vocab})",
-                               "prompt")
+            raise RequestError(
+                400, f"prompt: token id {bad[0]} is out of range [0, {vocab})", "prompt"
+            )
     else:
-        raise RequestError(400, "prompt: must be one string or one list of token ids (this "
-                                "server takes one prompt per request)", "prompt")
+        raise RequestError(
+            400,
+            "prompt: must be one string or one list of token ids (this "
+            "server takes one prompt per request)",
+            "prompt",
+        )
     return _common(body, "completion", model_name, max_seq_len, ids, eos)
 
 
@@ -144,25 +195,44 @@ def parse_chat(body, tokenizer, model_name: str, max_seq_len: int, eos) -> Gener
 
 
 def _usage(req: GenerationRequest, completion_tokens: int) -> dict:
-    return {"prompt_tokens": len(req.prompt_ids), "completion_tokens": completion_tokens,
-            "total_tokens": len(req.prompt_ids) + completion_tokens}
+    return {
+        "prompt_tokens": len(req.prompt_ids),
+        "completion_tokens": completion_tokens,
+        "total_tokens": len(req.prompt_ids) + completion_tokens,
+    }
 
 
-def response_body(req: GenerationRequest, model: str, text: str, finish_reason: str,
-                  completion_tokens: int) -> dict:
+def response_body(
+    req: GenerationRequest, model: str, text: str, finish_reason: str, completion_tokens: int
+) -> dict:
     if req.kind == "chat":
-        choice = {"index": 0, "message": {"role": "assistant", "content": text},
-                  "logprobs": None, "finish_reason": finish_reason}
+        choice = {
+            "index": 0,
+            "message": {"role": "assistant", "content": text},
+            "logprobs": None,
+            "finish_reason": finish_reason,
+        }
         obj = "chat.completion"
     else:
         choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
         obj = "text_completion"
-    return {"id": req.id, "object": obj, "created": req.created, "model": model,
-            "choices": [choice], "usage": _usage(req, completion_tokens)}
+    return {
+        "id": req.id,
+        "object": obj,
+        "created": req.created,
+        "model": model,
+        "choices": [choice],
+        "usage": _usage(req, completion_tokens),
+    }
 
 
-def chunk_body(req: GenerationRequest, model: str, text: str | None,
-               finish_reason: str | None = None, first: bool = False) -> dict:
+def chunk_body(
+    req: GenerationRequest,
+    model: str,
+    text: str | None,
+    finish_reason: str | None = None,
+    first: bool = False,
+) -> dict:
     if req.kind == "chat":
         delta = {}
         if first:
@@ -172,14 +242,24 @@ def chunk_body(req: GenerationRequest, model: str, text: str | None,
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
         obj = "chat.completion.chunk"
     else:
-        choice = {"index": 0, "text": text or "", "logprobs": None,
-                  "finish_reason": finish_reason}
+        choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
         obj = "text_completion"
-    return {"id": req.id, "object": obj, "created": req.created, "model": model,
-            "choices": [choice]}
+    return {
+        "id": req.id,
+        "object": obj,
+        "created": req.created,
+        "model": model,
+        "choices": [choice],
+    }
 
 
 def usage_chunk(req: GenerationRequest, model: str, completion_tokens: int) -> dict:
     obj = "chat.completion.chunk" if req.kind == "chat" else "text_completion"
-    return {"id": req.id, "object": obj, "created": req.created, "model": model, "choices": [],
-            "usage": _usage(req, completion_tokens)}
+    return {
+        "id": req.id,
+        "object": obj,
+        "created": req.created,
+        "model": model,
+        "choices": [],
+        "usage": _usage(req, completion_tokens),
+    }

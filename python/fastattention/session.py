@@ -37,6 +37,7 @@ Semantics worth knowing:
     the tokens made before it reached on_step (if given).
   * Weight files are memory-mapped unless load="copy": they must not change under a live session.
 """
+
 from __future__ import annotations
 
 import json
@@ -74,8 +75,9 @@ def _model_path(model_dir) -> bytes:
     """A model directory (str, bytes or os.PathLike) as the bytes the OS uses: a str path that is
     not valid UTF-8 (surrogate-escaped, as os.listdir returns it) reaches the file system as is."""
     if not isinstance(model_dir, (str, bytes, os.PathLike)):
-        raise TypeError(f"model_dir must be a path (str, bytes or os.PathLike), got "
-                        f"{type(model_dir).__name__}")
+        raise TypeError(
+            f"model_dir must be a path (str, bytes or os.PathLike), got {type(model_dir).__name__}"
+        )
     path = os.fsencode(model_dir)
     if b"\0" in path:
         raise ValueError(f"model_dir: {model_dir!r} contains a NUL byte")
@@ -110,47 +112,69 @@ def _token_list(prompt, where: str) -> list[int]:
     """A prompt as a list of Python ints; TypeError naming `where` for anything else."""
     if isinstance(prompt, np.ndarray):
         if prompt.ndim != 1 or prompt.dtype.kind not in "iu":
-            raise TypeError(f"{where} must be a 1-D integer array or a list of ints, got a "
-                            f"{prompt.ndim}-D {prompt.dtype} array")
+            raise TypeError(
+                f"{where} must be a 1-D integer array or a list of ints, got a "
+                f"{prompt.ndim}-D {prompt.dtype} array"
+            )
         return [int(t) for t in prompt]
     if isinstance(prompt, (str, bytes)) or not isinstance(prompt, (list, tuple)):
-        raise TypeError(f"{where} must be a list of token ids (ints), got {type(prompt).__name__}"
-                        + (" (tokenize the text first)" if isinstance(prompt, (str, bytes)) else ""))
+        raise TypeError(
+            f"{where} must be a list of token ids (ints), got {type(prompt).__name__}"
+            + (" (tokenize the text first)" if isinstance(prompt, (str, bytes)) else "")
+        )
     out = []
     for pos, tok in enumerate(prompt):
         if isinstance(tok, bool) or not isinstance(tok, numbers.Integral):
-            raise TypeError(f"{where}, position {pos}: token ids must be ints, got "
-                            f"{type(tok).__name__} {tok!r}")
+            raise TypeError(
+                f"{where}, position {pos}: token ids must be ints, got {type(tok).__name__} {tok!r}"
+            )
         tok = int(tok)
         if not -_INT64_MAX - 1 <= tok <= _INT64_MAX:
-            raise ValueError(f"{where}, position {pos}: token id {tok} is out of range (token ids "
-                             f"are 0..vocab_size-1)")
+            raise ValueError(
+                f"{where}, position {pos}: token id {tok} is out of range (token ids "
+                f"are 0..vocab_size-1)"
+            )
         out.append(tok)
     return out
 
 
-def _session_options(device: str = "cpu", *, num_threads=None, max_batch: int = 8,
-                     max_seq_len=None, kv_block_size: int = 16, kv_dtype: str = "auto",
-                     max_cache_tokens=None, prefill_chunk_tokens: int = 2048,
-                     gpu_memory_fraction: float = 0.9, gpu_kv_budget=None,
-                     host_kv_tokens: int = 0, spill_attention: str = "auto",
-                     verbose: bool = False, tp_overlap: bool = True,
-                     tp_tiles=None, cuda_graphs: bool = True) -> "_C.SessionOptions":
+def _session_options(
+    device: str = "cpu",
+    *,
+    num_threads=None,
+    max_batch: int = 8,
+    max_seq_len=None,
+    kv_block_size: int = 16,
+    kv_dtype: str = "auto",
+    max_cache_tokens=None,
+    prefill_chunk_tokens: int = 2048,
+    gpu_memory_fraction: float = 0.9,
+    gpu_kv_budget=None,
+    host_kv_tokens: int = 0,
+    spill_attention: str = "auto",
+    verbose: bool = False,
+    tp_overlap: bool = True,
+    tp_tiles=None,
+    cuda_graphs: bool = True,
+) -> "_C.SessionOptions":
     """The checked _C.SessionOptions of Session's keyword arguments (documented there)."""
     _check_device(device)
     if not isinstance(kv_dtype, str) or kv_dtype not in _KV_DTYPES:
         raise ValueError(f"kv_dtype must be one of {', '.join(_KV_DTYPES)}, got {kv_dtype!r}")
     opts = _C.SessionOptions()
     opts.device = device
-    opts.num_threads = (0 if num_threads is None
-                        else _check_int("num_threads", num_threads, 1, _INT32_MAX))
+    opts.num_threads = (
+        0 if num_threads is None else _check_int("num_threads", num_threads, 1, _INT32_MAX)
+    )
     opts.max_batch = _check_int("max_batch", max_batch, 1, _INT32_MAX)
-    opts.max_seq_len = (0 if max_seq_len is None
-                        else _check_int("max_seq_len", max_seq_len, 1, _INT32_MAX))
+    opts.max_seq_len = (
+        0 if max_seq_len is None else _check_int("max_seq_len", max_seq_len, 1, _INT32_MAX)
+    )
     opts.kv_block_size = _check_int("kv_block_size", kv_block_size, 1, _INT32_MAX)
     opts.kv_dtype = kv_dtype
-    opts.max_cache_tokens = (0 if max_cache_tokens is None
-                             else _check_int("max_cache_tokens", max_cache_tokens, 1))
+    opts.max_cache_tokens = (
+        0 if max_cache_tokens is None else _check_int("max_cache_tokens", max_cache_tokens, 1)
+    )
     opts.prefill_chunk_tokens = _check_int("prefill_chunk_tokens", prefill_chunk_tokens, 1)
     gpu_memory_fraction = _check_float("gpu_memory_fraction", gpu_memory_fraction)
     if not 0.0 < gpu_memory_fraction <= 1.0:
@@ -159,8 +183,9 @@ def _session_options(device: str = "cpu", *, num_threads=None, max_batch: int = 
     if gpu_kv_budget is not None:
         gpu_kv_budget = _check_float("gpu_kv_budget", gpu_kv_budget)
         if gpu_kv_budget <= 0:
-            raise ValueError(f"gpu_kv_budget must be > 0 (a fraction <= 1 or bytes), got "
-                             f"{gpu_kv_budget}")
+            raise ValueError(
+                f"gpu_kv_budget must be > 0 (a fraction <= 1 or bytes), got {gpu_kv_budget}"
+            )
         opts.gpu_kv_budget = gpu_kv_budget
     opts.host_kv_tokens = _check_int("host_kv_tokens", host_kv_tokens, 0)
     if spill_attention not in ("auto", "cpu", "stream"):
@@ -183,11 +208,13 @@ def _new_session(make, opts):
     except MemoryError as e:
         if "max_cache_tokens" in str(e) or "Memory plan" in str(e):
             raise
-        raise MemoryError(f"{e} (while loading the session with max_batch={opts.max_batch}, "
-                          f"max_seq_len={opts.max_seq_len or 'the model maximum'}, "
-                          f"max_cache_tokens={opts.max_cache_tokens or 'default'}, "
-                          f"host_kv_tokens={opts.host_kv_tokens}, "
-                          f"prefill_chunk_tokens={opts.prefill_chunk_tokens})") from None
+        raise MemoryError(
+            f"{e} (while loading the session with max_batch={opts.max_batch}, "
+            f"max_seq_len={opts.max_seq_len or 'the model maximum'}, "
+            f"max_cache_tokens={opts.max_cache_tokens or 'default'}, "
+            f"host_kv_tokens={opts.host_kv_tokens}, "
+            f"prefill_chunk_tokens={opts.prefill_chunk_tokens})"
+        ) from None
 
 
 class Session(TextGeneration):
@@ -243,22 +270,49 @@ class Session(TextGeneration):
         the CPU; must be a bool.
     """
 
-    def __init__(self, model_dir, device: str = "cpu", *, num_threads=None, max_batch: int = 8,
-                 max_seq_len=None, kv_block_size: int = 16, kv_dtype: str = "auto",
-                 max_cache_tokens=None, prefill_chunk_tokens: int = 2048,
-                 gpu_memory_fraction: float = 0.9, gpu_kv_budget=None, host_kv_tokens: int = 0,
-                 spill_attention: str = "auto", verbose: bool = False, tp_overlap: bool = True,
-                 tp_tiles=None, cuda_graphs: bool = True, load: str = "mmap"):
+    def __init__(
+        self,
+        model_dir,
+        device: str = "cpu",
+        *,
+        num_threads=None,
+        max_batch: int = 8,
+        max_seq_len=None,
+        kv_block_size: int = 16,
+        kv_dtype: str = "auto",
+        max_cache_tokens=None,
+        prefill_chunk_tokens: int = 2048,
+        gpu_memory_fraction: float = 0.9,
+        gpu_kv_budget=None,
+        host_kv_tokens: int = 0,
+        spill_attention: str = "auto",
+        verbose: bool = False,
+        tp_overlap: bool = True,
+        tp_tiles=None,
+        cuda_graphs: bool = True,
+        load: str = "mmap",
+    ):
         path = _model_path(model_dir)
         if load not in ("mmap", "copy"):
             raise ValueError(f"load must be 'mmap' or 'copy', got {load!r}")
         opts = _session_options(
-            device, num_threads=num_threads, max_batch=max_batch, max_seq_len=max_seq_len,
-            kv_block_size=kv_block_size, kv_dtype=kv_dtype, max_cache_tokens=max_cache_tokens,
-            prefill_chunk_tokens=prefill_chunk_tokens, gpu_memory_fraction=gpu_memory_fraction,
-            gpu_kv_budget=gpu_kv_budget, host_kv_tokens=host_kv_tokens,
-            spill_attention=spill_attention, verbose=verbose, tp_overlap=tp_overlap,
-            tp_tiles=tp_tiles, cuda_graphs=cuda_graphs)
+            device,
+            num_threads=num_threads,
+            max_batch=max_batch,
+            max_seq_len=max_seq_len,
+            kv_block_size=kv_block_size,
+            kv_dtype=kv_dtype,
+            max_cache_tokens=max_cache_tokens,
+            prefill_chunk_tokens=prefill_chunk_tokens,
+            gpu_memory_fraction=gpu_memory_fraction,
+            gpu_kv_budget=gpu_kv_budget,
+            host_kv_tokens=host_kv_tokens,
+            spill_attention=spill_attention,
+            verbose=verbose,
+            tp_overlap=tp_overlap,
+            tp_tiles=tp_tiles,
+            cuda_graphs=cuda_graphs,
+        )
         self.model_dir = os.fspath(model_dir)
         # Under mpirun, a rank that fails (here or later) ends the job instead of leaving the
         # other ranks waiting for it.
@@ -268,8 +322,9 @@ class Session(TextGeneration):
         self._init_text(load_tokenizer(os.fsdecode(path)))
 
     @classmethod
-    def from_memory(cls, config: dict, tensors, device: str = "cpu", *, tokenizer=None,
-                    **options) -> "Session":
+    def from_memory(
+        cls, config: dict, tensors, device: str = "cpu", *, tokenizer=None, **options
+    ) -> "Session":
         """A session over weights already in memory, with no model directory.
 
         config: the model's config.json as a dict (docs/FORMAT.md; "format" and
@@ -290,8 +345,7 @@ class Session(TextGeneration):
         if not isinstance(config, dict):
             raise TypeError(f"config must be a dict (a config.json), got {type(config).__name__}")
         if not hasattr(tensors, "items"):
-            raise TypeError(f"tensors must be a dict {{name: array}}, got "
-                            f"{type(tensors).__name__}")
+            raise TypeError(f"tensors must be a dict {{name: array}}, got {type(tensors).__name__}")
         try:
             text = json.dumps({"format": "fastattention", "format_version": 1, **config})
         except TypeError as e:
@@ -301,15 +355,27 @@ class Session(TextGeneration):
         self.model_dir = None
         distributed.abort_on_error()
         self._session = _new_session(
-            lambda: _C.InferenceSession.from_memory(text, dict(tensors), opts), opts)
+            lambda: _C.InferenceSession.from_memory(text, dict(tensors), opts), opts
+        )
         if tokenizer is not None and not isinstance(tokenizer, Tokenizer):
             tokenizer = Tokenizer.from_dir(tokenizer)
         self._init_text(tokenizer)
         return self
 
-    def generate(self, prompts, max_new_tokens: int, *, temperature: float = 0.0, top_k: int = 0,
-                 top_p: float = 1.0, seed: int = 0, stop_tokens=(), stop=None,
-                 on_step=None, skip_special_tokens: bool = True):
+    def generate(
+        self,
+        prompts,
+        max_new_tokens: int,
+        *,
+        temperature: float = 0.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int = 0,
+        stop_tokens=(),
+        stop=None,
+        on_step=None,
+        skip_special_tokens: bool = True,
+    ):
         """New tokens for each prompt, the batch run together.
 
         prompts: a list of prompts as token ids (lists of ints) -> a list of lists of new token
@@ -325,42 +391,62 @@ class Session(TextGeneration):
         batch, single = self._encode_prompts(prompts)
         sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
         if batch is None and stop is None:
-            batch, args = self._check_generate(prompts, max_new_tokens, stop_tokens=stop_tokens,
-                                               on_step=on_step, **sampling)
+            batch, args = self._check_generate(
+                prompts, max_new_tokens, stop_tokens=stop_tokens, on_step=on_step, **sampling
+            )
             return self._session.generate(batch, **args)
-        return self._generate_text(prompts if batch is None else batch, single, max_new_tokens,
-                                   sampling, stop_tokens, stop, skip_special_tokens, on_step,
-                                   as_ids=batch is None)
+        return self._generate_text(
+            prompts if batch is None else batch,
+            single,
+            max_new_tokens,
+            sampling,
+            stop_tokens,
+            stop,
+            skip_special_tokens,
+            on_step,
+            as_ids=batch is None,
+        )
 
-    def _check_generate(self, prompts, max_new_tokens, *, temperature, top_k, top_p, seed,
-                        stop_tokens, on_step):
+    def _check_generate(
+        self, prompts, max_new_tokens, *, temperature, top_k, top_p, seed, stop_tokens, on_step
+    ):
         """(checked batch of token-id lists, keyword arguments of _C generate)."""
         if on_step is not None and not callable(on_step):
             raise TypeError(f"on_step must be callable or None, got {type(on_step).__name__}")
         if isinstance(prompts, (str, bytes)) or not isinstance(prompts, (list, tuple)):
-            raise TypeError(f"prompts must be a list of prompts (lists of token ids), got "
-                            f"{type(prompts).__name__}")
+            raise TypeError(
+                f"prompts must be a list of prompts (lists of token ids), got "
+                f"{type(prompts).__name__}"
+            )
         if len(prompts) == 0:
             raise ValueError("prompts: empty list; pass at least one prompt")
         if all(isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in prompts):
-            raise TypeError("prompts must be a list of prompts (lists of token ids), got a flat "
-                            "list of ints; wrap a single prompt as [prompt]")
+            raise TypeError(
+                "prompts must be a list of prompts (lists of token ids), got a flat "
+                "list of ints; wrap a single prompt as [prompt]"
+            )
         batch = [_token_list(p, f"prompt {i}") for i, p in enumerate(prompts)]
-        stops = _token_list(list(stop_tokens) if isinstance(stop_tokens, (set, frozenset))
-                            else stop_tokens, "stop_tokens")
+        stops = _token_list(
+            list(stop_tokens) if isinstance(stop_tokens, (set, frozenset)) else stop_tokens,
+            "stop_tokens",
+        )
         max_new_tokens = _check_int("max_new_tokens", max_new_tokens, 0)
         max_seq_len = self._session.options.max_seq_len
         if max_new_tokens > max_seq_len:  # also keeps prompt + max_new_tokens within int64
-            raise ValueError(f"max_new_tokens: {max_new_tokens} exceeds max_seq_len "
-                             f"({max_seq_len}), the most tokens a sequence may hold (prompt + "
-                             f"new tokens)")
+            raise ValueError(
+                f"max_new_tokens: {max_new_tokens} exceeds max_seq_len "
+                f"({max_seq_len}), the most tokens a sequence may hold (prompt + "
+                f"new tokens)"
+            )
         return batch, dict(
             max_new_tokens=max_new_tokens,
             temperature=_check_float("temperature", temperature),
             top_k=_check_int("top_k", top_k, 0, _INT32_MAX),
             top_p=_check_float("top_p", top_p),
             seed=_check_seed(seed),
-            stop_tokens=stops, on_step=on_step)
+            stop_tokens=stops,
+            on_step=on_step,
+        )
 
     def logits(self, prompt) -> np.ndarray:
         """float32 logits [len(prompt), vocab_size] at every position of one prompt."""
@@ -430,5 +516,7 @@ class Session(TextGeneration):
     def __repr__(self) -> str:
         c = self.config
         where = "in-memory weights" if self.model_dir is None else repr(self.model_dir)
-        return (f"Session({where}, {c['architecture']}, {c['num_layers']} layers, "
-                f"hidden {c['hidden_size']}, vocab {c['vocab_size']})")
+        return (
+            f"Session({where}, {c['architecture']}, {c['num_layers']} layers, "
+            f"hidden {c['hidden_size']}, vocab {c['vocab_size']})"
+        )

@@ -11,6 +11,7 @@ TextRun drives one Session.generate call through its on_step hook: every request
 and a StopStrings filter, pieces go to a callback as soon as they are final, and the call stops
 early when every request is finished (a stop token, a stop string or a closed stream).
 """
+
 from __future__ import annotations
 
 import threading
@@ -29,8 +30,8 @@ class IncrementalDecoder:
             self._hold = self._hold | tokenizer.special_token_ids
         self.ids: list[int] = []
         self._prefix = 0  # start of the decode window
-        self._read = 0    # tokens before this one have been released
-        self.text = ""    # all text released so far
+        self._read = 0  # tokens before this one have been released
+        self.text = ""  # all text released so far
 
     def _decode(self, ids) -> str:
         return self._tok.decode(ids, skip_special_tokens=self._skip)
@@ -40,11 +41,14 @@ class IncrementalDecoder:
         self.ids.append(int(token))
         if int(token) in self._hold:
             return ""  # a run of byte tokens decodes as a whole: wait for its end
-        before = self._decode(self.ids[self._prefix:self._read])
-        after = self._decode(self.ids[self._prefix:])
-        if len(after) > len(before) and not after.endswith(REPLACEMENT) \
-                and after.startswith(before):
-            piece = after[len(before):]
+        before = self._decode(self.ids[self._prefix : self._read])
+        after = self._decode(self.ids[self._prefix :])
+        if (
+            len(after) > len(before)
+            and not after.endswith(REPLACEMENT)
+            and after.startswith(before)
+        ):
+            piece = after[len(before) :]
             self._prefix, self._read = self._read, len(self.ids)
             self.text += piece
             return piece
@@ -54,10 +58,10 @@ class IncrementalDecoder:
         """The text not released yet (an unfinished character stays U+FFFD, as in decode())."""
         full = self._decode(self.ids)
         if full.startswith(self.text):
-            rest = full[len(self.text):]
+            rest = full[len(self.text) :]
         else:  # cannot happen with byte-level or sentencepiece decoders; keep the window's view
-            before = self._decode(self.ids[self._prefix:self._read])
-            rest = self._decode(self.ids[self._prefix:])[len(before):]
+            before = self._decode(self.ids[self._prefix : self._read])
+            rest = self._decode(self.ids[self._prefix :])[len(before) :]
         self.text += rest
         self._prefix = self._read = len(self.ids)
         return rest
@@ -72,8 +76,8 @@ class StopStrings:
     def __init__(self, stops):
         self.stops = [s for s in stops]
         self._longest = max((len(s) for s in self.stops), default=0)
-        self.text = ""   # everything fed
-        self.sent = 0    # characters of self.text returned
+        self.text = ""  # everything fed
+        self.sent = 0  # characters of self.text returned
         self.stopped = None
 
     def feed(self, piece: str, final: bool = False) -> str:
@@ -95,7 +99,7 @@ class StopStrings:
                 if any(s.startswith(tail) for s in self.stops):
                     end -= n
                     break
-        out = self.text[self.sent:end]
+        out = self.text[self.sent : end]
         self.sent = max(self.sent, end)
         return out
 
@@ -126,13 +130,22 @@ class TextRun:
     the next step. After the call and finish(): texts, ids (up to the stop), finish_reasons
     ("stop", "length" or "cancelled"), stopped_by (the stop token id or string)."""
 
-    def __init__(self, tokenizer, num_requests: int, stop_tokens=(), stop_strings=(),
-                 emit=None, skip_special_tokens: bool = True, user_hook=None,
-                 max_new_tokens: int | None = None):
+    def __init__(
+        self,
+        tokenizer,
+        num_requests: int,
+        stop_tokens=(),
+        stop_strings=(),
+        emit=None,
+        skip_special_tokens: bool = True,
+        user_hook=None,
+        max_new_tokens: int | None = None,
+    ):
         self.max_new_tokens = max_new_tokens
         self.stopped_early = False
-        self.decoders = [IncrementalDecoder(tokenizer, skip_special_tokens)
-                         for _ in range(num_requests)]
+        self.decoders = [
+            IncrementalDecoder(tokenizer, skip_special_tokens) for _ in range(num_requests)
+        ]
         self.filters = [StopStrings(stop_strings) for _ in range(num_requests)]
         self.stop_tokens = set(int(t) for t in stop_tokens)
         self.ids = [[] for _ in range(num_requests)]
@@ -183,4 +196,4 @@ class TextRun:
 
     @property
     def texts(self) -> list[str]:
-        return [f.text[:f.sent] for f in self.filters]
+        return [f.text[: f.sent] for f in self.filters]

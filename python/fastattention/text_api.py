@@ -4,6 +4,7 @@ Session inherits TextGeneration; these methods use its tokenizer (the model dire
 tokenizer.json, fastattention.tokenizer) and its raw generate call with the on_step hook
 (fastattention.streaming.TextRun does the decoding and the stop strings).
 """
+
 from __future__ import annotations
 
 import queue
@@ -30,8 +31,10 @@ class Completion(str):
         return (Completion, (str(self), self.token_ids, self.finish_reason, self.stop))
 
     def __repr__(self) -> str:
-        return (f"Completion({str.__repr__(self)}, finish_reason={self.finish_reason!r}, "
-                f"{len(self.token_ids)} tokens)")
+        return (
+            f"Completion({str.__repr__(self)}, finish_reason={self.finish_reason!r}, "
+            f"{len(self.token_ids)} tokens)"
+        )
 
 
 _DONE = object()
@@ -50,32 +53,54 @@ class TextGeneration:
     def _need_tokenizer(self, what: str):
         if self.tokenizer is None:
             where = self.model_dir or "this in-memory model"
-            raise ValueError(f"{what} needs a tokenizer, and {where} has none (no tokenizer.json; "
-                             f"export the model with its tokenizer, or pass token ids)")
+            raise ValueError(
+                f"{what} needs a tokenizer, and {where} has none (no tokenizer.json; "
+                f"export the model with its tokenizer, or pass token ids)"
+            )
         return self.tokenizer
 
     def _encode_prompts(self, prompts):
         """(batch of token-id prompts or None when they are ids, single text?)"""
         if isinstance(prompts, str):
             return [self._need_tokenizer("a text prompt").encode(prompts)], True
-        if isinstance(prompts, (list, tuple)) and prompts and all(isinstance(p, str)
-                                                                  for p in prompts):
+        if (
+            isinstance(prompts, (list, tuple))
+            and prompts
+            and all(isinstance(p, str) for p in prompts)
+        ):
             tok = self._need_tokenizer("a text prompt")
             return [tok.encode(p) for p in prompts], False
         if isinstance(prompts, (list, tuple)) and any(isinstance(p, str) for p in prompts):
             raise TypeError("prompts: mix of strings and token ids; pass all text or all ids")
         return None, False
 
-    def _text_run(self, batch, max_new_tokens, sampling, stop_tokens, stop, skip_special_tokens,
-                  emit=None, user_hook=None):
+    def _text_run(
+        self,
+        batch,
+        max_new_tokens,
+        sampling,
+        stop_tokens,
+        stop,
+        skip_special_tokens,
+        emit=None,
+        user_hook=None,
+    ):
         """(TextRun, checked batch, keyword arguments of the raw generate call)."""
         tok = self._need_tokenizer("text output")
         stops = check_stop_strings(stop)
-        batch, args = self._check_generate(batch, max_new_tokens, stop_tokens=stop_tokens,
-                                           on_step=user_hook, **sampling)
-        run = TextRun(tok, len(batch), args["stop_tokens"], stops, emit=emit,
-                      skip_special_tokens=skip_special_tokens, user_hook=user_hook,
-                      max_new_tokens=args["max_new_tokens"])
+        batch, args = self._check_generate(
+            batch, max_new_tokens, stop_tokens=stop_tokens, on_step=user_hook, **sampling
+        )
+        run = TextRun(
+            tok,
+            len(batch),
+            args["stop_tokens"],
+            stops,
+            emit=emit,
+            skip_special_tokens=skip_special_tokens,
+            user_hook=user_hook,
+            max_new_tokens=args["max_new_tokens"],
+        )
         args["on_step"] = run.on_step
         return run, batch, args
 
@@ -88,10 +113,27 @@ class TextGeneration:
             out.append(Completion(run.texts[i], tokens, run.finish_reasons[i], run.stopped_by[i]))
         return out
 
-    def _generate_text(self, batch, single, max_new_tokens, sampling, stop_tokens, stop,
-                       skip_special_tokens, on_step, as_ids=False):
-        run, batch, args = self._text_run(batch, max_new_tokens, sampling, stop_tokens, stop,
-                                          skip_special_tokens, user_hook=on_step)
+    def _generate_text(
+        self,
+        batch,
+        single,
+        max_new_tokens,
+        sampling,
+        stop_tokens,
+        stop,
+        skip_special_tokens,
+        on_step,
+        as_ids=False,
+    ):
+        run, batch, args = self._text_run(
+            batch,
+            max_new_tokens,
+            sampling,
+            stop_tokens,
+            stop,
+            skip_special_tokens,
+            user_hook=on_step,
+        )
         ids = self._session.generate(batch, **args)
         run.finish()
         out = self._completions(run, ids)
@@ -100,22 +142,46 @@ class TextGeneration:
         return out[0] if single else out
 
     # -- stream ---------------------------------------------------------------------------------
-    def stream(self, prompts, max_new_tokens: int, *, temperature: float = 0.0, top_k: int = 0,
-               top_p: float = 1.0, seed: int = 0, stop_tokens=(), stop=None,
-               skip_special_tokens: bool = True):
+    def stream(
+        self,
+        prompts,
+        max_new_tokens: int,
+        *,
+        temperature: float = 0.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int = 0,
+        stop_tokens=(),
+        stop=None,
+        skip_special_tokens: bool = True,
+    ):
         """An iterator over the text as it is generated (Session's docstring has the rules)."""
         batch, single = self._encode_prompts(prompts)
         sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
-        return self._stream(prompts if batch is None else batch, single, max_new_tokens, sampling,
-                            stop_tokens, stop, skip_special_tokens)
+        return self._stream(
+            prompts if batch is None else batch,
+            single,
+            max_new_tokens,
+            sampling,
+            stop_tokens,
+            stop,
+            skip_special_tokens,
+        )
 
-    def _stream(self, batch, single, max_new_tokens, sampling, stop_tokens, stop,
-                skip_special_tokens):
+    def _stream(
+        self, batch, single, max_new_tokens, sampling, stop_tokens, stop, skip_special_tokens
+    ):
         # Everything is checked here, at the call, before the first next().
         pieces: queue.Queue = queue.Queue()
-        run, batch, args = self._text_run(batch, max_new_tokens, sampling, stop_tokens, stop,
-                                          skip_special_tokens,
-                                          emit=lambda i, piece: pieces.put((i, piece)))
+        run, batch, args = self._text_run(
+            batch,
+            max_new_tokens,
+            sampling,
+            stop_tokens,
+            stop,
+            skip_special_tokens,
+            emit=lambda i, piece: pieces.put((i, piece)),
+        )
         return self._stream_pieces(run, pieces, batch, args, single)
 
     def _stream_pieces(self, run, pieces, batch, args, single):
@@ -149,16 +215,33 @@ class TextGeneration:
                     continue
 
     # -- chat -----------------------------------------------------------------------------------
-    def chat(self, messages, max_new_tokens: int = 512, *, stream: bool = False,
-             temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
-             stop_tokens=None, stop=None, add_generation_prompt: bool = True,
-             skip_special_tokens: bool = True, **template_kwargs):
+    def chat(
+        self,
+        messages,
+        max_new_tokens: int = 512,
+        *,
+        stream: bool = False,
+        temperature: float = 0.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int = 0,
+        stop_tokens=None,
+        stop=None,
+        add_generation_prompt: bool = True,
+        skip_special_tokens: bool = True,
+        **template_kwargs,
+    ):
         """The assistant's answer to a chat (Session's docstring has the rules)."""
         tok = self._need_tokenizer("chat()")
-        single = isinstance(messages, (list, tuple)) and bool(messages) and isinstance(
-            messages[0], dict)
-        if isinstance(messages, (list, tuple)) and messages and not single \
-                and all(isinstance(m, (list, tuple)) for m in messages):
+        single = (
+            isinstance(messages, (list, tuple)) and bool(messages) and isinstance(messages[0], dict)
+        )
+        if (
+            isinstance(messages, (list, tuple))
+            and messages
+            and not single
+            and all(isinstance(m, (list, tuple)) for m in messages)
+        ):
             chats = list(messages)
         else:
             chats = [check_messages(messages)]
@@ -167,13 +250,14 @@ class TextGeneration:
                 check_messages(conv)
             except (TypeError, ValueError) as e:
                 raise type(e)(f"chat {c}: {e}") from None
-        batch = [tok.encode_chat(conv, add_generation_prompt, **template_kwargs)
-                 for conv in chats]
+        batch = [tok.encode_chat(conv, add_generation_prompt, **template_kwargs) for conv in chats]
         if stop_tokens is None:
             stop_tokens = sorted(set(tok.end_of_turn_ids()) | set(self.config["eos_token_id"]))
         sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
         if stream:
-            return self._stream(batch, single, max_new_tokens, sampling, stop_tokens, stop,
-                                skip_special_tokens)
-        return self._generate_text(batch, single, max_new_tokens, sampling, stop_tokens, stop,
-                                   skip_special_tokens, None)
+            return self._stream(
+                batch, single, max_new_tokens, sampling, stop_tokens, stop, skip_special_tokens
+            )
+        return self._generate_text(
+            batch, single, max_new_tokens, sampling, stop_tokens, stop, skip_special_tokens, None
+        )

@@ -11,6 +11,7 @@ messages give the same text. transformers itself is not needed.
     text = tok.decode(ids)
     prompt = tok.apply_chat_template([{"role": "user", "content": "Hi"}])
 """
+
 from __future__ import annotations
 
 import json
@@ -24,11 +25,24 @@ CHAT_TEMPLATE_FILE = "chat_template.jinja"
 CHAT_TEMPLATE_JSON = "chat_template.json"
 SPECIAL_TOKENS_MAP_FILE = "special_tokens_map.json"
 # Every file of a tokenizer that export copies (those present).
-TOKENIZER_FILES = (TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, SPECIAL_TOKENS_MAP_FILE,
-                   CHAT_TEMPLATE_FILE, CHAT_TEMPLATE_JSON)
+TOKENIZER_FILES = (
+    TOKENIZER_FILE,
+    TOKENIZER_CONFIG_FILE,
+    SPECIAL_TOKENS_MAP_FILE,
+    CHAT_TEMPLATE_FILE,
+    CHAT_TEMPLATE_JSON,
+)
 # Special tokens that end an assistant turn in common chat templates (used when in the vocab).
-END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>",
-                      "<|end_of_text|>", "</s>", "<|eom_id|>")
+END_OF_TURN_TOKENS = (
+    "<|im_end|>",
+    "<|eot_id|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "<|end_of_text|>",
+    "</s>",
+    "<|eom_id|>",
+)
 _SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token")
 _BYTE_TOKEN = re.compile(r"<0x[0-9A-Fa-f]{2}>")
 
@@ -71,8 +85,9 @@ def read_chat_template(directory: str, config: dict):
         named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
         template = named.get("default")
     if template is not None and not isinstance(template, str):
-        raise TokenizerError(f"{directory}: chat_template must be a string, got "
-                             f"{type(template).__name__}")
+        raise TokenizerError(
+            f"{directory}: chat_template must be a string, got {type(template).__name__}"
+        )
     return template
 
 
@@ -86,11 +101,13 @@ def _compile_template(template: str):
         raise jinja2.exceptions.TemplateError(message)
 
     def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
-        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
-                          sort_keys=sort_keys)
+        return json.dumps(
+            x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+        )
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                        extensions=[jinja2.ext.loopcontrols])
+    env = ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols]
+    )
     env.filters["tojson"] = tojson
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
@@ -104,30 +121,42 @@ def check_messages(messages) -> list:
     """A chat as a list of {"role": str, "content": str | list, ...} dicts, else TypeError /
     ValueError naming the message at fault."""
     if isinstance(messages, (str, bytes, dict)) or not isinstance(messages, (list, tuple)):
-        raise TypeError(f"messages must be a list of {{'role': ..., 'content': ...}} dicts, got "
-                        f"{type(messages).__name__}")
+        raise TypeError(
+            f"messages must be a list of {{'role': ..., 'content': ...}} dicts, got "
+            f"{type(messages).__name__}"
+        )
     if not messages:
         raise ValueError("messages: empty list; pass at least one message")
     for i, m in enumerate(messages):
         if not isinstance(m, dict):
-            raise TypeError(f"messages[{i}] must be a dict with 'role' and 'content', got "
-                            f"{type(m).__name__} {m!r:.60}")
+            raise TypeError(
+                f"messages[{i}] must be a dict with 'role' and 'content', got "
+                f"{type(m).__name__} {m!r:.60}"
+            )
         if not isinstance(m.get("role"), str) or not m["role"]:
-            raise ValueError(f"messages[{i}]: 'role' must be a non-empty string, got "
-                             f"{m.get('role')!r}")
+            raise ValueError(
+                f"messages[{i}]: 'role' must be a non-empty string, got {m.get('role')!r}"
+            )
         if "content" not in m:
             raise ValueError(f"messages[{i}] ({m['role']}): no 'content'")
         if not isinstance(m["content"], (str, list)) and m["content"] is not None:
-            raise TypeError(f"messages[{i}] ({m['role']}): 'content' must be a string, got "
-                            f"{type(m['content']).__name__}")
+            raise TypeError(
+                f"messages[{i}] ({m['role']}): 'content' must be a string, got "
+                f"{type(m['content']).__name__}"
+            )
     return list(messages)
 
 
 class Tokenizer:
     """A Hugging Face fast tokenizer (tokenizer.json) with its config and chat template."""
 
-    def __init__(self, backend, config: dict | None = None, chat_template: str | None = None,
-                 source: str = "<memory>"):
+    def __init__(
+        self,
+        backend,
+        config: dict | None = None,
+        chat_template: str | None = None,
+        source: str = "<memory>",
+    ):
         self.backend = backend
         self.config = dict(config or {})
         self.chat_template = chat_template
@@ -167,7 +196,8 @@ class Tokenizer:
             raise TokenizerError(
                 f"{self.source}: the tokenizer has token ids up to {self.vocab_size - 1} but the "
                 f"model's vocab_size is {model_vocab_size}; the tokenizer does not belong to "
-                f"this model")
+                f"this model"
+            )
 
     def token_to_id(self, token: str):
         return self.backend.token_to_id(token)
@@ -177,7 +207,8 @@ class Tokenizer:
         """Ids of the special added tokens (those decode(skip_special_tokens=True) leaves out)."""
         if self._special_ids is None:
             self._special_ids = frozenset(
-                i for i, t in self.backend.get_added_tokens_decoder().items() if t.special)
+                i for i, t in self.backend.get_added_tokens_decoder().items() if t.special
+            )
         return self._special_ids
 
     @property
@@ -189,8 +220,11 @@ class Tokenizer:
             model = self.backend.model
             ids = ()
             if getattr(model, "byte_fallback", False):
-                ids = (i for t, i in self.backend.get_vocab(with_added_tokens=False).items()
-                       if _BYTE_TOKEN.fullmatch(t))
+                ids = (
+                    i
+                    for t, i in self.backend.get_vocab(with_added_tokens=False).items()
+                    if _BYTE_TOKEN.fullmatch(t)
+                )
             self._byte_ids = frozenset(ids)
         return self._byte_ids
 
@@ -225,15 +259,18 @@ class Tokenizer:
         values = {k: v for k, v in self.special_tokens.items() if v is not None}
         values.update(kwargs)
         try:
-            return self._template.render(messages=messages,
-                                         add_generation_prompt=add_generation_prompt, **values)
+            return self._template.render(
+                messages=messages, add_generation_prompt=add_generation_prompt, **values
+            )
         except jinja2.exceptions.TemplateError as e:
             raise ValueError(f"chat template ({self.source}): {e}") from e
 
     def encode_chat(self, messages, add_generation_prompt: bool = True, **kwargs) -> list[int]:
         """Token ids of the rendered chat (no special tokens added: the template writes them)."""
-        return self.encode(self.apply_chat_template(messages, add_generation_prompt, **kwargs),
-                           add_special_tokens=False)
+        return self.encode(
+            self.apply_chat_template(messages, add_generation_prompt, **kwargs),
+            add_special_tokens=False,
+        )
 
 
 def load_tokenizer(directory):

@@ -87,8 +87,8 @@ void bench_shape(int64_t N, int64_t K, bool cold) {
       FA_BLAS_THREADS(threads);
       auto sgemv = [&](size_t i) {
         FA_CBLAS(sgemv)(CblasRowMajor, CblasNoTrans, static_cast<int>(N), static_cast<int>(K), 1.0f,
-                        static_cast<const float*>(w.copies[i].data()), static_cast<int>(K), x.data(),
-                        1, 0.0f, y.data(), 1);
+                        static_cast<const float*>(w.copies[i].data()), static_cast<int>(K),
+                        x.data(), 1, 0.0f, y.data(), 1);
       };
       const double sv = time_per_call(sgemv, w.copies.size());
       auto sgemm = [&](size_t i) {
@@ -96,10 +96,11 @@ void bench_shape(int64_t N, int64_t K, bool cold) {
                           static_cast<const float*>(w.copies[i].data()), K, 0.0f, y.data(), N);
       };
       const double sm = time_per_call(sgemm, w.copies.size());
-      std::printf("%-5s %6ldx%-5ld %-8s threads=%d  OpenBLAS sgemv: %8.1f us  %6.1f GB/s   "
-                  "sgemm: %8.1f us  %6.1f GB/s\n",
-                  cold ? "cold" : "hot", static_cast<long>(N), static_cast<long>(K), "float32",
-                  threads, sv * 1e6, gbps(N, K, dt, sv), sm * 1e6, gbps(N, K, dt, sm));
+      std::printf(
+          "%-5s %6ldx%-5ld %-8s threads=%d  OpenBLAS sgemv: %8.1f us  %6.1f GB/s   "
+          "sgemm: %8.1f us  %6.1f GB/s\n",
+          cold ? "cold" : "hot", static_cast<long>(N), static_cast<long>(K), "float32", threads,
+          sv * 1e6, gbps(N, K, dt, sv), sm * 1e6, gbps(N, K, dt, sm));
       FA_BLAS_THREADS(2);
     }
   }
@@ -178,7 +179,8 @@ int main(int argc, char** argv) {
   std::printf("BLAS: %s\n", kernels::blas_name());
   if (what == "all" || what == "shapes") {
     for (bool cold : {true, false})
-      for (auto nk : {std::pair<int64_t, int64_t>{2048, 768}, {768, 2048}, {32000, 768}, {2304, 768}})
+      for (auto nk :
+           {std::pair<int64_t, int64_t>{2048, 768}, {768, 2048}, {32000, 768}, {2304, 768}})
         bench_shape(nk.first, nk.second, cold);
   }
   if (what == "all" || what == "step") {

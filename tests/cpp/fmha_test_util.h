@@ -33,8 +33,9 @@ struct Spec {
   int wl = -1, wr = -1;
   int alibi = 0;       // 0 none, 1 slopes [Hq], 2 slopes [B, Hq]
   int block_size = 0;  // > 0: paged KV with a shuffled block table
-  bool fused_qkv = false;  // q / k / v are views into one [T, (Hq + 2 Hk) * D] buffer (needs sq == sk)
-  bool padded_out = false; // out rows carry padding that must stay untouched
+  bool fused_qkv =
+      false;  // q / k / v are views into one [T, (Hq + 2 Hk) * D] buffer (needs sq == sk)
+  bool padded_out = false;  // out rows carry padding that must stay untouched
   float scale = 0.0f;
   int threads = 2;
   uint32_t seed = 1;
@@ -67,18 +68,19 @@ struct Storage {
   std::vector<float> words;  // float-sized words: room for any dtype
   void* data() { return words.data(); }
   void resize_elems(DType dt, int64_t n) {
-    words.assign(static_cast<size_t>((n * static_cast<int64_t>(fastattn::dtype_size(dt)) + 3) / 4 + 16),
-                 0.0f);
+    words.assign(
+        static_cast<size_t>((n * static_cast<int64_t>(fastattn::dtype_size(dt)) + 3) / 4 + 16),
+        0.0f);
   }
 };
 
 struct Result {
-  double err = 0, naive_err = 0;         // max |out - ref|
+  double err = 0, naive_err = 0;          // max |out - ref|
   double lse_err = 0, naive_lse_err = 0;  // max |lse - ref| over rows with visible keys
-  bool empty_rows_ok = true;   // rows with no visible key: out == 0, lse == -inf
-  bool all_finite = true;      // no poison left in out / lse
+  bool empty_rows_ok = true;              // rows with no visible key: out == 0, lse == -inf
+  bool all_finite = true;                 // no poison left in out / lse
   bool padding_untouched = true;
-  std::vector<float> out;      // decoded kernel output [total_q][Hq][D]
+  std::vector<float> out;  // decoded kernel output [total_q][Hq][D]
 };
 
 class Problem {
@@ -143,7 +145,8 @@ inline Problem::Problem(const Spec& s) : spec_(s) {
     const int64_t width = qd + 2 * kd;
     qkv_buf_.resize_elems(s.q_dtype, total_q_ * width);
     for (int64_t t = 0; t < total_q_; ++t) {
-      for (int64_t i = 0; i < qd; ++i) put(s.q_dtype, qkv_buf_.data(), t * width + i, q_[t * qd + i]);
+      for (int64_t i = 0; i < qd; ++i)
+        put(s.q_dtype, qkv_buf_.data(), t * width + i, q_[t * qd + i]);
       for (int64_t i = 0; i < kd; ++i) {
         put(s.q_dtype, qkv_buf_.data(), t * width + qd + i, k_[t * kd + i]);
         put(s.q_dtype, qkv_buf_.data(), t * width + qd + kd + i, v_[t * kd + i]);
@@ -173,7 +176,8 @@ inline Problem::Problem(const Spec& s) : spec_(s) {
       block_table_.assign(static_cast<size_t>(B * max_blocks), 1 << 20);
       int64_t next = 0;
       for (int b = 0; b < B; ++b) {
-        for (int64_t i = 0; i < (s.sk[b] + bs - 1) / bs; ++i) block_table_[b * max_blocks + i] = perm[next++];
+        for (int64_t i = 0; i < (s.sk[b] + bs - 1) / bs; ++i)
+          block_table_[b * max_blocks + i] = perm[next++];
       }
       const int64_t blk_elems = bs * kd;
       k_buf_.resize_elems(s.kv_dtype, num_blocks * blk_elems);
@@ -213,7 +217,8 @@ inline Problem::Problem(const Spec& s) : spec_(s) {
 
   out_row_stride_ = s.padded_out ? qd + 24 : qd;
   out_buf_.resize_elems(s.out_dtype, std::max<int64_t>(1, total_q_) * out_row_stride_);
-  params.out = Tensor(out_buf_.data(), s.out_dtype, {total_q_, s.hq, s.d}, {out_row_stride_, s.d, 1});
+  params.out =
+      Tensor(out_buf_.data(), s.out_dtype, {total_q_, s.hq, s.d}, {out_row_stride_, s.d, 1});
   lse_buf_.assign(static_cast<size_t>(std::max<int64_t>(1, s.hq * total_q_)), nan);
   params.lse = Tensor(lse_buf_.data(), DType::kFloat32, {s.hq, total_q_});
   if (s.alibi == 1) params.alibi_slopes = Tensor(alibi_.data(), DType::kFloat32, {s.hq});
@@ -251,7 +256,8 @@ inline void Problem::reference(std::vector<double>& out, std::vector<double>& ls
           if (!visible(int(b), i, j)) continue;
           double dot = 0;
           for (int d = 0; d < s.d; ++d)
-            dot += double(q_[(t * s.hq + h) * s.d + d]) * k_[((cu_k_[b] + j) * s.hk + kh) * s.d + d];
+            dot +=
+                double(q_[(t * s.hq + h) * s.d + d]) * k_[((cu_k_[b] + j) * s.hk + kh) * s.d + d];
           sc[j] = dot * scale() - double(slope(int(b), h)) * std::fabs(double(pos - j));
           m = std::max(m, sc[j]);
         }
@@ -347,8 +353,10 @@ inline Result Problem::run(int threads) {
       const int64_t row = t * s.hq + h;
       const float lse = lse_buf_[static_cast<size_t>(h * total_q_ + t)];
       const bool empty = ref_lse[row] == -INFINITY;
-      if (empty) r.empty_rows_ok &= lse == -INFINITY;
-      else if (!std::isfinite(lse)) r.all_finite = false;
+      if (empty)
+        r.empty_rows_ok &= lse == -INFINITY;
+      else if (!std::isfinite(lse))
+        r.all_finite = false;
       else {
         r.lse_err = std::max(r.lse_err, std::fabs(lse - ref_lse[row]));
         r.naive_lse_err = std::max(r.naive_lse_err, std::fabs(nv_lse[row] - ref_lse[row]));

@@ -51,10 +51,14 @@ inline FloatData make_float_data(fastattn::DType dt, size_t n, uint32_t seed, fl
 inline double read_float(const void* p, fastattn::DType dt, size_t i) {
   using namespace fastattn;
   switch (dt) {
-    case DType::kFloat32: return static_cast<const float*>(p)[i];
-    case DType::kFloat16: return half_to_float(static_cast<const uint16_t*>(p)[i]);
-    case DType::kBFloat16: return bf16_to_float(static_cast<const uint16_t*>(p)[i]);
-    default: return 0.0;
+    case DType::kFloat32:
+      return static_cast<const float*>(p)[i];
+    case DType::kFloat16:
+      return half_to_float(static_cast<const uint16_t*>(p)[i]);
+    case DType::kBFloat16:
+      return bf16_to_float(static_cast<const uint16_t*>(p)[i]);
+    default:
+      return 0.0;
   }
 }
 

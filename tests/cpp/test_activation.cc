@@ -16,8 +16,8 @@ namespace {
 // Inputs: normal samples at several scales plus the ends of the range.
 std::vector<float> inputs(size_t n, uint32_t seed) {
   std::vector<float> v = fa_test::randn(n, seed, 3.0f);
-  const float special[] = {0.0f, -0.0f, 1e-20f, -1e-20f, 10.0f, -10.0f, 30.0f, -30.0f,
-                           87.0f, -87.0f, 100.0f, -100.0f, 1e4f, -1e4f, 0.5f, -0.5f};
+  const float special[] = {0.0f,  -0.0f,  1e-20f, -1e-20f, 10.0f, -10.0f, 30.0f, -30.0f,
+                           87.0f, -87.0f, 100.0f, -100.0f, 1e4f,  -1e4f,  0.5f,  -0.5f};
   for (size_t i = 0; i < n && i < 16; ++i) v[i * 7 % n] = special[i];
   return v;
 }
@@ -80,7 +80,8 @@ TEST(swiglu_dense_sweep) {
   // and the denormal range of the result), up = +-1 and 1e30 (products near overflow).
   const int64_t I = 110 * 2 * 64 + 1;
   for (float up : {1.0f, -1.0f, 1e30f}) {
-    std::vector<float> gu(static_cast<size_t>(2 * I)), out(static_cast<size_t>(I), fa_test::kPoison);
+    std::vector<float> gu(static_cast<size_t>(2 * I)),
+        out(static_cast<size_t>(I), fa_test::kPoison);
     for (int64_t i = 0; i < I; ++i) {
       gu[i] = -110.0f + static_cast<float>(i) / 64.0f;
       gu[I + i] = up;
@@ -115,13 +116,12 @@ TEST(gelu_matches_float64) {
       for (int64_t i = 0; i < 3 * n; ++i) {
         const double ref = approx == GeluApprox::kErf ? gelu_erf_ref(x[i]) : gelu_tanh_ref(x[i]);
         if (!close(out[i], ref, gelu_tolerance(approx, x[i]))) {
-          if (bad < 3)
-            std::fprintf(stderr, "    gelu(%g) = %.9g, ref %.9g\n", x[i], out[i], ref);
+          if (bad < 3) std::fprintf(stderr, "    gelu(%g) = %.9g, ref %.9g\n", x[i], out[i], ref);
           ++bad;
         }
       }
-      CHECK_MSG(bad == 0, std::string(approx == GeluApprox::kErf ? "erf" : "tanh") + " n=" +
-                              std::to_string(n) + ": " + std::to_string(bad) + " bad");
+      CHECK_MSG(bad == 0, std::string(approx == GeluApprox::kErf ? "erf" : "tanh") +
+                              " n=" + std::to_string(n) + ": " + std::to_string(bad) + " bad");
     }
   }
 }
@@ -160,8 +160,11 @@ TEST(gelu_in_place_and_strided) {
   for (int64_t r = 0; r < A * B; ++r)
     for (int64_t i = 0; i < ld; ++i) {
       const size_t k = r * ld + i;
-      if (i < C) CHECK(close(buf[k], gelu_tanh_ref(before[k]), gelu_tolerance(GeluApprox::kTanh, before[k])));
-      else CHECK(buf[k] == before[k]);
+      if (i < C)
+        CHECK(
+            close(buf[k], gelu_tanh_ref(before[k]), gelu_tolerance(GeluApprox::kTanh, before[k])));
+      else
+        CHECK(buf[k] == before[k]);
     }
 }
 

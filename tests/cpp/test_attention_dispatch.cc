@@ -35,7 +35,8 @@ AttentionDevice native_gpu(int cc) {
   return gpu(cc, {K::kFmha884, K::kDecodeRegStaged});
 }
 
-AttentionProblem problem(DType dtype, int max_seqlen_q, bool paged = false, int hq = 8, int hk = 8) {
+AttentionProblem problem(DType dtype, int max_seqlen_q, bool paged = false, int hq = 8,
+                         int hk = 8) {
   AttentionProblem p;
   p.q_dtype = p.kv_dtype = p.out_dtype = dtype;
   p.shape.head_dim = 128;
@@ -48,7 +49,8 @@ AttentionProblem problem(DType dtype, int max_seqlen_q, bool paged = false, int 
   return p;
 }
 
-K pick(const AttentionProblem& p, const AttentionDevice& d, AttentionImpl impl = AttentionImpl::kAuto) {
+K pick(const AttentionProblem& p, const AttentionDevice& d,
+       AttentionImpl impl = AttentionImpl::kAuto) {
   const AttentionChoice c = choose_attention_kernel(p, impl, d);
   CHECK_MSG(c.kernel != K::kNone || !c.reason.empty(), "kNone without a reason");
   return c.kernel;
@@ -73,8 +75,8 @@ TEST(cpu_tensors_run_the_cpu_kernel_with_auto_only) {
   CHECK(pick(problem(DType::kFloat32, 0), cpu) == K::kCpu);
   CHECK(pick(problem(DType::kFloat16, 0, true), cpu) == K::kCpu);
   CHECK(pick(problem(DType::kFloat32, 0), cpu, AttentionImpl::kFmha16816) == K::kNone);
-  CHECK(why(problem(DType::kFloat32, 0), cpu, AttentionImpl::kDecode).find("'decode' selects a CUDA kernel") !=
-        std::string::npos);
+  CHECK(why(problem(DType::kFloat32, 0), cpu, AttentionImpl::kDecode)
+            .find("'decode' selects a CUDA kernel") != std::string::npos);
   CHECK(!needs_max_seqlen_q(problem(DType::kFloat16, 0), AttentionImpl::kAuto, cpu));
 }
 
@@ -99,7 +101,7 @@ TEST(auto_decode_threshold_counts_query_heads_per_kv_head) {
   CHECK(!decode_like(17, 1));
   CHECK(!decode_like(5, 8));  // 40 rows per KV head
   CHECK(pick(problem(DType::kFloat16, 4, false, 8, 1), d) == K::kDecodeRegStaged);  // 32 rows
-  CHECK(pick(problem(DType::kFloat16, 5, false, 8, 1), d) == K::kFmha16816);       // 40 rows
+  CHECK(pick(problem(DType::kFloat16, 5, false, 8, 1), d) == K::kFmha16816);        // 40 rows
   CHECK(needs_max_seqlen_q(problem(DType::kFloat16, 0), AttentionImpl::kAuto, d));
   CHECK(!needs_max_seqlen_q(problem(DType::kFloat16, 0, true), AttentionImpl::kAuto, d));
   CHECK(!needs_max_seqlen_q(problem(DType::kFloat32, 0), AttentionImpl::kAuto, d));
@@ -108,7 +110,8 @@ TEST(auto_decode_threshold_counts_query_heads_per_kv_head) {
 
 TEST(auto_takes_the_newest_runnable_mma_path) {
   // An FASTATTN_CUDA_ALL_IMPLS build on sm_90 runs all three; auto keeps 16816.
-  const AttentionDevice all = gpu(90, {K::kFmha884, K::kFmha1688, K::kFmha16816, K::kDecodeRegStaged});
+  const AttentionDevice all =
+      gpu(90, {K::kFmha884, K::kFmha1688, K::kFmha16816, K::kDecodeRegStaged});
   CHECK(pick(problem(DType::kFloat16, 512), all) == K::kFmha16816);
   CHECK(pick(problem(DType::kFloat16, 512), all, AttentionImpl::kFmha884) == K::kFmha884);
   // A build whose only runnable path is 1688 (e.g. sm_75 code on an sm_75 GPU).
@@ -122,12 +125,13 @@ TEST(unsupported_calls_say_why) {
   AttentionProblem mixed = problem(DType::kFloat16, 512);
   mixed.kv_dtype = DType::kBFloat16;
   CHECK(why(mixed, d, AttentionImpl::kAuto).find("of one dtype") != std::string::npos);
-  CHECK(why(problem(DType::kFloat16, 512, true), d, AttentionImpl::kFmha16816).find("paged") != std::string::npos);
-  CHECK(why(problem(DType::kFloat32, 512), d, AttentionImpl::kFmha16816).find("float16 or bfloat16") !=
+  CHECK(why(problem(DType::kFloat16, 512, true), d, AttentionImpl::kFmha16816).find("paged") !=
         std::string::npos);
+  CHECK(why(problem(DType::kFloat32, 512), d, AttentionImpl::kFmha16816)
+            .find("float16 or bfloat16") != std::string::npos);
   // Not compiled for this arch: the explicit path is refused, not launched.
-  CHECK(why(problem(DType::kFloat16, 512), d, AttentionImpl::kFmha884).find("no CUDA instance of kernel 884") !=
-        std::string::npos);
+  CHECK(why(problem(DType::kFloat16, 512), d, AttentionImpl::kFmha884)
+            .find("no CUDA instance of kernel 884") != std::string::npos);
   CHECK(pick(problem(DType::kFloat16, 1), native_gpu(75), AttentionImpl::kDecodeAsync) == K::kNone);
   AttentionProblem hd48 = problem(DType::kFloat16, 512);
   hd48.shape.head_dim = 48;
@@ -138,10 +142,14 @@ TEST(unsupported_calls_say_why) {
 }
 
 TEST(explicit_decode_follows_the_device) {
-  CHECK(pick(problem(DType::kFloat16, 512), native_gpu(80), AttentionImpl::kDecode) == K::kDecodeAsync);
-  CHECK(pick(problem(DType::kFloat16, 512), native_gpu(90), AttentionImpl::kDecode) == K::kDecodeRegStaged);
-  CHECK(pick(problem(DType::kFloat16, 512), native_gpu(90), AttentionImpl::kDecodeAsync) == K::kDecodeAsync);
-  CHECK(pick(problem(DType::kFloat16, 512), native_gpu(70), AttentionImpl::kDecode) == K::kDecodeRegStaged);
+  CHECK(pick(problem(DType::kFloat16, 512), native_gpu(80), AttentionImpl::kDecode) ==
+        K::kDecodeAsync);
+  CHECK(pick(problem(DType::kFloat16, 512), native_gpu(90), AttentionImpl::kDecode) ==
+        K::kDecodeRegStaged);
+  CHECK(pick(problem(DType::kFloat16, 512), native_gpu(90), AttentionImpl::kDecodeAsync) ==
+        K::kDecodeAsync);
+  CHECK(pick(problem(DType::kFloat16, 512), native_gpu(70), AttentionImpl::kDecode) ==
+        K::kDecodeRegStaged);
 }
 
 TEST_MAIN()

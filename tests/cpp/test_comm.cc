@@ -228,7 +228,9 @@ TEST(linear_all_reduce_tiled_and_not_match_float64) {
       std::vector<float> y(static_cast<size_t>(T * H), fa_test::kPoison);
       Tensor yt(y.data(), DType::kFloat32, {T, H});
       layers::linear_all_reduce(cpu_context(2), c, xt, wt, yt);
-      const int expect_tiles = !overlap ? 1 : tiles == 0 ? 2 : tiles;  // 1100 rows: 2 by the heuristic
+      const int expect_tiles = !overlap     ? 1
+                               : tiles == 0 ? 2
+                                            : tiles;  // 1100 rows: 2 by the heuristic
       CHECK(c.waits == (expect_tiles > 1 ? expect_tiles : 0));
       double err = 0;
       for (size_t i = 0; i < y.size(); ++i) err = std::fmax(err, std::fabs(y[i] - 2 * ref[i]));
@@ -326,8 +328,9 @@ TEST(tensor_parallel_outside_mpirun) {
   CHECK_THROWS(one.run_on_all_ranks("step", [] { throw FileError("shard missing"); }), FileError,
                "shard missing");
   cfg.tp_size = 2;
-  CHECK_THROWS(runtime::TensorParallel(cfg, Device{}, {}), InvalidArgument,
-               "model/config.json: tp_size = 2: tensor parallelism needs `mpirun` with 2 processes");
+  CHECK_THROWS(
+      runtime::TensorParallel(cfg, Device{}, {}), InvalidArgument,
+      "model/config.json: tp_size = 2: tensor parallelism needs `mpirun` with 2 processes");
   cfg.tp_size = 1;
   runtime::TensorParallelOptions bad;
   bad.tiles = -1;

@@ -51,7 +51,8 @@ TEST(tensor_views) {
   CHECK(r.dim() == 2 && r.data_as<float>() == data.data() + 12);
   CHECK_THROWS(t.reshape({5, 5}), InvalidArgument, "cannot reshape");
   CHECK_THROWS(t.slice(1, 2, 4), InvalidArgument, "out of range");
-  CHECK_THROWS(check_shape(t, "query", {2, 3, 5}), InvalidArgument, "query: expected shape [2, 3, 5]");
+  CHECK_THROWS(check_shape(t, "query", {2, 3, 5}), InvalidArgument,
+               "query: expected shape [2, 3, 5]");
   CHECK_THROWS(dtype_from_name("float8"), InvalidArgument, "unknown dtype 'float8'");
 }
 
@@ -71,7 +72,8 @@ TEST(environment_switches) {
   CHECK(env_int(name, 7, 1, 10) == 4);
   for (const char* bad : {"0", "11", "4x", "x", "-3", "99999999999999999999"}) {
     setenv(name, bad, 1);
-    CHECK_THROWS(env_int(name, 7, 1, 10), InvalidArgument, "FASTATTN_TEST_ENV_SWITCH: expected an integer in [1, 10]");
+    CHECK_THROWS(env_int(name, 7, 1, 10), InvalidArgument,
+                 "FASTATTN_TEST_ENV_SWITCH: expected an integer in [1, 10]");
   }
   setenv(name, "yes", 1);
   CHECK_THROWS(env_flag(name, false), InvalidArgument, "expected 0 or 1, got 'yes'");

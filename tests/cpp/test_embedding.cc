@@ -17,15 +17,18 @@ TEST(lookup_every_dtype_and_id_type) {
     for (DType it : {DType::kInt32, DType::kInt64}) {
       std::vector<int64_t> ids64 = {0, 49, 7, 7, 13, 2, 48, 1, 25};
       std::vector<int32_t> ids32(ids64.begin(), ids64.end());
-      Tensor ids = it == DType::kInt32 ? Tensor(ids32.data(), it, {T}) : Tensor(ids64.data(), it, {T});
+      Tensor ids =
+          it == DType::kInt32 ? Tensor(ids32.data(), it, {T}) : Tensor(ids64.data(), it, {T});
       const int64_t ld = H + 3;  // padded output rows
       std::vector<float> out(T * ld, fa_test::kPoison);
       Tensor ot(out.data(), DType::kFloat32, {T, H}, {ld, 1});
       embedding_lookup(cpu_context(), ids, Tensor(table.data(), dt, {V, H}), ot);
       for (int64_t t = 0; t < T; ++t)
         for (int64_t h = 0; h < ld; ++h) {
-          if (h < H) CHECK(out[t * ld + h] == table.values[ids64[t] * H + h]);  // exact widening
-          else CHECK(std::isnan(out[t * ld + h]));
+          if (h < H)
+            CHECK(out[t * ld + h] == table.values[ids64[t] * H + h]);  // exact widening
+          else
+            CHECK(std::isnan(out[t * ld + h]));
         }
     }
   }
@@ -68,16 +71,18 @@ TEST(bad_ids_and_shapes) {
   const Context ctx = cpu_context();
   Tensor tt(table.data(), DType::kFloat32, {V, H});
   Tensor ot(out.data(), DType::kFloat32, {5, H});
-  CHECK_THROWS(embedding_lookup(ctx, Tensor(ids.data(), DType::kInt32, {5}), tt, ot), InvalidArgument,
+  CHECK_THROWS(embedding_lookup(ctx, Tensor(ids.data(), DType::kInt32, {5}), tt, ot),
+               InvalidArgument,
                "token id 40000 at position 3 is out of range for a vocabulary of 32000");
   for (float v : out) CHECK(std::isnan(v));  // nothing written on error
   ids[3] = -1;
-  CHECK_THROWS(embedding_lookup(ctx, Tensor(ids.data(), DType::kInt32, {5}), tt, ot), InvalidArgument,
-               "token id -1 at position 3 is negative");
+  CHECK_THROWS(embedding_lookup(ctx, Tensor(ids.data(), DType::kInt32, {5}), tt, ot),
+               InvalidArgument, "token id -1 at position 3 is negative");
   ids[3] = 4;
   Tensor idt(ids.data(), DType::kInt32, {5});
   Tensor o_bad(out.data(), DType::kFloat32, {5, 3});
-  CHECK_THROWS(embedding_lookup(ctx, idt, tt, o_bad), InvalidArgument, "out: expected shape [5, 4]");
+  CHECK_THROWS(embedding_lookup(ctx, idt, tt, o_bad), InvalidArgument,
+               "out: expected shape [5, 4]");
   CHECK_THROWS(embedding_lookup(ctx, Tensor(table.data(), DType::kFloat32, {5}), tt, ot),
                InvalidArgument, "ids: expected int32 or int64");
   CHECK_THROWS(embedding_lookup(ctx, idt, Tensor(ids.data(), DType::kInt32, {5, 1}), ot),

@@ -12,8 +12,8 @@ using fastattn::DType;
 using fastattn::Error;
 using fastattn::InvalidArgument;
 using fastattn::Tensor;
-using fastattn::kernels::FmhaParams;
 using fastattn::kernels::fmha_forward;
+using fastattn::kernels::FmhaParams;
 using fmha_test::Problem;
 using fmha_test::Result;
 using fmha_test::Spec;
@@ -32,15 +32,16 @@ Result expect_accurate(const Spec& s, const char* what) {
   std::snprintf(info, sizeof info,
                 "%s [D=%d Hq=%d Hk=%d q=%s kv=%s out=%s causal=%d win=(%d,%d) alibi=%d paged=%d]: "
                 "err %.3g (naive %.3g), lse err %.3g (naive %.3g)",
-                what, s.d, s.hq, s.hk, dt_name(s.q_dtype), dt_name(s.kv_dtype), dt_name(s.out_dtype),
-                s.causal, s.wl, s.wr, s.alibi, s.block_size, r.err, r.naive_err, r.lse_err,
-                r.naive_lse_err);
+                what, s.d, s.hq, s.hk, dt_name(s.q_dtype), dt_name(s.kv_dtype),
+                dt_name(s.out_dtype), s.causal, s.wl, s.wr, s.alibi, s.block_size, r.err,
+                r.naive_err, r.lse_err, r.naive_lse_err);
   std::printf("  %s\n", info);
   CHECK_MSG(r.all_finite, std::string(info) + ": NaN / inf left in out or lse");
   CHECK_MSG(r.empty_rows_ok, std::string(info) + ": a row with no visible key is not 0 / -inf");
   CHECK_MSG(r.padding_untouched, std::string(info) + ": out padding was written");
   CHECK_MSG(r.err <= 2 * r.naive_err + kOutFloor, std::string(info) + ": output error too large");
-  CHECK_MSG(r.lse_err <= 2 * r.naive_lse_err + kLseFloor, std::string(info) + ": lse error too large");
+  CHECK_MSG(r.lse_err <= 2 * r.naive_lse_err + kLseFloor,
+            std::string(info) + ": lse error too large");
   return r;
 }
 
@@ -89,9 +90,11 @@ TEST(fmha_storage_dtypes) {
     }
   }
   Spec mixed = square(100, 2, 2, 128);
-  mixed.q_dtype = DType::kFloat32, mixed.kv_dtype = DType::kBFloat16, mixed.out_dtype = DType::kFloat16;
+  mixed.q_dtype = DType::kFloat32, mixed.kv_dtype = DType::kBFloat16,
+  mixed.out_dtype = DType::kFloat16;
   expect_accurate(mixed, "mixed dtypes");
-  mixed.q_dtype = DType::kFloat16, mixed.kv_dtype = DType::kFloat32, mixed.out_dtype = DType::kFloat32;
+  mixed.q_dtype = DType::kFloat16, mixed.kv_dtype = DType::kFloat32,
+  mixed.out_dtype = DType::kFloat32;
   expect_accurate(mixed, "mixed dtypes");
 }
 
@@ -215,8 +218,9 @@ TEST(fmha_decode_split_kv) {
   double diff = 0;
   for (size_t i = 0; i < whole.out.size(); ++i)
     diff = std::max(diff, double(std::fabs(whole.out[i] - split.out[i])));
-  CHECK_MSG(whole.err <= 2 * whole.naive_err + kOutFloor && split.err <= 2 * split.naive_err + kOutFloor,
-            "split / unsplit decode error too large");
+  CHECK_MSG(
+      whole.err <= 2 * whole.naive_err + kOutFloor && split.err <= 2 * split.naive_err + kOutFloor,
+      "split / unsplit decode error too large");
   CHECK_MSG(diff < 1e-6, "split-kv result differs from the unsplit one by " + std::to_string(diff));
 }
 
@@ -291,7 +295,12 @@ struct Bad {
   std::vector<float> q, k, v, out, lse;
   std::vector<int32_t> cu_q{0, 6, 12}, cu_k{0, 5, 10};
   FmhaParams p;
-  Bad() : q(12 * 4 * 16, 0.5f), k(10 * 2 * 16, 0.25f), v(10 * 2 * 16, 1.0f), out(12 * 4 * 16), lse(4 * 12) {
+  Bad()
+      : q(12 * 4 * 16, 0.5f),
+        k(10 * 2 * 16, 0.25f),
+        v(10 * 2 * 16, 1.0f),
+        out(12 * 4 * 16),
+        lse(4 * 12) {
     p.q = Tensor(q.data(), DType::kFloat32, {12, 4, 16});
     p.k = Tensor(k.data(), DType::kFloat32, {10, 2, 16});
     p.v = Tensor(v.data(), DType::kFloat32, {10, 2, 16});
@@ -389,7 +398,8 @@ TEST(fmha_bad_input) {
   {
     Bad b;
     b.p.q = Tensor(b.q.data(), DType::kFloat32, {12, 4, 16}, {64, 1, 4});
-    CHECK_THROWS(run_bad(b.p), InvalidArgument, "q: the last (head dim) dimension must be contiguous");
+    CHECK_THROWS(run_bad(b.p), InvalidArgument,
+                 "q: the last (head dim) dimension must be contiguous");
   }
   {
     Bad b;
@@ -460,7 +470,8 @@ TEST(fmha_bad_paged_input) {
   run_bad(p);  // valid
   CHECK(std::isfinite(out[0]));
   table[3] = 9;
-  CHECK_THROWS(run_bad(p), InvalidArgument, "block_table[1][1] = 9 is out of range: k / v hold 4 blocks");
+  CHECK_THROWS(run_bad(p), InvalidArgument,
+               "block_table[1][1] = 9 is out of range: k / v hold 4 blocks");
   table[3] = 3;
   seqlens[1] = 17;
   CHECK_THROWS(run_bad(p), InvalidArgument,

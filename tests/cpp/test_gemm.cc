@@ -62,9 +62,9 @@ void run_case(const Case& c, uint32_t seed) {
     }
     for (int64_t n = c.N; n < ldy; ++n) CHECK(ys[m * ldy + n] == sentinel);
   }
-  CHECK_MSG(bad == 0, "M=" + std::to_string(c.M) + " N=" + std::to_string(c.N) + " K=" +
-                          std::to_string(c.K) + " w=" + dtype_name(c.w_type) + " bias=" +
-                          std::to_string(c.bias) + ": " + std::to_string(bad) +
+  CHECK_MSG(bad == 0, "M=" + std::to_string(c.M) + " N=" + std::to_string(c.N) +
+                          " K=" + std::to_string(c.K) + " w=" + dtype_name(c.w_type) +
+                          " bias=" + std::to_string(c.bias) + ": " + std::to_string(bad) +
                           " outputs outside the fp32 bound (worst err/bound " +
                           std::to_string(worst_ratio) + ")");
 }
@@ -113,7 +113,8 @@ TEST(linear_small_m_equals_large_m_path) {
     Tensor y1(one.data(), DType::kFloat32, {1, N});
     kernels::linear(cpu_context(), Tensor(xs.data() + 5 * K, DType::kFloat32, {1, K}), wt, Tensor(),
                     y1);
-    for (int64_t n = 0; n < N; ++n) CHECK_NEAR(one[n], big[5 * N + n], 1e-4 * (1 + std::fabs(one[n])));
+    for (int64_t n = 0; n < N; ++n)
+      CHECK_NEAR(one[n], big[5 * N + n], 1e-4 * (1 + std::fabs(one[n])));
   }
 }
 

@@ -30,8 +30,10 @@ void run_case(DType new_t, DType cache_t, bool fused, int threads, uint32_t seed
   const Layout L;
   // K and V of the new tokens; with `fused` they are views into one [T, Hk*D + Hk*Dv + 7] buffer.
   const int64_t row = fused ? L.Hk * L.D + L.Hk * L.Dv + 7 : 0;
-  fa_test::FloatData kbuf = fa_test::make_float_data(new_t, fused ? L.T * row : L.T * L.Hk * L.D, seed);
-  fa_test::FloatData vbuf = fa_test::make_float_data(new_t, fused ? 1 : L.T * L.Hk * L.Dv, seed + 1);
+  fa_test::FloatData kbuf =
+      fa_test::make_float_data(new_t, fused ? L.T * row : L.T * L.Hk * L.D, seed);
+  fa_test::FloatData vbuf =
+      fa_test::make_float_data(new_t, fused ? 1 : L.T * L.Hk * L.Dv, seed + 1);
   fa_test::FloatData& vsrc = fused ? kbuf : vbuf;
   const int64_t es = static_cast<int64_t>(dtype_size(new_t));
   Tensor k_new = fused ? Tensor(kbuf.data(), new_t, {L.T, L.Hk, L.D}, {row, L.D, 1})
@@ -43,11 +45,13 @@ void run_case(DType new_t, DType cache_t, bool fused, int threads, uint32_t seed
     return fused ? kbuf.values[t * row + h * L.D + d] : kbuf.values[(t * L.Hk + h) * L.D + d];
   };
   auto v_at = [&](int64_t t, int64_t h, int64_t d) {
-    return fused ? vsrc.values[t * row + L.Hk * L.D + h * L.Dv + d] : vbuf.values[(t * L.Hk + h) * L.Dv + d];
+    return fused ? vsrc.values[t * row + L.Hk * L.D + h * L.Dv + d]
+                 : vbuf.values[(t * L.Hk + h) * L.Dv + d];
   };
 
   const int64_t slots_total = L.blocks * L.block_size;
-  std::vector<uint64_t> kc((slots_total * L.Hk * L.D * 4) / 8 + 1), vc((slots_total * L.Hk * L.Dv * 4) / 8 + 1);
+  std::vector<uint64_t> kc((slots_total * L.Hk * L.D * 4) / 8 + 1),
+      vc((slots_total * L.Hk * L.Dv * 4) / 8 + 1);
   fa_test::poison(kc.data(), cache_t, slots_total * L.Hk * L.D);
   fa_test::poison(vc.data(), cache_t, slots_total * L.Hk * L.Dv);
   Tensor k_cache(kc.data(), cache_t, {L.blocks, L.block_size, L.Hk, L.D});
@@ -116,15 +120,17 @@ TEST(write_threaded_many_tokens) {
 TEST(bad_slots_and_shapes) {
   const int64_t T = 4, Hk = 2, D = 8, blocks = 10, bs = 16;
   std::vector<float> k(T * Hk * D, 1.0f), v(T * Hk * D, 2.0f);
-  std::vector<float> kc(blocks * bs * Hk * D, fa_test::kPoison), vc(blocks * bs * Hk * D, fa_test::kPoison);
+  std::vector<float> kc(blocks * bs * Hk * D, fa_test::kPoison),
+      vc(blocks * bs * Hk * D, fa_test::kPoison);
   std::vector<int32_t> slots = {0, 5, 17, 999};
   const Context ctx = cpu_context();
   Tensor kt(k.data(), DType::kFloat32, {T, Hk, D}), vt(v.data(), DType::kFloat32, {T, Hk, D});
   Tensor kct(kc.data(), DType::kFloat32, {blocks, bs, Hk, D});
   Tensor vct(vc.data(), DType::kFloat32, {blocks, bs, Hk, D});
   Tensor st(slots.data(), DType::kInt32, {T});
-  CHECK_THROWS(kv_cache_write(ctx, kt, vt, kct, vct, st), InvalidArgument,
-               "slot_mapping: slot 999 at position 3 is out of range for a cache of 10 blocks x 16 slots");
+  CHECK_THROWS(
+      kv_cache_write(ctx, kt, vt, kct, vct, st), InvalidArgument,
+      "slot_mapping: slot 999 at position 3 is out of range for a cache of 10 blocks x 16 slots");
   for (float x : kc) CHECK(std::isnan(x));  // nothing written on error
   slots[3] = -2;
   CHECK_THROWS(kv_cache_write(ctx, kt, vt, kct, vct, st), InvalidArgument, "slot -2 at position 3");
@@ -135,13 +141,17 @@ TEST(bad_slots_and_shapes) {
   CHECK_THROWS(kv_cache_write(ctx, kt, vt, kct, vct, Tensor(slots.data(), DType::kInt32, {3})),
                InvalidArgument, "slot_mapping: expected shape [4]");
   Tensor vct_bad(vc.data(), DType::kFloat32, {blocks, bs, Hk + 1, D});
-  CHECK_THROWS(kv_cache_write(ctx, kt, vt, kct, vct_bad, st), InvalidArgument, "v_cache: expected shape");
+  CHECK_THROWS(kv_cache_write(ctx, kt, vt, kct, vct_bad, st), InvalidArgument,
+               "v_cache: expected shape");
   Tensor kct_bad(kc.data(), DType::kFloat32, {blocks, bs, Hk, D / 2});
-  CHECK_THROWS(kv_cache_write(ctx, kt, vt, kct_bad, vct, st), InvalidArgument, "k_cache: expected shape");
+  CHECK_THROWS(kv_cache_write(ctx, kt, vt, kct_bad, vct, st), InvalidArgument,
+               "k_cache: expected shape");
   Tensor vt_bad(v.data(), DType::kFloat32, {T - 1, Hk, D});
-  CHECK_THROWS(kv_cache_write(ctx, kt, vt_bad, kct, vct, st), InvalidArgument, "v_new: expected shape");
+  CHECK_THROWS(kv_cache_write(ctx, kt, vt_bad, kct, vct, st), InvalidArgument,
+               "v_new: expected shape");
   Tensor kt_int(k.data(), DType::kInt32, {T, Hk, D});
-  CHECK_THROWS(kv_cache_write(ctx, kt_int, vt, kct, vct, st), InvalidArgument, "k_new: expected a float32");
+  CHECK_THROWS(kv_cache_write(ctx, kt_int, vt, kct, vct, st), InvalidArgument,
+               "k_new: expected a float32");
   Tensor kct_cuda = fa_test::on_cuda(kct);
   CHECK_THROWS(kv_cache_write(ctx, kt, vt, kct_cuda, vct, st), InvalidArgument,
                "k_cache: expected a CPU tensor");

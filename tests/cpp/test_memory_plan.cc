@@ -101,13 +101,14 @@ TEST(decode_graph_scratch_is_counted_before_the_kv_cache) {
   CHECK(eager.decode_graphs == 0);
   in.decode_graph_buckets = {1, 2, 4, 8};
   const auto graphed = plan_gpu_memory(llama7b(), in);
-  CHECK(graphed.decode_graphs == fastattn::runtime::decode_graph_bytes(llama7b(), DType::kFloat16,
-                                                                       {1, 2, 4, 8}));
+  CHECK(graphed.decode_graphs ==
+        fastattn::runtime::decode_graph_bytes(llama7b(), DType::kFloat16, {1, 2, 4, 8}));
   // Each bucket: its rows' activations and logits, and 16 MiB for the split partials.
   CHECK(graphed.decode_graphs > 4 * (size_t{16} << 20));
   CHECK(graphed.decode_graphs < 4 * (size_t{32} << 20));
   const size_t used_before = in.device_total - in.device_free;
-  CHECK(used_before + graphed.activations + graphed.decode_graphs + graphed.kv_bytes <= graphed.budget);
+  CHECK(used_before + graphed.activations + graphed.decode_graphs + graphed.kv_bytes <=
+        graphed.budget);
   CHECK(graphed.kv_blocks < eager.kv_blocks);
   CHECK(graphed.describe().find("decode graphs") != std::string::npos);
 }

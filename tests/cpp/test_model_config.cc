@@ -22,7 +22,9 @@ namespace {
 using Entries = std::vector<std::pair<std::string, std::string>>;
 
 Entries rope_entries() {
-  return {{"theta", "10000.0"}, {"style", "\"neox\""}, {"rotary_dim", "16"},
+  return {{"theta", "10000.0"},
+          {"style", "\"neox\""},
+          {"rotary_dim", "16"},
           {"scaling", "{\"type\": \"none\"}"}};
 }
 
@@ -136,11 +138,11 @@ TEST(optional_keys_take_defaults) {
   Entries r = {{"theta", "500000"}, {"style", "\"interleaved\""}};
   Entries entries = base_entries();
   entries.erase(std::remove_if(entries.begin(), entries.end(),
-                         [](const auto& kv) {
-                           return kv.first == "sliding_window" || kv.first == "bos_token_id" ||
-                                  kv.first == "eos_token_id";
-                         }),
-          entries.end());
+                               [](const auto& kv) {
+                                 return kv.first == "sliding_window" ||
+                                        kv.first == "bos_token_id" || kv.first == "eos_token_id";
+                               }),
+                entries.end());
   const ModelConfig c = parse_model_config(make_json(entries, r), kFile);
   CHECK(c.rope.rotary_dim == 16);  // head_dim
   CHECK(c.rope.scaling == fastattn::kernels::RopeScaling::kNone);
@@ -164,8 +166,9 @@ TEST(bad_values_are_named) {
       {"num_layers", "-2", "key 'num_layers' must be >= 1"},
       {"num_heads", "5", "key 'num_kv_heads' (2) must divide num_heads (5)"},
       {"vocab_size_padded", "999", "key 'vocab_size_padded' (999) must be >= vocab_size"},
-      {"tp_size", "3", "key 'vocab_size_padded' (1024) must be >= vocab_size (1000) and a "
-                       "multiple of tp_size (3)"},
+      {"tp_size", "3",
+       "key 'vocab_size_padded' (1024) must be >= vocab_size (1000) and a "
+       "multiple of tp_size (3)"},
       {"norm_type", "\"batchnorm\"", "key 'norm_type' has unknown value 'batchnorm'"},
       {"norm_eps", "0", "key 'norm_eps' must be > 0"},
       {"norm_eps", "\"small\"", "key 'norm_eps' must be a number"},
@@ -205,23 +208,25 @@ TEST(bad_rope_values_are_named) {
                "key 'rope.rotary_dim' must be even and at most head_dim (16)");
   CHECK_THROWS(parse_model_config(with_rope("scaling", "{\"type\": \"yarn\"}"), kFile), FileError,
                "key 'rope.scaling.type' has unknown value 'yarn'");
-  CHECK_THROWS(parse_model_config(with_rope("scaling", "{\"type\": \"linear\"}"), kFile),
-               FileError, "key 'rope.scaling.factor' is missing");
-  CHECK_THROWS(parse_model_config(
-                   with_rope("scaling", "{\"type\": \"llama3\", \"factor\": 8.0, "
-                                        "\"low_freq_factor\": 1.0, \"original_max_position\": 8192}"),
-                   kFile),
-               FileError, "key 'rope.scaling.high_freq_factor' is missing");
+  CHECK_THROWS(parse_model_config(with_rope("scaling", "{\"type\": \"linear\"}"), kFile), FileError,
+               "key 'rope.scaling.factor' is missing");
+  CHECK_THROWS(
+      parse_model_config(with_rope("scaling",
+                                   "{\"type\": \"llama3\", \"factor\": 8.0, "
+                                   "\"low_freq_factor\": 1.0, \"original_max_position\": 8192}"),
+                         kFile),
+      FileError, "key 'rope.scaling.high_freq_factor' is missing");
   const ModelConfig c = parse_model_config(
-      with_rope("scaling", "{\"type\": \"llama3\", \"factor\": 8.0, \"low_freq_factor\": 1.0, "
-                           "\"high_freq_factor\": 4.0, \"original_max_position\": 8192}"),
+      with_rope("scaling",
+                "{\"type\": \"llama3\", \"factor\": 8.0, \"low_freq_factor\": 1.0, "
+                "\"high_freq_factor\": 4.0, \"original_max_position\": 8192}"),
       kFile);
   CHECK(c.rope.scaling == fastattn::kernels::RopeScaling::kLlama3);
   CHECK_NEAR(c.rope.factor, 8.0, 0);
   CHECK_NEAR(c.rope.high_freq_factor, 4.0, 0);
   CHECK(c.rope.original_max_position == 8192);
-  const ModelConfig d = parse_model_config(
-      with_rope("scaling", "{\"type\": \"dynamic\", \"factor\": 2.0}"), kFile);
+  const ModelConfig d =
+      parse_model_config(with_rope("scaling", "{\"type\": \"dynamic\", \"factor\": 2.0}"), kFile);
   CHECK(d.rope.scaling == fastattn::kernels::RopeScaling::kDynamicNTK);
   CHECK(d.rope.original_max_position == 256);  // defaults to max_position_embeddings
 }

@@ -37,7 +37,8 @@ RefRow ref_norm(NormType type, float eps, const float* x, int64_t H, const std::
   const double inv = 1.0 / std::sqrt(ss / H + eps);
   for (int64_t i = 0; i < H; ++i) {
     r.out[i] = (x[i] - mean) * inv * w[i] + (b ? (*b)[i] : 0.0);
-    r.scale[i] = (std::fabs(x[i]) + std::fabs(mean)) * inv * std::fabs(w[i]) + (b ? std::fabs((*b)[i]) : 0.0);
+    r.scale[i] = (std::fabs(x[i]) + std::fabs(mean)) * inv * std::fabs(w[i]) +
+                 (b ? std::fabs((*b)[i]) : 0.0);
   }
   return r;
 }
@@ -92,7 +93,8 @@ void run_case(const NormCase& c, uint32_t seed) {
         row[i] = x_before[t * ld + i];
       }
     }
-    const RefRow ref = ref_norm(c.type, p.eps, row.data(), c.H, w.values, c.bias ? &b.values : nullptr);
+    const RefRow ref =
+        ref_norm(c.type, p.eps, row.data(), c.H, w.values, c.bias ? &b.values : nullptr);
     for (int64_t i = 0; i < c.H; ++i) {
       const double err = std::fabs(result[t * ld + i] - ref.out[i]);
       const double tol = 8 * kUlp * ref.scale[i] + 1e-30;
@@ -101,10 +103,11 @@ void run_case(const NormCase& c, uint32_t seed) {
     }
     for (int64_t i = c.H; i < ld; ++i) CHECK(std::isnan(result[t * ld + i]));  // padding untouched
   }
-  CHECK_MSG(bad == 0, std::string(c.type == NormType::kRMSNorm ? "rms" : "layer") + " w=" +
-                          dtype_name(c.w_type) + " T=" + std::to_string(c.T) + " H=" +
-                          std::to_string(c.H) + (c.fused ? " fused" : "") + ": " +
-                          std::to_string(bad) + " bad elements, worst err/tol " + std::to_string(worst));
+  CHECK_MSG(bad == 0, std::string(c.type == NormType::kRMSNorm ? "rms" : "layer") +
+                          " w=" + dtype_name(c.w_type) + " T=" + std::to_string(c.T) +
+                          " H=" + std::to_string(c.H) + (c.fused ? " fused" : "") + ": " +
+                          std::to_string(bad) + " bad elements, worst err/tol " +
+                          std::to_string(worst));
 }
 
 }  // namespace
@@ -115,7 +118,8 @@ TEST(norm_matches_float64) {
     for (DType dt : fa_test::kFloatTypes)
       for (auto th : {std::pair<int64_t, int64_t>{1, 768}, {5, 7}, {37, 64}, {3, 1000}}) {
         const bool bias = type == NormType::kLayerNorm && (seed % 2 == 0);
-        run_case({type, dt, bias, th.first, th.second, seed % 3 == 0 ? 5 : 0, false, false, 1}, seed);
+        run_case({type, dt, bias, th.first, th.second, seed % 3 == 0 ? 5 : 0, false, false, 1},
+                 seed);
         ++seed;
       }
 }
@@ -125,8 +129,8 @@ TEST(add_norm_matches_float64) {
   for (NormType type : {NormType::kRMSNorm, NormType::kLayerNorm})
     for (DType dt : fa_test::kFloatTypes)
       for (auto th : {std::pair<int64_t, int64_t>{1, 768}, {6, 33}, {17, 128}}) {
-        run_case({type, dt, type == NormType::kLayerNorm, th.first, th.second, seed % 2 ? 3 : 0, true,
-                  false, 2},
+        run_case({type, dt, type == NormType::kLayerNorm, th.first, th.second, seed % 2 ? 3 : 0,
+                  true, false, 2},
                  seed);
         ++seed;
       }
@@ -150,9 +154,11 @@ TEST(norm_bad_arguments) {
   Tensor w_bad(w.data(), DType::kFloat32, {7});
   CHECK_THROWS(kernels::norm(ctx, rms, xt, w_bad, Tensor(), ot), InvalidArgument,
                "weight: expected shape [8]");
-  CHECK_THROWS(kernels::norm(ctx, rms, xt, wt, wt, ot), InvalidArgument, "bias: RMSNorm takes no bias");
+  CHECK_THROWS(kernels::norm(ctx, rms, xt, wt, wt, ot), InvalidArgument,
+               "bias: RMSNorm takes no bias");
   NormParams ln{NormType::kLayerNorm, 1e-5f};
-  CHECK_THROWS(kernels::norm(ctx, ln, xt, wt, w_bad, ot), InvalidArgument, "bias: expected shape [8]");
+  CHECK_THROWS(kernels::norm(ctx, ln, xt, wt, w_bad, ot), InvalidArgument,
+               "bias: expected shape [8]");
   Tensor o_bad(out.data(), DType::kFloat32, {4, 7});
   CHECK_THROWS(kernels::norm(ctx, rms, xt, wt, Tensor(), o_bad), InvalidArgument,
                "out: expected shape [4, 8]");

@@ -42,8 +42,7 @@ TEST(rotary_is_the_default) {
 TEST(learned_positions_take_no_rope) {
   const ModelConfig a = parse_model_config(config("\"learned\"", ""), "c.json");
   CHECK(a.learned_positions());
-  CHECK(std::string(fastattn::models::position_embedding_name(a.position_embedding)) ==
-        "learned");
+  CHECK(std::string(fastattn::models::position_embedding_name(a.position_embedding)) == "learned");
   const ModelConfig b = parse_model_config(config("\"learned\"", "null"), "c.json");
   CHECK(b.learned_positions());
   CHECK_THROWS(parse_model_config(config("\"learned\"", kRope), "c.json"), FileError,

@@ -89,9 +89,12 @@ TEST(inv_freq_llama3_bands) {
   const std::vector<float> plain = rope_inv_freq(p, 128, 0);
   int same = 0, divided = 0, smoothed = 0;
   for (size_t i = 0; i < got.size(); ++i) {
-    if (got[i] == plain[i]) ++same;
-    else if (std::fabs(got[i] - plain[i] / 8.0f) <= 1e-6 * got[i]) ++divided;
-    else ++smoothed;
+    if (got[i] == plain[i])
+      ++same;
+    else if (std::fabs(got[i] - plain[i] / 8.0f) <= 1e-6 * got[i])
+      ++divided;
+    else
+      ++smoothed;
   }
   CHECK(same > 0 && divided > 0 && smoothed > 0);
   p.scaling = RopeScaling::kLlama3;
@@ -183,10 +186,10 @@ void run_apply(const ApplyCase& c, uint32_t seed) {
       if (!(std::fabs(buf[idx] - ref) <= tol)) ++bad;
     }
   }
-  CHECK_MSG(bad == 0, std::string(c.style == RopeStyle::kNeox ? "neox" : "interleaved") + " T=" +
-                          std::to_string(c.T) + " H=" + std::to_string(c.H) + " D=" +
-                          std::to_string(c.D) + " rotary=" + std::to_string(c.rotary_dim) + ": " +
-                          std::to_string(bad) + " bad elements");
+  CHECK_MSG(bad == 0, std::string(c.style == RopeStyle::kNeox ? "neox" : "interleaved") +
+                          " T=" + std::to_string(c.T) + " H=" + std::to_string(c.H) +
+                          " D=" + std::to_string(c.D) + " rotary=" + std::to_string(c.rotary_dim) +
+                          ": " + std::to_string(bad) + " bad elements");
 }
 
 }  // namespace
@@ -208,7 +211,8 @@ TEST(apply_rope_scalings_and_threads) {
     run_apply({RopeStyle::kNeox, 33, 4, 64, 0, DType::kInt64, true, s, 2}, 21);
   // Enough work to split across threads.
   run_apply({RopeStyle::kNeox, 64, 12, 64, 0, DType::kInt32, true, RopeScaling::kNone, 2}, 22);
-  run_apply({RopeStyle::kInterleaved, 64, 8, 80, 64, DType::kInt64, false, RopeScaling::kNone, 2}, 23);
+  run_apply({RopeStyle::kInterleaved, 64, 8, 80, 64, DType::kInt64, false, RopeScaling::kNone, 2},
+            23);
 }
 
 TEST(apply_rope_position_zero_is_identity) {
@@ -231,7 +235,8 @@ TEST(rope_bad_arguments) {
   p.rotary_dim = 5;
   CHECK_THROWS(apply_rope(ctx, p, xt, pt), InvalidArgument, "must be even");
   p.rotary_dim = 10;
-  CHECK_THROWS(apply_rope(ctx, p, xt, pt), InvalidArgument, "rotary_dim 10 must lie in [0, head_dim = 8]");
+  CHECK_THROWS(apply_rope(ctx, p, xt, pt), InvalidArgument,
+               "rotary_dim 10 must lie in [0, head_dim = 8]");
   p = RopeParams{};
   p.theta = -1.0f;
   CHECK_THROWS(apply_rope(ctx, p, xt, pt), InvalidArgument, "theta");

@@ -260,7 +260,7 @@ TEST(same_seed_same_tokens_whatever_the_batch) {
   Tensor lt(logits.data(), DType::kFloat32, {8, V});
   sample(cpu_context(1), lt, params, steps, at);
   sample(cpu_context(2), lt, params, steps, ct);
-  CHECK(a == c);  // thread count does not matter
+  CHECK(a == c);                 // thread count does not matter
   for (int b = 0; b < 8; ++b) {  // each row alone gives the same token as inside the batch
     Tensor st(single.data(), DType::kInt32, {1});
     sample(cpu_context(), Tensor(logits.data() + b * V, DType::kFloat32, {1, V}), {params[b]},
@@ -312,22 +312,28 @@ TEST(bad_parameters) {
   };
   const std::vector<uint64_t> step = {0};
   sample(ctx, lt, with(1.0f, 2, 0.9f), step, ot);  // the good call works
-  CHECK(out[0] >= 1);  // top-2 of three
-  CHECK_THROWS(sample(ctx, lt, with(-0.5f, 0, 1.0f), step, ot), InvalidArgument, "temperature -0.5");
+  CHECK(out[0] >= 1);                              // top-2 of three
+  CHECK_THROWS(sample(ctx, lt, with(-0.5f, 0, 1.0f), step, ot), InvalidArgument,
+               "temperature -0.5");
   CHECK_THROWS(sample(ctx, lt, with(NAN, 0, 1.0f), step, ot), InvalidArgument, "temperature");
   CHECK_THROWS(sample(ctx, lt, with(1.0f, -1, 1.0f), step, ot), InvalidArgument, "top_k -1");
   CHECK_THROWS(sample(ctx, lt, with(1.0f, 0, 0.0f), step, ot), InvalidArgument, "top_p 0");
   CHECK_THROWS(sample(ctx, lt, with(1.0f, 0, 1.5f), step, ot), InvalidArgument, "top_p 1.5");
-  CHECK_THROWS(sample(ctx, lt, with(1.0f, 0, 1.0f), {0, 1}, ot), InvalidArgument, "2 steps for a batch of 1");
+  CHECK_THROWS(sample(ctx, lt, with(1.0f, 0, 1.0f), {0, 1}, ot), InvalidArgument,
+               "2 steps for a batch of 1");
   CHECK_THROWS(sample(ctx, lt, {}, step, ot), InvalidArgument, "0 parameter sets for a batch of 1");
   logits[1] = NAN;
-  CHECK_THROWS(sample(ctx, lt, with(0.0f, 0, 1.0f), step, ot), InvalidArgument, "logits: row 0 has nan at token 1");
+  CHECK_THROWS(sample(ctx, lt, with(0.0f, 0, 1.0f), step, ot), InvalidArgument,
+               "logits: row 0 has nan at token 1");
   logits[1] = INFINITY;
-  CHECK_THROWS(sample(ctx, lt, with(1.0f, 0, 1.0f), step, ot), InvalidArgument, "logits: row 0 has inf");
+  CHECK_THROWS(sample(ctx, lt, with(1.0f, 0, 1.0f), step, ot), InvalidArgument,
+               "logits: row 0 has inf");
   std::fill(logits.begin(), logits.end(), -INFINITY);
-  CHECK_THROWS(sample(ctx, lt, with(1.0f, 0, 1.0f), step, ot), InvalidArgument, "every logit of row 0 is -inf");
+  CHECK_THROWS(sample(ctx, lt, with(1.0f, 0, 1.0f), step, ot), InvalidArgument,
+               "every logit of row 0 is -inf");
   Tensor o64(out.data(), DType::kInt64, {1});
-  CHECK_THROWS(sample(ctx, lt, with(1.0f, 0, 1.0f), step, o64), InvalidArgument, "out: expected dtype int32");
+  CHECK_THROWS(sample(ctx, lt, with(1.0f, 0, 1.0f), step, o64), InvalidArgument,
+               "out: expected dtype int32");
   CHECK_THROWS(sample(ctx, fa_test::on_cuda(lt), with(1.0f, 0, 1.0f), step, ot), InvalidArgument,
                "logits: expected a CPU tensor");
 }

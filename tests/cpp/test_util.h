@@ -59,13 +59,13 @@ constexpr float kPoison = std::numeric_limits<float>::quiet_NaN();
 
 }  // namespace fa_test
 
-#define TEST(name)                                                      \
-  static void name();                                                   \
-  static ::fa_test::Registrar name##_registrar(#name, name);            \
+#define TEST(name)                                           \
+  static void name();                                        \
+  static ::fa_test::Registrar name##_registrar(#name, name); \
   static void name()
 
-#define CHECK(cond)                                                     \
-  do {                                                                  \
+#define CHECK(cond)                                                       \
+  do {                                                                    \
     if (!(cond)) ::fa_test::fail(__FILE__, __LINE__, "CHECK(" #cond ")"); \
   } while (0)
 
@@ -74,44 +74,44 @@ constexpr float kPoison = std::numeric_limits<float>::quiet_NaN();
     if (!(cond)) ::fa_test::fail(__FILE__, __LINE__, std::string(msg)); \
   } while (0)
 
-#define CHECK_NEAR(a, b, tol)                                                          \
-  do {                                                                                 \
-    const double fa_a_ = (a), fa_b_ = (b);                                             \
-    if (!(std::fabs(fa_a_ - fa_b_) <= (tol)))                                          \
-      ::fa_test::fail(__FILE__, __LINE__,                                              \
-                      std::string(#a " = ") + std::to_string(fa_a_) + " vs " #b " = " + \
+#define CHECK_NEAR(a, b, tol)                                                            \
+  do {                                                                                   \
+    const double fa_a_ = (a), fa_b_ = (b);                                               \
+    if (!(std::fabs(fa_a_ - fa_b_) <= (tol)))                                            \
+      ::fa_test::fail(__FILE__, __LINE__,                                                \
+                      std::string(#a " = ") + std::to_string(fa_a_) + " vs " #b " = " +  \
                           std::to_string(fa_b_) + " (tol " + std::to_string(tol) + ")"); \
   } while (0)
 
 // Expects the statement to throw ExcType whose message contains `needle`.
-#define CHECK_THROWS(stmt, ExcType, needle)                                               \
-  do {                                                                                    \
-    bool fa_thrown_ = false;                                                              \
-    try {                                                                                 \
-      stmt;                                                                               \
-    } catch (const ExcType& e) {                                                          \
-      fa_thrown_ = true;                                                                  \
-      if (std::string(e.what()).find(needle) == std::string::npos)                        \
-        ::fa_test::fail(__FILE__, __LINE__,                                               \
-                        std::string("message '") + e.what() + "' lacks '" + needle + "'"); \
-    }                                                                                     \
+#define CHECK_THROWS(stmt, ExcType, needle)                                                    \
+  do {                                                                                         \
+    bool fa_thrown_ = false;                                                                   \
+    try {                                                                                      \
+      stmt;                                                                                    \
+    } catch (const ExcType& e) {                                                               \
+      fa_thrown_ = true;                                                                       \
+      if (std::string(e.what()).find(needle) == std::string::npos)                             \
+        ::fa_test::fail(__FILE__, __LINE__,                                                    \
+                        std::string("message '") + e.what() + "' lacks '" + needle + "'");     \
+    }                                                                                          \
     if (!fa_thrown_) ::fa_test::fail(__FILE__, __LINE__, "expected " #ExcType " from " #stmt); \
   } while (0)
 
-#define TEST_MAIN()                                                              \
-  int main() {                                                                   \
-    int failed_cases = 0;                                                        \
-    for (auto& c : ::fa_test::registry()) {                                      \
-      const int before = ::fa_test::failures();                                  \
-      try {                                                                      \
-        c.fn();                                                                  \
-      } catch (const std::exception& e) {                                        \
-        ::fa_test::fail(__FILE__, __LINE__, std::string("uncaught: ") + e.what()); \
-      }                                                                          \
-      const bool ok = ::fa_test::failures() == before;                           \
-      failed_cases += ok ? 0 : 1;                                                \
-      std::printf("[%s] %s\n", ok ? "PASS" : "FAIL", c.name);                    \
-    }                                                                            \
+#define TEST_MAIN()                                                                    \
+  int main() {                                                                         \
+    int failed_cases = 0;                                                              \
+    for (auto& c : ::fa_test::registry()) {                                            \
+      const int before = ::fa_test::failures();                                        \
+      try {                                                                            \
+        c.fn();                                                                        \
+      } catch (const std::exception& e) {                                              \
+        ::fa_test::fail(__FILE__, __LINE__, std::string("uncaught: ") + e.what());     \
+      }                                                                                \
+      const bool ok = ::fa_test::failures() == before;                                 \
+      failed_cases += ok ? 0 : 1;                                                      \
+      std::printf("[%s] %s\n", ok ? "PASS" : "FAIL", c.name);                          \
+    }                                                                                  \
     std::printf("%zu cases, %d failed\n", ::fa_test::registry().size(), failed_cases); \
-    return failed_cases == 0 ? 0 : 1;                                            \
+    return failed_cases == 0 ? 0 : 1;                                                  \
   }

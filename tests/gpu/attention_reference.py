@@ -1,6 +1,7 @@
 """The plain-PyTorch attention the GPU attention tests compare against: explicit masks, float64
 when upcast (the reference), else the inputs' dtype (the "plain implementation" whose error the
 kernels may at most double)."""
+
 import math
 
 import torch
@@ -39,6 +40,5 @@ def attention_reference(q, k, v, causal, window, alibi, upcast, scale=None):
 
 def attention_reference_unbatched(q, k, v, causal, window, alibi, upcast, scale=None):
     """One sequence: q (Sq, Hq, D), k / v (Sk, Hk, D), alibi [Hq] or None; lse (Hq, Sq)."""
-    out, lse = attention_reference(q[None], k[None], v[None], causal, window, alibi, upcast,
-                                   scale)
+    out, lse = attention_reference(q[None], k[None], v[None], causal, window, alibi, upcast, scale)
     return out[0], lse[0]

@@ -6,6 +6,7 @@ Device time of the kernels alone (torch.profiler's CUDA activity, mean over 50 c
 warm-ups): a call through the Python binding costs tens of microseconds of host time, which
 CUDA events around a single call would measure instead. Prints one line per case.
 """
+
 import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
@@ -33,10 +34,13 @@ def main():
         for B in (1, 64):
             logits = torch.randn(B, V, device="cuda") * 3
             out = torch.empty(B, device="cuda", dtype=torch.int32)
-            for name, kw in [("greedy", {}), ("temperature", dict(temperature=0.8)),
-                             ("top_k=50", dict(temperature=0.8, top_k=50)),
-                             ("top_p=0.9", dict(temperature=0.8, top_p=0.9)),
-                             ("top_k=50,top_p=0.9", dict(temperature=0.8, top_k=50, top_p=0.9))]:
+            for name, kw in [
+                ("greedy", {}),
+                ("temperature", dict(temperature=0.8)),
+                ("top_k=50", dict(temperature=0.8, top_k=50)),
+                ("top_p=0.9", dict(temperature=0.8, top_p=0.9)),
+                ("top_k=50,top_p=0.9", dict(temperature=0.8, top_k=50, top_p=0.9)),
+            ]:
                 us = timed(lambda: _C.kernel_sample(logits, out, seed=1, step=2, stream=s, **kw))
                 print(f"sample V={V} B={B} {name}: {us:.1f} us")
             probs = torch.softmax(logits / 0.8, -1)
@@ -45,9 +49,9 @@ def main():
     for T in (1, 64, 4096):
         hq, hk, d, bs = 32, 8, 128, 16
         buf = torch.randn(T, (hq + 2 * hk) * d, device="cuda", dtype=torch.float16)
-        q = buf[:, :hq * d].view(T, hq, d)
-        k = buf[:, hq * d:(hq + hk) * d].view(T, hk, d)
-        v = buf[:, (hq + hk) * d:].view(T, hk, d)
+        q = buf[:, : hq * d].view(T, hq, d)
+        k = buf[:, hq * d : (hq + hk) * d].view(T, hk, d)
+        v = buf[:, (hq + hk) * d :].view(T, hk, d)
         blocks = T // bs + 2
         kc = torch.empty(blocks, bs, hk, d, device="cuda", dtype=torch.float16)
         vc = torch.empty_like(kc)
@@ -55,8 +59,10 @@ def main():
         slots = torch.arange(T, device="cuda", dtype=torch.int32)
         us = timed(lambda: _C.kernel_rope_kv_cache_write(q, k, v, pos, kc, vc, slots, stream=s))
         moved = T * d * 2 * (2 * (hq + hk) + 3 * hk)  # q, k read + written; v read; 2 cache rows
-        print(f"rope_kv_cache_write T={T} Hq={hq} Hk={hk} D={d} fp16: {us:.1f} us, "
-              f"{moved / us / 1e3:.0f} GB/s")
+        print(
+            f"rope_kv_cache_write T={T} Hq={hq} Hk={hk} D={d} fp16: {us:.1f} us, "
+            f"{moved / us / 1e3:.0f} GB/s"
+        )
         us = timed(lambda: _C.kernel_rope(q, pos, stream=s))
         print(f"rope q only T={T}: {us:.1f} us")
 

@@ -2,6 +2,7 @@
 lists "impl/hdD/dtype (sm A)"; SASS for sm_A runs on the same major version at A or above, as the
 registry's sass_runs_on says). A build configured with fewer head dims (FASTATTN_CUDA_HEAD_DIMS) or
 without the 884 / 1688 paths (FASTATTN_CUDA_ALL_IMPLS=OFF) lacks some: their tests skip."""
+
 import re
 
 import fastattention

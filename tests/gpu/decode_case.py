@@ -6,6 +6,7 @@
 
 Checks the output against a float32 PyTorch reference and exits 1 on a mismatch.
 """
+
 import argparse
 import math
 import sys
@@ -39,7 +40,9 @@ def main() -> int:
         k = torch.randn(b * per, bs, a.hk, a.d, device="cuda", dtype=dtype)
         v = torch.randn_like(k)
         table = torch.randperm(b * per, device="cuda").to(torch.int32).view(b, per)
-        layout = dict(block_table=table, seqlens_k=torch.full((b,), kv, device="cuda", dtype=torch.int32))
+        layout = dict(
+            block_table=table, seqlens_k=torch.full((b,), kv, device="cuda", dtype=torch.int32)
+        )
         ks = k[table.long()].reshape(b, per * bs, a.hk, a.d)[:, :kv]
         vs = v[table.long()].reshape(b, per * bs, a.hk, a.d)[:, :kv]
     else:
@@ -50,10 +53,21 @@ def main() -> int:
     out = torch.full_like(q, float("nan"))
     lse = torch.full((a.hq, b * a.sq), float("nan"), device="cuda")
     for _ in range(a.repeat):
-        fastattention._C.fmha_forward(q, k, v, out, lse, cu_seqlens_q=cu_q, causal=True,
-                                      impl=a.impl, num_splits=a.splits, max_seqlen_q=a.sq,
-                                      max_seqlen_k=kv, stream=torch.cuda.current_stream().cuda_stream,
-                                      **layout)
+        fastattention._C.fmha_forward(
+            q,
+            k,
+            v,
+            out,
+            lse,
+            cu_seqlens_q=cu_q,
+            causal=True,
+            impl=a.impl,
+            num_splits=a.splits,
+            max_seqlen_q=a.sq,
+            max_seqlen_k=kv,
+            stream=torch.cuda.current_stream().cuda_stream,
+            **layout,
+        )
     torch.cuda.synchronize()
     rep = a.hq // a.hk
     qf = q.view(b, a.sq, a.hq, a.d).float().transpose(1, 2)

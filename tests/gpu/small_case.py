@@ -5,6 +5,7 @@
 The reference is a plain float32 matmul-softmax-matmul, so that no other attention kernel runs
 under the sanitizer.
 """
+
 import math
 import sys
 
@@ -19,7 +20,9 @@ q, k, v = (torch.randn(2, s, 4, 128, device="cuda", dtype=torch.float16) for _ i
 out = ops.attention(q, k, v, causal=True, impl=impl)
 qf, kf, vf = (x.float().transpose(1, 2) for x in (q, k, v))
 scores = (qf @ kf.transpose(-1, -2)) / math.sqrt(128)
-scores = scores.masked_fill(torch.ones(s, s, dtype=torch.bool, device="cuda").triu(1), float("-inf"))
+scores = scores.masked_fill(
+    torch.ones(s, s, dtype=torch.bool, device="cuda").triu(1), float("-inf")
+)
 ref = (torch.softmax(scores, dim=-1) @ vf).transpose(1, 2)
 torch.cuda.synchronize()
 err = (out.float() - ref).abs().max().item()

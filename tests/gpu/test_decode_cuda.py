@@ -13,33 +13,37 @@ causal / window / ALiBi, lse, explicit split counts, and both copy paths (impl
 import pytest
 
 torch = pytest.importorskip("torch")
-import fastattention  # noqa: E402
-from fastattention import ops  # noqa: E402
 from attention_reference import attention_reference_unbatched as reference  # noqa: E402
 from cuda_instances import instance_runs_here  # noqa: E402
 
+import fastattention  # noqa: E402
+from fastattention import ops  # noqa: E402
+
 pytestmark = pytest.mark.skipif(
     not (torch.cuda.is_available() and getattr(fastattention._C, "cuda_built", False)),
-    reason="needs a CUDA GPU and a CUDA build")
+    reason="needs a CUDA GPU and a CUDA build",
+)
 
 F16, BF16, F32 = torch.float16, torch.bfloat16, torch.float32
-BAD_BLOCK = 2 ** 30  # unused block-table entries: a kernel that reads one faults
+BAD_BLOCK = 2**30  # unused block-table entries: a kernel that reads one faults
 
 
 def eps_for(dtype):
     return 2e-5 if dtype == F32 else 1e-4
 
 
-def check_sequence(out, lse, q, k, v, causal=False, window=(-1, -1), alibi=None, scale=None,
-                   what=""):
+def check_sequence(
+    out, lse, q, k, v, causal=False, window=(-1, -1), alibi=None, scale=None, what=""
+):
     """out (Sq, Hq, D), lse (Hq, Sq) of one sequence against the references."""
     assert not torch.isnan(out).any(), f"{what}: unwritten (NaN) output elements"
     ref, ref_lse = reference(q, k, v, causal, window, alibi, upcast=True, scale=scale)
     pt, _ = reference(q, k, v, causal, window, alibi, upcast=False, scale=scale)
     err = (out.double() - ref).abs().max().item() if out.numel() else 0.0
     pt_err = (pt.double() - ref).abs().max().item() if out.numel() else 0.0
-    assert err <= 2 * pt_err + eps_for(q.dtype), \
+    assert err <= 2 * pt_err + eps_for(q.dtype), (
         f"{what}: error {err:.3g} > 2 x plain-PyTorch error {pt_err:.3g} + {eps_for(q.dtype):g}"
+    )
     if lse is not None:
         assert not torch.isnan(lse).any(), f"{what}: unwritten (NaN) lse"
         finite = torch.isfinite(ref_lse)
@@ -54,8 +58,9 @@ def rand(*shape, dtype):
 
 
 def cumulative(lengths):
-    return torch.tensor([0] + list(torch.tensor(lengths).cumsum(0)), dtype=torch.int32,
-                        device="cuda")
+    return torch.tensor(
+        [0] + list(torch.tensor(lengths).cumsum(0)), dtype=torch.int32, device="cuda"
+    )
 
 
 class Case:
@@ -76,8 +81,9 @@ class Case:
         total = sum(need) + 2
         self.k_cache = torch.full((total, bs, hk, d), float("nan"), device="cuda", dtype=dtype)
         self.v_cache = torch.full_like(self.k_cache, float("nan"))
-        self.table = torch.full((len(lens_k), max(need + [1]) + 1), BAD_BLOCK, dtype=torch.int32,
-                                device="cuda")
+        self.table = torch.full(
+            (len(lens_k), max(need + [1]) + 1), BAD_BLOCK, dtype=torch.int32, device="cuda"
+        )
         order = torch.randperm(total).tolist()
         for b, n in enumerate(lens_k):
             for i in range(need[b]):
@@ -96,13 +102,27 @@ class Case:
         """fmha_forward into NaN-poisoned out / lse; kw: its options (causal, impl, ...)."""
         out = torch.full_like(self.q, float("nan"))
         lse = torch.full((self.q.shape[1], self.q.shape[0]), float("nan"), device="cuda")
-        layout = (dict(block_table=self.table, seqlens_k=self.lens) if paged
-                  else dict(cu_seqlens_k=self.cu_k))
+        layout = (
+            dict(block_table=self.table, seqlens_k=self.lens)
+            if paged
+            else dict(cu_seqlens_k=self.cu_k)
+        )
         k, v = (self.k_cache, self.v_cache) if paged else (self.k, self.v)
         fastattention._C.fmha_forward(
-            self.q, k, v, out, lse, cu_seqlens_q=self.cu_q, max_seqlen_q=max_q, max_seqlen_k=max_k,
-            window_left=window[0], window_right=window[1],
-            stream=torch.cuda.current_stream().cuda_stream, **layout, **kw)
+            self.q,
+            k,
+            v,
+            out,
+            lse,
+            cu_seqlens_q=self.cu_q,
+            max_seqlen_q=max_q,
+            max_seqlen_k=max_k,
+            window_left=window[0],
+            window_right=window[1],
+            stream=torch.cuda.current_stream().cuda_stream,
+            **layout,
+            **kw,
+        )
         return out, lse
 
     def check(self, out, lse, causal=False, window=(-1, -1), alibi=None, scale=None, what=""):
@@ -110,8 +130,18 @@ class Case:
         for b, (sq, sk) in enumerate(zip(self.lens_q, self.lens_k)):
             rows = slice(q0, q0 + sq)
             slopes = alibi[b] if alibi is not None and alibi.dim() == 2 else alibi
-            check_sequence(out[rows], lse[:, rows], self.q[rows], self.ks[b], self.vs[b], causal,
-                           window, slopes, scale, what=f"{what} sequence {b} (sq {sq}, sk {sk})")
+            check_sequence(
+                out[rows],
+                lse[:, rows],
+                self.q[rows],
+                self.ks[b],
+                self.vs[b],
+                causal,
+                window,
+                slopes,
+                scale,
+                what=f"{what} sequence {b} (sq {sq}, sk {sk})",
+            )
             q0 += sq
 
 
@@ -119,8 +149,16 @@ class Case:
 @pytest.mark.parametrize("block_size", [16, 64, 256])
 @pytest.mark.parametrize("group", [1, 4, 8])
 def test_paged_decode(dtype, block_size, group):
-    c = Case([1, 1, 1], [1, 129, 1000], hq=2 * group, hk=2, d=128, dtype=dtype,
-             block_size=block_size, seed=block_size + group)
+    c = Case(
+        [1, 1, 1],
+        [1, 129, 1000],
+        hq=2 * group,
+        hk=2,
+        d=128,
+        dtype=dtype,
+        block_size=block_size,
+        seed=block_size + group,
+    )
     out, lse = c.run(True, causal=True, impl="auto")
     c.check(out, lse, causal=True, what="paged")
 
@@ -256,24 +294,42 @@ def test_mqa_and_strided_q():
     hq, hk, d, s = 32, 1, 128, 300
     qkv = rand(s, (hq + 2 * hk) * d, dtype=F16)
     q = qkv[:, : hq * d].view(s, hq, d)[-2:]  # the last two tokens query
-    k = qkv[:, hq * d: (hq + hk) * d].view(s, hk, d)
-    v = qkv[:, (hq + hk) * d:].view(s, hk, d)
+    k = qkv[:, hq * d : (hq + hk) * d].view(s, hk, d)
+    v = qkv[:, (hq + hk) * d :].view(s, hk, d)
     cu_q, cu_k = cumulative([2]), cumulative([s])
     out = torch.full((2, hq, d), float("nan"), device="cuda", dtype=F16)
     lse = torch.full((hq, 2), float("nan"), device="cuda")
-    fastattention._C.fmha_forward(q, k, v, out, lse, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k,
-                                  causal=True, impl="decode",
-                                  stream=torch.cuda.current_stream().cuda_stream)
-    check_sequence(out, lse, q.contiguous(), k.contiguous(), v.contiguous(), causal=True,
-                   what="mqa strided")
+    fastattention._C.fmha_forward(
+        q,
+        k,
+        v,
+        out,
+        lse,
+        cu_seqlens_q=cu_q,
+        cu_seqlens_k=cu_k,
+        causal=True,
+        impl="decode",
+        stream=torch.cuda.current_stream().cuda_stream,
+    )
+    check_sequence(
+        out, lse, q.contiguous(), k.contiguous(), v.contiguous(), causal=True, what="mqa strided"
+    )
 
 
 def test_ops_paged_and_routing():
     """ops.attention_paged on torch CUDA tensors (index arrays given as lists), and the automatic
     routing of ops.attention around the decode / prefill threshold."""
     c = Case([1, 1], [33, 500], hq=8, hk=2, d=128, dtype=BF16, seed=9)
-    out, lse = ops.attention_paged(c.q, c.k_cache, c.v_cache, [0, 1, 2], c.table.cpu().tolist(),
-                                   [33, 500], causal=True, return_lse=True)
+    out, lse = ops.attention_paged(
+        c.q,
+        c.k_cache,
+        c.v_cache,
+        [0, 1, 2],
+        c.table.cpu().tolist(),
+        [33, 500],
+        causal=True,
+        return_lse=True,
+    )
     c.check(out, lse, causal=True, what="ops.attention_paged")
     for sq in (1, 16, 17, 64):
         torch.manual_seed(sq)
@@ -284,8 +340,15 @@ def test_ops_paged_and_routing():
             check_sequence(out[b], None, q[b], k[b], v[b], causal=True, what=f"auto sq {sq}")
     q = rand(1, 129, 4, 64, dtype=F32)  # float32 prefill runs on the decode kernel
     k, v = rand(1, 1000, 4, 64, dtype=F32), rand(1, 1000, 4, 64, dtype=F32)
-    check_sequence(ops.attention(q, k, v, causal=True)[0], None, q[0], k[0], v[0], causal=True,
-                   what="fp32 prefill")
+    check_sequence(
+        ops.attention(q, k, v, causal=True)[0],
+        None,
+        q[0],
+        k[0],
+        v[0],
+        causal=True,
+        what="fp32 prefill",
+    )
 
 
 def test_bad_input():
@@ -294,31 +357,79 @@ def test_bad_input():
     stream = torch.cuda.current_stream().cuda_stream
     call = fastattention._C.fmha_forward
     with pytest.raises(ValueError, match="block_table"):  # one row per sequence
-        call(c.q, c.k_cache, c.v_cache, out, cu_seqlens_q=c.cu_q, block_table=c.table[:1],
-             seqlens_k=c.lens, stream=stream)
+        call(
+            c.q,
+            c.k_cache,
+            c.v_cache,
+            out,
+            cu_seqlens_q=c.cu_q,
+            block_table=c.table[:1],
+            seqlens_k=c.lens,
+            stream=stream,
+        )
     with pytest.raises(ValueError, match="block_table"):
-        call(c.q, c.k_cache, c.v_cache, out, cu_seqlens_q=c.cu_q, block_table=c.table[0],
-             seqlens_k=c.lens, stream=stream)
+        call(
+            c.q,
+            c.k_cache,
+            c.v_cache,
+            out,
+            cu_seqlens_q=c.cu_q,
+            block_table=c.table[0],
+            seqlens_k=c.lens,
+            stream=stream,
+        )
     with pytest.raises(ValueError, match="dtype"):
         kf = c.k_cache.float()
-        call(c.q, kf, kf, out, cu_seqlens_q=c.cu_q, block_table=c.table, seqlens_k=c.lens,
-             stream=stream)
+        call(
+            c.q,
+            kf,
+            kf,
+            out,
+            cu_seqlens_q=c.cu_q,
+            block_table=c.table,
+            seqlens_k=c.lens,
+            stream=stream,
+        )
     with pytest.raises(ValueError, match="head dim"):
         q48 = rand(2, 4, 48, dtype=F32)
         k48 = rand(4, 16, 2, 48, dtype=F32)
-        call(q48, k48, k48, torch.empty_like(q48), cu_seqlens_q=c.cu_q, block_table=c.table,
-             seqlens_k=c.lens, stream=stream)
+        call(
+            q48,
+            k48,
+            k48,
+            torch.empty_like(q48),
+            cu_seqlens_q=c.cu_q,
+            block_table=c.table,
+            seqlens_k=c.lens,
+            stream=stream,
+        )
     with pytest.raises(ValueError, match="num_splits"):
         c.run(True, num_splits=-1)
     with pytest.raises(ValueError, match="num_splits"):
         c.run(True, num_splits=100000)
     with pytest.raises(ValueError, match="aligned"):
         q_odd = torch.empty(2 * 4 * 128 + 1, device="cuda", dtype=F16)[1:].view(2, 4, 128)
-        call(q_odd, c.k_cache, c.v_cache, torch.empty_like(c.q), cu_seqlens_q=c.cu_q,
-             block_table=c.table, seqlens_k=c.lens, stream=stream)
+        call(
+            q_odd,
+            c.k_cache,
+            c.v_cache,
+            torch.empty_like(c.q),
+            cu_seqlens_q=c.cu_q,
+            block_table=c.table,
+            seqlens_k=c.lens,
+            stream=stream,
+        )
     with pytest.raises(ValueError, match="seqlens_k"):
-        call(c.q, c.k_cache, c.v_cache, out, cu_seqlens_q=c.cu_q, block_table=c.table,
-             seqlens_k=c.lens[:1], stream=stream)
+        call(
+            c.q,
+            c.k_cache,
+            c.v_cache,
+            out,
+            cu_seqlens_q=c.cu_q,
+            block_table=c.table,
+            seqlens_k=c.lens[:1],
+            stream=stream,
+        )
 
 
 def test_split_launch_under_graph_capture():
@@ -326,16 +437,29 @@ def test_split_launch_under_graph_capture():
     arrival counters cannot be set up inside a capture) and the stream stays usable; after one
     eager call there, the captured graph replays to the eager result, many times over (the
     counters return to zero after every launch)."""
-    c = Case([1, 1, 1, 1], [900, 1000, 37, 700], hq=8, hk=2, d=128, dtype=F16, block_size=64, seed=5)
+    c = Case(
+        [1, 1, 1, 1], [900, 1000, 37, 700], hq=8, hk=2, d=128, dtype=F16, block_size=64, seed=5
+    )
     stream = torch.cuda.Stream()
     out = torch.full_like(c.q, float("nan"))
     lse = torch.full((c.q.shape[1], c.q.shape[0]), float("nan"), device="cuda")
 
     def call():
-        fastattention._C.fmha_forward(c.q, c.k_cache, c.v_cache, out, lse, cu_seqlens_q=c.cu_q,
-                                      max_seqlen_q=1, max_seqlen_k=1000, causal=True,
-                                      block_table=c.table, seqlens_k=c.lens, num_splits=4,
-                                      stream=stream.cuda_stream)
+        fastattention._C.fmha_forward(
+            c.q,
+            c.k_cache,
+            c.v_cache,
+            out,
+            lse,
+            cu_seqlens_q=c.cu_q,
+            max_seqlen_q=1,
+            max_seqlen_k=1000,
+            causal=True,
+            block_table=c.table,
+            seqlens_k=c.lens,
+            num_splits=4,
+            stream=stream.cuda_stream,
+        )
 
     graph = torch.cuda.CUDAGraph()
     with pytest.raises(ValueError, match="arrival counters"):

@@ -7,6 +7,7 @@ algorithm): its logits must agree within the dtype's tolerance. Models: the tiny
 Qwen2 (QKV bias, tied embeddings) and Mistral (MQA, sliding window) of tests/conftest.py at head
 dim 64, and the assumed Pangu-38B shape cut to 2 layers.
 """
+
 import json
 import pathlib
 
@@ -16,8 +17,9 @@ import pytest
 import fastattention
 from fastattention import Session, random_weights
 
-pytestmark = pytest.mark.skipif(not fastattention.cuda_available(),
-                                reason="needs a CUDA GPU and a CUDA build")
+pytestmark = pytest.mark.skipif(
+    not fastattention.cuda_available(), reason="needs a CUDA GPU and a CUDA build"
+)
 pytest.importorskip("torch")
 
 WIDE = dict(hidden_size=256, num_attention_heads=4, intermediate_size=384)
@@ -32,14 +34,17 @@ RTOL = {"float32": 1e-4, "float16": 2e-2, "bfloat16": 8e-2}  # of the logits' sc
 
 def prompts(n, seed=0, lo=3, hi=40):
     rng = np.random.default_rng(seed)
-    return [[int(t) for t in rng.integers(1, 200, size=int(rng.integers(lo, hi)))] for _ in range(n)]
+    return [
+        [int(t) for t in rng.integers(1, 200, size=int(rng.integers(lo, hi)))] for _ in range(n)
+    ]
 
 
 def run(session, batch, new_tokens, **kw):
     """Tokens and every step's logits (a copy per step) of one generate call."""
     steps = []
-    out = session.generate(batch, new_tokens, on_step=lambda t: steps.append(
-        (list(t), session.step_logits())), **kw)
+    out = session.generate(
+        batch, new_tokens, on_step=lambda t: steps.append((list(t), session.step_logits())), **kw
+    )
     return out, steps
 
 
@@ -47,6 +52,7 @@ def run(session, batch, new_tokens, **kw):
 def models(exported_model_factory):
     def get(name, dtype):
         return exported_model_factory(name, dtype=dtype, **MODELS[name])
+
     return get
 
 
@@ -143,8 +149,13 @@ def test_replay_after_batch_change_error_and_many_steps(models):
 
 def test_spilled_steps_run_eagerly_with_the_same_tokens(models):
     m = models("llama", "float16")
-    opts = dict(max_batch=2, max_seq_len=512, max_cache_tokens=160, host_kv_tokens=1024,
-                prefill_chunk_tokens=64)
+    opts = dict(
+        max_batch=2,
+        max_seq_len=512,
+        max_cache_tokens=160,
+        host_kv_tokens=1024,
+        prefill_chunk_tokens=64,
+    )
     eager = Session(m.path, "cuda", cuda_graphs=False, **opts)
     graphed = Session(m.path, "cuda", **opts)
     batch = prompts(2, seed=8, lo=100, hi=120)

@@ -10,14 +10,16 @@ before each call so unwritten elements show. Every MMA path compiled into the bu
 import pytest
 
 torch = pytest.importorskip("torch")
-import fastattention  # noqa: E402
-from fastattention import ops  # noqa: E402
 from attention_reference import attention_reference as reference  # noqa: E402
 from cuda_instances import instance_runs_here  # noqa: E402
 
+import fastattention  # noqa: E402
+from fastattention import ops  # noqa: E402
+
 pytestmark = pytest.mark.skipif(
     not (torch.cuda.is_available() and getattr(fastattention._C, "cuda_built", False)),
-    reason="needs a CUDA GPU and a CUDA build")
+    reason="needs a CUDA GPU and a CUDA build",
+)
 
 
 def check(out, q, k, v, causal=False, window=(-1, -1), alibi=None, lse=None):
@@ -55,7 +57,9 @@ def test_head_dims(impl, d, dtype, causal):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("sq,sk", [(1, 1), (7, 7), (1, 1000), (129, 1000), (1000, 1000), (1000, 129)])
+@pytest.mark.parametrize(
+    "sq,sk", [(1, 1), (7, 7), (1, 1000), (129, 1000), (1000, 1000), (1000, 129)]
+)
 @pytest.mark.parametrize("causal", [False, True])
 def test_odd_lengths(impl, sq, sk, causal):
     if not instance_runs_here(impl, 128, torch.float16):
@@ -101,9 +105,15 @@ def test_varlen_mixed_batch(impl):
     q = rand(sum(lens_q), hq, d, dtype=torch.float16)
     k = rand(sum(lens_k), hk, d, dtype=torch.float16)
     v = rand(sum(lens_k), hk, d, dtype=torch.float16)
-    cu_q = torch.tensor([0] + list(torch.tensor(lens_q).cumsum(0)), dtype=torch.int32, device="cuda")
-    cu_k = torch.tensor([0] + list(torch.tensor(lens_k).cumsum(0)), dtype=torch.int32, device="cuda")
-    out = ops.attention_varlen(q, k, v, cu_q, cu_k, max_seqlen_q=max(lens_q), causal=True, impl=impl)
+    cu_q = torch.tensor(
+        [0] + list(torch.tensor(lens_q).cumsum(0)), dtype=torch.int32, device="cuda"
+    )
+    cu_k = torch.tensor(
+        [0] + list(torch.tensor(lens_k).cumsum(0)), dtype=torch.int32, device="cuda"
+    )
+    out = ops.attention_varlen(
+        q, k, v, cu_q, cu_k, max_seqlen_q=max(lens_q), causal=True, impl=impl
+    )
     assert not torch.isnan(out).any()
     for b in range(len(lens_q)):
         qs, ks = slice(cu_q[b], cu_q[b + 1]), slice(cu_k[b], cu_k[b + 1])
@@ -116,8 +126,8 @@ def test_strided_qkv_views():
     hq, hk, d, s = 8, 2, 128, 257
     qkv = rand(1, s, (hq + 2 * hk) * d, dtype=torch.float16)
     q = qkv[..., : hq * d].view(1, s, hq, d)
-    k = qkv[..., hq * d: (hq + hk) * d].view(1, s, hk, d)
-    v = qkv[..., (hq + hk) * d:].view(1, s, hk, d)
+    k = qkv[..., hq * d : (hq + hk) * d].view(1, s, hk, d)
+    v = qkv[..., (hq + hk) * d :].view(1, s, hk, d)
     out = ops.attention(q, k, v, causal=True)
     check(out, q.contiguous(), k.contiguous(), v.contiguous(), causal=True)
 

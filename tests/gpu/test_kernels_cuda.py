@@ -7,6 +7,7 @@ largest reference value) for cases where the plain error is ~0. Outputs are pois
 each call so unwritten elements show. Sizes: hidden 4096, 5120, 1000 and 997 (odd: the scalar,
 non-vector path), tokens 1, 3, 257; strided (padded) rows where the kernel allows them.
 """
+
 import math
 
 import pytest
@@ -19,7 +20,8 @@ F = torch.nn.functional
 
 pytestmark = pytest.mark.skipif(
     not (torch.cuda.is_available() and getattr(_C, "cuda_built", False)),
-    reason="needs a CUDA GPU and a CUDA build")
+    reason="needs a CUDA GPU and a CUDA build",
+)
 
 DTYPES = [torch.float16, torch.bfloat16, torch.float32]
 HIDDEN = [4096, 5120, 1000, 997]
@@ -47,8 +49,8 @@ def padded(t, pad):
     if pad == 0:
         return t
     buf = torch.randn(t.shape[0], t.shape[1] + pad, device=t.device).to(t.dtype)
-    buf[:, :t.shape[1]] = t
-    return buf[:, :t.shape[1]]
+    buf[:, : t.shape[1]] = t
+    return buf[:, : t.shape[1]]
 
 
 def check(out, ref, plain, what="out"):
@@ -57,11 +59,13 @@ def check(out, ref, plain, what="out"):
     plain_err = (plain.double() - ref).abs().max().item()
     floor = 2.0**-20 * ref.abs().max().item()
     assert err <= 2 * plain_err + floor, (
-        f"{what}: error {err:.3g} > 2 x plain-PyTorch error {plain_err:.3g} + {floor:.2g}")
+        f"{what}: error {err:.3g} > 2 x plain-PyTorch error {plain_err:.3g} + {floor:.2g}"
+    )
     return err, plain_err
 
 
 # ---- references (float64) and plain same-precision implementations ----
+
 
 def rms_ref(x, w, eps):
     x = x.double()
@@ -103,6 +107,7 @@ def plain_approx(approximate):
 
 
 # ---- norm / add_norm ----
+
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("h", HIDDEN)
@@ -209,14 +214,19 @@ def test_add_bias(dtype, bias_dtype, n, m):
     y = padded(randn(m, n, dtype=dtype), 8 if m == 3 else 0)
     b = randn(n, dtype=dtype if bias_dtype == "same" else bias_dtype)
     before = y.clone()
-    pad_before = y.as_strided((m, 8), (y.stride(0), 1), y.storage_offset() + n).clone() if m == 3 else None
+    pad_before = (
+        y.as_strided((m, 8), (y.stride(0), 1), y.storage_offset() + n).clone() if m == 3 else None
+    )
     _C.kernel_add_bias(b, y, stream=stream())
     check(y, before.double() + b.double(), before + b.to(dtype))
     if pad_before is not None:  # the row padding stays untouched
-        assert torch.equal(y.as_strided((m, 8), (y.stride(0), 1), y.storage_offset() + n), pad_before)
+        assert torch.equal(
+            y.as_strided((m, 8), (y.stride(0), 1), y.storage_offset() + n), pad_before
+        )
 
 
 # ---- activations ----
+
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("i", HIDDEN)
@@ -233,7 +243,9 @@ def test_gated(dtype, i, t, op):
     else:
         approx = op.split("_")[1]
         _C.kernel_geglu(gate_up, out, approximate=approx, stream=stream())
-        check(out, gelu_ref(g, approx) * u.double(), F.gelu(g, approximate=plain_approx(approx)) * u)
+        check(
+            out, gelu_ref(g, approx) * u.double(), F.gelu(g, approximate=plain_approx(approx)) * u
+        )
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
@@ -275,6 +287,7 @@ def test_add(dtype, h, t):
 
 # ---- embedding ----
 
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("out_float32", [False, True])
 @pytest.mark.parametrize("id_dtype", [torch.int32, torch.int64])
@@ -297,14 +310,16 @@ def test_embedding_out_of_range_ids_give_zero_rows(vocab_parallel):
     table = randn(100, 1000, dtype=torch.float16)
     ids = torch.tensor([100, 5, 199, 200, -3, 150], device="cuda", dtype=torch.int64)
     out = nan(6, 1000, dtype=torch.float16)
-    _C.kernel_embedding(ids, table, out, vocab_start=100, vocab_parallel=vocab_parallel,
-                        stream=stream())
+    _C.kernel_embedding(
+        ids, table, out, vocab_start=100, vocab_parallel=vocab_parallel, stream=stream()
+    )
     for row, id_ in enumerate(ids.tolist()):
         expected = table[id_ - 100] if 100 <= id_ < 200 else torch.zeros_like(table[0])
         assert torch.equal(out[row], expected), f"row {row} (id {id_})"
 
 
 # ---- streams ----
+
 
 def test_runs_on_the_given_stream():
     """Work goes to the stream passed in: after synchronising that stream alone, results are there."""
@@ -325,6 +340,7 @@ def test_runs_on_the_given_stream():
 
 # ---- bad input: ValueError naming the tensor ----
 
+
 def test_device_mismatch_names_the_tensor():
     x = randn(3, 64, dtype=torch.float16)
     w = randn(64, dtype=torch.float16)
@@ -334,10 +350,16 @@ def test_device_mismatch_names_the_tensor():
     with pytest.raises(ValueError, match="out is on cpu"):
         _C.kernel_norm(x, w, None, out.cpu())
     with pytest.raises(ValueError, match="w is on cpu but x is on cuda"):
-        _C.kernel_linear(x, randn(8, 64, dtype=torch.float16).cpu(), None, nan(3, 8, dtype=torch.float16))
+        _C.kernel_linear(
+            x, randn(8, 64, dtype=torch.float16).cpu(), None, nan(3, 8, dtype=torch.float16)
+        )
     with pytest.raises(ValueError, match="bias is on cpu"):
-        _C.kernel_linear(x, randn(8, 64, dtype=torch.float16), torch.zeros(8, dtype=torch.float16),
-                         nan(3, 8, dtype=torch.float16))
+        _C.kernel_linear(
+            x,
+            randn(8, 64, dtype=torch.float16),
+            torch.zeros(8, dtype=torch.float16),
+            nan(3, 8, dtype=torch.float16),
+        )
     with pytest.raises(ValueError, match="bias is on cpu but y is on cuda"):
         _C.kernel_add_bias(torch.zeros(64, dtype=torch.float16), out)
     with pytest.raises(ValueError, match="out is on cpu but gate_up is on cuda"):
@@ -345,8 +367,11 @@ def test_device_mismatch_names_the_tensor():
     with pytest.raises(ValueError, match="b is on cpu but a is on cuda"):
         _C.kernel_add(x, x.cpu(), out)
     with pytest.raises(ValueError, match="table is on cpu but ids is on cuda"):
-        _C.kernel_embedding(torch.zeros(3, dtype=torch.int32, device="cuda"),
-                            torch.zeros(10, 64, dtype=torch.float16), out)
+        _C.kernel_embedding(
+            torch.zeros(3, dtype=torch.int32, device="cuda"),
+            torch.zeros(10, 64, dtype=torch.float16),
+            out,
+        )
 
 
 def test_dtype_mismatch_names_the_tensor():
@@ -357,17 +382,27 @@ def test_dtype_mismatch_names_the_tensor():
     with pytest.raises(ValueError, match="x and residual must have the same dtype"):
         _C.kernel_add_norm(x, x.float(), w, None, nan(3, 64, dtype=torch.float16))
     with pytest.raises(ValueError, match="w and x must have the same dtype"):
-        _C.kernel_linear(x, randn(8, 64, dtype=torch.bfloat16), None, nan(3, 8, dtype=torch.float16))
+        _C.kernel_linear(
+            x, randn(8, 64, dtype=torch.bfloat16), None, nan(3, 8, dtype=torch.float16)
+        )
     with pytest.raises(ValueError, match="y: expected x's dtype"):
-        _C.kernel_linear(x, randn(8, 64, dtype=torch.float16), None, nan(3, 8, dtype=torch.bfloat16))
+        _C.kernel_linear(
+            x, randn(8, 64, dtype=torch.float16), None, nan(3, 8, dtype=torch.bfloat16)
+        )
     with pytest.raises(ValueError, match="out and gate_up must have the same dtype"):
         _C.kernel_geglu(x, nan(3, 32, dtype=torch.bfloat16))
     with pytest.raises(ValueError, match="out: expected the table's dtype"):
-        _C.kernel_embedding(torch.zeros(3, dtype=torch.int32, device="cuda"),
-                            randn(10, 64, dtype=torch.bfloat16), nan(3, 64, dtype=torch.float16))
+        _C.kernel_embedding(
+            torch.zeros(3, dtype=torch.int32, device="cuda"),
+            randn(10, 64, dtype=torch.bfloat16),
+            nan(3, 64, dtype=torch.float16),
+        )
     with pytest.raises(ValueError, match="ids: expected int32 or int64"):
-        _C.kernel_embedding(torch.zeros(3, dtype=torch.float32, device="cuda"),
-                            randn(10, 64, dtype=torch.float16), nan(3, 64, dtype=torch.float16))
+        _C.kernel_embedding(
+            torch.zeros(3, dtype=torch.float32, device="cuda"),
+            randn(10, 64, dtype=torch.float16),
+            nan(3, 64, dtype=torch.float16),
+        )
 
 
 def test_shape_mismatch_names_the_tensor():

@@ -7,6 +7,7 @@ handed to Session.from_memory on both devices: float32 weights must give the CPU
 CPU computes in float32 on the same float16 weights) within 2% of their scale. The example itself
 runs with --device cuda and generates the CPU's tokens (float32, the tiny preset).
 """
+
 import json
 import pathlib
 import re
@@ -20,8 +21,9 @@ import fastattention
 from fastattention import random_weights
 from fastattention.session import Session
 
-pytestmark = pytest.mark.skipif(not fastattention.cuda_available(),
-                                reason="needs a CUDA GPU and a CUDA build")
+pytestmark = pytest.mark.skipif(
+    not fastattention.cuda_available(), reason="needs a CUDA GPU and a CUDA build"
+)
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 FULL = json.loads((ROOT / "examples" / "configs" / "pangu_38b.json").read_text())
@@ -37,8 +39,7 @@ def test_reduced_38b_gpu_logits_match_cpu(dtype, rel):
     cfg = reduced(dtype)
     w = random_weights.shard_tensors(cfg, 0, seed=1)
     cpu = Session.from_memory(cfg, w, "cpu", max_batch=3, max_seq_len=128)
-    gpu = Session.from_memory(cfg, w, "cuda", max_batch=3, max_seq_len=128,
-                              prefill_chunk_tokens=32)
+    gpu = Session.from_memory(cfg, w, "cuda", max_batch=3, max_seq_len=128, prefill_chunk_tokens=32)
     assert "KV cache" in gpu.memory_plan and gpu.weight_bytes == cpu.weight_bytes
     for p in PROMPTS:
         ref, got = cpu.logits(p), gpu.logits(p)
@@ -51,10 +52,23 @@ def test_reduced_38b_gpu_logits_match_cpu(dtype, rel):
 
 def test_example_on_the_gpu_generates_the_cpu_tokens():
     def run(device):
-        res = subprocess.run([sys.executable, str(ROOT / "examples" / "pangu38b_infer.py"),
-                              "--preset", "tiny", "--dtype", "float32", "--device", device,
-                              "--new-tokens", "12"],
-                             capture_output=True, text=True, timeout=600)
+        res = subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "examples" / "pangu38b_infer.py"),
+                "--preset",
+                "tiny",
+                "--dtype",
+                "float32",
+                "--device",
+                device,
+                "--new-tokens",
+                "12",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert res.returncode == 0, res.stdout + res.stderr
         return res.stdout
 

@@ -10,6 +10,7 @@ Sampling: the GPU picks the CPU's token; greedy rows must all agree, seeded rows
 at a near-tie that a float64 replay of the CPU sampler confirms (the draw or the top-p target
 within 1e-5 of a boundary between the two tokens), and such rows must stay rare.
 """
+
 import numpy as np
 import pytest
 
@@ -19,7 +20,8 @@ from fastattention import _C  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
     not (torch.cuda.is_available() and getattr(fastattention._C, "cuda_built", False)),
-    reason="needs a CUDA GPU and a CUDA build")
+    reason="needs a CUDA GPU and a CUDA build",
+)
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 MANTISSA = {torch.float32: 23, torch.float16: 10, torch.bfloat16: 7}
@@ -27,8 +29,14 @@ ROPES = {
     "neox": {},
     "interleaved": {"style": "interleaved", "theta": 500000.0},
     "partial_linear": {"rotary_dim": 32, "scaling": "linear", "factor": 4.0},
-    "llama3": {"scaling": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-               "high_freq_factor": 4.0, "original_max_position": 256, "theta": 500000.0},
+    "llama3": {
+        "scaling": "llama3",
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position": 256,
+        "theta": 500000.0,
+    },
     "dynamic": {"scaling": "dynamic", "factor": 2.0, "original_max_position": 100},
 }
 
@@ -46,9 +54,9 @@ def gen(seed):
 def qkv(T, hq, hk, d, dv, dtype, g):
     """q, k, v as strided views into one fused projection buffer (the attention layer's layout)."""
     buf = torch.randn(T, (hq + hk) * d + hk * dv, device="cuda", generator=g).to(dtype)
-    q = buf[:, :hq * d].view(T, hq, d)
-    k = buf[:, hq * d:(hq + hk) * d].view(T, hk, d)
-    v = buf[:, (hq + hk) * d:].view(T, hk, dv)
+    q = buf[:, : hq * d].view(T, hq, d)
+    k = buf[:, hq * d : (hq + hk) * d].view(T, hk, d)
+    v = buf[:, (hq + hk) * d :].view(T, hk, dv)
     return buf, q, k, v
 
 
@@ -75,7 +83,7 @@ def check_rope(out, x_in, pos, rope, seq_len):
     ref, mag, rot = rope_ref(x_in, pos, rope, seq_len)
     got = out.double()
     assert not torch.isnan(got).any()
-    tol = 2.0 ** -MANTISSA[out.dtype] * ref.abs() + 2.0 ** -21 * mag + 1e-7
+    tol = 2.0 ** -MANTISSA[out.dtype] * ref.abs() + 2.0**-21 * mag + 1e-7
     err = (got - ref).abs()
     assert (err[..., :rot] <= tol[..., :rot]).all(), f"max error {err.max().item():.3g}"
     assert torch.equal(out[..., rot:], x_in[..., rot:]), "dims past rotary_dim changed"
@@ -114,14 +122,17 @@ def test_rope_fp32_matches_cpu_kernel():
         _C.kernel_rope(x, pos, rope=rope, seq_len=seq_len, stream=stream())
         torch.cuda.synchronize()
         # Same angles and cos / sin; only the float32 rotation's contraction may differ.
-        np.testing.assert_allclose(x.cpu().numpy(), cpu, rtol=0, atol=2e-6 * np.abs(cpu).max(),
-                                   err_msg=name)
+        np.testing.assert_allclose(
+            x.cpu().numpy(), cpu, rtol=0, atol=2e-6 * np.abs(cpu).max(), err_msg=name
+        )
 
 
 def poisoned_caches(blocks, bs, hk, d, dv, dtype):
     nan = float("nan")
-    return (torch.full((blocks, bs, hk, d), nan, device="cuda", dtype=dtype),
-            torch.full((blocks, bs, hk, dv), nan, device="cuda", dtype=dtype))
+    return (
+        torch.full((blocks, bs, hk, d), nan, device="cuda", dtype=dtype),
+        torch.full((blocks, bs, hk, dv), nan, device="cuda", dtype=dtype),
+    )
 
 
 def slot_mapping(T, blocks, bs, g):
@@ -170,8 +181,8 @@ def test_fused_equals_unfused(dtype, cache_dtype, rope_name, bs, T):
     hq, hk, d, dv = 8, 2, 64, 64
     buf, q, k, v = qkv(T, hq, hk, d, dv, dtype, g)
     buf2 = buf.clone()
-    q2, k2 = buf2[:, :hq * d].view(T, hq, d), buf2[:, hq * d:(hq + hk) * d].view(T, hk, d)
-    v2 = buf2[:, (hq + hk) * d:].view(T, hk, dv)
+    q2, k2 = buf2[:, : hq * d].view(T, hq, d), buf2[:, hq * d : (hq + hk) * d].view(T, hk, d)
+    v2 = buf2[:, (hq + hk) * d :].view(T, hk, dv)
     pos = positions(T, torch.int32, g)
     seq_len = int(pos.max()) + 1 if rope_name == "dynamic" else 0
     blocks = T * 2 // bs + 2
@@ -179,8 +190,9 @@ def test_fused_equals_unfused(dtype, cache_dtype, rope_name, bs, T):
     kc2, vc2 = kc.clone(), vc.clone()
     slots = slot_mapping(T, blocks, bs, g)
     q_in, k_in = q.clone(), k.clone()
-    _C.kernel_rope_kv_cache_write(q, k, v, pos, kc, vc, slots, rope=rope, seq_len=seq_len,
-                                  stream=stream())
+    _C.kernel_rope_kv_cache_write(
+        q, k, v, pos, kc, vc, slots, rope=rope, seq_len=seq_len, stream=stream()
+    )
     _C.kernel_rope(q2, pos, rope=rope, seq_len=seq_len, stream=stream())
     _C.kernel_rope(k2, pos, rope=rope, seq_len=seq_len, stream=stream())
     _C.kernel_kv_cache_write(k2, v2, kc2, vc2, slots, stream=stream())
@@ -235,7 +247,9 @@ def logits_rows(kind, B, V, g):
     if kind == "ties":  # few distinct values: thousands of tokens tie at each
         return torch.round(x * 2.0)
     if kind == "masked":  # half the vocabulary masked
-        return torch.where(torch.rand(B, V, device="cuda", generator=g) < 0.5, float("-inf"), x * 4.0)
+        return torch.where(
+            torch.rand(B, V, device="cuda", generator=g) < 0.5, float("-inf"), x * 4.0
+        )
     if kind == "peaked":
         x = x * 2.0
         x[:, 7] += 25.0
@@ -274,7 +288,7 @@ def replay_kept(l, temp, k, p, p_scale):
     if p < 1.0:
         cum = np.cumsum(w[kept])
         idx = min(int(np.searchsorted(cum, p * cum[-1] * p_scale, side="left")), kept.size - 1)
-        kept = kept[:idx + 1]
+        kept = kept[: idx + 1]
     kept = np.sort(kept)
     return kept, np.cumsum(w[kept])
 
@@ -306,8 +320,14 @@ def uniform(seed, step):
 
 
 CONFIGS = [  # temperature, top_k, top_p
-    (1.0, 0, 1.0), (0.7, 0, 0.9), (0.8, 50, 1.0), (1.0, 40, 0.95), (0.5, 5000, 0.99),
-    (1.3, 0, 0.5), (2.0, 3, 1.0), (0.9, 2000, 0.8),
+    (1.0, 0, 1.0),
+    (0.7, 0, 0.9),
+    (0.8, 50, 1.0),
+    (1.0, 40, 0.95),
+    (0.5, 5000, 0.99),
+    (1.3, 0, 0.5),
+    (2.0, 3, 1.0),
+    (0.9, 2000, 0.8),
 ]
 
 
@@ -337,7 +357,8 @@ def test_sample_seeded_equals_cpu(V, kind):
         for b in np.nonzero(got != want)[0]:
             ok = near_tie_tokens(host[b], temp, k, p, float(uniform(seeds[b], steps[b])))
             assert {int(got[b]), int(want[b])} <= ok, (
-                f"row {b} ({temp}, {k}, {p}): GPU {got[b]} vs CPU {want[b]} is no near-tie {ok}")
+                f"row {b} ({temp}, {k}, {p}): GPU {got[b]} vs CPU {want[b]} is no near-tie {ok}"
+            )
             mismatches += 1
     assert mismatches <= 2, f"{mismatches} near-tie mismatches in {B * len(CONFIGS)} draws"
 
@@ -349,7 +370,9 @@ def test_sample_many_rows_and_batch_independence():
     got = gpu_tokens(logits, **kw)
     np.testing.assert_array_equal(got, cpu_tokens(logits, **kw))
     np.testing.assert_array_equal(got, gpu_tokens(logits, **kw))  # deterministic
-    alone = gpu_tokens(logits[200:201].clone(), temperature=0.9, top_k=100, top_p=0.9, seed=200, step=7)
+    alone = gpu_tokens(
+        logits[200:201].clone(), temperature=0.9, top_k=100, top_p=0.9, seed=200, step=7
+    )
     assert alone[0] == got[200]
 
 

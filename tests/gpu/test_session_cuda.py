@@ -6,6 +6,7 @@ CPU's logits within 2e-3 and the same greedy tokens for 32 steps; fp16 / bf16 we
 compared with transformers run in float32 on the same weights, within a bound that scales with
 the logits' magnitude.
 """
+
 import numpy as np
 import pytest
 
@@ -13,8 +14,9 @@ torch = pytest.importorskip("torch")
 import fastattention  # noqa: E402
 from fastattention import Session  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not fastattention.cuda_available(),
-                                reason="needs a CUDA GPU and a CUDA build")
+pytestmark = pytest.mark.skipif(
+    not fastattention.cuda_available(), reason="needs a CUDA GPU and a CUDA build"
+)
 
 # head_dim 64 everywhere; GQA 2:1 (llama), q/k/v bias + tied (qwen2), MQA + window (mistral).
 WIDE = dict(hidden_size=256, num_attention_heads=4, intermediate_size=384)
@@ -30,6 +32,7 @@ PROMPTS = [[1, 5, 9, 33, 7, 250, 11, 4] * 5, [1, 17, 19], [1] + list(range(40, 1
 def models(exported_model_factory):
     def get(name, dtype):
         return exported_model_factory(name, dtype=dtype, **MODELS[name])
+
     return get
 
 

@@ -2,6 +2,7 @@
 them on the CPU (cooperative) or streamed to the GPU; results must match a session whose device
 pool holds everything (fp32 weights: same greedy tokens and logits within 1e-3; fp16: logits
 within fp16 tolerance)."""
+
 import numpy as np
 import pytest
 
@@ -9,8 +10,9 @@ torch = pytest.importorskip("torch")
 import fastattention  # noqa: E402
 from fastattention import Session  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not fastattention.cuda_available(),
-                                reason="needs a CUDA GPU and a CUDA build")
+pytestmark = pytest.mark.skipif(
+    not fastattention.cuda_available(), reason="needs a CUDA GPU and a CUDA build"
+)
 
 WIDE = dict(hidden_size=256, num_attention_heads=4, intermediate_size=384, num_key_value_heads=2)
 PROMPT = [1] + [(37 * i + 11) % 290 + 3 for i in range(119)]
@@ -23,8 +25,13 @@ def models(exported_model_factory):
 
 
 def session(m, device_tokens=None, path="auto", chunk=32):
-    kw = dict(max_batch=1, max_seq_len=240, kv_block_size=BLOCK, prefill_chunk_tokens=chunk,
-              spill_attention=path)
+    kw = dict(
+        max_batch=1,
+        max_seq_len=240,
+        kv_block_size=BLOCK,
+        prefill_chunk_tokens=chunk,
+        spill_attention=path,
+    )
     if device_tokens is not None:
         kw.update(max_cache_tokens=device_tokens, host_kv_tokens=512)
     return Session(m.path, "cuda", **kw)
@@ -55,8 +62,16 @@ def test_fp16_spill_logits(models, path):
 
 def test_host_pool_too_small_is_refused_before_work(models):
     m = models("float16")
-    s = Session(m.path, "cuda", max_batch=1, max_seq_len=240, kv_block_size=BLOCK,
-                prefill_chunk_tokens=32, max_cache_tokens=48, host_kv_tokens=32)
+    s = Session(
+        m.path,
+        "cuda",
+        max_batch=1,
+        max_seq_len=240,
+        kv_block_size=BLOCK,
+        prefill_chunk_tokens=32,
+        max_cache_tokens=48,
+        host_kv_tokens=32,
+    )
     with pytest.raises(MemoryError, match="host"):
         s.generate([PROMPT], max_new_tokens=8)
     assert s.spilled_blocks == 0

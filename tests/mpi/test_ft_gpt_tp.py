@@ -2,6 +2,7 @@
 checkpoint (tests/python/test_export_ft_gpt.py builds it) exported with tp=2 gives, on every rank,
 the tp=1 session's greedy tokens and logits (1e-4, fp32): pos_embed.weight is replicated and added
 once, after the embedding's all-reduce."""
+
 from __future__ import annotations
 
 import json
@@ -40,8 +41,9 @@ def test_learned_positions_tp2_match_tp1(mpi, tmp_path):
     ref_logits = ref.logits(PROMPTS[0])
 
     spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps(dict(prompts=PROMPTS, max_new_tokens=MAX_NEW,
-                                    prefill_chunk_tokens=5)))
+    spec.write_text(
+        json.dumps(dict(prompts=PROMPTS, max_new_tokens=MAX_NEW, prefill_chunk_tokens=5))
+    )
     out = tmp_path / "out"
     out.mkdir()
     mpi.run(2, "session", two, out, spec)

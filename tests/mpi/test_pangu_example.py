@@ -3,6 +3,7 @@ random weights built in memory per rank gives, at tp 8 (`mpirun -n 8 --oversubsc
 tokens it gives in one process; an exported tp-2 directory (--model) gives them too; only rank 0
 prints; a --tp that is not the world size is reported once and fails every rank.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,10 @@ ARGS = ("--preset", "tiny", "--batch", 3, "--prompt-len", 24, "--new-tokens", 8,
 
 
 def generated(output: str) -> list:
-    return [[int(t) for t in m.group(1).split()]
-            for m in re.finditer(r"^\[\d+\] \d+ prompt tokens -> \d+ new: (.*)$", output, re.M)]
+    return [
+        [int(t) for t in m.group(1).split()]
+        for m in re.finditer(r"^\[\d+\] \d+ prompt tokens -> \d+ new: (.*)$", output, re.M)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +40,12 @@ def test_tp8_matches_one_rank_token_for_token(mpi, one_rank):
     out = res.output
     assert out.count("Pangu-38B example: 8 rank(s), tp 8, device cpu") == 1, out  # rank 0 only
     assert "weights: RANDOM (seed 11), built in memory by each rank" in out
-    assert re.search(r"^prefill: 72 tokens \(batch 3 x 24\) in [\d.]+ s = [\d.]+ tokens/s$", out,
-                     re.M), out
-    assert re.search(r"^decode:  7 steps \(batch 3\) in [\d.]+ s = [\d.]+ ms/step, [\d.]+ tokens/s",
-                     out, re.M), out
+    assert re.search(
+        r"^prefill: 72 tokens \(batch 3 x 24\) in [\d.]+ s = [\d.]+ tokens/s$", out, re.M
+    ), out
+    assert re.search(
+        r"^decode:  7 steps \(batch 3\) in [\d.]+ s = [\d.]+ ms/step, [\d.]+ tokens/s", out, re.M
+    ), out
     assert re.search(r"^memory plan \(rank 0, cpu\): weights", out, re.M), out
 
 
@@ -58,4 +63,3 @@ def test_tp_other_than_world_size_fails_once(mpi):
     assert res.returncode != 0
     msg = "--tp 4 must equal the number of MPI processes (2)"
     assert res.output.count(msg) == 1, res.output
-

@@ -3,6 +3,7 @@
 picks no tiling on one machine's CPU ranks; `bench tp-e2e` at tp 2 with a tp-1 --baseline prints
 the speed-up table and writes positive timings.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,24 @@ TINY = ROOT / "examples" / "configs" / "pangu_tiny.json"
 
 def test_allreduce_overlap_bench(mpi, tmp_path):
     out = tmp_path / "ar.json"
-    res = mpi.run(2, "bench", "allreduce-overlap", "--tokens", "64,128", "--hidden", "64",
-                  "--tiles", "2", "--repeats", "1", "--warmup", "0", "--json", out, script=CLI)
+    res = mpi.run(
+        2,
+        "bench",
+        "allreduce-overlap",
+        "--tokens",
+        "64,128",
+        "--hidden",
+        "64",
+        "--tiles",
+        "2",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+        "--json",
+        out,
+        script=CLI,
+    )
     rows = json.loads(out.read_text())["results"]
     assert [(r["tokens"], r["hidden"], r["k"]) for r in rows] == [(64, 64, 32), (128, 64, 32)]
     for r in rows:
@@ -28,8 +45,24 @@ def test_allreduce_overlap_bench(mpi, tmp_path):
 
 
 def test_tp_e2e_bench_against_a_tp1_baseline(mpi, tmp_path):
-    common = ("bench", "tp-e2e", "--device", "cpu", "--model", TINY, "--prefill-lens", "16",
-              "--batches", "1,2", "--decode-prompt", "8", "--new-tokens", "3", "--repeats", "1")
+    common = (
+        "bench",
+        "tp-e2e",
+        "--device",
+        "cpu",
+        "--model",
+        TINY,
+        "--prefill-lens",
+        "16",
+        "--batches",
+        "1,2",
+        "--decode-prompt",
+        "8",
+        "--new-tokens",
+        "3",
+        "--repeats",
+        "1",
+    )
     base = tmp_path / "tp1.json"
     mpi.run(1, *common, "--json", base, script=CLI)
     out = tmp_path / "tp2.json"

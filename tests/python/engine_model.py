@@ -1,5 +1,6 @@
 """The tiny random model of the engine tests (test_engine.py, test_engine_preemption.py): its
 fixtures and a session factory. A test module imports the fixtures it uses."""
+
 from __future__ import annotations
 
 import pytest

@@ -4,6 +4,7 @@ and answers one JSON line on stdout, so that a crash or a hang ends this process
 Answers: {"outcome": "ok", "finite": bool, ...} or {"outcome": "error", "type": NAME,
 "message": TEXT}. Any exception is reported (the suite judges whether it names the problem).
 """
+
 from __future__ import annotations
 
 import base64
@@ -38,7 +39,7 @@ def _session_case(case: dict) -> dict:
                     if pos < len(data):
                         data[pos] = value
                 if "truncate" in fat:
-                    del data[fat["truncate"]:]
+                    del data[fat["truncate"] :]
                 data += bytes(fat.get("append", 0))
                 with open(path, "wb") as f:
                     f.write(data)
@@ -98,13 +99,21 @@ def _ops_case(case: dict) -> dict:
     ref = np.einsum("bhqk,bkhd->bqhd", p, v64)
     tol = 1e-4 if dtype == np.float32 else 2e-2
     err = float(np.abs(out - ref).max()) if out.size else 0.0
-    return {"outcome": "ok", "finite": bool(np.isfinite(out).all()), "max_err": err,
-            "tolerance": tol}
+    return {
+        "outcome": "ok",
+        "finite": bool(np.isfinite(out).all()),
+        "max_err": err,
+        "tolerance": tol,
+    }
 
 
 def _cli_case(case: dict) -> dict:
-    res = subprocess.run([sys.executable, "-m", "fastattention.cli", *case["argv"]],
-                         capture_output=True, text=True, timeout=case.get("timeout", 60))
+    res = subprocess.run(
+        [sys.executable, "-m", "fastattention.cli", *case["argv"]],
+        capture_output=True,
+        text=True,
+        timeout=case.get("timeout", 60),
+    )
     return {"outcome": "exit", "code": res.returncode, "stderr": res.stderr[-3000:]}
 
 
@@ -115,8 +124,12 @@ def main() -> None:
         try:
             answer = handlers[case["kind"]](case)
         except BaseException as e:  # noqa: BLE001 - every exception is reported to the judge
-            answer = {"outcome": "error", "type": type(e).__name__, "message": str(e)[:2000],
-                      "traceback": traceback.format_exc()[-3000:]}
+            answer = {
+                "outcome": "error",
+                "type": type(e).__name__,
+                "message": str(e)[:2000],
+                "traceback": traceback.format_exc()[-3000:],
+            }
         sys.stdout.write(json.dumps(answer) + "\n")
         sys.stdout.flush()
 

@@ -1,6 +1,7 @@
 """Small GGUF files written with the `gguf` package, laid out as llama.cpp's converter writes them
 (convert_hf_to_gguf.py): tensor names, metadata keys, Llama's q / k rows permuted for its
 interleaved rotary, norms in F32, the tokenizer as tokenizer.ggml.* keys."""
+
 from __future__ import annotations
 
 import json
@@ -12,15 +13,22 @@ from text_helpers import CHAT_TEMPLATE
 # finite scales (any bytes are valid K-quant blocks, except non-finite float16 scales).
 QUANTIZABLE = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0")
 # (offset of each float16 scale in a block, block bytes) for the K-quants used here.
-_K_SCALES = {"Q4_K": ((0, 2), 144), "Q5_K": ((0, 2), 176), "Q6_K": ((208,), 210),
-             "Q2_K": ((80, 82), 84)}
+_K_SCALES = {
+    "Q4_K": ((0, 2), 144),
+    "Q5_K": ((0, 2), 176),
+    "Q6_K": ((208,), 210),
+    "Q2_K": ((80, 82), 84),
+}
 _K_SCALE = {"Q4_K": 2e-3, "Q5_K": 1e-3, "Q6_K": 2e-4, "Q2_K": 4e-3}
 
 
 def permute(w: np.ndarray, n_head: int) -> np.ndarray:
     """llama.cpp's LlamaModel.permute (Hugging Face rotate-halves rows -> interleaved)."""
-    return (w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
-            .swapaxes(1, 2).reshape(w.shape))
+    return (
+        w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(w.shape)
+    )
 
 
 def encode_tensor(w: np.ndarray, kind: str, rng: np.random.Generator):
@@ -38,9 +46,10 @@ def encode_tensor(w: np.ndarray, kind: str, rng: np.random.Generator):
     rows, cols = w.shape
     blocks = rng.integers(0, 256, size=(rows, cols // 256, block), dtype=np.uint8)
     for off in offsets:
-        scale = (rng.uniform(0.5, 1.0, size=(rows, cols // 256)) * _K_SCALE[kind])
-        blocks[:, :, off:off + 2] = scale.astype(np.float16)[..., None].view(np.uint8).reshape(
-            rows, cols // 256, 2)
+        scale = rng.uniform(0.5, 1.0, size=(rows, cols // 256)) * _K_SCALE[kind]
+        blocks[:, :, off : off + 2] = (
+            scale.astype(np.float16)[..., None].view(np.uint8).reshape(rows, cols // 256, 2)
+        )
     return blocks.reshape(rows, -1), qtype
 
 
@@ -69,14 +78,24 @@ def sentencepiece_vocab(tok):
         if t in special:
             return 3
         return 6 if t.startswith("<0x") and len(t) == 6 else 1
+
     types = [kind(t) for t in tokens]
     scores = [0.0 if k != 1 else -float(i) for i, k in enumerate(types)]
     return tokens, types, scores
 
 
-def write_gguf(path, arch: str, config: dict, state: dict, kinds: dict | str, *,
-               tokenizer: dict | None = None, name: str = "tiny", extra_tensors=None,
-               seed: int = 0) -> None:
+def write_gguf(
+    path,
+    arch: str,
+    config: dict,
+    state: dict,
+    kinds: dict | str,
+    *,
+    tokenizer: dict | None = None,
+    name: str = "tiny",
+    extra_tensors=None,
+    seed: int = 0,
+) -> None:
     """Writes a GGUF file of a Hugging Face llama / qwen2 model.
 
     config: the HF config dict; state: {HF name: float32 array}; kinds: one GGUF type name for
@@ -114,12 +133,22 @@ def write_gguf(path, arch: str, config: dict, state: dict, kinds: dict | str, *,
         w.add_add_bos_token(tokenizer.get("add_bos", False))
         if tokenizer.get("chat_template"):
             w.add_chat_template(tokenizer["chat_template"])
-    names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight":
-             "output_norm.weight", "lm_head.weight": "output.weight"}
-    roles = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
-             "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj":
-             "attn_v", "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate",
-             "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+    names = {
+        "model.embed_tokens.weight": "token_embd.weight",
+        "model.norm.weight": "output_norm.weight",
+        "lm_head.weight": "output.weight",
+    }
+    roles = {
+        "input_layernorm": "attn_norm",
+        "post_attention_layernorm": "ffn_norm",
+        "self_attn.q_proj": "attn_q",
+        "self_attn.k_proj": "attn_k",
+        "self_attn.v_proj": "attn_v",
+        "self_attn.o_proj": "attn_output",
+        "mlp.gate_proj": "ffn_gate",
+        "mlp.up_proj": "ffn_up",
+        "mlp.down_proj": "ffn_down",
+    }
     tensors = {}
     for hf_name, value in state.items():
         if hf_name in names:
@@ -132,8 +161,11 @@ def write_gguf(path, arch: str, config: dict, state: dict, kinds: dict | str, *,
         tensors[f"blk.{i}.{roles[role]}.{suffix}"] = value
     tensors.update(extra_tensors or {})
     for gname, value in tensors.items():
-        kind = "F32" if value.ndim == 1 else (kinds if isinstance(kinds, str)
-                                               else kinds.get(gname, "F32"))
+        kind = (
+            "F32"
+            if value.ndim == 1
+            else (kinds if isinstance(kinds, str) else kinds.get(gname, "F32"))
+        )
         data, raw = encode_tensor(value, kind, rng)
         w.add_tensor(gname, data, raw_dtype=raw)
     w.write_header_to_file()
@@ -143,9 +175,16 @@ def write_gguf(path, arch: str, config: dict, state: dict, kinds: dict | str, *,
 
 
 # hidden and intermediate 256: every row is whole blocks of the K-quants (256 values)
-BASE = dict(hidden_size=256, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-5,
-            rope_theta=10000.0)
+BASE = dict(
+    hidden_size=256,
+    intermediate_size=256,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=256,
+    rms_norm_eps=1e-5,
+    rope_theta=10000.0,
+)
 
 
 def random_state(arch: str, vocab: int, tied: bool, seed: int = 0) -> tuple[dict, dict]:
@@ -158,26 +197,48 @@ def random_state(arch: str, vocab: int, tied: bool, seed: int = 0) -> tuple[dict
 
     def w(*shape, scale=0.08):
         return (rng.standard_normal(shape) * scale).astype(np.float32)
-    state = {"model.embed_tokens.weight": w(vocab, hid, scale=0.5),
-             "model.norm.weight": 1 + w(hid, scale=0.1)}
+
+    state = {
+        "model.embed_tokens.weight": w(vocab, hid, scale=0.5),
+        "model.norm.weight": 1 + w(hid, scale=0.1),
+    }
     if not tied:
         state["lm_head.weight"] = w(vocab, hid)
     for i in range(c["num_hidden_layers"]):
         p = f"model.layers.{i}."
-        state.update({p + "input_layernorm.weight": 1 + w(hid, scale=0.1),
-                      p + "post_attention_layernorm.weight": 1 + w(hid, scale=0.1),
-                      p + "self_attn.q_proj.weight": w(q, hid), p + "self_attn.k_proj.weight":
-                      w(kv, hid), p + "self_attn.v_proj.weight": w(kv, hid),
-                      p + "self_attn.o_proj.weight": w(hid, q), p + "mlp.gate_proj.weight":
-                      w(inter, hid), p + "mlp.up_proj.weight": w(inter, hid),
-                      p + "mlp.down_proj.weight": w(hid, inter)})
+        state.update(
+            {
+                p + "input_layernorm.weight": 1 + w(hid, scale=0.1),
+                p + "post_attention_layernorm.weight": 1 + w(hid, scale=0.1),
+                p + "self_attn.q_proj.weight": w(q, hid),
+                p + "self_attn.k_proj.weight": w(kv, hid),
+                p + "self_attn.v_proj.weight": w(kv, hid),
+                p + "self_attn.o_proj.weight": w(hid, q),
+                p + "mlp.gate_proj.weight": w(inter, hid),
+                p + "mlp.up_proj.weight": w(inter, hid),
+                p + "mlp.down_proj.weight": w(hid, inter),
+            }
+        )
         if arch == "qwen2":
-            state.update({p + "self_attn.q_proj.bias": w(q), p + "self_attn.k_proj.bias": w(kv),
-                          p + "self_attn.v_proj.bias": w(kv)})
+            state.update(
+                {
+                    p + "self_attn.q_proj.bias": w(q),
+                    p + "self_attn.k_proj.bias": w(kv),
+                    p + "self_attn.v_proj.bias": w(kv),
+                }
+            )
     return c, state
 
 
 def byte_tokenizer_meta(tok, pre="qwen2"):
     tokens, types, merges = byte_level_vocab(tok)
-    return dict(model="gpt2", tokens=tokens, types=types, merges=merges, pre=pre, bos=1, eos=2,
-                chat_template=CHAT_TEMPLATE)
+    return dict(
+        model="gpt2",
+        tokens=tokens,
+        types=types,
+        merges=merges,
+        pre=pre,
+        bos=1,
+        eos=2,
+        chat_template=CHAT_TEMPLATE,
+    )

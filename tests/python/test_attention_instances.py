@@ -14,11 +14,17 @@ SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "cmake" / "generate_atten
 
 def generate(tmp_path, *args):
     out = tmp_path / "gen"
-    subprocess.run([sys.executable, str(SCRIPT), "--out", str(out), *args], check=True,
-                   capture_output=True, text=True)
+    subprocess.run(
+        [sys.executable, str(SCRIPT), "--out", str(out), *args],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     manifest = dict(line.split("|") for line in (out / "manifest.txt").read_text().split())
-    rows = re.findall(r'\{AttentionKernel::(\w+), (\d+), DType::(\w+), "([\d;]*)"',
-                      (out / "attention_registry_table.cc").read_text())
+    rows = re.findall(
+        r'\{AttentionKernel::(\w+), (\d+), DType::(\w+), "([\d;]*)"',
+        (out / "attention_registry_table.cc").read_text(),
+    )
     return out, manifest, rows
 
 
@@ -26,7 +32,10 @@ def test_head_dims_narrow_both_kernels(tmp_path):
     out, manifest, rows = generate(tmp_path, "--archs", "75;80;90", "--head-dims", "128")
     assert sorted(p.name for p in out.glob("*.cu")) == sorted(manifest)
     assert {name for name in manifest if name.startswith("decode_")} == {
-        "decode_hd128_float16.cu", "decode_hd128_bfloat16.cu", "decode_hd128_float32.cu"}
+        "decode_hd128_float16.cu",
+        "decode_hd128_bfloat16.cu",
+        "decode_hd128_float32.cu",
+    }
     assert {int(d) for _, d, _, _ in rows} == {128}
     # Decode files are compiled for every arch; cp.async is registered for sm_80+ only.
     assert manifest["decode_hd128_float32.cu"] == "75;80;90"
@@ -55,8 +64,10 @@ def test_all_impls_and_decode_only_dims(tmp_path):
 
 
 def test_bad_options_are_named(tmp_path):
-    for args, needle in ((["--head-dims", "72"], "FASTATTN_CUDA_HEAD_DIMS"),
-                         (["--impls", "999"], "FASTATTN_CUDA_IMPLS")):
+    for args, needle in (
+        (["--head-dims", "72"], "FASTATTN_CUDA_HEAD_DIMS"),
+        (["--impls", "999"], "FASTATTN_CUDA_IMPLS"),
+    ):
         with pytest.raises(subprocess.CalledProcessError) as e:
             generate(tmp_path, "--archs", "80", *args)
         assert needle in e.value.stderr

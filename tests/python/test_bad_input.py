@@ -7,6 +7,7 @@ file covers what crosses the layers: real transformers checkpoints of unsupporte
 broken source checkpoints, exported models edited after export, boundary values of token ids and
 lengths on models exported from transformers, and the attention op's shape checks.
 """
+
 from __future__ import annotations
 
 import json
@@ -86,8 +87,10 @@ def test_export_of_an_unsupported_tensor_dtype(hf_model_factory, tmp_path):
 def test_missing_tensor_file(exported_copy):
     path, _ = exported_copy
     (path / "rank0" / "layers.1.ffn.gate_up.weight.fat").unlink()
-    with pytest.raises(fastattention.WeightFileError,
-                       match=r"layers\.1\.ffn\.gate_up\.weight\.fat: weight file is missing"):
+    with pytest.raises(
+        fastattention.WeightFileError,
+        match=r"layers\.1\.ffn\.gate_up\.weight\.fat: weight file is missing",
+    ):
         Session(path)
 
 
@@ -103,8 +106,9 @@ def test_config_dtype_disagrees_with_the_files(exported_copy):
     """config.json says bfloat16 but the files hold float32: the first file checked is named."""
     path, cfg = exported_copy
     (path / "config.json").write_text(json.dumps(dict(cfg, dtype="bfloat16")))
-    with pytest.raises(fastattention.WeightFileError,
-                       match=r"\.fat: dtype float32, but the config says bfloat16"):
+    with pytest.raises(
+        fastattention.WeightFileError, match=r"\.fat: dtype float32, but the config says bfloat16"
+    ):
         Session(path)
 
 
@@ -113,8 +117,10 @@ def test_tensor_of_the_wrong_shape(exported_copy):
     f = path / "rank0" / "layers.0.attn.qkv.weight.fat"
     w = read_tensor(f)
     write_tensor(f, np.ascontiguousarray(w[:-1]))  # one output row short
-    with pytest.raises(fastattention.WeightFileError,
-                       match=r"layers\.0\.attn\.qkv\.weight\.fat: shape \[" + str(w.shape[0] - 1)):
+    with pytest.raises(
+        fastattention.WeightFileError,
+        match=r"layers\.0\.attn\.qkv\.weight\.fat: shape \[" + str(w.shape[0] - 1),
+    ):
         Session(path)
 
 
@@ -159,11 +165,15 @@ def test_prompt_longer_than_max_seq_len(exported_model_factory):
     limit = model.config["max_position_embeddings"]
     s = Session(model.path, max_batch=1)
     assert s.logits([5] * limit).shape[0] == limit  # exactly at the limit is fine
-    with pytest.raises(ValueError, match=f"prompt 0 has {limit + 1} tokens, more than "
-                                         f"max_seq_len = {limit}"):
+    with pytest.raises(
+        ValueError, match=f"prompt 0 has {limit + 1} tokens, more than max_seq_len = {limit}"
+    ):
         s.logits([5] * (limit + 1))
-    with pytest.raises(ValueError, match=rf"prompt 0 \({limit - 2} tokens\) \+ max_new_tokens "
-                                         rf"\(3\) = {limit + 1} exceeds max_seq_len = {limit}"):
+    with pytest.raises(
+        ValueError,
+        match=rf"prompt 0 \({limit - 2} tokens\) \+ max_new_tokens "
+        rf"\(3\) = {limit + 1} exceeds max_seq_len = {limit}",
+    ):
         s.generate([[5] * (limit - 2)], 3)
 
 
@@ -201,5 +211,6 @@ def test_attention_bad_heads_dtypes_and_lengths():
         ops.attention(q[0], k3, k3.copy())
     # cu_seqlens that run past the tokens
     with pytest.raises(ValueError, match="cu_seqlens_k"):
-        ops.attention_varlen(q[0], k3[0], k3[0].copy(), np.array([0, 8], np.int32),
-                             np.array([0, 9], np.int32))
+        ops.attention_varlen(
+            q[0], k3[0], k3[0].copy(), np.array([0, 8], np.int32), np.array([0, 9], np.int32)
+        )

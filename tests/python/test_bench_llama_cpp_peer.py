@@ -2,6 +2,7 @@
 llama-cpp-python (the peer skipped with a reason, option validation, finding and running
 llama.cpp's convert_hf_to_gguf.py), and, where llama-cpp-python and the conversion script are
 installed, llama.cpp's greedy tokens against ours on a tiny model."""
+
 from __future__ import annotations
 
 import argparse
@@ -19,8 +20,13 @@ from fastattention.bench import llama_cpp_peer as peer
 
 
 def cli(*args, env=None, timeout=300):
-    return subprocess.run([sys.executable, "-m", "fastattention.cli", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "fastattention.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 @pytest.fixture
@@ -71,17 +77,21 @@ def test_vendored_candidates_are_beside_the_module(tmp_path):
 # ------------------------------------------------------------------------------- the conversion
 def test_convert_missing_script_and_bad_dtype(tmp_path):
     with pytest.raises(peer.ConvertScriptNotFound, match="no such file"):
-        peer.convert_to_gguf(str(tmp_path), str(tmp_path / "m.gguf"), "float32",
-                             tmp_path / peer.SCRIPT)
+        peer.convert_to_gguf(
+            str(tmp_path), str(tmp_path / "m.gguf"), "float32", tmp_path / peer.SCRIPT
+        )
     with pytest.raises(ValueError, match="no GGUF outtype for weight dtype 'int8'"):
-        peer.convert_to_gguf(str(tmp_path), str(tmp_path / "m.gguf"), "int8",
-                             tmp_path / peer.SCRIPT)
+        peer.convert_to_gguf(
+            str(tmp_path), str(tmp_path / "m.gguf"), "int8", tmp_path / peer.SCRIPT
+        )
 
 
 def test_convert_failure_shows_output_and_missing_module(tmp_path):
     script = tmp_path / peer.SCRIPT
-    script.write_text("import sys\nprint('loading')\n"
-                      "sys.exit(\"ModuleNotFoundError: No module named 'sentencepiece'\")\n")
+    script.write_text(
+        "import sys\nprint('loading')\n"
+        "sys.exit(\"ModuleNotFoundError: No module named 'sentencepiece'\")\n"
+    )
     with pytest.raises(RuntimeError) as e:
         peer.convert_to_gguf(str(tmp_path), str(tmp_path / "m.gguf"), "bfloat16", script)
     msg = str(e.value)
@@ -103,7 +113,10 @@ def test_conversion_source_adds_a_placeholder_tokenizer(tmp_path):
     assert sorted(vocab.values()) == list(range(300))
     assert vocab["<0x0A>"] == 3 + 10 and tok["model"]["byte_fallback"]
     tokenizers = pytest.importorskip("tokenizers")
-    assert tokenizers.Tokenizer.from_file(str(tmp_path / "src" / "tokenizer.json")).get_vocab_size() == 300
+    assert (
+        tokenizers.Tokenizer.from_file(str(tmp_path / "src" / "tokenizer.json")).get_vocab_size()
+        == 300
+    )
     # A checkpoint with its own tokenizer is converted as it is.
     (hf / "tokenizer.json").write_text("{}")
     assert peer.conversion_source(str(hf), str(tmp_path / "src2")) == str(hf)
@@ -112,13 +125,18 @@ def test_conversion_source_adds_a_placeholder_tokenizer(tmp_path):
 
 
 # ------------------------------------------------------------------------ options and skipping
-@pytest.mark.parametrize("args, message", [
-    (["--llama-cpp-convert", "x.py"], "--llama-cpp-convert needs --peer llama.cpp"),
-    (["--llama-cpp-kv", "same"], "--llama-cpp-kv needs --peer llama.cpp"),
-    (["--peer", "llama.cpp", "--device", "cuda"], "is a CPU peer (--device cpu)"),
-    (["--peer", "llama.cpp", "--llama-cpp-convert", "/nonexistent/convert_hf_to_gguf.py"],
-     "--llama-cpp-convert /nonexistent/convert_hf_to_gguf.py: no such file"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--llama-cpp-convert", "x.py"], "--llama-cpp-convert needs --peer llama.cpp"),
+        (["--llama-cpp-kv", "same"], "--llama-cpp-kv needs --peer llama.cpp"),
+        (["--peer", "llama.cpp", "--device", "cuda"], "is a CPU peer (--device cpu)"),
+        (
+            ["--peer", "llama.cpp", "--llama-cpp-convert", "/nonexistent/convert_hf_to_gguf.py"],
+            "--llama-cpp-convert /nonexistent/convert_hf_to_gguf.py: no such file",
+        ),
+    ],
+)
 def test_bench_e2e_peer_option_errors(args, message):
     res = cli("bench", "e2e", *args, timeout=120)
     assert res.returncode == 1 and message in res.stderr, res.stdout + res.stderr
@@ -135,14 +153,38 @@ def test_bench_e2e_peer_skipped_without_llama_cpp(tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
     (tmp_path / "llama_cpp.py").write_text("raise ImportError('hidden by the test')\n")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(tmp_path)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
-    res = cli("bench", "e2e", "--device", "cpu", "--quick", "--threads", 2, "--dtypes", "float32",
-              "--new-tokens", 3, "--prompt-len", 16, "--decode-prompt-len", 8, "--peer", "llama.cpp",
-              env=env, timeout=600)
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(
+            [str(tmp_path)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        ),
+    )
+    res = cli(
+        "bench",
+        "e2e",
+        "--device",
+        "cpu",
+        "--quick",
+        "--threads",
+        2,
+        "--dtypes",
+        "float32",
+        "--new-tokens",
+        3,
+        "--prompt-len",
+        16,
+        "--decode-prompt-len",
+        8,
+        "--peer",
+        "llama.cpp",
+        env=env,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
-    assert ("llama.cpp peer skipped: the llama_cpp module (llama-cpp-python) is not importable "
-            "(hidden by the test); install it with") in res.stdout, res.stdout
+    assert (
+        "llama.cpp peer skipped: the llama_cpp module (llama-cpp-python) is not importable "
+        "(hidden by the test); install it with"
+    ) in res.stdout, res.stdout
     assert "| fastattention | float32 |" in res.stdout and "| llama.cpp |" not in res.stdout
 
 
@@ -150,11 +192,17 @@ def test_peer_skipped_without_convert_script(tmp_path, monkeypatch, no_env):
     fake = types.ModuleType("llama_cpp")
     fake.__file__ = str(tmp_path / "llama_cpp" / "__init__.py")
     monkeypatch.setitem(sys.modules, "llama_cpp", fake)
-    monkeypatch.setattr(peer, "vendored_candidates", lambda module_file=None: [
-        tmp_path / "vendor" / "llama.cpp" / peer.SCRIPT])
-    args = argparse.Namespace(llama_cpp_convert=None, llama_cpp_kv="same", threads=1,
-                              new_tokens=2, dtype_list=["float32"])
-    engines, note = e2e._peer_engines(str(tmp_path), str(tmp_path), np.arange(4), np.arange(2), args)
+    monkeypatch.setattr(
+        peer,
+        "vendored_candidates",
+        lambda module_file=None: [tmp_path / "vendor" / "llama.cpp" / peer.SCRIPT],
+    )
+    args = argparse.Namespace(
+        llama_cpp_convert=None, llama_cpp_kv="same", threads=1, new_tokens=2, dtype_list=["float32"]
+    )
+    engines, note = e2e._peer_engines(
+        str(tmp_path), str(tmp_path), np.arange(4), np.arange(2), args
+    )
     assert engines == []
     assert note.startswith(f"llama.cpp peer skipped: llama.cpp's {peer.SCRIPT} not found")
     assert str(tmp_path / "vendor" / "llama.cpp" / peer.SCRIPT) in note
@@ -162,11 +210,13 @@ def test_peer_skipped_without_convert_script(tmp_path, monkeypatch, no_env):
 
 def test_peer_table_ratios():
     R = e2e.Result
-    results = [R("transformers", "float32", 100.0, 40.0, [1, 2, 3]),
-               R("fastattention", "float32", 300.0, 10.0, [1, 2, 3]),
-               R("fastattention", "bfloat16", 320.0, 6.0, [1, 2, 4]),
-               R("llama.cpp", "float32", 150.0, 15.0, [1, 2, 3]),
-               R("llama.cpp", "bfloat16", 100.0, 12.0, [1, 2, 3])]
+    results = [
+        R("transformers", "float32", 100.0, 40.0, [1, 2, 3]),
+        R("fastattention", "float32", 300.0, 10.0, [1, 2, 3]),
+        R("fastattention", "bfloat16", 320.0, 6.0, [1, 2, 4]),
+        R("llama.cpp", "float32", 150.0, 15.0, [1, 2, 3]),
+        R("llama.cpp", "bfloat16", 100.0, 12.0, [1, 2, 3]),
+    ]
     table = e2e.format_peer_table(results).splitlines()
     assert table[2] == "| float32 | 300 | 150 | 2.00x | 10.00 | 15.00 | 1.50x | 3/3 |"
     assert table[3] == "| bfloat16 | 320 | 100 | 3.20x | 6.00 | 12.00 | 2.00x | 2/3 |"
@@ -188,16 +238,24 @@ def test_llama_cpp_greedy_tokens_agree_with_ours(tmp_path):
     from fastattention.export import export_hf
     from fastattention.session import Session
 
-    config = transformers.LlamaConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                      num_key_value_heads=2, intermediate_size=128, vocab_size=512,
-                                      max_position_embeddings=256, initializer_range=0.2,
-                                      tie_word_embeddings=False)
+    config = transformers.LlamaConfig(
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=128,
+        vocab_size=512,
+        max_position_embeddings=256,
+        initializer_range=0.2,
+        tie_word_embeddings=False,
+    )
     torch.manual_seed(0)
     transformers.LlamaForCausalLM(config).eval().save_pretrained(tmp_path / "hf")
     export_hf(str(tmp_path / "hf"), str(tmp_path / "fa"), tp=1, dtype="float32", progress=False)
     prompt = [int(t) for t in np.random.default_rng(0).integers(3, 512, size=20)]
     ours = Session(str(tmp_path / "fa"), num_threads=2, max_batch=1, max_seq_len=64).generate(
-        [prompt], 12)[0]
+        [prompt], 12
+    )[0]
     src = peer.conversion_source(str(tmp_path / "hf"), str(tmp_path / "src"))
     gguf = peer.convert_to_gguf(src, str(tmp_path / "m.gguf"), "float32", script)
     runner = peer.LlamaCppRunner(gguf, threads=2, n_ctx=64)
@@ -223,14 +281,23 @@ def test_gguf_step_bytes(tmp_path):
 
     hf = tmp_path / "hf"
     hf.mkdir()
-    (hf / "config.json").write_text(json.dumps(dict(num_attention_heads=2, hidden_size=8,
-                                                    num_key_value_heads=1, num_hidden_layers=1)))
+    (hf / "config.json").write_text(
+        json.dumps(
+            dict(num_attention_heads=2, hidden_size=8, num_key_value_heads=1, num_hidden_layers=1)
+        )
+    )
     kv = 10 * 1 * 2 * 1 * 4 * 4  # context 10, 1 layer, K and V, 1 KV head of 4, float32
     write(tmp_path / "untied.gguf", tied=False)
     write(tmp_path / "tied.gguf", tied=True)
-    assert peer.gguf_step_bytes(str(tmp_path / "untied.gguf"), str(hf), 10, "float32") == \
-        300 * 8 * 4 + 64 * 4 + kv
-    assert peer.gguf_step_bytes(str(tmp_path / "tied.gguf"), str(hf), 10, "float32") == \
-        300 * 8 * 4 + 64 * 4 + kv
-    assert peer.gguf_step_bytes(str(tmp_path / "tied.gguf"), str(hf), 10, "float16") == \
-        300 * 8 * 4 + 64 * 4 + kv // 2
+    assert (
+        peer.gguf_step_bytes(str(tmp_path / "untied.gguf"), str(hf), 10, "float32")
+        == 300 * 8 * 4 + 64 * 4 + kv
+    )
+    assert (
+        peer.gguf_step_bytes(str(tmp_path / "tied.gguf"), str(hf), 10, "float32")
+        == 300 * 8 * 4 + 64 * 4 + kv
+    )
+    assert (
+        peer.gguf_step_bytes(str(tmp_path / "tied.gguf"), str(hf), 10, "float16")
+        == 300 * 8 * 4 + 64 * 4 + kv // 2
+    )

@@ -1,4 +1,5 @@
 """bench step-profile's CPU-side parts: kernel names, the decode-only rows, option checks."""
+
 import argparse
 
 import pytest
@@ -7,11 +8,15 @@ from fastattention.bench import step_profile
 
 
 def test_short_name_drops_templates_and_parameters():
-    name = ("void fastattn::kernels::cuda::decode::decode_split_kernel<fastattn::DecodeTraits<__half, "
-            "128, 16>>(fastattn::DecodeDeviceParams)")
+    name = (
+        "void fastattn::kernels::cuda::decode::decode_split_kernel<fastattn::DecodeTraits<__half, "
+        "128, 16>>(fastattn::DecodeDeviceParams)"
+    )
     assert step_profile.short_name(name) == "decode_split_kernel"
-    assert step_profile.short_name("nvjet_hsh_64x8_64x16_4x1_v_bz_splitK_TNN") == \
-        "nvjet_hsh_64x8_64x16_4x1_v_bz_splitK_TNN"
+    assert (
+        step_profile.short_name("nvjet_hsh_64x8_64x16_4x1_v_bz_splitK_TNN")
+        == "nvjet_hsh_64x8_64x16_4x1_v_bz_splitK_TNN"
+    )
 
 
 def test_step_rows_subtract_the_prefill_only_call():
@@ -20,12 +25,21 @@ def test_step_rows_subtract_the_prefill_only_call():
     rows = step_profile.step_rows(timed, prefill, steps=32)
     assert [r[0] for r in rows] == ["gemv", "decode"]  # the prefill kernel is gone, by time
     kernel, per_call, calls, per_step = rows[0]
-    assert per_call == pytest.approx(960.0 / 32) and calls == 1.0 and per_step == pytest.approx(30.0)
+    assert (
+        per_call == pytest.approx(960.0 / 32) and calls == 1.0 and per_step == pytest.approx(30.0)
+    )
 
 
-@pytest.mark.parametrize("opts, what", [(dict(layers=0), "--layers"), (dict(layers=33), "--layers"),
-                                        (dict(steps=0), "--steps"), (dict(batches="1,x"), "--batches"),
-                                        (dict(batches="0"), "--batches")])
+@pytest.mark.parametrize(
+    "opts, what",
+    [
+        (dict(layers=0), "--layers"),
+        (dict(layers=33), "--layers"),
+        (dict(steps=0), "--steps"),
+        (dict(batches="1,x"), "--batches"),
+        (dict(batches="0"), "--batches"),
+    ],
+)
 def test_bad_options_name_the_option(opts, what):
     args = dict(layers=8, batches="1,16", prompt_len=128, steps=32, top=16)
     args.update(opts)

@@ -1,6 +1,7 @@
 """The `fastattention` command line: export, generate and bench on real (tiny) models, checking
 what they print against the Python API, and bad input: exit status 2 for usage errors, 1 for
 failures, each with a message naming the option or file at fault."""
+
 from __future__ import annotations
 
 import json
@@ -18,15 +19,23 @@ from fastattention.session import Session
 
 def cli(*args, timeout=300):
     """Runs `python -m fastattention.cli ARGS`; returns the CompletedProcess (text)."""
-    return subprocess.run([sys.executable, "-m", "fastattention.cli", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "fastattention.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def parse_generate(stdout: str):
     """{index: new ids} and the timing numbers from `fastattention generate` output."""
-    new = {int(m.group(1)): [int(t) for t in m.group(3).split()]
-           for m in re.finditer(r"^\[(\d+)\] new\s+\((\d+) tokens\): ?(.*)$", stdout, re.M)}
-    prefill = re.search(r"^prefill: (\d+) tokens in ([\d.]+) s \(([\d.]+) tokens/s\)$", stdout, re.M)
+    new = {
+        int(m.group(1)): [int(t) for t in m.group(3).split()]
+        for m in re.finditer(r"^\[(\d+)\] new\s+\((\d+) tokens\): ?(.*)$", stdout, re.M)
+    }
+    prefill = re.search(
+        r"^prefill: (\d+) tokens in ([\d.]+) s \(([\d.]+) tokens/s\)$", stdout, re.M
+    )
     decode = re.search(r"^decode: (\d+) steps in ([\d.]+) s \(([\d.]+) ms/step\)$", stdout, re.M)
     return new, prefill, decode
 
@@ -42,10 +51,12 @@ def test_console_script_is_installed():
 
 def test_package_entry_points():
     """The lazy top-level names of the package resolve in a fresh interpreter."""
-    code = ("from fastattention import ops, Session, export_hf; "
-            "import fastattention as fa; import numpy as np; "
-            "q = np.ones((1, 2, 1, 8), np.float32); "
-            "print(fa.ops.attention(q, q, q).shape, fa.Session.__name__, fa.export_hf.__name__)")
+    code = (
+        "from fastattention import ops, Session, export_hf; "
+        "import fastattention as fa; import numpy as np; "
+        "q = np.ones((1, 2, 1, 8), np.float32); "
+        "print(fa.ops.attention(q, q, q).shape, fa.Session.__name__, fa.export_hf.__name__)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["(1,", "2,", "1,", "8)", "Session", "export_hf"]
@@ -73,8 +84,18 @@ def test_export_command(hf_model_factory, tmp_path):
 
 def test_export_command_tp2(hf_model_factory, tmp_path):
     hf = hf_model_factory("llama")
-    res = cli("export", "--hf", hf.path, "--out", tmp_path / "tp2", "--tp", "2", "--dtype",
-              "float32", "--quiet")
+    res = cli(
+        "export",
+        "--hf",
+        hf.path,
+        "--out",
+        tmp_path / "tp2",
+        "--tp",
+        "2",
+        "--dtype",
+        "float32",
+        "--quiet",
+    )
     assert res.returncode == 0, res.stderr
     assert sorted(p.name for p in (tmp_path / "tp2").iterdir()) == ["config.json", "rank0", "rank1"]
 
@@ -89,7 +110,8 @@ def test_generate_command_matches_session(exported_model_factory):
     assert res.returncode == 0, res.stderr
     new, prefill, decode = parse_generate(res.stdout)
     expected = Session(model.path, max_batch=3).generate(
-        [[int(t) for t in p.replace(",", " ").split()] for p in prompts], 12)
+        [[int(t) for t in p.replace(",", " ").split()] for p in prompts], 12
+    )
     assert [new[i] for i in range(len(prompts))] == expected
     assert prefill and int(prefill.group(1)) == 5 + 6 + 1 and float(prefill.group(3)) > 0
     assert decode and int(decode.group(1)) == 11 and float(decode.group(3)) > 0
@@ -97,32 +119,63 @@ def test_generate_command_matches_session(exported_model_factory):
 
 def test_generate_command_sampling_and_json(exported_model_factory):
     model = exported_model_factory("qwen2")
-    args = ["generate", "--model", model.path, "--ids", "--prompt", "10 20 30", "--max-new-tokens", 8,
-            "--temperature", 0.8, "--top-k", 20, "--top-p", 0.9, "--seed", 7, "--json"]
+    args = [
+        "generate",
+        "--model",
+        model.path,
+        "--ids",
+        "--prompt",
+        "10 20 30",
+        "--max-new-tokens",
+        8,
+        "--temperature",
+        0.8,
+        "--top-k",
+        20,
+        "--top-p",
+        0.9,
+        "--seed",
+        7,
+        "--json",
+    ]
     res = cli(*args)
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
-    expected = Session(model.path).generate([[10, 20, 30]], 8, temperature=0.8, top_k=20,
-                                            top_p=0.9, seed=7)
+    expected = Session(model.path).generate(
+        [[10, 20, 30]], 8, temperature=0.8, top_k=20, top_p=0.9, seed=7
+    )
     assert out["outputs"] == expected and out["prompts"] == [[10, 20, 30]]
     assert out["timings"]["decode_steps"] == 7
     # A stop token ends the sequence (and is included).
     stop = expected[0][2]
     res = cli(*args, "--stop", stop)
     assert res.returncode == 0, res.stderr
-    assert json.loads(res.stdout)["outputs"][0] == expected[0][:expected[0].index(stop) + 1]
+    assert json.loads(res.stdout)["outputs"][0] == expected[0][: expected[0].index(stop) + 1]
 
 
 def test_bench_e2e_quick():
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    res = cli("bench", "e2e", "--device", "cpu", "--quick", "--threads", 2,
-              "--dtypes", "float32,bfloat16", timeout=600)
+    res = cli(
+        "bench",
+        "e2e",
+        "--device",
+        "cpu",
+        "--quick",
+        "--threads",
+        2,
+        "--dtypes",
+        "float32,bfloat16",
+        timeout=600,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     rows = {}
     for line in res.stdout.splitlines():
-        m = re.match(r"^\| (transformers|fastattention) \| (\w+) \| ([\d,]+) \| ([\d.]+)x \| "
-                     r"([\d.]+) \| ([\d.]+)x \| *([\d.]*) \| *([\d.]*)x? *\|$", line)
+        m = re.match(
+            r"^\| (transformers|fastattention) \| (\w+) \| ([\d,]+) \| ([\d.]+)x \| "
+            r"([\d.]+) \| ([\d.]+)x \| *([\d.]*) \| *([\d.]*)x? *\|$",
+            line,
+        )
         if m:
             rows[(m.group(1), m.group(2))] = m.groups()[:6]
             # Our rows carry the step bound (bytes read / the read loop's bandwidth) and the ratio.
@@ -131,8 +184,11 @@ def test_bench_e2e_quick():
                 assert float(bound) > 0 and float(ratio) > 0, line
             else:
                 assert bound == "" and ratio == "", line
-    assert set(rows) == {("transformers", "float32"), ("fastattention", "float32"),
-                         ("fastattention", "bfloat16")}, res.stdout
+    assert set(rows) == {
+        ("transformers", "float32"),
+        ("fastattention", "float32"),
+        ("fastattention", "bfloat16"),
+    }, res.stdout
     assert rows[("transformers", "float32")][3] == "1.00"
     for engine, dtype, prefill, _, decode, _ in rows.values():
         assert float(prefill.replace(",", "")) > 0 and float(decode) > 0
@@ -143,8 +199,26 @@ def test_bench_e2e_quick():
 
 def test_bench_attention_small():
     pytest.importorskip("torch")
-    res = cli("bench", "attention", "--device", "cpu", "--seqlens", "64,128", "--heads", 2,
-              "--head-dim", 32, "--causal", "yes", "--warmup", 1, "--repeats", 1, "--threads", 2)
+    res = cli(
+        "bench",
+        "attention",
+        "--device",
+        "cpu",
+        "--seqlens",
+        "64,128",
+        "--heads",
+        2,
+        "--head-dim",
+        32,
+        "--causal",
+        "yes",
+        "--warmup",
+        1,
+        "--repeats",
+        1,
+        "--threads",
+        2,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     table = [line for line in res.stdout.splitlines() if line.startswith("|")]
     assert len(table) == 2 + 2, res.stdout  # header, separator, one row per sequence length
@@ -154,47 +228,90 @@ def test_bench_attention_small():
 # ------------------------------------------------------------------------------------ bad input
 
 
-@pytest.mark.parametrize("args, code, message", [
-    ([], 2, "required: .*command|the following arguments are required"),
-    (["serve"], 2, "the following arguments are required: --model"),
-    (["serve", "--model", ".", "--max-preempted-kv-gib", "-1"], 1, "--max-preempted-kv-gib must be >= 0"),
-    (["serve", "--model", ".", "--max-preempted-kv-gib", "nan"], 1, "--max-preempted-kv-gib must be >= 0"),
-    (["serve", "--model", ".", "--max-preempted-kv-gib", "inf"], 1, "--max-preempted-kv-gib must be >= 0"),
-    (["deploy"], 2, "invalid choice: 'deploy'"),
-    (["bench", "nosuch"], 2, "invalid choice: 'nosuch'"),
-    (["export", "--hf", "/nonexistent/hf", "--out", "/tmp/x"], 1,
-     "--hf /nonexistent/hf: no such directory"),
-    (["export", "--hf", ".", "--out", "/tmp/x", "--dtype", "int8"], 2,
-     "argument --dtype: invalid choice: 'int8'"),
-    (["export", "--hf", ".", "--out", "/tmp/x", "--tp", "0"], 2,
-     "argument --tp: expected a positive integer, got 0"),
-    (["export", "--out", "/tmp/x"], 2, "the following arguments are required: --hf"),
-    (["generate", "--model", "/nonexistent/model", "--prompt", "1 2"], 1,
-     "--model /nonexistent/model: no such directory"),
-    (["generate", "--model", ".", "--ids", "--prompt", "1 x 2"], 2, "bad prompt '1 x 2'"),
-    (["generate", "--model", ".", "--ids", "--prompt", ""], 2, "empty prompt"),
-    (["generate", "--model", ".", "--prompt", ""], 2, "empty prompt"),
-    (["chat", "--model", "/nonexistent/model"], 1, "--model /nonexistent/model: no such directory"),
-    (["export", "--gguf", "/nonexistent/m.gguf", "--out", "/tmp/x"], 1,
-     "--gguf /nonexistent/m.gguf: no such file"),
-    (["export", "--gguf", "x.gguf", "--hf", ".", "--out", "/tmp/x"], 2, "not allowed with"),
-    (["generate", "--model", "."], 2, "the following arguments are required: --prompt"),
-    (["bench", "tp-e2e", "--device", "cpu", "--model", "/nonexistent/c.json"], 1,
-     "--model /nonexistent/c.json: cannot read"),
-    (["bench", "tp-e2e", "--device", "cpu", "--layers", "0"], 1, "--layers must be positive"),
-    (["bench", "tp-e2e", "--device", "cpu", "--repeats", "0"], 1, "--repeats must be positive"),
-    (["bench", "tp-e2e", "--batches", "1,x"], 2, "expected comma-separated integers"),
-    (["bench", "tp-e2e", "--device", "cpu", "--baseline", "/nonexistent/tp1.json"], 1,
-     "--baseline /nonexistent/tp1.json: cannot read"),
-    (["bench", "allreduce-overlap", "--gemm-sms", "-2"], 2, "expected integers >= 0"),
-    (["bench", "allreduce-overlap", "--allreduce", "ring"], 1,
-     "--allreduce: expected nccl and/or gather, got 'ring'"),
-    (["bench", "allreduce-overlap"], 1, "start it with `mpirun -n 2"),
-    (["bench", "gemv", "--tokens", "17"], 1, "--tokens: each must be 1..16"),
-    (["bench", "gemv", "--warps", "9"], 1, r"--warps: each must be 0\.\.8"),
-    (["bench", "gemv", "--stages", "4"], 1, "--stages: each must be 0, 1, 2 or 3"),
-    (["bench", "gemv", "--tokens", "1,x"], 2, "expected comma-separated integers"),
-])
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        ([], 2, "required: .*command|the following arguments are required"),
+        (["serve"], 2, "the following arguments are required: --model"),
+        (
+            ["serve", "--model", ".", "--max-preempted-kv-gib", "-1"],
+            1,
+            "--max-preempted-kv-gib must be >= 0",
+        ),
+        (
+            ["serve", "--model", ".", "--max-preempted-kv-gib", "nan"],
+            1,
+            "--max-preempted-kv-gib must be >= 0",
+        ),
+        (
+            ["serve", "--model", ".", "--max-preempted-kv-gib", "inf"],
+            1,
+            "--max-preempted-kv-gib must be >= 0",
+        ),
+        (["deploy"], 2, "invalid choice: 'deploy'"),
+        (["bench", "nosuch"], 2, "invalid choice: 'nosuch'"),
+        (
+            ["export", "--hf", "/nonexistent/hf", "--out", "/tmp/x"],
+            1,
+            "--hf /nonexistent/hf: no such directory",
+        ),
+        (
+            ["export", "--hf", ".", "--out", "/tmp/x", "--dtype", "int8"],
+            2,
+            "argument --dtype: invalid choice: 'int8'",
+        ),
+        (
+            ["export", "--hf", ".", "--out", "/tmp/x", "--tp", "0"],
+            2,
+            "argument --tp: expected a positive integer, got 0",
+        ),
+        (["export", "--out", "/tmp/x"], 2, "the following arguments are required: --hf"),
+        (
+            ["generate", "--model", "/nonexistent/model", "--prompt", "1 2"],
+            1,
+            "--model /nonexistent/model: no such directory",
+        ),
+        (["generate", "--model", ".", "--ids", "--prompt", "1 x 2"], 2, "bad prompt '1 x 2'"),
+        (["generate", "--model", ".", "--ids", "--prompt", ""], 2, "empty prompt"),
+        (["generate", "--model", ".", "--prompt", ""], 2, "empty prompt"),
+        (
+            ["chat", "--model", "/nonexistent/model"],
+            1,
+            "--model /nonexistent/model: no such directory",
+        ),
+        (
+            ["export", "--gguf", "/nonexistent/m.gguf", "--out", "/tmp/x"],
+            1,
+            "--gguf /nonexistent/m.gguf: no such file",
+        ),
+        (["export", "--gguf", "x.gguf", "--hf", ".", "--out", "/tmp/x"], 2, "not allowed with"),
+        (["generate", "--model", "."], 2, "the following arguments are required: --prompt"),
+        (
+            ["bench", "tp-e2e", "--device", "cpu", "--model", "/nonexistent/c.json"],
+            1,
+            "--model /nonexistent/c.json: cannot read",
+        ),
+        (["bench", "tp-e2e", "--device", "cpu", "--layers", "0"], 1, "--layers must be positive"),
+        (["bench", "tp-e2e", "--device", "cpu", "--repeats", "0"], 1, "--repeats must be positive"),
+        (["bench", "tp-e2e", "--batches", "1,x"], 2, "expected comma-separated integers"),
+        (
+            ["bench", "tp-e2e", "--device", "cpu", "--baseline", "/nonexistent/tp1.json"],
+            1,
+            "--baseline /nonexistent/tp1.json: cannot read",
+        ),
+        (["bench", "allreduce-overlap", "--gemm-sms", "-2"], 2, "expected integers >= 0"),
+        (
+            ["bench", "allreduce-overlap", "--allreduce", "ring"],
+            1,
+            "--allreduce: expected nccl and/or gather, got 'ring'",
+        ),
+        (["bench", "allreduce-overlap"], 1, "start it with `mpirun -n 2"),
+        (["bench", "gemv", "--tokens", "17"], 1, "--tokens: each must be 1..16"),
+        (["bench", "gemv", "--warps", "9"], 1, r"--warps: each must be 0\.\.8"),
+        (["bench", "gemv", "--stages", "4"], 1, "--stages: each must be 0, 1, 2 or 3"),
+        (["bench", "gemv", "--tokens", "1,x"], 2, "expected comma-separated integers"),
+    ],
+)
 def test_usage_errors(args, code, message):
     res = cli(*args)
     assert res.returncode == code, (res.stdout, res.stderr)
@@ -208,8 +325,9 @@ def test_export_of_a_dir_without_config(tmp_path):
 
 
 def test_export_of_unsupported_architecture(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert",
-                                                      "architectures": ["BertForMaskedLM"]}))
+    (tmp_path / "config.json").write_text(
+        json.dumps({"model_type": "bert", "architectures": ["BertForMaskedLM"]})
+    )
     res = cli("export", "--hf", tmp_path, "--out", tmp_path / "out")
     assert res.returncode == 1
     assert "bert" in res.stderr.lower() and "Traceback" not in res.stderr
@@ -243,7 +361,9 @@ def test_generate_broken_weights(exported_model_factory, tmp_path):
     (broken / "config.json").write_bytes((model.path / "config.json").read_bytes())
     for f in (model.path / "rank0").iterdir():
         data = f.read_bytes()
-        (broken / "rank0" / f.name).write_bytes(data[:-4] if f.name == "lm_head.weight.fat" else data)
+        (broken / "rank0" / f.name).write_bytes(
+            data[:-4] if f.name == "lm_head.weight.fat" else data
+        )
     res = cli("generate", "--model", broken, "--ids", "--prompt", "1 2")
     assert res.returncode == 1
     assert "WeightFileError" in res.stderr and "lm_head.weight.fat" in res.stderr
@@ -269,12 +389,22 @@ def test_communicator_tiling_options_reject_bad_values():
     assert comm.plan_tiles(4096, 1024, 512) == (1, 0)  # one rank: nothing to overlap
 
 
-
 def test_bench_spill_cpu_quick():
     """`bench spill-cpu` runs on the CPU and prints the read loop, the kernel and their ratio."""
     pytest.importorskip("torch")
-    res = cli("bench", "spill-cpu", "--quick", "--repeats", "1", "--buffer-mb", "16",
-              "--dtypes", "bfloat16", "--blocks", "16")
+    res = cli(
+        "bench",
+        "spill-cpu",
+        "--quick",
+        "--repeats",
+        "1",
+        "--buffer-mb",
+        "16",
+        "--dtypes",
+        "bfloat16",
+        "--blocks",
+        "16",
+    )
     assert res.returncode == 0, res.stderr
     rows = [l for l in res.stdout.splitlines() if l.startswith("| bfloat16 |")]
     assert len(rows) == 2, res.stdout  # GQA 32/8 and 8/1

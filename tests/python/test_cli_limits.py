@@ -1,5 +1,6 @@
 """CLI usage errors and failures end in exit status 2 / 1 with a message, never a traceback
 (issue 17 items 4 and 9)."""
+
 from __future__ import annotations
 
 import errno
@@ -9,13 +10,16 @@ import subprocess
 import sys
 
 import pytest
-
 from hostile_model import write_tiny_model
 
 
 def cli(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "fastattention.cli", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "fastattention.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -25,18 +29,28 @@ def tiny(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("extra, code, message", [
-    (["--stop", "-1"], 2, r"argument --stop: expected a token id \(an integer >= 0\), got -1"),
-    (["--stop", str(2**63)], 2, r"argument --stop: expected a token id .* of at most"),
-    (["--prompt", f"1 {2**64}"], 2, r"argument --prompt: bad prompt .* out of range"),
-    (["--top-k", str(2**40)], 2, r"--top-k must be at most 2147483647"),
-    (["--threads", str(2**40)], 2, r"argument --threads: expected a positive integer of at most"),
-    (["--max-new-tokens", str(2**64)], 2,
-     r"argument --max-new-tokens: expected a positive integer of at most"),
-    (["--max-new-tokens", str(2**40)], 1, r"max_new_tokens: 1099511627776 exceeds max_seq_len"),
-    (["--seed", "-5"], 2, r"argument --seed: expected a seed"),
-    (["--device", "cuda:9999999999"], 1, r"device: 'cuda:9999999999': the GPU index is out"),
-])
+@pytest.mark.parametrize(
+    "extra, code, message",
+    [
+        (["--stop", "-1"], 2, r"argument --stop: expected a token id \(an integer >= 0\), got -1"),
+        (["--stop", str(2**63)], 2, r"argument --stop: expected a token id .* of at most"),
+        (["--prompt", f"1 {2**64}"], 2, r"argument --prompt: bad prompt .* out of range"),
+        (["--top-k", str(2**40)], 2, r"--top-k must be at most 2147483647"),
+        (
+            ["--threads", str(2**40)],
+            2,
+            r"argument --threads: expected a positive integer of at most",
+        ),
+        (
+            ["--max-new-tokens", str(2**64)],
+            2,
+            r"argument --max-new-tokens: expected a positive integer of at most",
+        ),
+        (["--max-new-tokens", str(2**40)], 1, r"max_new_tokens: 1099511627776 exceeds max_seq_len"),
+        (["--seed", "-5"], 2, r"argument --seed: expected a seed"),
+        (["--device", "cuda:9999999999"], 1, r"device: 'cuda:9999999999': the GPU index is out"),
+    ],
+)
 def test_generate_out_of_range_values(tiny, extra, code, message):
     args = ["generate", "--ids", "--model", tiny, "--prompt", "1 2"] + extra
     if "--prompt" in extra:
@@ -61,8 +75,12 @@ def test_export_onto_its_source_is_refused_before_writing(tmp_path, where):
     (src / "sub").mkdir()
     config = json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"]})
     (src / "config.json").write_text(config)
-    out = {"same": src, "dotdot": f"{src}/sub/..", "symlink": tmp_path / "link",
-           "rank_folder": tmp_path / "hf"}[where]
+    out = {
+        "same": src,
+        "dotdot": f"{src}/sub/..",
+        "symlink": tmp_path / "link",
+        "rank_folder": tmp_path / "hf",
+    }[where]
     if where == "symlink":
         out.symlink_to(src)
     res = cli("export", "--hf", src, "--out", out)
@@ -82,8 +100,9 @@ def test_export_api_refuses_its_source(tmp_path):
 
 
 @pytest.mark.parametrize("err", [errno.ENOSPC, errno.EROFS])
-def test_export_io_errors_are_messages_not_tracebacks(hf_model_factory, tmp_path, monkeypatch,
-                                                      capsys, err):
+def test_export_io_errors_are_messages_not_tracebacks(
+    hf_model_factory, tmp_path, monkeypatch, capsys, err
+):
     """A full disk or a read-only file system during export: exit 1, the message names the path."""
     from fastattention import cli as cli_module
     from fastattention.export import model_writer
@@ -93,10 +112,10 @@ def test_export_io_errors_are_messages_not_tracebacks(hf_model_factory, tmp_path
     def failing_write(name, *a, **k):
         raise OSError(err, __import__("os").strerror(err), str(tmp_path / "out" / "x.fat"))
 
-    monkeypatch.setattr(model_writer.Exporter, "tasks",
-                        lambda self: [("embed", failing_write, ())])
-    rc = cli_module.main(["export", "--hf", str(src.path), "--out", str(tmp_path / "out"),
-                          "--quiet"])
+    monkeypatch.setattr(model_writer.Exporter, "tasks", lambda self: [("embed", failing_write, ())])
+    rc = cli_module.main(
+        ["export", "--hf", str(src.path), "--out", str(tmp_path / "out"), "--quiet"]
+    )
     captured = capsys.readouterr()
     assert rc == 1
     assert "x.fat" in captured.err and "OSError" in captured.err

@@ -1,5 +1,6 @@
 """CPU decode step (issue 18): the spin team switch, and `bench cpu-step` (the per-op replay of a
 decode step) on a tiny model."""
+
 from __future__ import annotations
 
 import os
@@ -8,7 +9,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from hostile_model import tiny_config
 
 
@@ -45,15 +45,40 @@ def test_bench_cpu_step_runs_on_a_tiny_model(tmp_path, dtype, tied):
     cfg = tiny_config()
     cfg.update(dtype=dtype, num_layers=2, tie_word_embeddings=tied)
     random_weights.write_model(cfg, tmp_path / "m", seed=1)
-    res = subprocess.run([sys.executable, "-m", "fastattention.cli", "bench", "cpu-step",
-                          "--model", str(tmp_path / "m"), "--steps", "2", "--context", "20",
-                          "--threads", "2", "--compare-team"],
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fastattention.cli",
+            "bench",
+            "cpu-step",
+            "--model",
+            str(tmp_path / "m"),
+            "--steps",
+            "2",
+            "--context",
+            "20",
+            "--threads",
+            "2",
+            "--compare-team",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr
     out = res.stdout
     rows = {l.split("|")[1].strip(): l for l in out.splitlines() if l.startswith("| ")}
-    for op in ("GEMV qkv", "GEMV o", "GEMV gate_up", "GEMV down", "GEMV LM head",
-               "attention (paged decode)", "sampling (greedy)", "**sum of ops**"):
+    for op in (
+        "GEMV qkv",
+        "GEMV o",
+        "GEMV gate_up",
+        "GEMV down",
+        "GEMV LM head",
+        "attention (paged decode)",
+        "sampling (greedy)",
+        "**sum of ops**",
+    ):
         assert op in rows, out
     assert rows["GEMV qkv"].split("|")[2].strip() == "2"  # calls per step: one per layer
     assert "OpenMP regions" in out and "spin team" in out
@@ -62,13 +87,22 @@ def test_bench_cpu_step_runs_on_a_tiny_model(tmp_path, dtype, tied):
 
 def test_spin_team_switch_with_a_bad_value_is_a_clear_error():
     """FASTATTN_SPIN_TEAM takes 0 or 1; anything else is refused, naming the variable."""
-    code = ("import numpy as np; from fastattention import _C\n"
-            "x = np.ones((1, 300), np.float32); w = np.ones((517, 300), np.float32)\n"
-            "try:\n"
-            "    _C.kernel_linear(x, w, None, np.empty((1, 517), np.float32), num_threads=2)\n"
-            "except ValueError as e:\n"
-            "    print(e)\n")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "FASTATTN_SPIN_TEAM": "yes"})
+    code = (
+        "import numpy as np; from fastattention import _C\n"
+        "x = np.ones((1, 300), np.float32); w = np.ones((517, 300), np.float32)\n"
+        "try:\n"
+        "    _C.kernel_linear(x, w, None, np.empty((1, 517), np.float32), num_threads=2)\n"
+        "except ValueError as e:\n"
+        "    print(e)\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "FASTATTN_SPIN_TEAM": "yes"},
+    )
     assert "environment variable FASTATTN_SPIN_TEAM: expected 0 or 1, got 'yes'" in res.stdout, (
-        res.stdout, res.stderr)
+        res.stdout,
+        res.stderr,
+    )

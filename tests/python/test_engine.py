@@ -3,6 +3,7 @@ each request's tokens equal the same request run alone by Session.generate (gree
 sampling, stop tokens), whatever runs beside it and however its prompt is chunked; requests wait
 when the KV pool is short and run when blocks come back; older blocks spill to a host pool as
 in a session; cancellation frees every block (the pool is whole afterwards); bad requests and options get errors naming what is wrong."""
+
 from __future__ import annotations
 
 import random
@@ -20,8 +21,11 @@ def random_requests(n: int, seed: int, max_prompt: int = 70, max_new: int = 20):
         prompt = [rng.randrange(3, VOCAB) for _ in range(rng.randint(1, max_prompt))]
         kw = dict(max_new_tokens=rng.randint(1, max_new), seed=rng.randrange(1000))
         if i % 2:
-            kw.update(temperature=rng.choice([0.7, 1.0, 1.5]), top_k=rng.choice([0, 5, 50]),
-                      top_p=rng.choice([1.0, 0.9]))
+            kw.update(
+                temperature=rng.choice([0.7, 1.0, 1.5]),
+                top_k=rng.choice([0, 5, 50]),
+                top_p=rng.choice([1.0, 0.9]),
+            )
         if i % 5 == 0:
             kw["stop_tokens"] = rng.sample(range(3, VOCAB), 30)  # some stop early
         reqs.append((prompt, kw))
@@ -77,8 +81,13 @@ def test_requests_wait_for_kv_blocks(weights, reference):
     # test_engine_preemption.py).
     eng = Engine(session(weights, max_cache_tokens=128), step_tokens=32, preemption=False)
     rng = random.Random(7)
-    reqs = [([rng.randrange(3, VOCAB) for _ in range(rng.randint(40, 55))],
-             dict(max_new_tokens=20, seed=i, temperature=1.0)) for i in range(6)]
+    reqs = [
+        (
+            [rng.randrange(3, VOCAB) for _ in range(rng.randint(40, 55))],
+            dict(max_new_tokens=20, seed=i, temperature=1.0),
+        )
+        for i in range(6)
+    ]
     ids = [eng.add_request(p, **kw) for p, kw in reqs]
     out = {i: [] for i in ids}
     widest, waited = 0, 0
@@ -97,12 +106,18 @@ def test_requests_wait_for_kv_blocks(weights, reference):
 def test_older_blocks_spill_to_the_host_pool(weights, reference):
     # A device pool of 6 blocks for 4 running requests of ~100 tokens: their older blocks move
     # to the host pool as they grow (as in a session's generate), and the tokens stay the same.
-    sess = session(weights, max_batch=4, max_cache_tokens=96, host_kv_tokens=512,
-                   prefill_chunk_tokens=32)
+    sess = session(
+        weights, max_batch=4, max_cache_tokens=96, host_kv_tokens=512, prefill_chunk_tokens=32
+    )
     eng = Engine(sess, step_tokens=32)
     rng = random.Random(1)
-    reqs = [([rng.randrange(3, VOCAB) for _ in range(rng.randint(40, 70))],
-             dict(max_new_tokens=30, seed=i, temperature=[0.0, 1.0][i % 2])) for i in range(8)]
+    reqs = [
+        (
+            [rng.randrange(3, VOCAB) for _ in range(rng.randint(40, 70))],
+            dict(max_new_tokens=30, seed=i, temperature=[0.0, 1.0][i % 2]),
+        )
+        for i in range(8)
+    ]
     out = eng.run_all(reqs)
     assert sess.spilled_blocks > 10
     for (prompt, kw), tokens in zip(reqs, out):
@@ -134,7 +149,9 @@ def test_cancel_frees_every_block(weights, reference):
     assert eng.cancel(ids[0]) and eng.cancel(ids[4])  # one running, one waiting
     events = step()
     assert sorted((r, t, f, why) for r, t, f, why in events if why == "cancelled") == [
-        (ids[0], -1, True, "cancelled"), (ids[4], -1, True, "cancelled")]
+        (ids[0], -1, True, "cancelled"),
+        (ids[4], -1, True, "cancelled"),
+    ]
     assert not eng.cancel(ids[0]) and not eng.cancel(12345)  # finished / unknown
     while eng.has_work:
         step()
@@ -162,17 +179,20 @@ def test_session_refuses_while_an_engine_drives_it(weights):
     assert len(sess.generate([[1, 2, 3]], 2)[0]) == 2
 
 
-@pytest.mark.parametrize("prompt, kw, message", [
-    ([], {}, "prompt 0 is empty"),
-    ([1, 300], {}, "token id 300 is out of range"),
-    ([1, 2], {"max_new_tokens": 0}, "max_new_tokens must be >= 1"),
-    ([1] * 500, {"max_new_tokens": 20}, "exceeds max_seq_len = 512"),
-    ([1] * 200, {"max_new_tokens": 20}, "more than the pools hold"),
-    ([1, 2], {"temperature": -1.0}, "temperature: must be >= 0"),
-    ([1, 2], {"top_p": 0.0}, "top_p: must be in"),
-    ([1, 2], {"stop_tokens": [400]}, "stop_tokens: token id 400"),
-    ("text", {}, "must be a list of token ids"),
-])
+@pytest.mark.parametrize(
+    "prompt, kw, message",
+    [
+        ([], {}, "prompt 0 is empty"),
+        ([1, 300], {}, "token id 300 is out of range"),
+        ([1, 2], {"max_new_tokens": 0}, "max_new_tokens must be >= 1"),
+        ([1] * 500, {"max_new_tokens": 20}, "exceeds max_seq_len = 512"),
+        ([1] * 200, {"max_new_tokens": 20}, "more than the pools hold"),
+        ([1, 2], {"temperature": -1.0}, "temperature: must be >= 0"),
+        ([1, 2], {"top_p": 0.0}, "top_p: must be in"),
+        ([1, 2], {"stop_tokens": [400]}, "stop_tokens: token id 400"),
+        ("text", {}, "must be a list of token ids"),
+    ],
+)
 def test_bad_requests_are_refused_by_name(weights, prompt, kw, message):
     eng = Engine(session(weights, max_cache_tokens=160))
     kw = {"max_new_tokens": 4, **kw}
@@ -181,12 +201,15 @@ def test_bad_requests_are_refused_by_name(weights, prompt, kw, message):
     assert eng.run_all([([1, 2, 3], dict(max_new_tokens=2))])[0]  # still serving
 
 
-@pytest.mark.parametrize("options, message", [
-    (dict(max_running=7), "max_running 7 exceeds the session's max_batch = 6"),
-    (dict(step_tokens=6), r"step_tokens \(6\) must exceed max_running \(6\)"),
-    (dict(step_tokens=5000), "step_tokens 5000 exceeds the session's prefill_chunk_tokens"),
-    (dict(max_running=0), "max_running must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(max_running=7), "max_running 7 exceeds the session's max_batch = 6"),
+        (dict(step_tokens=6), r"step_tokens \(6\) must exceed max_running \(6\)"),
+        (dict(step_tokens=5000), "step_tokens 5000 exceeds the session's prefill_chunk_tokens"),
+        (dict(max_running=0), "max_running must be >= 1"),
+    ],
+)
 def test_bad_engine_options(weights, options, message):
     with pytest.raises(ValueError, match=message):
         Engine(session(weights), **options)

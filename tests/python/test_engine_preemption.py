@@ -4,6 +4,7 @@ preempted (their KV copied to host memory outside the pools, their blocks freed)
 later; every request's tokens equal the same request run alone, whether its blocks were in the
 device pool or the host pool when it was preempted; a preempted request can be cancelled; the
 pools are whole afterwards; with preemption=False nothing is preempted and fewer requests run."""
+
 from __future__ import annotations
 
 import random
@@ -17,9 +18,18 @@ from fastattention.engine import Engine
 def growing_requests(n: int, seed: int):
     """Short prompts, long outputs: admitted easily, they outgrow a small pool while decoding."""
     rng = random.Random(seed)
-    return [([rng.randrange(3, VOCAB) for _ in range(rng.randint(10, 30))],
-             dict(max_new_tokens=rng.randint(45, 60), seed=i,
-                  temperature=[0.0, 1.0][i % 2], top_k=[0, 40][i % 2])) for i in range(n)]
+    return [
+        (
+            [rng.randrange(3, VOCAB) for _ in range(rng.randint(10, 30))],
+            dict(
+                max_new_tokens=rng.randint(45, 60),
+                seed=i,
+                temperature=[0.0, 1.0][i % 2],
+                top_k=[0, 40][i % 2],
+            ),
+        )
+        for i in range(n)
+    ]
 
 
 def run(engine: Engine, reqs, on_step=None):
@@ -48,8 +58,9 @@ def assert_pools_whole(engine: Engine, blocks: int):
 @pytest.mark.parametrize("host_pool", [False, True])
 def test_preempted_requests_resume_with_the_same_tokens(weights, reference, host_pool):
     if host_pool:  # 6 device blocks (the least spilling allows) + 4 host blocks
-        sess = session(weights, max_batch=4, max_cache_tokens=96, host_kv_tokens=64,
-                       prefill_chunk_tokens=32)
+        sess = session(
+            weights, max_batch=4, max_cache_tokens=96, host_kv_tokens=64, prefill_chunk_tokens=32
+        )
         blocks = 10
     else:  # 8 blocks of 16 tokens; each request ends at 4-6 blocks
         sess, blocks = session(weights, max_cache_tokens=128), 8
@@ -129,11 +140,11 @@ def test_a_preempted_request_can_be_cancelled(weights, reference):
     ids_before = eng.stats["finished"]
     out, history = run(eng, reqs, on_step)
     assert cancelled and ids_before == 0
-    (victim, stash_bytes), = cancelled.items()
+    ((victim, stash_bytes),) = cancelled.items()
     for i, ((prompt, kw), tokens) in enumerate(zip(reqs, out)):
         alone = reference.generate([prompt], **kw)[0]
         if i == victim:
-            assert tokens == alone[:len(tokens)]
+            assert tokens == alone[: len(tokens)]
         else:
             assert tokens == alone, i
     assert history[-1]["cancelled"] == 1 and stash_bytes > 0
@@ -149,8 +160,11 @@ def test_a_request_filling_the_whole_pool_runs(weights, reference):
     # 128 prompt tokens + 1 new one: the new token is never cached, so the 8-block pool holds
     # the request exactly (admission must not ask for a 129th slot), beside other requests.
     eng = Engine(session(weights, max_cache_tokens=128), step_tokens=32)
-    reqs = [([7] * 20, dict(max_new_tokens=30)), ([9] * 128, dict(max_new_tokens=1)),
-            ([11] * 30, dict(max_new_tokens=20, temperature=1.0, seed=3))]
+    reqs = [
+        ([7] * 20, dict(max_new_tokens=30)),
+        ([9] * 128, dict(max_new_tokens=1)),
+        ([11] * 30, dict(max_new_tokens=20, temperature=1.0, seed=3)),
+    ]
     out, _ = run(eng, reqs)
     assert out == [reference.generate([p], **kw)[0] for p, kw in reqs]
     assert_pools_whole(eng, 8)

@@ -1,6 +1,7 @@
 """export_hf on tiny random Hugging Face models: every exported tensor, reassembled from the rank
 files with code independent of the exporter, must equal the HF tensor rounded by torch to the
 target dtype, bit for bit."""
+
 import json
 import os
 import shutil
@@ -17,11 +18,33 @@ pytest.importorskip("transformers")
 TORCH_DTYPE = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 BITS = {"float32": np.uint32, "float16": np.uint16, "bfloat16": np.uint16}
 FORMAT_KEYS = {
-    "format", "format_version", "architecture", "dtype", "tp_size", "vocab_size",
-    "vocab_size_padded", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
-    "intermediate_size", "max_position_embeddings", "norm_type", "norm_eps", "activation",
-    "gated_ffn", "qkv_bias", "o_bias", "mlp_bias", "tie_word_embeddings", "rope",
-    "sliding_window", "bos_token_id", "eos_token_id", "source",
+    "format",
+    "format_version",
+    "architecture",
+    "dtype",
+    "tp_size",
+    "vocab_size",
+    "vocab_size_padded",
+    "hidden_size",
+    "num_layers",
+    "num_heads",
+    "num_kv_heads",
+    "head_dim",
+    "intermediate_size",
+    "max_position_embeddings",
+    "norm_type",
+    "norm_eps",
+    "activation",
+    "gated_ffn",
+    "qkv_bias",
+    "o_bias",
+    "mlp_bias",
+    "tie_word_embeddings",
+    "rope",
+    "sliding_window",
+    "bos_token_id",
+    "eos_token_id",
+    "source",
 }
 
 
@@ -40,7 +63,7 @@ def check_file_header(path, cfg):
     raw = open(path, "rb").read()
     assert raw[:8] == b"FASTATTN"
     version, code, ndim, offset = struct.unpack("<4I", raw[8:24])
-    shape = struct.unpack(f"<{ndim}Q", raw[24:24 + 8 * ndim])
+    shape = struct.unpack(f"<{ndim}Q", raw[24 : 24 + 8 * ndim])
     assert version == 1 and code == {"float32": 0, "float16": 1, "bfloat16": 2}[cfg["dtype"]]
     assert offset % 64 == 0 and offset >= 24 + 8 * ndim
     assert len(raw) == offset + int(np.prod(shape)) * (4 if cfg["dtype"] == "float32" else 2)
@@ -52,8 +75,17 @@ def expected_files(cfg):
         names.append("lm_head.weight")
     for i in range(cfg["num_layers"]):
         p = f"layers.{i}."
-        names += [p + n for n in ("attn_norm.weight", "attn.qkv.weight", "attn.o.weight",
-                                  "ffn_norm.weight", "ffn.gate_up.weight", "ffn.down.weight")]
+        names += [
+            p + n
+            for n in (
+                "attn_norm.weight",
+                "attn.qkv.weight",
+                "attn.o.weight",
+                "ffn_norm.weight",
+                "ffn.gate_up.weight",
+                "ffn.down.weight",
+            )
+        ]
         names += [p + "attn.qkv.bias"] * cfg["qkv_bias"] + [p + "attn.o.bias"] * cfg["o_bias"]
         names += [p + n for n in ("ffn.gate_up.bias", "ffn.down.bias")] * cfg["mlp_bias"]
     return sorted(n + ".fat" for n in names)
@@ -90,14 +122,18 @@ def check_export(out_dir, cfg, state):
         hf_v = expected_bits(state[prefix + "v_proj" + suffix], dt)
         for r, part in enumerate(ranks(name)):
             assert part.shape[0] == (hq + 2 * hk) * d
-            q, k, v = part[:hq * d], part[hq * d:(hq + hk) * d], part[(hq + hk) * d:]
+            q, k, v = part[: hq * d], part[hq * d : (hq + hk) * d], part[(hq + hk) * d :]
             q_parts.append(q)
             # GQA inside the rank: local query head j reads local KV head j // (hq / hk); it must
             # be the KV head that global query head r*hq + j reads in the HF model.
             for j in range(hq):
                 local, glob = j // (hq // hk), (r * hq + j) // (nh // nkv)
-                assert np.array_equal(k[local * d:(local + 1) * d], hf_k[glob * d:(glob + 1) * d])
-                assert np.array_equal(v[local * d:(local + 1) * d], hf_v[glob * d:(glob + 1) * d])
+                assert np.array_equal(
+                    k[local * d : (local + 1) * d], hf_k[glob * d : (glob + 1) * d]
+                )
+                assert np.array_equal(
+                    v[local * d : (local + 1) * d], hf_v[glob * d : (glob + 1) * d]
+                )
         assert np.array_equal(np.concatenate(q_parts), hf_q), name
 
     def gate_up(name, prefix, suffix):
@@ -136,8 +172,18 @@ def check_export(out_dir, cfg, state):
 
 # (model, tp): plain splits, vocab padding (llama: 301 rows), tp == num_kv_heads, and KV
 # replication (llama tp=4 > 2 KV heads, llama_kv4 tp=8 > 4, mistral tp=2 > 1).
-CASES = [("llama", 1), ("llama", 2), ("llama", 4), ("llama_kv4", 4), ("llama_kv4", 8),
-         ("llama_bias", 2), ("qwen2", 1), ("qwen2", 2), ("mistral", 1), ("mistral", 2)]
+CASES = [
+    ("llama", 1),
+    ("llama", 2),
+    ("llama", 4),
+    ("llama_kv4", 4),
+    ("llama_kv4", 8),
+    ("llama_bias", 2),
+    ("qwen2", 1),
+    ("qwen2", 2),
+    ("mistral", 1),
+    ("mistral", 2),
+]
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
@@ -192,8 +238,10 @@ def test_pytorch_bin_checkpoints(hf_model_factory, exported_model_factory, tmp_p
         shutil.copy(hf.path / "config.json", d / "config.json")
     torch.save(state, single / "pytorch_model.bin")
     names = sorted(state)
-    halves = {"pytorch_model-00001-of-00002.bin": names[::2],
-              "pytorch_model-00002-of-00002.bin": names[1::2]}
+    halves = {
+        "pytorch_model-00001-of-00002.bin": names[::2],
+        "pytorch_model-00002-of-00002.bin": names[1::2],
+    }
     weight_map = {}
     for file, keys in halves.items():
         torch.save({k: state[k] for k in keys}, sharded / file)
@@ -212,15 +260,28 @@ def test_config_values(exported_model_factory):
     assert llama["norm_type"] == "rmsnorm" and llama["norm_eps"] == 1e-5
     assert llama["activation"] == "silu" and llama["gated_ffn"] is True
     assert not (llama["qkv_bias"] or llama["o_bias"] or llama["mlp_bias"])
-    assert llama["rope"] == {"theta": 10000.0, "style": "neox", "rotary_dim": 16,
-                             "scaling": {"type": "none"}}
+    assert llama["rope"] == {
+        "theta": 10000.0,
+        "style": "neox",
+        "rotary_dim": 16,
+        "scaling": {"type": "none"},
+    }
     assert llama["sliding_window"] is None and llama["max_position_embeddings"] == 256
     assert (llama["bos_token_id"], llama["eos_token_id"]) == (1, [2])
 
     kv4 = exported_model_factory("llama_kv4", tp=4).config
-    assert kv4["rope"] == {"theta": 500000.0, "style": "neox", "rotary_dim": 8, "scaling": {
-        "type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-        "original_max_position": 64}}
+    assert kv4["rope"] == {
+        "theta": 500000.0,
+        "style": "neox",
+        "rotary_dim": 8,
+        "scaling": {
+            "type": "llama3",
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position": 64,
+        },
+    }
     bias = exported_model_factory("llama_bias", tp=2).config
     assert bias["qkv_bias"] and bias["o_bias"] and bias["mlp_bias"] and bias["tie_word_embeddings"]
     assert bias["rope"]["scaling"] == {"type": "linear", "factor": 2.0}

@@ -1,13 +1,20 @@
 """The .fat tensor file writer and reader (docs/FORMAT.md), checked against the spec byte by
 byte."""
+
 import os
 import struct
 
 import numpy as np
 import pytest
 
-from fastattention.export import (WeightFileError, bfloat16_bits_to_float32,
-                                  float32_to_bfloat16_bits, read_header, read_tensor, write_tensor)
+from fastattention.export import (
+    WeightFileError,
+    bfloat16_bits_to_float32,
+    float32_to_bfloat16_bits,
+    read_header,
+    read_tensor,
+    write_tensor,
+)
 
 torch = pytest.importorskip("torch")
 
@@ -20,8 +27,8 @@ def parse_by_spec(path):
     raw = open(path, "rb").read()
     magic = raw[:8]
     version, code, ndim, offset = struct.unpack("<4I", raw[8:24])
-    shape = struct.unpack(f"<{ndim}Q", raw[24:24 + 8 * ndim])
-    padding = raw[24 + 8 * ndim:offset]
+    shape = struct.unpack(f"<{ndim}Q", raw[24 : 24 + 8 * ndim])
+    padding = raw[24 + 8 * ndim : offset]
     return magic, version, code, ndim, offset, shape, padding, raw[offset:], len(raw)
 
 
@@ -62,14 +69,19 @@ def test_round_trip_matches_spec(tmp_path, dtype, ndim):
         assert np.array_equal(up, torch.from_numpy(values).to(torch.bfloat16).float().numpy())
     else:
         expected = values.astype(dtype)
-        assert np.array_equal(np.frombuffer(data, np.dtype(dtype).newbyteorder("<")).reshape(shape),
-                              expected)
+        assert np.array_equal(
+            np.frombuffer(data, np.dtype(dtype).newbyteorder("<")).reshape(shape), expected
+        )
         got = read_tensor(path)
         assert got.dtype == np.dtype(dtype) and np.array_equal(got, expected)
         assert np.array_equal(read_tensor(path, mmap=True), expected)
     header = read_header(path)
-    assert (header.version, header.dtype, header.shape, header.data_offset) == (1, dtype, shape,
-                                                                                offset)
+    assert (header.version, header.dtype, header.shape, header.data_offset) == (
+        1,
+        dtype,
+        shape,
+        offset,
+    )
 
 
 def test_bfloat16_rounding_matches_torch():
@@ -77,8 +89,9 @@ def test_bfloat16_rounding_matches_torch():
     x = rng.standard_normal(20000).astype(np.float32) * np.float32(1e3)
     # exact ties between two bfloat16 values (low 16 bits = 0x8000), odd and even, both signs
     ties = (rng.integers(0, 2**15, 2000, dtype=np.uint32) << 16 | 0x8000).astype(np.uint32)
-    specials = np.array([0.0, -0.0, np.inf, -np.inf, 3.4e38, -3.4e38, 1e-40, -1e-45],
-                        dtype=np.float32)
+    specials = np.array(
+        [0.0, -0.0, np.inf, -np.inf, 3.4e38, -3.4e38, 1e-40, -1e-45], dtype=np.float32
+    )
     x = np.concatenate([x, ties.view(np.float32), specials])
     x = x[~np.isnan(x)]  # NaN payloads may differ (torch canonicalises them); checked below
     assert np.array_equal(float32_to_bfloat16_bits(x), torch_bf16_bits(x))
@@ -88,16 +101,19 @@ def test_bfloat16_rounding_matches_torch():
     bits = np.arange(0, 2**16, dtype=np.uint16)
     finite = np.isfinite(bfloat16_bits_to_float32(bits))
     # widening then rounding is the identity on every finite bfloat16
-    assert np.array_equal(float32_to_bfloat16_bits(bfloat16_bits_to_float32(bits))[finite],
-                          bits[finite])
+    assert np.array_equal(
+        float32_to_bfloat16_bits(bfloat16_bits_to_float32(bits))[finite], bits[finite]
+    )
 
 
 def test_torch_tensor_input(tmp_path):
     t = torch.randn(5, 7, generator=torch.Generator().manual_seed(0))
     write_tensor(tmp_path / "bf.fat", t.to(torch.bfloat16))
     assert read_header(tmp_path / "bf.fat").dtype == "bfloat16"
-    assert np.array_equal(read_tensor(tmp_path / "bf.fat"),
-                          t.to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16))
+    assert np.array_equal(
+        read_tensor(tmp_path / "bf.fat"),
+        t.to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16),
+    )
     write_tensor(tmp_path / "h.fat", t, "float16")
     assert np.array_equal(read_tensor(tmp_path / "h.fat"), t.half().numpy())
     write_tensor(tmp_path / "f.fat", t.to(torch.bfloat16), "float32")
@@ -130,21 +146,27 @@ def test_writer_rejects_bad_input(tmp_path):
 
 def _corrupt(path, offset, payload):
     raw = bytearray(open(path, "rb").read())
-    raw[offset:offset + len(payload)] = payload
+    raw[offset : offset + len(payload)] = payload
     open(path, "wb").write(bytes(raw))
 
 
-@pytest.mark.parametrize("fault, match", [
-    (lambda p: _corrupt(p, 0, b"FASTATTX"), "bad magic"),
-    (lambda p: _corrupt(p, 8, struct.pack("<I", 2)), "format version 2"),
-    (lambda p: _corrupt(p, 12, struct.pack("<I", 9)), "unknown dtype code 9"),
-    (lambda p: _corrupt(p, 16, struct.pack("<I", 0)), "ndim 0"),
-    (lambda p: _corrupt(p, 20, struct.pack("<I", 60)), "data_offset 60 is not a multiple of 64"),
-    (lambda p: open(p, "ab").write(b"\0"), "needs exactly"),
-    (lambda p: os.truncate(p, os.path.getsize(p) - 4), "needs exactly"),
-    (lambda p: os.truncate(p, 10), "too short for a header"),
-    (lambda p: os.remove(p), "cannot read tensor file"),
-])
+@pytest.mark.parametrize(
+    "fault, match",
+    [
+        (lambda p: _corrupt(p, 0, b"FASTATTX"), "bad magic"),
+        (lambda p: _corrupt(p, 8, struct.pack("<I", 2)), "format version 2"),
+        (lambda p: _corrupt(p, 12, struct.pack("<I", 9)), "unknown dtype code 9"),
+        (lambda p: _corrupt(p, 16, struct.pack("<I", 0)), "ndim 0"),
+        (
+            lambda p: _corrupt(p, 20, struct.pack("<I", 60)),
+            "data_offset 60 is not a multiple of 64",
+        ),
+        (lambda p: open(p, "ab").write(b"\0"), "needs exactly"),
+        (lambda p: os.truncate(p, os.path.getsize(p) - 4), "needs exactly"),
+        (lambda p: os.truncate(p, 10), "too short for a header"),
+        (lambda p: os.remove(p), "cannot read tensor file"),
+    ],
+)
 def test_reader_rejects_bad_files(tmp_path, fault, match):
     path = tmp_path / "layers.0.attn.qkv.weight.fat"
     write_tensor(path, np.ones((4, 3), np.float32))

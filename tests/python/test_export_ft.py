@@ -15,6 +15,7 @@ diff < 2e-5; measured 1.7e-6 on logits of magnitude 4), from FT splits of 1 and 
 1 and 2 are checked against each other; an fp16 source converts exactly; bad input raises
 ValueError naming the file or key.
 """
+
 from __future__ import annotations
 
 import configparser
@@ -34,12 +35,21 @@ from fastattention.export import export_ft, read_tensor  # noqa: E402
 from fastattention.session import Session  # noqa: E402
 
 LOGIT_ATOL = 2e-5
-NEOX = dict(vocab_size=301, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-            intermediate_size=96, max_position_embeddings=128, layer_norm_eps=1e-5,
-            use_parallel_residual=False, hidden_act="gelu_new",  # FT's GeLU is the tanh form
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
-                             "partial_rotary_factor": 0.5},
-            tie_word_embeddings=False, bos_token_id=0, eos_token_id=2)
+NEOX = dict(
+    vocab_size=301,
+    hidden_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=96,
+    max_position_embeddings=128,
+    layer_norm_eps=1e-5,
+    use_parallel_residual=False,
+    hidden_act="gelu_new",  # FT's GeLU is the tanh form
+    rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5},
+    tie_word_embeddings=False,
+    bos_token_id=0,
+    eos_token_id=2,
+)
 
 
 def _randomize(model, seed):
@@ -47,8 +57,9 @@ def _randomize(model, seed):
     with torch.no_grad():
         for name, p in model.named_parameters():
             noise = torch.randn(p.shape, generator=gen)
-            p.copy_(1.0 + 0.2 * noise if "layernorm" in name or "layer_norm" in name
-                    else 0.1 * noise)
+            p.copy_(
+                1.0 + 0.2 * noise if "layernorm" in name or "layer_norm" in name else 0.1 * noise
+            )
     return model.eval()
 
 
@@ -71,12 +82,18 @@ def write_ft_neox(model, out: pathlib.Path, factor: int, weight_type: str = "fp3
     heads, head_size = cfg.num_attention_heads, cfg.hidden_size // cfg.num_attention_heads
     ini = configparser.ConfigParser()
     ini["gptneox"] = {
-        "model_name": "tiny-neox", "head_num": str(heads), "size_per_head": str(head_size),
-        "inter_size": str(cfg.intermediate_size), "num_layer": str(cfg.num_hidden_layers),
+        "model_name": "tiny-neox",
+        "head_num": str(heads),
+        "size_per_head": str(head_size),
+        "inter_size": str(cfg.intermediate_size),
+        "num_layer": str(cfg.num_hidden_layers),
         "rotary_embedding": str(int(head_size * cfg.rope_parameters["partial_rotary_factor"])),
-        "vocab_size": str(cfg.vocab_size), "start_id": str(cfg.bos_token_id),
-        "end_id": str(cfg.eos_token_id), "use_gptj_residual": str(int(cfg.use_parallel_residual)),
-        "weight_data_type": weight_type}
+        "vocab_size": str(cfg.vocab_size),
+        "start_id": str(cfg.bos_token_id),
+        "end_id": str(cfg.eos_token_id),
+        "use_gptj_residual": str(int(cfg.use_parallel_residual)),
+        "weight_data_type": weight_type,
+    }
     with open(d / "config.ini", "w") as f:
         ini.write(f)
 
@@ -158,9 +175,14 @@ def test_neox_logits_match_transformers(neox, ft_dirs, tmp_path, factor):
         assert diff < LOGIT_ATOL, f"FT split {factor}, prompt of {length}: {diff}"
     prompt = rng.integers(0, NEOX["vocab_size"], size=9).tolist()
     with torch.inference_mode():
-        expected = neox.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=12,
-                                 eos_token_id=None, pad_token_id=0,
-                                 attention_mask=torch.ones(1, 9, dtype=torch.long))
+        expected = neox.generate(
+            torch.tensor([prompt]),
+            do_sample=False,
+            max_new_tokens=12,
+            eos_token_id=None,
+            pad_token_id=0,
+            attention_mask=torch.ones(1, 9, dtype=torch.long),
+        )
     assert session.generate([prompt], 12) == [expected[0, 9:].tolist()]
 
 
@@ -185,7 +207,9 @@ def test_any_split_in_any_split_out(ft_dirs, tmp_path):
             parts = [ranks[r][name] for r in (0, 1)]
             if name.endswith("attn.qkv.weight") or name.endswith("attn.qkv.bias"):
                 q, k, v = np.split(full, 3, axis=0)
-                want = [np.concatenate([x[r * 32:(r + 1) * 32] for x in (q, k, v)]) for r in (0, 1)]
+                want = [
+                    np.concatenate([x[r * 32 : (r + 1) * 32] for x in (q, k, v)]) for r in (0, 1)
+                ]
             elif name.endswith(("ffn.up.weight", "ffn.up.bias")):
                 want = np.split(full, 2, axis=0)
             elif name.endswith(("attn.o.weight", "ffn.down.weight")):
@@ -213,35 +237,62 @@ def test_fp16_source_converts_exactly(neox, ft_dirs, tmp_path, weight_type):
     qkv = sd[p + "attention.query_key_value.weight"].reshape(4, 3, 16, 64)
     want = np.concatenate([qkv[:, i].reshape(64, 64) for i in range(3)])
     np.testing.assert_array_equal(t["layers.1.attn.qkv.weight"], f16(want))
-    for ours, theirs in (("attn.o.bias", "attention.dense.bias"),
-                         ("ffn.down.bias", "mlp.dense_4h_to_h.bias"),
-                         ("ffn.up.weight", "mlp.dense_h_to_4h.weight"),
-                         ("ffn.down.weight", "mlp.dense_4h_to_h.weight"),
-                         ("ffn_norm.bias", "post_attention_layernorm.bias")):
+    for ours, theirs in (
+        ("attn.o.bias", "attention.dense.bias"),
+        ("ffn.down.bias", "mlp.dense_4h_to_h.bias"),
+        ("ffn.up.weight", "mlp.dense_h_to_4h.weight"),
+        ("ffn.down.weight", "mlp.dense_4h_to_h.weight"),
+        ("ffn_norm.bias", "post_attention_layernorm.bias"),
+    ):
         np.testing.assert_array_equal(t[f"layers.1.{ours}"], f16(sd[p + theirs]), err_msg=ours)
 
 
 def test_cli_export_ft(neox, ft_dirs, tmp_path):
     out = tmp_path / "cli"
-    res = subprocess.run([sys.executable, "-m", "fastattention.cli", "export", "--ft",
-                          str(ft_dirs(2)), "--out", str(out), "--tp", "2", "--dtype", "float32",
-                          "--max-positions", "96", "--quiet"],
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fastattention.cli",
+            "export",
+            "--ft",
+            str(ft_dirs(2)),
+            "--out",
+            str(out),
+            "--tp",
+            "2",
+            "--dtype",
+            "float32",
+            "--max-positions",
+            "96",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr
     assert f"-> {out}" in res.stdout
     assert (out / "rank1" / "layers.1.attn.qkv.weight.fat").exists()
     assert json.loads((out / "config.json").read_text())["max_position_embeddings"] == 96
 
 
-@pytest.mark.parametrize("args,code,message", [
-    (["--out", "x"], 2, "the following arguments are required: --hf (or --ft, --gguf)"),
-    (["--hf", ".", "--ft", ".", "--out", "x"], 2, "not allowed with argument"),
-    (["--hf", ".", "--out", "x", "--max-positions", "5"], 2, "--max-positions applies to --ft"),
-    (["--ft", "/nonexistent/ft", "--out", "x"], 1, "/nonexistent/ft does not exist"),
-])
+@pytest.mark.parametrize(
+    "args,code,message",
+    [
+        (["--out", "x"], 2, "the following arguments are required: --hf (or --ft, --gguf)"),
+        (["--hf", ".", "--ft", ".", "--out", "x"], 2, "not allowed with argument"),
+        (["--hf", ".", "--out", "x", "--max-positions", "5"], 2, "--max-positions applies to --ft"),
+        (["--ft", "/nonexistent/ft", "--out", "x"], 1, "/nonexistent/ft does not exist"),
+    ],
+)
 def test_cli_usage_errors(args, code, message):
-    res = subprocess.run([sys.executable, "-m", "fastattention.cli", "export", *args],
-                         capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [sys.executable, "-m", "fastattention.cli", "export", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode == code and message in res.stderr, res.stderr
 
 
@@ -263,8 +314,14 @@ def _export(d, tmp_path):
     return export_ft(d, tmp_path / "out", tp=1, dtype="float32", progress=False)
 
 
-@pytest.mark.parametrize("victim", ["model.layers.1.mlp.dense_4h_to_h.weight.1.bin",
-                                    "model.final_layernorm.bias.bin", "model.wte.bin"])
+@pytest.mark.parametrize(
+    "victim",
+    [
+        "model.layers.1.mlp.dense_4h_to_h.weight.1.bin",
+        "model.final_layernorm.bias.bin",
+        "model.wte.bin",
+    ],
+)
 def test_missing_file_is_named(broken, tmp_path, victim):
     os.remove(broken / victim)
     with pytest.raises(ValueError, match=f"{victim} is missing"):
@@ -275,9 +332,12 @@ def test_missing_file_is_named(broken, tmp_path, victim):
 def test_wrong_size_is_named(broken, tmp_path):
     victim = broken / "model.layers.0.attention.query_key_value.bias.1.bin"
     victim.write_bytes(victim.read_bytes()[:-4])
-    with pytest.raises(ValueError, match=r"query_key_value\.bias\.1\.bin is 380 bytes; .*config"
-                                         r"\.ini \(weight_data_type fp32\) implies a tensor of "
-                                         r"shape \[3, 32\] = 384 bytes"):
+    with pytest.raises(
+        ValueError,
+        match=r"query_key_value\.bias\.1\.bin is 380 bytes; .*config"
+        r"\.ini \(weight_data_type fp32\) implies a tensor of "
+        r"shape \[3, 32\] = 384 bytes",
+    ):
         _export(broken, tmp_path)
 
 
@@ -287,8 +347,9 @@ def test_fp16_files_declared_fp32_are_caught(ft_dirs, tmp_path):
 
     d = tmp_path / "2-gpu"
     shutil.copytree(ft_dirs(2, "fp16"), d)
-    text = (d / "config.ini").read_text().replace("weight_data_type = fp16",
-                                                  "weight_data_type = fp32")
+    text = (
+        (d / "config.ini").read_text().replace("weight_data_type = fp16", "weight_data_type = fp32")
+    )
     (d / "config.ini").write_text(text)
     with pytest.raises(ValueError, match=r"model\.wte\.bin is 38528 bytes"):
         _export(d, tmp_path)
@@ -306,18 +367,28 @@ def _edit_ini(d, **changes):
         ini.write(f)
 
 
-@pytest.mark.parametrize("changes,message", [
-    (dict(head_num=None), r"\[gptneox\] head_num is missing"),
-    (dict(inter_size="ninety-six"), r"\[gptneox\] inter_size must be an integer, got 'ninety-six'"),
-    (dict(rotary_embedding="7"), r"\[gptneox\] rotary_embedding must be even"),
-    (dict(use_gptj_residual="1"), r"\[gptneox\] use_gptj_residual = 1 .* parallel residual"),
-    (dict(use_gptj_residual=None), r"\[gptneox\] use_gptj_residual = 1 \(or missing"),
-    (dict(weight_data_type="int8"), r"\[gptneox\] weight_data_type is 'int8'"),
-    (dict(tensor_para_size="4"),
-     r"\[gptneox\] tensor_para_size is 4 but the weight files are split 2 ways"),
-    (dict(head_num="3"),
-     r"\[gptneox\] head_num 3 .* multiples of the files' tensor-parallel split 2"),
-])
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        (dict(head_num=None), r"\[gptneox\] head_num is missing"),
+        (
+            dict(inter_size="ninety-six"),
+            r"\[gptneox\] inter_size must be an integer, got 'ninety-six'",
+        ),
+        (dict(rotary_embedding="7"), r"\[gptneox\] rotary_embedding must be even"),
+        (dict(use_gptj_residual="1"), r"\[gptneox\] use_gptj_residual = 1 .* parallel residual"),
+        (dict(use_gptj_residual=None), r"\[gptneox\] use_gptj_residual = 1 \(or missing"),
+        (dict(weight_data_type="int8"), r"\[gptneox\] weight_data_type is 'int8'"),
+        (
+            dict(tensor_para_size="4"),
+            r"\[gptneox\] tensor_para_size is 4 but the weight files are split 2 ways",
+        ),
+        (
+            dict(head_num="3"),
+            r"\[gptneox\] head_num 3 .* multiples of the files' tensor-parallel split 2",
+        ),
+    ],
+)
 def test_bad_config_ini(broken, tmp_path, changes, message):
     _edit_ini(broken, **changes)
     with pytest.raises(ValueError, match=r"config\.ini: " + message):
@@ -341,8 +412,9 @@ def test_unreadable_or_missing_config(broken, tmp_path):
     with pytest.raises(ValueError, match=r"\[gptj\] \(GPT-J"):
         _export(broken, tmp_path)
     os.remove(broken / "config.ini")
-    with pytest.raises(ValueError,
-                       match=r"FasterTransformer config not found: .*2-gpu/config\.ini"):
+    with pytest.raises(
+        ValueError, match=r"FasterTransformer config not found: .*2-gpu/config\.ini"
+    ):
         _export(broken, tmp_path)
 
 

@@ -13,6 +13,7 @@ logits match transformers' in float32 (max abs diff < 2e-5) from FT splits 1 and
 splits 1 and 2 (tensors checked against each other), greedy generation matches; positions past
 max_position_embeddings are refused; bad input raises ValueError naming the file or key.
 """
+
 from __future__ import annotations
 
 import configparser
@@ -30,10 +31,18 @@ from fastattention.export import export_ft, read_tensor  # noqa: E402
 from fastattention.session import Session  # noqa: E402
 
 LOGIT_ATOL = 2e-5
-GPT2 = dict(vocab_size=97, n_positions=64, n_embd=64, n_layer=2, n_head=4,
-            layer_norm_epsilon=1e-6,  # FT's [gpt] default: the converter writes no epsilon
-            activation_function="gelu_new",  # GPT-2's GeLU, the tanh form (FT's Gelu)
-            bos_token_id=5, eos_token_id=6, tie_word_embeddings=True)
+GPT2 = dict(
+    vocab_size=97,
+    n_positions=64,
+    n_embd=64,
+    n_layer=2,
+    n_head=4,
+    layer_norm_epsilon=1e-6,  # FT's [gpt] default: the converter writes no epsilon
+    activation_function="gelu_new",  # GPT-2's GeLU, the tanh form (FT's Gelu)
+    bos_token_id=5,
+    eos_token_id=6,
+    tie_word_embeddings=True,
+)
 
 
 @pytest.fixture(scope="module")
@@ -54,19 +63,35 @@ def write_ft_gpt2(model, out: pathlib.Path, factor: int) -> pathlib.Path:
     d = out / f"{factor}-gpu"
     d.mkdir(parents=True)
     ini = configparser.ConfigParser()
-    ini["gpt"] = {"model_name": "gpt", "head_num": str(cfg.n_head),
-                  "size_per_head": str(cfg.n_embd // cfg.n_head),
-                  "inter_size": str(4 * cfg.n_embd), "max_pos_seq_len": str(cfg.n_positions),
-                  "num_layer": str(cfg.n_layer), "vocab_size": str(cfg.vocab_size),
-                  "start_id": str(cfg.bos_token_id), "end_id": str(cfg.eos_token_id),
-                  "weight_data_type": "fp32", "tensor_para_size": str(factor)}
+    ini["gpt"] = {
+        "model_name": "gpt",
+        "head_num": str(cfg.n_head),
+        "size_per_head": str(cfg.n_embd // cfg.n_head),
+        "inter_size": str(4 * cfg.n_embd),
+        "max_pos_seq_len": str(cfg.n_positions),
+        "num_layer": str(cfg.n_layer),
+        "vocab_size": str(cfg.vocab_size),
+        "start_id": str(cfg.bos_token_id),
+        "end_id": str(cfg.eos_token_id),
+        "weight_data_type": "fp32",
+        "tensor_para_size": str(factor),
+    }
     with open(d / "config.ini", "w") as f:
         ini.write(f)
-    renames = [("ln_1", "input_layernorm"), ("attn.c_attn", "attention.query_key_value"),
-               ("attn.c_proj", "attention.dense"), ("ln_2", "post_attention_layernorm"),
-               ("mlp.c_fc", "mlp.dense_h_to_4h"), ("mlp.c_proj", "mlp.dense_4h_to_h")]
-    top = {"wpe.weight": "model.wpe", "wte.weight": "model.wte",
-           "ln_f.weight": "model.final_layernorm.weight", "ln_f.bias": "model.final_layernorm.bias"}
+    renames = [
+        ("ln_1", "input_layernorm"),
+        ("attn.c_attn", "attention.query_key_value"),
+        ("attn.c_proj", "attention.dense"),
+        ("ln_2", "post_attention_layernorm"),
+        ("mlp.c_fc", "mlp.dense_h_to_4h"),
+        ("mlp.c_proj", "mlp.dense_4h_to_h"),
+    ]
+    top = {
+        "wpe.weight": "model.wpe",
+        "wte.weight": "model.wte",
+        "ln_f.weight": "model.final_layernorm.weight",
+        "ln_f.bias": "model.final_layernorm.bias",
+    }
     for name, param in model.transformer.named_parameters():  # what GPT2Model holds
         val = param.detach().numpy().astype(np.float32)  # Conv1D weights are already [in, out]
         if name in top:
@@ -94,8 +119,7 @@ def ft_dir(gpt2, tmp_path_factory):
 
     def get(factor):
         if factor not in cache:
-            cache[factor] = write_ft_gpt2(gpt2, tmp_path_factory.mktemp(f"ft-gpt-{factor}"),
-                                          factor)
+            cache[factor] = write_ft_gpt2(gpt2, tmp_path_factory.mktemp(f"ft-gpt-{factor}"), factor)
         return cache[factor]
 
     return get
@@ -139,9 +163,14 @@ def test_gpt2_logits_match_transformers(gpt2, ft_dir, tmp_path, factor):
     assert np.abs(same[1:] - same[:-1]).max() > 0.05
     prompt = rng.integers(0, GPT2["vocab_size"], size=9).tolist()
     with torch.inference_mode():
-        expected = gpt2.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=20,
-                                 eos_token_id=None, pad_token_id=0,
-                                 attention_mask=torch.ones(1, 9, dtype=torch.long))
+        expected = gpt2.generate(
+            torch.tensor([prompt]),
+            do_sample=False,
+            max_new_tokens=20,
+            eos_token_id=None,
+            pad_token_id=0,
+            attention_mask=torch.ones(1, 9, dtype=torch.long),
+        )
     assert session.generate([prompt], 20) == [expected[0, 9:].tolist()]
 
 
@@ -152,8 +181,9 @@ def test_gpt2_any_split_in_any_split_out(gpt2, ft_dir, tmp_path):
     one = _tensors(tmp_path / "tp1", 0)
     wpe = gpt2.transformer.wpe.weight.detach().numpy()
     np.testing.assert_array_equal(one["pos_embed.weight"], wpe)
-    np.testing.assert_array_equal(one["layers.1.attn.o.bias"],
-                                  gpt2.transformer.h[1].attn.c_proj.bias.detach().numpy())
+    np.testing.assert_array_equal(
+        one["layers.1.attn.o.bias"], gpt2.transformer.h[1].attn.c_proj.bias.detach().numpy()
+    )
     assert "lm_head.weight" not in one
     for factor in (1, 2):
         out = tmp_path / f"tp2-from-{factor}"
@@ -164,7 +194,9 @@ def test_gpt2_any_split_in_any_split_out(gpt2, ft_dir, tmp_path):
         for name, full in one.items():
             if name.endswith(("attn.qkv.weight", "attn.qkv.bias")):
                 q, k, v = np.split(full, 3, axis=0)
-                want = [np.concatenate([x[r * 32:(r + 1) * 32] for x in (q, k, v)]) for r in (0, 1)]
+                want = [
+                    np.concatenate([x[r * 32 : (r + 1) * 32] for x in (q, k, v)]) for r in (0, 1)
+                ]
             elif name.endswith(("ffn.up.weight", "ffn.up.bias")):
                 want = np.split(full, 2, axis=0)
             elif name.endswith(("attn.o.weight", "ffn.down.weight")):
@@ -180,10 +212,15 @@ def test_gpt2_any_split_in_any_split_out(gpt2, ft_dir, tmp_path):
 def test_max_positions_shortens_the_table(gpt2, ft_dir, tmp_path):
     cfg = _export(ft_dir(1), tmp_path / "m", tp=1, max_positions=40)
     assert cfg["max_position_embeddings"] == 40
-    np.testing.assert_array_equal(_tensors(tmp_path / "m", 0)["pos_embed.weight"],
-                                  gpt2.transformer.wpe.weight.detach().numpy()[:40])
-    with pytest.raises(ValueError, match=r"max_positions 65 exceeds .*config\.ini's "
-                                         r"max_pos_seq_len 64: model\.wpe\.bin"):
+    np.testing.assert_array_equal(
+        _tensors(tmp_path / "m", 0)["pos_embed.weight"],
+        gpt2.transformer.wpe.weight.detach().numpy()[:40],
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"max_positions 65 exceeds .*config\.ini's "
+        r"max_pos_seq_len 64: model\.wpe\.bin",
+    ):
         _export(ft_dir(1), tmp_path / "m2", tp=1, max_positions=65)
 
 
@@ -199,9 +236,12 @@ def exported(ft_dir, tmp_path_factory):
 
 
 def test_positions_past_the_table_are_refused(exported):
-    with pytest.raises(ValueError, match=r"max_seq_len 65 exceeds the model's "
-                                         r"max_position_embeddings 64: .*learned absolute "
-                                         r"position embeddings"):
+    with pytest.raises(
+        ValueError,
+        match=r"max_seq_len 65 exceeds the model's "
+        r"max_position_embeddings 64: .*learned absolute "
+        r"position embeddings",
+    ):
         Session(exported, max_seq_len=65)
     session = Session(exported, max_batch=1)  # default max_seq_len = 64
     with pytest.raises(ValueError, match="max_seq_len"):
@@ -230,9 +270,12 @@ def test_missing_wpe_is_named(broken, tmp_path):
 def test_wrong_size_wpe_is_named(broken, tmp_path):
     victim = broken / "model.wpe.bin"
     victim.write_bytes(victim.read_bytes()[:-256])
-    with pytest.raises(ValueError, match=r"model\.wpe\.bin is 16128 bytes; .*config\.ini "
-                                         r"\(weight_data_type fp32\) implies a tensor of shape "
-                                         r"\[64, 64\] = 16384 bytes"):
+    with pytest.raises(
+        ValueError,
+        match=r"model\.wpe\.bin is 16128 bytes; .*config\.ini "
+        r"\(weight_data_type fp32\) implies a tensor of shape "
+        r"\[64, 64\] = 16384 bytes",
+    ):
         _export(broken, tmp_path / "out", tp=1)
 
 
@@ -253,20 +296,29 @@ def test_layernorm_eps_is_read(broken, tmp_path):
     assert _export(broken, tmp_path / "out", tp=1)["norm_eps"] == 1e-5
 
 
-@pytest.mark.parametrize("changes,message", [
-    (dict(max_pos_seq_len=None), r"\[gpt\] max_pos_seq_len is missing"),
-    (dict(has_positional_encoding="0"), r"\[gpt\] has_positional_encoding = 0"),
-    (dict(use_attention_linear_bias="1"), r"\[gpt\] use_attention_linear_bias = 1 \(ALiBi"),
-    (dict(model_variant="opt-pre"), r"\[gpt\] model_variant is 'opt-pre'"),
-    (dict(layernorm_type="post_layernorm"), r"\[gpt\] layernorm_type is 'post_layernorm'"),
-    (dict(activation_type="Relu"), r"\[gpt\] activation_type is 'Relu'"),
-    (dict(has_post_decoder_layernorm="0"), r"\[gpt\] has_post_decoder_layernorm = 0"),
-    (dict(has_pre_decoder_layernorm="1"), r"\[gpt\] has_pre_decoder_layernorm = 1"),
-    (dict(has_adapters="1"), r"\[gpt\] has_adapters = 1"),
-    (dict(head_num="3"), r"\[gpt\] head_num 3 .* multiples of the files' tensor-parallel split"),
-    (dict(tensor_para_size="4"), r"\[gpt\] tensor_para_size is 4 but the weight files are "
-                                 r"split 2 ways"),
-])
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        (dict(max_pos_seq_len=None), r"\[gpt\] max_pos_seq_len is missing"),
+        (dict(has_positional_encoding="0"), r"\[gpt\] has_positional_encoding = 0"),
+        (dict(use_attention_linear_bias="1"), r"\[gpt\] use_attention_linear_bias = 1 \(ALiBi"),
+        (dict(model_variant="opt-pre"), r"\[gpt\] model_variant is 'opt-pre'"),
+        (dict(layernorm_type="post_layernorm"), r"\[gpt\] layernorm_type is 'post_layernorm'"),
+        (dict(activation_type="Relu"), r"\[gpt\] activation_type is 'Relu'"),
+        (dict(has_post_decoder_layernorm="0"), r"\[gpt\] has_post_decoder_layernorm = 0"),
+        (dict(has_pre_decoder_layernorm="1"), r"\[gpt\] has_pre_decoder_layernorm = 1"),
+        (dict(has_adapters="1"), r"\[gpt\] has_adapters = 1"),
+        (
+            dict(head_num="3"),
+            r"\[gpt\] head_num 3 .* multiples of the files' tensor-parallel split",
+        ),
+        (
+            dict(tensor_para_size="4"),
+            r"\[gpt\] tensor_para_size is 4 but the weight files are "
+            r"split 2 ways",
+        ),
+    ],
+)
 def test_bad_config_ini(broken, tmp_path, changes, message):
     _edit_ini(broken, **changes)
     with pytest.raises(ValueError, match=r"config\.ini: " + message):

@@ -6,6 +6,7 @@ scaling, norm eps, biases, sliding window, GQA layout per rank, vocab padding) c
 the runtime needs. Tensor parallelism is simulated: each rank computes its column-parallel slice,
 row-parallel partial outputs are summed over ranks, vocab-parallel logits are concatenated.
 """
+
 import json
 import math
 
@@ -23,8 +24,9 @@ class ExportedReference:
         self.path = path
 
     def w(self, rank, name):
-        return read_tensor(self.path / f"rank{rank}" / f"{name}.fat", upcast_bf16=True) \
-            .astype(np.float64)
+        return read_tensor(self.path / f"rank{rank}" / f"{name}.fat", upcast_bf16=True).astype(
+            np.float64
+        )
 
     def inv_freq(self):
         c, rope = self.cfg, self.cfg["rope"]
@@ -37,8 +39,9 @@ class ExportedReference:
             orig = s["original_max_position"]
             low_wl, high_wl = orig / s["low_freq_factor"], orig / s["high_freq_factor"]
             wl = 2 * math.pi / inv
-            smooth = (orig / wl - s["low_freq_factor"]) / (s["high_freq_factor"] -
-                                                           s["low_freq_factor"])
+            smooth = (orig / wl - s["low_freq_factor"]) / (
+                s["high_freq_factor"] - s["low_freq_factor"]
+            )
             scaled = np.where(wl > low_wl, inv / s["factor"], inv)
             mid = (wl >= high_wl) & (wl <= low_wl)
             inv = np.where(mid, (1 - smooth) * scaled / s["factor"] + smooth * scaled, scaled)
@@ -77,9 +80,14 @@ class ExportedReference:
         tp, d, vr = c["tp_size"], c["head_dim"], c["vocab_size_padded"] // c["tp_size"]
         hq, hk = c["num_heads"] // tp, max(c["num_kv_heads"] // tp, 1)
         # vocab-parallel embedding: each rank contributes the rows it owns
-        x = sum(np.where(((ids >= r * vr) & (ids < (r + 1) * vr))[:, None],
-                         self.w(r, "embed.weight")[np.clip(ids - r * vr, 0, vr - 1)], 0.0)
-                for r in range(tp))
+        x = sum(
+            np.where(
+                ((ids >= r * vr) & (ids < (r + 1) * vr))[:, None],
+                self.w(r, "embed.weight")[np.clip(ids - r * vr, 0, vr - 1)],
+                0.0,
+            )
+            for r in range(tp)
+        )
         pos = np.arange(len(ids), dtype=np.float64)
         act = {"silu": lambda g: g / (1 + np.exp(-g))}[c["activation"]]
         for layer in range(c["num_layers"]):
@@ -90,9 +98,9 @@ class ExportedReference:
                 qkv = h @ self.w(r, p + "attn.qkv.weight").T
                 if c["qkv_bias"]:
                     qkv = qkv + self.w(r, p + "attn.qkv.bias")
-                q = qkv[:, :hq * d].reshape(-1, hq, d)
-                k = qkv[:, hq * d:(hq + hk) * d].reshape(-1, hk, d)
-                v = qkv[:, (hq + hk) * d:].reshape(-1, hk, d)
+                q = qkv[:, : hq * d].reshape(-1, hq, d)
+                k = qkv[:, hq * d : (hq + hk) * d].reshape(-1, hk, d)
+                v = qkv[:, (hq + hk) * d :].reshape(-1, hk, d)
                 o = self.attention(self.rope(q, pos), self.rope(k, pos), v)
                 attn = attn + o.reshape(len(ids), -1) @ self.w(r, p + "attn.o.weight").T
             x = x + attn + (self.w(0, p + "attn.o.bias") if c["o_bias"] else 0.0)
@@ -106,15 +114,26 @@ class ExportedReference:
                 ffn = ffn + (act(gu[:, :i_r]) * gu[:, i_r:]) @ self.w(r, p + "ffn.down.weight").T
             x = x + ffn + (self.w(0, p + "ffn.down.bias") if c["mlp_bias"] else 0.0)
         head = "embed.weight" if c["tie_word_embeddings"] else "lm_head.weight"
-        logits = np.concatenate([self.norm(x, self.w(r, "final_norm.weight")) @ self.w(r, head).T
-                                 for r in range(tp)], axis=1)
-        assert not logits[:, c["vocab_size"]:].any()  # zero padding rows
-        return logits[:, :c["vocab_size"]]
+        logits = np.concatenate(
+            [self.norm(x, self.w(r, "final_norm.weight")) @ self.w(r, head).T for r in range(tp)],
+            axis=1,
+        )
+        assert not logits[:, c["vocab_size"] :].any()  # zero padding rows
+        return logits[:, : c["vocab_size"]]
 
 
-@pytest.mark.parametrize("name, tp", [("llama", 1), ("llama", 4), ("llama_kv4", 8),
-                                      ("llama_bias", 2), ("qwen2", 2), ("qwen2_swa", 1),
-                                      ("mistral", 2)])
+@pytest.mark.parametrize(
+    "name, tp",
+    [
+        ("llama", 1),
+        ("llama", 4),
+        ("llama_kv4", 8),
+        ("llama_bias", 2),
+        ("qwen2", 2),
+        ("qwen2_swa", 1),
+        ("mistral", 2),
+    ],
+)
 def test_exported_model_reproduces_hf_logits(exported_model_factory, name, tp):
     exp = exported_model_factory(name, tp=tp, dtype="float32")
     model = exp.hf.load_model()

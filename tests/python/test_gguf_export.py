@@ -2,6 +2,7 @@
 exported, and compared against the de-quantised tensors, the original weights, and transformers'
 own GGUF loading (logits and greedy tokens, tokenizer ids); bad files fail naming the problem,
 with nothing written."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,7 @@ import gguf
 import numpy as np
 import pytest
 import text_helpers as h
-from gguf_helpers import (byte_tokenizer_meta, permute, random_state, sentencepiece_vocab,
-                          write_gguf)
+from gguf_helpers import byte_tokenizer_meta, permute, random_state, sentencepiece_vocab, write_gguf
 
 from fastattention.export import read_tensor
 from fastattention.export.gguf import SUPPORTED_TYPES, export_gguf
@@ -32,11 +32,13 @@ def byte_tok():
 def check_against_transformers(path, out, prompt=PROMPT, atol=2e-4):
     """Our logits and greedy tokens vs transformers loading the same GGUF file."""
     model = transformers.AutoModelForCausalLM.from_pretrained(
-        path.parent, gguf_file=path.name, dtype=torch.float32).eval()
+        path.parent, gguf_file=path.name, dtype=torch.float32
+    ).eval()
     with torch.no_grad():
         ref = model(torch.tensor([prompt])).logits[0].numpy()
-        greedy = model.generate(torch.tensor([prompt]), max_new_tokens=8, do_sample=False,
-                                min_new_tokens=8)[0, len(prompt):].tolist()
+        greedy = model.generate(
+            torch.tensor([prompt]), max_new_tokens=8, do_sample=False, min_new_tokens=8
+        )[0, len(prompt) :].tolist()
     session = Session(out)
     ours = session.logits(prompt)
     scale = float(np.abs(ref).max())
@@ -57,17 +59,23 @@ def test_llama_every_tensor_type_matches_transformers(kind, byte_tok, tmp_path):
     assert cfg["norm_eps"] == pytest.approx(1e-5)
     # Every exported tensor is the de-quantised GGUF tensor (q / k rows un-permuted).
     reader = gguf.GGUFReader(path)
-    deq = {t.name: gguf.quants.dequantize(t.data, t.tensor_type).reshape(
-        [int(n) for n in reversed(t.shape)]) for t in reader.tensors}
+    deq = {
+        t.name: gguf.quants.dequantize(t.data, t.tensor_type).reshape(
+            [int(n) for n in reversed(t.shape)]
+        )
+        for t in reader.tensors
+    }
     qkv = read_tensor(out / "rank0" / "layers.1.attn.qkv.weight.fat")
     q, k = qkv[:256], qkv[256:384]
     np.testing.assert_array_equal(q, permute_back(deq["blk.1.attn_q.weight"], 4))
     np.testing.assert_array_equal(k, permute_back(deq["blk.1.attn_k.weight"], 2))
     np.testing.assert_array_equal(qkv[384:], deq["blk.1.attn_v.weight"])
-    np.testing.assert_array_equal(read_tensor(out / "rank0" / "layers.0.ffn.down.weight.fat"),
-                                  deq["blk.0.ffn_down.weight"])
-    np.testing.assert_array_equal(read_tensor(out / "rank0" / "lm_head.weight.fat"),
-                                  deq["output.weight"])
+    np.testing.assert_array_equal(
+        read_tensor(out / "rank0" / "layers.0.ffn.down.weight.fat"), deq["blk.0.ffn_down.weight"]
+    )
+    np.testing.assert_array_equal(
+        read_tensor(out / "rank0" / "lm_head.weight.fat"), deq["output.weight"]
+    )
     if kind == "F32":  # exact: the un-permuted rows are the original Hugging Face weights
         np.testing.assert_array_equal(q, state["model.layers.1.self_attn.q_proj.weight"])
         np.testing.assert_array_equal(k, state["model.layers.1.self_attn.k_proj.weight"])
@@ -75,8 +83,11 @@ def test_llama_every_tensor_type_matches_transformers(kind, byte_tok, tmp_path):
 
 
 def permute_back(w, n_head):
-    out = (w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:])
-           .swapaxes(1, 2).reshape(w.shape))
+    out = (
+        w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(w.shape)
+    )
     np.testing.assert_array_equal(permute(out, n_head), w)
     return out
 
@@ -84,26 +95,36 @@ def permute_back(w, n_head):
 def test_qwen2_tied_with_bias_matches_transformers(byte_tok, tmp_path):
     config, state = random_state("qwen2", byte_tok.get_vocab_size(), tied=True)
     path = tmp_path / "qwen.gguf"
-    write_gguf(path, "qwen2", config, state, {"token_embd.weight": "Q8_0",
-                                              "blk.0.attn_q.weight": "Q4_K",
-                                              "blk.1.ffn_up.weight": "F16"},
-               tokenizer=byte_tokenizer_meta(byte_tok))
+    write_gguf(
+        path,
+        "qwen2",
+        config,
+        state,
+        {"token_embd.weight": "Q8_0", "blk.0.attn_q.weight": "Q4_K", "blk.1.ffn_up.weight": "F16"},
+        tokenizer=byte_tokenizer_meta(byte_tok),
+    )
     out = tmp_path / "out"
     cfg = export_gguf(path, out, dtype="float32", progress=False)
     assert cfg["architecture"] == "qwen2" and cfg["tie_word_embeddings"] and cfg["qkv_bias"]
     assert not (out / "rank0" / "lm_head.weight.fat").exists()
     # Qwen2 files are not permuted: the F32 k rows are the original weights.
     qkv = read_tensor(out / "rank0" / "layers.1.attn.qkv.weight.fat")
-    np.testing.assert_array_equal(qkv[256:384],
-                                  state["model.layers.1.self_attn.k_proj.weight"])
+    np.testing.assert_array_equal(qkv[256:384], state["model.layers.1.self_attn.k_proj.weight"])
     check_against_transformers(path, out)
 
 
 def test_mistral_by_name_and_bfloat16_export(byte_tok, tmp_path):
     config, state = random_state("llama", byte_tok.get_vocab_size(), tied=False, seed=1)
     path = tmp_path / "mistral.gguf"
-    write_gguf(path, "llama", config, state, "F16", name="Mistral tiny",
-               tokenizer=byte_tokenizer_meta(byte_tok))
+    write_gguf(
+        path,
+        "llama",
+        config,
+        state,
+        "F16",
+        name="Mistral tiny",
+        tokenizer=byte_tokenizer_meta(byte_tok),
+    )
     out = tmp_path / "out"
     cfg = export_gguf(path, out, dtype="bfloat16", progress=False)
     assert cfg["architecture"] == "mistral" and cfg["dtype"] == "bfloat16"
@@ -131,8 +152,16 @@ def test_sentencepiece_tokenizer_matches_transformers(tmp_path):
     state = {k: v for k, v in state.items() if ".layers.1." not in k}
     tokens, types, scores = sentencepiece_vocab(tok)
     path = tmp_path / "spm.gguf"
-    write_gguf(path, "llama", config, state, "F16", tokenizer=dict(
-        model="llama", tokens=tokens, types=types, scores=scores, bos=1, eos=2, add_bos=True))
+    write_gguf(
+        path,
+        "llama",
+        config,
+        state,
+        "F16",
+        tokenizer=dict(
+            model="llama", tokens=tokens, types=types, scores=scores, bos=1, eos=2, add_bos=True
+        ),
+    )
     out = tmp_path / "out"
     export_gguf(path, out, dtype="float16", progress=False)
     compare_tokenizers(path, out)
@@ -147,8 +176,9 @@ def compare_tokenizers(path, out):
     for text in h.test_strings(200):
         ids = ours.encode(text)
         assert ids == theirs.encode(text), text
-        assert ours.decode(ids) == theirs.decode(ids, skip_special_tokens=True,
-                                                 clean_up_tokenization_spaces=False), text
+        assert ours.decode(ids) == theirs.decode(
+            ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
+        ), text
 
 
 # ------------------------------------------------------------------------------------ bad input
@@ -170,9 +200,13 @@ def refused(path, tmp_path, match):
 def test_truncated_and_corrupt_files(good_gguf, tmp_path):
     data = good_gguf[0].read_bytes()
     short = tmp_path / "short.gguf"
-    short.write_bytes(data[:len(data) * 2 // 3])
-    refused(short, tmp_path, r"short.gguf: (truncated: tensor '[\w.]+' ends at byte|not a "
-                             r"readable GGUF file)")
+    short.write_bytes(data[: len(data) * 2 // 3])
+    refused(
+        short,
+        tmp_path,
+        r"short.gguf: (truncated: tensor '[\w.]+' ends at byte|not a "
+        r"readable GGUF file)",
+    )
     header_only = tmp_path / "header.gguf"
     header_only.write_bytes(data[:100])
     refused(header_only, tmp_path, "header.gguf: not a readable GGUF file")
@@ -187,8 +221,12 @@ def test_unsupported_tensor_type(byte_tok, tmp_path, kind):
     config, state = random_state("llama", byte_tok.get_vocab_size(), tied=True)
     path = tmp_path / "q.gguf"
     write_gguf(path, "llama", config, state, {"blk.1.ffn_up.weight": kind})
-    refused(path, tmp_path, rf"tensor 'blk.1.ffn_up.weight' has type {kind}, which export "
-                            r"cannot de-quantise; supported: F32, F16, BF16, Q8_0")
+    refused(
+        path,
+        tmp_path,
+        rf"tensor 'blk.1.ffn_up.weight' has type {kind}, which export "
+        r"cannot de-quantise; supported: F32, F16, BF16, Q8_0",
+    )
 
 
 def test_unsupported_architecture_and_tensors(byte_tok, tmp_path):
@@ -197,8 +235,14 @@ def test_unsupported_architecture_and_tensors(byte_tok, tmp_path):
     write_gguf(path, "phi3", config, state, "F16")
     refused(path, tmp_path, r"unsupported architecture 'phi3'; supported: llama, qwen2 \(Mistral")
     path = tmp_path / "freqs.gguf"
-    write_gguf(path, "llama", config, state, "F16",
-               extra_tensors={"rope_freqs.weight": np.ones(32, np.float32)})
+    write_gguf(
+        path,
+        "llama",
+        config,
+        state,
+        "F16",
+        extra_tensors={"rope_freqs.weight": np.ones(32, np.float32)},
+    )
     refused(path, tmp_path, "tensor 'rope_freqs.weight': per-frequency rope factors")
 
 
@@ -207,8 +251,12 @@ def test_tokenizer_that_does_not_match_the_vocabulary(byte_tok, tmp_path):
     config, state = random_state("llama", vocab - 20, tied=True)
     path = tmp_path / "tok.gguf"
     write_gguf(path, "llama", config, state, "F16", tokenizer=byte_tokenizer_meta(byte_tok))
-    refused(path, tmp_path, rf"the tokenizer has {vocab} tokens \(tokenizer.ggml.tokens\) but "
-                            rf"token_embd.weight has {vocab - 20} rows")
+    refused(
+        path,
+        tmp_path,
+        rf"the tokenizer has {vocab} tokens \(tokenizer.ggml.tokens\) but "
+        rf"token_embd.weight has {vocab - 20} rows",
+    )
     meta = byte_tokenizer_meta(byte_tok)
     meta["model"] = "bert"
     config, state = random_state("llama", vocab, tied=True)

@@ -13,6 +13,7 @@ float32 and loaded in a Session. Against transformers (float32, in the same proc
   * a batch of 3 prompts of different lengths generates what transformers generates for each,
     and, with the config's EOS as a stop token, stops where transformers' generate() stops.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -24,7 +25,7 @@ pytest.importorskip("transformers")
 from fastattention.session import Session  # noqa: E402
 
 MODELS = ["llama", "llama_kv4", "llama_bias", "qwen2", "qwen2_swa", "mistral"]
-PROMPT_LEN = 21          # longer than the sliding window (8) of qwen2_swa and mistral
+PROMPT_LEN = 21  # longer than the sliding window (8) of qwen2_swa and mistral
 DECODE_STEPS = 16
 NEW_TOKENS = 20
 LOGIT_ATOL = 1e-3
@@ -59,8 +60,11 @@ class Case:
                 row = out.logits[0, -1].float().numpy()
                 logits.append(row)
                 tokens.append(int(row.argmax()))
-                out = self.hf(torch.tensor([[tokens[-1]]]), past_key_values=out.past_key_values,
-                              use_cache=True)
+                out = self.hf(
+                    torch.tensor([[tokens[-1]]]),
+                    past_key_values=out.past_key_values,
+                    use_cache=True,
+                )
         return np.stack(logits), tokens
 
     def hf_generate(self, ids, new_tokens: int, stop_at_eos: bool = False) -> list:
@@ -68,10 +72,15 @@ class Case:
         our generate() without stop_tokens); min_new_tokens would not do: it masks EOS out."""
         extra = dict(eos_token_id=self.config["eos_token_id"]) if stop_at_eos else {}
         with torch.inference_mode():
-            out = self.hf.generate(torch.tensor([ids]), do_sample=False, max_new_tokens=new_tokens,
-                                   pad_token_id=0, **extra,
-                                   attention_mask=torch.ones(1, len(ids), dtype=torch.long))
-        return out[0, len(ids):].tolist()
+            out = self.hf.generate(
+                torch.tensor([ids]),
+                do_sample=False,
+                max_new_tokens=new_tokens,
+                pad_token_id=0,
+                **extra,
+                attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+            )
+        return out[0, len(ids) :].tolist()
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +120,7 @@ def test_incremental_decode_logits_match_transformers(case, name):
     ref_logits, ref_tokens = c.hf_greedy_steps(prompt, DECODE_STEPS)
     # One token per forward pass: each attends to the keys already in the paged KV cache.
     stepper = Session(c.exported.path, max_seq_len=128, kv_block_size=4, prefill_chunk_tokens=1)
-    ours = stepper.logits(prompt + ref_tokens[:DECODE_STEPS])[PROMPT_LEN - 1:]
+    ours = stepper.logits(prompt + ref_tokens[:DECODE_STEPS])[PROMPT_LEN - 1 :]
     assert ours.shape == ref_logits.shape == (DECODE_STEPS + 1, c.vocab)
     for step in range(DECODE_STEPS + 1):
         assert max_abs_diff(ours[step], ref_logits[step]) < LOGIT_ATOL, f"{name}, step {step}"

@@ -1,5 +1,6 @@
 """Hostile arguments (issue 17 items 3, 8, 10): values past the range of the C++ field, tiny
 scales, odd paths and read-only arrays end in an exception naming the argument, or just work."""
+
 from __future__ import annotations
 
 import os
@@ -7,11 +8,11 @@ import shutil
 
 import numpy as np
 import pytest
+from hostile_model import tiny_config, write_tiny_model
 
 import fastattention
 from fastattention import ops, random_weights
 from fastattention.session import Session
-from hostile_model import tiny_config, write_tiny_model
 
 BIG = [2**31, 2**63 - 1, 2**63, 2**64, 10**30]
 
@@ -30,6 +31,7 @@ def session(tiny):
 
 # ------------------------------------------------------------------ item 3: softmax_scale range
 
+
 @pytest.mark.parametrize("scale", [1e-50, 1e-39, 1e39, 1e300])
 def test_softmax_scale_outside_float32_is_refused(scale):
     q = np.ones((1, 2, 1, 8), np.float32)
@@ -41,15 +43,17 @@ def test_small_representable_softmax_scale_is_used_not_replaced():
     rng = np.random.default_rng(0)
     q, k, v = (rng.standard_normal((1, 4, 1, 8)).astype(np.float32) for _ in range(3))
     out = ops.attention(q, k, v, softmax_scale=1e-30)  # scores ~ 0: the mean of v
-    np.testing.assert_allclose(out[0, :, 0], np.broadcast_to(v[0, :, 0].mean(0), (4, 8)),
-                               atol=1e-6)
+    np.testing.assert_allclose(out[0, :, 0], np.broadcast_to(v[0, :, 0].mean(0), (4, 8)), atol=1e-6)
 
 
 # --------------------------------------------------------------------- item 8: integer ranges
 
+
 @pytest.mark.parametrize("n", [2**63 - 1, 2**63, 2**64])
 def test_huge_max_new_tokens_names_the_argument(session, n):
-    with pytest.raises(ValueError, match=r"max_new_tokens(: \d+ exceeds max_seq_len \(128\)| must be <=)"):
+    with pytest.raises(
+        ValueError, match=r"max_new_tokens(: \d+ exceeds max_seq_len \(128\)| must be <=)"
+    ):
         session.generate([[1, 2, 3]], n)
     assert session.generate([[1, 2, 3]], 2)  # still usable
 
@@ -58,7 +62,9 @@ def test_huge_max_new_tokens_names_the_argument(session, n):
 def test_huge_token_ids_name_the_position(session, token):
     with pytest.raises(ValueError, match=r"prompt 0, position 1: token id -?\d+ is out of range"):
         session.generate([[1, token]], 2)
-    with pytest.raises(ValueError, match=r"stop_tokens(, position 0)?: token id -?\d+ is out of range"):
+    with pytest.raises(
+        ValueError, match=r"stop_tokens(, position 0)?: token id -?\d+ is out of range"
+    ):
         session.generate([[1, 2]], 2, stop_tokens=[token])
 
 
@@ -68,9 +74,19 @@ def test_huge_top_k_names_the_argument(session, value):
         session.generate([[1, 2]], 2, top_k=value, temperature=1.0)
 
 
-@pytest.mark.parametrize("option", ["num_threads", "max_batch", "kv_block_size", "max_seq_len",
-                                    "tp_tiles", "max_cache_tokens", "prefill_chunk_tokens",
-                                    "host_kv_tokens"])
+@pytest.mark.parametrize(
+    "option",
+    [
+        "num_threads",
+        "max_batch",
+        "kv_block_size",
+        "max_seq_len",
+        "tp_tiles",
+        "max_cache_tokens",
+        "prefill_chunk_tokens",
+        "host_kv_tokens",
+    ],
+)
 @pytest.mark.parametrize("value", [2**63, 2**64])
 def test_huge_session_options_name_the_option(tiny, option, value):
     with pytest.raises(ValueError, match=rf"{option} must be <= \d+, got {value}"):
@@ -83,8 +99,9 @@ def test_int32_session_options_past_int32(tiny, option):
         Session(tiny, **{option: 2**31})
 
 
-@pytest.mark.parametrize("device", ["cuda:99999999999", "cuda:2147483648", "cuda:-1", "cuda:",
-                                    "CPU", "cpu:0 "])
+@pytest.mark.parametrize(
+    "device", ["cuda:99999999999", "cuda:2147483648", "cuda:-1", "cuda:", "CPU", "cpu:0 "]
+)
 def test_bad_devices_name_the_device(tiny, device):
     with pytest.raises(ValueError, match=r"device: .* (is not a valid device|out of range)"):
         Session(tiny, device=device)
@@ -98,24 +115,31 @@ def test_huge_device_index_in_cpp_parser():
         _C.Communicator("local", "cuda:99999999999")
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(window=(2**40, 0)), None),                  # wider than any sequence: unbounded
-    (dict(num_threads=2**31), r"num_threads: must be in 0\.\.2147483647"),
-    (dict(num_splits=2**63), r"num_splits: must be in 0\.\.2147483647"),
-    (dict(num_threads=-1), r"num_threads: must be in 0\.\.2147483647, got -1"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(window=(2**40, 0)), None),  # wider than any sequence: unbounded
+        (dict(num_threads=2**31), r"num_threads: must be in 0\.\.2147483647"),
+        (dict(num_splits=2**63), r"num_splits: must be in 0\.\.2147483647"),
+        (dict(num_threads=-1), r"num_threads: must be in 0\.\.2147483647, got -1"),
+    ],
+)
 def test_ops_integer_arguments(kwargs, message):
     rng = np.random.default_rng(0)
     q, k, v = (rng.standard_normal((1, 4, 2, 8)).astype(np.float32) for _ in range(3))
     if message is None:
-        np.testing.assert_allclose(ops.attention(q, k, v, causal=True, **kwargs),
-                                   ops.attention(q, k, v, causal=True), atol=1e-6)
+        np.testing.assert_allclose(
+            ops.attention(q, k, v, causal=True, **kwargs),
+            ops.attention(q, k, v, causal=True),
+            atol=1e-6,
+        )
     else:
         with pytest.raises(ValueError, match=message):
             ops.attention(q, k, v, **kwargs)
 
 
 # -------------------------------------------------------------- item 10: from_memory, odd paths
+
 
 def test_from_memory_accepts_read_only_arrays():
     cfg = tiny_config()

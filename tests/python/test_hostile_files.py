@@ -1,5 +1,6 @@
 """Hostile model files (issue 17 items 1, 5, 7, 11): every case ends at load in a
 WeightFileError naming the file, the key and the value as written, without a crash or a hang."""
+
 from __future__ import annotations
 
 import json
@@ -11,10 +12,10 @@ import sys
 import textwrap
 
 import pytest
+from hostile_model import write_tiny_model
 
 import fastattention
 from fastattention.session import Session
-from hostile_model import write_tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +48,9 @@ def _load_in_subprocess(path, timeout=60):
             print(type(e).__name__ + ": " + str(e)); sys.exit(3)
         print("loaded")
     """)
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout
+    )
 
 
 # ----------------------------------------------------------------------- item 1: deep nesting
@@ -56,11 +58,14 @@ def _load_in_subprocess(path, timeout=60):
 DEEP = "[" * 100_000 + "]" * 100_000
 
 
-@pytest.mark.parametrize("key, replace", [
-    ("num_layers", lambda raw: raw.replace('"num_layers": 1', '"num_layers": ' + DEEP)),
-    ("rope.theta", lambda raw: raw.replace('"theta": 10000.0', '"theta": ' + DEEP)),
-    ("eos_token_id", lambda raw: raw[:-1] + ', "eos_token_id": ' + DEEP + "}"),
-])
+@pytest.mark.parametrize(
+    "key, replace",
+    [
+        ("num_layers", lambda raw: raw.replace('"num_layers": 1', '"num_layers": ' + DEEP)),
+        ("rope.theta", lambda raw: raw.replace('"theta": 10000.0', '"theta": ' + DEEP)),
+        ("eos_token_id", lambda raw: raw[:-1] + ', "eos_token_id": ' + DEEP + "}"),
+    ],
+)
 def test_deeply_nested_value_is_refused_not_a_crash(model_copy, key, replace):
     path, cfg = model_copy
     _write_config(path, replace(json.dumps(cfg)))
@@ -72,6 +77,7 @@ def test_deeply_nested_value_is_refused_not_a_crash(model_copy, key, replace):
 
 
 # ------------------------------------------------------------------ item 5: FIFO, /dev/zero
+
 
 def test_config_that_is_a_fifo_is_refused_without_blocking(model_copy):
     path, _ = model_copy
@@ -87,8 +93,9 @@ def test_weight_file_that_is_a_fifo_is_refused_without_blocking(model_copy):
     os.remove(fat)
     os.mkfifo(fat)
     res = _load_in_subprocess(path, timeout=30)
-    assert res.returncode == 3 and "final_norm.weight.fat: not a regular file" in res.stdout, \
+    assert res.returncode == 3 and "final_norm.weight.fat: not a regular file" in res.stdout, (
         res.stdout
+    )
 
 
 def test_config_linked_to_dev_zero_is_refused(model_copy):
@@ -111,18 +118,25 @@ def test_huge_config_is_refused_by_size(model_copy):
 
 # --------------------------------------------------------------------------- item 7: numbers
 
-@pytest.mark.parametrize("key, text, message", [
-    ("rope.theta", "1e400", r"not valid JSON at key 'rope\.theta' .*number overflow.*1e400"),
-    ("num_layers", "9" * 100_000, r"not valid JSON at key 'num_layers' .*number overflow"),
-    ("num_layers", str(2**63), r"key 'num_layers' is too large: 9223372036854775808"),
-    ("rope.theta", "1e39", r"key 'rope\.theta' is too large for float32 .*got 1e\+39"),
-    ("rope.theta", "1e-50", r"key 'rope\.theta' is too small for float32 .*got 1e-50"),
-    ("norm_eps", "1e-50", r"key 'norm_eps' is too small for float32 .*got 1e-50"),
-    ("norm_eps", "1e39", r"key 'norm_eps' is too large for float32"),
-    ("max_position_embeddings", str(2**40),
-     r"key 'max_position_embeddings' is too large: 1099511627776"),
-    ("head_dim", "512", r"key 'head_dim' is 512; the attention kernels support 1\.\.256"),
-])
+
+@pytest.mark.parametrize(
+    "key, text, message",
+    [
+        ("rope.theta", "1e400", r"not valid JSON at key 'rope\.theta' .*number overflow.*1e400"),
+        ("num_layers", "9" * 100_000, r"not valid JSON at key 'num_layers' .*number overflow"),
+        ("num_layers", str(2**63), r"key 'num_layers' is too large: 9223372036854775808"),
+        ("rope.theta", "1e39", r"key 'rope\.theta' is too large for float32 .*got 1e\+39"),
+        ("rope.theta", "1e-50", r"key 'rope\.theta' is too small for float32 .*got 1e-50"),
+        ("norm_eps", "1e-50", r"key 'norm_eps' is too small for float32 .*got 1e-50"),
+        ("norm_eps", "1e39", r"key 'norm_eps' is too large for float32"),
+        (
+            "max_position_embeddings",
+            str(2**40),
+            r"key 'max_position_embeddings' is too large: 1099511627776",
+        ),
+        ("head_dim", "512", r"key 'head_dim' is 512; the attention kernels support 1\.\.256"),
+    ],
+)
 def test_numbers_are_checked_at_load(model_copy, key, text, message):
     path, cfg = model_copy
     raw = json.dumps(cfg)
@@ -141,41 +155,55 @@ def test_scaling_factor_below_float32_is_refused(model_copy):
     path, cfg = model_copy
     cfg["rope"]["scaling"] = {"type": "linear", "factor": 1e-50}
     _write_config(path, json.dumps(cfg))
-    with pytest.raises(fastattention.WeightFileError,
-                       match=r"key 'rope\.scaling\.factor' is too small for float32"):
+    with pytest.raises(
+        fastattention.WeightFileError, match=r"key 'rope\.scaling\.factor' is too small for float32"
+    ):
         Session(path)
 
 
-@pytest.mark.parametrize("theta, scaling", [
-    (1e-37, None),
-    (10000.0, {"type": "linear", "factor": 1.2e-38}),
-    (1e-37, {"type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0}),
-])
+@pytest.mark.parametrize(
+    "theta, scaling",
+    [
+        (1e-37, None),
+        (10000.0, {"type": "linear", "factor": 1.2e-38}),
+        (1e-37, {"type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0}),
+    ],
+)
 def test_rope_angles_that_overflow_float32_are_refused(theta, scaling):
     """Found by the fuzz suite: these loaded and gave NaN logits from finite input."""
-    from fastattention import random_weights
     from hostile_model import tiny_config
+
+    from fastattention import random_weights
 
     cfg = tiny_config()
     tensors = random_weights.shard_tensors(cfg, 0)
     cfg["rope"] = {"theta": theta, "style": "neox", **({"scaling": scaling} if scaling else {})}
-    with pytest.raises(fastattention.WeightFileError,
-                       match=r"key 'rope\.theta' .* makes rotation angles overflow float32"):
+    with pytest.raises(
+        fastattention.WeightFileError,
+        match=r"key 'rope\.theta' .* makes rotation angles overflow float32",
+    ):
         Session.from_memory(cfg, tensors)
 
 
 def test_dynamic_scaling_with_two_rotated_dims_is_refused_at_load():
     """Found by the fuzz suite: it loaded, then failed with a message naming no file or key."""
-    from fastattention import random_weights
     from hostile_model import tiny_config
+
+    from fastattention import random_weights
 
     cfg = tiny_config()
     tensors = random_weights.shard_tensors(cfg, 0)
-    cfg["rope"] = {"theta": 1.0, "style": "neox", "rotary_dim": 2,
-                   "scaling": {"type": "dynamic", "factor": 1.0}}
-    with pytest.raises(fastattention.WeightFileError,
-                       match=r"in-memory config: key 'rope\.scaling\.type' 'dynamic' needs a "
-                             r"rotated dimension > 2"):
+    cfg["rope"] = {
+        "theta": 1.0,
+        "style": "neox",
+        "rotary_dim": 2,
+        "scaling": {"type": "dynamic", "factor": 1.0},
+    }
+    with pytest.raises(
+        fastattention.WeightFileError,
+        match=r"in-memory config: key 'rope\.scaling\.type' 'dynamic' needs a "
+        r"rotated dimension > 2",
+    ):
         Session.from_memory(cfg, tensors)
 
 
@@ -191,8 +219,9 @@ def test_invalid_utf8_in_a_config_string_keeps_the_message(model_copy):
 
 
 def test_in_memory_config_numbers_are_checked_too():
-    from fastattention import random_weights
     from hostile_model import tiny_config
+
+    from fastattention import random_weights
 
     cfg = tiny_config()
     tensors = random_weights.shard_tensors(cfg, 0)
@@ -202,6 +231,7 @@ def test_in_memory_config_numbers_are_checked_too():
 
 
 # ---------------------------------------------------------- item 11: files changed under a session
+
 
 def test_copy_load_survives_truncated_files(model_copy):
     """load="copy": truncating every weight file of a live session changes nothing (with the

@@ -2,6 +2,7 @@
 the whole call ends; the session stays usable; the tokens made so far reach on_step.
 
 Each case runs in a child process that gets a real SIGINT while inside generate()."""
+
 from __future__ import annotations
 
 import json
@@ -45,8 +46,12 @@ CHILD = textwrap.dedent("""
 
 
 def _interrupt_child(mode: str, delay: float = 1.0):
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, mode], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, mode],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout.readline().strip() == "ready"
         time.sleep(delay)
@@ -74,4 +79,4 @@ def test_tokens_made_before_ctrl_c_reach_on_step():
     assert result["interrupted"], result
     seen = result["seen"]
     assert 0 < len(seen) < 8000
-    assert result["again"][:len(seen)] == seen  # the same greedy tokens as an uninterrupted run
+    assert result["again"][: len(seen)] == seen  # the same greedy tokens as an uninterrupted run

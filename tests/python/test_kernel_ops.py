@@ -4,6 +4,7 @@ The same bindings take CUDA tensors (tests/gpu/test_kernels_cuda.py); here they 
 kernels: float32 activations, weights / biases / tables of any float dtype. Outputs are poisoned
 (NaN) before each call so unwritten elements show; inputs are fresh random values (never zeros).
 """
+
 import math
 
 import numpy as np
@@ -80,7 +81,7 @@ def test_add_norm(typ):
     rng = np.random.default_rng(2)
     t, h = 4, 64
     residual, x = rand(rng, t, h), rand(rng, t, h)
-    w = (1 + 0.2 * rand(rng, h))
+    w = 1 + 0.2 * rand(rng, h)
     expected_sum = residual.astype(np.float64) + x
     out = nan_like((t, h))
     _C.kernel_add_norm(residual, x, w, None, out, type=typ, eps=1e-6)
@@ -162,14 +163,16 @@ def test_embedding(id_dtype, tdtype):
     np.testing.assert_array_equal(out, table[ids].astype(np.float32))
     # A tensor-parallel shard of rows [8, 19): ids outside give zero rows.
     out = nan_like((4, 24))
-    _C.kernel_embedding(np.array([8, 2, 18, 19], dtype=id_dtype), table, out, vocab_start=8,
-                        vocab_parallel=True)
+    _C.kernel_embedding(
+        np.array([8, 2, 18, 19], dtype=id_dtype), table, out, vocab_start=8, vocab_parallel=True
+    )
     np.testing.assert_array_equal(out[0], table[0].astype(np.float32))
     np.testing.assert_array_equal(out[2], table[10].astype(np.float32))
     assert not out[1].any() and not out[3].any()
 
 
 # ---- bad input: ValueError naming the argument at fault ----
+
 
 def test_bad_shapes_name_the_tensor():
     rng = np.random.default_rng(8)
@@ -186,7 +189,9 @@ def test_bad_shapes_name_the_tensor():
         _C.kernel_linear(x, rand(rng, 4, 7), None, nan_like((3, 4)))
     with pytest.raises(ValueError, match="y"):
         _C.kernel_linear(x, rand(rng, 4, 8), None, nan_like((3, 5)))
-    with pytest.raises(ValueError, match="impl / gemv_warps / gemv_stages choose a CUDA kernel; x is on cpu"):
+    with pytest.raises(
+        ValueError, match="impl / gemv_warps / gemv_stages choose a CUDA kernel; x is on cpu"
+    ):
         _C.kernel_linear(x, rand(rng, 4, 8), None, nan_like((3, 4)), impl="gemv")
     with pytest.raises(ValueError, match="impl: expected 'auto', 'cublas' or 'gemv'"):
         _C.kernel_linear(x, rand(rng, 4, 8), None, nan_like((3, 4)), impl="blas")

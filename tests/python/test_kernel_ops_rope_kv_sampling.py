@@ -7,6 +7,7 @@ against the unfused calls bit for bit, the cache write against numpy indexing, s
 argmax and determinism, and bad input (ValueError naming the argument; nothing written).
 Caches are poisoned (NaN) first so unwritten slots show; inputs are fresh random values.
 """
+
 import numpy as np
 import pytest
 
@@ -18,8 +19,14 @@ ROPES = [
     {},
     {"style": "interleaved", "theta": 500000.0},
     {"rotary_dim": 8, "scaling": "linear", "factor": 4.0},
-    {"scaling": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-     "original_max_position": 64, "theta": 500000.0},
+    {
+        "scaling": "llama3",
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position": 64,
+        "theta": 500000.0,
+    },
     {"scaling": "dynamic", "factor": 2.0, "original_max_position": 16},
 ]
 
@@ -34,11 +41,11 @@ def rope_ref(x, positions, rope, seq_len=0):
     out = x.astype(np.float64).copy()
     half = inv.size
     if rope.get("style", "neox") == "neox":
-        a, b = out[..., :half].copy(), out[..., half:2 * half].copy()
-        out[..., :half], out[..., half:2 * half] = a * c - b * s, b * c + a * s
+        a, b = out[..., :half].copy(), out[..., half : 2 * half].copy()
+        out[..., :half], out[..., half : 2 * half] = a * c - b * s, b * c + a * s
     else:
-        a, b = out[..., 0:2 * half:2].copy(), out[..., 1:2 * half:2].copy()
-        out[..., 0:2 * half:2], out[..., 1:2 * half:2] = a * c - b * s, b * c + a * s
+        a, b = out[..., 0 : 2 * half : 2].copy(), out[..., 1 : 2 * half : 2].copy()
+        out[..., 0 : 2 * half : 2], out[..., 1 : 2 * half : 2] = a * c - b * s, b * c + a * s
     return out
 
 
@@ -46,9 +53,9 @@ def qkv_views(rng, T, hq, hk, d, dv=None):
     """q, k, v as strided views into one fused projection buffer (as the attention layer does)."""
     dv = dv or d
     buf = rng.standard_normal((T, hq * d + hk * d + hk * dv)).astype(np.float32)
-    q = buf[:, :hq * d].reshape(T, hq, d)
-    k = buf[:, hq * d:(hq + hk) * d].reshape(T, hk, d)
-    v = buf[:, (hq + hk) * d:].reshape(T, hk, dv)
+    q = buf[:, : hq * d].reshape(T, hq, d)
+    k = buf[:, hq * d : (hq + hk) * d].reshape(T, hk, d)
+    v = buf[:, (hq + hk) * d :].reshape(T, hk, dv)
     return buf, q, k, v
 
 
@@ -109,7 +116,7 @@ def test_fused_equals_unfused(rope, cache_dtype):
     slots = rng.permutation(blocks * bs)[:T].astype(np.int32)
     slots[2] = -1
     buf2 = buf.copy()
-    q2, k2 = buf2[:, :hq * d].reshape(T, hq, d), buf2[:, hq * d:(hq + hk) * d].reshape(T, hk, d)
+    q2, k2 = buf2[:, : hq * d].reshape(T, hq, d), buf2[:, hq * d : (hq + hk) * d].reshape(T, hk, d)
     caches = [torch.full((blocks, bs, hk, n), float("nan"), dtype=cache_dtype) for n in (d, dv)]
     caches2 = [c.clone() for c in caches]
     ref = rope_ref(np.concatenate([q, k], 1), pos, rope)
@@ -120,9 +127,13 @@ def test_fused_equals_unfused(rope, cache_dtype):
     np.testing.assert_array_equal(buf, buf2)
     for c, c2 in zip(caches, caches2):
         torch.testing.assert_close(c, c2, rtol=0, atol=0, equal_nan=True)
-    assert not torch.isnan(caches[0].view(-1, hk, d)[torch.from_numpy(slots[slots >= 0]).long()]).any()
+    assert not torch.isnan(
+        caches[0].view(-1, hk, d)[torch.from_numpy(slots[slots >= 0]).long()]
+    ).any()
     # q and k really were rotated
-    np.testing.assert_allclose(np.concatenate([q, k], 1), ref, rtol=0, atol=4e-6 * np.abs(ref).max())
+    np.testing.assert_allclose(
+        np.concatenate([q, k], 1), ref, rtol=0, atol=4e-6 * np.abs(ref).max()
+    )
 
 
 def fused_args(rng, T=4, hq=2, hk=1, d=8, blocks=2, bs=16):
@@ -135,18 +146,39 @@ def fused_args(rng, T=4, hq=2, hk=1, d=8, blocks=2, bs=16):
     return dict(q=q, k=k, v=v, positions=pos, k_cache=kc, v_cache=vc, slot_mapping=slots)
 
 
-@pytest.mark.parametrize("change, match", [
-    (lambda a: a["slot_mapping"].__setitem__(1, 32), "slot_mapping: slot 32 at position 1 is out of range"),
-    (lambda a: a["slot_mapping"].__setitem__(0, -2), "slot_mapping: slot -2"),
-    (lambda a: a["positions"].__setitem__(2, -1), "positions: position -1 at index 2 is negative"),
-    (lambda a: a.__setitem__("k", a["k"].astype(np.float16)), "k: expected dtype float32"),
-    (lambda a: a.__setitem__("q", a["q"].astype(np.float16)), "q: expected dtype float32"),
-    (lambda a: a.__setitem__("q", a["q"][:, :, :4].copy()), "must have the same number of tokens and head dim"),
-    (lambda a: a.__setitem__("v", a["v"][:3].copy()), "v: expected shape"),
-    (lambda a: a.__setitem__("k_cache", a["k_cache"][:, :, :, :4].copy()), "k_cache: expected shape"),
-    (lambda a: a.__setitem__("slot_mapping", a["slot_mapping"].astype(np.int64)), "slot_mapping: expected dtype int32"),
-    (lambda a: a.__setitem__("positions", a["positions"][:3].copy()), "positions: expected shape"),
-])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (
+            lambda a: a["slot_mapping"].__setitem__(1, 32),
+            "slot_mapping: slot 32 at position 1 is out of range",
+        ),
+        (lambda a: a["slot_mapping"].__setitem__(0, -2), "slot_mapping: slot -2"),
+        (
+            lambda a: a["positions"].__setitem__(2, -1),
+            "positions: position -1 at index 2 is negative",
+        ),
+        (lambda a: a.__setitem__("k", a["k"].astype(np.float16)), "k: expected dtype float32"),
+        (lambda a: a.__setitem__("q", a["q"].astype(np.float16)), "q: expected dtype float32"),
+        (
+            lambda a: a.__setitem__("q", a["q"][:, :, :4].copy()),
+            "must have the same number of tokens and head dim",
+        ),
+        (lambda a: a.__setitem__("v", a["v"][:3].copy()), "v: expected shape"),
+        (
+            lambda a: a.__setitem__("k_cache", a["k_cache"][:, :, :, :4].copy()),
+            "k_cache: expected shape",
+        ),
+        (
+            lambda a: a.__setitem__("slot_mapping", a["slot_mapping"].astype(np.int64)),
+            "slot_mapping: expected dtype int32",
+        ),
+        (
+            lambda a: a.__setitem__("positions", a["positions"][:3].copy()),
+            "positions: expected shape",
+        ),
+    ],
+)
 def test_fused_bad_input_writes_nothing(change, match):
     args = fused_args(np.random.default_rng(5))
     change(args)
@@ -189,8 +221,15 @@ def test_sample_cpu_binding():
     np.testing.assert_array_equal(out, expect)
     a, b = np.full(B, -7, np.int32), np.full(B, -7, np.int32)
     _C.kernel_sample(logits, a, temperature=0.8, top_k=50, top_p=0.9, seed=123, step=4)
-    _C.kernel_sample(logits, b, temperature=[0.8] * B, top_k=[50] * B, top_p=[0.9] * B,
-                     seed=[123] * B, step=[4] * B)
+    _C.kernel_sample(
+        logits,
+        b,
+        temperature=[0.8] * B,
+        top_k=[50] * B,
+        top_p=[0.9] * B,
+        seed=[123] * B,
+        step=[4] * B,
+    )
     np.testing.assert_array_equal(a, b)
     assert ((a >= 0) & (a < V)).all()
     with pytest.raises(ValueError, match="temperature -1 of row 0"):

@@ -6,6 +6,7 @@ the spins before an idle thread sleeps (300000 by default, 0 when passive): that
 checked (the
 speed itself, idle vs beside busy neighbours, is measured by `fastattention bench e2e --device
 cpu --busy-neighbour`; README)."""
+
 from __future__ import annotations
 
 import os
@@ -18,10 +19,13 @@ import pytest
 def _import_with(env_extra: dict) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     env.update(OMP_DISPLAY_ENV="verbose", **env_extra)
-    code = ("import os, fastattention; "
-            "print('after:', os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'))")
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                          timeout=120)
+    code = (
+        "import os, fastattention; "
+        "print('after:', os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'))"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 def _spin_count(stderr: str) -> str:
@@ -38,8 +42,10 @@ def test_default_is_passive_and_environment_is_restored():
     assert "after: None None" in res.stdout
 
 
-@pytest.mark.parametrize("extra, spins", [({"OMP_WAIT_POLICY": "active"}, None),
-                                          ({"GOMP_SPINCOUNT": "100000"}, "100000")])
+@pytest.mark.parametrize(
+    "extra, spins",
+    [({"OMP_WAIT_POLICY": "active"}, None), ({"GOMP_SPINCOUNT": "100000"}, "100000")],
+)
 def test_the_users_choice_wins(extra, spins):
     res = _import_with(extra)
     assert res.returncode == 0, res.stderr
@@ -48,8 +54,10 @@ def test_the_users_choice_wins(extra, spins):
     else:
         assert _spin_count(res.stderr) == spins
     name, value = next(iter(extra.items()))
-    assert f"after: {value if name == 'OMP_WAIT_POLICY' else None} " \
-           f"{value if name == 'GOMP_SPINCOUNT' else None}" in res.stdout
+    assert (
+        f"after: {value if name == 'OMP_WAIT_POLICY' else None} "
+        f"{value if name == 'GOMP_SPINCOUNT' else None}" in res.stdout
+    )
 
 
 def test_neighbours_spin_and_are_stopped():
@@ -65,12 +73,34 @@ def test_neighbours_spin_and_are_stopped():
 def test_bench_e2e_busy_neighbour_quick():
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    res = subprocess.run([sys.executable, "-m", "fastattention.cli", "bench", "e2e", "--device",
-                          "cpu", "--quick", "--threads", "2", "--dtypes", "float32",
-                          "--busy-neighbour", "--repeats", "2"],
-                         capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fastattention.cli",
+            "bench",
+            "e2e",
+            "--device",
+            "cpu",
+            "--quick",
+            "--threads",
+            "2",
+            "--dtypes",
+            "float32",
+            "--busy-neighbour",
+            "--repeats",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
-    rows = [line for line in res.stdout.splitlines()
-            if line.startswith(("| transformers | float32 | ", "| fastattention | float32 | "))
-            and line.endswith("x |") and "(" in line]
+    rows = [
+        line
+        for line in res.stdout.splitlines()
+        if line.startswith(("| transformers | float32 | ", "| fastattention | float32 | "))
+        and line.endswith("x |")
+        and "(" in line
+    ]
     assert len(rows) == 2, res.stdout  # idle / loaded medians with ranges, per engine

@@ -1,4 +1,5 @@
 """fastattention.ops attention against a float64 numpy reference and torch's SDPA."""
+
 import threading
 import time
 
@@ -44,7 +45,9 @@ def ref_seq(q, k, v, *, causal=False, window=(-1, -1), alibi=None, scale=None):
     e = np.exp(s - m)
     l = e.sum(-1, keepdims=True)
     out = np.einsum("hqk,khd->qhd", e / np.where(l > 0, l, 1.0), vv)
-    lse = np.where(l[..., 0] > 0, np.log(np.where(l[..., 0] > 0, l[..., 0], 1.0)) + m[..., 0], -np.inf)
+    lse = np.where(
+        l[..., 0] > 0, np.log(np.where(l[..., 0] > 0, l[..., 0], 1.0)) + m[..., 0], -np.inf
+    )
     return out, lse
 
 
@@ -83,13 +86,16 @@ def test_dense_matches_float64(dtype, d, causal):
     assert max_err(lse, ref_lse) < 1e-4
 
 
-@pytest.mark.parametrize("opts", [
-    dict(causal=True, window=(32, 0)),
-    dict(window=(16, 16)),
-    dict(window=(-1, 3)),
-    dict(causal=True, window=(100, -1)),
-    dict(softmax_scale=0.3),
-])
+@pytest.mark.parametrize(
+    "opts",
+    [
+        dict(causal=True, window=(32, 0)),
+        dict(window=(16, 16)),
+        dict(window=(-1, 3)),
+        dict(causal=True, window=(100, -1)),
+        dict(softmax_scale=0.3),
+    ],
+)
 def test_masks_and_scale(opts):
     rng = np.random.default_rng(1)
     q, k, v = rand(rng, 1, 150, 2, 64), rand(rng, 1, 230, 2, 64), rand(rng, 1, 230, 2, 64)
@@ -128,9 +134,9 @@ def test_gqa_mqa_matches_torch_sdpa(hk):
     tq, tk, tv = (torch.from_numpy(x) for x in (q, k, v))
     out = attention(tq, tk, tv, causal=True)
     assert isinstance(out, torch.Tensor) and out.dtype == torch.float32
-    expected = F.scaled_dot_product_attention(tq.transpose(1, 2), tk.transpose(1, 2),
-                                              tv.transpose(1, 2), is_causal=True,
-                                              enable_gqa=True).transpose(1, 2)
+    expected = F.scaled_dot_product_attention(
+        tq.transpose(1, 2), tk.transpose(1, 2), tv.transpose(1, 2), is_causal=True, enable_gqa=True
+    ).transpose(1, 2)
     assert max_err(out.numpy(), expected.double().numpy()) < TOL["float32"]
     ref, _ = ref_batch(q, k, v, causal=True)
     assert max_err(out.numpy(), ref) < TOL["float32"]
@@ -146,8 +152,9 @@ def test_torch_16bit_matches_sdpa(dtype):
     ref, _ = ref_batch(*(x.float().numpy() for x in (q, k, v)), causal=True)
     assert max_err(out.float().numpy(), ref) < TOL[dtype]
     # torch's own 16-bit SDPA is no closer to float64 than twice our error.
-    theirs = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                            is_causal=True).transpose(1, 2)
+    theirs = F.scaled_dot_product_attention(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True
+    ).transpose(1, 2)
     assert max_err(out.float().numpy(), ref) <= 2 * max_err(theirs.float().numpy(), ref) + 1e-6
 
 
@@ -157,8 +164,8 @@ def test_strided_views_and_layouts():
     b, s, hq, hk, d = 2, 60, 4, 2, 32
     qkv = rand(rng, b, s, (hq + 2 * hk) * d)
     q = qkv[..., : hq * d].reshape(b, s, hq, d)
-    k = qkv[..., hq * d:(hq + hk) * d].reshape(b, s, hk, d)
-    v = qkv[..., (hq + hk) * d:].reshape(b, s, hk, d)
+    k = qkv[..., hq * d : (hq + hk) * d].reshape(b, s, hk, d)
+    v = qkv[..., (hq + hk) * d :].reshape(b, s, hk, d)
     assert np.shares_memory(q, qkv)
     out, lse = attention(q, k, v, causal=True, return_lse=True)
     ref, ref_lse = ref_batch(q, k, v, causal=True)
@@ -190,14 +197,29 @@ def test_varlen_mixed_lengths():
     cu_q, cu_k = np.cumsum([0] + lq), np.cumsum([0] + lk)
     q, k, v = rand(rng, cu_q[-1], 4, 80), rand(rng, cu_k[-1], 2, 80), rand(rng, cu_k[-1], 2, 80)
     slopes = rng.uniform(0.05, 1.0, size=(5, 4)).astype(np.float32)
-    out, lse = attention_varlen(q, k, v, cu_q, cu_k, max_seqlen_q=129, max_seqlen_k=300,
-                                causal=True, alibi_slopes=slopes, return_lse=True)
+    out, lse = attention_varlen(
+        q,
+        k,
+        v,
+        cu_q,
+        cu_k,
+        max_seqlen_q=129,
+        max_seqlen_k=300,
+        causal=True,
+        alibi_slopes=slopes,
+        return_lse=True,
+    )
     assert out.shape == q.shape and lse.shape == (4, cu_q[-1])
     for b in range(5):
-        ref, ref_lse = ref_seq(q[cu_q[b]:cu_q[b + 1]], k[cu_k[b]:cu_k[b + 1]],
-                               v[cu_k[b]:cu_k[b + 1]], causal=True, alibi=slopes[b])
-        assert max_err(out[cu_q[b]:cu_q[b + 1]], ref) < TOL["float32"]
-        assert max_err(lse[:, cu_q[b]:cu_q[b + 1]], ref_lse) < 1e-4
+        ref, ref_lse = ref_seq(
+            q[cu_q[b] : cu_q[b + 1]],
+            k[cu_k[b] : cu_k[b + 1]],
+            v[cu_k[b] : cu_k[b + 1]],
+            causal=True,
+            alibi=slopes[b],
+        )
+        assert max_err(out[cu_q[b] : cu_q[b + 1]], ref) < TOL["float32"]
+        assert max_err(lse[:, cu_q[b] : cu_q[b + 1]], ref_lse) < 1e-4
 
 
 @pytest.mark.parametrize("block_size", [16, 64])
@@ -226,9 +248,9 @@ def test_paged_decode_and_prefill(block_size, dtype):
     q = rand(rng, cu_q[-1], hq, d, dtype=dtype)
     out, lse = attention_paged(q, k_cache, v_cache, cu_q, table, lk, causal=True, return_lse=True)
     for b in range(3):
-        ref, ref_lse = ref_seq(q[cu_q[b]:cu_q[b + 1]], keys[b], vals[b], causal=True)
-        assert max_err(out[cu_q[b]:cu_q[b + 1]], ref) < TOL[dtype]
-        assert max_err(lse[:, cu_q[b]:cu_q[b + 1]], ref_lse) < 1e-3
+        ref, ref_lse = ref_seq(q[cu_q[b] : cu_q[b + 1]], keys[b], vals[b], causal=True)
+        assert max_err(out[cu_q[b] : cu_q[b + 1]], ref) < TOL[dtype]
+        assert max_err(lse[:, cu_q[b] : cu_q[b + 1]], ref_lse) < 1e-3
 
 
 def test_decode_long_context_split_kv():
@@ -247,14 +269,29 @@ def test_fmha_forward_writes_every_output_element():
     out = np.full((50, 4, 32), np.nan, dtype=np.float16)  # any float dtype for out
     lse = np.full((4, 50), np.nan, dtype=np.float32)
     cu_q, cu_k = np.array([0, 20, 50], np.int32), np.array([0, 30, 80], np.int32)
-    _C.fmha_forward(q, k, v, out, lse, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, causal=True,
-                    window_left=10, num_threads=2)
+    _C.fmha_forward(
+        q,
+        k,
+        v,
+        out,
+        lse,
+        cu_seqlens_q=cu_q,
+        cu_seqlens_k=cu_k,
+        causal=True,
+        window_left=10,
+        num_threads=2,
+    )
     assert np.all(np.isfinite(out)) and not np.any(np.isnan(lse))
     for b in range(2):
-        ref, ref_lse = ref_seq(q[cu_q[b]:cu_q[b + 1]], k[cu_k[b]:cu_k[b + 1]],
-                               v[cu_k[b]:cu_k[b + 1]], causal=True, window=(10, -1))
-        assert max_err(out[cu_q[b]:cu_q[b + 1]], ref) < TOL["float16"]
-        assert max_err(lse[:, cu_q[b]:cu_q[b + 1]], ref_lse) < 1e-4
+        ref, ref_lse = ref_seq(
+            q[cu_q[b] : cu_q[b + 1]],
+            k[cu_k[b] : cu_k[b + 1]],
+            v[cu_k[b] : cu_k[b + 1]],
+            causal=True,
+            window=(10, -1),
+        )
+        assert max_err(out[cu_q[b] : cu_q[b + 1]], ref) < TOL["float16"]
+        assert max_err(lse[:, cu_q[b] : cu_q[b + 1]], ref_lse) < 1e-4
 
 
 def test_kernel_releases_the_gil():
@@ -331,15 +368,35 @@ def test_bad_input_from_cpp():
     with pytest.raises(ValueError, match=r"seqlens_k\[0\] = 17 exceeds the block table capacity"):
         attention_paged(q[:1], cache, cache, [0, 1], [[0, 1]], [17])
     with pytest.raises(ValueError, match="num_threads"):
-        _C.fmha_forward(q, k, k, np.empty_like(q), cu_seqlens_q=np.array([0, 12], np.int32),
-                        cu_seqlens_k=np.array([0, 10], np.int32), num_threads=-1)
+        _C.fmha_forward(
+            q,
+            k,
+            k,
+            np.empty_like(q),
+            cu_seqlens_q=np.array([0, 12], np.int32),
+            cu_seqlens_k=np.array([0, 10], np.int32),
+            num_threads=-1,
+        )
     with pytest.raises(ValueError, match="window_left"):
-        _C.fmha_forward(q, k, k, np.empty_like(q), cu_seqlens_q=np.array([0, 12], np.int32),
-                        cu_seqlens_k=np.array([0, 10], np.int32), window_left=-3)
+        _C.fmha_forward(
+            q,
+            k,
+            k,
+            np.empty_like(q),
+            cu_seqlens_q=np.array([0, 12], np.int32),
+            cu_seqlens_k=np.array([0, 10], np.int32),
+            window_left=-3,
+        )
     with pytest.raises(ValueError, match="lse: expected shape"):
-        _C.fmha_forward(q, k, k, np.empty_like(q), np.empty((12, 4), np.float32),
-                        cu_seqlens_q=np.array([0, 12], np.int32),
-                        cu_seqlens_k=np.array([0, 10], np.int32))
+        _C.fmha_forward(
+            q,
+            k,
+            k,
+            np.empty_like(q),
+            np.empty((12, 4), np.float32),
+            cu_seqlens_q=np.array([0, 12], np.int32),
+            cu_seqlens_k=np.array([0, 10], np.int32),
+        )
 
 
 def test_impl_option_needs_cuda_tensors():

@@ -5,13 +5,14 @@ in the strict reference must be NaN in ours (nothing swallowed: before the fix a
 zeros, a NaN key was dropped and +inf gave finite output), a NaN in ours must be NaN in the math
 reference (nothing invented), and finite values match.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from nonfinite_reference import check_nonfinite, poison
 
 from fastattention import ops
-from nonfinite_reference import check_nonfinite, poison
 
 
 def _check(q, k, v, causal, atol, **kw):
@@ -23,8 +24,10 @@ SHAPES = [(1, 100), (3, 70), (17, 17), (64, 64), (200, 300)]  # narrow and wide 
 
 @pytest.mark.parametrize("sq, sk", SHAPES)
 @pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize("tensor, what", [("q", "nan"), ("k", "nan"), ("v", "nan"),
-                                          ("q", "inf"), ("k", "inf"), ("q", "-inf")])
+@pytest.mark.parametrize(
+    "tensor, what",
+    [("q", "nan"), ("k", "nan"), ("v", "nan"), ("q", "inf"), ("k", "inf"), ("q", "-inf")],
+)
 def test_nonfinite_inputs_propagate(sq, sk, causal, tensor, what):
     rng = np.random.default_rng(sq * 1000 + sk)
     q = rng.standard_normal((1, sq, 4, 32)).astype(np.float32)

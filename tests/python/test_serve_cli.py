@@ -1,6 +1,7 @@
 """`fastattention serve` as a process on 127.0.0.1 (an ephemeral port) over an exported tiny model
 with a tokenizer: the openai client gets Session.chat's text, Ctrl-C (SIGINT) shuts it down
 cleanly; bad options fail with a message."""
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,12 @@ def model(hf_model_factory, tmp_path_factory):
 
 
 def serve(*args):
-    return subprocess.Popen([sys.executable, "-m", "fastattention.cli", "serve", *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "fastattention.cli", "serve", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def test_serve_answers_like_session_chat_and_stops_on_sigint(model):
@@ -50,11 +55,13 @@ def test_serve_answers_like_session_chat_and_stops_on_sigint(model):
             found = re.search(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", "".join(lines))
             port = int(found.group(1)) if found else None
             time.sleep(0.05)
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused",
-                               max_retries=0, timeout=60)
+        client = openai.OpenAI(
+            base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=60
+        )
         messages = [{"role": "user", "content": "Hello world"}]
-        answer = client.chat.completions.create(model="tiny-llama", messages=messages,
-                                                max_tokens=16, temperature=0)
+        answer = client.chat.completions.create(
+            model="tiny-llama", messages=messages, max_tokens=16, temperature=0
+        )
         expect = Session(model).chat(messages, 16)
         assert answer.choices[0].message.content == str(expect)
     finally:
@@ -65,14 +72,21 @@ def test_serve_answers_like_session_chat_and_stops_on_sigint(model):
     assert "Shutting down" in "".join(lines) and "server stopped" in lines[-1]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--model", "/nonexistent/m"], "--model /nonexistent/m: no such directory"),
-    (["--port", 70000], "--port must be in 0..65535"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model", "/nonexistent/m"], "--model /nonexistent/m: no such directory"),
+        (["--port", 70000], "--port must be in 0..65535"),
+    ],
+)
 def test_serve_bad_options(model, args, message):
     args = ["--model", model, *args] if args[0] != "--model" else args
-    res = subprocess.run([sys.executable, "-m", "fastattention.cli", "serve", *map(str, args)],
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-m", "fastattention.cli", "serve", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 1 and message in res.stderr, res.stderr
     assert "Traceback" not in res.stderr and res.stderr.startswith("fastattention serve: error:")
 
@@ -84,17 +98,46 @@ def test_bench_serve_tiny(tmp_path):
     from fastattention.bench.serve import make_requests
 
     out = tmp_path / "serve.json"
-    args = ["--shape", "tiny", "--requests", 6, "--concurrency", 3, "--max-batch", 2,
-            "--step-tokens", 16, "--prompt-len", "4,20", "--output-len", "2,12",
-            "--output-mean", 5, "--threads", 1, "--seed", 4, "--json", out]
-    res = subprocess.run([sys.executable, "-m", "fastattention.cli", "bench", "serve",
-                          *map(str, args)], capture_output=True, text=True, timeout=300)
+    args = [
+        "--shape",
+        "tiny",
+        "--requests",
+        6,
+        "--concurrency",
+        3,
+        "--max-batch",
+        2,
+        "--step-tokens",
+        16,
+        "--prompt-len",
+        "4,20",
+        "--output-len",
+        "2,12",
+        "--output-mean",
+        5,
+        "--threads",
+        1,
+        "--seed",
+        4,
+        "--json",
+        out,
+    ]
+    res = subprocess.run(
+        [sys.executable, "-m", "fastattention.cli", "bench", "serve", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr
     assert "| inflight |" in res.stdout and "| static |" in res.stdout
     assert "in-flight / static: throughput x" in res.stdout
     results = json.loads(out.read_text())["results"]
-    reqs = make_requests(argparse.Namespace(seed=4, prompt_len=[4, 20], output_len=[2, 12],
-                                            output_mean=5.0, requests=6), 512)
+    reqs = make_requests(
+        argparse.Namespace(
+            seed=4, prompt_len=[4, 20], output_len=[2, 12], output_mean=5.0, requests=6
+        ),
+        512,
+    )
     assert [r["mode"] for r in results] == ["inflight", "static"]
     for r in results:
         assert r["requests"] == 6 and r["output_tokens"] == sum(n for _, n in reqs)
@@ -112,12 +155,40 @@ def test_bench_serve_under_kv_pressure(tmp_path):
     and resumed; reserving whole contexts, nothing is (one request at a time); every request
     runs to its length either way."""
     out = tmp_path / "serve.json"
-    args = ["--shape", "tiny", "--requests", 8, "--concurrency", 4, "--max-batch", 4,
-            "--step-tokens", 16, "--prompt-len", "4,20", "--output-len", "190,200",
-            "--output-mean", 195, "--threads", 1, "--seed", 2, "--max-cache-tokens", 256,
-            "--modes", "inflight,reserve", "--json", out]
-    res = subprocess.run([sys.executable, "-m", "fastattention.cli", "bench", "serve",
-                          *map(str, args)], capture_output=True, text=True, timeout=300)
+    args = [
+        "--shape",
+        "tiny",
+        "--requests",
+        8,
+        "--concurrency",
+        4,
+        "--max-batch",
+        4,
+        "--step-tokens",
+        16,
+        "--prompt-len",
+        "4,20",
+        "--output-len",
+        "190,200",
+        "--output-mean",
+        195,
+        "--threads",
+        1,
+        "--seed",
+        2,
+        "--max-cache-tokens",
+        256,
+        "--modes",
+        "inflight,reserve",
+        "--json",
+        out,
+    ]
+    res = subprocess.run(
+        [sys.executable, "-m", "fastattention.cli", "bench", "serve", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr
     assert "in-flight / reserving: throughput x" in res.stdout
     inflight, reserve = json.loads(out.read_text())["results"]
@@ -125,14 +196,21 @@ def test_bench_serve_under_kv_pressure(tmp_path):
     assert inflight["output_tokens"] == reserve["output_tokens"]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--modes", "inflight,dynamic"], "--modes: expected a comma-separated list"),
-    (["--step-tokens", 8, "--max-batch", 8], "--step-tokens (8) must exceed --max-batch (8)"),
-    (["--prompt-len", "9,3"], "--prompt-len: expected LO,HI with LO <= HI"),
-    (["--max-cache-tokens", 100], "--max-cache-tokens (100) must hold the longest request"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--modes", "inflight,dynamic"], "--modes: expected a comma-separated list"),
+        (["--step-tokens", 8, "--max-batch", 8], "--step-tokens (8) must exceed --max-batch (8)"),
+        (["--prompt-len", "9,3"], "--prompt-len: expected LO,HI with LO <= HI"),
+        (["--max-cache-tokens", 100], "--max-cache-tokens (100) must hold the longest request"),
+    ],
+)
 def test_bench_serve_bad_options(args, message):
-    res = subprocess.run([sys.executable, "-m", "fastattention.cli", "bench", "serve",
-                          *map(str, args)], capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-m", "fastattention.cli", "bench", "serve", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 1 and message in res.stderr, res.stderr
     assert "Traceback" not in res.stderr

@@ -4,6 +4,7 @@ Session.generate's text, streamed and whole alike; bad requests get a 4xx naming
 the server keeps serving; concurrent streaming clients, some disconnecting midway, all finish
 or are cancelled with no KV block left behind; shutdown cancels what runs and gives the
 session back whole."""
+
 from __future__ import annotations
 
 import asyncio
@@ -24,15 +25,20 @@ from fastattention.session import Session
 from fastattention.tokenizer import Tokenizer
 
 MODEL = "tiny-chat"
-CHATS = [[{"role": "user", "content": "Hello world"}],
-         [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "你好 😀"}],
-         [{"role": "user", "content": "def f(x):\n    return x"}]]
+CHATS = [
+    [{"role": "user", "content": "Hello world"}],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "你好 😀"}],
+    [{"role": "user", "content": "def f(x):\n    return x"}],
+]
 
 
 @pytest.fixture(scope="module")
 def model():
-    tok = Tokenizer(h.train_byte_level(), {"bos_token": "<s>", "eos_token": "</s>",
-                                           "unk_token": "<unk>"}, h.CHAT_TEMPLATE)
+    tok = Tokenizer(
+        h.train_byte_level(),
+        {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"},
+        h.CHAT_TEMPLATE,
+    )
     cfg = h.tiny_config(tok.vocab_size, max_position_embeddings=1024)
     return tok, cfg, random_weights.shard_tensors(cfg, 0, seed=3)
 
@@ -59,8 +65,9 @@ class Running:
         self.base = f"http://127.0.0.1:{self.port}"
 
     def client(self, cls=None):
-        return (cls or openai.OpenAI)(base_url=self.base + "/v1", api_key="unused",
-                                      max_retries=0, timeout=60)
+        return (cls or openai.OpenAI)(
+            base_url=self.base + "/v1", api_key="unused", max_retries=0, timeout=60
+        )
 
     def stop(self) -> None:
         self.uvicorn.should_exit = True
@@ -71,8 +78,10 @@ class Running:
         deadline = time.monotonic() + timeout
         while True:
             s = self.server.engine.stats
-            if s["running"] == s["waiting"] == s["preempted"] == 0 and \
-                    self.server.loop.pending == 0:
+            if (
+                s["running"] == s["waiting"] == s["preempted"] == 0
+                and self.server.loop.pending == 0
+            ):
                 return s
             assert time.monotonic() < deadline, f"engine not idle: {s}"
             time.sleep(0.02)
@@ -93,8 +102,9 @@ def reference(model):
 def http(run: Running, path: str, body=None, raw: bytes | None = None):
     """(status, parsed JSON or text) of a GET (body None) or POST."""
     data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-    req = urllib.request.Request(run.base + path, data=data,
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        run.base + path, data=data, headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(req, timeout=60) as r:
             status, text = r.status, r.read().decode()
@@ -111,14 +121,22 @@ def test_chat_equals_session_chat_streamed_or_not(served, reference, sampling):
     client = served.client()
     for messages in CHATS:
         expect = reference.chat(messages, 24, **sampling)
-        whole = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=24,
-                                               **sampling)
+        whole = client.chat.completions.create(
+            model=MODEL, messages=messages, max_tokens=24, **sampling
+        )
         assert whole.choices[0].message.content == str(expect)
         assert whole.choices[0].finish_reason == expect.finish_reason
         assert whole.usage.completion_tokens == len(expect.token_ids)
-        chunks = list(client.chat.completions.create(
-            model=MODEL, messages=messages, max_tokens=24, stream=True,
-            stream_options={"include_usage": True}, **sampling))
+        chunks = list(
+            client.chat.completions.create(
+                model=MODEL,
+                messages=messages,
+                max_tokens=24,
+                stream=True,
+                stream_options={"include_usage": True},
+                **sampling,
+            )
+        )
         assert chunks[0].choices[0].delta.role == "assistant"
         text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
         assert text == str(expect)
@@ -129,14 +147,28 @@ def test_chat_equals_session_chat_streamed_or_not(served, reference, sampling):
 def test_completions_equal_session_generate(served, reference):
     client = served.client()
     for prompt, stop in [("Hello world", None), ("The quick brown", ["e"]), ("你好", None)]:
-        expect = reference.generate(prompt, 20, temperature=0.8, seed=3, stop=stop,
-                                    stop_tokens=reference.config["eos_token_id"])
-        whole = client.completions.create(model=MODEL, prompt=prompt, max_tokens=20,
-                                          temperature=0.8, seed=3, stop=stop)
+        expect = reference.generate(
+            prompt,
+            20,
+            temperature=0.8,
+            seed=3,
+            stop=stop,
+            stop_tokens=reference.config["eos_token_id"],
+        )
+        whole = client.completions.create(
+            model=MODEL, prompt=prompt, max_tokens=20, temperature=0.8, seed=3, stop=stop
+        )
         assert whole.choices[0].text == str(expect)
         assert whole.choices[0].finish_reason == expect.finish_reason
-        streamed = client.completions.create(model=MODEL, prompt=prompt, max_tokens=20,
-                                             temperature=0.8, seed=3, stop=stop, stream=True)
+        streamed = client.completions.create(
+            model=MODEL,
+            prompt=prompt,
+            max_tokens=20,
+            temperature=0.8,
+            seed=3,
+            stop=stop,
+            stream=True,
+        )
         assert "".join(c.choices[0].text for c in streamed) == str(expect)
     ids = reference.tokenizer.encode("Hello")
     whole = client.completions.create(model=MODEL, prompt=ids, max_tokens=5, temperature=0)
@@ -149,32 +181,52 @@ def test_models_health_metrics(served):
     status, text = http(served, "/metrics")
     assert status == 200
     values = dict(line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#"))
-    for name in ("queue_length", "running_requests", "tokens_per_second", "kv_usage_ratio",
-                 "kv_blocks_used", "generated_tokens_total"):
+    for name in (
+        "queue_length",
+        "running_requests",
+        "tokens_per_second",
+        "kv_usage_ratio",
+        "kv_blocks_used",
+        "generated_tokens_total",
+    ):
         assert f"fastattention_{name}" in values, name
-    assert int(values["fastattention_kv_blocks_total"]) == served.server.engine.stats[
-        "kv_blocks_total"]
+    assert (
+        int(values["fastattention_kv_blocks_total"])
+        == served.server.engine.stats["kv_blocks_total"]
+    )
 
 
 GOOD_CHAT = {"model": MODEL, "messages": CHATS[0], "max_tokens": 4}
 
 
-@pytest.mark.parametrize("path, body, status, message", [
-    ("/v1/chat/completions", b"{not json", 400, "not valid JSON"),
-    ("/v1/chat/completions", b"[1, 2]", 400, "must be a JSON object"),
-    ("/v1/chat/completions", {**GOOD_CHAT, "model": "gpt-4"}, 404, "model 'gpt-4' does not exist"),
-    ("/v1/chat/completions", {**GOOD_CHAT, "max_tokens": -3}, 400, "max_tokens: must be in"),
-    ("/v1/chat/completions", {**GOOD_CHAT, "max_tokens": 1020}, 400, "context is 1024 tokens"),
-    ("/v1/chat/completions", {**GOOD_CHAT, "messages": "hi"}, 400, "messages must be a list"),
-    ("/v1/chat/completions", {**GOOD_CHAT, "temperature": 3}, 400, "temperature: must be in"),
-    ("/v1/chat/completions", {**GOOD_CHAT, "n": 2}, 400, "one choice per request"),
-    ("/v1/chat/completions", {**GOOD_CHAT, "stream": "yes"}, 400, "stream: must be true"),
-    ("/v1/chat/completions", {k: v for k, v in GOOD_CHAT.items() if k != "model"}, 400,
-     "model: required"),
-    ("/v1/completions", {"model": MODEL, "prompt": 5}, 400, "prompt: must be one string"),
-    ("/v1/completions", {"model": MODEL, "prompt": [1, 99999]}, 400, "token id 99999"),
-    ("/v1/completions", {"model": MODEL, "prompt": "x", "stop": ["a", ""]}, 400, "stop:"),
-])
+@pytest.mark.parametrize(
+    "path, body, status, message",
+    [
+        ("/v1/chat/completions", b"{not json", 400, "not valid JSON"),
+        ("/v1/chat/completions", b"[1, 2]", 400, "must be a JSON object"),
+        (
+            "/v1/chat/completions",
+            {**GOOD_CHAT, "model": "gpt-4"},
+            404,
+            "model 'gpt-4' does not exist",
+        ),
+        ("/v1/chat/completions", {**GOOD_CHAT, "max_tokens": -3}, 400, "max_tokens: must be in"),
+        ("/v1/chat/completions", {**GOOD_CHAT, "max_tokens": 1020}, 400, "context is 1024 tokens"),
+        ("/v1/chat/completions", {**GOOD_CHAT, "messages": "hi"}, 400, "messages must be a list"),
+        ("/v1/chat/completions", {**GOOD_CHAT, "temperature": 3}, 400, "temperature: must be in"),
+        ("/v1/chat/completions", {**GOOD_CHAT, "n": 2}, 400, "one choice per request"),
+        ("/v1/chat/completions", {**GOOD_CHAT, "stream": "yes"}, 400, "stream: must be true"),
+        (
+            "/v1/chat/completions",
+            {k: v for k, v in GOOD_CHAT.items() if k != "model"},
+            400,
+            "model: required",
+        ),
+        ("/v1/completions", {"model": MODEL, "prompt": 5}, 400, "prompt: must be one string"),
+        ("/v1/completions", {"model": MODEL, "prompt": [1, 99999]}, 400, "token id 99999"),
+        ("/v1/completions", {"model": MODEL, "prompt": "x", "stop": ["a", ""]}, 400, "stop:"),
+    ],
+)
 def test_bad_requests_get_4xx_and_the_server_keeps_serving(served, path, body, status, message):
     raw = body if isinstance(body, bytes) else None
     got, answer = http(served, path, None if raw else body, raw)
@@ -191,8 +243,14 @@ def test_concurrent_streams_with_disconnects_leave_no_blocks(served, reference):
     async def one(i):
         messages = [{"role": "user", "content": f"client {i} says hello"}]
         stream = await client.chat.completions.create(
-            model=MODEL, messages=messages, stream=True, max_tokens=900 if i in leavers else 12,
-            temperature=1.0, seed=i, extra_body={"ignore_eos": i in leavers})
+            model=MODEL,
+            messages=messages,
+            stream=True,
+            max_tokens=900 if i in leavers else 12,
+            temperature=1.0,
+            seed=i,
+            extra_body={"ignore_eos": i in leavers},
+        )
         text, count = [], 0
         async for chunk in stream:
             count += 1
@@ -220,15 +278,23 @@ def test_concurrent_streams_with_disconnects_leave_no_blocks(served, reference):
 
 def test_whole_request_disconnect_cancels_it(served):
     before = served.server.engine.stats["cancelled"]
-    body = json.dumps({**GOOD_CHAT, "max_tokens": 900, "ignore_eos": True, "messages": [
-        {"role": "user", "content": "x"}]}).encode()
+    body = json.dumps(
+        {
+            **GOOD_CHAT,
+            "max_tokens": 900,
+            "ignore_eos": True,
+            "messages": [{"role": "user", "content": "x"}],
+        }
+    ).encode()
     with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
-        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
-                     b"application/json\r\nContent-Length: " + str(len(body)).encode() +
-                     b"\r\n\r\n" + body)
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+            b"application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
         deadline = time.monotonic() + 30
-        while served.server.engine.stats["generated_tokens"] == 0 or \
-                served.server.loop.pending == 0:
+        while (
+            served.server.engine.stats["generated_tokens"] == 0 or served.server.loop.pending == 0
+        ):
             assert time.monotonic() < deadline
             time.sleep(0.005)
     s = served.wait_idle()
@@ -239,8 +305,9 @@ def test_shutdown_cancels_running_requests_and_frees_the_session(model):
     sess = make_session(model)
     run = Running(Server(sess, MODEL, step_tokens=48), graceful_seconds=0.3)
     client = run.client()
-    stream = client.chat.completions.create(model=MODEL, messages=CHATS[0], max_tokens=200,
-                                            stream=True)
+    stream = client.chat.completions.create(
+        model=MODEL, messages=CHATS[0], max_tokens=200, stream=True
+    )
     next(iter(stream))  # it runs
     run.stop()  # graceful period over: the stream is cut, its request cancelled
     assert run.server.engine._engine is None  # closed with the app
@@ -258,8 +325,14 @@ def test_requests_preempted_under_kv_pressure_get_their_whole_text(model, refere
 
     async def one(i):
         stream = await client.completions.create(
-            model=MODEL, prompt=prompts[i], max_tokens=150, temperature=1.0, seed=i, stream=True,
-            extra_body={"ignore_eos": True})
+            model=MODEL,
+            prompt=prompts[i],
+            max_tokens=150,
+            temperature=1.0,
+            seed=i,
+            stream=True,
+            extra_body={"ignore_eos": True},
+        )
         return "".join([c.choices[0].text async for c in stream])
 
     async def all_clients():
@@ -273,8 +346,7 @@ def test_requests_preempted_under_kv_pressure_get_their_whole_text(model, refere
         assert s["kv_blocks_free"] == s["kv_blocks_total"] == 12
         assert s["preemptions"] > 0 and s["resumed"] == s["preemptions"]
         _, text = http(run, "/metrics")
-        values = dict(line.rsplit(" ", 1) for line in text.splitlines()
-                      if not line.startswith("#"))
+        values = dict(line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#"))
         assert int(values["fastattention_preemptions_total"]) == s["preemptions"]
         assert values["fastattention_preempted_requests"] == "0"
     finally:

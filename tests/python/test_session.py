@@ -5,6 +5,7 @@ LayerNorm, RoPE neox / interleaved with partial rotary, GQA attention with a cau
 sliding-window mask, SwiGLU / GeGLU / GeLU FFN), run on the weights as stored (16-bit weights are
 widened exactly, as the runtime does).
 """
+
 from __future__ import annotations
 
 import json
@@ -23,32 +24,68 @@ from fastattention.session import Session
 # tiny model writer
 
 BASE = dict(
-    format="fastattention", format_version=1, architecture="llama", dtype="float32", tp_size=1,
-    vocab_size=97, vocab_size_padded=97, hidden_size=64, num_layers=2, num_heads=4,
-    num_kv_heads=2, head_dim=16, intermediate_size=96, max_position_embeddings=128,
-    norm_type="rmsnorm", norm_eps=1e-5, activation="silu", gated_ffn=True, qkv_bias=False,
-    o_bias=False, mlp_bias=False, tie_word_embeddings=False,
+    format="fastattention",
+    format_version=1,
+    architecture="llama",
+    dtype="float32",
+    tp_size=1,
+    vocab_size=97,
+    vocab_size_padded=97,
+    hidden_size=64,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=16,
+    intermediate_size=96,
+    max_position_embeddings=128,
+    norm_type="rmsnorm",
+    norm_eps=1e-5,
+    activation="silu",
+    gated_ffn=True,
+    qkv_bias=False,
+    o_bias=False,
+    mlp_bias=False,
+    tie_word_embeddings=False,
     rope=dict(theta=10000.0, style="neox", rotary_dim=16, scaling=dict(type="none")),
-    sliding_window=None, bos_token_id=1, eos_token_id=[2])
+    sliding_window=None,
+    bos_token_id=1,
+    eos_token_id=[2],
+)
 
 VARIANTS = {
     # Llama: GQA, padded vocabulary (its padding rows must never produce logits)
     "llama": dict(vocab_size_padded=104),
     # Qwen2-like: QKV bias, tied embeddings, MHA
-    "qwen2": dict(architecture="qwen2", qkv_bias=True, tie_word_embeddings=True, num_kv_heads=4,
-                  rope=dict(theta=1e6, style="neox", rotary_dim=16, scaling=dict(type="none"))),
+    "qwen2": dict(
+        architecture="qwen2",
+        qkv_bias=True,
+        tie_word_embeddings=True,
+        num_kv_heads=4,
+        rope=dict(theta=1e6, style="neox", rotary_dim=16, scaling=dict(type="none")),
+    ),
     # Mistral-like: MQA with a sliding window shorter than the prompts
     "mistral": dict(architecture="mistral", num_kv_heads=1, sliding_window=5),
     # GPT / Pangu-like: pre-LayerNorm, plain GeLU FFN 4x, every bias, tied, partial GPT-J rotary
-    "gpt": dict(architecture="gpt", norm_type="layernorm", activation="gelu", gated_ffn=False,
-                intermediate_size=256, qkv_bias=True, o_bias=True, mlp_bias=True,
-                tie_word_embeddings=True, num_kv_heads=4,
-                rope=dict(theta=10000.0, style="interleaved", rotary_dim=8,
-                          scaling=dict(type="none"))),
+    "gpt": dict(
+        architecture="gpt",
+        norm_type="layernorm",
+        activation="gelu",
+        gated_ffn=False,
+        intermediate_size=256,
+        qkv_bias=True,
+        o_bias=True,
+        mlp_bias=True,
+        tie_word_embeddings=True,
+        num_kv_heads=4,
+        rope=dict(theta=10000.0, style="interleaved", rotary_dim=8, scaling=dict(type="none")),
+    ),
     # GeGLU (gated tanh-GeLU) with linear RoPE scaling
-    "geglu": dict(activation="gelu_tanh",
-                  rope=dict(theta=10000.0, style="neox", rotary_dim=16,
-                            scaling=dict(type="linear", factor=2.0))),
+    "geglu": dict(
+        activation="gelu_tanh",
+        rope=dict(
+            theta=10000.0, style="neox", rotary_dim=16, scaling=dict(type="linear", factor=2.0)
+        ),
+    ),
 }
 
 
@@ -63,7 +100,12 @@ def random_weights(cfg, seed=0):
     """Float64 weights by tensor name (before rounding to the file dtype)."""
     rng = np.random.default_rng(seed)
     H, D, I = cfg["hidden_size"], cfg["head_dim"], cfg["intermediate_size"]
-    hq, hk, V, Vp = cfg["num_heads"], cfg["num_kv_heads"], cfg["vocab_size"], cfg["vocab_size_padded"]
+    hq, hk, V, Vp = (
+        cfg["num_heads"],
+        cfg["num_kv_heads"],
+        cfg["vocab_size"],
+        cfg["vocab_size_padded"],
+    )
     layernorm = cfg["norm_type"] == "layernorm"
 
     def lin(out, inp):
@@ -161,9 +203,9 @@ def _rope(cfg, x, pos):
     cos, sin = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
     out = x.copy()
     if r["style"] == "neox":
-        x1, x2 = x[..., : rd // 2], x[..., rd // 2: rd]
+        x1, x2 = x[..., : rd // 2], x[..., rd // 2 : rd]
         out[..., : rd // 2] = x1 * cos - x2 * sin
-        out[..., rd // 2: rd] = x2 * cos + x1 * sin
+        out[..., rd // 2 : rd] = x2 * cos + x1 * sin
     else:
         x1, x2 = x[..., 0:rd:2], x[..., 1:rd:2]
         out[..., 0:rd:2] = x1 * cos - x2 * sin
@@ -179,7 +221,7 @@ def _act(cfg, x):
         return x / (1.0 + np.exp(-x))
     if cfg["activation"] == "gelu":
         return 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)).astype(np.float64))
-    return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
+    return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
 
 
 def reference_logits(cfg, w, tokens):
@@ -201,8 +243,8 @@ def reference_logits(cfg, w, tokens):
         if cfg["qkv_bias"]:
             qkv = qkv + w[p + "attn.qkv.bias"]
         q = _rope(cfg, qkv[:, : hq * D].reshape(T, hq, D), pos)
-        k = _rope(cfg, qkv[:, hq * D:(hq + hk) * D].reshape(T, hk, D), pos)
-        v = qkv[:, (hq + hk) * D:].reshape(T, hk, D)
+        k = _rope(cfg, qkv[:, hq * D : (hq + hk) * D].reshape(T, hk, D), pos)
+        v = qkv[:, (hq + hk) * D :].reshape(T, hk, D)
         attn = np.empty((T, hq, D))
         for head in range(hq):
             kv = head // (hq // hk)
@@ -315,8 +357,13 @@ def test_greedy_is_deterministic_and_session_reusable(model_factory):
     path, _, _ = model_factory("qwen2")
     prompts = [prompt_of(12, 20), prompt_of(5, 21)]
     # Room for one call's KV only: a leak of blocks between calls would raise MemoryError.
-    s = Session(path, max_seq_len=64, max_batch=2, kv_block_size=4,
-                max_cache_tokens=(12 + 15 + 3) // 4 * 4 + (5 + 15 + 3) // 4 * 4)
+    s = Session(
+        path,
+        max_seq_len=64,
+        max_batch=2,
+        kv_block_size=4,
+        max_cache_tokens=(12 + 15 + 3) // 4 * 4 + (5 + 15 + 3) // 4 * 4,
+    )
     first = s.generate(prompts, max_new_tokens=16)
     for _ in range(3):
         assert s.generate(prompts, max_new_tokens=16) == first
@@ -365,9 +412,18 @@ def test_zero_new_tokens_and_timings(model_factory):
     assert s.generate([[1, 2, 3], [4]], max_new_tokens=0) == [[], []]
     out = s.generate([prompt_of(10, 60), prompt_of(4, 61)], max_new_tokens=5)
     t = s.timings
-    assert set(t) == {"prefill_tokens", "prefill_seconds", "prefill_tokens_per_s",
-                      "decode_steps", "decode_seconds", "decode_ms_per_step", "spill_stream_steps",
-                      "spill_cpu_steps", "decode_graph_steps", "decode_graph_captures"}
+    assert set(t) == {
+        "prefill_tokens",
+        "prefill_seconds",
+        "prefill_tokens_per_s",
+        "decode_steps",
+        "decode_seconds",
+        "decode_ms_per_step",
+        "spill_stream_steps",
+        "spill_cpu_steps",
+        "decode_graph_steps",
+        "decode_graph_captures",
+    }
     assert t["prefill_tokens"] == 14 and t["decode_steps"] == 4
     assert t["decode_graph_steps"] == 0 and t["decode_graph_captures"] == 0  # CPU: no graphs
     assert t["spill_stream_steps"] == 0 and t["spill_cpu_steps"] == 0  # no host KV pool
@@ -383,15 +439,33 @@ def test_config_and_options(model_factory):
     path, cfg, _ = model_factory("mistral")
     s = Session(path, max_batch=3)
     c = s.config
-    for key in ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads",
-                "head_dim", "intermediate_size", "max_position_embeddings", "sliding_window",
-                "architecture", "dtype", "eos_token_id", "bos_token_id"):
+    for key in (
+        "vocab_size",
+        "hidden_size",
+        "num_layers",
+        "num_heads",
+        "num_kv_heads",
+        "head_dim",
+        "intermediate_size",
+        "max_position_embeddings",
+        "sliding_window",
+        "architecture",
+        "dtype",
+        "eos_token_id",
+        "bos_token_id",
+    ):
         assert c[key] == cfg[key], key
     assert c["rope"]["style"] == "neox" and c["rope"]["scaling"] == {"type": "none"}
     assert s.options.max_seq_len == cfg["max_position_embeddings"]
     assert s.options.max_cache_tokens == 3 * cfg["max_position_embeddings"]
-    assert s.kv_cache_bytes == (2 * cfg["num_layers"] * cfg["num_kv_heads"] * cfg["head_dim"] * 4
-                                * s.options.max_cache_tokens)
+    assert s.kv_cache_bytes == (
+        2
+        * cfg["num_layers"]
+        * cfg["num_kv_heads"]
+        * cfg["head_dim"]
+        * 4
+        * s.options.max_cache_tokens
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -408,8 +482,11 @@ def test_bad_generate_input(model_factory):
         (([ok, [1, 97, 2]], 4), ValueError, r"prompt 1, position 1: token id 97 is out of range"),
         (([[5, -3]], 4), ValueError, r"prompt 0, position 1: token id -3"),
         (([list(range(33))], 0), ValueError, r"prompt 0 has 33 tokens, more than max_seq_len = 32"),
-        (([ok] * 1 + [list(range(30))], 3), ValueError,
-         r"prompt 1 \(30 tokens\) \+ max_new_tokens \(3\) = 33 exceeds max_seq_len = 32"),
+        (
+            ([ok] * 1 + [list(range(30))], 3),
+            ValueError,
+            r"prompt 1 \(30 tokens\) \+ max_new_tokens \(3\) = 33 exceeds max_seq_len = 32",
+        ),
         (([ok], -1), ValueError, "max_new_tokens must be >= 0"),
         (([ok, ok, ok], 4), ValueError, "batch of 3 prompts exceeds max_batch = 2"),
         (([ok], 4.0), TypeError, "max_new_tokens must be an int"),
@@ -490,17 +567,23 @@ def test_missing_and_truncated_weight_files(model_copy):
     target = path / "rank0" / "layers.1.attn.o.weight.fat"
     data = target.read_bytes()
     target.write_bytes(data[:-10])
-    with pytest.raises(fastattention.WeightFileError, match=r"layers\.1\.attn\.o\.weight\.fat: truncated"):
+    with pytest.raises(
+        fastattention.WeightFileError, match=r"layers\.1\.attn\.o\.weight\.fat: truncated"
+    ):
         Session(path)
     target.write_bytes(data[:30])
-    with pytest.raises(fastattention.WeightFileError, match=r"layers\.1\.attn\.o\.weight\.fat: truncated"):
+    with pytest.raises(
+        fastattention.WeightFileError, match=r"layers\.1\.attn\.o\.weight\.fat: truncated"
+    ):
         Session(path)
     target.write_bytes(data + b"\0" * 4)
     with pytest.raises(fastattention.WeightFileError, match="4 unexpected trailing bytes"):
         Session(path)
     target.unlink()
-    with pytest.raises(fastattention.WeightFileError,
-                       match=r"layers\.1\.attn\.o\.weight\.fat: weight file is missing"):
+    with pytest.raises(
+        fastattention.WeightFileError,
+        match=r"layers\.1\.attn\.o\.weight\.fat: weight file is missing",
+    ):
         Session(path)
     (path / "rank0" / "embed.weight.fat").unlink()
     with pytest.raises(fastattention.WeightFileError, match=r"embed\.weight\.fat"):
@@ -512,12 +595,16 @@ def test_wrong_shape_dtype_magic(model_copy):
     name = path / "rank0" / "layers.0.ffn.down.weight.fat"
     original = name.read_bytes()
     write_tensor(name, np.ones((cfg["hidden_size"], cfg["intermediate_size"] + 1), np.float32))
-    with pytest.raises(fastattention.WeightFileError,
-                       match=r"ffn\.down\.weight\.fat: shape \[64, 97\], but the config implies \[64, 96\]"):
+    with pytest.raises(
+        fastattention.WeightFileError,
+        match=r"ffn\.down\.weight\.fat: shape \[64, 97\], but the config implies \[64, 96\]",
+    ):
         Session(path)
     write_tensor(name, np.ones((cfg["hidden_size"], cfg["intermediate_size"]), np.float16))
-    with pytest.raises(fastattention.WeightFileError,
-                       match=r"ffn\.down\.weight\.fat: dtype float16, but the config says float32"):
+    with pytest.raises(
+        fastattention.WeightFileError,
+        match=r"ffn\.down\.weight\.fat: dtype float16, but the config says float32",
+    ):
         Session(path)
     name.write_bytes(b"GGUF" + original[4:])
     with pytest.raises(fastattention.WeightFileError, match=r"ffn\.down\.weight\.fat: bad magic"):

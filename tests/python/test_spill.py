@@ -2,6 +2,7 @@
 pool, and attention over them is merged by log-sum-exp. Spilling must not change the results:
 same logits (fp32, 1e-4) and the same greedy tokens as a session whose pool holds everything,
 for budgets that put about 0%, 50% and 95% of the KV on the host."""
+
 import numpy as np
 import pytest
 
@@ -25,21 +26,32 @@ def reference(model):
 
 
 def spill_session(model, device_tokens, chunk, max_batch, path="auto"):
-    return Session(model.path, max_batch=max_batch, max_seq_len=256, kv_block_size=BLOCK,
-                   max_cache_tokens=device_tokens, host_kv_tokens=1024,
-                   prefill_chunk_tokens=chunk, spill_attention=path)
+    return Session(
+        model.path,
+        max_batch=max_batch,
+        max_seq_len=256,
+        kv_block_size=BLOCK,
+        max_cache_tokens=device_tokens,
+        host_kv_tokens=1024,
+        prefill_chunk_tokens=chunk,
+        spill_attention=path,
+    )
 
 
 # "cpu" reads the host blocks in place; "stream" copies them to the device side's contiguous
 # staging first (on the CPU backend both are host memory, so both paths' logic runs here).
 @pytest.mark.parametrize("path", ["cpu", "stream"])
-@pytest.mark.parametrize("device_tokens,chunk,max_batch,host_share", [
-    (1024, 64, 3, 0.0),  # everything fits on the device: nothing moves
-    (60, 32, 3, 0.5),    # half of the 120-token prompt spills
-    (8, 4, 1, 0.95),     # the device pool holds two blocks: 95% of the KV lives on the host
-])
-def test_spill_matches_no_spill(model, reference, device_tokens, chunk, max_batch, host_share,
-                                path):
+@pytest.mark.parametrize(
+    "device_tokens,chunk,max_batch,host_share",
+    [
+        (1024, 64, 3, 0.0),  # everything fits on the device: nothing moves
+        (60, 32, 3, 0.5),  # half of the 120-token prompt spills
+        (8, 4, 1, 0.95),  # the device pool holds two blocks: 95% of the KV lives on the host
+    ],
+)
+def test_spill_matches_no_spill(
+    model, reference, device_tokens, chunk, max_batch, host_share, path
+):
     s = spill_session(model, device_tokens, chunk, max_batch, path)
     logits = s.logits(PROMPT)
     np.testing.assert_allclose(logits, reference["logits"], atol=1e-4, rtol=1e-4)
@@ -57,27 +69,47 @@ def test_spill_matches_no_spill(model, reference, device_tokens, chunk, max_batc
 
 
 def test_host_pool_exhaustion_fails_before_any_work(model):
-    s = Session(model.path, max_batch=1, max_seq_len=256, kv_block_size=BLOCK,
-                max_cache_tokens=8, host_kv_tokens=64, prefill_chunk_tokens=4)
+    s = Session(
+        model.path,
+        max_batch=1,
+        max_seq_len=256,
+        kv_block_size=BLOCK,
+        max_cache_tokens=8,
+        host_kv_tokens=64,
+        prefill_chunk_tokens=4,
+    )
     with pytest.raises(MemoryError, match="host"):
         s.generate([PROMPT], max_new_tokens=10)
     assert s.spilled_blocks == 0
     # The pools are intact: a batch that fits still runs and matches.
     ref = Session(model.path, max_batch=3, max_seq_len=256, kv_block_size=BLOCK)
-    assert s.generate([PROMPT[:60]], max_new_tokens=8) == ref.generate([PROMPT[:60]], max_new_tokens=8)
+    assert s.generate([PROMPT[:60]], max_new_tokens=8) == ref.generate(
+        [PROMPT[:60]], max_new_tokens=8
+    )
 
 
 def test_device_pool_below_one_chunk_is_refused(model):
     with pytest.raises(ValueError, match="prefill chunk"):
-        Session(model.path, max_batch=2, kv_block_size=BLOCK, max_cache_tokens=8,
-                host_kv_tokens=256, prefill_chunk_tokens=64)
+        Session(
+            model.path,
+            max_batch=2,
+            kv_block_size=BLOCK,
+            max_cache_tokens=8,
+            host_kv_tokens=256,
+            prefill_chunk_tokens=64,
+        )
 
 
 def test_sliding_window_model_cannot_spill(exported_model_factory):
     m = exported_model_factory("mistral")
     with pytest.raises(ValueError, match="sliding"):
-        Session(m.path, kv_block_size=BLOCK, max_cache_tokens=64, host_kv_tokens=256,
-                prefill_chunk_tokens=16)
+        Session(
+            m.path,
+            kv_block_size=BLOCK,
+            max_cache_tokens=64,
+            host_kv_tokens=256,
+            prefill_chunk_tokens=16,
+        )
 
 
 def test_bad_host_kv_tokens(model):

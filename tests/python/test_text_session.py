@@ -3,6 +3,7 @@ ids path decoded, streaming equals non-streaming (one request and a batch, whose
 independent), incremental detokenisation never splits a character, stop strings cut exactly,
 closing a stream early stops the generation and leaves the session usable, chat stops at
 end-of-turn tokens."""
+
 from __future__ import annotations
 
 import random
@@ -20,15 +21,21 @@ SPECIAL_CONFIG = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
 
 @pytest.fixture(scope="module", params=["byte_level", "sentencepiece"])
 def tokenizer(request):
-    backend = (h.train_byte_level() if request.param == "byte_level"
-               else h.train_sentencepiece_like())
+    backend = (
+        h.train_byte_level() if request.param == "byte_level" else h.train_sentencepiece_like()
+    )
     return Tokenizer(backend, SPECIAL_CONFIG, h.CHAT_TEMPLATE)
 
 
 def make_session(tokenizer, **config) -> Session:
     cfg = h.tiny_config(tokenizer.vocab_size, **config)
-    return Session.from_memory(cfg, random_weights.shard_tensors(cfg, 0, seed=3),
-                               tokenizer=tokenizer, max_batch=4, num_threads=1)
+    return Session.from_memory(
+        cfg,
+        random_weights.shard_tensors(cfg, 0, seed=3),
+        tokenizer=tokenizer,
+        max_batch=4,
+        num_threads=1,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -111,8 +118,8 @@ def test_stop_strings_in_generation(session, tokenizer):
     full = session.generate(PROMPTS[0], 40, **SAMPLED)
     # three characters from the second half, none of them U+FFFD (an invalid byte's rendering,
     # which an unfinished character shows too)
-    starts = [i for i in range(len(full) // 2, len(full) - 3) if "\ufffd" not in full[i:i + 3]]
-    stop = full[starts[0]:starts[0] + 3]
+    starts = [i for i in range(len(full) // 2, len(full) - 3) if "\ufffd" not in full[i : i + 3]]
+    stop = full[starts[0] : starts[0] + 3]
     cut = full.index(stop)
     out = session.generate(PROMPTS[0], 40, stop=[stop, "\x00never"], **SAMPLED)
     assert out == full[:cut] and out.finish_reason == "stop" and out.stop == stop
@@ -128,8 +135,9 @@ def test_stop_strings_in_generation(session, tokenizer):
     assert stop not in tokenizer.decode(full.token_ids[:released])
     assert "".join(session.stream(PROMPTS[0], 40, stop=stop, **SAMPLED)) == out
     # ids in, stop strings: the ids are cut the same way
-    assert session.generate([tokenizer.encode(PROMPTS[0])], 40, stop=stop,
-                            **SAMPLED) == [out.token_ids]
+    assert session.generate([tokenizer.encode(PROMPTS[0])], 40, stop=stop, **SAMPLED) == [
+        out.token_ids
+    ]
 
 
 def test_closing_a_stream_stops_generation(session):
@@ -169,13 +177,18 @@ def test_chat_stops_at_end_of_turn(tokenizer):
     first = free.token_ids.index(eot)
     session = make_session(tokenizer, eos_token_id=[eot])
     out = session.chat(chat, 30)
-    assert out.token_ids == free.token_ids[:first + 1]
+    assert out.token_ids == free.token_ids[: first + 1]
     assert out.finish_reason == "stop" and out.stop == eot
     assert out == tokenizer.decode(free.token_ids[:first])  # the stop token's text left out
     assert "".join(session.chat(chat, 30, stream=True)) == out
     assert tokenizer.token_to_id("<|im_end|>") in tokenizer.end_of_turn_ids()
-    batch = session.chat([chat, chat + [{"role": "assistant", "content": "yo"},
-                                        {"role": "user", "content": "again"}]], 30)
+    batch = session.chat(
+        [
+            chat,
+            chat + [{"role": "assistant", "content": "yo"}, {"role": "user", "content": "again"}],
+        ],
+        30,
+    )
     assert batch[0] == out and len(batch) == 2
 
 

@@ -2,6 +2,7 @@
 tokenizer; encode / decode ids and chat templates equal transformers' for a few hundred strings
 (ASCII, CJK, emoji, whitespace runs, special tokens); bad tokenizers and chat messages fail with
 clear errors and nothing written."""
+
 from __future__ import annotations
 
 import shutil
@@ -18,8 +19,12 @@ transformers = pytest.importorskip("transformers")
 TOKENIZERS = {"byte_level": h.train_byte_level, "sentencepiece": h.train_sentencepiece_like}
 CHATS = [
     [{"role": "user", "content": "Hello!"}],
-    [{"role": "system", "content": "Answer in French."}, {"role": "user", "content": "你好 😀"},
-     {"role": "assistant", "content": "  Bonjour  "}, {"role": "user", "content": "and\n\nthen?"}],
+    [
+        {"role": "system", "content": "Answer in French."},
+        {"role": "user", "content": "你好 😀"},
+        {"role": "assistant", "content": "  Bonjour  "},
+        {"role": "user", "content": "and\n\nthen?"},
+    ],
 ]
 
 
@@ -39,8 +44,9 @@ def exported(request, hf_model_factory, tmp_path_factory):
 def test_export_copies_the_tokenizer_files(exported):
     src, out = exported
     copied = {p.name for p in out.iterdir()} - {"config.json", "rank0"}
-    assert copied and copied == {p.name for p in src.iterdir()
-                                 if p.name.startswith(("tokenizer", "chat_template"))}
+    assert copied and copied == {
+        p.name for p in src.iterdir() if p.name.startswith(("tokenizer", "chat_template"))
+    }
     for name in copied:
         assert (out / name).read_bytes() == (src / name).read_bytes()
 
@@ -54,10 +60,12 @@ def test_ids_and_text_equal_transformers(exported):
         for special in (True, False):
             ids = ours.encode(text, add_special_tokens=special)
             assert ids == theirs.encode(text, add_special_tokens=special), (text, special)
-        assert ours.decode(ids) == theirs.decode(ids, skip_special_tokens=True,
-                                                 clean_up_tokenization_spaces=False), text
+        assert ours.decode(ids) == theirs.decode(
+            ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
+        ), text
         assert ours.decode(ids, skip_special_tokens=False) == theirs.decode(
-            ids, skip_special_tokens=False, clean_up_tokenization_spaces=False), text
+            ids, skip_special_tokens=False, clean_up_tokenization_spaces=False
+        ), text
 
 
 @pytest.mark.parametrize("generation_prompt", [True, False])
@@ -66,13 +74,14 @@ def test_chat_template_equals_transformers(exported, generation_prompt):
     ours = Tokenizer.from_dir(out)
     theirs = transformers.AutoTokenizer.from_pretrained(src)
     for chat in CHATS:
-        text = theirs.apply_chat_template(chat, tokenize=False,
-                                          add_generation_prompt=generation_prompt)
+        text = theirs.apply_chat_template(
+            chat, tokenize=False, add_generation_prompt=generation_prompt
+        )
         assert ours.apply_chat_template(chat, generation_prompt) == text
         assert ours.encode_chat(chat, generation_prompt) == theirs.encode(
-            text, add_special_tokens=False)
-    assert "<s><|im_start|>system\nYou are helpful.<|im_end|>" in ours.apply_chat_template(
-        CHATS[0])
+            text, add_special_tokens=False
+        )
+    assert "<s><|im_start|>system\nYou are helpful.<|im_end|>" in ours.apply_chat_template(CHATS[0])
 
 
 def test_session_reads_the_exported_tokenizer(exported):
@@ -91,8 +100,11 @@ def test_tokenizer_larger_than_the_vocabulary_is_refused(hf_model_factory, tmp_p
     tok = h.train_sentencepiece_like(400)
     h.save_hf_tokenizer(tok, src)
     out = tmp_path / "out"
-    with pytest.raises(TokenizerError, match=rf"token ids up to {tok.get_vocab_size() - 1} but "
-                                             r"the model's vocab_size is 301"):
+    with pytest.raises(
+        TokenizerError,
+        match=rf"token ids up to {tok.get_vocab_size() - 1} but "
+        r"the model's vocab_size is 301",
+    ):
         export_hf(src, out, progress=False)
     assert not out.exists()
 
@@ -118,18 +130,24 @@ def test_model_without_tokenizer_keeps_working_with_ids(exported_model_factory):
         s.chat([{"role": "user", "content": "hi"}])
 
 
-@pytest.mark.parametrize("messages, error, match", [
-    ("hello", TypeError, "messages must be a list"),
-    ({"role": "user", "content": "hi"}, TypeError, "messages must be a list"),
-    ([], ValueError, "empty list"),
-    (["hi"], TypeError, r"messages\[0\] must be a dict"),
-    ([{"content": "hi"}], ValueError, r"messages\[0\]: 'role' must be a non-empty string"),
-    ([{"role": "user"}], ValueError, r"messages\[0\] \(user\): no 'content'"),
-    ([{"role": "user", "content": 5}], TypeError, "'content' must be a string, got int"),
-    ([[{"role": "user", "content": "ok"}], [{"role": "user"}]], ValueError,
-     r"chat 1: messages\[0\] \(user\): no 'content'"),
-    ([{"role": "tool", "content": "x"}], ValueError, "chat template .*unknown role tool"),
-])
+@pytest.mark.parametrize(
+    "messages, error, match",
+    [
+        ("hello", TypeError, "messages must be a list"),
+        ({"role": "user", "content": "hi"}, TypeError, "messages must be a list"),
+        ([], ValueError, "empty list"),
+        (["hi"], TypeError, r"messages\[0\] must be a dict"),
+        ([{"content": "hi"}], ValueError, r"messages\[0\]: 'role' must be a non-empty string"),
+        ([{"role": "user"}], ValueError, r"messages\[0\] \(user\): no 'content'"),
+        ([{"role": "user", "content": 5}], TypeError, "'content' must be a string, got int"),
+        (
+            [[{"role": "user", "content": "ok"}], [{"role": "user"}]],
+            ValueError,
+            r"chat 1: messages\[0\] \(user\): no 'content'",
+        ),
+        ([{"role": "tool", "content": "x"}], ValueError, "chat template .*unknown role tool"),
+    ],
+)
 def test_malformed_chat_messages(exported, messages, error, match):
     _, out = exported
     s = Session(out, max_batch=2)
@@ -141,7 +159,8 @@ TEMPLATE_FEATURES = (
     "{% set ns = namespace(count=0) %}{{ messages | tojson }}\n{{ tools | tojson(indent=2) }}\n"
     "{% for m in messages %}{% if m['role'] == 'stop' %}{% break %}{% endif %}"
     "{% set ns.count = ns.count + 1 %}{{ m['content'] | upper }}{% endfor %}{{ ns.count }}"
-    "{{ eos_token }}{% if add_generation_prompt %}>{% endif %}")
+    "{{ eos_token }}{% if add_generation_prompt %}>{% endif %}"
+)
 
 
 def test_template_sandbox_features_equal_transformers(exported):
@@ -150,10 +169,18 @@ def test_template_sandbox_features_equal_transformers(exported):
     loaded = Tokenizer.from_dir(out)
     ours = Tokenizer(loaded.backend, loaded.config, TEMPLATE_FEATURES)
     theirs = transformers.AutoTokenizer.from_pretrained(src)
-    chat = [{"role": "user", "content": "héllo 你好 <b>"}, {"role": "stop", "content": "x"},
-            {"role": "user", "content": "never"}]
+    chat = [
+        {"role": "user", "content": "héllo 你好 <b>"},
+        {"role": "stop", "content": "x"},
+        {"role": "user", "content": "never"},
+    ]
     tools = [{"name": "f", "description": "é"}]
-    expected = theirs.apply_chat_template(chat, chat_template=TEMPLATE_FEATURES, tools=tools,
-                                          tokenize=False, add_generation_prompt=True)
+    expected = theirs.apply_chat_template(
+        chat,
+        chat_template=TEMPLATE_FEATURES,
+        tools=tools,
+        tokenize=False,
+        add_generation_prompt=True,
+    )
     assert ours.apply_chat_template(chat, tools=tools) == expected
     assert "1</s>>" in expected and "你好" in expected

@@ -1,5 +1,6 @@
 """Tokenizers built here with the `tokenizers` library (nothing is downloaded), test strings, and a
 tiny random model to run them: shared by the text tests (test_text_*.py, test_gguf*.py)."""
+
 from __future__ import annotations
 
 import random
@@ -24,7 +25,8 @@ CHAT_TEMPLATE = (
     "{{ raise_exception('unknown role ' + m['role']) }}{% endif %}"
     "<|im_start|>{{ m['role'] }}\n{{ m['content'] | trim }}<|im_end|>\n"
     "{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 
 
 def train_byte_level(vocab_size: int = 300):
@@ -34,28 +36,40 @@ def train_byte_level(vocab_size: int = 300):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(CORPUS, trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=SPECIALS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.train_from_iterator(
+        CORPUS,
+        trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=SPECIALS,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
     return tok
 
 
 def train_sentencepiece_like(vocab_size: int = 400):
     """A SentencePiece-style BPE (Llama 2 / Mistral): Metaspace, byte fallback <0xNN> tokens."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
     import json
 
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
     trained = Tokenizer(models.BPE(unk_token="<unk>"))
-    trained.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first",
-                                                     split=False)
+    trained.pre_tokenizer = pre_tokenizers.Metaspace(
+        replacement="\u2581", prepend_scheme="first", split=False
+    )
     # A fixed ASCII alphabet (deterministic: limit_alphabet breaks frequency ties at random);
     # everything else (CJK, emoji, accents, capitals past E) goes through the byte tokens.
     alphabet = list("\u2581abcdefghijklmnopqrstuvwxyzABCDE0123456789.,'!?;:()#*=")
-    trained.train_from_iterator(CORPUS, trainers.BpeTrainer(
-        vocab_size=vocab_size - 256, special_tokens=["<unk>", "<s>", "</s>"],
-        initial_alphabet=alphabet, limit_alphabet=len(alphabet)))
+    trained.train_from_iterator(
+        CORPUS,
+        trainers.BpeTrainer(
+            vocab_size=vocab_size - 256,
+            special_tokens=["<unk>", "<s>", "</s>"],
+            initial_alphabet=alphabet,
+            limit_alphabet=len(alphabet),
+        ),
+    )
     model = json.loads(trained.to_str())["model"]
     # As in Llama's tokenizer.json: <unk> <s> </s>, then the 256 byte tokens, then the pieces.
     vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
@@ -63,11 +77,18 @@ def train_sentencepiece_like(vocab_size: int = 400):
     for piece, _ in sorted(model["vocab"].items(), key=lambda kv: kv[1]):
         vocab.setdefault(piece, len(vocab))
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True,
-                               fuse_unk=True))
+    tok = Tokenizer(
+        models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True)
+    )
     tok.pre_tokenizer = trained.pre_tokenizer
-    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(),
-                                     decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    tok.decoder = decoders.Sequence(
+        [
+            decoders.Replace("\u2581", " "),
+            decoders.ByteFallback(),
+            decoders.Fuse(),
+            decoders.Strip(" ", 1, 0),
+        ]
+    )
     tok.add_special_tokens(["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"])
     return tok
 
@@ -77,8 +98,9 @@ def save_hf_tokenizer(tok, directory, chat_template: str | None = CHAT_TEMPLATE)
     chat_template.jinja)."""
     import transformers
 
-    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>",
-                                                eos_token="</s>", unk_token="<unk>")
+    fast = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
     if chat_template is not None:
         fast.chat_template = chat_template
     fast.save_pretrained(directory)
@@ -87,30 +109,79 @@ def save_hf_tokenizer(tok, directory, chat_template: str | None = CHAT_TEMPLATE)
 def test_strings(n: int = 300, seed: int = 0) -> list[str]:
     """ASCII, CJK, emoji, whitespace runs, special tokens in text, and random mixes of them."""
     base = [line for line in dict.fromkeys(CORPUS)] + [
-        "", " ", "  ", "\n", "\n\n\n", "\t \t", "a", " a", "a ", "  leading", "trailing  ",
-        "multiple     spaces    here", "tabs\t\tand\nnewlines\r\n", "你", "好的", "😀", "👍🏽",
-        "🇫🇷🇩🇪", "<s>", "</s>", "<|im_start|>user\nhi<|im_end|>", "text<|im_end|>more",
-        "<s><s></s>", "x" * 50, "1234567890", "ÀÉÎÕÜ", "\u200b zero width", "z\u0301alg\u0308o",
-        "emoji😀inside", "日本語とEnglish混在", "'s 're 've 'll", "CAPS lower MiXeD",
+        "",
+        " ",
+        "  ",
+        "\n",
+        "\n\n\n",
+        "\t \t",
+        "a",
+        " a",
+        "a ",
+        "  leading",
+        "trailing  ",
+        "multiple     spaces    here",
+        "tabs\t\tand\nnewlines\r\n",
+        "你",
+        "好的",
+        "😀",
+        "👍🏽",
+        "🇫🇷🇩🇪",
+        "<s>",
+        "</s>",
+        "<|im_start|>user\nhi<|im_end|>",
+        "text<|im_end|>more",
+        "<s><s></s>",
+        "x" * 50,
+        "1234567890",
+        "ÀÉÎÕÜ",
+        "\u200b zero width",
+        "z\u0301alg\u0308o",
+        "emoji😀inside",
+        "日本語とEnglish混在",
+        "'s 're 've 'll",
+        "CAPS lower MiXeD",
     ]
     rng = random.Random(seed)
     pieces = [w for s in base for w in s.split(" ") if w] + [" ", "  ", "\n", "😀", "中"]
     out = list(base)
     while len(out) < n:
-        out.append("".join(rng.choice(pieces) + rng.choice(["", " ", "", "\n"])
-                           for _ in range(rng.randint(1, 8))))
+        out.append(
+            "".join(
+                rng.choice(pieces) + rng.choice(["", " ", "", "\n"])
+                for _ in range(rng.randint(1, 8))
+            )
+        )
     return out
 
 
 def tiny_config(vocab_size: int, **overrides) -> dict:
     """A tiny llama-shaped runtime config (random weights from fastattention.random_weights)."""
     cfg = dict(
-        architecture="llama", dtype="float32", tp_size=1, vocab_size=vocab_size,
-        vocab_size_padded=vocab_size, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
-        head_dim=16, intermediate_size=96, max_position_embeddings=512, norm_type="rmsnorm",
-        norm_eps=1e-5, activation="silu", gated_ffn=True, qkv_bias=False, o_bias=False,
-        mlp_bias=False, tie_word_embeddings=False,
+        architecture="llama",
+        dtype="float32",
+        tp_size=1,
+        vocab_size=vocab_size,
+        vocab_size_padded=vocab_size,
+        hidden_size=64,
+        num_layers=2,
+        num_heads=4,
+        num_kv_heads=2,
+        head_dim=16,
+        intermediate_size=96,
+        max_position_embeddings=512,
+        norm_type="rmsnorm",
+        norm_eps=1e-5,
+        activation="silu",
+        gated_ffn=True,
+        qkv_bias=False,
+        o_bias=False,
+        mlp_bias=False,
+        tie_word_embeddings=False,
         rope=dict(theta=10000.0, style="neox", rotary_dim=16, scaling=dict(type="none")),
-        sliding_window=None, bos_token_id=1, eos_token_id=[2])
+        sliding_window=None,
+        bos_token_id=1,
+        eos_token_id=[2],
+    )
     cfg.update(overrides)
     return cfg

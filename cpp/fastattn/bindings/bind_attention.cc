@@ -18,8 +18,8 @@ void fmha_forward_py(const py::handle& q, const py::handle& k, const py::handle&
                      const py::handle& cu_seqlens_k, const py::handle& block_table,
                      const py::handle& seqlens_k, float softmax_scale, bool causal, int window_left,
                      int window_right, const py::handle& alibi_slopes, int num_threads,
-                     int max_seqlen_q, int max_seqlen_k, int num_splits,
-                     const std::string& impl, uintptr_t stream) {
+                     int max_seqlen_q, int max_seqlen_k, int num_splits, const std::string& impl,
+                     uintptr_t stream) {
   kernels::FmhaParams p;
   p.q = tensor_from_py(q, "q");
   p.k = tensor_from_py(k, "k");

@@ -63,8 +63,8 @@ void bind_comm(py::module_& m) {
       "abort_job", [](int code) { comm::abort_job(code); }, py::arg("code") = 1,
       "MPI_Abort: ends every rank of the job, if MPI runs in this process; else returns.");
 
-  py::class_<comm::Communicator>(m, "Communicator",
-                           "Collectives over every rank of the mpirun job (see comm/communicator.h).")
+  py::class_<comm::Communicator>(
+      m, "Communicator", "Collectives over every rank of the mpirun job (see comm/communicator.h).")
       .def(py::init([](const std::string& backend, const std::string& device) {
              py::gil_scoped_release release;
              return comm::create_communicator(backend, parse_device(device));
@@ -166,12 +166,11 @@ void bind_comm(py::module_& m) {
             c.broadcast(ctx, t, root);
           },
           py::arg("buf"), py::arg("root") = 0, py::arg("stream") = 0)
-      .def(
-          "barrier",
-          [](comm::Communicator& c) {
-            py::gil_scoped_release release;
-            c.barrier();
-          })
+      .def("barrier",
+           [](comm::Communicator& c) {
+             py::gil_scoped_release release;
+             c.barrier();
+           })
       .def("__repr__",
            [](const comm::Communicator& c) { return "Communicator(" + c.where() + ")"; });
 }

@@ -43,8 +43,9 @@ void bind_core(py::module_& m) {
 #else
   m.attr("cuda_built") = false;
   m.def("cuda_device_count", []() { return 0; }, "CUDA devices visible (none: no CUDA build).");
-  m.def("fmha_cuda_instances", []() { return std::vector<std::string>(); },
-        "The CUDA attention instances compiled into this build (none: no CUDA).");
+  m.def(
+      "fmha_cuda_instances", []() { return std::vector<std::string>(); },
+      "The CUDA attention instances compiled into this build (none: no CUDA).");
 #endif
 }
 

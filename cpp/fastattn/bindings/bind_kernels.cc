@@ -78,8 +78,7 @@ void linear_py(const py::handle& x, const py::handle& w, const py::handle& bias,
   FA_CHECK(gemv_stages >= 0, "gemv_stages: expected >= 0 (0 = the default), got ", gemv_stages);
   if (xt.device().type != DeviceType::kCUDA) {
     FA_CHECK(impl == "auto" && gemv_warps == 0 && gemv_stages == 0,
-             "impl / gemv_warps / gemv_stages choose a CUDA kernel; x is on ",
-             xt.device().str());
+             "impl / gemv_warps / gemv_stages choose a CUDA kernel; x is on ", xt.device().str());
     py::gil_scoped_release release;
     kernels::linear(ctx, xt, wt, bt, yt);
     return;
@@ -166,13 +165,14 @@ void bind_kernels(py::module_& m) {
         py::arg("bias"), py::arg("out"), py::kw_only(), py::arg("type") = "rms",
         py::arg("eps") = 1e-6f, threads, stream,
         "residual += x (in place), then out = norm(residual) as kernel_norm.");
-  m.def("kernel_linear", &linear_py, py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("y"),
-        py::kw_only(), py::arg("impl") = "auto", py::arg("gemv_warps") = 0,
-        py::arg("gemv_stages") = 0, threads, stream,
-        "y[M, N] = x[M, K] @ w[N, K]^T (+ bias[N]; None for none). On CUDA y may be float32 for "
-        "16-bit x / w, and impl picks the kernel: 'auto', 'cublas' or 'gemv' (the small-batch "
-        "GEMV, M <= 16; gemv_warps: its warps per block, 0 = heuristic; gemv_stages: 1, 2 or 3 load "
-        "groups in flight per warp, 0 = default).");
+  m.def(
+      "kernel_linear", &linear_py, py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("y"),
+      py::kw_only(), py::arg("impl") = "auto", py::arg("gemv_warps") = 0,
+      py::arg("gemv_stages") = 0, threads, stream,
+      "y[M, N] = x[M, K] @ w[N, K]^T (+ bias[N]; None for none). On CUDA y may be float32 for "
+      "16-bit x / w, and impl picks the kernel: 'auto', 'cublas' or 'gemv' (the small-batch "
+      "GEMV, M <= 16; gemv_warps: its warps per block, 0 = heuristic; gemv_stages: 1, 2 or 3 load "
+      "groups in flight per warp, 0 = default).");
   m.def("kernel_add_bias", &add_bias_py, py::arg("bias"), py::arg("y"), py::kw_only(), threads,
         stream, "y[t, :] += bias (in place).");
   m.def("kernel_swiglu", &swiglu_py, py::arg("gate_up"), py::arg("out"), py::kw_only(), threads,

@@ -188,10 +188,11 @@ void bind_model(py::module_& m) {
       .def_readwrite("cuda_graphs", &SessionOptions::cuda_graphs)
       .def_readwrite("load", &SessionOptions::load)
       .def("__repr__", [](const SessionOptions& o) {
-        return "SessionOptions(device='" + o.device + "', num_threads=" +
-               std::to_string(o.num_threads) + ", max_batch=" + std::to_string(o.max_batch) +
-               ", max_seq_len=" + std::to_string(o.max_seq_len) + ", kv_block_size=" +
-               std::to_string(o.kv_block_size) + ", kv_dtype='" + o.kv_dtype +
+        return "SessionOptions(device='" + o.device +
+               "', num_threads=" + std::to_string(o.num_threads) +
+               ", max_batch=" + std::to_string(o.max_batch) +
+               ", max_seq_len=" + std::to_string(o.max_seq_len) +
+               ", kv_block_size=" + std::to_string(o.kv_block_size) + ", kv_dtype='" + o.kv_dtype +
                "', max_cache_tokens=" + std::to_string(o.max_cache_tokens) +
                ", prefill_chunk_tokens=" + std::to_string(o.prefill_chunk_tokens) + ")";
       });
@@ -239,8 +240,10 @@ void bind_model(py::module_& m) {
             return out;
           },
           py::arg("prompt"), "float32 [len(prompt), vocab_size] logits at every position.")
-      .def_property_readonly("timings", [](const InferenceSession& s) { return timings_dict(s.timings()); })
-      .def_property_readonly("config", [](const InferenceSession& s) { return config_dict(s.config()); })
+      .def_property_readonly("timings",
+                             [](const InferenceSession& s) { return timings_dict(s.timings()); })
+      .def_property_readonly("config",
+                             [](const InferenceSession& s) { return config_dict(s.config()); })
       .def_property_readonly("options", [](const InferenceSession& s) { return s.options(); })
       .def_property_readonly("kv_cache_bytes", &InferenceSession::kv_cache_bytes)
       .def_property_readonly("memory_plan",

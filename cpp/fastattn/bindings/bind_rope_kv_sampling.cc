@@ -181,8 +181,7 @@ void bind_rope_kv_sampling(py::module_& m) {
             .c_str());
   m.def("kernel_sample", &sample_py, py::arg("logits"), py::arg("out"), py::kw_only(),
         py::arg("temperature") = 0.0f, py::arg("top_k") = 0, py::arg("top_p") = 1.0f,
-        py::arg("seed") = 0, py::arg("step") = 0, py::arg("num_threads") = 0,
-        py::arg("stream") = 0,
+        py::arg("seed") = 0, py::arg("step") = 0, py::arg("num_threads") = 0, py::arg("stream") = 0,
         "sample: logits float32 [B, V] -> out int32 [B] (same device). temperature, top_k, top_p, "
         "seed and step: one value for every row or a sequence of B values.");
 }

@@ -78,8 +78,8 @@ std::unique_ptr<Communicator> create_communicator(const std::string& backend, De
     return std::make_unique<MpiCommunicator>();
   }
   if (b == "nccl") {
-    FA_CHECK(device.type == DeviceType::kCUDA, "communicator backend 'nccl' needs a CUDA device, got ",
-             device.str());
+    FA_CHECK(device.type == DeviceType::kCUDA,
+             "communicator backend 'nccl' needs a CUDA device, got ", device.str());
 #if defined(FASTATTN_WITH_CUDA)
     return create_nccl_communicator(device.index);
 #else

@@ -9,7 +9,6 @@
 #include <mutex>
 #include <thread>
 
-
 namespace fastattn::comm {
 
 // One operation queued on the progress thread.
@@ -215,8 +214,9 @@ void MpiCommunicator::all_gather(const Context& ctx, const Tensor& in, Tensor& o
   drain();
   if (bytes == 0) return;
   fa_mpi_request* req = nullptr;
-  rt_.check(rt_.api().fa_mpi_iallgather(comm_, in.data(), out.data(), static_cast<int>(bytes), &req),
-            "MPI_Iallgather");
+  rt_.check(
+      rt_.api().fa_mpi_iallgather(comm_, in.data(), out.data(), static_cast<int>(bytes), &req),
+      "MPI_Iallgather");
   rt_.wait(req, "all_gather");
 }
 
@@ -250,9 +250,9 @@ std::vector<int64_t> MpiCommunicator::all_reduce_max(const std::vector<int64_t>&
   drain();
   if (out.empty()) return out;
   fa_mpi_request* req = nullptr;
-  rt_.check(rt_.api().fa_mpi_iallreduce_max_int64(comm_, out.data(), static_cast<int>(out.size()),
-                                                  &req),
-            "MPI_Iallreduce(MAX)");
+  rt_.check(
+      rt_.api().fa_mpi_iallreduce_max_int64(comm_, out.data(), static_cast<int>(out.size()), &req),
+      "MPI_Iallreduce(MAX)");
   rt_.wait(req, "all_reduce_max");
   return out;
 }

@@ -132,8 +132,8 @@ LaunchInfo detect_launch() {
   };
   static const Source kSources[] = {
       {"OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_LOCAL_RANK"},  // Open MPI
-      {"PMI_SIZE", "PMI_RANK", "MPI_LOCALRANKID"},                                      // MPICH, Intel MPI
-      {"MV2_COMM_WORLD_SIZE", "MV2_COMM_WORLD_RANK", "MV2_COMM_WORLD_LOCAL_RANK"},     // MVAPICH
+      {"PMI_SIZE", "PMI_RANK", "MPI_LOCALRANKID"},  // MPICH, Intel MPI
+      {"MV2_COMM_WORLD_SIZE", "MV2_COMM_WORLD_RANK", "MV2_COMM_WORLD_LOCAL_RANK"},  // MVAPICH
   };
   for (const Source& s : kSources) {
     if (env(s.size) == nullptr) continue;
@@ -199,11 +199,11 @@ MpiRuntime::MpiRuntime() {
                 FASTATTN_MPI_BUILT_WITH, "), run under that MPI's mpirun, or point ",
                 "FASTATTN_MPI_LIBRARY at its libmpi.so");
   }
-#define FA_MPI_LOAD(name)                                                                     \
-  api_.name = reinterpret_cast<decltype(api_.name)>(dlsym(h, #name));                         \
-  if (api_.name == nullptr) {                                                                 \
-    FA_THROW_AS(comm::CommError, shim_path_, ": symbol " #name " missing (a shim from another ",   \
-                "fastattention version?); rebuild fastattention");                           \
+#define FA_MPI_LOAD(name)                                                                        \
+  api_.name = reinterpret_cast<decltype(api_.name)>(dlsym(h, #name));                            \
+  if (api_.name == nullptr) {                                                                    \
+    FA_THROW_AS(comm::CommError, shim_path_, ": symbol " #name " missing (a shim from another ", \
+                "fastattention version?); rebuild fastattention");                               \
   }
   FA_MPI_LOAD(fa_mpi_abi_version)
   FA_MPI_LOAD(fa_mpi_init)
@@ -262,9 +262,8 @@ void MpiRuntime::check(int rc, const char* what) const {
   if (rc == 0) return;
   char msg[512];
   api_.fa_mpi_error_string(rc, msg, sizeof(msg));
-  FA_THROW_AS(comm::CommError, "rank ", world_rank_, " of ", world_size_, ": ", what, " failed: ",
-              msg,
-              " (MPI error ", rc, ")");
+  FA_THROW_AS(comm::CommError, "rank ", world_rank_, " of ", world_size_, ": ", what,
+              " failed: ", msg, " (MPI error ", rc, ")");
 }
 
 void MpiRuntime::wait(fa_mpi_request* req, const char* what) const {

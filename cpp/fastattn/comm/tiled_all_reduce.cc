@@ -4,7 +4,6 @@
 #include <memory>
 #include <vector>
 
-
 namespace fastattn::comm {
 
 TileHeuristic default_tile_heuristic(const Communicator& comm) {
@@ -38,8 +37,8 @@ TilePlan plan_tiles(const Communicator& comm, int64_t rows, int64_t cols, int64_
   plan.tiles = choose_num_tiles(comm, rows);
   if (plan.tiles <= 1 || comm.device().type != DeviceType::kCUDA) return plan;
   const int sms = comm.tiling().gemm_sms;
-  const double macs = static_cast<double>(rows) * static_cast<double>(cols) *
-                      static_cast<double>(inner);
+  const double macs =
+      static_cast<double>(rows) * static_cast<double>(cols) * static_cast<double>(inner);
   if (sms >= 0) {
     plan.gemm_sms = sms;
   } else if (macs < kGpuFullSmMacs) {
@@ -55,10 +54,11 @@ void tile_rows(int64_t rows, int n, int i, int64_t& begin, int64_t& end) {
 
 void tiled_all_reduce(const Context& ctx, Communicator& comm, Tensor& y, int num_tiles,
                       const std::function<void(int64_t begin, int64_t end)>& compute) {
-  FA_CHECK(y.dim() >= 1 && y.is_contiguous(), comm.where(), ": tiled all-reduce: y ",
-           y.describe(), " must be contiguous with rows along dim 0");
+  FA_CHECK(y.dim() >= 1 && y.is_contiguous(), comm.where(), ": tiled all-reduce: y ", y.describe(),
+           " must be contiguous with rows along dim 0");
   const int64_t rows = y.size(0);
-  const int n = static_cast<int>(std::min<int64_t>(std::max(num_tiles, 1), std::max<int64_t>(rows, 1)));
+  const int n =
+      static_cast<int>(std::min<int64_t>(std::max(num_tiles, 1), std::max<int64_t>(rows, 1)));
   if (n <= 1) {
     compute(0, rows);
     comm.all_reduce_sum(ctx, y);

@@ -33,9 +33,9 @@ Allocator* pinned_host_allocator();
 Allocator* device_allocator(int device);
 
 struct DeviceAllocatorStats {
-  size_t in_use_bytes = 0;       // handed out
-  size_t cached_bytes = 0;       // freed, kept for reuse
-  size_t reserved_bytes = 0;     // in use + cached (what cudaMalloc gave)
+  size_t in_use_bytes = 0;    // handed out
+  size_t cached_bytes = 0;    // freed, kept for reuse
+  size_t reserved_bytes = 0;  // in use + cached (what cudaMalloc gave)
   size_t peak_in_use_bytes = 0;
 };
 DeviceAllocatorStats device_allocator_stats(int device);

@@ -18,8 +18,8 @@ struct Context {
   // CPU threads for OpenMP-parallel kernels; 0 = OpenMP's default (OMP_NUM_THREADS or all cores).
   int num_threads = 0;
   comm::Communicator* comm = nullptr;  // null = single rank
-  void* stream = nullptr;        // cudaStream_t in CUDA builds
-  void* blas_handle = nullptr;   // cublasHandle_t bound to `stream` (CUDA builds; null = none yet)
+  void* stream = nullptr;              // cudaStream_t in CUDA builds
+  void* blas_handle = nullptr;  // cublasHandle_t bound to `stream` (CUDA builds; null = none yet)
   // SMs a CUDA GEMM may use (cuBLAS's SM count target); 0 = all. The tiling-AllReduce sets it so
   // that the tile GEMMs leave SMs to the all-reduce running beside them.
   int gemm_sm_target = 0;

@@ -17,7 +17,8 @@ void copy_tensor(const Context& ctx, const Tensor& src, Tensor& dst);
 
 // dst[i, :] = src[rows[i], :] for 2-D tensors of one dtype with contiguous rows (row strides may
 // differ). Row indices are host values, checked against src.
-void copy_rows(const Context& ctx, const Tensor& src, const std::vector<int64_t>& rows, Tensor& dst);
+void copy_rows(const Context& ctx, const Tensor& src, const std::vector<int64_t>& rows,
+               Tensor& dst);
 
 // dst = src for [rows, cols] matrices of one dtype whose rows are contiguous but may be strided
 // (e.g. the Q columns of a fused QKV projection); one 2-D copy on ctx.stream.

@@ -92,13 +92,13 @@ uint16_t float_to_half(float f) {
   std::memcpy(&u, &f, 4);
   const uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000u);
   u &= 0x7fffffffu;
-  if (u > 0x7f800000u) return sign | 0x7e00u;       // NaN
-  if (u >= 0x477ff000u) return sign | 0x7c00u;      // overflow to inf (incl. rounding)
-  if (u < 0x38800000u) {                            // subnormal or zero in half
-    if (u < 0x33000000u) return sign;               // below half of the smallest subnormal
+  if (u > 0x7f800000u) return sign | 0x7e00u;   // NaN
+  if (u >= 0x477ff000u) return sign | 0x7c00u;  // overflow to inf (incl. rounding)
+  if (u < 0x38800000u) {                        // subnormal or zero in half
+    if (u < 0x33000000u) return sign;           // below half of the smallest subnormal
     const uint32_t exp = u >> 23;
     uint32_t mant = (u & 0x7fffffu) | 0x800000u;
-    const uint32_t shift = 126 - exp;               // 14 + (113 - exp)
+    const uint32_t shift = 126 - exp;  // 14 + (113 - exp)
     const uint32_t rem = mant & ((1u << shift) - 1);
     const uint32_t half_point = 1u << (shift - 1);
     mant >>= shift;

@@ -22,8 +22,9 @@ long long env_int(const char* name, long long fallback, long long lo, long long 
   char* end = nullptr;
   errno = 0;
   const long long value = std::strtoll(v, &end, 10);
-  FA_CHECK(errno == 0 && end != v && *end == '\0' && value >= lo && value <= hi, "environment variable ",
-           name, ": expected an integer in [", lo, ", ", hi, "], got '", v, "'");
+  FA_CHECK(errno == 0 && end != v && *end == '\0' && value >= lo && value <= hi,
+           "environment variable ", name, ": expected an integer in [", lo, ", ", hi, "], got '", v,
+           "'");
   return value;
 }
 

@@ -56,10 +56,10 @@ std::string concat(Parts&&... parts) {
   } while (0)
 
 // Checks an internal invariant; a failure is a bug in fastattn, so the location is included.
-#define FA_ASSERT(cond, ...)                                                                  \
-  do {                                                                                        \
-    if (!(cond)) {                                                                            \
-      FA_THROW_AS(Error, "internal error at ", __FILE__, ":", __LINE__, " (", #cond, "): ", \
-                  ##__VA_ARGS__);                                                             \
-    }                                                                                         \
+#define FA_ASSERT(cond, ...)                                                         \
+  do {                                                                               \
+    if (!(cond)) {                                                                   \
+      FA_THROW_AS(Error, "internal error at ", __FILE__, ":", __LINE__, " (", #cond, \
+                  "): ", ##__VA_ARGS__);                                             \
+    }                                                                                \
   } while (0)

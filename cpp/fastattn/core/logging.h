@@ -16,11 +16,11 @@ void log_message(LogLevel level, const std::string& msg);
 
 }  // namespace fastattn
 
-#define FA_LOG(level, ...)                                                         \
-  do {                                                                             \
-    if (static_cast<int>(::fastattn::LogLevel::level) >=                           \
-        static_cast<int>(::fastattn::log_level())) {                               \
-      ::fastattn::log_message(::fastattn::LogLevel::level,                         \
-                              ::fastattn::detail::concat(__VA_ARGS__));            \
-    }                                                                              \
+#define FA_LOG(level, ...)                                              \
+  do {                                                                  \
+    if (static_cast<int>(::fastattn::LogLevel::level) >=                \
+        static_cast<int>(::fastattn::log_level())) {                    \
+      ::fastattn::log_message(::fastattn::LogLevel::level,              \
+                              ::fastattn::detail::concat(__VA_ARGS__)); \
+    }                                                                   \
   } while (0)

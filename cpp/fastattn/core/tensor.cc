@@ -21,13 +21,14 @@ Device parse_device(const std::string& s) {
   if (s == "cuda") return Device{DeviceType::kCUDA, 0};
   if (s.rfind("cuda:", 0) == 0) {
     const std::string idx = s.substr(5);
-    FA_CHECK(!idx.empty() && idx.find_first_not_of("0123456789") == std::string::npos,
-             "device: '", s, "' is not a valid device (expected cpu, cuda or cuda:N)");
+    FA_CHECK(!idx.empty() && idx.find_first_not_of("0123456789") == std::string::npos, "device: '",
+             s, "' is not a valid device (expected cpu, cuda or cuda:N)");
     // At most 9 digits: std::stoi would throw a bare out_of_range past int's range.
     FA_CHECK(idx.size() <= 9, "device: '", s, "': the GPU index is out of range");
     return Device{DeviceType::kCUDA, std::stoi(idx)};
   }
-  FA_THROW_AS(InvalidArgument, "device: '", s, "' is not a valid device (expected cpu, cuda or cuda:N)");
+  FA_THROW_AS(InvalidArgument, "device: '", s,
+              "' is not a valid device (expected cpu, cuda or cuda:N)");
 }
 
 std::string shape_str(const std::vector<int64_t>& shape) {
@@ -113,7 +114,8 @@ Tensor Tensor::slice(int dim, int64_t start, int64_t end) const {
   FA_CHECK(0 <= start && start <= end && end <= shape_[d], "slice [", start, ", ", end,
            ") out of range for dimension ", d, " of ", describe());
   Tensor t = *this;
-  t.data_ = static_cast<char*>(data_) + start * strides_[d] * static_cast<int64_t>(dtype_size(dtype_));
+  t.data_ =
+      static_cast<char*>(data_) + start * strides_[d] * static_cast<int64_t>(dtype_size(dtype_));
   t.shape_[d] = end - start;
   return t;
 }
@@ -121,10 +123,11 @@ Tensor Tensor::slice(int dim, int64_t start, int64_t end) const {
 Tensor Tensor::select(int dim, int64_t index) const {
   const int d = dim < 0 ? dim + ndim_ : dim;
   FA_CHECK(d >= 0 && d < ndim_, "select: dimension ", dim, " out of range for ", describe());
-  FA_CHECK(0 <= index && index < shape_[d], "select: index ", index,
-           " out of range for dimension ", d, " of ", describe());
+  FA_CHECK(0 <= index && index < shape_[d], "select: index ", index, " out of range for dimension ",
+           d, " of ", describe());
   Tensor t;
-  t.data_ = static_cast<char*>(data_) + index * strides_[d] * static_cast<int64_t>(dtype_size(dtype_));
+  t.data_ =
+      static_cast<char*>(data_) + index * strides_[d] * static_cast<int64_t>(dtype_size(dtype_));
   t.dtype_ = dtype_;
   t.device_ = device_;
   t.ndim_ = ndim_ - 1;
@@ -138,8 +141,8 @@ Tensor Tensor::select(int dim, int64_t index) const {
 }
 
 void* Tensor::ptr_at(std::initializer_list<int64_t> index) const {
-  FA_CHECK(static_cast<int>(index.size()) <= ndim_, "index of ", index.size(),
-           " entries for ", describe());
+  FA_CHECK(static_cast<int>(index.size()) <= ndim_, "index of ", index.size(), " entries for ",
+           describe());
   int64_t off = 0;
   int i = 0;
   for (int64_t v : index) {
@@ -180,8 +183,9 @@ void check_shape(const Tensor& t, const char* name, const std::vector<int64_t>& 
 }
 
 void check_last_dim_contiguous(const Tensor& t, const char* name) {
-  FA_CHECK(t.last_dim_contiguous(), name, ": the last dimension must be contiguous (stride 1), got ",
-           t.describe(), " with strides ", shape_str(t.strides()));
+  FA_CHECK(t.last_dim_contiguous(), name,
+           ": the last dimension must be contiguous (stride 1), got ", t.describe(),
+           " with strides ", shape_str(t.strides()));
 }
 
 void check_contiguous(const Tensor& t, const char* name) {

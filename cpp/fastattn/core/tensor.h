@@ -49,8 +49,8 @@ class Tensor {
 
   // Views (no copies). Shape errors throw InvalidArgument.
   Tensor reshape(const std::vector<int64_t>& shape) const;  // contiguous tensors only
-  Tensor slice(int dim, int64_t start, int64_t end) const;   // [start, end) along dim
-  Tensor select(int dim, int64_t index) const;               // drops dim
+  Tensor slice(int dim, int64_t start, int64_t end) const;  // [start, end) along dim
+  Tensor select(int dim, int64_t index) const;              // drops dim
   // Element pointer at the given index (one entry per dimension, or fewer for a sub-tensor).
   void* ptr_at(std::initializer_list<int64_t> index) const;
 

@@ -22,8 +22,8 @@ void kv_cache_write(const Context& ctx, const Tensor& k_new, const Tensor& v_new
 }
 
 void rope_kv_cache_write(const Context& ctx, const RopeParams& p, Tensor& q, Tensor& k,
-                         const Tensor& v, const Tensor& positions, Tensor& k_cache,
-                         Tensor& v_cache, const Tensor& slot_mapping, int64_t seq_len) {
+                         const Tensor& v, const Tensor& positions, Tensor& k_cache, Tensor& v_cache,
+                         const Tensor& slot_mapping, int64_t seq_len) {
 #if defined(FASTATTN_WITH_CUDA)
   if (!q.device().is_cpu_addressable()) {
     cuda::rope_kv_cache_write_cuda(ctx, p, q, k, v, positions, k_cache, v_cache, slot_mapping,

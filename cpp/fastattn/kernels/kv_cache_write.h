@@ -16,7 +16,6 @@ void check_kv_write_shapes(const Tensor& k_new, const Tensor& v_new, const char*
                            const Tensor& k_cache, const Tensor& v_cache,
                            const Tensor& slot_mapping);
 
-
 // k_new, v_new: [T, Hk, D] (any float dtype; strided token dim allowed).
 // k_cache, v_cache: [num_blocks, block_size, Hk, D] (any float dtype; converted on write).
 // V may have its own head size (v_new [T, Hk, Dv] with v_cache [..., Hk, Dv]).
@@ -37,7 +36,7 @@ void kv_cache_write(const Context& ctx, const Tensor& k_new, const Tensor& v_new
 // bfloat16, each rotated value rounded to q's / k's dtype, then the rounded k converted to the
 // cache's dtype); slots and positions are not checked (see kv_cache_write and apply_rope).
 void rope_kv_cache_write(const Context& ctx, const RopeParams& p, Tensor& q, Tensor& k,
-                         const Tensor& v, const Tensor& positions, Tensor& k_cache,
-                         Tensor& v_cache, const Tensor& slot_mapping, int64_t seq_len = 0);
+                         const Tensor& v, const Tensor& positions, Tensor& k_cache, Tensor& v_cache,
+                         const Tensor& slot_mapping, int64_t seq_len = 0);
 
 }  // namespace fastattn::kernels

@@ -86,8 +86,9 @@ void sample(const Context& ctx, const Tensor& logits, const std::vector<Sampling
   constexpr bool on_gpu = false;
 #endif
   if (on_gpu) {
-    FA_CHECK(out.device() == logits.device(), "out is on ", out.device().str(), " but logits is on ",
-             logits.device().str(), ": every tensor of one call must be on the same device");
+    FA_CHECK(out.device() == logits.device(), "out is on ", out.device().str(),
+             " but logits is on ", logits.device().str(),
+             ": every tensor of one call must be on the same device");
   } else {
     check_cpu(logits, "logits");
     check_cpu(out, "out");

@@ -54,7 +54,8 @@ void SpillBlockManager::reserve(SeqId id, int64_t total_tokens, int64_t keep_fro
   FA_CHECK(total_tokens >= 0 && keep_from >= 0 && keep_from <= total_tokens,
            "KV cache reserve: bad token range ", keep_from, " .. ", total_tokens);
   Seq& s = seqs_[id];
-  const int64_t need = blocks_for(total_tokens) - static_cast<int64_t>(s.host.size() + s.device.size());
+  const int64_t need =
+      blocks_for(total_tokens) - static_cast<int64_t>(s.host.size() + s.device.size());
   const int64_t old_keep = s.keep_from;
   s.keep_from = std::max(s.keep_from, keep_from);
   if (need <= 0) return;
@@ -87,8 +88,8 @@ void SpillBlockManager::reserve(SeqId id, int64_t total_tokens, int64_t keep_fro
       FA_THROW_AS(OutOfMemory, "KV cache exhausted: a sequence needs ", need * bs,
                   " more tokens of cache; the device pool has ", free_device_blocks() * bs,
                   " free of ", device_total_ * bs, " tokens and ", planned * bs,
-                  " could move to the host pool, which has ", free_host_blocks() * bs,
-                  " free of ", host_total_ * bs,
+                  " could move to the host pool, which has ", free_host_blocks() * bs, " free of ",
+                  host_total_ * bs,
                   " tokens; raise the KV budgets (max_cache_tokens / host_kv_tokens) or lower "
                   "the batch, prompt or max_new_tokens");
     }
@@ -119,8 +120,10 @@ void SpillBlockManager::reserve(SeqId id, int64_t total_tokens, int64_t keep_fro
 void SpillBlockManager::free_sequence(SeqId id) {
   seq_of(id, "free");
   auto it = seqs_.find(id);
-  for (auto b = it->second.device.rbegin(); b != it->second.device.rend(); ++b) device_free_.push_back(*b);
-  for (auto b = it->second.host.rbegin(); b != it->second.host.rend(); ++b) host_free_.push_back(*b);
+  for (auto b = it->second.device.rbegin(); b != it->second.device.rend(); ++b)
+    device_free_.push_back(*b);
+  for (auto b = it->second.host.rbegin(); b != it->second.host.rend(); ++b)
+    host_free_.push_back(*b);
   seqs_.erase(it);
 }
 

@@ -126,8 +126,8 @@ void AttentionLayer::stage_query_on_host(const Context& ctx, const Tensor& q,
 }
 
 void AttentionLayer::stream_host_part(const Context& ctx, const ForwardBatch& batch,
-                                      const Tensor& q, const LayerKv& kv,
-                                      AttentionScratch& scratch, const Tensor& out) const {
+                                      const Tensor& q, const LayerKv& kv, AttentionScratch& scratch,
+                                      const Tensor& out) const {
   const Tensor& hk_pool = *kv.host_k;
   const Tensor& hv_pool = *kv.host_v;
   const int64_t T = q.size(0), hq = q.size(1), D = q.size(2);
@@ -153,8 +153,8 @@ void AttentionLayer::stream_host_part(const Context& ctx, const ForwardBatch& ba
   sp.out = scratch.part.view();
   sp.lse = scratch.part_lse.view();
   sp.cu_seqlens_q = batch.cu_seqlens_q;
-  sp.cu_seqlens_k = ctx.device.type == DeviceType::kCUDA ? batch.host_cu_seqlens_k_dev
-                                                         : batch.host_cu_seqlens_k;
+  sp.cu_seqlens_k =
+      ctx.device.type == DeviceType::kCUDA ? batch.host_cu_seqlens_k_dev : batch.host_cu_seqlens_k;
   sp.causal = false;  // every host key precedes every query
   sp.max_seqlen_q = batch.max_seqlen_q;
   sp.max_seqlen_k = batch.max_host_seqlen_k;
@@ -165,9 +165,8 @@ void AttentionLayer::stream_host_part(const Context& ctx, const ForwardBatch& ba
 }
 
 void AttentionLayer::attend_host_part(const Context& ctx, const ForwardBatch& batch,
-                                      const Tensor& q, const LayerKv& kv,
-                                      AttentionScratch& scratch, StreamEvent& q_on_host,
-                                      const Tensor& out) const {
+                                      const Tensor& q, const LayerKv& kv, AttentionScratch& scratch,
+                                      StreamEvent& q_on_host, const Tensor& out) const {
   FA_CHECK(kv.host_k != nullptr && kv.host_v != nullptr,
            "attention: the batch has host-resident KV but the layer has no host cache");
   FA_CHECK(p_.window_left < 0,

@@ -30,7 +30,10 @@ class DecoderLayer;
 
 struct LayerScratch {
   explicit LayerScratch(Allocator* a = host_allocator())
-      : normed(a, DType::kFloat32, {0}), branch_out(a, DType::kFloat32, {0}), attention(a), ffn(a) {}
+      : normed(a, DType::kFloat32, {0}),
+        branch_out(a, DType::kFloat32, {0}),
+        attention(a),
+        ffn(a) {}
   OwnedTensor normed;      // [T, H]
   OwnedTensor branch_out;  // [T, H]
   AttentionScratch attention;
@@ -41,7 +44,7 @@ struct LayerScratch {
 // norm that starts the next one run as one add_norm kernel (one pass over hidden instead of two,
 // one launch fewer per layer; bit for bit what the unfused pair computes).
 struct LayerLink {
-  bool input_normed = false;          // scratch.normed already holds attn_norm(hidden)
+  bool input_normed = false;           // scratch.normed already holds attn_norm(hidden)
   const DecoderLayer* next = nullptr;  // the next layer: end with add + its attn_norm into normed
 };
 

@@ -6,8 +6,8 @@
 
 namespace fastattn::layers {
 
-void Embedding::forward(const Context& ctx, const Tensor& ids, const Tensor& positions,
-                        Tensor& out, OwnedTensor& position_rows) const {
+void Embedding::forward(const Context& ctx, const Tensor& ids, const Tensor& positions, Tensor& out,
+                        OwnedTensor& position_rows) const {
   kernels::embedding_lookup(ctx, ids, w_.table, out, w_.vocab_start, w_.vocab_parallel);
   if (w_.vocab_parallel) all_reduce_sum(ctx, out);
   if (!w_.position_table.defined()) return;

@@ -26,7 +26,8 @@ class LmHead {
 
   // hidden: float32 [R, H] residual-stream rows (modified: normalised in place);
   // logits: float32 [R, vocab_size], rows may be strided.
-  void forward(const Context& ctx, Tensor& hidden, OwnedTensor& shard_scratch, Tensor& logits) const;
+  void forward(const Context& ctx, Tensor& hidden, OwnedTensor& shard_scratch,
+               Tensor& logits) const;
 
  private:
   LmHeadParams p_;

@@ -9,10 +9,12 @@ namespace fastattn::layers {
 
 void gather_paged(const Context& ctx, const Tensor& pool, const int32_t* table,
                   int64_t table_stride, const int32_t* lens, int num_seqs, Tensor& staging) {
-  FA_ASSERT(pool.dim() == 4 && pool.is_contiguous(), "gather_paged: pool must be a contiguous "
+  FA_ASSERT(pool.dim() == 4 && pool.is_contiguous(),
+            "gather_paged: pool must be a contiguous "
             "[num_blocks, block_size, Hk, D] tensor");
   const int64_t bs = pool.size(1);
-  const size_t row_bytes = static_cast<size_t>(pool.size(2) * pool.size(3)) * dtype_size(pool.dtype());
+  const size_t row_bytes =
+      static_cast<size_t>(pool.size(2) * pool.size(3)) * dtype_size(pool.dtype());
   const size_t block_bytes = static_cast<size_t>(bs) * row_bytes;
   char* dst = static_cast<char*>(staging.data());
   const char* src = static_cast<const char*>(pool.data());

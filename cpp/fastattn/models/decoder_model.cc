@@ -117,8 +117,7 @@ void DecoderModel::load_weights() {
     std::string list;
     for (const auto& f : unused) list += (list.empty() ? "" : ", ") + f;
     FA_LOG(kWarning, store_.dir(), ": ", unused.size(),
-           " tensor file(s) the config does not use (does config.json match the weights?): ",
-           list);
+           " tensor file(s) the config does not use (does config.json match the weights?): ", list);
   }
 }
 
@@ -139,8 +138,9 @@ void DecoderModel::forward(const Context& ctx, const layers::ForwardBatch& batch
                            kvcache::KvCache* host_cache) const {
   FA_CHECK(!batch.has_host_kv() || host_cache != nullptr,
            "forward: the batch has host-resident KV but no host cache was given");
-  FA_CHECK(config_.tp_size == 1 || ctx.comm != nullptr, config_.file, ": tp_size = ",
-           config_.tp_size, ": a tensor-parallel model needs a communicator (run under mpirun)");
+  FA_CHECK(config_.tp_size == 1 || ctx.comm != nullptr, config_.file,
+           ": tp_size = ", config_.tp_size,
+           ": a tensor-parallel model needs a communicator (run under mpirun)");
   FA_CHECK(cache.config().num_layers == config_.num_layers, "KV cache has ",
            cache.config().num_layers, " layers, the model ", config_.num_layers);
   scratch.hidden.resize(activation_dtype(), {batch.num_tokens, config_.hidden_size});

@@ -28,9 +28,9 @@ struct ModelScratch {
         vocab_shard(a, DType::kFloat32, {0}),
         position_rows(a, DType::kFloat32, {0}),
         layer(a) {}
-  OwnedTensor hidden;       // [T, H]: the residual stream after forward()
-  OwnedTensor head_rows;    // [R, H]: rows gathered for the LM head
-  OwnedTensor vocab_shard;  // [R, Vr]: tensor-parallel LM head only
+  OwnedTensor hidden;         // [T, H]: the residual stream after forward()
+  OwnedTensor head_rows;      // [R, H]: rows gathered for the LM head
+  OwnedTensor vocab_shard;    // [R, Vr]: tensor-parallel LM head only
   OwnedTensor position_rows;  // [T, H]: learned position embeddings only
   layers::LayerScratch layer;
 };
@@ -72,8 +72,8 @@ class DecoderModel {
 
   // logits[R, vocab_size] for rows `rows` of scratch.hidden (rows are copied first, so the
   // hidden state is left intact).
-  void logits_for_rows(const Context& ctx, ModelScratch& scratch,
-                       const std::vector<int64_t>& rows, Tensor& logits) const;
+  void logits_for_rows(const Context& ctx, ModelScratch& scratch, const std::vector<int64_t>& rows,
+                       Tensor& logits) const;
   // logits[T, vocab_size] for every row of scratch.hidden (normalises scratch.hidden in place).
   void logits_all(const Context& ctx, ModelScratch& scratch, Tensor& logits) const;
 

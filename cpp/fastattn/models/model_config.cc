@@ -182,9 +182,8 @@ int to_int(const KeyReader& r, const std::string& key, int64_t v) {
 // reach (max_seq_len is at most 2^31 - 1).
 void check_rope_range(const KeyReader& r, const kernels::RopeParams& rope) {
   const double rd = rope.rotary_dim;
-  const double max_inv_freq = rd > 2 ? std::max(1.0, std::pow(static_cast<double>(rope.theta),
-                                                              -(rd - 2) / rd))
-                                     : 1.0;
+  const double max_inv_freq =
+      rd > 2 ? std::max(1.0, std::pow(static_cast<double>(rope.theta), -(rd - 2) / rd)) : 1.0;
   const double factor = rope.scaling == kernels::RopeScaling::kNone ? 1.0 : rope.factor;
   const double max_angle = 2147483647.0 * max_inv_freq / std::min(1.0, factor);
   if (!(max_angle < 1e30)) {
@@ -227,8 +226,10 @@ void parse_rope(const KeyReader& root, ModelConfig& c) {
   if (type == "dynamic") {
     c.rope.scaling = kernels::RopeScaling::kDynamicNTK;
     if (c.rope.rotary_dim <= 2) {  // the NTK base rescaling divides by rotary_dim - 2
-      s.fail("type", "'dynamic' needs a rotated dimension > 2 (rope.rotary_dim, default head_dim), "
-                     "got " + std::to_string(c.rope.rotary_dim));
+      s.fail("type",
+             "'dynamic' needs a rotated dimension > 2 (rope.rotary_dim, default head_dim), "
+             "got " +
+                 std::to_string(c.rope.rotary_dim));
     }
     return check_rope_range(r, c.rope);
   }
@@ -295,8 +296,9 @@ void check_consistency(const KeyReader& r, const ModelConfig& c) {
     }
   }
   if (c.gated_ffn == false && c.activation == Activation::kSilu) {
-    r.fail("activation", "'silu' needs gated_ffn = true (SwiGLU); a plain FFN supports gelu and "
-                         "gelu_tanh");
+    r.fail("activation",
+           "'silu' needs gated_ffn = true (SwiGLU); a plain FFN supports gelu and "
+           "gelu_tanh");
   }
 }
 
@@ -348,8 +350,8 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
     for (const auto& k : path) {
       if (!k.empty()) key += (key.empty() ? "" : ".") + k;
     }
-    FA_THROW_AS(FileError, file, ": not valid JSON", key.empty() ? "" : " at key '",
-                printable(key), key.empty() ? "" : "'", " (", printable(e.what(), 200), ")");
+    FA_THROW_AS(FileError, file, ": not valid JSON", key.empty() ? "" : " at key '", printable(key),
+                key.empty() ? "" : "'", " (", printable(e.what(), 200), ")");
   }
   if (!root.is_object()) FA_THROW_AS(FileError, file, ": expected a JSON object at the top level");
   const KeyReader r(root, file, "");
@@ -360,8 +362,8 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
     r.fail("format", "must be \"fastattention\", got " + KeyReader::dump(root.at("format")));
   }
   if (r.integer("format_version", 0) != 1) {
-    r.fail("format_version", "is " + KeyReader::dump(root.at("format_version")) +
-                                 "; this build reads version 1");
+    r.fail("format_version",
+           "is " + KeyReader::dump(root.at("format_version")) + "; this build reads version 1");
   }
   c.architecture = r.choice("architecture", {"llama", "qwen2", "mistral", "gpt", "pangu"});
   c.dtype = dtype_from_name(r.choice("dtype", {"float32", "float16", "bfloat16"}));
@@ -406,8 +408,9 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
   if (!c.learned_positions()) {
     parse_rope(r, c);
   } else if (r.has("rope")) {
-    r.fail("rope", "must be absent or null with position_embedding 'learned' (the model has no "
-                   "rotary positions)");
+    r.fail("rope",
+           "must be absent or null with position_embedding 'learned' (the model has no "
+           "rotary positions)");
   }
   if (r.has("sliding_window")) {
     c.sliding_window = to_int(r, "sliding_window", r.integer("sliding_window", 1));
@@ -430,7 +433,7 @@ ModelConfig load_model_config(const std::string& model_dir) {
     }
     FA_THROW_AS(FileError, path, ": cannot open the model config (", std::strerror(err), ")");
   }
-  struct stat st {};
+  struct stat st{};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     ::close(fd);
     FA_THROW_AS(FileError, path, ": not a regular file (a FIFO, device or directory?)");

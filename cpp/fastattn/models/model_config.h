@@ -23,7 +23,7 @@ enum class PositionEmbedding { kRotary, kLearned };
 const char* position_embedding_name(PositionEmbedding p);
 
 struct ModelConfig {
-  std::string file;          // the config.json it was read from (for messages)
+  std::string file;  // the config.json it was read from (for messages)
   // llama | qwen2 | mistral | gpt | pangu. The graph is driven by the keys below; "pangu" also
   // requires its family's keys (layernorm, gated_ffn false, gelu / gelu_tanh: docs/FORMAT.md).
   std::string architecture;
@@ -53,7 +53,7 @@ struct ModelConfig {
   // Rotary models: rotary_dim is always set (never 0) after parsing. Learned positions: unused
   // (the "rope" key may be absent or null).
   kernels::RopeParams rope;
-  int sliding_window = 0;    // 0 = none; else a query sees itself and sliding_window - 1 keys before
+  int sliding_window = 0;  // 0 = none; else a query sees itself and sliding_window - 1 keys before
 
   int64_t bos_token_id = -1;           // -1 = none
   std::vector<int64_t> eos_token_ids;  // may be empty

@@ -47,8 +47,8 @@ void fill_random_weight(const Context& ctx, const RandomFillParams& p, const Ten
   const int64_t rows = out.size(0);
   const int64_t cols = out.dim() == 2 ? out.size(1) : 1;
   check_shape(logical_rows, "logical_rows", {rows});
-  FA_CHECK(p.logical_cols >= 1 && p.col_offset >= 0 && p.col_offset + cols <= p.logical_cols,
-           what, ": columns ", p.col_offset, " .. ", p.col_offset + cols,
+  FA_CHECK(p.logical_cols >= 1 && p.col_offset >= 0 && p.col_offset + cols <= p.logical_cols, what,
+           ": columns ", p.col_offset, " .. ", p.col_offset + cols,
            " do not fit the logical tensor's ", p.logical_cols, " columns");
   const int64_t* lrow = logical_rows.data_as<int64_t>();
   for (int64_t r = 0; r < rows; ++r) {

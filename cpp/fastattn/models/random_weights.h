@@ -28,7 +28,7 @@ struct RandomFillParams {
   std::string name;          // the tensor's name: each name gets its own stream
   int64_t logical_cols = 1;  // columns of the logical tensor (1 for a vector)
   int64_t col_offset = 0;    // logical column of the shard's first column
-  double scale = 1.0;  // values are shift + scale * U[-1, 1) (both rounded to float32 first)
+  double scale = 1.0;        // values are shift + scale * U[-1, 1) (both rounded to float32 first)
   double shift = 0.0;
 };
 

@@ -53,8 +53,8 @@ void WeightArena::allocate(Allocator* a, size_t bytes, const std::string& source
   try {
     arena_ = Buffer(a, bytes);
   } catch (const OutOfMemory& e) {
-    FA_THROW_AS(OutOfMemory, source, ": the weights need ", bytes >> 20, " MiB on ",
-                device_.str(), ", which does not have them free: ", e.what());
+    FA_THROW_AS(OutOfMemory, source, ": the weights need ", bytes >> 20, " MiB on ", device_.str(),
+                ", which does not have them free: ", e.what());
   }
 }
 

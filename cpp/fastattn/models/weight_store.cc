@@ -35,7 +35,8 @@ void* read_whole_file(int fd, size_t size, const std::string& path) {
   }
   size_t got = 0;
   while (got < size) {
-    const ssize_t n = ::pread(fd, static_cast<char*>(buf) + got, size - got, static_cast<off_t>(got));
+    const ssize_t n =
+        ::pread(fd, static_cast<char*>(buf) + got, size - got, static_cast<off_t>(got));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
       const int err = errno;
@@ -64,7 +65,7 @@ MappedFile::MappedFile(const std::string& path, WeightLoad mode) : path_(path) {
     if (err == ENOENT) FA_THROW_AS(FileError, path, ": weight file is missing");
     FA_THROW_AS(FileError, path, ": cannot open (", std::strerror(err), ")");
   }
-  struct stat st {};
+  struct stat st{};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     ::close(fd);
     FA_THROW_AS(FileError, path, ": not a regular file (a FIFO, device or directory?)");
@@ -136,7 +137,8 @@ TensorFileHeader parse_tensor_header(const void* data, size_t size, const std::s
   size_t numel = 1;
   for (uint32_t i = 0; i < ndim; ++i) {
     const uint64_t s = read_le<uint64_t>(p + kFixedHeader + 8 * i);
-    if (s > (uint64_t{1} << 40)) FA_THROW_AS(FileError, path, ": implausible size ", s, " in dim ", i);
+    if (s > (uint64_t{1} << 40))
+      FA_THROW_AS(FileError, path, ": implausible size ", s, " in dim ", i);
     h.shape.push_back(static_cast<int64_t>(s));
     numel *= static_cast<size_t>(s);
   }

@@ -89,7 +89,8 @@ class DecodeGraphs {
   Bucket& bucket_for(int batch);
   // The device view of the uploaded inputs for a bucket of `size` rows.
   layers::ForwardBatch device_batch(const layers::ForwardBatch& host, int size, int splits) const;
-  void upload(const layers::ForwardBatch& host, const std::vector<kernels::SampleRow>& rows, int size);
+  void upload(const layers::ForwardBatch& host, const std::vector<kernels::SampleRow>& rows,
+              int size);
   // The step's work on the stream: forward, LM head, sampler (captured or not).
   void enqueue(Bucket& b, const layers::ForwardBatch& batch);
 

@@ -16,8 +16,7 @@ layers::ForwardBatch DeviceBatch::upload(const Context& ctx, const layers::Forwa
       {&FB::token_ids, &FB::token_ids},       {&FB::positions, &FB::positions},
       {&FB::slot_mapping, &FB::slot_mapping}, {&FB::cu_seqlens_q, &FB::cu_seqlens_q},
       {&FB::block_table, &FB::block_table},   {&FB::seqlens_k, &FB::seqlens_k},
-      {&FB::cu_seqlens_k, &FB::cu_seqlens_k},
-      {&FB::host_cu_seqlens_k, &FB::host_cu_seqlens_k_dev}};
+      {&FB::cu_seqlens_k, &FB::cu_seqlens_k}, {&FB::host_cu_seqlens_k, &FB::host_cu_seqlens_k_dev}};
   int64_t total = 0;
   for (const auto& f : fields) total += (host.*f.first).defined() ? (host.*f.first).numel() : 0;
   staging_.resize(DType::kInt32, {total});

@@ -18,13 +18,12 @@ std::string launch_hint(int tp) {
 
 TensorParallel::TensorParallel(const models::ModelConfig& cfg, Device device,
                                const TensorParallelOptions& o) {
-  FA_CHECK(o.tiles >= 0, "tp_tiles: must be >= 0 (0 = chosen from the token count), got ",
-           o.tiles);
+  FA_CHECK(o.tiles >= 0, "tp_tiles: must be >= 0 (0 = chosen from the token count), got ", o.tiles);
   const int tp = cfg.tp_size;
   const comm::LaunchInfo li = comm::detect_launch();
   if (!li.launched) {
-    FA_CHECK(tp == 1, cfg.file, ": tp_size = ", tp, ": tensor parallelism needs `mpirun` with ",
-             tp, " processes, one per rank, and this process was started alone; run it as ",
+    FA_CHECK(tp == 1, cfg.file, ": tp_size = ", tp, ": tensor parallelism needs `mpirun` with ", tp,
+             " processes, one per rank, and this process was started alone; run it as ",
              launch_hint(tp), ", or export the model with tp_size = 1 to run it in one process");
     return;
   }
@@ -45,16 +44,15 @@ TensorParallel::TensorParallel(const models::ModelConfig& cfg, Device device,
   // Every rank checks the same facts, so every rank reaches the same verdict.
   const std::vector<int64_t> agreed = mpi_->all_reduce_max({tp, -static_cast<int64_t>(tp)});
   if (agreed[0] != -agreed[1]) {
-    fail_everywhere(detail::concat(cfg.file, ": the ranks' models disagree on tp_size (from ",
-                                   -agreed[1], " to ", agreed[0], "); every rank must load the ",
-                                   "same export"),
-                    true);
+    fail_everywhere(
+        detail::concat(cfg.file, ": the ranks' models disagree on tp_size (from ", -agreed[1],
+                       " to ", agreed[0], "); every rank must load the ", "same export"),
+        true);
   }
   if (world_size_ != tp) {
     fail_everywhere(detail::concat(cfg.file, ": tp_size = ", tp, " but this MPI job has ",
                                    world_size_, " processes (rank ", rank_, "): run ",
-                                   launch_hint(tp), " or export the model with --tp ",
-                                   world_size_),
+                                   launch_hint(tp), " or export the model with --tp ", world_size_),
                     true);
   }
   if (world_size_ == 1) {
@@ -110,10 +108,10 @@ void TensorParallel::run_on_all_ranks(const char* what, const std::function<void
     if (comm::MpiRuntime* rt = comm::MpiRuntime::if_started()) rt->finalize();
     std::rethrow_exception(error);
   }
-  fail_everywhere(detail::concat("rank ", rank_, " of ", world_size_, ": ", what,
-                                 " failed on rank ", -agreed[1],
-                                 " (its error is reported there), so this rank stops too"),
-                  false);
+  fail_everywhere(
+      detail::concat("rank ", rank_, " of ", world_size_, ": ", what, " failed on rank ",
+                     -agreed[1], " (its error is reported there), so this rank stops too"),
+      false);
 }
 
 void TensorParallel::check_same_on_all_ranks(uint64_t fingerprint, const char* what) {

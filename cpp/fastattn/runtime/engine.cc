@@ -50,12 +50,14 @@ Engine::Engine(InferenceSession& session, const EngineOptions& options)
            " exceeds the session's max_batch = ", so.max_batch,
            " (its buffers are sized for that many sequences)");
   FA_CHECK(options_.step_tokens <= std::max<int64_t>(so.prefill_chunk_tokens, so.max_batch),
-           "step_tokens ", options_.step_tokens, " exceeds the session's prefill_chunk_tokens = ",
-           so.prefill_chunk_tokens, " (its activation memory is planned for that many tokens)");
+           "step_tokens ", options_.step_tokens,
+           " exceeds the session's prefill_chunk_tokens = ", so.prefill_chunk_tokens,
+           " (its activation memory is planned for that many tokens)");
   FA_CHECK(options_.step_tokens > options_.max_running, "step_tokens (", options_.step_tokens,
            ") must exceed max_running (", options_.max_running,
            "): a step holds one token of every decoding request plus prefill chunks");
-  FA_CHECK(options_.max_preempted_kv_bytes >= -1, "max_preempted_kv_bytes: must be >= 0, or -1 for ",
+  FA_CHECK(options_.max_preempted_kv_bytes >= -1,
+           "max_preempted_kv_bytes: must be >= 0, or -1 for ",
            "a quarter of the machine's memory; got ", options_.max_preempted_kv_bytes);
   stash_cap_bytes_ = options_.max_preempted_kv_bytes >= 0
                          ? options_.max_preempted_kv_bytes
@@ -101,8 +103,7 @@ int64_t Engine::add_request(const std::vector<int64_t>& prompt, const RequestPar
   o.sampling = params.sampling;
   o.stop_tokens = params.stop_tokens;
   session_.check_generate_options(o);
-  FA_CHECK(params.max_new_tokens >= 1, "max_new_tokens: must be >= 1, got ",
-           params.max_new_tokens);
+  FA_CHECK(params.max_new_tokens >= 1, "max_new_tokens: must be >= 1, got ", params.max_new_tokens);
   session_.check_prompt(prompt, 0, params.max_new_tokens);
   const int64_t context = static_cast<int64_t>(prompt.size()) + params.max_new_tokens - 1;
   const int64_t need = session_.blocks_->blocks_for(context);
@@ -181,10 +182,10 @@ void Engine::sync_ranks() {
     msg.push_back(static_cast<int64_t>(incoming_.size()));
     for (Request& r : incoming_) {
       const RequestParams& p = r.params;
-      msg.insert(msg.end(), {r.id, p.max_new_tokens, float_bits(p.sampling.temperature),
-                             p.sampling.top_k, float_bits(p.sampling.top_p),
-                             static_cast<int64_t>(p.sampling.seed),
-                             static_cast<int64_t>(p.stop_tokens.size())});
+      msg.insert(msg.end(),
+                 {r.id, p.max_new_tokens, float_bits(p.sampling.temperature), p.sampling.top_k,
+                  float_bits(p.sampling.top_p), static_cast<int64_t>(p.sampling.seed),
+                  static_cast<int64_t>(p.stop_tokens.size())});
       msg.insert(msg.end(), p.stop_tokens.begin(), p.stop_tokens.end());
       msg.push_back(static_cast<int64_t>(r.prompt.size()));
       msg.insert(msg.end(), r.prompt.begin(), r.prompt.end());
@@ -213,8 +214,8 @@ void Engine::sync_ranks() {
     p.sampling.seed = static_cast<uint64_t>(next());
     for (int64_t k = next(); k > 0; --k) p.stop_tokens.push_back(next());
     for (int64_t k = next(); k > 0; --k) r.prompt.push_back(next());
-    r.reserved = session_.blocks_->blocks_for(static_cast<int64_t>(r.prompt.size()) +
-                                              p.max_new_tokens - 1);
+    r.reserved =
+        session_.blocks_->blocks_for(static_cast<int64_t>(r.prompt.size()) + p.max_new_tokens - 1);
     live_[r.id] = true;
     next_id_ = r.id + 1;
     waiting_.push_back(std::move(r));
@@ -269,8 +270,8 @@ void Engine::apply_cancellations(std::vector<EngineEvent>& events) {
     it = preempted_.erase(it);
     ++parked;
   }
-  const auto gone = std::remove_if(running_.begin(), running_.end(),
-                                   [](const Request& r) { return r.done; });
+  const auto gone =
+      std::remove_if(running_.begin(), running_.end(), [](const Request& r) { return r.done; });
   const auto n = (running_.end() - gone) + parked;
   running_.erase(gone, running_.end());
   if (n > 0) {
@@ -312,7 +313,8 @@ bool Engine::plan_step() {
   const bool pre = preempting();
   for (size_t i = 0; i < running_.size(); ++i) {
     Request& r = running_[i];
-    if (r.out.empty() || r.preempt_now || r.cached < static_cast<int64_t>(prefill_tokens(r).size())) {
+    if (r.out.empty() || r.preempt_now ||
+        r.cached < static_cast<int64_t>(prefill_tokens(r).size())) {
       continue;  // not decoding: its prompt (or what it replays) is not all in yet
     }
     if (pre && !make_room(i, 1)) continue;  // r itself had to be preempted
@@ -443,9 +445,9 @@ std::vector<EngineEvent> Engine::step() {
   }
   size_t finished = 0;
   for (const Request& r : running_) finished += r.done ? 1 : 0;
-  running_.erase(std::remove_if(running_.begin(), running_.end(),
-                                [](const Request& r) { return r.done; }),
-                 running_.end());
+  running_.erase(
+      std::remove_if(running_.begin(), running_.end(), [](const Request& r) { return r.done; }),
+      running_.end());
   park_preempted();
   int64_t stash_bytes = 0;
   for (const Request& r : preempted_) stash_bytes += static_cast<int64_t>(r.stash.nbytes());
@@ -460,8 +462,8 @@ std::vector<EngineEvent> Engine::step() {
   stats_.preempted = static_cast<int64_t>(preempted_.size());
   stats_.preempted_kv_bytes = stash_bytes;
   stats_.recomputed = recomputed_;
-  stats_.kv_blocks_free = session_.blocks_->free_device_blocks() +
-                          session_.blocks_->free_host_blocks();
+  stats_.kv_blocks_free =
+      session_.blocks_->free_device_blocks() + session_.blocks_->free_host_blocks();
   stats_.kv_blocks_reserved = reserved_blocks_;
   if (stop_requested_) stopped_ = true;
   if (ran) ++stats_.steps;

@@ -102,13 +102,13 @@ struct EngineStats {
   int64_t generated_tokens = 0;  // sampled so far
   int64_t finished = 0;
   int64_t cancelled = 0;
-  int64_t errors = 0;  // failed steps
-  int64_t preempted = 0;            // requests preempted now (their KV in host memory)
-  int64_t preemptions = 0;          // requests preempted so far
-  int64_t resumed = 0;              // preempted requests resumed so far
-  int64_t preempted_kv_bytes = 0;   // host memory holding the preempted requests' KV now
-  int64_t recomputed = 0;           // preemptions that dropped the KV (host cap reached)
-  double step_seconds = 0.0;  // time spent in step() (forward passes and sampling)
+  int64_t errors = 0;              // failed steps
+  int64_t preempted = 0;           // requests preempted now (their KV in host memory)
+  int64_t preemptions = 0;         // requests preempted so far
+  int64_t resumed = 0;             // preempted requests resumed so far
+  int64_t preempted_kv_bytes = 0;  // host memory holding the preempted requests' KV now
+  int64_t recomputed = 0;          // preemptions that dropped the KV (host cap reached)
+  double step_seconds = 0.0;       // time spent in step() (forward passes and sampling)
 };
 
 class Engine {
@@ -149,10 +149,10 @@ class Engine {
     std::vector<int64_t> prompt;
     RequestParams params;
     kvcache::SpillBlockManager::SeqId seq = -1;
-    int64_t cached = 0;      // tokens written to the KV cache
-    int64_t reserved = 0;    // blocks promised by the admission accounting
+    int64_t cached = 0;    // tokens written to the KV cache
+    int64_t reserved = 0;  // blocks promised by the admission accounting
     std::vector<int64_t> out;
-    bool done = false;  // finished or cancelled: leaves running_ at the end of the step
+    bool done = false;         // finished or cancelled: leaves running_ at the end of the step
     bool preempt_now = false;  // preempted this step: moves to preempted_ at the end of it
     KvStash stash;             // a preempted request's KV
     // Preempted by recompute: the tokens to prefill again (prompt + all generated tokens but
@@ -205,8 +205,8 @@ class Engine {
   std::vector<int64_t> cancels_;
   std::unordered_map<int64_t, bool> live_;  // ids waiting or running
   int64_t next_id_ = 0;
-  std::mutex step_mu_;          // one step() at a time
-  std::vector<Request> running_;  // arrival (id) order (only the stepping thread touches it)
+  std::mutex step_mu_;             // one step() at a time
+  std::vector<Request> running_;   // arrival (id) order (only the stepping thread touches it)
   std::deque<Request> preempted_;  // id order (only the stepping thread touches it)
   int64_t reserved_blocks_ = 0;
   int64_t step_prompt_tokens_ = 0;

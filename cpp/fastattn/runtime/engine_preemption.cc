@@ -41,8 +41,10 @@ void Engine::preempt(Request& r) {
   InferenceSession& s = session_;
   int64_t stashed = 0;  // host bytes the preempted requests' KV holds already
   for (const Request& p : preempted_) stashed += static_cast<int64_t>(p.stash.nbytes());
-  for (const Request& p : running_) stashed += p.preempt_now ? static_cast<int64_t>(p.stash.nbytes()) : 0;
-  const auto bytes = static_cast<int64_t>(KvStash::bytes_for(s.cache_->config(), *s.blocks_, r.cached));
+  for (const Request& p : running_)
+    stashed += p.preempt_now ? static_cast<int64_t>(p.stash.nbytes()) : 0;
+  const auto bytes =
+      static_cast<int64_t>(KvStash::bytes_for(s.cache_->config(), *s.blocks_, r.cached));
   if (stashed + bytes <= stash_cap_bytes_) {
     // The copies are queued before any later write into the blocks freed here (same stream).
     r.stash = KvStash::save(s.ctx_, *s.blocks_, r.seq, r.cached, *s.cache_, s.host_cache_.get());
@@ -145,9 +147,9 @@ void Engine::park_preempted() {
     preempted_.insert(at, std::move(r));
     r.done = true;  // the moved-from husk leaves running_ below
   }
-  running_.erase(std::remove_if(running_.begin(), running_.end(),
-                                [](const Request& r) { return r.done; }),
-                 running_.end());
+  running_.erase(
+      std::remove_if(running_.begin(), running_.end(), [](const Request& r) { return r.done; }),
+      running_.end());
   // The stashes' copies are complete before anything (a cancellation) can free them.
   if (any) synchronize(session_.ctx_);
 }

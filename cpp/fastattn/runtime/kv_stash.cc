@@ -36,13 +36,13 @@ KvStash KvStash::save(const Context& ctx, const kvcache::SpillBlockManager& bloc
            " tokens to save");
   const std::vector<int32_t>& host_table = blocks.host_table(seq);
   const std::vector<int32_t>& device_table = blocks.device_table(seq);
-  FA_CHECK(host_table.empty() || host != nullptr,
-           "KvStash::save: sequence ", seq, " has host blocks but no host pool was given");
+  FA_CHECK(host_table.empty() || host != nullptr, "KvStash::save: sequence ", seq,
+           " has host blocks but no host pool was given");
   if (s.num_blocks_ == 0) return s;
   const int64_t elems = static_cast<int64_t>(s.block_bytes_ / dtype_size(c.dtype));
-  s.data_ = OwnedTensor(ctx.device.type == DeviceType::kCUDA ? pinned_host_allocator()
-                                                             : host_allocator(),
-                        c.dtype, {c.num_layers, 2, s.num_blocks_, elems});
+  s.data_ =
+      OwnedTensor(ctx.device.type == DeviceType::kCUDA ? pinned_host_allocator() : host_allocator(),
+                  c.dtype, {c.num_layers, 2, s.num_blocks_, elems});
   char* out = static_cast<char*>(s.data_.view().data());
   const Device out_dev = s.data_.view().device();
   for (int l = 0; l < c.num_layers; ++l) {
@@ -66,8 +66,7 @@ void KvStash::restore(const Context& ctx, const kvcache::SpillBlockManager& bloc
                       kvcache::SpillBlockManager::SeqId seq, kvcache::KvCache& device) const {
   const kvcache::KvCacheConfig& c = device.config();
   const std::vector<int32_t>& table = blocks.device_table(seq);
-  FA_CHECK(blocks.host_table(seq).empty() &&
-               static_cast<int64_t>(table.size()) >= num_blocks_,
+  FA_CHECK(blocks.host_table(seq).empty() && static_cast<int64_t>(table.size()) >= num_blocks_,
            "KvStash::restore: sequence ", seq, " must hold at least ", num_blocks_,
            " device blocks and no host blocks (has ", table.size(), " device, ",
            blocks.host_table(seq).size(), " host)");

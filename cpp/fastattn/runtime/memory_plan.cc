@@ -20,7 +20,8 @@ constexpr size_t kWorkspaceBytes = size_t{256} << 20;
 
 }  // namespace
 
-size_t activation_bytes(const models::ModelConfig& c, DType act, int64_t tokens, int64_t logit_rows) {
+size_t activation_bytes(const models::ModelConfig& c, DType act, int64_t tokens,
+                        int64_t logit_rows) {
   const int64_t H = c.hidden_size;
   const int64_t D = c.head_dim;
   const int64_t qkv = (c.local_heads() + 2 * c.local_kv_heads()) * D;
@@ -33,7 +34,8 @@ size_t activation_bytes(const models::ModelConfig& c, DType act, int64_t tokens,
   return static_cast<size_t>(tokens * per_token) * esize + logits + kWorkspaceBytes;
 }
 
-size_t decode_graph_bytes(const models::ModelConfig& c, DType act, const std::vector<int>& buckets) {
+size_t decode_graph_bytes(const models::ModelConfig& c, DType act,
+                          const std::vector<int>& buckets) {
   constexpr size_t kPartialsBytes = size_t{16} << 20;
   size_t total = 0;
   for (int b : buckets) {
@@ -45,8 +47,8 @@ size_t decode_graph_bytes(const models::ModelConfig& c, DType act, const std::ve
 std::string MemoryPlan::describe() const {
   std::string s = "weights " + gib(weights) + ", activations " + gib(activations);
   if (decode_graphs > 0) s += ", decode graphs " + gib(decode_graphs);
-  s += ", KV cache " + gib(kv_bytes) + " (" + std::to_string(kv_tokens) +
-                  " tokens in " + std::to_string(kv_blocks) + " blocks)";
+  s += ", KV cache " + gib(kv_bytes) + " (" + std::to_string(kv_tokens) + " tokens in " +
+       std::to_string(kv_blocks) + " blocks)";
   if (host_kv_tokens > 0) {
     s += ", host KV " + gib(host_kv_bytes) + " (" + std::to_string(host_kv_tokens) + " tokens)";
   }
@@ -102,7 +104,8 @@ MemoryPlan plan_gpu_memory(const models::ModelConfig& c, const MemoryPlanInput& 
   if (p.kv_blocks < in.max_batch) {
     FA_THROW_AS(OutOfMemory, "the GPU has no room for a KV cache of even one block per sequence (",
                 in.max_batch, " x ", in.kv_block_size, " tokens): ", p.describe(), ", ",
-                gib(in.device_free), " free after the weights. Lower prefill_chunk_tokens or "
+                gib(in.device_free),
+                " free after the weights. Lower prefill_chunk_tokens or "
                 "max_batch, raise gpu_memory_fraction, or use a GPU with more memory");
   }
   return p;

@@ -32,14 +32,14 @@ struct MemoryPlanInput {
 
 struct MemoryPlan {
   size_t weights = 0;
-  size_t activations = 0;  // reserved for scratch: activations, logits, kernel workspaces
+  size_t activations = 0;    // reserved for scratch: activations, logits, kernel workspaces
   size_t decode_graphs = 0;  // the decode graphs' own scratch (one pool per batch bucket)
   size_t kv_bytes_per_token = 0;
   int64_t kv_blocks = 0;
   int64_t kv_tokens = 0;
   size_t kv_bytes = 0;
-  size_t budget = 0;       // memory_fraction * device_total
-  size_t device_total = 0;  // 0 for a CPU session
+  size_t budget = 0;           // memory_fraction * device_total
+  size_t device_total = 0;     // 0 for a CPU session
   int64_t host_kv_tokens = 0;  // the host pool of a spilled KV cache
   size_t host_kv_bytes = 0;
   std::string describe() const;  // one line: weights, activations, KV, tokens, budget
@@ -51,7 +51,8 @@ MemoryPlan plan_gpu_memory(const models::ModelConfig& c, const MemoryPlanInput& 
 
 // Bytes of activation scratch a forward pass over `tokens` tokens needs (largest buffers live
 // at once, in the activation dtype), plus the float32 logits of `logit_rows` rows.
-size_t activation_bytes(const models::ModelConfig& c, DType act, int64_t tokens, int64_t logit_rows);
+size_t activation_bytes(const models::ModelConfig& c, DType act, int64_t tokens,
+                        int64_t logit_rows);
 
 // Scratch the decode graphs hold: per bucket of b rows, the activations of a b-token pass, b
 // float32 logit rows and an allowance for the split-KV partials (bounded by the waves of CTAs the

@@ -46,9 +46,8 @@ InferenceSession::InferenceSession(const std::string& model_dir, const SessionOp
     : options_(options), spill_paths_(options.spill_attention) {
   const Device device = check_options(options);
   const models::WeightLoad load = models::weight_load_from_name(options.load);
-  init(models::load_model_config(model_dir), device, model_dir, [&] {
-    return std::make_unique<models::DecoderModel>(model_dir, tp_.rank(), device, load);
-  });
+  init(models::load_model_config(model_dir), device, model_dir,
+       [&] { return std::make_unique<models::DecoderModel>(model_dir, tp_.rank(), device, load); });
 }
 
 InferenceSession::InferenceSession(const models::ModelConfig& config,
@@ -162,13 +161,12 @@ void InferenceSession::init(
 
   if (options_.verbose && tp_.rank() == 0) {
     log_message(LogLevel::kInfo,
-                detail::concat("loaded ", source, " (", config().architecture, ", ",
-                               config().num_layers, " layers, ", mib(weight_bytes()),
-                               " of weights mapped); KV cache ", mib(kv_cache_bytes()), " for ",
-                               num_blocks * bs, " tokens (", num_blocks, " blocks of ", bs, ", ",
-                               options_.kv_dtype, "); max_batch ", options_.max_batch,
-                               ", max_seq_len ", options_.max_seq_len, ", threads ",
-                               options_.num_threads));
+                detail::concat(
+                    "loaded ", source, " (", config().architecture, ", ", config().num_layers,
+                    " layers, ", mib(weight_bytes()), " of weights mapped); KV cache ",
+                    mib(kv_cache_bytes()), " for ", num_blocks * bs, " tokens (", num_blocks,
+                    " blocks of ", bs, ", ", options_.kv_dtype, "); max_batch ", options_.max_batch,
+                    ", max_seq_len ", options_.max_seq_len, ", threads ", options_.num_threads));
   }
   if (options_.verbose) {
     log_message(LogLevel::kInfo,
@@ -202,8 +200,8 @@ int64_t InferenceSession::plan_cache_blocks(DType kv_dtype) {
   const int bs = options_.kv_block_size;
   if (ctx_.device.type != DeviceType::kCUDA) {
     if (options_.max_cache_tokens == 0) {
-      options_.max_cache_tokens = static_cast<int64_t>(options_.max_batch) *
-                                  std::min<int64_t>(options_.max_seq_len, 4096);
+      options_.max_cache_tokens =
+          static_cast<int64_t>(options_.max_batch) * std::min<int64_t>(options_.max_seq_len, 4096);
     }
     return (options_.max_cache_tokens + bs - 1) / bs;
   }
@@ -213,8 +211,8 @@ int64_t InferenceSession::plan_cache_blocks(DType kv_dtype) {
   in.device_total = mem.total_bytes;
   // Blocks our caching allocator holds but no one uses (a session freed before this one) are
   // free for this session: the allocator gives them back to the driver when a request fails.
-  in.device_free = std::min(mem.total_bytes,
-                            mem.free_bytes + device_allocator_stats(ctx_.device.index).cached_bytes);
+  in.device_free = std::min(
+      mem.total_bytes, mem.free_bytes + device_allocator_stats(ctx_.device.index).cached_bytes);
   in.weight_bytes = model_->device_weight_bytes();
   in.memory_fraction = options_.gpu_memory_fraction;
   in.activation_dtype = model_->activation_dtype();
@@ -252,8 +250,9 @@ void InferenceSession::forward(layers::ForwardBatch host_batch) {
   if (host_batch.has_host_kv()) {
     host_batch.spill_path =
         spill_paths_.choose(ctx_.device.type == DeviceType::kCUDA, host_batch.num_tokens);
-    (host_batch.spill_path == layers::ForwardBatch::SpillPath::kStream ? timings_.spill_stream_steps
-                                                                       : timings_.spill_cpu_steps)++;
+    (host_batch.spill_path == layers::ForwardBatch::SpillPath::kStream
+         ? timings_.spill_stream_steps
+         : timings_.spill_cpu_steps)++;
   }
   const layers::ForwardBatch batch = device_batch_->upload(ctx_, host_batch);
   model_->forward(ctx_, batch, *cache_, scratch_, host_cache_.get());
@@ -265,7 +264,8 @@ void InferenceSession::reserve_kv(kvcache::SpillBlockManager::SeqId seq, int64_t
     // Queued on the session stream: ordered after the passes that wrote the blocks and before
     // any later write into the freed device blocks, without a host wait.
     const kvcache::KvCacheConfig& c = cache_->config();
-    const size_t block_bytes = static_cast<size_t>(c.block_size) * static_cast<size_t>(c.num_kv_heads) *
+    const size_t block_bytes = static_cast<size_t>(c.block_size) *
+                               static_cast<size_t>(c.num_kv_heads) *
                                static_cast<size_t>(c.head_dim) * dtype_size(c.dtype);
     for (int l = 0; l < c.num_layers; ++l) {
       for (const kvcache::SpillMove& m : moves) {
@@ -290,8 +290,8 @@ void InferenceSession::check_fits(const std::vector<int64_t>& totals) const {
   const int64_t have = blocks_->free_device_blocks() + blocks_->free_host_blocks();
   if (need > have) {
     const int64_t bs = blocks_->block_size();
-    FA_THROW_AS(OutOfMemory, "KV cache: this batch needs ", need * bs, " tokens of cache (",
-                need, " blocks of ", bs, " for the prompts + max_new_tokens) but the cache holds ",
+    FA_THROW_AS(OutOfMemory, "KV cache: this batch needs ", need * bs, " tokens of cache (", need,
+                " blocks of ", bs, " for the prompts + max_new_tokens) but the cache holds ",
                 have * bs, " (device ", blocks_->device_blocks() * bs, " + host ",
                 blocks_->host_blocks() * bs, " tokens). Memory plan: ", plan_.describe(),
                 ". Raise max_cache_tokens / gpu_kv_budget / host_kv_tokens, or lower the batch or ",
@@ -329,8 +329,8 @@ void InferenceSession::check_prompt(const std::vector<int64_t>& prompt, size_t i
   const int64_t len = static_cast<int64_t>(prompt.size());
   FA_CHECK(len > 0, "prompt ", index, " is empty; every prompt needs at least one token");
   for (size_t p = 0; p < prompt.size(); ++p) {
-    FA_CHECK(prompt[p] >= 0 && prompt[p] < vocab, "prompt ", index, ", position ", p,
-             ": token id ", prompt[p], " is out of range [0, ", vocab, ")");
+    FA_CHECK(prompt[p] >= 0 && prompt[p] < vocab, "prompt ", index, ", position ", p, ": token id ",
+             prompt[p], " is out of range [0, ", vocab, ")");
   }
   FA_CHECK(len <= options_.max_seq_len, "prompt ", index, " has ", len,
            " tokens, more than max_seq_len = ", options_.max_seq_len);
@@ -364,8 +364,8 @@ std::vector<std::vector<int64_t>> InferenceSession::generate(
   }
   check_no_engine("generate()");
   FA_CHECK(!prompts.empty(), "prompts: empty list; pass at least one prompt");
-  FA_CHECK(static_cast<int64_t>(prompts.size()) <= options_.max_batch, "batch of ",
-           prompts.size(), " prompts exceeds max_batch = ", options_.max_batch);
+  FA_CHECK(static_cast<int64_t>(prompts.size()) <= options_.max_batch, "batch of ", prompts.size(),
+           " prompts exceeds max_batch = ", options_.max_batch);
   check_generate_options(o);
   for (size_t i = 0; i < prompts.size(); ++i) check_prompt(prompts[i], i, o.max_new_tokens);
 
@@ -378,7 +378,8 @@ std::vector<std::vector<int64_t>> InferenceSession::generate(
   // step by step, which is when older blocks may spill to the host pool.
   const FreeAllOnExit free_on_exit{*blocks_};
   std::vector<int64_t> totals;
-  for (const auto& p : prompts) totals.push_back(static_cast<int64_t>(p.size()) + o.max_new_tokens - 1);
+  for (const auto& p : prompts)
+    totals.push_back(static_cast<int64_t>(p.size()) + o.max_new_tokens - 1);
   check_fits(totals);
   std::vector<Sequence> seqs(prompts.size());
   for (size_t i = 0; i < prompts.size(); ++i) {
@@ -453,7 +454,8 @@ void InferenceSession::decode(std::vector<Sequence>& seqs, const GenerateOptions
     }
     const auto t0 = Clock::now();
     layers::ForwardBatch batch = builder_.build();
-    const int64_t host_tokens = batch.has_host_kv() ? batch.host_cu_seqlens_k.data_as<int32_t>()[batch.num_seqs] : 0;
+    const int64_t host_tokens =
+        batch.has_host_kv() ? batch.host_cu_seqlens_k.data_as<int32_t>()[batch.num_seqs] : 0;
     const int64_t stream_before = timings_.spill_stream_steps;
     if (!decode_step_graphed(batch, active, o)) {
       forward(batch);
@@ -530,14 +532,13 @@ void InferenceSession::append_tokens(std::vector<Sequence*>& which, const Genera
   for (size_t r = 0; r < R; ++r) {
     Sequence& s = *which[r];
     s.out->push_back(tok[r]);
-    const bool stop = std::find(o.stop_tokens.begin(), o.stop_tokens.end(), tok[r]) !=
-                      o.stop_tokens.end();
+    const bool stop =
+        std::find(o.stop_tokens.begin(), o.stop_tokens.end(), tok[r]) != o.stop_tokens.end();
     if (stop || static_cast<int64_t>(s.out->size()) >= o.max_new_tokens) s.done = true;
   }
 }
 
-bool InferenceSession::report_step(const std::vector<Sequence*>& which,
-                                   const GenerateOptions& o) {
+bool InferenceSession::report_step(const std::vector<Sequence*>& which, const GenerateOptions& o) {
   if (!o.on_step) return true;
   step_tokens_.clear();
   for (const Sequence* s : which) step_tokens_.push_back(StepToken{s->index, s->out->back()});

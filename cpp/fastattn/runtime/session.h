@@ -36,10 +36,10 @@ struct SessionOptions {
   // "cpu", "cuda" or "cuda:N" (CUDA builds). On a GPU the activations and the KV cache are in
   // the weights' dtype (float16 / bfloat16 / float32).
   std::string device = "cpu";
-  int num_threads = 0;         // CPU threads for the kernels; 0 = OpenMP's default
-  int max_batch = 8;           // most prompts per generate() call
-  int64_t max_seq_len = 0;     // prompt + new tokens per sequence; 0 = max_position_embeddings
-  int kv_block_size = 16;      // tokens per KV-cache block
+  int num_threads = 0;      // CPU threads for the kernels; 0 = OpenMP's default
+  int max_batch = 8;        // most prompts per generate() call
+  int64_t max_seq_len = 0;  // prompt + new tokens per sequence; 0 = max_position_embeddings
+  int kv_block_size = 16;   // tokens per KV-cache block
   // auto | float32 | float16 | bfloat16. auto: float32 on the CPU, the weights' dtype on a GPU
   // (the only one a GPU session accepts).
   std::string kv_dtype = "auto";
@@ -62,7 +62,7 @@ struct SessionOptions {
   // step instead of ~10 per layer. Steps a graph cannot take (spilled KV, tensor parallelism,
   // dynamic-NTK RoPE) run eagerly. Ignored on the CPU.
   bool cuda_graphs = true;
-  bool verbose = false;                 // log model size and KV-cache memory at load
+  bool verbose = false;  // log model size and KV-cache memory at load
   // How the weight files are held: "mmap" (read-only mappings; the files must not change while
   // the session lives) or "copy" (read into memory the session owns). models/weight_store.h.
   std::string load = "mmap";
@@ -131,8 +131,7 @@ class InferenceSession {
   // on a GPU they are copied at load and `owner` is dropped after. Throws FileError naming a
   // missing or mis-shaped tensor, InvalidArgument for bad options.
   InferenceSession(const models::ModelConfig& config, const std::map<std::string, Tensor>& weights,
-                   const SessionOptions& options = {},
-                   std::shared_ptr<const void> owner = nullptr);
+                   const SessionOptions& options = {}, std::shared_ptr<const void> owner = nullptr);
   ~InferenceSession();
 
   // New tokens of each prompt (not the prompt itself). Bad input throws InvalidArgument naming
@@ -226,8 +225,8 @@ class InferenceSession {
   std::unique_ptr<kvcache::SpillBlockManager> blocks_;
   models::ModelScratch scratch_;
   BatchBuilder builder_;
-  OwnedTensor logits_;   // [B, vocab] for sampling
-  OwnedTensor sampled_;  // int32 [B], on the model's device
+  OwnedTensor logits_;        // [B, vocab] for sampling
+  OwnedTensor sampled_;       // int32 [B], on the model's device
   OwnedTensor sampled_host_;  // int32 [B]: the tokens on the host
   std::unique_ptr<DeviceBatch> device_batch_;
 #if defined(FASTATTN_WITH_CUDA)

@@ -25,6 +25,7 @@ max(GEMM, all-reduce)). Defaults: on GPUs T = 1K..16K, H = 4096, 8192, bfloat16;
 (one thread each unless --threads) T = 256, 1024, 2048 and H = 1024, 2048, float32, so a run
 takes about a minute. Only rank 0 prints.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,27 +46,55 @@ CPU_HIDDEN = "1024,2048"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
-                        help="cpu: MPI over CPU ranks; cuda: NCCL, GPU = local rank")
-    parser.add_argument("--tokens", type=int_list, default=None,
-                        help=f"token counts T (default cuda {GPU_TOKENS}, cpu {CPU_TOKENS})")
-    parser.add_argument("--hidden", type=int_list, default=None,
-                        help=f"hidden sizes H (default cuda {GPU_HIDDEN}, cpu {CPU_HIDDEN})")
-    parser.add_argument("--k", type=int, default=None,
-                        help="GEMM inner size per rank (default H / ranks)")
-    parser.add_argument("--tiles", type=int_list, default=[2, 4, 8],
-                        help="tile counts to time besides the runtime's choice (default 2,4,8)")
-    parser.add_argument("--gemm-sms", type=non_negative_int_list, default=None,
-                        help="GPU: also time each tile count with the tile GEMMs limited to these "
-                             "SM counts (0 = all; default: only the communicator's setting, "
-                             "FASTATTN_TP_GEMM_SMS or its default)")
-    parser.add_argument("--allreduce", default=None,
-                        help="GPU: the tiles' all-reduce methods to time, comma-separated: nccl "
-                             "(NCCL's kernels), gather (copy-engine all-gather + sum; key suffix "
-                             "'g'); default: the communicator's (FASTATTN_TP_ALLREDUCE or its "
-                             "default)")
-    parser.add_argument("--dtype", choices=["float16", "bfloat16", "float32"], default=None,
-                        help="GPU dtype (default bfloat16); CPU activations are float32")
+    parser.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        default="cpu",
+        help="cpu: MPI over CPU ranks; cuda: NCCL, GPU = local rank",
+    )
+    parser.add_argument(
+        "--tokens",
+        type=int_list,
+        default=None,
+        help=f"token counts T (default cuda {GPU_TOKENS}, cpu {CPU_TOKENS})",
+    )
+    parser.add_argument(
+        "--hidden",
+        type=int_list,
+        default=None,
+        help=f"hidden sizes H (default cuda {GPU_HIDDEN}, cpu {CPU_HIDDEN})",
+    )
+    parser.add_argument(
+        "--k", type=int, default=None, help="GEMM inner size per rank (default H / ranks)"
+    )
+    parser.add_argument(
+        "--tiles",
+        type=int_list,
+        default=[2, 4, 8],
+        help="tile counts to time besides the runtime's choice (default 2,4,8)",
+    )
+    parser.add_argument(
+        "--gemm-sms",
+        type=non_negative_int_list,
+        default=None,
+        help="GPU: also time each tile count with the tile GEMMs limited to these "
+        "SM counts (0 = all; default: only the communicator's setting, "
+        "FASTATTN_TP_GEMM_SMS or its default)",
+    )
+    parser.add_argument(
+        "--allreduce",
+        default=None,
+        help="GPU: the tiles' all-reduce methods to time, comma-separated: nccl "
+        "(NCCL's kernels), gather (copy-engine all-gather + sum; key suffix "
+        "'g'); default: the communicator's (FASTATTN_TP_ALLREDUCE or its "
+        "default)",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=["float16", "bfloat16", "float32"],
+        default=None,
+        help="GPU dtype (default bfloat16); CPU activations are float32",
+    )
     parser.add_argument("--repeats", type=int, default=None, help="timed runs (cuda 20, cpu 5)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="CPU threads per rank (default 1)")
@@ -94,8 +123,11 @@ class _Runner:
         if self.device == "cuda":
             dev = f"cuda:{self.comm.device.split(':')[1]}"
             t = self.torch
-            return (t.from_numpy(x).to(dev, self.dtype), t.from_numpy(w).to(dev, self.dtype),
-                    t.zeros((T, H), dtype=self.dtype, device=dev))
+            return (
+                t.from_numpy(x).to(dev, self.dtype),
+                t.from_numpy(w).to(dev, self.dtype),
+                t.zeros((T, H), dtype=self.dtype, device=dev),
+            )
         return x, w, y
 
     def sync(self):
@@ -121,8 +153,10 @@ def run(args: argparse.Namespace):
 
     methods_asked = _methods(args.allreduce)
     if not distributed.launched():
-        raise ValueError("bench allreduce-overlap runs over several ranks: start it with "
-                         "`mpirun -n 2 fastattention bench allreduce-overlap ...`")
+        raise ValueError(
+            "bench allreduce-overlap runs over several ranks: start it with "
+            "`mpirun -n 2 fastattention bench allreduce-overlap ...`"
+        )
     if args.repeats is None:
         args.repeats = 20 if args.device == "cuda" else 5
     if args.repeats <= 0 or args.warmup < 0 or args.threads <= 0:
@@ -169,18 +203,20 @@ def run(args: argparse.Namespace):
             if True in methods:  # the copy-engine gather all-reduce alone, as 2 tiles
                 comm.gather_reduce = True
                 row["allreduce_gather_ms"] = 1e3 * r.time(
-                    lambda: comm.all_reduce_sum_tiled(y, 2, stream=r.stream))
+                    lambda: comm.all_reduce_sum_tiled(y, 2, stream=r.stream)
+                )
                 comm.gather_reduce = default_gather
             comm.overlap, comm.num_tiles = True, 0
             row["auto_tiles"], row["auto_sms"] = comm.plan_tiles(T, H, K)
-            row["auto_ms"] = (row["sequential_ms"] if row["auto_tiles"] == 1
-                              else 1e3 * r.time(linear(comm, True, 0, default_sms,
-                                                       default_gather)))
+            row["auto_ms"] = (
+                row["sequential_ms"]
+                if row["auto_tiles"] == 1
+                else 1e3 * r.time(linear(comm, True, 0, default_sms, default_gather))
+            )
             tiled = {"auto": row["auto_ms"]}
             for n in sorted(set(args.tiles)):
                 if n > 1:
-                    tiled[str(n)] = 1e3 * r.time(linear(comm, True, n, default_sms,
-                                                        default_gather))
+                    tiled[str(n)] = 1e3 * r.time(linear(comm, True, n, default_sms, default_gather))
                 for gather in methods if n > 1 else []:
                     for sms in sorted({default_sms, *(args.gemm_sms or [])}):
                         key = f"{n}{'g' if gather else ''}{_sm_label(sms)}"
@@ -193,8 +229,11 @@ def run(args: argparse.Namespace):
             row["saving_best"] = 1.0 - row["best_ms"] / row["sequential_ms"]
             row["saving_auto"] = 1.0 - row["auto_ms"] / row["sequential_ms"]
             shorter = min(row["gemm_ms"], row["allreduce_ms"])
-            row["overlap_best"] = ((row["gemm_ms"] + row["allreduce_ms"] - row["best_ms"]) / shorter
-                                   if shorter > 0 else 0.0)
+            row["overlap_best"] = (
+                (row["gemm_ms"] + row["allreduce_ms"] - row["best_ms"]) / shorter
+                if shorter > 0
+                else 0.0
+            )
             results.append(row)
             if is_main:
                 print(_format_row(row), flush=True)
@@ -219,12 +258,14 @@ def _methods(text: str | None) -> list[str]:
 
 def _format_row(row: dict) -> str:
     tiles = " ".join(f"{n}:{v:.3f}" for n, v in row["tiled_ms"].items())
-    return (f"T={row['tokens']} H={row['hidden']} K={row['k']}: GEMM {row['gemm_ms']:.3f} ms, "
-            f"all-reduce {row['allreduce_ms']:.3f} ms"
-            + (f" (gather {row['allreduce_gather_ms']:.3f} ms)" if "allreduce_gather_ms" in row
-               else "") + f", sequential {row['sequential_ms']:.3f} ms, "
-            f"tiled [{tiles}] ms, auto {row['auto_tiles']} tiles"
-            + (f" on {row['auto_sms']} SMs" if row.get("auto_sms", 0) > 0 else ""))
+    return (
+        f"T={row['tokens']} H={row['hidden']} K={row['k']}: GEMM {row['gemm_ms']:.3f} ms, "
+        f"all-reduce {row['allreduce_ms']:.3f} ms"
+        + (f" (gather {row['allreduce_gather_ms']:.3f} ms)" if "allreduce_gather_ms" in row else "")
+        + f", sequential {row['sequential_ms']:.3f} ms, "
+        f"tiled [{tiles}] ms, auto {row['auto_tiles']} tiles"
+        + (f" on {row['auto_sms']} SMs" if row.get("auto_sms", 0) > 0 else "")
+    )
 
 
 def _sm_label(sms: int) -> str:
@@ -237,22 +278,31 @@ def _sms(row: dict) -> str:
 
 
 def _table(results: list, info: dict, args) -> str:
-    head = (f"row-parallel GEMM + all-reduce, {results[0]['ranks']} ranks, {args.device}, "
-            f"{'float32' if args.device == 'cpu' else (args.dtype or 'bfloat16')}; "
-            f"{info.get('mpi_library', '').split(',')[0]}")
-    tuning = " ".join(f"{k}={v}" for k, v in sorted(os.environ.items())
-                      if k.startswith(("FASTATTN_NCCL_", "FASTATTN_TP_", "NCCL_")))
+    head = (
+        f"row-parallel GEMM + all-reduce, {results[0]['ranks']} ranks, {args.device}, "
+        f"{'float32' if args.device == 'cpu' else (args.dtype or 'bfloat16')}; "
+        f"{info.get('mpi_library', '').split(',')[0]}"
+    )
+    tuning = " ".join(
+        f"{k}={v}"
+        for k, v in sorted(os.environ.items())
+        if k.startswith(("FASTATTN_NCCL_", "FASTATTN_TP_", "NCCL_"))
+    )
     if tuning:
         head += f"; {tuning}"
-    lines = [head, "",
-             "| tokens | hidden | K/rank | GEMM ms | all-reduce ms | sequential ms | tiled (auto) ms"
-             " | best tiled ms (tiles) | saving best / auto | overlap |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        head,
+        "",
+        "| tokens | hidden | K/rank | GEMM ms | all-reduce ms | sequential ms | tiled (auto) ms"
+        " | best tiled ms (tiles) | saving best / auto | overlap |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for row in results:
         lines.append(
             f"| {row['tokens']} | {row['hidden']} | {row['k']} | {row['gemm_ms']:.3f} | "
             f"{row['allreduce_ms']:.3f} | {row['sequential_ms']:.3f} | {row['auto_ms']:.3f} "
             f"({row['auto_tiles']}{_sms(row)}) | {row['best_ms']:.3f} ({row['best_tiles']}) | "
             f"{100 * row['saving_best']:.1f}% / {100 * row['saving_auto']:.1f}% | "
-            f"{row['overlap_best']:.2f} |")
+            f"{row['overlap_best']:.2f} |"
+        )
     return "\n".join(lines)

@@ -1,4 +1,5 @@
 """Option parsers shared by the benchmarks."""
+
 from __future__ import annotations
 
 import argparse

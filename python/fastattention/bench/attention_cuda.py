@@ -9,6 +9,7 @@ kernel), SDPA cudnn, and a naive matmul-softmax-matmul; TFLOP/s counts 4 * B * H
 multiply-adds x 2 / 2 for causal (the FlashAttention convention). A backend that cannot run a
 shape prints '-'.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,8 +27,12 @@ def _sdpa(backend_name: str):
     import torch
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    backend = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
-               "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}[backend_name]
+    backend = {
+        "flash": SDPBackend.FLASH_ATTENTION,
+        "efficient": SDPBackend.EFFICIENT_ATTENTION,
+        "cudnn": SDPBackend.CUDNN_ATTENTION,
+        "math": SDPBackend.MATH,
+    }[backend_name]
 
     def run(q, k, v, causal):
         with sdpa_kernel([backend]):
@@ -71,11 +76,19 @@ def run(args) -> List[dict]:
         dtype = dtypes[dname]
         for b, h, s, d, causal in shapes(getattr(args, "quick", False)):
             sets = 2
-            inputs = [[torch.randn(b, s, h, d, device="cuda", dtype=dtype) for _ in range(3)]
-                      for _ in range(sets)]
+            inputs = [
+                [torch.randn(b, s, h, d, device="cuda", dtype=dtype) for _ in range(3)]
+                for _ in range(sets)
+            ]
             bhsd = [[x.transpose(1, 2) for x in xs] for xs in inputs]
-            row = {"dtype": dname, "batch": b, "heads": h, "seqlen": s, "head_dim": d,
-                   "causal": causal}
+            row = {
+                "dtype": dname,
+                "batch": b,
+                "heads": h,
+                "seqlen": s,
+                "head_dim": d,
+                "causal": causal,
+            }
             flops = _flops(b, h, s, d, causal)
 
             def ours(i):
@@ -113,15 +126,19 @@ def _fmt(x: Optional[float]) -> str:
 def _print_row(row) -> None:
     r_flash = row["ours"] / row["flash"] if row.get("flash") and row.get("ours") else None
     r_eff = row["ours"] / row["efficient"] if row.get("efficient") and row.get("ours") else None
-    print(f"| {row['dtype']} | {row['batch']}x{row['heads']} | {row['seqlen']} | {row['head_dim']} | "
-          f"{'yes' if row['causal'] else 'no'} | "
-          + " | ".join(_fmt(row.get(c)) for c in _COLS)
-          + f" | {'-' if r_flash is None else f'{r_flash:.2f}'} | {'-' if r_eff is None else f'{r_eff:.2f}'} |",
-          flush=True)
+    print(
+        f"| {row['dtype']} | {row['batch']}x{row['heads']} | {row['seqlen']} | {row['head_dim']} | "
+        f"{'yes' if row['causal'] else 'no'} | "
+        + " | ".join(_fmt(row.get(c)) for c in _COLS)
+        + f" | {'-' if r_flash is None else f'{r_flash:.2f}'} | {'-' if r_eff is None else f'{r_eff:.2f}'} |",
+        flush=True,
+    )
 
 
 def print_header(device_name: str, impl: str) -> None:
     print(f"FastAttention CUDA attention (impl {impl}) on {device_name}; TFLOP/s")
-    print("| dtype | batch x heads | seqlen | head dim | causal | ours | SDPA flash | SDPA efficient "
-          "| SDPA cudnn | naive | ours/flash | ours/efficient |")
+    print(
+        "| dtype | batch x heads | seqlen | head dim | causal | ours | SDPA flash | SDPA efficient "
+        "| SDPA cudnn | naive | ours/flash | ours/efficient |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")

@@ -1,6 +1,7 @@
 """Busy neighbours for `fastattention bench e2e --device cpu --busy-neighbour`: CPU-bound
 processes (one per two cores, as on a server that is rarely idle) started beside the benchmark,
 and the decode speed of each engine measured without and with them, in alternating rounds."""
+
 from __future__ import annotations
 
 import os
@@ -39,8 +40,9 @@ class Neighbours:
         self.procs = []
 
 
-def measure_loaded(decoders: Sequence[Callable[[], float]], rounds: int, neighbours: int,
-                   settle: float = 0.25) -> List[Tuple[List[float], List[float]]]:
+def measure_loaded(
+    decoders: Sequence[Callable[[], float]], rounds: int, neighbours: int, settle: float = 0.25
+) -> List[Tuple[List[float], List[float]]]:
     """Per decoder (a call returning seconds per decode step): its times without and with
     `neighbours` spinning processes, `rounds` alternating rounds of each."""
     unloaded: List[List[float]] = [[] for _ in decoders]
@@ -56,15 +58,20 @@ def measure_loaded(decoders: Sequence[Callable[[], float]], rounds: int, neighbo
     return list(zip(unloaded, loaded))
 
 
-def format_loaded_table(rows: Sequence[Tuple[str, str, List[float], List[float]]],
-                        neighbours: int) -> str:
+def format_loaded_table(
+    rows: Sequence[Tuple[str, str, List[float], List[float]]], neighbours: int
+) -> str:
     """Markdown: median (min-max) ms/step unloaded and loaded, and the ratio of the medians."""
+
     def span(xs: List[float]) -> str:
         ms = [x * 1e3 for x in xs]
         return f"{statistics.median(ms):.2f} ({min(ms):.2f}-{max(ms):.2f})"
 
-    lines = [f"| engine | weights | decode ms/step idle, median (range) | with {neighbours} busy "
-             f"neighbour(s), median (range) | loaded / idle |", "|---|---|---:|---:|---:|"]
+    lines = [
+        f"| engine | weights | decode ms/step idle, median (range) | with {neighbours} busy "
+        f"neighbour(s), median (range) | loaded / idle |",
+        "|---|---|---:|---:|---:|",
+    ]
     for engine, weights, idle, busy in rows:
         ratio = statistics.median(busy) / statistics.median(idle)
         lines.append(f"| {engine} | {weights} | {span(idle)} | {span(busy)} | {ratio:.2f}x |")

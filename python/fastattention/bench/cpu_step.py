@@ -24,6 +24,7 @@ bytes read and GB/s; then
 Every op's time includes one call cost (Python and argument conversion, a few microseconds)
 that the C++ step does not pay; the table shows it so it can be subtracted.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,23 +40,42 @@ import numpy as np
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="an exported model directory (tp 1)")
     parser.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
-    parser.add_argument("--context", type=int, default=160,
-                        help="KV tokens cached before the step (default 160: the e2e bench's "
-                             "mean decode context)")
+    parser.add_argument(
+        "--context",
+        type=int,
+        default=160,
+        help="KV tokens cached before the step (default 160: the e2e bench's mean decode context)",
+    )
     parser.add_argument("--steps", type=int, default=40, help="replayed steps (median kept)")
-    parser.add_argument("--no-session", action="store_true",
-                        help="skip timing Session.generate for comparison")
-    parser.add_argument("--session-rounds", type=int, default=3,
-                        help="Session.generate calls per variant, alternating (median kept)")
-    parser.add_argument("--session-only", action="store_true",
-                        help="skip the replay: only the session step (and --busy-neighbour)")
-    parser.add_argument("--compare-team", action="store_true",
-                        help="time every op (and the session step) with the GEMVs on OpenMP "
-                             "regions and on the spin team, alternating")
-    parser.add_argument("--busy-neighbour", type=int, default=0, metavar="ROUNDS",
-                        help="then the session step idle and beside one spinning neighbour "
-                             "process per two cores, ROUNDS alternating rounds, for each variant "
-                             "(bench/busy.py)")
+    parser.add_argument(
+        "--no-session", action="store_true", help="skip timing Session.generate for comparison"
+    )
+    parser.add_argument(
+        "--session-rounds",
+        type=int,
+        default=3,
+        help="Session.generate calls per variant, alternating (median kept)",
+    )
+    parser.add_argument(
+        "--session-only",
+        action="store_true",
+        help="skip the replay: only the session step (and --busy-neighbour)",
+    )
+    parser.add_argument(
+        "--compare-team",
+        action="store_true",
+        help="time every op (and the session step) with the GEMVs on OpenMP "
+        "regions and on the spin team, alternating",
+    )
+    parser.add_argument(
+        "--busy-neighbour",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="then the session step idle and beside one spinning neighbour "
+        "process per two cores, ROUNDS alternating rounds, for each variant "
+        "(bench/busy.py)",
+    )
     parser.add_argument("--seed", type=int, default=0)
 
 
@@ -95,7 +115,9 @@ class Replay:
         self.C, self.c, self.w, self.t = _C, config, weights, threads
         c = config
         if c["architecture"] not in ("llama",) or not c["gated_ffn"] or c["norm_type"] != "rmsnorm":
-            raise ValueError("the replay covers Llama-style models (rms norm, gated SiLU FFN, RoPE)")
+            raise ValueError(
+                "the replay covers Llama-style models (rms norm, gated SiLU FFN, RoPE)"
+            )
         self.H, self.L = c["hidden_size"], c["num_layers"]
         self.hq, self.hk, self.D = c["num_heads"], c["num_kv_heads"], c["head_dim"]
         self.I, self.V = c["intermediate_size"], c["vocab_size"]
@@ -118,7 +140,9 @@ class Replay:
         self.rope = dict(c.get("rope") or {})
         self.rope.pop("scaling", None)
         self.eps = float(c["norm_eps"])
-        self.head = weights["embed.weight"] if c["tie_word_embeddings"] else weights["lm_head.weight"]
+        self.head = (
+            weights["embed.weight"] if c["tie_word_embeddings"] else weights["lm_head.weight"]
+        )
         self.head = self.head[: self.V]
         self.times: Dict[str, List[float]] = OrderedDict()
         self.bytes: Dict[str, int] = OrderedDict()
@@ -141,39 +165,140 @@ class Replay:
         cu_q = np.array([0, 1], dtype=np.int32)
         seqlens = np.array([pos + 1], dtype=np.int32)
         q = self.qkv[:, : self.hq * self.D].reshape(1, self.hq, self.D)
-        k = self.qkv[:, self.hq * self.D: (self.hq + self.hk) * self.D].reshape(1, self.hk, self.D)
-        v = self.qkv[:, (self.hq + self.hk) * self.D:].reshape(1, self.hk, self.D)
+        k = self.qkv[:, self.hq * self.D : (self.hq + self.hk) * self.D].reshape(1, self.hk, self.D)
+        v = self.qkv[:, (self.hq + self.hk) * self.D :].reshape(1, self.hk, self.D)
         kv_layer = self.kv_bytes_per_step // self.L
         for i in range(self.L):
             p = f"layers.{i}."
             wq, wo = w[p + "attn.qkv.weight"], w[p + "attn.o.weight"]
             wgu, wd = w[p + "ffn.gate_up.weight"], w[p + "ffn.down.weight"]
-            self._timed("norm (attn, rms)", 0, C.kernel_norm, self.hidden, w[p + "attn_norm.weight"],
-                        None, self.normed, type="rms", eps=self.eps, num_threads=t)
-            self._timed("GEMV qkv", _nbytes(wq), C.kernel_linear, self.normed, wq, None, self.qkv,
-                        num_threads=t)
-            self._timed("rope + KV write", 0, C.kernel_rope_kv_cache_write, q, k, v, positions,
-                        self.k_cache[i], self.v_cache[i], slot, rope=self.rope, num_threads=t)
-            self._timed("attention (paged decode)", kv_layer, C.fmha_forward, q, self.k_cache[i],
-                        self.v_cache[i], self.attn, cu_seqlens_q=cu_q,
-                        block_table=self.block_table, seqlens_k=seqlens, causal=True,
-                        num_threads=t, max_seqlen_q=1, max_seqlen_k=pos + 1)
-            self._timed("GEMV o", _nbytes(wo), C.kernel_linear, self.attn.reshape(1, -1), wo, None,
-                        self.branch, num_threads=t)
-            self._timed("add + norm (ffn, rms)", 0, C.kernel_add_norm, self.hidden, self.branch,
-                        w[p + "ffn_norm.weight"], None, self.normed, type="rms", eps=self.eps,
-                        num_threads=t)
-            self._timed("GEMV gate_up", _nbytes(wgu), C.kernel_linear, self.normed, wgu, None,
-                        self.up, num_threads=t)
+            self._timed(
+                "norm (attn, rms)",
+                0,
+                C.kernel_norm,
+                self.hidden,
+                w[p + "attn_norm.weight"],
+                None,
+                self.normed,
+                type="rms",
+                eps=self.eps,
+                num_threads=t,
+            )
+            self._timed(
+                "GEMV qkv",
+                _nbytes(wq),
+                C.kernel_linear,
+                self.normed,
+                wq,
+                None,
+                self.qkv,
+                num_threads=t,
+            )
+            self._timed(
+                "rope + KV write",
+                0,
+                C.kernel_rope_kv_cache_write,
+                q,
+                k,
+                v,
+                positions,
+                self.k_cache[i],
+                self.v_cache[i],
+                slot,
+                rope=self.rope,
+                num_threads=t,
+            )
+            self._timed(
+                "attention (paged decode)",
+                kv_layer,
+                C.fmha_forward,
+                q,
+                self.k_cache[i],
+                self.v_cache[i],
+                self.attn,
+                cu_seqlens_q=cu_q,
+                block_table=self.block_table,
+                seqlens_k=seqlens,
+                causal=True,
+                num_threads=t,
+                max_seqlen_q=1,
+                max_seqlen_k=pos + 1,
+            )
+            self._timed(
+                "GEMV o",
+                _nbytes(wo),
+                C.kernel_linear,
+                self.attn.reshape(1, -1),
+                wo,
+                None,
+                self.branch,
+                num_threads=t,
+            )
+            self._timed(
+                "add + norm (ffn, rms)",
+                0,
+                C.kernel_add_norm,
+                self.hidden,
+                self.branch,
+                w[p + "ffn_norm.weight"],
+                None,
+                self.normed,
+                type="rms",
+                eps=self.eps,
+                num_threads=t,
+            )
+            self._timed(
+                "GEMV gate_up",
+                _nbytes(wgu),
+                C.kernel_linear,
+                self.normed,
+                wgu,
+                None,
+                self.up,
+                num_threads=t,
+            )
             self._timed("swiglu", 0, C.kernel_swiglu, self.up, self.act, num_threads=t)
-            self._timed("GEMV down", _nbytes(wd), C.kernel_linear, self.act, wd, None, self.branch,
-                        num_threads=t)
-            self._timed("residual add", 0, C.kernel_add, self.hidden, self.branch, self.hidden,
-                        num_threads=t)
-        self._timed("final norm", 0, C.kernel_norm, self.hidden, w["final_norm.weight"], None,
-                    self.normed, type="rms", eps=self.eps, num_threads=t)
-        self._timed("GEMV LM head", _nbytes(self.head), C.kernel_linear, self.normed, self.head,
-                    None, self.logits, num_threads=t)
+            self._timed(
+                "GEMV down",
+                _nbytes(wd),
+                C.kernel_linear,
+                self.act,
+                wd,
+                None,
+                self.branch,
+                num_threads=t,
+            )
+            self._timed(
+                "residual add",
+                0,
+                C.kernel_add,
+                self.hidden,
+                self.branch,
+                self.hidden,
+                num_threads=t,
+            )
+        self._timed(
+            "final norm",
+            0,
+            C.kernel_norm,
+            self.hidden,
+            w["final_norm.weight"],
+            None,
+            self.normed,
+            type="rms",
+            eps=self.eps,
+            num_threads=t,
+        )
+        self._timed(
+            "GEMV LM head",
+            _nbytes(self.head),
+            C.kernel_linear,
+            self.normed,
+            self.head,
+            None,
+            self.logits,
+            num_threads=t,
+        )
         self._timed("sampling (greedy)", 0, C.kernel_sample, self.logits, self.token, num_threads=t)
         # Keep the hidden state bounded over many replayed steps (the weights are whatever they
         # are; the values do not change the timings, but inf / nan could).
@@ -213,8 +338,15 @@ def call_cost(repeats: int = 2000) -> float:
     return float(np.median(ts))
 
 
-def session_steps(model_dir: str, threads: int, context: int, steps: int, seed: int,
-                  variants: List[bool], rounds: int = 3) -> List[List[float]]:
+def session_steps(
+    model_dir: str,
+    threads: int,
+    context: int,
+    steps: int,
+    seed: int,
+    variants: List[bool],
+    rounds: int = 3,
+) -> List[List[float]]:
     """ms/step of each of `rounds` Session.generate calls (`steps` tokens after `context`) per
     variant (the spin team on / off), the variants alternating call by call so load falls on all
     alike."""
@@ -237,8 +369,15 @@ def session_steps(model_dir: str, threads: int, context: int, steps: int, seed: 
     return ms
 
 
-def busy_neighbour_table(model_dir: str, threads: int, context: int, steps: int, seed: int,
-                         variants: List[bool], rounds: int) -> str:
+def busy_neighbour_table(
+    model_dir: str,
+    threads: int,
+    context: int,
+    steps: int,
+    seed: int,
+    variants: List[bool],
+    rounds: int,
+) -> str:
     """The session step per variant, idle and beside spinning neighbours (bench/busy.py)."""
     from fastattention import _C
     from fastattention.bench import busy
@@ -256,13 +395,18 @@ def busy_neighbour_table(model_dir: str, threads: int, context: int, steps: int,
             _C.cpu_spin_team(team)
             s.generate([prompt], steps)
             return s.timings["decode_seconds"] / s.timings["decode_steps"]
+
         return decode
 
     count = busy.neighbour_count()
     timed = busy.measure_loaded([decoder(t) for t in variants], rounds, count)
     return busy.format_loaded_table(
-        [(f"fastattention ({_variant_name(t)})", config["dtype"], idle, loaded)
-         for t, (idle, loaded) in zip(variants, timed)], count)
+        [
+            (f"fastattention ({_variant_name(t)})", config["dtype"], idle, loaded)
+            for t, (idle, loaded) in zip(variants, timed)
+        ],
+        count,
+    )
 
 
 def _variant_name(team: bool) -> str:
@@ -294,42 +438,66 @@ def run(args: argparse.Namespace) -> int:
     _C.cpu_spin_team(default_team)
     region = region_cost(threads)
     call = call_cost()
-    session_ms = None if args.no_session else session_steps(
-        args.model, threads, args.context, args.steps, args.seed, variants, args.session_rounds)
-    busy_table = None if not args.busy_neighbour else busy_neighbour_table(
-        args.model, threads, args.context, args.steps, args.seed, variants, args.busy_neighbour)
+    session_ms = (
+        None
+        if args.no_session
+        else session_steps(
+            args.model, threads, args.context, args.steps, args.seed, variants, args.session_rounds
+        )
+    )
+    busy_table = (
+        None
+        if not args.busy_neighbour
+        else busy_neighbour_table(
+            args.model, threads, args.context, args.steps, args.seed, variants, args.busy_neighbour
+        )
+    )
     _C.cpu_spin_team(default_team)
     replay = replays[0]
     calls_per_step = sum(_ops_per_step(replay).values())
     step_bytes = sum(replay.bytes.values())
-    print(f"model: {args.model} ({config['architecture']}, {config['dtype']} weights, "
-          f"{replay.L} layers, hidden {replay.H}, heads {replay.hq}/{replay.hk}, intermediate "
-          f"{replay.I}, vocab {replay.V}, tied LM head: {config['tie_word_embeddings']})")
-    print(f"threads {threads}; context {args.context}; median of {args.steps} replayed steps"
-          + (" per variant, the variants alternating step by step" if len(variants) > 1 else "")
-          + f"; load average before {load_before}, after {_load()}")
+    print(
+        f"model: {args.model} ({config['architecture']}, {config['dtype']} weights, "
+        f"{replay.L} layers, hidden {replay.H}, heads {replay.hq}/{replay.hk}, intermediate "
+        f"{replay.I}, vocab {replay.V}, tied LM head: {config['tie_word_embeddings']})"
+    )
+    print(
+        f"threads {threads}; context {args.context}; median of {args.steps} replayed steps"
+        + (" per variant, the variants alternating step by step" if len(variants) > 1 else "")
+        + f"; load average before {load_before}, after {_load()}"
+    )
     print()
     if not args.session_only:
         _print_ops(replays, variants)
     bound_ms = step_bytes / bandwidth * 1e3
-    print(f"read loop ({threads} threads, 1 GiB): {bandwidth / 1e9:.1f} GB/s; step bound "
-          f"{bound_ms:.2f} ms ({step_bytes / 1e6:.1f} MB)")
-    print(f"region cost (one {threads}-thread OpenMP region over ~no work, minus 1 thread): "
-          f"{region * 1e6:.1f} us")
-    print(f"call cost (one binding call, in every op's time above): {call * 1e6:.1f} us x "
-          f"{calls_per_step} calls = {call * calls_per_step * 1e3:.2f} ms")
+    print(
+        f"read loop ({threads} threads, 1 GiB): {bandwidth / 1e9:.1f} GB/s; step bound "
+        f"{bound_ms:.2f} ms ({step_bytes / 1e6:.1f} MB)"
+    )
+    print(
+        f"region cost (one {threads}-thread OpenMP region over ~no work, minus 1 thread): "
+        f"{region * 1e6:.1f} us"
+    )
+    print(
+        f"call cost (one binding call, in every op's time above): {call * 1e6:.1f} us x "
+        f"{calls_per_step} calls = {call * calls_per_step * 1e3:.2f} ms"
+    )
     if session_ms is not None:
         for team, calls in zip(variants, session_ms):
             ms = float(np.median(calls))
-            print(f"session step ({_variant_name(team)}; Session.generate, {args.steps} tokens "
-                  f"after {args.context}, median of {len(calls)}): {ms:.2f} ms = "
-                  f"{ms / bound_ms:.2f}x the bound (best {min(calls):.2f} ms = "
-                  f"{min(calls) / bound_ms:.2f}x)")
+            print(
+                f"session step ({_variant_name(team)}; Session.generate, {args.steps} tokens "
+                f"after {args.context}, median of {len(calls)}): {ms:.2f} ms = "
+                f"{ms / bound_ms:.2f}x the bound (best {min(calls):.2f} ms = "
+                f"{min(calls) / bound_ms:.2f}x)"
+            )
     if busy_table is not None:
         print()
-        print(f"busy neighbours: session step idle vs beside spinning processes, "
-              f"{args.busy_neighbour} alternating rounds; OpenMP waits: "
-              f"{ {k: os.environ.get(k) for k in ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT')} }")
+        print(
+            f"busy neighbours: session step idle vs beside spinning processes, "
+            f"{args.busy_neighbour} alternating rounds; OpenMP waits: "
+            f"{ {k: os.environ.get(k) for k in ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT')} }"
+        )
         print(busy_table)
     return 0
 
@@ -362,7 +530,16 @@ def _print_ops(replays: List[Replay], variants: List[bool]) -> None:
 
 
 def _ops_per_step(replay: Replay) -> Dict[str, int]:
-    per_layer = {"norm (attn, rms)", "GEMV qkv", "rope + KV write", "attention (paged decode)",
-                 "GEMV o", "add + norm (ffn, rms)", "GEMV gate_up", "swiglu", "GEMV down",
-                 "residual add"}
+    per_layer = {
+        "norm (attn, rms)",
+        "GEMV qkv",
+        "rope + KV write",
+        "attention (paged decode)",
+        "GEMV o",
+        "add + norm (ffn, rms)",
+        "GEMV gate_up",
+        "swiglu",
+        "GEMV down",
+        "residual add",
+    }
     return {name: replay.L if name in per_layer else 1 for name in replay.times}

@@ -1,4 +1,5 @@
 """CUDA-event timing shared by the GPU benchmarks (attention, decode, gemv)."""
+
 from __future__ import annotations
 
 import itertools
@@ -7,8 +8,9 @@ import sys
 from typing import Callable
 
 
-def median_ms_per_call(fn: Callable[[int], object], repeats: int, calls: int = 1, warmup: int = 3,
-                       graph: bool = False) -> float:
+def median_ms_per_call(
+    fn: Callable[[int], object], repeats: int, calls: int = 1, warmup: int = 3, graph: bool = False
+) -> float:
     """The median over `repeats` samples of `calls` back-to-back calls, in ms per call, timed with
     CUDA events on the current stream. fn(n) gets the running count of its calls (warm-up
     included), so a caller can rotate over copies of its inputs (n % copies) and keep them out of

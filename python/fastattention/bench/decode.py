@@ -14,6 +14,7 @@ marked '*': it then reads more bytes than counted), and a device-to-device copy 
 bytes (its bandwidth counts bytes read + written). Prints a markdown table with the device name
 and the date.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,24 +30,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=DTYPES, default=None, help="default: both")
     parser.add_argument("--repeats", type=int, default=20, help="timed runs (median kept)")
     parser.add_argument("--quick", action="store_true", help="fewer repeats, the 8K cases only")
-    parser.add_argument("--impl", default="auto",
-                        help="auto | decode | decode-async | decode-regstage (force a copy path)")
+    parser.add_argument(
+        "--impl",
+        default="auto",
+        help="auto | decode | decode-async | decode-regstage (force a copy path)",
+    )
     parser.add_argument("--num-splits", type=int, default=0, help="0 = the heuristic")
-    parser.add_argument("--step-shapes", action="store_true",
-                        help="instead: a Llama-7B decode step's attention (32/32 heads, paged 16) "
-                             "at batch 1 and 16 and short contexts (128-2048 keys), every "
-                             "implementation timed as a replayed CUDA graph")
+    parser.add_argument(
+        "--step-shapes",
+        action="store_true",
+        help="instead: a Llama-7B decode step's attention (32/32 heads, paged 16) "
+        "at batch 1 and 16 and short contexts (128-2048 keys), every "
+        "implementation timed as a replayed CUDA graph",
+    )
 
 
 def cases(quick: bool, step_shapes: bool = False):
     """(name, batch, Hq, Hk, head dim, KV length, paged block size or 0 for contiguous)."""
     if step_shapes:
-        return [(f"b{b} kv{kv} step", b, 32, 32, 128, kv, 16) for b in (1, 16)
-                for kv in (128, 256, 512, 1024, 2048)]
-    out = [("b8 kv8K paged16", 8, 32, 8, 128, 8192, 16), ("b8 kv8K contiguous", 8, 32, 8, 128, 8192, 0)]
+        return [
+            (f"b{b} kv{kv} step", b, 32, 32, 128, kv, 16)
+            for b in (1, 16)
+            for kv in (128, 256, 512, 1024, 2048)
+        ]
+    out = [
+        ("b8 kv8K paged16", 8, 32, 8, 128, 8192, 16),
+        ("b8 kv8K contiguous", 8, 32, 8, 128, 8192, 0),
+    ]
     if not quick:
-        out += [("b1 kv128K paged16", 1, 32, 8, 128, 131072, 16),
-                ("b1 kv128K contiguous", 1, 32, 8, 128, 131072, 0)]
+        out += [
+            ("b1 kv128K paged16", 1, 32, 8, 128, 131072, 16),
+            ("b1 kv128K contiguous", 1, 32, 8, 128, 131072, 0),
+        ]
     return out
 
 
@@ -55,7 +70,9 @@ def _sdpa_runner(backend_name: str, q, k, v):
     import torch
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    backend = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION}[backend_name]
+    backend = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION}[
+        backend_name
+    ]
     sdpa = torch.nn.functional.scaled_dot_product_attention
 
     def gqa():
@@ -79,8 +96,9 @@ def _sdpa_runner(backend_name: str, q, k, v):
         return expanded, True
 
 
-def run_case(torch, name, batch, hq, hk, d, kv, block, dtype, repeats, impl="auto",
-             num_splits=0, graph=False) -> dict:
+def run_case(
+    torch, name, batch, hq, hk, d, kv, block, dtype, repeats, impl="auto", num_splits=0, graph=False
+) -> dict:
     import fastattention
 
     gen = torch.Generator(device="cuda").manual_seed(0)
@@ -93,7 +111,9 @@ def run_case(torch, name, batch, hq, hk, d, kv, block, dtype, repeats, impl="aut
         v = torch.randn_like(k)
         # Sequences own shuffled blocks, as a block manager hands them out.
         table = torch.randperm(blocks, device="cuda", generator=gen).to(torch.int32).view(batch, -1)
-        layout = dict(block_table=table, seqlens_k=torch.full((batch,), kv, device="cuda", dtype=torch.int32))
+        layout = dict(
+            block_table=table, seqlens_k=torch.full((batch,), kv, device="cuda", dtype=torch.int32)
+        )
         k_seq = k[table.long()].reshape(batch, kv, hk, d)
         v_seq = v[table.long()].reshape(batch, kv, hk, d)
     else:
@@ -104,12 +124,30 @@ def run_case(torch, name, batch, hq, hk, d, kv, block, dtype, repeats, impl="aut
     kv_bytes = 2 * batch * kv * hk * d * q.element_size()
 
     def ours():
-        fastattention._C.fmha_forward(q, k, v, out, cu_seqlens_q=cu_q, max_seqlen_q=1, max_seqlen_k=kv,
-                                      causal=True, stream=torch.cuda.current_stream().cuda_stream, impl=impl,
-                                      num_splits=num_splits, **layout)
+        fastattention._C.fmha_forward(
+            q,
+            k,
+            v,
+            out,
+            cu_seqlens_q=cu_q,
+            max_seqlen_q=1,
+            max_seqlen_k=kv,
+            causal=True,
+            stream=torch.cuda.current_stream().cuda_stream,
+            impl=impl,
+            num_splits=num_splits,
+            **layout,
+        )
 
-    row = {"case": name, "dtype": str(dtype).replace("torch.", ""), "batch": batch,
-           "heads": f"{hq}/{hk}", "head_dim": d, "kv": kv, "bytes": kv_bytes}
+    row = {
+        "case": name,
+        "dtype": str(dtype).replace("torch.", ""),
+        "batch": batch,
+        "heads": f"{hq}/{hk}",
+        "head_dim": d,
+        "kv": kv,
+        "bytes": kv_bytes,
+    }
     ms = median_ms_per_call(lambda n: ours(), repeats, calls=10, graph=graph)
     row["ours_us"] = ms * 1e3
     row["ours"] = kv_bytes / (ms * 1e-3) / 1e9
@@ -127,8 +165,9 @@ def run_case(torch, name, batch, hq, hk, d, kv, block, dtype, repeats, impl="aut
         except Exception:  # backend unavailable for this shape / dtype / GPU
             row[backend] = None
     # Our output against SDPA in float32, so a fast wrong kernel shows.
-    ref = torch.nn.functional.scaled_dot_product_attention(q4.float(), k4.float(), v4.float(),
-                                                           enable_gqa=True)
+    ref = torch.nn.functional.scaled_dot_product_attention(
+        q4.float(), k4.float(), v4.float(), enable_gqa=True
+    )
     row["max_err"] = (out.float() - ref.view(batch, hq, d)).abs().max().item()
     del k4, v4, ref
 
@@ -145,18 +184,25 @@ def _fmt(x: Optional[float], expanded: bool = False) -> str:
 
 
 def print_header(device_name: str) -> None:
-    print(f"FastAttention split-KV decode attention on {device_name}, "
-          f"{datetime.date.today().isoformat()}; GB/s of K + V read (copy: read + written)")
-    print("| dtype | case | batch | Hq/Hk | D | KV | ours us | ours GB/s | SDPA flash | SDPA cudnn "
-          "| D2D copy | ours/copy | max err |")
+    print(
+        f"FastAttention split-KV decode attention on {device_name}, "
+        f"{datetime.date.today().isoformat()}; GB/s of K + V read (copy: read + written)"
+    )
+    print(
+        "| dtype | case | batch | Hq/Hk | D | KV | ours us | ours GB/s | SDPA flash | SDPA cudnn "
+        "| D2D copy | ours/copy | max err |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def print_row(r: dict) -> None:
-    print(f"| {r['dtype']} | {r['case']} | {r['batch']} | {r['heads']} | {r['head_dim']} | {r['kv']} "
-          f"| {r['ours_us']:.1f} | {r['ours']:.0f} | {_fmt(r.get('flash'), r.get('flash_expanded', False))} "
-          f"| {_fmt(r.get('cudnn'), r.get('cudnn_expanded', False))} | {r['copy']:.0f} "
-          f"| {r['ours_vs_copy']:.2f} | {r['max_err']:.2g} |", flush=True)
+    print(
+        f"| {r['dtype']} | {r['case']} | {r['batch']} | {r['heads']} | {r['head_dim']} | {r['kv']} "
+        f"| {r['ours_us']:.1f} | {r['ours']:.0f} | {_fmt(r.get('flash'), r.get('flash_expanded', False))} "
+        f"| {_fmt(r.get('cudnn'), r.get('cudnn_expanded', False))} | {r['copy']:.0f} "
+        f"| {r['ours_vs_copy']:.2f} | {r['max_err']:.2g} |",
+        flush=True,
+    )
 
 
 def run(args: argparse.Namespace) -> List[dict]:
@@ -176,8 +222,15 @@ def run(args: argparse.Namespace) -> List[dict]:
     rows = []
     for dname in dtypes:
         for case in cases(args.quick, getattr(args, "step_shapes", False)):
-            row = run_case(torch, *case, getattr(torch, dname), repeats, args.impl, args.num_splits,
-                           graph=getattr(args, "step_shapes", False))
+            row = run_case(
+                torch,
+                *case,
+                getattr(torch, dname),
+                repeats,
+                args.impl,
+                args.num_splits,
+                graph=getattr(args, "step_shapes", False),
+            )
             print_row(row)
             rows.append(row)
             torch.cuda.empty_cache()
@@ -185,6 +238,8 @@ def run(args: argparse.Namespace) -> List[dict]:
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_arguments(ap)
     run(ap.parse_args())

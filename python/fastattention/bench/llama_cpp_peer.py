@@ -9,6 +9,7 @@ argmax; decode = each step one token in, logits, argmax; model load and GGUF con
 timed. Nothing here is needed by the rest of the bench: without llama-cpp-python, or without
 the conversion script, the peer is skipped with a message that says which is missing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,12 +33,16 @@ OUTTYPES = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}
 # Our KV dtype -> ggml's type enum (ggml.h: GGML_TYPE_F32 0, F16 1, BF16 30).
 GGML_TYPES = {"float32": 0, "float16": 1, "bfloat16": 30}
 KV_CHOICES = ("same", "float32", "float16", "bfloat16")
-INSTALL_HINT = ("CMAKE_ARGS=\"-DGGML_NATIVE=ON\" pip install llama-cpp-python  "
-                "(builds llama.cpp from source; several minutes on 2 cores)")
-SCRIPT_HINT = (f"{SCRIPT} is in llama.cpp's source tree, next to its conversion/ and gguf-py/ "
-               "folders (`git clone --depth 1 https://github.com/ggml-org/llama.cpp`, or the "
-               "llama-cpp-python sdist's vendor/llama.cpp/); pass --llama-cpp-convert "
-               f"PATH/TO/{SCRIPT} (or the folder holding it)")
+INSTALL_HINT = (
+    'CMAKE_ARGS="-DGGML_NATIVE=ON" pip install llama-cpp-python  '
+    "(builds llama.cpp from source; several minutes on 2 cores)"
+)
+SCRIPT_HINT = (
+    f"{SCRIPT} is in llama.cpp's source tree, next to its conversion/ and gguf-py/ "
+    "folders (`git clone --depth 1 https://github.com/ggml-org/llama.cpp`, or the "
+    "llama-cpp-python sdist's vendor/llama.cpp/); pass --llama-cpp-convert "
+    f"PATH/TO/{SCRIPT} (or the folder holding it)"
+)
 
 
 class ConvertScriptNotFound(FileNotFoundError):
@@ -45,20 +50,32 @@ class ConvertScriptNotFound(FileNotFoundError):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--peer", choices=[PEER], default=None,
-                        help="cpu: also time llama.cpp (llama-cpp-python, if installed) on the "
-                             "same checkpoint converted to GGUF at each --dtypes precision; "
-                             "skipped with a message when the module or the conversion script "
-                             "is missing")
-    parser.add_argument("--llama-cpp-convert", default=None, metavar="PATH",
-                        help=f"llama.cpp's {SCRIPT} (or its folder) for --peer llama.cpp "
-                             f"(default: ${ENV}, else a copy vendored beside the llama_cpp "
-                             f"module, else {SCRIPT} on PATH)")
-    parser.add_argument("--llama-cpp-kv", choices=KV_CHOICES, default="float16",
-                        help="llama.cpp's KV cache dtype (default float16, llama.cpp's own "
-                             "default; 'same': our session's, float32 on the CPU, which runs "
-                             "llama.cpp's decode much slower: 40-80 vs 30 ms/step in the bench "
-                             "on the 2-core VM, docs/CPU_DECODE.md)")
+    parser.add_argument(
+        "--peer",
+        choices=[PEER],
+        default=None,
+        help="cpu: also time llama.cpp (llama-cpp-python, if installed) on the "
+        "same checkpoint converted to GGUF at each --dtypes precision; "
+        "skipped with a message when the module or the conversion script "
+        "is missing",
+    )
+    parser.add_argument(
+        "--llama-cpp-convert",
+        default=None,
+        metavar="PATH",
+        help=f"llama.cpp's {SCRIPT} (or its folder) for --peer llama.cpp "
+        f"(default: ${ENV}, else a copy vendored beside the llama_cpp "
+        f"module, else {SCRIPT} on PATH)",
+    )
+    parser.add_argument(
+        "--llama-cpp-kv",
+        choices=KV_CHOICES,
+        default="float16",
+        help="llama.cpp's KV cache dtype (default float16, llama.cpp's own "
+        "default; 'same': our session's, float32 on the CPU, which runs "
+        "llama.cpp's decode much slower: 40-80 vs 30 ms/step in the bench "
+        "on the 2-core VM, docs/CPU_DECODE.md)",
+    )
 
 
 def validate_arguments(args: argparse.Namespace) -> None:
@@ -83,8 +100,10 @@ def llama_cpp_module() -> Tuple[Optional[object], str]:
     try:
         import llama_cpp  # noqa: F401
     except ImportError as e:
-        return None, (f"the llama_cpp module (llama-cpp-python) is not importable ({e}); "
-                      f"install it with {INSTALL_HINT}")
+        return None, (
+            f"the llama_cpp module (llama-cpp-python) is not importable ({e}); "
+            f"install it with {INSTALL_HINT}"
+        )
     except Exception as e:  # a broken build (missing shared library) fails with OSError etc.
         return None, f"importing llama_cpp failed: {type(e).__name__}: {e}"
     return llama_cpp, ""
@@ -113,12 +132,16 @@ def vendored_candidates(module_file: Optional[str] = None) -> List[Path]:
     if module_file is None:
         return []
     pkg = Path(module_file).resolve().parent
-    return [pkg / "vendor" / "llama.cpp" / SCRIPT, pkg.parent / "vendor" / "llama.cpp" / SCRIPT,
-            pkg / SCRIPT]
+    return [
+        pkg / "vendor" / "llama.cpp" / SCRIPT,
+        pkg.parent / "vendor" / "llama.cpp" / SCRIPT,
+        pkg / SCRIPT,
+    ]
 
 
-def find_convert_script(explicit: Optional[str] = None,
-                        candidates: Optional[Iterable[Path]] = None) -> Path:
+def find_convert_script(
+    explicit: Optional[str] = None, candidates: Optional[Iterable[Path]] = None
+) -> Path:
     """llama.cpp's convert_hf_to_gguf.py: `explicit` (the --llama-cpp-convert file or folder)
     when given, else $LLAMA_CPP_CONVERT when set, else the first of `candidates` (default:
     vendored_candidates()) that exists, else one on PATH. ConvertScriptNotFound names every
@@ -129,7 +152,8 @@ def find_convert_script(explicit: Optional[str] = None,
         found = _script_in(Path(value))
         if found is None:
             raise ConvertScriptNotFound(
-                f"{what} {value}: no such file, nor a folder holding {SCRIPT}; " + SCRIPT_HINT)
+                f"{what} {value}: no such file, nor a folder holding {SCRIPT}; " + SCRIPT_HINT
+            )
         return found.resolve()
     looked = list(vendored_candidates() if candidates is None else candidates)
     for c in looked:
@@ -140,9 +164,11 @@ def find_convert_script(explicit: Optional[str] = None,
     if on_path:
         return Path(on_path).resolve()
     where = ", ".join(str(c) for c in looked) or "(no llama_cpp package found)"
-    raise ConvertScriptNotFound(f"llama.cpp's {SCRIPT} not found: neither --llama-cpp-convert "
-                                f"nor ${ENV} given; looked beside the llama_cpp module ({where}) and on "
-                                f"PATH. {SCRIPT_HINT}")
+    raise ConvertScriptNotFound(
+        f"llama.cpp's {SCRIPT} not found: neither --llama-cpp-convert "
+        f"nor ${ENV} given; looked beside the llama_cpp module ({where}) and on "
+        f"PATH. {SCRIPT_HINT}"
+    )
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
@@ -154,35 +180,75 @@ def write_placeholder_tokenizer(out_dir: str, vocab_size: int) -> None:
     write a GGUF, and the bench's random checkpoint has none. The benchmark feeds token ids, so
     the texts of the tokens never matter."""
     if vocab_size < 259:
-        raise ValueError(f"a placeholder tokenizer needs a vocabulary of at least 259 tokens "
-                         f"(3 special + 256 bytes), got {vocab_size}")
+        raise ValueError(
+            f"a placeholder tokenizer needs a vocabulary of at least 259 tokens "
+            f"(3 special + 256 bytes), got {vocab_size}"
+        )
     vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
     for b in range(256):
         vocab[f"<0x{b:02X}>"] = 3 + b
     for i in range(259, vocab_size):
         vocab[f"\u2581t{i}"] = i
-    special = [dict(id=i, content=t, single_word=False, lstrip=False, rstrip=False,
-                    normalized=False, special=True) for t, i in list(vocab.items())[:3]]
+    special = [
+        dict(
+            id=i,
+            content=t,
+            single_word=False,
+            lstrip=False,
+            rstrip=False,
+            normalized=False,
+            special=True,
+        )
+        for t, i in list(vocab.items())[:3]
+    ]
     tokenizer = {
-        "version": "1.0", "truncation": None, "padding": None, "added_tokens": special,
-        "normalizer": {"type": "Sequence", "normalizers": [
-            {"type": "Prepend", "prepend": "\u2581"},
-            {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]},
-        "pre_tokenizer": None, "post_processor": None,
-        "decoder": {"type": "Sequence", "decoders": [
-            {"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "},
-            {"type": "ByteFallback"}, {"type": "Fuse"},
-            {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
-        "model": {"type": "BPE", "dropout": None, "unk_token": "<unk>",
-                  "continuing_subword_prefix": None, "end_of_word_suffix": None,
-                  "fuse_unk": True, "byte_fallback": True, "ignore_merges": False,
-                  "vocab": vocab, "merges": []},
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": special,
+        "normalizer": {
+            "type": "Sequence",
+            "normalizers": [
+                {"type": "Prepend", "prepend": "\u2581"},
+                {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"},
+            ],
+        },
+        "pre_tokenizer": None,
+        "post_processor": None,
+        "decoder": {
+            "type": "Sequence",
+            "decoders": [
+                {"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "},
+                {"type": "ByteFallback"},
+                {"type": "Fuse"},
+                {"type": "Strip", "content": " ", "start": 1, "stop": 0},
+            ],
+        },
+        "model": {
+            "type": "BPE",
+            "dropout": None,
+            "unk_token": "<unk>",
+            "continuing_subword_prefix": None,
+            "end_of_word_suffix": None,
+            "fuse_unk": True,
+            "byte_fallback": True,
+            "ignore_merges": False,
+            "vocab": vocab,
+            "merges": [],
+        },
     }
     with open(os.path.join(out_dir, "tokenizer.json"), "w", encoding="utf-8") as f:
         json.dump(tokenizer, f, ensure_ascii=False)
-    config = {"tokenizer_class": "LlamaTokenizerFast", "bos_token": "<s>", "eos_token": "</s>",
-              "unk_token": "<unk>", "add_bos_token": False, "add_eos_token": False,
-              "legacy": False, "model_max_length": 1 << 20}
+    config = {
+        "tokenizer_class": "LlamaTokenizerFast",
+        "bos_token": "<s>",
+        "eos_token": "</s>",
+        "unk_token": "<unk>",
+        "add_bos_token": False,
+        "add_eos_token": False,
+        "legacy": False,
+        "model_max_length": 1 << 20,
+    }
     with open(os.path.join(out_dir, "tokenizer_config.json"), "w", encoding="utf-8") as f:
         json.dump(config, f)
 
@@ -204,13 +270,15 @@ def conversion_source(hf_dir: str, work_dir: str) -> str:
     return work_dir
 
 
-def convert_to_gguf(hf_dir: str, out_path: str, dtype: str, script: Path,
-                    timeout: float = 3600) -> str:
+def convert_to_gguf(
+    hf_dir: str, out_path: str, dtype: str, script: Path, timeout: float = 3600
+) -> str:
     """`python convert_hf_to_gguf.py hf_dir --outfile out_path --outtype f32|bf16|f16`;
     RuntimeError with the tail of the script's output when it fails."""
     if dtype not in OUTTYPES:
-        raise ValueError(f"no GGUF outtype for weight dtype {dtype!r} "
-                         f"(expected one of {', '.join(OUTTYPES)})")
+        raise ValueError(
+            f"no GGUF outtype for weight dtype {dtype!r} (expected one of {', '.join(OUTTYPES)})"
+        )
     script = Path(script)
     if not script.is_file():
         raise ConvertScriptNotFound(f"{script}: no such file. {SCRIPT_HINT}")
@@ -222,9 +290,11 @@ def convert_to_gguf(hf_dir: str, out_path: str, dtype: str, script: Path,
         hint = ""
         missing = re.search(r"No module named '([\w.]+)'", out)
         if missing:
-            hint = (f"\n(the converter needs the Python module {missing.group(1)!r}: pip install "
-                    f"{missing.group(1).split('.')[0]}; its full list is llama.cpp's "
-                    "requirements/requirements-convert_hf_to_gguf.txt)")
+            hint = (
+                f"\n(the converter needs the Python module {missing.group(1)!r}: pip install "
+                f"{missing.group(1).split('.')[0]}; its full list is llama.cpp's "
+                "requirements/requirements-convert_hf_to_gguf.txt)"
+            )
         raise RuntimeError(f"{' '.join(cmd)} failed (exit {res.returncode}):\n{tail}{hint}")
     return out_path
 
@@ -252,17 +322,30 @@ class LlamaCppRunner:
     """One llama.cpp model and context (model load happens here, outside any timing); prefill()
     and decode() return seconds and seconds per step like the bench's other engines."""
 
-    def __init__(self, gguf_path: str, threads: int, n_ctx: int, kv_dtype: str = "float32",
-                 flash_attn: bool = True):
+    def __init__(
+        self,
+        gguf_path: str,
+        threads: int,
+        n_ctx: int,
+        kv_dtype: str = "float32",
+        flash_attn: bool = True,
+    ):
         llama_cpp, why = llama_cpp_module()
         if llama_cpp is None:
             raise RuntimeError(why)
         self.lib = llama_cpp
-        self.llm = llama_cpp.Llama(model_path=gguf_path, n_ctx=n_ctx, n_threads=threads,
-                                   n_threads_batch=threads, n_gpu_layers=0,
-                                   flash_attn=flash_attn, type_k=GGML_TYPES[kv_dtype],
-                                   type_v=GGML_TYPES[kv_dtype], logits_all=False,
-                                   verbose=False)
+        self.llm = llama_cpp.Llama(
+            model_path=gguf_path,
+            n_ctx=n_ctx,
+            n_threads=threads,
+            n_threads_batch=threads,
+            n_gpu_layers=0,
+            flash_attn=flash_attn,
+            type_k=GGML_TYPES[kv_dtype],
+            type_v=GGML_TYPES[kv_dtype],
+            logits_all=False,
+            verbose=False,
+        )
         self.ctx = self.llm.ctx
         self.n_vocab = self.llm.n_vocab()
         self.memory = llama_cpp.llama_get_memory(self.ctx)
@@ -274,13 +357,14 @@ class LlamaCppRunner:
         """Decodes `ids` after what the KV cache holds; the argmax of the last position."""
         n_batch = self.llm.n_batch
         for i in range(0, len(ids), n_batch):
-            chunk = ids[i:i + n_batch]
+            chunk = ids[i : i + n_batch]
             arr = (self.lib.llama_token * len(chunk))(*chunk)
             rc = self.lib.llama_decode(self.ctx, self.lib.llama_batch_get_one(arr, len(chunk)))
             if rc != 0:
                 raise RuntimeError(f"llama_decode returned {rc}")
-        logits = np.ctypeslib.as_array(self.lib.llama_get_logits_ith(self.ctx, -1),
-                                       shape=(self.n_vocab,))
+        logits = np.ctypeslib.as_array(
+            self.lib.llama_get_logits_ith(self.ctx, -1), shape=(self.n_vocab,)
+        )
         return int(np.argmax(logits))
 
     def prefill(self, ids: List[int]) -> float:

@@ -21,6 +21,7 @@ which tell the engine's cost apart from the HTTP side's.
 Without --model, a random-weight model of --shape (135m: the SmolLM-135M shape; tiny) with a
 word-level tokenizer is written to a temporary directory (bench/serve_model.py).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,27 +45,59 @@ SERVER_FLAGS = {"inflight": [], "static": ["--static-batching"], "reserve": ["--
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None, metavar="DIR",
-                   help="an exported model with a tokenizer (default: a random --shape model)")
-    p.add_argument("--shape", choices=("135m", "tiny"), default="135m",
-                   help="shape of the random model when no --model (default 135m)")
+    p.add_argument(
+        "--model",
+        default=None,
+        metavar="DIR",
+        help="an exported model with a tokenizer (default: a random --shape model)",
+    )
+    p.add_argument(
+        "--shape",
+        choices=("135m", "tiny"),
+        default="135m",
+        help="shape of the random model when no --model (default 135m)",
+    )
     p.add_argument("--requests", type=int, default=64, help="requests per mode (default 64)")
-    p.add_argument("--concurrency", type=int, default=16,
-                   help="concurrent clients (default 16)")
+    p.add_argument("--concurrency", type=int, default=16, help="concurrent clients (default 16)")
     p.add_argument("--max-batch", type=int, default=8, help="server's running batch (default 8)")
-    p.add_argument("--step-tokens", type=int, default=256,
-                   help="server's tokens per forward pass (default 256)")
-    p.add_argument("--prompt-len", type=int_list, default=[16, 256], metavar="LO,HI",
-                   help="prompt lengths, uniform (default 16,256)")
-    p.add_argument("--output-len", type=int_list, default=[4, 256], metavar="LO,HI",
-                   help="output lengths are clipped to this range (default 4,256)")
-    p.add_argument("--output-mean", type=float, default=64.0,
-                   help="mean of the exponential output lengths (default 64)")
-    p.add_argument("--modes", default="inflight,static",
-                   help="comma-separated: inflight, static, reserve (default inflight,static)")
-    p.add_argument("--max-cache-tokens", type=int, default=None,
-                   help="server's KV pool in tokens (default: the session's, max batch x "
-                        "context: no KV pressure)")
+    p.add_argument(
+        "--step-tokens",
+        type=int,
+        default=256,
+        help="server's tokens per forward pass (default 256)",
+    )
+    p.add_argument(
+        "--prompt-len",
+        type=int_list,
+        default=[16, 256],
+        metavar="LO,HI",
+        help="prompt lengths, uniform (default 16,256)",
+    )
+    p.add_argument(
+        "--output-len",
+        type=int_list,
+        default=[4, 256],
+        metavar="LO,HI",
+        help="output lengths are clipped to this range (default 4,256)",
+    )
+    p.add_argument(
+        "--output-mean",
+        type=float,
+        default=64.0,
+        help="mean of the exponential output lengths (default 64)",
+    )
+    p.add_argument(
+        "--modes",
+        default="inflight,static",
+        help="comma-separated: inflight, static, reserve (default inflight,static)",
+    )
+    p.add_argument(
+        "--max-cache-tokens",
+        type=int,
+        default=None,
+        help="server's KV pool in tokens (default: the session's, max batch x "
+        "context: no KV pressure)",
+    )
     p.add_argument("--threads", type=int, default=None, help="server's CPU threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, metavar="FILE", help="also write the results here")
@@ -85,17 +118,34 @@ class ServerProcess:
     """`fastattention serve` on 127.0.0.1:<ephemeral port>, stopped by SIGINT."""
 
     def __init__(self, args, model_dir: str, mode: str, max_seq_len: int):
-        cmd = [sys.executable, "-m", "fastattention.cli", "serve", "--model", model_dir,
-               "--port", "0", "--max-batch", str(args.max_batch), "--step-tokens",
-               str(args.step_tokens), "--max-seq-len", str(max_seq_len), "--served-model-name",
-               "bench", "--log-level", "info"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "fastattention.cli",
+            "serve",
+            "--model",
+            model_dir,
+            "--port",
+            "0",
+            "--max-batch",
+            str(args.max_batch),
+            "--step-tokens",
+            str(args.step_tokens),
+            "--max-seq-len",
+            str(max_seq_len),
+            "--served-model-name",
+            "bench",
+            "--log-level",
+            "info",
+        ]
         if args.threads:
             cmd += ["--threads", str(args.threads)]
         if args.max_cache_tokens:
             cmd += ["--max-cache-tokens", str(args.max_cache_tokens)]
         cmd += SERVER_FLAGS[mode]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True)
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         self.lines: list[str] = []
         threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True).start()
         deadline = time.monotonic() + 600
@@ -119,7 +169,7 @@ class ServerProcess:
         for line in text.splitlines():
             if line.startswith("fastattention_") and "{" not in line:
                 name, value = line.rsplit(" ", 1)
-                out[name[len("fastattention_"):]] = float(value)
+                out[name[len("fastattention_") :]] = float(value)
         return out
 
     def stop(self) -> None:
@@ -136,22 +186,30 @@ async def _one(client, ids, max_tokens, record):
     sent = time.perf_counter()
     stamps, tokens = [], 0
     stream = await client.completions.create(
-        model="bench", prompt=ids, max_tokens=max_tokens, temperature=0, stream=True,
-        stream_options={"include_usage": True}, extra_body={"ignore_eos": True})
+        model="bench",
+        prompt=ids,
+        max_tokens=max_tokens,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"ignore_eos": True},
+    )
     async for chunk in stream:
         if chunk.choices and chunk.choices[0].text:
             stamps.append(time.perf_counter())
         if chunk.usage is not None:
             tokens = chunk.usage.completion_tokens
-    record.append(dict(sent=sent, stamps=stamps, done=time.perf_counter(), tokens=tokens,
-                       expected=max_tokens))
+    record.append(
+        dict(sent=sent, stamps=stamps, done=time.perf_counter(), tokens=tokens, expected=max_tokens)
+    )
 
 
 async def _load(port: int, reqs: list, concurrency: int) -> list:
     import openai
 
-    client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused",
-                                max_retries=0, timeout=3600)
+    client = openai.AsyncOpenAI(
+        base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=3600
+    )
     await _one(client, reqs[0][0][:8], 2, [])  # warm-up
     todo = list(reqs)
     record: list = []
@@ -176,8 +234,11 @@ def summarise(mode: str, record: list, engine: dict | None = None) -> dict:
     tokens = sum(r["tokens"] for r in record)
     ttft = [r["stamps"][0] - r["sent"] for r in record if r["stamps"]]
     itl = [b - a for r in record for a, b in zip(r["stamps"], r["stamps"][1:])]
-    tpot = [(r["stamps"][-1] - r["stamps"][0]) / (len(r["stamps"]) - 1)
-            for r in record if len(r["stamps"]) > 1]
+    tpot = [
+        (r["stamps"][-1] - r["stamps"][0]) / (len(r["stamps"]) - 1)
+        for r in record
+        if len(r["stamps"]) > 1
+    ]
     e2e = [r["done"] - r["sent"] for r in record]
     short = sum(r["tokens"] != r["expected"] for r in record)
     if short:
@@ -185,27 +246,44 @@ def summarise(mode: str, record: list, engine: dict | None = None) -> dict:
     engine = engine or {}
     steps = engine.get("engine_steps_total", 0.0)
     step_tokens = engine.get("prompt_tokens_total", 0.0) + engine.get("generated_tokens_total", 0.0)
-    return dict(mode=mode, requests=len(record), wall_s=wall, output_tokens=tokens,
-                engine_steps=int(steps), tokens_per_step=step_tokens / steps if steps else 0.0,
-                engine_busy=engine.get("engine_step_seconds_total", 0.0) / wall,
-                preemptions=int(engine.get("preemptions_total", 0.0)),
-                tokens_per_s=tokens / wall, requests_per_s=len(record) / wall,
-                ttft_p50=_pct(ttft, 50), ttft_p90=_pct(ttft, 90), ttft_p99=_pct(ttft, 99),
-                itl_p50=_pct(itl, 50), itl_p90=_pct(itl, 90), itl_p99=_pct(itl, 99),
-                tpot_p50=_pct(tpot, 50), e2e_p50=_pct(e2e, 50), e2e_p90=_pct(e2e, 90))
+    return dict(
+        mode=mode,
+        requests=len(record),
+        wall_s=wall,
+        output_tokens=tokens,
+        engine_steps=int(steps),
+        tokens_per_step=step_tokens / steps if steps else 0.0,
+        engine_busy=engine.get("engine_step_seconds_total", 0.0) / wall,
+        preemptions=int(engine.get("preemptions_total", 0.0)),
+        tokens_per_s=tokens / wall,
+        requests_per_s=len(record) / wall,
+        ttft_p50=_pct(ttft, 50),
+        ttft_p90=_pct(ttft, 90),
+        ttft_p99=_pct(ttft, 99),
+        itl_p50=_pct(itl, 50),
+        itl_p90=_pct(itl, 90),
+        itl_p99=_pct(itl, 99),
+        tpot_p50=_pct(tpot, 50),
+        e2e_p50=_pct(e2e, 50),
+        e2e_p90=_pct(e2e, 90),
+    )
 
 
 def table(results: list) -> str:
-    head = ("| batching | tokens/s | req/s | TTFT p50 / p90 / p99 (s) | ITL p50 / p90 / p99 (ms) "
-            "| TPOT p50 (ms) | latency p50 / p90 (s) | steps | tokens / step | engine busy |")
+    head = (
+        "| batching | tokens/s | req/s | TTFT p50 / p90 / p99 (s) | ITL p50 / p90 / p99 (ms) "
+        "| TPOT p50 (ms) | latency p50 / p90 (s) | steps | tokens / step | engine busy |"
+    )
     rows = [head, "|" + "---|" * 10]
     for r in results:
-        rows.append(f"| {r['mode']} | {r['tokens_per_s']:.1f} | {r['requests_per_s']:.3f} | "
-                    f"{r['ttft_p50']:.2f} / {r['ttft_p90']:.2f} / {r['ttft_p99']:.2f} | "
-                    f"{1e3 * r['itl_p50']:.0f} / {1e3 * r['itl_p90']:.0f} / "
-                    f"{1e3 * r['itl_p99']:.0f} | {1e3 * r['tpot_p50']:.0f} | "
-                    f"{r['e2e_p50']:.2f} / {r['e2e_p90']:.2f} | {r['engine_steps']} | "
-                    f"{r['tokens_per_step']:.1f} | {100 * r['engine_busy']:.0f}% |")
+        rows.append(
+            f"| {r['mode']} | {r['tokens_per_s']:.1f} | {r['requests_per_s']:.3f} | "
+            f"{r['ttft_p50']:.2f} / {r['ttft_p90']:.2f} / {r['ttft_p99']:.2f} | "
+            f"{1e3 * r['itl_p50']:.0f} / {1e3 * r['itl_p90']:.0f} / "
+            f"{1e3 * r['itl_p99']:.0f} | {1e3 * r['tpot_p50']:.0f} | "
+            f"{r['e2e_p50']:.2f} / {r['e2e_p90']:.2f} | {r['engine_steps']} | "
+            f"{r['tokens_per_step']:.1f} | {100 * r['engine_busy']:.0f}% |"
+        )
     return "\n".join(rows)
 
 
@@ -215,15 +293,18 @@ def _check(args) -> list:
     modes = [m for m in args.modes.split(",") if m]
     bad = [m for m in modes if m not in MODES]
     if bad or not modes:
-        raise CliError(f"--modes: expected a comma-separated list of {', '.join(MODES)}, got "
-                       f"{args.modes!r}")
+        raise CliError(
+            f"--modes: expected a comma-separated list of {', '.join(MODES)}, got {args.modes!r}"
+        )
     for name in ("requests", "concurrency", "max_batch"):
         if getattr(args, name) < 1:
-            raise CliError(f"--{name.replace('_', '-')} must be positive, got "
-                           f"{getattr(args, name)}")
+            raise CliError(
+                f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}"
+            )
     if args.step_tokens <= args.max_batch:
-        raise CliError(f"--step-tokens ({args.step_tokens}) must exceed --max-batch "
-                       f"({args.max_batch})")
+        raise CliError(
+            f"--step-tokens ({args.step_tokens}) must exceed --max-batch ({args.max_batch})"
+        )
     for name in ("prompt_len", "output_len"):
         v = getattr(args, name)
         if len(v) != 2 or v[0] > v[1]:
@@ -232,8 +313,10 @@ def _check(args) -> list:
         raise CliError(f"--output-mean must be positive, got {args.output_mean}")
     longest = args.prompt_len[1] + args.output_len[1]
     if args.max_cache_tokens is not None and args.max_cache_tokens < longest:
-        raise CliError(f"--max-cache-tokens ({args.max_cache_tokens}) must hold the longest "
-                       f"request: --prompt-len + --output-len maxima = {longest} tokens")
+        raise CliError(
+            f"--max-cache-tokens ({args.max_cache_tokens}) must hold the longest "
+            f"request: --prompt-len + --output-len maxima = {longest} tokens"
+        )
     return modes
 
 
@@ -263,20 +346,27 @@ def run(args: argparse.Namespace):
                 server.stop()
             results.append(summarise(mode, record, engine))
             print(f"{mode}: {results[-1]['tokens_per_s']:.1f} tokens/s", file=sys.stderr)
-    print(f"{args.requests} requests, {args.concurrency} clients, max batch {args.max_batch}, "
-          f"prompts {args.prompt_len[0]}-{args.prompt_len[1]} tokens, outputs exponential mean "
-          f"{args.output_mean:g} in {args.output_len[0]}-{args.output_len[1]}, seed {args.seed}, "
-          f"model {args.model or 'random ' + args.shape}")
+    print(
+        f"{args.requests} requests, {args.concurrency} clients, max batch {args.max_batch}, "
+        f"prompts {args.prompt_len[0]}-{args.prompt_len[1]} tokens, outputs exponential mean "
+        f"{args.output_mean:g} in {args.output_len[0]}-{args.output_len[1]}, seed {args.seed}, "
+        f"model {args.model or 'random ' + args.shape}"
+    )
     print(table(results))
     by_mode = {r["mode"]: r for r in results}
     for other, name in (("static", "static"), ("reserve", "reserving")):
         if "inflight" in by_mode and other in by_mode:
             a, b = by_mode["inflight"], by_mode[other]
-            print(f"in-flight / {name}: throughput x{a['tokens_per_s'] / b['tokens_per_s']:.2f}, "
-                  f"latency p50 x{a['e2e_p50'] / b['e2e_p50']:.2f}, TTFT p50 "
-                  f"x{a['ttft_p50'] / b['ttft_p50']:.2f}")
+            print(
+                f"in-flight / {name}: throughput x{a['tokens_per_s'] / b['tokens_per_s']:.2f}, "
+                f"latency p50 x{a['e2e_p50'] / b['e2e_p50']:.2f}, TTFT p50 "
+                f"x{a['ttft_p50'] / b['ttft_p50']:.2f}"
+            )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"args": {k: v for k, v in vars(args).items() if k != "func"},
-                       "results": results}, f, indent=2)
+            json.dump(
+                {"args": {k: v for k, v in vars(args).items() if k != "func"}, "results": results},
+                f,
+                indent=2,
+            )
     return results

@@ -5,6 +5,7 @@ here (nothing downloaded): a word-level vocabulary of the model's size whose tok
 ASCII strings, so that every generated token decodes to its own piece of text (a streamed chunk
 per token, which is what the latency measurements count). Prompts are sent as token ids.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -16,11 +17,27 @@ from fastattention import random_weights
 
 SHAPES = {
     # The SmolLM-135M shape (the issue's "135M-class model").
-    "135m": dict(hidden_size=576, num_layers=30, num_heads=9, num_kv_heads=3, head_dim=64,
-                 intermediate_size=1536, vocab_size=49152, tie_word_embeddings=True),
+    "135m": dict(
+        hidden_size=576,
+        num_layers=30,
+        num_heads=9,
+        num_kv_heads=3,
+        head_dim=64,
+        intermediate_size=1536,
+        vocab_size=49152,
+        tie_word_embeddings=True,
+    ),
     # A tiny shape for quick runs and tests.
-    "tiny": dict(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16,
-                 intermediate_size=96, vocab_size=512, tie_word_embeddings=False),
+    "tiny": dict(
+        hidden_size=64,
+        num_layers=2,
+        num_heads=4,
+        num_kv_heads=2,
+        head_dim=16,
+        intermediate_size=96,
+        vocab_size=512,
+        tie_word_embeddings=False,
+    ),
 }
 SPECIALS = ["<unk>", "<s>", "</s>"]
 
@@ -28,23 +45,39 @@ SPECIALS = ["<unk>", "<s>", "</s>"]
 def model_config(shape: str, max_positions: int) -> dict:
     s = SHAPES[shape]
     return dict(
-        architecture="llama", dtype="float32", tp_size=1, vocab_size=s["vocab_size"],
-        vocab_size_padded=s["vocab_size"], hidden_size=s["hidden_size"],
-        num_layers=s["num_layers"], num_heads=s["num_heads"], num_kv_heads=s["num_kv_heads"],
-        head_dim=s["head_dim"], intermediate_size=s["intermediate_size"],
-        max_position_embeddings=max_positions, norm_type="rmsnorm", norm_eps=1e-5,
-        activation="silu", gated_ffn=True, qkv_bias=False, o_bias=False, mlp_bias=False,
+        architecture="llama",
+        dtype="float32",
+        tp_size=1,
+        vocab_size=s["vocab_size"],
+        vocab_size_padded=s["vocab_size"],
+        hidden_size=s["hidden_size"],
+        num_layers=s["num_layers"],
+        num_heads=s["num_heads"],
+        num_kv_heads=s["num_kv_heads"],
+        head_dim=s["head_dim"],
+        intermediate_size=s["intermediate_size"],
+        max_position_embeddings=max_positions,
+        norm_type="rmsnorm",
+        norm_eps=1e-5,
+        activation="silu",
+        gated_ffn=True,
+        qkv_bias=False,
+        o_bias=False,
+        mlp_bias=False,
         tie_word_embeddings=s["tie_word_embeddings"],
-        rope=dict(theta=10000.0, style="neox", rotary_dim=s["head_dim"],
-                  scaling=dict(type="none")),
-        sliding_window=None, bos_token_id=1, eos_token_id=[2])
+        rope=dict(theta=10000.0, style="neox", rotary_dim=s["head_dim"], scaling=dict(type="none")),
+        sliding_window=None,
+        bos_token_id=1,
+        eos_token_id=[2],
+    )
 
 
 def _words(n: int):
     """n distinct short ASCII words: a..z, then two letters, then three."""
     letters = string.ascii_lowercase
     words = itertools.chain.from_iterable(
-        ("".join(p) for p in itertools.product(letters, repeat=k)) for k in range(1, 5))
+        ("".join(p) for p in itertools.product(letters, repeat=k)) for k in range(1, 5)
+    )
     return list(itertools.islice(words, n))
 
 

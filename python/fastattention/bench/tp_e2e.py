@@ -17,6 +17,7 @@ With --tp-overlap off the tiling-AllReduce is switched off (one GEMM, then one a
 comparison. Only rank 0 prints: a markdown table with the device, ranks and date; with --baseline
 (this bench's --json of another run, e.g. tp=1) the speed-up over it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,39 +32,77 @@ import numpy as np
 from fastattention.bench.arguments import int_list
 
 LLAMA_7B = {
-    "architecture": "llama", "dtype": "float16", "tp_size": 1,
-    "vocab_size": 32000, "vocab_size_padded": 32000, "hidden_size": 4096, "num_layers": 32,
-    "num_heads": 32, "num_kv_heads": 32, "head_dim": 128, "intermediate_size": 11008,
-    "max_position_embeddings": 32768, "norm_type": "rmsnorm", "norm_eps": 1e-5,
-    "activation": "silu", "gated_ffn": True, "qkv_bias": False, "o_bias": False,
-    "mlp_bias": False, "tie_word_embeddings": False,
+    "architecture": "llama",
+    "dtype": "float16",
+    "tp_size": 1,
+    "vocab_size": 32000,
+    "vocab_size_padded": 32000,
+    "hidden_size": 4096,
+    "num_layers": 32,
+    "num_heads": 32,
+    "num_kv_heads": 32,
+    "head_dim": 128,
+    "intermediate_size": 11008,
+    "max_position_embeddings": 32768,
+    "norm_type": "rmsnorm",
+    "norm_eps": 1e-5,
+    "activation": "silu",
+    "gated_ffn": True,
+    "qkv_bias": False,
+    "o_bias": False,
+    "mlp_bias": False,
+    "tie_word_embeddings": False,
     "rope": {"theta": 10000.0, "style": "neox", "rotary_dim": 128, "scaling": {"type": "none"}},
-    "sliding_window": None, "bos_token_id": 1, "eos_token_id": [2],
+    "sliding_window": None,
+    "bos_token_id": 1,
+    "eos_token_id": [2],
 }
 PANGU_38B = pathlib.Path(__file__).resolve().parents[3] / "examples" / "configs" / "pangu_38b.json"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
-                        help="cuda: the local rank's GPU, NCCL; cpu: MPI over CPU ranks")
-    parser.add_argument("--model", default="llama-7b",
-                        help="llama-7b (default), pangu-38b, or a config.json path (random "
-                             "weights of that shape)")
+    parser.add_argument(
+        "--device",
+        choices=["cuda", "cpu"],
+        default="cuda",
+        help="cuda: the local rank's GPU, NCCL; cpu: MPI over CPU ranks",
+    )
+    parser.add_argument(
+        "--model",
+        default="llama-7b",
+        help="llama-7b (default), pangu-38b, or a config.json path (random weights of that shape)",
+    )
     parser.add_argument("--layers", type=int, default=None, help="keep this many layers")
-    parser.add_argument("--prefill-lens", type=int_list, default=[2048, 8192],
-                        help="prefill prompt lengths, batch 1 (default 2048,8192)")
-    parser.add_argument("--batches", type=int_list, default=[1, 16],
-                        help="decode batch sizes (default 1,16)")
-    parser.add_argument("--decode-prompt", type=int, default=128,
-                        help="prompt tokens before the decode steps (default 128)")
+    parser.add_argument(
+        "--prefill-lens",
+        type=int_list,
+        default=[2048, 8192],
+        help="prefill prompt lengths, batch 1 (default 2048,8192)",
+    )
+    parser.add_argument(
+        "--batches", type=int_list, default=[1, 16], help="decode batch sizes (default 1,16)"
+    )
+    parser.add_argument(
+        "--decode-prompt",
+        type=int,
+        default=128,
+        help="prompt tokens before the decode steps (default 128)",
+    )
     parser.add_argument("--new-tokens", type=int, default=32, help="decode steps timed (32)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs, best kept (3)")
-    parser.add_argument("--tp-overlap", choices=["on", "off"], default="on",
-                        help="the tiling-AllReduce (default on)")
+    parser.add_argument(
+        "--tp-overlap",
+        choices=["on", "off"],
+        default="on",
+        help="the tiling-AllReduce (default on)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="CPU threads per rank")
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON (rank 0)")
-    parser.add_argument("--baseline", metavar="PATH",
-                        help="a --json of another run (e.g. tp=1): adds the speed-up over it")
+    parser.add_argument(
+        "--baseline",
+        metavar="PATH",
+        help="a --json of another run (e.g. tp=1): adds the speed-up over it",
+    )
 
 
 def load_config(name: str, layers: int | None) -> dict:
@@ -101,9 +140,16 @@ def run(args: argparse.Namespace):
     t0 = time.perf_counter()
     shard = random_weights.shard_tensors(cfg, rank, seed=0, num_threads=args.threads)
     longest = max(max(args.prefill_lens) + 1, args.decode_prompt + args.new_tokens + 1)
-    session = Session.from_memory(cfg, shard, device, max_batch=max(args.batches),
-                                  max_seq_len=longest, prefill_chunk_tokens=max(args.prefill_lens),
-                                  num_threads=args.threads, tp_overlap=args.tp_overlap == "on")
+    session = Session.from_memory(
+        cfg,
+        shard,
+        device,
+        max_batch=max(args.batches),
+        max_seq_len=longest,
+        prefill_chunk_tokens=max(args.prefill_lens),
+        num_threads=args.threads,
+        tp_overlap=args.tp_overlap == "on",
+    )
     del shard
     build_s = time.perf_counter() - t0
     rng = np.random.default_rng(1)
@@ -127,10 +173,18 @@ def run(args: argparse.Namespace):
         prompts = [rng.integers(0, vocab, size=args.decode_prompt).tolist() for _ in range(b)]
         s = best(lambda: session.generate(prompts, args.new_tokens + 1), "decode_seconds")
         decode[str(b)] = 1e3 * s / args.new_tokens
-    res = dict(model=args.model, layers=int(cfg["num_layers"]), tp=tp, device=args.device,
-               device_name=_device_name(args.device), overlap=args.tp_overlap,
-               date=datetime.date.today().isoformat(), prefill_tokens_per_s=prefill,
-               decode_ms_per_step=decode, load_seconds=build_s)
+    res = dict(
+        model=args.model,
+        layers=int(cfg["num_layers"]),
+        tp=tp,
+        device=args.device,
+        device_name=_device_name(args.device),
+        overlap=args.tp_overlap,
+        date=datetime.date.today().isoformat(),
+        prefill_tokens_per_s=prefill,
+        decode_ms_per_step=decode,
+        load_seconds=build_s,
+    )
     if rank == 0:
         print(_table(res, base))
         if args.json:
@@ -154,20 +208,33 @@ def _read_baseline(path: str | None) -> dict | None:
         base = json.loads(pathlib.Path(path).read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"--baseline {path}: cannot read it as this bench's JSON ({e})") from None
-    if not isinstance(base, dict) or not {"tp", "prefill_tokens_per_s",
-                                          "decode_ms_per_step"} <= set(base):
-        raise ValueError(f"--baseline {path}: not a `bench tp-e2e --json` file (needs tp, "
-                         "prefill_tokens_per_s and decode_ms_per_step)")
+    if not isinstance(base, dict) or not {
+        "tp",
+        "prefill_tokens_per_s",
+        "decode_ms_per_step",
+    } <= set(base):
+        raise ValueError(
+            f"--baseline {path}: not a `bench tp-e2e --json` file (needs tp, "
+            "prefill_tokens_per_s and decode_ms_per_step)"
+        )
     return base
 
 
 def _table(res: dict, base: dict | None) -> str:
-    head = (f"{res['model']} ({res['layers']} layers), tp {res['tp']} on {res['device_name']}, "
-            f"overlap {res['overlap']}, {res['date']}"
-            + (f"; speed-up over tp {base['tp']}" if base else ""))
-    lines = [head, "", "| measure | tp " + str(res["tp"]) + " |"
-             + (f" tp {base['tp']} | speed-up |" if base else ""),
-             "|---|---:|" + ("---:|---:|" if base else "")]
+    head = (
+        f"{res['model']} ({res['layers']} layers), tp {res['tp']} on {res['device_name']}, "
+        f"overlap {res['overlap']}, {res['date']}"
+        + (f"; speed-up over tp {base['tp']}" if base else "")
+    )
+    lines = [
+        head,
+        "",
+        "| measure | tp "
+        + str(res["tp"])
+        + " |"
+        + (f" tp {base['tp']} | speed-up |" if base else ""),
+        "|---|---:|" + ("---:|---:|" if base else ""),
+    ]
     for n, v in res["prefill_tokens_per_s"].items():
         row = f"| prefill {n} tokens (tokens/s) | {v:.0f} |"
         b = (base or {}).get("prefill_tokens_per_s", {}).get(n)

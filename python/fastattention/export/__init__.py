@@ -7,7 +7,7 @@
 FasterTransformer checkpoints (config.ini + model.*.bin, any tensor-parallel split) convert with
 export_ft("ft_models/2-gpu", "path/to/out", tp=1) (see fastattention.export.ft).
 """
-from fastattention.export.hf_export import export_hf
+
 from fastattention.export.format import (
     DTYPES,
     FatHeader,
@@ -20,6 +20,7 @@ from fastattention.export.format import (
 )
 from fastattention.export.ft import export_ft
 from fastattention.export.hf_config import SUPPORTED_ARCHITECTURES, runtime_config
+from fastattention.export.hf_export import export_hf
 
 __all__ = [
     "DTYPES",

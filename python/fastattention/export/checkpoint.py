@@ -9,6 +9,7 @@ bfloat16, so BF16 tensors are read from their raw bytes, located through the fil
 and widened exactly to float32: no torch needed, and no rounding anywhere. Every supported source
 dtype (F32, F16, BF16, F64) widens exactly except F64.
 """
+
 from __future__ import annotations
 
 import json
@@ -78,8 +79,10 @@ class _SafetensorsFiles:
         path = self.files[name]
         dtype = self._handle(path).get_slice(name).get_dtype()
         if dtype not in _FLOAT_DTYPES:
-            raise ValueError(f"tensor '{name}' in {path} has dtype {dtype}; the exporter reads "
-                             f"floating-point weights only ({', '.join(sorted(_FLOAT_DTYPES))})")
+            raise ValueError(
+                f"tensor '{name}' in {path} has dtype {dtype}; the exporter reads "
+                f"floating-point weights only ({', '.join(sorted(_FLOAT_DTYPES))})"
+            )
         if dtype != "BF16":
             return np.asarray(self._handle(path).get_tensor(name), dtype=np.float32)
         header, data_start = self._raw_header(path)
@@ -102,8 +105,10 @@ class _TorchBinFiles:
             import torch
         except ImportError as e:
             path = next(iter(files.values()), BIN_FILE)
-            raise ValueError(f"reading the PyTorch checkpoint {path} needs torch, which is not "
-                             f"installed; convert it to safetensors or install torch") from e
+            raise ValueError(
+                f"reading the PyTorch checkpoint {path} needs torch, which is not "
+                f"installed; convert it to safetensors or install torch"
+            ) from e
         self._torch = torch
         self.files = files
         self._loaded_path = None
@@ -137,8 +142,10 @@ class _TorchBinFiles:
     def get(self, name) -> np.ndarray:
         t = self._tensor(name)
         if not t.is_floating_point():
-            raise ValueError(f"tensor '{name}' in {self.files[name]} has dtype {t.dtype}; the "
-                             f"exporter reads floating-point weights only")
+            raise ValueError(
+                f"tensor '{name}' in {self.files[name]} has dtype {t.dtype}; the "
+                f"exporter reads floating-point weights only"
+            )
         return t.detach().to(self._torch.float32).numpy()
 
 
@@ -161,8 +168,10 @@ class Checkpoint:
             self.source = join(BIN_FILE)
             self._reader = _TorchBinFiles.single_file(self.source)
         else:
-            raise ValueError(f"no weight file in {hf_dir}: expected {SAFETENSORS_FILE}, "
-                             f"{SAFETENSORS_INDEX}, {BIN_FILE} or {BIN_INDEX}")
+            raise ValueError(
+                f"no weight file in {hf_dir}: expected {SAFETENSORS_FILE}, "
+                f"{SAFETENSORS_INDEX}, {BIN_FILE} or {BIN_INDEX}"
+            )
         self._names = set(self._reader.files)
 
     @staticmethod
@@ -183,8 +192,10 @@ class Checkpoint:
 
     def _check(self, name):
         if name not in self._names:
-            raise ValueError(f"tensor '{name}' not found in checkpoint {self.hf_dir} "
-                             f"(read from {os.path.basename(self.source)})")
+            raise ValueError(
+                f"tensor '{name}' not found in checkpoint {self.hf_dir} "
+                f"(read from {os.path.basename(self.source)})"
+            )
 
     def shape(self, name) -> tuple:
         self._check(name)
@@ -195,6 +206,8 @@ class Checkpoint:
         self._check(name)
         array = self._reader.get(name)
         if expected_shape is not None and tuple(array.shape) != tuple(expected_shape):
-            raise ValueError(f"tensor '{name}' in checkpoint {self.hf_dir} has shape "
-                             f"{list(array.shape)}; config.json implies {list(expected_shape)}")
+            raise ValueError(
+                f"tensor '{name}' in checkpoint {self.hf_dir} has shape "
+                f"{list(array.shape)}; config.json implies {list(expected_shape)}"
+            )
         return array

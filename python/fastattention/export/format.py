@@ -9,6 +9,7 @@ a uint16 array (bits as they are) or with a float array (rounded to nearest even
 a torch.bfloat16 tensor is accepted as well. read_tensor returns the uint16 bits, or float32 values
 with upcast_bf16=True.
 """
+
 from __future__ import annotations
 
 import math
@@ -113,9 +114,12 @@ def _storage_array(array: np.ndarray, dtype: str | None, path) -> tuple[np.ndarr
     """Resolves the target dtype and returns the little-endian array to write."""
     kind = array.dtype.kind
     if dtype is None:
-        inferred = {np.dtype(np.float32): "float32", np.dtype(np.float16): "float16",
-                    np.dtype(np.int32): "int32", np.dtype(np.int64): "int64"}.get(
-                        array.dtype.newbyteorder("="))
+        inferred = {
+            np.dtype(np.float32): "float32",
+            np.dtype(np.float16): "float16",
+            np.dtype(np.int32): "int32",
+            np.dtype(np.int64): "int64",
+        }.get(array.dtype.newbyteorder("="))
         if inferred is None:
             hint = " (bfloat16 bits: pass dtype='bfloat16')" if array.dtype == np.uint16 else ""
             raise ValueError(f"cannot store a {array.dtype} array in {path}{hint}; pass dtype=")
@@ -123,8 +127,9 @@ def _storage_array(array: np.ndarray, dtype: str | None, path) -> tuple[np.ndarr
     _check_dtype_name(dtype)
     if array.dtype == np.uint16:
         if dtype != "bfloat16":
-            raise ValueError(f"a uint16 array holds bfloat16 bits; it cannot be stored as {dtype} "
-                             f"in {path}")
+            raise ValueError(
+                f"a uint16 array holds bfloat16 bits; it cannot be stored as {dtype} in {path}"
+            )
         return np.ascontiguousarray(array, dtype="<u2"), dtype
     if dtype in FLOAT_DTYPES:
         if kind != "f":
@@ -194,16 +199,20 @@ def read_header(path) -> FatHeader:
     if not 1 <= ndim <= MAX_NDIM:
         raise WeightFileError(f"{path}: ndim {ndim} outside 1..{MAX_NDIM}")
     if offset % ALIGNMENT or offset < _FIXED_HEADER.size + 8 * ndim:
-        raise WeightFileError(f"{path}: data_offset {offset} is not a multiple of {ALIGNMENT} "
-                              f"at or past the end of the shape")
+        raise WeightFileError(
+            f"{path}: data_offset {offset} is not a multiple of {ALIGNMENT} "
+            f"at or past the end of the shape"
+        )
     if len(head) < _FIXED_HEADER.size + 8 * ndim:
         raise WeightFileError(f"{path}: file too short for its shape ({size} bytes)")
     shape = struct.unpack_from(f"<{ndim}Q", head, _FIXED_HEADER.size)
     dtype = _DTYPE_BY_CODE[code]
     expected = offset + math.prod(shape) * DTYPES[dtype][1].itemsize
     if size != expected:
-        raise WeightFileError(f"{path}: file is {size} bytes; a {dtype} tensor of shape "
-                              f"{list(shape)} at offset {offset} needs exactly {expected}")
+        raise WeightFileError(
+            f"{path}: file is {size} bytes; a {dtype} tensor of shape "
+            f"{list(shape)} at offset {offset} needs exactly {expected}"
+        )
     return FatHeader(version, dtype, tuple(int(s) for s in shape), offset)
 
 
@@ -216,8 +225,9 @@ def read_tensor(path, upcast_bf16: bool = False, mmap: bool = False) -> np.ndarr
     header = read_header(path)
     storage = DTYPES[header.dtype][1]
     if mmap and not (upcast_bf16 and header.dtype == "bfloat16"):
-        return np.memmap(path, dtype=storage, mode="r", offset=header.data_offset,
-                         shape=header.shape)
+        return np.memmap(
+            path, dtype=storage, mode="r", offset=header.data_offset, shape=header.shape
+        )
     with open(path, "rb") as f:
         f.seek(header.data_offset)
         data = np.fromfile(f, dtype=storage, count=math.prod(header.shape))

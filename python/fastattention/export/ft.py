@@ -59,6 +59,7 @@ ran), plain (ungated) FFN, q/k/v, o and FFN biases. Tensors are merged over FT's
 converted to the target dtype and split again for `tp` by the Hugging Face exporter's machinery
 (convert.py).
 """
+
 from __future__ import annotations
 
 import configparser
@@ -70,32 +71,33 @@ import numpy as np
 
 from fastattention.export import tokenizer_files
 from fastattention.export import tp as tpsplit
-from fastattention.export.model_writer import Exporter, check_dtype, check_out_dir, write_model
 from fastattention.export.format import bfloat16_bits_to_float32
+from fastattention.export.model_writer import Exporter, check_dtype, check_out_dir, write_model
 
 CONFIG_FILE = "config.ini"
 # weight_data_type -> numpy storage dtype (bfloat16 as uint16 bits); FT matches these substrings.
 _FT_DTYPES = {"fp32": np.dtype("<f4"), "fp16": np.dtype("<f2"), "bf16": np.dtype("<u2")}
 _FT_DTYPE_ALIASES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
 DEFAULT_MAX_POSITIONS = 2048  # Hugging Face GPTNeoXConfig's default; config.ini has none
-_NEOX_ROTARY_BASE = 10000.0   # fixed in FasterTransformer's GPT-NeoX
-_NEOX_LAYERNORM_EPS = 1e-5    # GptNeoX::layernorm_eps_ in FasterTransformer
-_GPT_LAYERNORM_EPS = 1e-6     # gptVariantParams::layernorm_eps, ParallelGpt's default
+_NEOX_ROTARY_BASE = 10000.0  # fixed in FasterTransformer's GPT-NeoX
+_NEOX_LAYERNORM_EPS = 1e-5  # GptNeoX::layernorm_eps_ in FasterTransformer
+_GPT_LAYERNORM_EPS = 1e-6  # gptVariantParams::layernorm_eps, ParallelGpt's default
 
 
 @dataclasses.dataclass(frozen=True)
 class FtConfig:
     """What config.ini (and the file names) say about a FasterTransformer checkpoint."""
-    path: str             # the config.ini
-    family: str           # gptneox | gpt
+
+    path: str  # the config.ini
+    family: str  # gptneox | gpt
     head_num: int
     size_per_head: int
     inter_size: int
     num_layer: int
     vocab_size: int
     weight_data_type: str  # fp32 | fp16 | bf16
-    ft_tp: int            # the tensor-parallel split of the files
-    rotary_dim: int       # gptneox; 0 for gpt (learned positions: model.wpe.bin)
+    ft_tp: int  # the tensor-parallel split of the files
+    rotary_dim: int  # gptneox; 0 for gpt (learned positions: model.wpe.bin)
     layernorm_eps: float
     max_positions: int | None  # max_pos_seq_len when given (gpt: always, the wpe table's rows)
     start_id: int | None
@@ -166,11 +168,15 @@ def _config_path(ft_dir: str) -> str:
     if not os.path.isdir(ft_dir):
         raise ValueError(f"FasterTransformer checkpoint directory {ft_dir} does not exist")
     hint = ""
-    sub = sorted(os.path.basename(os.path.dirname(p))
-                 for p in glob.glob(os.path.join(ft_dir, "*-gpu", CONFIG_FILE)))
+    sub = sorted(
+        os.path.basename(os.path.dirname(p))
+        for p in glob.glob(os.path.join(ft_dir, "*-gpu", CONFIG_FILE))
+    )
     if sub:
-        hint = (f"; FasterTransformer's converters write into <out>/<N>-gpu/, found "
-                f"{', '.join(sub)}: pass that folder")
+        hint = (
+            f"; FasterTransformer's converters write into <out>/<N>-gpu/, found "
+            f"{', '.join(sub)}: pass that folder"
+        )
     raise ValueError(f"FasterTransformer config not found: {path}{hint}")
 
 
@@ -200,103 +206,152 @@ def _check_gpt(sec: _Section) -> None:
     defaults; everything but GPT-2's graph (pre-LayerNorm, learned positions, GeLU, a final
     LayerNorm) is refused naming the key."""
     if sec.has("model_variant") and sec.s["model_variant"].split(";")[0].strip() != "gpt":
-        sec.fail("model_variant", f"is {sec.s['model_variant'].strip()!r}: only the plain GPT "
-                                  f"variant (GPT-2 / Megatron GPT) is supported, not OPT or BLOOM")
+        sec.fail(
+            "model_variant",
+            f"is {sec.s['model_variant'].strip()!r}: only the plain GPT "
+            f"variant (GPT-2 / Megatron GPT) is supported, not OPT or BLOOM",
+        )
     if sec.boolean("use_attention_linear_bias", False):
-        sec.fail("use_attention_linear_bias", "= 1 (ALiBi, BLOOM) is not supported by the "
-                                              "FastAttention runtime yet")
+        sec.fail(
+            "use_attention_linear_bias",
+            "= 1 (ALiBi, BLOOM) is not supported by the FastAttention runtime yet",
+        )
     if not sec.boolean("has_positional_encoding", True):
-        sec.fail("has_positional_encoding", "= 0 (no position information besides ALiBi) is not "
-                                            "supported: the runtime has learned or rotary "
-                                            "positions")
-    for key, default, wanted in (("layernorm_type", "pre_layernorm", "pre_layernorm"),
-                                 ("activation_type", "Gelu", "gelu")):
+        sec.fail(
+            "has_positional_encoding",
+            "= 0 (no position information besides ALiBi) is not "
+            "supported: the runtime has learned or rotary "
+            "positions",
+        )
+    for key, default, wanted in (
+        ("layernorm_type", "pre_layernorm", "pre_layernorm"),
+        ("activation_type", "Gelu", "gelu"),
+    ):
         value = sec.s.get(key, default).split(";")[0].strip() or default
         if value.lower() != wanted:
-            sec.fail(key, f"is {value!r}; the FastAttention runtime runs FasterTransformer's "
-                          f"default GPT ({key} = {default}) only")
-    for key, default in (("has_pre_decoder_layernorm", False),
-                         ("has_post_decoder_layernorm", True), ("has_adapters", False)):
+            sec.fail(
+                key,
+                f"is {value!r}; the FastAttention runtime runs FasterTransformer's "
+                f"default GPT ({key} = {default}) only",
+            )
+    for key, default in (
+        ("has_pre_decoder_layernorm", False),
+        ("has_post_decoder_layernorm", True),
+        ("has_adapters", False),
+    ):
         if sec.boolean(key, default) != default:
-            sec.fail(key, f"= {int(not default)} is not supported (the FastAttention runtime "
-                          f"runs GPT-2's graph: {key} = {int(default)})")
+            sec.fail(
+                key,
+                f"= {int(not default)} is not supported (the FastAttention runtime "
+                f"runs GPT-2's graph: {key} = {int(default)})",
+            )
 
 
 def _config_sizes(sec: _Section, ft_dir: str) -> dict:
     """The keys both families share (sizes, dtype, split, token ids)."""
-    layers_key = "num_layer" if sec.has("num_layer") or not sec.has("decoder_layers") \
-        else "decoder_layers"
+    layers_key = (
+        "num_layer" if sec.has("num_layer") or not sec.has("decoder_layers") else "decoder_layers"
+    )
     ft_tp = _count_ranks(ft_dir)
     declared = sec.integer("tensor_para_size", 1, default=None)
     if declared is not None and declared != ft_tp:
-        sec.fail("tensor_para_size", f"is {declared} but the weight files are split {ft_tp} ways "
-                                     f"(model.layers.0.attention.query_key_value.weight.*.bin)")
+        sec.fail(
+            "tensor_para_size",
+            f"is {declared} but the weight files are split {ft_tp} ways "
+            f"(model.layers.0.attention.query_key_value.weight.*.bin)",
+        )
     return dict(
-        path=sec.path, family=sec.name, head_num=sec.integer("head_num", 1),
-        size_per_head=sec.integer("size_per_head", 1), inter_size=sec.integer("inter_size", 1),
-        num_layer=sec.integer(layers_key, 1), vocab_size=sec.integer("vocab_size", 1),
-        weight_data_type=_weight_dtype(sec), ft_tp=ft_tp,
+        path=sec.path,
+        family=sec.name,
+        head_num=sec.integer("head_num", 1),
+        size_per_head=sec.integer("size_per_head", 1),
+        inter_size=sec.integer("inter_size", 1),
+        num_layer=sec.integer(layers_key, 1),
+        vocab_size=sec.integer("vocab_size", 1),
+        weight_data_type=_weight_dtype(sec),
+        ft_tp=ft_tp,
         start_id=sec.integer("start_id", 0, default=None),
-        end_id=sec.integer("end_id", 0, default=None))
+        end_id=sec.integer("end_id", 0, default=None),
+    )
 
 
 def read_ft_config(ft_dir) -> FtConfig:
     """Parses DIR/config.ini; ValueError naming the file and key for anything unsupported."""
     ft_dir = os.fspath(ft_dir)
     path = _config_path(ft_dir)
-    parser = configparser.ConfigParser(inline_comment_prefixes=(";",), strict=False,
-                                       interpolation=None)
+    parser = configparser.ConfigParser(
+        inline_comment_prefixes=(";",), strict=False, interpolation=None
+    )
     try:
         with open(path) as f:
             parser.read_file(f)
     except (OSError, configparser.Error, UnicodeDecodeError) as e:
         raise ValueError(f"cannot read FasterTransformer config {path}: {e}") from e
     if "gptj" in parser:
-        raise ValueError(f"{path}: [gptj] (GPT-J: attention and FFN in parallel from one shared "
-                         f"LayerNorm, LM head bias) is not a graph the FastAttention runtime has")
+        raise ValueError(
+            f"{path}: [gptj] (GPT-J: attention and FFN in parallel from one shared "
+            f"LayerNorm, LM head bias) is not a graph the FastAttention runtime has"
+        )
     if "gptneox" in parser:
         sec = _Section(parser, "gptneox", path)
         if sec.integer("use_gptj_residual", default=1) != 0:
             raise ValueError(
                 f"{path}: [gptneox] use_gptj_residual = 1 (or missing: FasterTransformer's "
                 f"default) means the parallel residual x + attn(ln1(x)) + mlp(ln2(x)); the "
-                f"FastAttention runtime has the sequential residual only (use_gptj_residual = 0)")
+                f"FastAttention runtime has the sequential residual only (use_gptj_residual = 0)"
+            )
         size_per_head = sec.integer("size_per_head", 1)
         rotary = sec.integer("rotary_embedding", 0)
         if rotary < 2 or rotary > size_per_head or rotary % 2:
-            sec.fail("rotary_embedding", f"must be even and in 2..size_per_head "
-                                         f"({size_per_head}), got {rotary}")
-        cfg = FtConfig(**_config_sizes(sec, ft_dir), rotary_dim=rotary,
-                       layernorm_eps=sec.number("layernorm_eps", _NEOX_LAYERNORM_EPS),
-                       max_positions=sec.integer("max_pos_seq_len", 1, default=None))
+            sec.fail(
+                "rotary_embedding",
+                f"must be even and in 2..size_per_head ({size_per_head}), got {rotary}",
+            )
+        cfg = FtConfig(
+            **_config_sizes(sec, ft_dir),
+            rotary_dim=rotary,
+            layernorm_eps=sec.number("layernorm_eps", _NEOX_LAYERNORM_EPS),
+            max_positions=sec.integer("max_pos_seq_len", 1, default=None),
+        )
     elif "gpt" in parser:
         sec = _Section(parser, "gpt", path)
         _check_gpt(sec)
-        cfg = FtConfig(**_config_sizes(sec, ft_dir), rotary_dim=0,
-                       layernorm_eps=sec.number("layernorm_eps", _GPT_LAYERNORM_EPS),
-                       max_positions=sec.integer("max_pos_seq_len", 1))
+        cfg = FtConfig(
+            **_config_sizes(sec, ft_dir),
+            rotary_dim=0,
+            layernorm_eps=sec.number("layernorm_eps", _GPT_LAYERNORM_EPS),
+            max_positions=sec.integer("max_pos_seq_len", 1),
+        )
     else:
-        raise ValueError(f"{path}: no [gptneox] or [gpt] section (found: "
-                         f"{', '.join(parser.sections()) or 'none'})")
+        raise ValueError(
+            f"{path}: no [gptneox] or [gpt] section (found: "
+            f"{', '.join(parser.sections()) or 'none'})"
+        )
     if cfg.head_num % cfg.ft_tp or cfg.inter_size % cfg.ft_tp:
-        raise ValueError(f"{path}: [{cfg.family}] head_num {cfg.head_num} and inter_size "
-                         f"{cfg.inter_size} must be multiples of the files' tensor-parallel "
-                         f"split {cfg.ft_tp}")
+        raise ValueError(
+            f"{path}: [{cfg.family}] head_num {cfg.head_num} and inter_size "
+            f"{cfg.inter_size} must be multiples of the files' tensor-parallel "
+            f"split {cfg.ft_tp}"
+        )
     if not cfg.layernorm_eps > 0:
-        raise ValueError(f"{path}: [{cfg.family}] layernorm_eps must be > 0, got "
-                         f"{cfg.layernorm_eps}")
+        raise ValueError(
+            f"{path}: [{cfg.family}] layernorm_eps must be > 0, got {cfg.layernorm_eps}"
+        )
     return cfg
 
 
-def runtime_config(ft: FtConfig, ft_dir: str, tp: int, dtype: str,
-                   max_positions: int | None = None) -> dict:
+def runtime_config(
+    ft: FtConfig, ft_dir: str, tp: int, dtype: str, max_positions: int | None = None
+) -> dict:
     """The runtime config.json (every key of docs/FORMAT.md) for a FasterTransformer config."""
     learned = ft.family == "gpt"
     if max_positions is None:
         max_positions = ft.max_positions or DEFAULT_MAX_POSITIONS
     elif learned and max_positions > ft.max_positions:
-        raise ValueError(f"max_positions {max_positions} exceeds {ft.path}'s max_pos_seq_len "
-                         f"{ft.max_positions}: model.wpe.bin has no rows for later positions")
+        raise ValueError(
+            f"max_positions {max_positions} exceeds {ft.path}'s max_pos_seq_len "
+            f"{ft.max_positions}: model.wpe.bin has no rows for later positions"
+        )
     return {
         "format": "fastattention",
         "format_version": 1,
@@ -321,14 +376,24 @@ def runtime_config(ft: FtConfig, ft_dir: str, tp: int, dtype: str,
         "mlp_bias": True,
         "tie_word_embeddings": not os.path.isfile(os.path.join(ft_dir, "model.lm_head.weight.bin")),
         "position_embedding": "learned" if learned else "rotary",
-        "rope": None if learned else {"theta": _NEOX_ROTARY_BASE, "style": "neox",
-                                      "rotary_dim": ft.rotary_dim, "scaling": {"type": "none"}},
+        "rope": None
+        if learned
+        else {
+            "theta": _NEOX_ROTARY_BASE,
+            "style": "neox",
+            "rotary_dim": ft.rotary_dim,
+            "scaling": {"type": "none"},
+        },
         "sliding_window": None,
         "bos_token_id": ft.start_id,
         "eos_token_id": [] if ft.end_id is None else [ft.end_id],
-        "source": {"type": "fastertransformer", "path": os.path.abspath(ft_dir),
-                   "model_type": ft.family, "ft_tensor_para_size": ft.ft_tp,
-                   "weight_data_type": ft.weight_data_type},
+        "source": {
+            "type": "fastertransformer",
+            "path": os.path.abspath(ft_dir),
+            "model_type": ft.family,
+            "ft_tensor_para_size": ft.ft_tp,
+            "weight_data_type": ft.weight_data_type,
+        },
     }
 
 
@@ -381,7 +446,8 @@ class FtTensors:
             raise ValueError(
                 f"FasterTransformer weight file {path} is {size} bytes; {self.cfg.path} "
                 f"(weight_data_type {self.cfg.weight_data_type}) implies a tensor of shape "
-                f"{list(shape)} = {expected} bytes")
+                f"{list(shape)} = {expected} bytes"
+            )
         data = np.fromfile(path, dtype=self._storage, count=count).reshape(shape)
         if self.cfg.weight_data_type == "bf16":
             return bfloat16_bits_to_float32(data)
@@ -445,8 +511,11 @@ class _FtExporter(Exporter):
             tasks.append(("pos_embed.weight", self.position_table, ()))  # after embed: FORMAT.md
         for i in range(c["num_layers"]):
             src, p = f"model.layers.{i}.", f"layers.{i}."
-            qkv = {f"{x}{sfx}": f"{src}attention.query_key_value.{kind}:{x}"
-                   for x in "qkv" for sfx, kind in (("", "weight"), ("_bias", "bias"))}
+            qkv = {
+                f"{x}{sfx}": f"{src}attention.query_key_value.{kind}:{x}"
+                for x in "qkv"
+                for sfx, kind in (("", "weight"), ("_bias", "bias"))
+            }
             tasks += [
                 (p + "attn_norm.weight", self.replicated, (src + "input_layernorm.weight", vec)),
                 (p + "attn_norm.bias", self.replicated, (src + "input_layernorm.bias", vec)),
@@ -454,16 +523,31 @@ class _FtExporter(Exporter):
                 (p + "attn.qkv.bias", self.qkv, (qkv, "_bias")),
                 (p + "attn.o.weight", self.row_parallel, (src + "attention.dense.weight", (h, h))),
                 (p + "attn.o.bias", self.replicated, (src + "attention.dense.bias", vec)),
-                (p + "ffn_norm.weight", self.replicated,
-                 (src + "post_attention_layernorm.weight", vec)),
-                (p + "ffn_norm.bias", self.replicated,
-                 (src + "post_attention_layernorm.bias", vec)),
-                (p + "ffn.up.weight", self.column_parallel,
-                 (src + "mlp.dense_h_to_4h.weight", (i_size, h))),
-                (p + "ffn.up.bias", self.column_parallel,
-                 (src + "mlp.dense_h_to_4h.bias", (i_size,))),
-                (p + "ffn.down.weight", self.row_parallel,
-                 (src + "mlp.dense_4h_to_h.weight", (h, i_size))),
+                (
+                    p + "ffn_norm.weight",
+                    self.replicated,
+                    (src + "post_attention_layernorm.weight", vec),
+                ),
+                (
+                    p + "ffn_norm.bias",
+                    self.replicated,
+                    (src + "post_attention_layernorm.bias", vec),
+                ),
+                (
+                    p + "ffn.up.weight",
+                    self.column_parallel,
+                    (src + "mlp.dense_h_to_4h.weight", (i_size, h)),
+                ),
+                (
+                    p + "ffn.up.bias",
+                    self.column_parallel,
+                    (src + "mlp.dense_h_to_4h.bias", (i_size,)),
+                ),
+                (
+                    p + "ffn.down.weight",
+                    self.row_parallel,
+                    (src + "mlp.dense_4h_to_h.weight", (h, i_size)),
+                ),
                 (p + "ffn.down.bias", self.replicated, (src + "mlp.dense_4h_to_h.bias", vec)),
             ]
         tasks.append(("final_norm.weight", self.replicated, ("model.final_layernorm.weight", vec)))
@@ -473,8 +557,7 @@ class _FtExporter(Exporter):
         return tasks
 
 
-def export_ft(ft_dir, out_dir, tp=1, dtype="float16", progress=True,
-              max_positions=None) -> dict:
+def export_ft(ft_dir, out_dir, tp=1, dtype="float16", progress=True, max_positions=None) -> dict:
     """Exports a FasterTransformer GPT-NeoX or GPT checkpoint directory to the runtime format.
 
     ft_dir: the folder holding config.ini and the model.*.bin files (the converters' <N>-gpu/),
@@ -493,8 +576,11 @@ def export_ft(ft_dir, out_dir, tp=1, dtype="float16", progress=True,
     tpsplit.check_tp_value(tp)
     tp = int(tp)
     check_out_dir(ft_dir, out_dir, tp)
-    if max_positions is not None and (isinstance(max_positions, bool) or not isinstance(
-            max_positions, (int, np.integer)) or max_positions < 1):
+    if max_positions is not None and (
+        isinstance(max_positions, bool)
+        or not isinstance(max_positions, (int, np.integer))
+        or max_positions < 1
+    ):
         raise ValueError(f"max_positions must be a positive integer, got {max_positions!r}")
     ft = read_ft_config(ft_dir)
     cfg = runtime_config(ft, ft_dir, tp, dtype, max_positions)

@@ -15,6 +15,7 @@ Hugging Face's rotate-halves order again (Qwen2 files are not permuted). The tok
 the metadata becomes a tokenizer.json (export/gguf_tokenizer.py). Everything (metadata, tensor
 names, shapes and types, the tokenizer) is checked before anything is written.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,17 +28,30 @@ from fastattention.export.model_writer import Exporter, check_dtype, write_model
 
 SUPPORTED_ARCHITECTURES = ("llama", "qwen2")  # llama.cpp writes Mistral models as llama
 SUPPORTED_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q5_K", "Q6_K")
-_GLOBAL_NAMES = {"token_embd.weight": hfmap.EMBED, "output_norm.weight": hfmap.FINAL_NORM,
-                 "output.weight": hfmap.LM_HEAD}
-_LAYER_NAMES = {  # GGUF blk.{i}.X -> Hugging Face role (hf.layer_names)
-    "attn_norm.weight": "attn_norm", "ffn_norm.weight": "ffn_norm",
-    "attn_q.weight": "q", "attn_k.weight": "k", "attn_v.weight": "v", "attn_output.weight": "o",
-    "attn_q.bias": "q_bias", "attn_k.bias": "k_bias", "attn_v.bias": "v_bias",
-    "attn_output.bias": "o_bias",
-    "ffn_gate.weight": "gate", "ffn_up.weight": "up", "ffn_down.weight": "down",
+_GLOBAL_NAMES = {
+    "token_embd.weight": hfmap.EMBED,
+    "output_norm.weight": hfmap.FINAL_NORM,
+    "output.weight": hfmap.LM_HEAD,
 }
-_REFUSED = {"rope_freqs.weight": "per-frequency rope factors (Llama 3.1 rope scaling as a "
-                                 "tensor) are not supported"}
+_LAYER_NAMES = {  # GGUF blk.{i}.X -> Hugging Face role (hf.layer_names)
+    "attn_norm.weight": "attn_norm",
+    "ffn_norm.weight": "ffn_norm",
+    "attn_q.weight": "q",
+    "attn_k.weight": "k",
+    "attn_v.weight": "v",
+    "attn_output.weight": "o",
+    "attn_q.bias": "q_bias",
+    "attn_k.bias": "k_bias",
+    "attn_v.bias": "v_bias",
+    "attn_output.bias": "o_bias",
+    "ffn_gate.weight": "gate",
+    "ffn_up.weight": "up",
+    "ffn_down.weight": "down",
+}
+_REFUSED = {
+    "rope_freqs.weight": "per-frequency rope factors (Llama 3.1 rope scaling as a "
+    "tensor) are not supported"
+}
 
 
 def _open(path: str):
@@ -52,8 +66,10 @@ def _open(path: str):
     size = os.path.getsize(path)
     for t in reader.tensors:
         if t.data_offset + t.n_bytes > size:
-            raise ValueError(f"{path}: truncated: tensor '{t.name}' ends at byte "
-                             f"{t.data_offset + t.n_bytes}, the file has {size}")
+            raise ValueError(
+                f"{path}: truncated: tensor '{t.name}' ends at byte "
+                f"{t.data_offset + t.n_bytes}, the file has {size}"
+            )
     return reader
 
 
@@ -77,8 +93,9 @@ class GgufMetadata:
         if value is None:
             raise ValueError(f"{self.path}: metadata '{key}' is missing")
         if kind is int and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
-            raise ValueError(f"{self.path}: metadata '{key}' must be a positive integer, got "
-                             f"{value!r}")
+            raise ValueError(
+                f"{self.path}: metadata '{key}' must be a positive integer, got {value!r}"
+            )
         if kind is float and not isinstance(value, (int, float)):
             raise ValueError(f"{self.path}: metadata '{key}' must be a number, got {value!r}")
         return value
@@ -88,8 +105,10 @@ def architecture_of(meta: GgufMetadata) -> tuple[str, str]:
     """(GGUF architecture, runtime architecture)."""
     arch = meta.get("general.architecture")
     if arch not in SUPPORTED_ARCHITECTURES:
-        raise ValueError(f"{meta.path}: unsupported architecture '{arch}'; supported: "
-                         f"{', '.join(SUPPORTED_ARCHITECTURES)} (Mistral files are llama)")
+        raise ValueError(
+            f"{meta.path}: unsupported architecture '{arch}'; supported: "
+            f"{', '.join(SUPPORTED_ARCHITECTURES)} (Mistral files are llama)"
+        )
     name = str(meta.get("general.name") or "").lower()
     return arch, "mistral" if arch == "llama" and "mistral" in name else arch
 
@@ -102,11 +121,16 @@ def _rope_scaling(meta: GgufMetadata, a: str):
     if kind in (None, "none"):
         return None
     if kind != "linear":
-        raise ValueError(f"{meta.path}: rope scaling '{kind}' ({a}.rope.scaling.type) is not "
-                         f"supported; supported: none, linear")
-    return {"rope_type": "linear", "factor": float(meta.require(f"{a}.rope.scaling.factor",
-                                                                float) if factor is None
-                                                   else factor)}
+        raise ValueError(
+            f"{meta.path}: rope scaling '{kind}' ({a}.rope.scaling.type) is not "
+            f"supported; supported: none, linear"
+        )
+    return {
+        "rope_type": "linear",
+        "factor": float(
+            meta.require(f"{a}.rope.scaling.factor", float) if factor is None else factor
+        ),
+    }
 
 
 def hf_like_config(meta: GgufMetadata, tensors: dict, vocab_size: int) -> dict:
@@ -117,8 +141,10 @@ def hf_like_config(meta: GgufMetadata, tensors: dict, vocab_size: int) -> dict:
     head_dim = meta.get(f"{a}.attention.key_length") or hidden // heads
     rotary = meta.get(f"{a}.rope.dimension_count") or head_dim
     if rotary != head_dim:
-        raise ValueError(f"{meta.path}: {a}.rope.dimension_count {rotary} differs from the head "
-                         f"dim {head_dim}; partial rotary is not supported for {arch}")
+        raise ValueError(
+            f"{meta.path}: {a}.rope.dimension_count {rotary} differs from the head "
+            f"dim {head_dim}; partial rotary is not supported for {arch}"
+        )
     window = meta.get(f"{a}.attention.sliding_window")
     eos = [meta.get(k) for k in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id")]
     hf = {
@@ -172,8 +198,10 @@ class GgufCheckpoint:
         data = gguf.quants.dequantize(np.asarray(t.data), t.tensor_type)
         data = np.asarray(data, dtype=np.float32).reshape(shape)
         if expected_shape is not None and shape != tuple(expected_shape):
-            raise ValueError(f"{self.hf_dir}: tensor '{name}' has shape {list(shape)}; the "
-                             f"metadata implies {list(expected_shape)}")
+            raise ValueError(
+                f"{self.hf_dir}: tensor '{name}' has shape {list(shape)}; the "
+                f"metadata implies {list(expected_shape)}"
+            )
         role = name.split(".")[2] if name.startswith("blk.") else ""
         if self.permute_qk and role in ("attn_q", "attn_k"):
             data = unpermute_rotary(data, self.heads[role[-1]])
@@ -207,18 +235,27 @@ def _check_tensors(ckpt: GgufCheckpoint, cfg: dict) -> None:
         expected["output.weight"] = (v, h)
     for i in range(c["num_layers"]):
         p = f"blk.{i}."
-        expected.update({
-            p + "attn_norm.weight": (h,), p + "ffn_norm.weight": (h,),
-            p + "attn_q.weight": (c["num_heads"] * d, h),
-            p + "attn_k.weight": (c["num_kv_heads"] * d, h),
-            p + "attn_v.weight": (c["num_kv_heads"] * d, h),
-            p + "attn_output.weight": (h, c["num_heads"] * d),
-            p + "ffn_gate.weight": (i_size, h), p + "ffn_up.weight": (i_size, h),
-            p + "ffn_down.weight": (h, i_size)})
+        expected.update(
+            {
+                p + "attn_norm.weight": (h,),
+                p + "ffn_norm.weight": (h,),
+                p + "attn_q.weight": (c["num_heads"] * d, h),
+                p + "attn_k.weight": (c["num_kv_heads"] * d, h),
+                p + "attn_v.weight": (c["num_kv_heads"] * d, h),
+                p + "attn_output.weight": (h, c["num_heads"] * d),
+                p + "ffn_gate.weight": (i_size, h),
+                p + "ffn_up.weight": (i_size, h),
+                p + "ffn_down.weight": (h, i_size),
+            }
+        )
         if c["qkv_bias"]:
-            expected.update({p + "attn_q.bias": (c["num_heads"] * d,),
-                             p + "attn_k.bias": (c["num_kv_heads"] * d,),
-                             p + "attn_v.bias": (c["num_kv_heads"] * d,)})
+            expected.update(
+                {
+                    p + "attn_q.bias": (c["num_heads"] * d,),
+                    p + "attn_k.bias": (c["num_kv_heads"] * d,),
+                    p + "attn_v.bias": (c["num_kv_heads"] * d,),
+                }
+            )
         if c["o_bias"]:
             expected[p + "attn_output.bias"] = (h,)
     path = ckpt.hf_dir
@@ -226,20 +263,28 @@ def _check_tensors(ckpt: GgufCheckpoint, cfg: dict) -> None:
         if name in _REFUSED:
             raise ValueError(f"{path}: tensor '{name}': {_REFUSED[name]}")
         if name not in expected:
-            raise ValueError(f"{path}: unexpected tensor '{name}' for this {c['architecture']} "
-                             f"model (an unsupported variant)")
+            raise ValueError(
+                f"{path}: unexpected tensor '{name}' for this {c['architecture']} "
+                f"model (an unsupported variant)"
+            )
         kind = t.tensor_type.name
         if kind not in SUPPORTED_TYPES:
-            raise ValueError(f"{path}: tensor '{name}' has type {kind}, which export cannot "
-                             f"de-quantise; supported: {', '.join(SUPPORTED_TYPES)}")
+            raise ValueError(
+                f"{path}: tensor '{name}' has type {kind}, which export cannot "
+                f"de-quantise; supported: {', '.join(SUPPORTED_TYPES)}"
+            )
         shape = tuple(int(n) for n in reversed(t.shape))
         if shape != expected[name]:
-            raise ValueError(f"{path}: tensor '{name}' has shape {list(shape)}; the metadata "
-                             f"implies {list(expected[name])}")
+            raise ValueError(
+                f"{path}: tensor '{name}' has shape {list(shape)}; the metadata "
+                f"implies {list(expected[name])}"
+            )
     missing = sorted(set(expected) - set(ckpt.tensors))
     if missing:
-        raise ValueError(f"{path}: tensor '{missing[0]}' is missing"
-                         + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+        raise ValueError(
+            f"{path}: tensor '{missing[0]}' is missing"
+            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+        )
 
 
 def export_gguf(gguf_path, out_dir, tp=1, dtype="float16", progress=True) -> dict:
@@ -267,11 +312,19 @@ def export_gguf(gguf_path, out_dir, tp=1, dtype="float16", progress=True) -> dic
     cfg = hfmap.runtime_config(hf, os.path.dirname(os.path.abspath(gguf_path)), tp, dtype)
     cfg["qkv_bias"] = "blk.0.attn_q.bias" in tensors
     cfg["o_bias"] = "blk.0.attn_output.bias" in tensors
-    cfg["source"] = {"type": "gguf", "path": os.path.abspath(gguf_path),
-                     "model_type": hf["model_type"]}
+    cfg["source"] = {
+        "type": "gguf",
+        "path": os.path.abspath(gguf_path),
+        "model_type": hf["model_type"],
+    }
     tpsplit.check_tp(tp, cfg["num_heads"], cfg["num_kv_heads"], cfg["intermediate_size"])
-    ckpt = GgufCheckpoint(reader, gguf_path, permute_qk=hf["model_type"] != "qwen2",
-                          num_heads=cfg["num_heads"], num_kv_heads=cfg["num_kv_heads"])
+    ckpt = GgufCheckpoint(
+        reader,
+        gguf_path,
+        permute_qk=hf["model_type"] != "qwen2",
+        num_heads=cfg["num_heads"],
+        num_kv_heads=cfg["num_kv_heads"],
+    )
     _check_tensors(ckpt, cfg)
     files = tokenizer_files_from_gguf(meta, vocab_size)
     return write_model(Exporter(ckpt, cfg, out_dir), progress, files)

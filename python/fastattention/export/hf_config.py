@@ -9,6 +9,7 @@ Both spellings of the rotary settings are read: transformers 4.x's top-level `ro
 `rope_scaling` dict ({"type" or "rope_type": ..., "factor": ...}), and transformers 5.x's
 `rope_parameters` dict (which also carries rope_theta).
 """
+
 from __future__ import annotations
 
 import json
@@ -67,8 +68,10 @@ def architecture_of(hf: dict, config_path: str) -> str:
     if model_type is None and hf.get("architectures"):
         model_type = _ARCH_BY_CLASS.get(hf["architectures"][0], hf["architectures"][0])
     if model_type not in SUPPORTED_ARCHITECTURES:
-        raise ValueError(f"unsupported architecture '{model_type}' in {config_path}; "
-                         f"supported: {', '.join(SUPPORTED_ARCHITECTURES)}")
+        raise ValueError(
+            f"unsupported architecture '{model_type}' in {config_path}; "
+            f"supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
+        )
     return model_type
 
 
@@ -85,20 +88,23 @@ def _rope(hf: dict, head_dim: int, max_positions: int, config_path: str) -> dict
     if nested:  # transformers 5 per-layer-type form: fine as long as every layer type agrees
         variants = {json.dumps(params[k], sort_keys=True) for k in nested}
         if len(variants) > 1:
-            raise ValueError(f"{config_path}: rope_parameters differ between layer types "
-                             f"({', '.join(nested)}); the runtime format has one rotary setting")
+            raise ValueError(
+                f"{config_path}: rope_parameters differ between layer types "
+                f"({', '.join(nested)}); the runtime format has one rotary setting"
+            )
         params = params[nested[0]] or {}
     theta = params.get("rope_theta", hf.get("rope_theta", 10000.0))
     partial = params.get("partial_rotary_factor", hf.get("partial_rotary_factor", 1.0))
     if partial != 1.0:
-        raise ValueError(f"{config_path}: partial_rotary_factor {partial} is not supported for "
-                         f"this architecture (its attention rotates the whole head)")
+        raise ValueError(
+            f"{config_path}: partial_rotary_factor {partial} is not supported for "
+            f"this architecture (its attention rotates the whole head)"
+        )
     kind = params.get("rope_type", params.get("type", "default"))
 
     def number(key):
         if not isinstance(params.get(key), (int, float)):
-            raise ValueError(
-                f"{config_path}: rope scaling '{kind}' needs a numeric '{key}'")
+            raise ValueError(f"{config_path}: rope scaling '{kind}' needs a numeric '{key}'")
         return float(params[key])
 
     if kind in ("default", "none", None):
@@ -108,17 +114,25 @@ def _rope(hf: dict, head_dim: int, max_positions: int, config_path: str) -> dict
     elif kind == "dynamic":
         # Hugging Face's dynamic NTK scales the base once the sequence exceeds
         # max_position_embeddings (the config's, not an original_* field).
-        scaling = {"type": "dynamic", "factor": number("factor"),
-                   "original_max_position": max_positions}
+        scaling = {
+            "type": "dynamic",
+            "factor": number("factor"),
+            "original_max_position": max_positions,
+        }
     elif kind == "llama3":
         original = params.get("original_max_position_embeddings", max_positions)
-        scaling = {"type": "llama3", "factor": number("factor"),
-                   "low_freq_factor": number("low_freq_factor"),
-                   "high_freq_factor": number("high_freq_factor"),
-                   "original_max_position": int(original)}
+        scaling = {
+            "type": "llama3",
+            "factor": number("factor"),
+            "low_freq_factor": number("low_freq_factor"),
+            "high_freq_factor": number("high_freq_factor"),
+            "original_max_position": int(original),
+        }
     else:
-        raise ValueError(f"{config_path}: rope scaling type '{kind}' is not supported; "
-                         f"supported: default, linear, dynamic, llama3")
+        raise ValueError(
+            f"{config_path}: rope scaling type '{kind}' is not supported; "
+            f"supported: default, linear, dynamic, llama3"
+        )
     return {"theta": float(theta), "style": "neox", "rotary_dim": head_dim, "scaling": scaling}
 
 
@@ -136,8 +150,9 @@ def _sliding_window(hf: dict, arch: str, num_layers: int, config_path: str):
         layer_types = hf.get("layer_types")
         if not layer_types:
             first = hf.get("max_window_layers", _QWEN2_DEFAULT_MAX_WINDOW_LAYERS)
-            layer_types = ["sliding_attention" if i >= first else "full_attention"
-                           for i in range(num_layers)]
+            layer_types = [
+                "sliding_attention" if i >= first else "full_attention" for i in range(num_layers)
+            ]
         sliding = [i for i, t in enumerate(layer_types) if t == "sliding_attention"]
         if not sliding:
             return None
@@ -146,18 +161,21 @@ def _sliding_window(hf: dict, arch: str, num_layers: int, config_path: str):
                 f"{config_path}: the sliding window ({window}) applies to {len(sliding)} of "
                 f"{num_layers} layers only (layer_types / max_window_layers="
                 f"{hf.get('max_window_layers')}); the runtime format has one sliding_window for "
-                f"all layers, so per-layer windows are not supported yet")
+                f"all layers, so per-layer windows are not supported yet"
+            )
     if window is None:
         return None
     if not isinstance(window, int) or isinstance(window, bool) or window <= 0:
-        raise ValueError(f"{config_path}: 'sliding_window' must be a positive integer or null, "
-                         f"got {window!r}")
+        raise ValueError(
+            f"{config_path}: 'sliding_window' must be a positive integer or null, got {window!r}"
+        )
     return window
 
 
 def _token_ids(hf: dict, generation: dict):
     """bos id (int or None) and eos ids (list), as Hugging Face generate() would use them:
     generation_config.json's values where it sets them, else config.json's."""
+
     def pick(key):
         value = generation.get(key)
         return value if value is not None else hf.get(key)
@@ -170,8 +188,9 @@ def _token_ids(hf: dict, generation: dict):
     return pick("bos_token_id"), [int(e) for e in eos]
 
 
-def runtime_config(hf: dict, hf_dir: str, tp: int, dtype: str,
-                   generation: dict | None = None) -> dict:
+def runtime_config(
+    hf: dict, hf_dir: str, tp: int, dtype: str, generation: dict | None = None
+) -> dict:
     """The runtime config.json (every key of docs/FORMAT.md) for a Hugging Face config dict."""
     config_path = os.path.join(hf_dir, "config.json")
     arch = architecture_of(hf, config_path)
@@ -183,13 +202,17 @@ def runtime_config(hf: dict, hf_dir: str, tp: int, dtype: str,
     num_kv_heads = hf.get("num_key_value_heads") or num_heads
     head_dim = hf.get("head_dim") or hidden // num_heads
     if not hf.get("head_dim") and hidden % num_heads:
-        raise ValueError(f"{config_path}: hidden_size {hidden} is not a multiple of "
-                         f"num_attention_heads {num_heads} and head_dim is not given")
+        raise ValueError(
+            f"{config_path}: hidden_size {hidden} is not a multiple of "
+            f"num_attention_heads {num_heads} and head_dim is not given"
+        )
     max_positions = _required_int(hf, "max_position_embeddings", config_path)
     act = hf.get("hidden_act", "silu")
     if act not in _ACTIVATIONS:
-        raise ValueError(f"{config_path}: hidden_act '{act}' is not supported; supported: "
-                         f"{', '.join(sorted(_ACTIVATIONS))}")
+        raise ValueError(
+            f"{config_path}: hidden_act '{act}' is not supported; supported: "
+            f"{', '.join(sorted(_ACTIVATIONS))}"
+        )
     if arch == "llama":
         qkv_bias = o_bias = bool(hf.get("attention_bias", False))
         mlp_bias = bool(hf.get("mlp_bias", False))

@@ -1,4 +1,5 @@
 """Hugging Face checkpoint directory -> FastAttention model directory (docs/FORMAT.md)."""
+
 from __future__ import annotations
 
 import os

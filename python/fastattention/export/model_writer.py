@@ -1,6 +1,7 @@
 """The model writer the exporters share (Hugging Face, FasterTransformer, GGUF): Exporter reads each
 source tensor once, converts and splits it over the ranks and writes it (docs/FORMAT.md);
 write_model runs its plan and writes config.json last."""
+
 from __future__ import annotations
 
 import json
@@ -12,14 +13,19 @@ from fastattention.export import hf_config as hfmap
 from fastattention.export import tokenizer_files
 from fastattention.export import tp as tpsplit
 from fastattention.export.checkpoint import Checkpoint
-from fastattention.export.format import (FLOAT_DTYPES, bfloat16_bits_to_float32, convert_float,
-                                        write_tensor)
+from fastattention.export.format import (
+    FLOAT_DTYPES,
+    bfloat16_bits_to_float32,
+    convert_float,
+    write_tensor,
+)
 
 
 def check_dtype(dtype) -> None:
     if dtype not in FLOAT_DTYPES:
-        raise ValueError(f"--dtype '{dtype}' is not supported; choose one of "
-                         f"{', '.join(FLOAT_DTYPES)}")
+        raise ValueError(
+            f"--dtype '{dtype}' is not supported; choose one of {', '.join(FLOAT_DTYPES)}"
+        )
 
 
 class Exporter:
@@ -43,9 +49,11 @@ class Exporter:
             widened = bfloat16_bits_to_float32(out) if self.dtype == "bfloat16" else out
             if not np.isfinite(widened).all() and np.isfinite(src).all():
                 biggest = float(np.abs(src).max())
-                raise ValueError(f"tensor '{hf_name}' in {self.ckpt.hf_dir} has values beyond "
-                                 f"the {self.dtype} range (largest magnitude {biggest:g}); export "
-                                 f"with a wider --dtype")
+                raise ValueError(
+                    f"tensor '{hf_name}' in {self.ckpt.hf_dir} has values beyond "
+                    f"the {self.dtype} range (largest magnitude {biggest:g}); export "
+                    f"with a wider --dtype"
+                )
         return out
 
     def write(self, name: str, per_rank) -> None:
@@ -59,8 +67,9 @@ class Exporter:
 
     def vocab_parallel(self, name, hf_name):
         c = self.cfg
-        full = tpsplit.pad_vocab(self.load(hf_name, (c["vocab_size"], c["hidden_size"])),
-                                 c["vocab_size_padded"])
+        full = tpsplit.pad_vocab(
+            self.load(hf_name, (c["vocab_size"], c["hidden_size"])), c["vocab_size_padded"]
+        )
         self.write(name, [tpsplit.vocab_shard(full, self.tp, r) for r in range(self.tp)])
 
     def qkv(self, name, names, suffix):
@@ -70,8 +79,13 @@ class Exporter:
         q = self.load(names["q" + suffix], (c["num_heads"] * d,) + tail)
         k = self.load(names["k" + suffix], (c["num_kv_heads"] * d,) + tail)
         v = self.load(names["v" + suffix], (c["num_kv_heads"] * d,) + tail)
-        self.write(name, [tpsplit.qkv_shard(q, k, v, c["num_heads"], c["num_kv_heads"], d,
-                                            self.tp, r) for r in range(self.tp)])
+        self.write(
+            name,
+            [
+                tpsplit.qkv_shard(q, k, v, c["num_heads"], c["num_kv_heads"], d, self.tp, r)
+                for r in range(self.tp)
+            ],
+        )
 
     def gate_up(self, name, names, suffix):
         c = self.cfg
@@ -97,8 +111,9 @@ class Exporter:
             tasks.append((p + "attn.qkv.weight", self.qkv, (n, "")))
             if c["qkv_bias"]:
                 tasks.append((p + "attn.qkv.bias", self.qkv, (n, "_bias")))
-            tasks.append((p + "attn.o.weight", self.row_parallel,
-                          (n["o"], (h, c["num_heads"] * d))))
+            tasks.append(
+                (p + "attn.o.weight", self.row_parallel, (n["o"], (h, c["num_heads"] * d)))
+            )
             if c["o_bias"]:
                 tasks.append((p + "attn.o.bias", self.replicated, (n["o_bias"], (h,))))
             tasks.append((p + "ffn_norm.weight", self.replicated, (n["ffn_norm"], (h,))))
@@ -122,13 +137,17 @@ def check_out_dir(src_dir: str, out_dir: str, tp: int) -> None:
     out_dir/config.json and out_dir/rank*/.)"""
     src, out = os.path.realpath(src_dir), os.path.realpath(out_dir)
     if out == src or (os.path.isdir(out) and os.path.isdir(src) and os.path.samefile(out, src)):
-        raise ValueError(f"out_dir {out_dir!r} is the source checkpoint directory {src_dir!r}: "
-                         f"the export would overwrite its config.json; choose another directory")
+        raise ValueError(
+            f"out_dir {out_dir!r} is the source checkpoint directory {src_dir!r}: "
+            f"the export would overwrite its config.json; choose another directory"
+        )
     for rank in range(tp):
         rank_dir = os.path.join(out, f"rank{rank}")
         if os.path.commonpath([rank_dir, src]) == rank_dir:
-            raise ValueError(f"the source checkpoint {src_dir!r} is inside {rank_dir!r}, which "
-                             f"the export writes to; choose another out_dir")
+            raise ValueError(
+                f"the source checkpoint {src_dir!r} is inside {rank_dir!r}, which "
+                f"the export writes to; choose another out_dir"
+            )
 
 
 def write_model(exporter: Exporter, progress: bool = True, extra_files=None) -> dict:
@@ -147,8 +166,12 @@ def write_model(exporter: Exporter, progress: bool = True, extra_files=None) -> 
     tasks = exporter.tasks()
     from tqdm.auto import tqdm
 
-    with tqdm(total=len(tasks), desc=f"export tp={tp} {exporter.dtype}", unit="tensor",
-              disable=not progress) as bar:
+    with tqdm(
+        total=len(tasks),
+        desc=f"export tp={tp} {exporter.dtype}",
+        unit="tensor",
+        disable=not progress,
+    ) as bar:
         for name, method, args in tasks:
             bar.set_postfix_str(name, refresh=False)
             method(name, *args)

@@ -3,6 +3,7 @@
 read_tokenizer_files(src_dir, vocab_size) reads and checks a checkpoint's tokenizer before
 anything is written; write_model (model_writer.py) writes the files just before config.json.
 """
+
 from __future__ import annotations
 
 import os

@@ -11,6 +11,7 @@ num_kv_heads)). When N > num_kv_heads (N a multiple of it) each KV head is repli
 N / num_kv_heads consecutive ranks: rank r holds KV head r // (N / num_kv_heads), the one all of
 its query heads read.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,8 +28,9 @@ def check_tp(tp, num_heads: int, num_kv_heads: int, intermediate_size: int) -> N
     if num_heads % tp:
         raise ValueError(f"tp={tp} does not divide num_heads={num_heads}")
     if num_kv_heads % tp and tp % num_kv_heads:
-        raise ValueError(f"tp={tp} neither divides nor is a multiple of "
-                         f"num_kv_heads={num_kv_heads}")
+        raise ValueError(
+            f"tp={tp} neither divides nor is a multiple of num_kv_heads={num_kv_heads}"
+        )
     if intermediate_size % tp:
         raise ValueError(f"tp={tp} does not divide intermediate_size={intermediate_size}")
 
@@ -45,17 +47,18 @@ def kv_head_range(num_kv_heads: int, tp: int, rank: int) -> range:
 def column_shard(w: np.ndarray, tp: int, rank: int) -> np.ndarray:
     """Rows rank*n/tp .. (rank+1)*n/tp of a weight or bias (axis 0 = output features)."""
     rows = w.shape[0] // tp
-    return w[rank * rows:(rank + 1) * rows]
+    return w[rank * rows : (rank + 1) * rows]
 
 
 def row_shard(w: np.ndarray, tp: int, rank: int) -> np.ndarray:
     """Input columns rank*n/tp .. (rank+1)*n/tp of a [out, in] weight."""
     cols = w.shape[1] // tp
-    return w[:, rank * cols:(rank + 1) * cols]
+    return w[:, rank * cols : (rank + 1) * cols]
 
 
-def qkv_shard(q, k, v, num_heads: int, num_kv_heads: int, head_dim: int, tp: int,
-              rank: int) -> np.ndarray:
+def qkv_shard(
+    q, k, v, num_heads: int, num_kv_heads: int, head_dim: int, tp: int, rank: int
+) -> np.ndarray:
     """Rank's fused QKV rows: its q heads, then its k heads, then its v heads.
 
     q: [num_heads * head_dim, ...], k and v: [num_kv_heads * head_dim, ...] (weights or biases).

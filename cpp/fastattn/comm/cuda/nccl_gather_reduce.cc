@@ -4,8 +4,8 @@
 #include <utility>
 
 #include "fastattn/comm/cuda/slot_sum.h"
-#include "fastattn/core/error.h"
 #include "fastattn/core/cuda/cuda_check.h"
+#include "fastattn/core/error.h"
 
 namespace fastattn::comm {
 

@@ -119,7 +119,8 @@ int fa_mpi_local_rank(fa_mpi_comm* comm, int* local_rank, int* local_size) {
   return rc;
 }
 
-int fa_mpi_iallreduce_sum(fa_mpi_comm* comm, void* buf, int count, int dtype, fa_mpi_request** req) {
+int fa_mpi_iallreduce_sum(fa_mpi_comm* comm, void* buf, int count, int dtype,
+                          fa_mpi_request** req) {
   int rc = new_request(req);
   if (rc != MPI_SUCCESS) return rc;
   return started(MPI_Iallreduce(MPI_IN_PLACE, buf, count, to_mpi_type(dtype), MPI_SUM, comm->comm,
@@ -131,7 +132,8 @@ int fa_mpi_iallreduce_max_int64(fa_mpi_comm* comm, int64_t* buf, int count, fa_m
   int rc = new_request(req);
   if (rc != MPI_SUCCESS) return rc;
   return started(
-      MPI_Iallreduce(MPI_IN_PLACE, buf, count, MPI_INT64_T, MPI_MAX, comm->comm, &(*req)->req), req);
+      MPI_Iallreduce(MPI_IN_PLACE, buf, count, MPI_INT64_T, MPI_MAX, comm->comm, &(*req)->req),
+      req);
 }
 
 int fa_mpi_iallgather(fa_mpi_comm* comm, const void* in, void* out, int bytes_per_rank,

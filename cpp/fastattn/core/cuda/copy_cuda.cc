@@ -7,8 +7,8 @@
 namespace fastattn::detail {
 
 void cuda_copy_bytes(const Context& ctx, void* dst, const void* src, size_t nbytes) {
-  FA_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDefault,
-                                static_cast<cudaStream_t>(ctx.stream)));
+  FA_CUDA_CHECK(
+      cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDefault, static_cast<cudaStream_t>(ctx.stream)));
 }
 
 void cuda_synchronize(const Context& ctx) {

@@ -10,19 +10,19 @@ namespace fastattn::detail {
 [[noreturn]] void throw_cuda_launch_error(cudaError_t err, const char* what);
 }  // namespace fastattn::detail
 
-#define FA_CUDA_CHECK(call)                                                      \
-  do {                                                                           \
-    const cudaError_t fa_err_ = (call);                                          \
-    if (fa_err_ != cudaSuccess) {                                                \
-      ::fastattn::detail::throw_cuda_error(fa_err_, #call, __FILE__, __LINE__);  \
-    }                                                                            \
+#define FA_CUDA_CHECK(call)                                                     \
+  do {                                                                          \
+    const cudaError_t fa_err_ = (call);                                         \
+    if (fa_err_ != cudaSuccess) {                                               \
+      ::fastattn::detail::throw_cuda_error(fa_err_, #call, __FILE__, __LINE__); \
+    }                                                                           \
   } while (0)
 
 // After a kernel launch: a launch error (bad configuration, missing image for this GPU).
-#define FA_CUDA_CHECK_LAUNCH(what)                                     \
-  do {                                                                 \
-    const cudaError_t fa_err_ = cudaGetLastError();                    \
-    if (fa_err_ != cudaSuccess) {                                      \
-      ::fastattn::detail::throw_cuda_launch_error(fa_err_, what);      \
-    }                                                                  \
+#define FA_CUDA_CHECK_LAUNCH(what)                                \
+  do {                                                            \
+    const cudaError_t fa_err_ = cudaGetLastError();               \
+    if (fa_err_ != cudaSuccess) {                                 \
+      ::fastattn::detail::throw_cuda_launch_error(fa_err_, what); \
+    }                                                             \
   } while (0)

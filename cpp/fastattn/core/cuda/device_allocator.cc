@@ -79,7 +79,8 @@ class CachingDeviceAllocator final : public Allocator {
     if (p == nullptr) return;
     std::lock_guard<std::mutex> lock(mu_);
     auto it = sizes_.find(p);
-    FA_ASSERT(it != sizes_.end(), "cuda:", device_, ": freeing a pointer this allocator did not give");
+    FA_ASSERT(it != sizes_.end(), "cuda:", device_,
+              ": freeing a pointer this allocator did not give");
     stats_.in_use_bytes -= it->second;
     stats_.cached_bytes += it->second;
     free_.emplace(it->second, p);
@@ -99,7 +100,8 @@ class CachingDeviceAllocator final : public Allocator {
 
  private:
   void note_peak() {
-    if (stats_.in_use_bytes > stats_.peak_in_use_bytes) stats_.peak_in_use_bytes = stats_.in_use_bytes;
+    if (stats_.in_use_bytes > stats_.peak_in_use_bytes)
+      stats_.peak_in_use_bytes = stats_.in_use_bytes;
   }
   void release_cached_locked() {
     const DeviceGuard guard(device_);
@@ -115,8 +117,8 @@ class CachingDeviceAllocator final : public Allocator {
 
   int device_;
   std::mutex mu_;
-  std::multimap<size_t, void*> free_;         // cached blocks by size
-  std::unordered_map<void*, size_t> sizes_;   // every block this allocator holds
+  std::multimap<size_t, void*> free_;        // cached blocks by size
+  std::unordered_map<void*, size_t> sizes_;  // every block this allocator holds
   DeviceAllocatorStats stats_;
 };
 
@@ -151,8 +153,8 @@ CachingDeviceAllocator& caching_allocator(int device) {
       (void)cudaGetLastError();
       count = 0;
     }
-    FA_CHECK(device >= 0 && device < count, "device cuda:", device, " does not exist (",
-             count, " CUDA device(s) visible)");
+    FA_CHECK(device >= 0 && device < count, "device cuda:", device, " does not exist (", count,
+             " CUDA device(s) visible)");
     a = std::make_unique<CachingDeviceAllocator>(device);
   }
   return *a;
@@ -162,7 +164,9 @@ CachingDeviceAllocator& caching_allocator(int device) {
 
 Allocator* device_allocator(int device) { return &caching_allocator(device); }
 
-DeviceAllocatorStats device_allocator_stats(int device) { return caching_allocator(device).stats(); }
+DeviceAllocatorStats device_allocator_stats(int device) {
+  return caching_allocator(device).stats();
+}
 
 void device_allocator_release_cached(int device) { caching_allocator(device).release_cached(); }
 

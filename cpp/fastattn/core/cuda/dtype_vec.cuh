@@ -27,7 +27,9 @@ struct F32 {
 struct F16 {
   using Raw = uint16_t;
   static __device__ __forceinline__ float load(Raw r) { return __half2float(__ushort_as_half(r)); }
-  static __device__ __forceinline__ Raw store(float f) { return __half_as_ushort(__float2half_rn(f)); }
+  static __device__ __forceinline__ Raw store(float f) {
+    return __half_as_ushort(__float2half_rn(f));
+  }
 };
 struct BF16 {
   using Raw = uint16_t;

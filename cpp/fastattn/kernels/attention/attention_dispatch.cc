@@ -47,8 +47,8 @@ constexpr KernelName kKernelNames[] = {
 };
 
 // The newest MMA path first: "auto" takes the first that has a runnable instance.
-constexpr AttentionKernel kFmhaPreference[] = {AttentionKernel::kFmha16816, AttentionKernel::kFmha1688,
-                                               AttentionKernel::kFmha884};
+constexpr AttentionKernel kFmhaPreference[] = {
+    AttentionKernel::kFmha16816, AttentionKernel::kFmha1688, AttentionKernel::kFmha884};
 
 // The decode kernel's grid has the batch as its z dimension, at most 65535 CTAs.
 constexpr int64_t kDecodeMaxBatch = 65535;
@@ -68,7 +68,8 @@ std::string dtypes_str(const AttentionProblem& p) {
                 dtype_name(p.out_dtype));
 }
 
-std::string no_instance(AttentionKernel kernel, const AttentionProblem& p, const AttentionDevice& d) {
+std::string no_instance(AttentionKernel kernel, const AttentionProblem& p,
+                        const AttentionDevice& d) {
   return concat("no CUDA instance of kernel ", attention_kernel_name(kernel), " for head dim ",
                 p.shape.head_dim, ", dtype ", dtype_name(p.q_dtype), " runs on sm_", d.cc,
                 " in this build (fastattention._C.fmha_cuda_instances() lists the compiled ones ",
@@ -77,7 +78,8 @@ std::string no_instance(AttentionKernel kernel, const AttentionProblem& p, const
 }
 
 // Whether a FlashAttention-2 kernel can run the call: the kernel, or kNone and why.
-AttentionChoice check_fmha(AttentionKernel kernel, const AttentionProblem& p, const AttentionDevice& d) {
+AttentionChoice check_fmha(AttentionKernel kernel, const AttentionProblem& p,
+                           const AttentionDevice& d) {
   if (p.shape.paged) {
     return none(concat("k: paged KV caches are not supported by the CUDA FlashAttention-2 kernel ",
                        "(impl ", attention_kernel_name(kernel), "); use impl 'auto' or 'decode'"));
@@ -94,16 +96,20 @@ AttentionChoice check_fmha(AttentionKernel kernel, const AttentionProblem& p, co
 }
 
 // Whether a split-KV decode kernel can run the call.
-AttentionChoice check_decode(AttentionKernel kernel, const AttentionProblem& p, const AttentionDevice& d) {
+AttentionChoice check_decode(AttentionKernel kernel, const AttentionProblem& p,
+                             const AttentionDevice& d) {
   const FmhaShape& s = p.shape;
   if (!one_dtype(p)) {
-    return none(concat("the CUDA decode kernel needs q, k, v and out of one dtype, got ", dtypes_str(p)));
+    return none(
+        concat("the CUDA decode kernel needs q, k, v and out of one dtype, got ", dtypes_str(p)));
   }
   if (s.batch > kDecodeMaxBatch) {
-    return none(concat("the CUDA decode kernel takes batch <= ", kDecodeMaxBatch, ", got ", s.batch));
+    return none(
+        concat("the CUDA decode kernel takes batch <= ", kDecodeMaxBatch, ", got ", s.batch));
   }
   if (s.paged && s.block_size > INT32_MAX / 2) {
-    return none(concat("k: paged block size ", s.block_size, " is too large for the CUDA decode kernel"));
+    return none(
+        concat("k: paged block size ", s.block_size, " is too large for the CUDA decode kernel"));
   }
   if (!d.runnable(kernel, p.q_dtype, s.head_dim)) return none(no_instance(kernel, p, d));
   return AttentionChoice{kernel, {}};
@@ -114,7 +120,8 @@ AttentionChoice choose_auto_gpu(const AttentionProblem& p, const AttentionDevice
   const AttentionKernel decode = preferred_decode_kernel(d, p.q_dtype, s.head_dim);
   if (s.paged || p.q_dtype == DType::kFloat32) return check_decode(decode, p, d);
   FA_ASSERT(s.max_seqlen_q > 0, "max_seqlen_q unknown (see needs_max_seqlen_q)");
-  if (d.runnable(decode, p.q_dtype, s.head_dim) && decode_like(s.max_seqlen_q, s.num_heads_q / s.num_heads_k)) {
+  if (d.runnable(decode, p.q_dtype, s.head_dim) &&
+      decode_like(s.max_seqlen_q, s.num_heads_q / s.num_heads_k)) {
     return check_decode(decode, p, d);
   }
   for (const AttentionKernel k : kFmhaPreference) {
@@ -145,8 +152,9 @@ AttentionImpl parse_attention_impl(const std::string& impl) {
   for (const ImplName& n : kImplNames) {
     if (impl == n.name) return n.impl;
   }
-  FA_THROW_AS(InvalidArgument, "impl: '", impl,
-              "' is not one of auto, 884, 884-plain, 1688, 16816, decode, decode-async, decode-regstage");
+  FA_THROW_AS(
+      InvalidArgument, "impl: '", impl,
+      "' is not one of auto, 884, 884-plain, 1688, 16816, decode, decode-async, decode-regstage");
 }
 
 bool decode_like(int max_seqlen_q, int group) {

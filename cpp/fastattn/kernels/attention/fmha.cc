@@ -43,7 +43,8 @@ void check_not_given(const Tensor& t, const char* name, const char* why) {
 }
 
 // cu_seqlens: starts at 0, never decreases, ends at the number of rows of `rows_of`.
-void check_cu_seqlens_values(const Tensor& cu, const char* name, int64_t rows, const char* rows_of) {
+void check_cu_seqlens_values(const Tensor& cu, const char* name, int64_t rows,
+                             const char* rows_of) {
   const int32_t* c = cu.data_as<int32_t>();
   const int64_t n = cu.size(0);
   FA_CHECK(c[0] == 0, name, ": first entry ", c[0], " != 0");
@@ -54,7 +55,8 @@ void check_cu_seqlens_values(const Tensor& cu, const char* name, int64_t rows, c
   FA_CHECK(c[n - 1] == rows, name, ": last entry ", c[n - 1], " != ", rows_of, " rows ", rows);
 }
 
-void check_paged_values(const FmhaParams& p, int64_t batch, int64_t num_blocks, int64_t block_size) {
+void check_paged_values(const FmhaParams& p, int64_t batch, int64_t num_blocks,
+                        int64_t block_size) {
   const int32_t* seqlens = p.seqlens_k.data_as<int32_t>();
   const int32_t* table = p.block_table.data_as<int32_t>();
   const int64_t max_blocks = p.block_table.size(1);
@@ -63,8 +65,8 @@ void check_paged_values(const FmhaParams& p, int64_t batch, int64_t num_blocks, 
     const int64_t len = seqlens[b];
     FA_CHECK(len >= 0, "seqlens_k[", b, "] = ", len, " is negative");
     FA_CHECK(len <= max_blocks * block_size, "seqlens_k[", b, "] = ", len,
-             " exceeds the block table capacity of ", max_blocks, " blocks x ", block_size,
-             " = ", max_blocks * block_size, " keys");
+             " exceeds the block table capacity of ", max_blocks, " blocks x ", block_size, " = ",
+             max_blocks * block_size, " keys");
     const int64_t used = (len + block_size - 1) / block_size;
     for (int64_t i = 0; i < used; ++i) {
       const int64_t blk = table[b * row_stride + i];
@@ -165,11 +167,16 @@ FmhaShape check_structure(const FmhaParams& p) {
 // Every tensor must live where q lives: all CPU-addressable (the CPU kernel), or all on q's GPU
 // (the CUDA kernels). Returns true for the GPU.
 bool check_devices(const FmhaParams& p) {
-  const std::pair<const Tensor*, const char*> all[] = {
-      {&p.q, "q"}, {&p.k, "k"}, {&p.v, "v"}, {&p.out, "out"}, {&p.lse, "lse"},
-      {&p.cu_seqlens_q, "cu_seqlens_q"}, {&p.cu_seqlens_k, "cu_seqlens_k"},
-      {&p.block_table, "block_table"}, {&p.seqlens_k, "seqlens_k"},
-      {&p.alibi_slopes, "alibi_slopes"}};
+  const std::pair<const Tensor*, const char*> all[] = {{&p.q, "q"},
+                                                       {&p.k, "k"},
+                                                       {&p.v, "v"},
+                                                       {&p.out, "out"},
+                                                       {&p.lse, "lse"},
+                                                       {&p.cu_seqlens_q, "cu_seqlens_q"},
+                                                       {&p.cu_seqlens_k, "cu_seqlens_k"},
+                                                       {&p.block_table, "block_table"},
+                                                       {&p.seqlens_k, "seqlens_k"},
+                                                       {&p.alibi_slopes, "alibi_slopes"}};
   const bool on_gpu = p.q.defined() && !p.q.device().is_cpu_addressable();
 #if !defined(FASTATTN_WITH_CUDA)
   for (const auto& [t, name] : all) {
@@ -219,8 +226,8 @@ void check_cuda_common(const FmhaParams& p) {
 // The FlashAttention-2 kernels load 16-byte vectors of 8 fp16 / bf16 elements from every row.
 void check_fmha_aligned(const Tensor& t, const char* name) {
   const auto addr = reinterpret_cast<uintptr_t>(t.data());
-  FA_CHECK(addr % 16 == 0, name, ": the CUDA kernels need 16-byte aligned data, got address ",
-           addr, " (make the tensor contiguous or slice on 8-element boundaries)");
+  FA_CHECK(addr % 16 == 0, name, ": the CUDA kernels need 16-byte aligned data, got address ", addr,
+           " (make the tensor contiguous or slice on 8-element boundaries)");
   FA_CHECK(t.stride(0) % 8 == 0 && t.stride(-2) % 8 == 0, name,
            ": the CUDA kernels need token and head strides that are multiples of 8 elements, got ",
            shape_str(t.strides()));
@@ -245,7 +252,8 @@ void check_cuda_aligned(const FmhaParams& p, AttentionKernel kernel) {
   check(p.out, "out");
 }
 
-void fmha_forward_gpu(const Context& ctx, const FmhaParams& p, const FmhaShape& sh, AttentionImpl impl) {
+void fmha_forward_gpu(const Context& ctx, const FmhaParams& p, const FmhaShape& sh,
+                      AttentionImpl impl) {
   check_cuda_common(p);
   const AttentionDevice device = cuda::attention_device(p.q.device().index);
   AttentionProblem problem = problem_of(p, sh);
@@ -269,8 +277,8 @@ void fmha_forward_gpu(const Context& ctx, const FmhaParams& p, const FmhaShape& 
 void fmha_forward(const Context& ctx, const FmhaParams& p) {
   const bool on_gpu = check_devices(p);
   const FmhaShape sh = check_structure(p);
-  FA_CHECK(p.num_splits >= 0 && p.num_splits <= kMaxNumSplits, "num_splits: expected 0 (heuristic) to ",
-           kMaxNumSplits, ", got ", p.num_splits);
+  FA_CHECK(p.num_splits >= 0 && p.num_splits <= kMaxNumSplits,
+           "num_splits: expected 0 (heuristic) to ", kMaxNumSplits, ", got ", p.num_splits);
   FA_CHECK(p.max_seqlen_k >= 0, "max_seqlen_k: expected >= 0 (0 = unknown), got ", p.max_seqlen_k);
   const AttentionImpl impl = parse_attention_impl(p.impl);
   if (on_gpu) {
@@ -279,7 +287,8 @@ void fmha_forward(const Context& ctx, const FmhaParams& p) {
     return;
 #endif
   }
-  const AttentionChoice choice = choose_attention_kernel(problem_of(p, sh), impl, AttentionDevice{});
+  const AttentionChoice choice =
+      choose_attention_kernel(problem_of(p, sh), impl, AttentionDevice{});
   FA_CHECK(choice.kernel == AttentionKernel::kCpu, choice.reason);
   check_cu_seqlens_values(p.cu_seqlens_q, "cu_seqlens_q", sh.total_q, "q");
   if (sh.paged) {

@@ -11,9 +11,9 @@ namespace fastattn::kernels {
 
 struct FmhaSoftmax {
   float softmax_scale = 0.f;  // FmhaParams::softmax_scale, or 1 / sqrt(head dim) for 0
-  float scale_log2 = 0.f;     // softmax_scale * log2(e): the kernels' scores live in the log2 domain
-  int window_left = -1;       // -1 = unbounded
-  int window_right = -1;      // -1 = unbounded; causal caps it at 0 (causal_window_right)
+  float scale_log2 = 0.f;  // softmax_scale * log2(e): the kernels' scores live in the log2 domain
+  int window_left = -1;    // -1 = unbounded
+  int window_right = -1;   // -1 = unbounded; causal caps it at 0 (causal_window_right)
   const float* alibi_slopes = nullptr;  // null, or [Hq] / [B, Hq] float32
   int64_t alibi_batch_stride = 0;       // 0 for [Hq] (one slope per head for every sequence)
   int64_t alibi_head_stride = 0;

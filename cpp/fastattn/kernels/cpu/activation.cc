@@ -32,7 +32,8 @@ inline double sigmoid_d(double v) {
 inline float silu_scalar(float g) { return static_cast<float>(g * sigmoid_d(g)); }
 inline float gelu_tanh_scalar(float x) {
   const double xd = x;
-  const double u = static_cast<double>(kSqrt2OverPi) * (xd + static_cast<double>(kGeluCubic) * xd * xd * xd);
+  const double u =
+      static_cast<double>(kSqrt2OverPi) * (xd + static_cast<double>(kGeluCubic) * xd * xd * xd);
   return static_cast<float>(xd * sigmoid_d(2.0 * u));
 }
 inline float gelu_erf_scalar(float x) {
@@ -164,7 +165,8 @@ void cpu::swiglu_cpu(const Context& ctx, const Tensor& gate_up, Tensor& out) {
     int64_t i = 0;
 #if defined(__AVX512F__)
     for (; i + 16 <= I; i += 16)
-      _mm512_storeu_ps(o + i, _mm512_mul_ps(silu512(_mm512_loadu_ps(g + i)), _mm512_loadu_ps(u + i)));
+      _mm512_storeu_ps(o + i,
+                       _mm512_mul_ps(silu512(_mm512_loadu_ps(g + i)), _mm512_loadu_ps(u + i)));
 #elif defined(FA_SILU_AVX2)
     for (; i + 8 <= I; i += 8)
       _mm256_storeu_ps(o + i, _mm256_mul_ps(silu256(_mm256_loadu_ps(g + i)), _mm256_loadu_ps(u + i)));
@@ -176,14 +178,14 @@ void cpu::swiglu_cpu(const Context& ctx, const Tensor& gate_up, Tensor& out) {
 void cpu::geglu_cpu(const Context& ctx, const Tensor& gate_up, Tensor& out, GeluApprox approx) {
   for_each_gated_row(ctx, gate_up, out,
                      [approx](const float* g, const float* u, float* o, int64_t I) {
-    // gelu(gate) into the output row (L1-resident), then the product with up.
-    if (approx == GeluApprox::kTanh)
-      map_row<GeluTanh>(g, o, I);
-    else
-      map_row<GeluErf>(g, o, I);
+                       // gelu(gate) into the output row (L1-resident), then the product with up.
+                       if (approx == GeluApprox::kTanh)
+                         map_row<GeluTanh>(g, o, I);
+                       else
+                         map_row<GeluErf>(g, o, I);
 #pragma omp simd
-    for (int64_t i = 0; i < I; ++i) o[i] *= u[i];
-  });
+                       for (int64_t i = 0; i < I; ++i) o[i] *= u[i];
+                     });
 }
 
 void cpu::gelu_cpu(const Context& ctx, const Tensor& x, Tensor& out, GeluApprox approx) {

@@ -54,5 +54,4 @@ void gemm_f32(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float
 
 const char* blas_name() { return FASTATTN_BLAS_NAME; }
 
-
 }  // namespace fastattn::kernels

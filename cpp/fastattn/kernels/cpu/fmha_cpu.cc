@@ -184,8 +184,8 @@ Plan make_plan(const AttnArgs& a, const FmhaShape& sh, int threads) {
       job.row_begin = t.row_begin, job.row_end = t.row_end;
       job.narrow = s.sq * a.group <= kNarrowMaxRows;
       if (!job.narrow) {
-        plan.max_wide_tiles = std::max(
-            plan.max_wide_tiles, static_cast<int>((rows + kWideMaxRows - 1) / kWideMaxRows));
+        plan.max_wide_tiles = std::max(plan.max_wide_tiles,
+                                       static_cast<int>((rows + kWideMaxRows - 1) / kWideMaxRows));
       }
       if (splits > 1) {
         job.key_begin = first + sp * per_split;
@@ -203,8 +203,8 @@ Plan make_plan(const AttnArgs& a, const FmhaShape& sh, int threads) {
       plan.jobs.push_back(job);
     }
     if (splits > 1) {
-      plan.merges.push_back(
-          {t.seq, t.kv_head, t.row_begin, t.row_end, static_cast<int>(splits), plan.partial_floats});
+      plan.merges.push_back({t.seq, t.kv_head, t.row_begin, t.row_end, static_cast<int>(splits),
+                             plan.partial_floats});
       plan.partial_floats += static_cast<size_t>(splits) * (rows_d + static_cast<size_t>(rows));
     }
   }
@@ -321,9 +321,8 @@ void fmha_forward_cpu(const Context& ctx, const FmhaParams& p, const FmhaShape& 
   const int64_t n_jobs = static_cast<int64_t>(plan.jobs.size());
   // Tiny calls (a few decode rows over short contexts) run on the calling thread: waking the
   // OpenMP team would cost more than the work.
-  const int used_threads = plan.work < kMinParallelWork
-                               ? 1
-                               : static_cast<int>(std::min<int64_t>(threads, n_jobs));
+  const int used_threads =
+      plan.work < kMinParallelWork ? 1 : static_cast<int>(std::min<int64_t>(threads, n_jobs));
   Allocator* alloc = ctx.allocator != nullptr && ctx.allocator->device().is_cpu_addressable()
                          ? ctx.allocator
                          : host_allocator();

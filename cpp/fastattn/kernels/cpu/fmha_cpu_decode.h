@@ -91,7 +91,8 @@ inline void qk_tile(const char* const* kp, int n, const float* q, int dp, int he
       for (int k = 0; k < KJ; ++k) {
         const __m256 kv = load8<T>(kp[j + k] + d * EB);
 #pragma GCC unroll 8
-        for (int r = 0; r < ROWS; ++r) acc[k * ROWS + r] = _mm256_fmadd_ps(qv[r], kv, acc[k * ROWS + r]);
+        for (int r = 0; r < ROWS; ++r)
+          acc[k * ROWS + r] = _mm256_fmadd_ps(qv[r], kv, acc[k * ROWS + r]);
       }
     }
     if constexpr (KJ * ROWS == 8) {
@@ -134,7 +135,8 @@ inline void pv_chunks(const char* const* vp, int n, const float* p, int kv_tile,
   for (int r = 0; r < ROWS; ++r) {
     const __m256 al = _mm256_set1_ps(alpha[r]);
 #pragma GCC unroll 8
-    for (int c = 0; c < C; ++c) acc[r][c] = _mm256_mul_ps(_mm256_loadu_ps(o + r * dp + d0 + 8 * c), al);
+    for (int c = 0; c < C; ++c)
+      acc[r][c] = _mm256_mul_ps(_mm256_loadu_ps(o + r * dp + d0 + 8 * c), al);
   }
   for (int j = 0; j < n; ++j) {
     __m256 v[C];
@@ -161,7 +163,8 @@ inline void pv_tile(const char* const* vp, int n, const float* p, int kv_tile, c
   constexpr int CMAX = ROWS == 1 ? 8 : ROWS == 2 ? 4 : ROWS <= 4 ? 2 : 1;
   const int chunks = head_dim / 8;
   int c0 = 0;
-  for (; c0 + CMAX <= chunks; c0 += CMAX) pv_chunks<T, ROWS, CMAX>(vp, n, p, kv_tile, alpha, 8 * c0, dp, o);
+  for (; c0 + CMAX <= chunks; c0 += CMAX)
+    pv_chunks<T, ROWS, CMAX>(vp, n, p, kv_tile, alpha, 8 * c0, dp, o);
   for (; c0 < chunks; ++c0) pv_chunks<T, ROWS, 1>(vp, n, p, kv_tile, alpha, 8 * c0, dp, o);
 }
 
@@ -180,7 +183,8 @@ inline __m256 exp2_8(__m256 x, float floor, const float* c) {
   const __m256i ni = _mm256_cvtps_epi32(n);
   const __m256i h = _mm256_srai_epi32(ni, 1);
   const __m256i e1 = _mm256_slli_epi32(_mm256_add_epi32(h, _mm256_set1_epi32(127)), 23);
-  const __m256i e2 = _mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(ni, h), _mm256_set1_epi32(127)), 23);
+  const __m256i e2 =
+      _mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(ni, h), _mm256_set1_epi32(127)), 23);
   return _mm256_mul_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(e1)), _mm256_castsi256_ps(e2));
 }
 

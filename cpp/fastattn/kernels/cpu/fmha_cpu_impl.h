@@ -58,7 +58,7 @@ struct AttnArgs {
   float scale_log2 = 0.0f;  // softmax_scale * log2(e): scores live in the log2 domain
   bool causal = false;
   int window_left = -1, window_right = -1;  // window_right: causal caps it at 0 (fmha_softmax)
-  const float* alibi = nullptr;  // null = no ALiBi
+  const float* alibi = nullptr;             // null = no ALiBi
   int64_t alibi_batch_stride = 0, alibi_head_stride = 0;
 };
 
@@ -96,8 +96,10 @@ struct KvSource {
   KvSource(const AttnArgs& args, const SeqInfo& s, int kv_head)
       : elem(dtype_size(args.kv_dtype)), a(&args) {
     const int64_t tok0 = args.paged ? 0 : s.k_begin;
-    k = args.k + (tok0 * args.k_tok_stride + kv_head * args.k_head_stride) * static_cast<int64_t>(elem);
-    v = args.v + (tok0 * args.v_tok_stride + kv_head * args.v_head_stride) * static_cast<int64_t>(elem);
+    k = args.k +
+        (tok0 * args.k_tok_stride + kv_head * args.k_head_stride) * static_cast<int64_t>(elem);
+    v = args.v +
+        (tok0 * args.v_tok_stride + kv_head * args.v_head_stride) * static_cast<int64_t>(elem);
     blocks = args.paged ? args.block_table + s.index * args.block_table_stride : nullptr;
   }
   const char* k_row(int64_t j) const { return row(k, j, a->k_blk_stride, a->k_tok_stride); }
@@ -171,7 +173,7 @@ struct TileJob {
   float* partial_lse = nullptr;  // [rows] log2-domain LSE of this split
   int64_t split_group = -1;      // split-KV: index of the merge group, and of the split in it
   int split_index = 0;
-  double cost = 0.0;             // estimated work, for scheduling heavy jobs first
+  double cost = 0.0;  // estimated work, for scheduling heavy jobs first
 };
 
 // Writes one finished row: o (unnormalised fp32 accumulator, D values) scaled by 1 / l, with
@@ -182,23 +184,23 @@ void write_row(const AttnArgs& a, const SeqInfo& s, const TileJob& job, int64_t 
 
 // Per-tile state of up to 64 query rows (one wide sub-tile, or the narrow kernel's rows).
 struct RowTile {
-  float* qt;      // wide: [D][64] scaled Q^T; narrow: [4][Dpad] scaled Q rows
-  float* ot;      // wide: [D][64] O^T accumulator; narrow: [4][Dpad]
-  float* st;      // wide: [kKvTile][64] scores / probabilities; narrow: [4][kKvTile]
-  float* m;       // [64] running max (log2 domain)
-  float* l;       // [64] running sum
-  float* slope;   // [64] ALiBi slope per row (log2 domain)
-  int32_t* lo;    // [64] visible key range per row
-  int32_t* hi;    // [64]
-  int32_t* pos;   // [64] query position in key coordinates
+  float* qt;     // wide: [D][64] scaled Q^T; narrow: [4][Dpad] scaled Q rows
+  float* ot;     // wide: [D][64] O^T accumulator; narrow: [4][Dpad]
+  float* st;     // wide: [kKvTile][64] scores / probabilities; narrow: [4][kKvTile]
+  float* m;      // [64] running max (log2 domain)
+  float* l;      // [64] running sum
+  float* slope;  // [64] ALiBi slope per row (log2 domain)
+  int32_t* lo;   // [64] visible key range per row
+  int32_t* hi;   // [64]
+  int32_t* pos;  // [64] query position in key coordinates
 };
 
 // Thread-local scratch memory, carved from one allocation per thread.
 struct Scratch {
   RowTile tiles[kMaxSubTiles];
-  float* kbuf;    // [kKvTile][converted_row_stride(D)] 16-bit K tile converted to float32
-  float* vbuf;    // [kKvTile][converted_row_stride(D)]
-  float* row;     // [D] temporary
+  float* kbuf;         // [kKvTile][converted_row_stride(D)] 16-bit K tile converted to float32
+  float* vbuf;         // [kKvTile][converted_row_stride(D)]
+  float* row;          // [D] temporary
   const float** kptr;  // [kKvTile] float32 row pointers of the current K tile
   const float** vptr;  // [kKvTile]
 };

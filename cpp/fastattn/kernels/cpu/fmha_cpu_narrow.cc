@@ -38,7 +38,8 @@ inline void qk_keys(const float* const* kp, const float* q, int head_dim, float*
     for (int r = 0; r < ROWS; ++r) qv[r] = simd::load(q + r * dp + 16 * ch);
 #pragma GCC unroll 4
     for (int k = 0; k < KJ; ++k) {
-      const V16 kv = ch < full ? simd::load(kp[k] + 16 * ch) : simd::load_first(kp[k] + 16 * ch, tail);
+      const V16 kv =
+          ch < full ? simd::load(kp[k] + 16 * ch) : simd::load_first(kp[k] + 16 * ch, tail);
 #pragma GCC unroll 4
       for (int r = 0; r < ROWS; ++r) acc[k][r] = simd::fma(qv[r], kv, acc[k][r]);
     }
@@ -338,9 +339,8 @@ void run_narrow_rows(const AttnArgs& a, const TileJob& job, Scratch& sc) {
 
 bool narrow_all_heads_supported(const AttnArgs& a) {
 #if defined(FASTATTN_DECODE_AVX2)
-  return a.head_dim % 8 == 0 &&
-         (a.kv_dtype == DType::kFloat16 || a.kv_dtype == DType::kBFloat16 ||
-          a.kv_dtype == DType::kFloat32);
+  return a.head_dim % 8 == 0 && (a.kv_dtype == DType::kFloat16 || a.kv_dtype == DType::kBFloat16 ||
+                                 a.kv_dtype == DType::kFloat32);
 #else
   (void)a;
   return false;

@@ -27,7 +27,7 @@ struct SubTile {
   RowTile* t;
   int64_t row_begin;
   int rows;
-  int vectors;  // C: 16-lane vectors covering the rows
+  int vectors;                             // C: 16-lane vectors covering the rows
   int32_t min_lo, max_lo, min_hi, max_hi;  // over rows that see any key
   bool any_empty;                          // some row sees no key (always masked)
   // Per 16-row vector: the union of its rows' key ranges (lo > hi when no row sees a key).
@@ -150,8 +150,8 @@ void tile_step(const AttnArgs& a, SubTile& sub, int64_t j0, int n, const Scratch
     }
   for (int i = 0; i < n_seg; ++i) {
     const Segment& g = seg[i];
-    wide::pv_tile_any(g.c1 - g.c0, sc.vptr + g.begin, g.end - g.begin, t.st + g.begin * L + 16 * g.c0,
-                      L, nullptr, D, t.ot + 16 * g.c0);
+    wide::pv_tile_any(g.c1 - g.c0, sc.vptr + g.begin, g.end - g.begin,
+                      t.st + g.begin * L + 16 * g.c0, L, nullptr, D, t.ot + 16 * g.c0);
   }
 }
 

@@ -96,7 +96,8 @@ inline V16 mask_outside(V16 s, const int32_t* lo, const int32_t* hi, int32_t j) 
 
 // s - slope * |pos - j| per lane (ALiBi; slope already in the log2 domain).
 inline V16 add_alibi(V16 s, const float* slope, const int32_t* pos, int32_t j) {
-  const __m512i d = _mm512_abs_epi32(_mm512_sub_epi32(_mm512_loadu_si512(pos), _mm512_set1_epi32(j)));
+  const __m512i d =
+      _mm512_abs_epi32(_mm512_sub_epi32(_mm512_loadu_si512(pos), _mm512_set1_epi32(j)));
   return {_mm512_fnmadd_ps(_mm512_loadu_ps(slope), _mm512_cvtepi32_ps(d), s.v)};
 }
 
@@ -123,7 +124,8 @@ inline void transpose16(const float* src, int64_t src_stride, float* dst, int64_
   }
   const __m512 sv = _mm512_set1_ps(scale);
   for (int i = 0; i < 8; ++i) {
-    _mm512_storeu_ps(dst + i * dst_stride, _mm512_mul_ps(_mm512_shuffle_f32x4(t[i], t[i + 8], 0x88), sv));
+    _mm512_storeu_ps(dst + i * dst_stride,
+                     _mm512_mul_ps(_mm512_shuffle_f32x4(t[i], t[i + 8], 0x88), sv));
     _mm512_storeu_ps(dst + (i + 8) * dst_stride,
                      _mm512_mul_ps(_mm512_shuffle_f32x4(t[i], t[i + 8], 0xDD), sv));
   }
@@ -163,11 +165,11 @@ inline V16 splat(float x) {
   for (int i = 0; i < kLanes; ++i) r.v[i] = x;
   return r;
 }
-#define FA_SIMD_BINARY(name, expr)               \
-  inline V16 name(V16 a, V16 b) {                \
-    V16 r;                                       \
+#define FA_SIMD_BINARY(name, expr)                  \
+  inline V16 name(V16 a, V16 b) {                   \
+    V16 r;                                          \
     for (int i = 0; i < kLanes; ++i) r.v[i] = expr; \
-    return r;                                    \
+    return r;                                       \
   }
 FA_SIMD_BINARY(add, a.v[i] + b.v[i])
 FA_SIMD_BINARY(sub, a.v[i] - b.v[i])
@@ -221,7 +223,8 @@ inline void transpose(const float* src, int64_t src_stride, int rows, int cols, 
   const int r16 = rows / 16 * 16, c16 = cols / 16 * 16;
   for (int r = 0; r < r16; r += 16)
     for (int c = 0; c < c16; c += 16)
-      transpose16(src + r * src_stride + c, src_stride, dst + c * dst_stride + r, dst_stride, scale);
+      transpose16(src + r * src_stride + c, src_stride, dst + c * dst_stride + r, dst_stride,
+                  scale);
   for (int r = 0; r < rows; ++r) {
     const int c0 = r < r16 ? c16 : 0;
     for (int c = c0; c < cols; ++c) dst[c * dst_stride + r] = src[r * src_stride + c] * scale;

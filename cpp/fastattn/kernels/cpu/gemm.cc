@@ -56,7 +56,8 @@ void add_bias_rows(const Context& ctx, const Tensor& bias, float* y, int64_t ldy
 
 void gemm_blas(const LinearArgs& a, int num_threads) {
   // Contiguous ranges of N (multiples of 16 rows) per thread; at least 64 rows each.
-  const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads, a.N / 64)));
+  const int threads =
+      static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads, a.N / 64)));
 #pragma omp parallel num_threads(threads)
   {
     const int nt = omp_get_num_threads(), t = omp_get_thread_num();
@@ -99,7 +100,8 @@ void cpu::linear_cpu(const Context& ctx, const Tensor& x, const Tensor& w, const
   FA_CHECK(ldy >= N, "y: row stride ", y.stride(0), " is smaller than its row length ", N);
   if (M == 0 || N == 0) return;
   const size_t y_bytes = static_cast<size_t>(((M - 1) * ldy + N) * 4);
-  FA_CHECK(!cpu::ranges_overlap(y.data(), y_bytes, x.data(), static_cast<size_t>(((M - 1) * ldx + K) * 4)),
+  FA_CHECK(!cpu::ranges_overlap(y.data(), y_bytes, x.data(),
+                                static_cast<size_t>(((M - 1) * ldx + K) * 4)),
            "y: must not overlap x (linear does not work in place)");
   FA_CHECK(!cpu::ranges_overlap(y.data(), y_bytes, w.data(), w.nbytes()), "y: must not overlap w");
 

@@ -239,7 +239,8 @@ void gemv_range(const LinearArgs& a, int64_t n0, int64_t n1) {
     }
     rows_all_m<L, kStreams>(a, s);
   }
-  for (int64_t n = n0 + kStreams * q; n < n1; ++n) rows_all_m<L, 1>(a, RowSet<T, 1>{{w + n * a.K}, {a.y + n}});
+  for (int64_t n = n0 + kStreams * q; n < n1; ++n)
+    rows_all_m<L, 1>(a, RowSet<T, 1>{{w + n * a.K}, {a.y + n}});
 }
 
 // One contiguous range of rows per thread.
@@ -264,10 +265,14 @@ void gemv_typed(const LinearArgs& a, int num_threads) {
 
 void gemv_rows(const LinearArgs& a, int num_threads) {
   switch (a.w_type) {
-    case DType::kFloat32: return gemv_typed<LoadF32>(a, num_threads);
-    case DType::kFloat16: return gemv_typed<LoadF16>(a, num_threads);
-    case DType::kBFloat16: return gemv_typed<LoadBF16>(a, num_threads);
-    default: break;
+    case DType::kFloat32:
+      return gemv_typed<LoadF32>(a, num_threads);
+    case DType::kFloat16:
+      return gemv_typed<LoadF16>(a, num_threads);
+    case DType::kBFloat16:
+      return gemv_typed<LoadBF16>(a, num_threads);
+    default:
+      break;
   }
   FA_THROW_AS(InvalidArgument, "linear: unsupported weight dtype ", dtype_name(a.w_type));
 }

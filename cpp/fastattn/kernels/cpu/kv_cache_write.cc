@@ -57,7 +57,8 @@ void write_one(const Context& ctx, const Tensor& src, Tensor& cache, const int32
       const int64_t block = slot / block_size, offset = slot % block_size;
       for (int64_t h = 0; h < Hk; ++h) {
         const char* s = sp + (t * src.stride(0) + h * src.stride(1)) * s_es;
-        char* c = cp + (block * cache.stride(0) + offset * cache.stride(1) + h * cache.stride(2)) * c_es;
+        char* c =
+            cp + (block * cache.stride(0) + offset * cache.stride(1) + h * cache.stride(2)) * c_es;
         copy_row(s, src.dtype(), c, cache.dtype(), D, tmp.data());
       }
     }

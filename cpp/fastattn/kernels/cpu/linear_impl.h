@@ -37,5 +37,4 @@ const char* gemv_isa();
 // the BLAS's own thread pool never competes with OpenMP's (spinning) workers for the cores.
 void gemm_blas(const LinearArgs& a, int num_threads);
 
-
 }  // namespace fastattn::kernels::cpu

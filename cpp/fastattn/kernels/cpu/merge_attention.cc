@@ -23,7 +23,8 @@ void cpu::merge_attention_cpu(const Context& ctx, const Tensor& out_a, const Ten
       convert_to_float(out_a.ptr_at({t, h}), out_a.dtype(), a.data(), D);
       convert_to_float(out_b.ptr_at({t, h}), out_b.dtype(), b.data(), D);
       for (int64_t d = 0; d < D; ++d) {
-        a[static_cast<size_t>(d)] = (wa * a[static_cast<size_t>(d)] + wb * b[static_cast<size_t>(d)]) * inv;
+        a[static_cast<size_t>(d)] =
+            (wa * a[static_cast<size_t>(d)] + wb * b[static_cast<size_t>(d)]) * inv;
       }
       convert_from_float(a.data(), out.ptr_at({t, h}), out.dtype(), D);
       if (lse_out != nullptr) {

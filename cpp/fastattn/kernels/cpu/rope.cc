@@ -44,8 +44,8 @@ void check_params(const RopeParams& p, int head_dim) {
   FA_CHECK(dim % 2 == 0, "rope: the rotated dimension ", dim, " must be even");
   FA_CHECK(std::isfinite(p.theta) && p.theta > 0.0f, "rope: theta must be positive, got ", p.theta);
   if (p.scaling == RopeScaling::kNone) return;
-  FA_CHECK(std::isfinite(p.factor) && p.factor > 0.0f, "rope: scaling factor must be positive, got ",
-           p.factor);
+  FA_CHECK(std::isfinite(p.factor) && p.factor > 0.0f,
+           "rope: scaling factor must be positive, got ", p.factor);
   if (p.scaling == RopeScaling::kLlama3) {
     FA_CHECK(p.original_max_position > 0,
              "rope: llama3 scaling needs original_max_position > 0, got ", p.original_max_position);
@@ -69,12 +69,13 @@ std::vector<float> llama3_inv_freq(const RopeParams& p, int dim) {
   const float high_freq_wavelen = static_cast<float>(old_context_len / p.high_freq_factor);
   const float two_pi = static_cast<float>(2.0 * 3.141592653589793);  // 2 * math.pi
   const float old_len_f = static_cast<float>(old_context_len);
-  const float band = static_cast<float>(static_cast<double>(p.high_freq_factor) - p.low_freq_factor);
+  const float band =
+      static_cast<float>(static_cast<double>(p.high_freq_factor) - p.low_freq_factor);
   for (float& f : inv) {
     const float recip = 1.0f / f;
-    const float wavelen = recip * two_pi;                    // 2 * math.pi / inv_freq
+    const float wavelen = recip * two_pi;                         // 2 * math.pi / inv_freq
     float llama = wavelen > low_freq_wavelen ? f / p.factor : f;  // torch.where(...)
-    const float ratio = (1.0f / wavelen) * old_len_f;       // old_context_len / wavelen
+    const float ratio = (1.0f / wavelen) * old_len_f;             // old_context_len / wavelen
     const float smooth = (ratio - p.low_freq_factor) / band;
     const float smoothed = (1.0f - smooth) * llama / p.factor + smooth * llama;
     const bool medium = !(wavelen < high_freq_wavelen) && !(wavelen > low_freq_wavelen);
@@ -146,8 +147,9 @@ std::vector<float> rope_inv_freq(const RopeParams& p, int head_dim, int64_t seq_
       // max_position_embeddings; past it, seq_len is a tensor and the new base is float32 math:
       // base * ((factor * seq_len / max_pos) - (factor - 1)) ** (dim / (dim - 2)).
       if (seq_len <= p.original_max_position) return default_inv_freq(p.theta, dim);
-      const float grown = static_cast<float>(seq_len) * p.factor / static_cast<float>(p.original_max_position) -
-                          static_cast<float>(static_cast<double>(p.factor) - 1.0);
+      const float grown =
+          static_cast<float>(seq_len) * p.factor / static_cast<float>(p.original_max_position) -
+          static_cast<float>(static_cast<double>(p.factor) - 1.0);
       const float expo = static_cast<float>(static_cast<double>(dim) / (dim - 2));
       const float base = p.theta * pow_f32(grown, expo);
       return default_inv_freq(base, dim);

@@ -70,9 +70,10 @@ size_t compact(Candidates& c, size_t n, float pivot, Side side) {
     const __m512 wv = _mm512_maskz_loadu_ps(valid, w + i);
     const __m512i iv = _mm512_maskz_loadu_epi32(valid, id + i);
     // (The comparison predicate must be a compile-time constant, hence the three calls.)
-    const __mmask16 keep = side == Side::kAbove   ? _mm512_mask_cmp_ps_mask(valid, lv, p, _CMP_GT_OQ)
-                           : side == Side::kEqual ? _mm512_mask_cmp_ps_mask(valid, lv, p, _CMP_EQ_OQ)
-                                                  : _mm512_mask_cmp_ps_mask(valid, lv, p, _CMP_LT_OQ);
+    const __mmask16 keep = side == Side::kAbove ? _mm512_mask_cmp_ps_mask(valid, lv, p, _CMP_GT_OQ)
+                           : side == Side::kEqual
+                               ? _mm512_mask_cmp_ps_mask(valid, lv, p, _CMP_EQ_OQ)
+                               : _mm512_mask_cmp_ps_mask(valid, lv, p, _CMP_LT_OQ);
     // Compress in registers and store whole vectors (compress-to-memory is microcoded and slow
     // on Zen 4). j <= i, so the 16 lanes written land at or before the block just read; the
     // arrays carry kPad spare elements for the last block.
@@ -83,7 +84,9 @@ size_t compact(Candidates& c, size_t n, float pivot, Side side) {
   }
 #else
   for (; i < n; ++i) {
-    const bool keep = side == Side::kAbove ? l[i] > pivot : side == Side::kEqual ? l[i] == pivot : l[i] < pivot;
+    const bool keep = side == Side::kAbove   ? l[i] > pivot
+                      : side == Side::kEqual ? l[i] == pivot
+                                             : l[i] < pivot;
     l[j] = l[i];
     w[j] = w[i];
     id[j] = id[i];

@@ -141,7 +141,8 @@ class Team {
       cpu_relax();
       if (i % 32 == 0) {
         now = Clock::now();
-        const int64_t us = std::chrono::duration_cast<std::chrono::microseconds>(now - start).count();
+        const int64_t us =
+            std::chrono::duration_cast<std::chrono::microseconds>(now - start).count();
         if (us >= kSpinMicros) break;
         if (us >= kPauseMicros) yield_core();
       }
@@ -171,7 +172,7 @@ class Team {
   std::atomic<int> pending_{0};
   std::atomic<int> sleepers_{0};
   std::atomic<Clock::rep> calm_until_{0};  // steady_clock ticks
-  Clock::time_point last_late_{};            // guarded by run_mutex_, as calm_millis_
+  Clock::time_point last_late_{};          // guarded by run_mutex_, as calm_millis_
   int64_t calm_millis_ = kCalmMinMillis;
   std::mutex sleep_mutex_;
   std::condition_variable wake_;

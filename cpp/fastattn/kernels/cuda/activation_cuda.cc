@@ -1,8 +1,8 @@
 // Argument checks and launch of the CUDA activation kernels (activation_kernels.cu).
 #include "fastattn/kernels/cuda/activation_cuda.h"
 
-#include "fastattn/kernels/cuda/activation_launch.h"
 #include "fastattn/core/cuda/cuda_check.h"
+#include "fastattn/kernels/cuda/activation_launch.h"
 #include "fastattn/kernels/cuda/launch_checks.h"
 
 namespace fastattn::kernels::cuda {

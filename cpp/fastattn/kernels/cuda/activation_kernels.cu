@@ -8,8 +8,8 @@
 //   gelu_tanh(x)  = x * sigmoid(2u) = 0.5 x (1 + tanh(u)),  u = sqrt(2/pi) (x + 0.044715 x^3)
 #include <algorithm>
 
-#include "fastattn/kernels/cuda/activation_launch.h"
 #include "fastattn/core/cuda/dtype_vec.cuh"
+#include "fastattn/kernels/cuda/activation_launch.h"
 
 namespace fastattn::kernels::cuda {
 namespace {
@@ -40,7 +40,8 @@ __device__ __forceinline__ float unary(float x) {
 template <class E, int N, EltOp kOp>
 __global__ void __launch_bounds__(kThreads) eltwise_kernel(const EltLaunch p) {
   using Raw = typename E::Raw;
-  constexpr bool kGated = kOp == EltOp::kSwiglu || kOp == EltOp::kGegluErf || kOp == EltOp::kGegluTanh;
+  constexpr bool kGated =
+      kOp == EltOp::kSwiglu || kOp == EltOp::kGegluErf || kOp == EltOp::kGegluTanh;
   const int64_t nvec = p.cols / N;
   const int64_t total = p.rows * nvec;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;

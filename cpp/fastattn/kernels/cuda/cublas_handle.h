@@ -11,12 +11,12 @@ namespace fastattn::kernels::cuda {
                                      int line);
 
 // A cuBLAS status other than success becomes a fastattn::Error naming the call.
-#define FA_CUBLAS_CHECK(call)                                                                   \
-  do {                                                                                          \
-    const cublasStatus_t fa_st_ = (call);                                                       \
-    if (fa_st_ != CUBLAS_STATUS_SUCCESS) {                                                      \
-      ::fastattn::kernels::cuda::throw_cublas_error(fa_st_, #call, __FILE__, __LINE__);         \
-    }                                                                                           \
+#define FA_CUBLAS_CHECK(call)                                                           \
+  do {                                                                                  \
+    const cublasStatus_t fa_st_ = (call);                                               \
+    if (fa_st_ != CUBLAS_STATUS_SUCCESS) {                                              \
+      ::fastattn::kernels::cuda::throw_cublas_error(fa_st_, #call, __FILE__, __LINE__); \
+    }                                                                                   \
   } while (0)
 
 // The handle for work on `device` (which must be the current device), bound to ctx.stream:

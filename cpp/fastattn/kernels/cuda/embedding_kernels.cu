@@ -17,7 +17,8 @@ __global__ void __launch_bounds__(kMaxThreads) embedding_kernel(const EmbeddingL
   const int64_t t = blockIdx.x;
   const int64_t row = static_cast<int64_t>(static_cast<const Id*>(p.ids)[t]) - p.vocab_start;
   const bool valid = row >= 0 && row < p.vocab;
-  const typename Tab::Raw* src = static_cast<const typename Tab::Raw*>(p.table) + (valid ? row : 0) * p.ldt;
+  const typename Tab::Raw* src =
+      static_cast<const typename Tab::Raw*>(p.table) + (valid ? row : 0) * p.ldt;
   typename Out::Raw* dst = static_cast<typename Out::Raw*>(p.out) + t * p.ldo;
   const int64_t nvec = p.cols / N;
   for (int64_t v = threadIdx.x; v < nvec; v += blockDim.x) {
@@ -35,7 +36,8 @@ __global__ void __launch_bounds__(kMaxThreads) embedding_kernel(const EmbeddingL
 template <class Tab, class Out, typename Id, int N>
 void launch_typed(const EmbeddingLaunch& p, cudaStream_t stream) {
   const int64_t nvec = p.cols / N;
-  const int64_t threads = std::min<int64_t>(kMaxThreads, std::max<int64_t>(32, (nvec + 31) / 32 * 32));
+  const int64_t threads =
+      std::min<int64_t>(kMaxThreads, std::max<int64_t>(32, (nvec + 31) / 32 * 32));
   embedding_kernel<Tab, Out, Id, N>
       <<<static_cast<unsigned>(p.tokens), static_cast<unsigned>(threads), 0, stream>>>(p);
 }

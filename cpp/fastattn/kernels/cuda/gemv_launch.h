@@ -31,8 +31,9 @@ struct SmallBatchGemvLaunch {
   const void* bias = nullptr;  // [N] or null; rounded to y's dtype before the float32 add
   DType bias_type = DType::kFloat16;
   int M = 0, N = 0, K = 0;
-  int warps = 0;   // warps per block, 1..kSmallBatchGemvMaxWarps (small_batch_gemv_warps)
-  int stages = 2;  // register groups of loads in flight per warp: 1, 2 or 3 (software-pipelined; 3: weights only)
+  int warps = 0;  // warps per block, 1..kSmallBatchGemvMaxWarps (small_batch_gemv_warps)
+  int stages =
+      2;  // register groups of loads in flight per warp: 1, 2 or 3 (software-pipelined; 3: weights only)
 };
 
 // Whether the kernel takes this call on a device of compute capability cc (e.g. 90): sm_80+,

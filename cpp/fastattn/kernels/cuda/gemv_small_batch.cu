@@ -33,7 +33,7 @@ namespace {
 
 constexpr int kRowsPerBlock = 16;  // output features per block: the MMA's M
 constexpr int kChunkK = 32;        // k per warp per chunk: 4 threads x 8 elements
-constexpr int kUnroll = 4;         // chunks in flight per warp (16-byte loads per thread: 2 x kUnroll)
+constexpr int kUnroll = 4;  // chunks in flight per warp (16-byte loads per thread: 2 x kUnroll)
 
 // 16 bytes of w, read once: bypass L1 and ask L2 to fetch the whole 256-byte line ahead.
 __device__ __forceinline__ uint4 load_weights(const uint16_t* p) {
@@ -56,9 +56,10 @@ struct Group {
 };
 
 template <int kTiles>
-__device__ __forceinline__ void load_group(Group<kTiles>& r, int c0, int K, int t, const uint16_t* wa,
-                                           bool ok_a, const uint16_t* wb, bool ok_b,
-                                           const uint16_t* const (&xr)[kTiles], const bool (&ok_x)[kTiles]) {
+__device__ __forceinline__ void load_group(Group<kTiles>& r, int c0, int K, int t,
+                                           const uint16_t* wa, bool ok_a, const uint16_t* wb,
+                                           bool ok_b, const uint16_t* const (&xr)[kTiles],
+                                           const bool (&ok_x)[kTiles]) {
   const uint4 zero = make_uint4(0, 0, 0, 0);
 #pragma unroll
   for (int u = 0; u < kUnroll; ++u) {
@@ -93,8 +94,9 @@ struct WeightGroup {
   uint4 a[kUnroll], b[kUnroll];
 };
 
-__device__ __forceinline__ void load_weight_group(WeightGroup& r, int c0, int K, int t, const uint16_t* wa,
-                                                  bool ok_a, const uint16_t* wb, bool ok_b) {
+__device__ __forceinline__ void load_weight_group(WeightGroup& r, int c0, int K, int t,
+                                                  const uint16_t* wa, bool ok_a, const uint16_t* wb,
+                                                  bool ok_b) {
   const uint4 zero = make_uint4(0, 0, 0, 0);
 #pragma unroll
   for (int u = 0; u < kUnroll; ++u) {
@@ -106,8 +108,9 @@ __device__ __forceinline__ void load_weight_group(WeightGroup& r, int c0, int K,
 }
 
 template <class Element, int kTiles>
-__device__ __forceinline__ void mma_weight_group(float (&acc)[kTiles][4], const WeightGroup& r, int c0, int K,
-                                                 int t, const uint16_t* const (&xr)[kTiles],
+__device__ __forceinline__ void mma_weight_group(float (&acc)[kTiles][4], const WeightGroup& r,
+                                                 int c0, int K, int t,
+                                                 const uint16_t* const (&xr)[kTiles],
                                                  const bool (&ok_x)[kTiles]) {
   const uint4 zero = make_uint4(0, 0, 0, 0);
 #pragma unroll
@@ -170,15 +173,18 @@ __global__ void __launch_bounds__(kSmallBatchGemvMaxWarps * 32)
     load_weight_group(g0, c0, p.K, t, wa, ok_a, wb, ok_b);
     if (c0 + stride < chunks) load_weight_group(g1, c0 + stride, p.K, t, wa, ok_a, wb, ok_b);
     while (c0 < chunks) {
-      if (c0 + 2 * stride < chunks) load_weight_group(g2, c0 + 2 * stride, p.K, t, wa, ok_a, wb, ok_b);
+      if (c0 + 2 * stride < chunks)
+        load_weight_group(g2, c0 + 2 * stride, p.K, t, wa, ok_a, wb, ok_b);
       mma_weight_group<Element>(acc, g0, c0, p.K, t, xr, ok_x);
       c0 += stride;
       if (c0 >= chunks) break;
-      if (c0 + 2 * stride < chunks) load_weight_group(g0, c0 + 2 * stride, p.K, t, wa, ok_a, wb, ok_b);
+      if (c0 + 2 * stride < chunks)
+        load_weight_group(g0, c0 + 2 * stride, p.K, t, wa, ok_a, wb, ok_b);
       mma_weight_group<Element>(acc, g1, c0, p.K, t, xr, ok_x);
       c0 += stride;
       if (c0 >= chunks) break;
-      if (c0 + 2 * stride < chunks) load_weight_group(g1, c0 + 2 * stride, p.K, t, wa, ok_a, wb, ok_b);
+      if (c0 + 2 * stride < chunks)
+        load_weight_group(g1, c0 + 2 * stride, p.K, t, wa, ok_a, wb, ok_b);
       mma_weight_group<Element>(acc, g2, c0, p.K, t, xr, ok_x);
       c0 += stride;
     }
@@ -213,7 +219,8 @@ __global__ void __launch_bounds__(kSmallBatchGemvMaxWarps * 32)
       if (row >= p.N || token >= p.M) continue;
       float sum = 0.f;
       for (int v = 0; v < warps; ++v) sum += partial[v][j * 4 + i][lane];
-      if (p.bias != nullptr) sum += round_to_dtype(p.y_type, load_elem_any(p.bias, p.bias_type, row));
+      if (p.bias != nullptr)
+        sum += round_to_dtype(p.y_type, load_elem_any(p.bias, p.bias_type, row));
       store_elem_any(p.y, p.y_type, token * p.ldy + row, sum);
     }
   }
@@ -256,9 +263,10 @@ int small_batch_gemv_warps(int64_t N, int64_t K, int sms) {
 }
 
 void launch_small_batch_gemv(const SmallBatchGemvLaunch& p, cudaStream_t stream) {
-  FA_CHECK(p.warps >= 1 && p.warps <= kSmallBatchGemvMaxWarps, "small-batch GEMV: warps must be 1..",
-           kSmallBatchGemvMaxWarps, ", got ", p.warps);
-  FA_CHECK(p.stages >= 1 && p.stages <= 3, "small-batch GEMV: stages must be 1, 2 or 3, got ", p.stages);
+  FA_CHECK(p.warps >= 1 && p.warps <= kSmallBatchGemvMaxWarps,
+           "small-batch GEMV: warps must be 1..", kSmallBatchGemvMaxWarps, ", got ", p.warps);
+  FA_CHECK(p.stages >= 1 && p.stages <= 3, "small-batch GEMV: stages must be 1, 2 or 3, got ",
+           p.stages);
   const bool bf16 = p.dtype == DType::kBFloat16;
   if (p.stages == 3) {
     bf16 ? launch_typed<__nv_bfloat16, 3>(p, stream) : launch_typed<__half, 3>(p, stream);

@@ -41,8 +41,7 @@ RowLayout row_layout(const Tensor& t, const char* name) {
     }
     inner = i;
   }
-  FA_CHECK(r.ld >= r.cols, name, ": row stride ", r.ld, " is smaller than its row length ",
-           r.cols);
+  FA_CHECK(r.ld >= r.cols, name, ": row stride ", r.ld, " is smaller than its row length ", r.cols);
   return r;
 }
 

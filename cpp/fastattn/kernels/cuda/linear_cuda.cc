@@ -16,11 +16,11 @@
 #include <cstdint>
 #include <limits>
 
+#include "fastattn/core/cuda/cuda_check.h"
 #include "fastattn/core/env.h"
 #include "fastattn/kernels/cuda/cublas_handle.h"
 #include "fastattn/kernels/cuda/device_props.h"
 #include "fastattn/kernels/cuda/gemv_launch.h"
-#include "fastattn/core/cuda/cuda_check.h"
 #include "fastattn/kernels/cuda/launch_checks.h"
 #include "fastattn/kernels/cuda/linear_launch.h"
 
@@ -131,14 +131,15 @@ void linear_cuda(const Context& ctx, const Tensor& x, const Tensor& w, const Ten
     const bool fits = small_batch_gemv_fits(props.cc, x.dtype(), M, K, x.data(), ldx, w.data());
     if (options.impl == LinearCudaImpl::kSmallBatchGemv) {
       FA_CHECK(fits, "linear: the small-batch GEMV needs sm_80+, float16 / bfloat16, 1 <= M <= ",
-               kSmallBatchGemvMaxRows, ", K a multiple of 8, 16-byte aligned x / w and a row stride "
-               "of x that is a multiple of 8; got x ", x.describe(), " (row stride ", ldx, "), w ",
-               w.describe(), " on sm_", props.cc);
+               kSmallBatchGemvMaxRows,
+               ", K a multiple of 8, 16-byte aligned x / w and a row stride "
+               "of x that is a multiple of 8; got x ",
+               x.describe(), " (row stride ", ldx, "), w ", w.describe(), " on sm_", props.cc);
     }
     // auto: up to one token tile (M <= 8). At M = 16 the two-tile kernel (191 registers) lost
     // to cuBLAS end to end on the H100 (decode batch 16: 6.77 vs 6.26 ms/step, 2026-12-07).
-    const bool auto_takes = ctx.gemm_sm_target == 0 && M <= kSmallBatchGemvAutoRows &&
-                            small_batch_gemv_enabled();
+    const bool auto_takes =
+        ctx.gemm_sm_target == 0 && M <= kSmallBatchGemvAutoRows && small_batch_gemv_enabled();
     if (fits && (options.impl == LinearCudaImpl::kSmallBatchGemv || auto_takes)) {
       SmallBatchGemvLaunch L;
       L.x = x.data();
@@ -155,7 +156,8 @@ void linear_cuda(const Context& ctx, const Tensor& x, const Tensor& w, const Ten
       L.M = static_cast<int>(M);
       L.N = static_cast<int>(N);
       L.K = static_cast<int>(K);
-      L.warps = options.gemv_warps > 0 ? options.gemv_warps : small_batch_gemv_warps(N, K, props.sms);
+      L.warps =
+          options.gemv_warps > 0 ? options.gemv_warps : small_batch_gemv_warps(N, K, props.sms);
       if (options.gemv_stages > 0) L.stages = options.gemv_stages;
       launch_small_batch_gemv(L, stream);
       FA_CUDA_CHECK_LAUNCH("small_batch_gemv_kernel");
@@ -172,16 +174,15 @@ void linear_cuda(const Context& ctx, const Tensor& x, const Tensor& w, const Ten
     return;
   }
   const float alpha = 1.0f, beta = bias.defined() ? 1.0f : 0.0f;
-  const cublasComputeType_t compute = x.dtype() == DType::kFloat32 ? CUBLAS_COMPUTE_32F_PEDANTIC
-                                                                   : CUBLAS_COMPUTE_32F;
+  const cublasComputeType_t compute =
+      x.dtype() == DType::kFloat32 ? CUBLAS_COMPUTE_32F_PEDANTIC : CUBLAS_COMPUTE_32F;
   const cublasHandle_t handle = cublas_handle(ctx, device);
   const SmCountTarget sm_target(handle, ctx.gemm_sm_target);
-  FA_CUBLAS_CHECK(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(N),
-                               static_cast<int>(M), static_cast<int>(K), &alpha, w.data(),
-                               cuda_type(w.dtype()), static_cast<int>(K), x.data(),
-                               cuda_type(x.dtype()), static_cast<int>(ldx), &beta, y.data(),
-                               cuda_type(y.dtype()), static_cast<int>(ldy), compute,
-                               CUBLAS_GEMM_DEFAULT));
+  FA_CUBLAS_CHECK(
+      cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(N), static_cast<int>(M),
+                   static_cast<int>(K), &alpha, w.data(), cuda_type(w.dtype()), static_cast<int>(K),
+                   x.data(), cuda_type(x.dtype()), static_cast<int>(ldx), &beta, y.data(),
+                   cuda_type(y.dtype()), static_cast<int>(ldy), compute, CUBLAS_GEMM_DEFAULT));
 }
 
 void add_bias_cuda(const Context& ctx, const Tensor& bias, Tensor& y) {

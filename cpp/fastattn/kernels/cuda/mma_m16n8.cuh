@@ -37,8 +37,8 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t add
 // Ampere+: one m16n8k16 per (A 16x16, B 16x8).
 struct Mma16816 {
   template <typename Element>
-  __device__ __forceinline__ static void mma(float (&c)[4], const uint32_t (&a)[4],
-                                             uint32_t b0, uint32_t b1) {
+  __device__ __forceinline__ static void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                             uint32_t b1) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     if constexpr (std::is_same_v<Element, __nv_bfloat16>) {
       asm volatile(
@@ -62,8 +62,8 @@ struct Mma16816 {
 // Turing+: two m16n8k8 per (A 16x16, B 16x8). fp16 only (bf16 m16n8k8 needs sm_80).
 struct Mma1688 {
   template <typename Element>
-  __device__ __forceinline__ static void mma(float (&c)[4], const uint32_t (&a)[4],
-                                             uint32_t b0, uint32_t b1) {
+  __device__ __forceinline__ static void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                             uint32_t b1) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 750
     static_assert(std::is_same_v<Element, __half>, "the 1688 path is fp16 only");
     asm volatile(

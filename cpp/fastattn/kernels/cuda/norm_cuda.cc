@@ -27,8 +27,8 @@ void check_rows(const Tensor& t, const char* name, const Tensor& ref, const char
 // Row pitch for the kernel (a single row may carry any stride).
 int64_t pitch(const Tensor& t) { return t.size(0) <= 1 ? t.size(1) : t.stride(0); }
 
-void check_vector(const Tensor& t, const char* name, const Tensor& ref,
-                  const char* ref_name, int64_t H) {
+void check_vector(const Tensor& t, const char* name, const Tensor& ref, const char* ref_name,
+                  int64_t H) {
   check_same_device(t, name, ref, ref_name);
   check_floating(t, name);
   check_shape(t, name, {H});

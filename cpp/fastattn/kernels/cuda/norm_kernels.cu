@@ -101,8 +101,10 @@ __global__ void __launch_bounds__(kMaxThreads) norm_kernel(const NormLaunch p) {
 template <class E, int N>
 void launch_typed(const NormLaunch& p, cudaStream_t stream) {
   const int64_t nvec = p.cols / N;
-  const int64_t threads = std::min<int64_t>(kMaxThreads, std::max<int64_t>(32, (nvec + 31) / 32 * 32));
-  norm_kernel<E, N><<<static_cast<unsigned>(p.rows), static_cast<unsigned>(threads), 0, stream>>>(p);
+  const int64_t threads =
+      std::min<int64_t>(kMaxThreads, std::max<int64_t>(32, (nvec + 31) / 32 * 32));
+  norm_kernel<E, N>
+      <<<static_cast<unsigned>(p.rows), static_cast<unsigned>(threads), 0, stream>>>(p);
 }
 
 }  // namespace

@@ -66,8 +66,9 @@ void set_rope(RopeKvLaunch& L, const RopeParams& p, int64_t tokens, int64_t D,
            "position + 1): the host does not read positions back from the GPU");
   FA_CHECK(D <= (int64_t{1} << 30), ref_name, ": head_dim ", D, " is too large");
   const std::vector<float> inv = rope_inv_freq(p, static_cast<int>(D), seq_len);
-  FA_CHECK(inv.size() <= static_cast<size_t>(kRopeMaxPairs), "rope: the CUDA kernel rotates at most ",
-           2 * kRopeMaxPairs, " dims per head, got rotary_dim ", 2 * inv.size());
+  FA_CHECK(inv.size() <= static_cast<size_t>(kRopeMaxPairs),
+           "rope: the CUDA kernel rotates at most ", 2 * kRopeMaxPairs,
+           " dims per head, got rotary_dim ", 2 * inv.size());
   std::copy(inv.begin(), inv.end(), L.inv_freq);
   L.pairs = static_cast<int>(inv.size());
   L.neox = p.style == RopeStyle::kNeox;

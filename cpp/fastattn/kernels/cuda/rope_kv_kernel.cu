@@ -19,14 +19,16 @@ __device__ __forceinline__ int64_t row_offset(const TokenRows& x, int64_t t, int
   return t * x.token_stride + static_cast<int64_t>(h) * x.head_stride;
 }
 
-__device__ __forceinline__ int64_t cache_offset(const CacheRows& c, int64_t block, int64_t slot_in_block,
-                                                int h) {
-  return block * c.block_stride + slot_in_block * c.slot_stride + static_cast<int64_t>(h) * c.head_stride;
+__device__ __forceinline__ int64_t cache_offset(const CacheRows& c, int64_t block,
+                                                int64_t slot_in_block, int h) {
+  return block * c.block_stride + slot_in_block * c.slot_stride +
+         static_cast<int64_t>(h) * c.head_stride;
 }
 
 // Copies one head row of `src` into the cache (dtype converted on the way).
 __device__ __forceinline__ void copy_row_to_cache(const TokenRows& src, int64_t t, int h,
-                                                  const CacheRows& c, int64_t block, int64_t in_block) {
+                                                  const CacheRows& c, int64_t block,
+                                                  int64_t in_block) {
   const int64_t s0 = row_offset(src, t, h);
   const int64_t c0 = cache_offset(c, block, in_block, h);
   for (int d = threadIdx.x; d < src.dim; d += blockDim.x)
@@ -99,7 +101,8 @@ __global__ void __launch_bounds__(kRopeKvThreads) rope_kv_kernel(const RopeKvLau
           }
         } else {
           const int d = 2 * pairs + (j - pairs);
-          store_elem_any(p.k_cache.data, p.k_cache.dtype, c0 + d, load_elem_any(x.data, x.dtype, x0 + d));
+          store_elem_any(p.k_cache.data, p.k_cache.dtype, c0 + d,
+                         load_elem_any(x.data, x.dtype, x0 + d));
         }
       }
     } else if (!cache_ok) {
@@ -115,8 +118,8 @@ __global__ void __launch_bounds__(kRopeKvThreads) rope_kv_kernel(const RopeKvLau
 }  // namespace
 
 void launch_rope_kv(const RopeKvLaunch& p, cudaStream_t stream) {
-  const int n_rot = (p.num_rotated > 0 ? p.rotated[0].heads : 0) +
-                    (p.num_rotated > 1 ? p.rotated[1].heads : 0);
+  const int n_rot =
+      (p.num_rotated > 0 ? p.rotated[0].heads : 0) + (p.num_rotated > 1 ? p.rotated[1].heads : 0);
   const int n_k = p.write_cache && !p.k_from_rotated ? p.k_src.heads : 0;
   const int n_v = p.write_cache ? p.v_src.heads : 0;
   const int rows = n_rot + n_k + n_v;

@@ -15,8 +15,8 @@
 namespace fastattn::kernels::cuda::sampling {
 
 constexpr int kThreads = 256;
-constexpr int kBins = 16;   // bins per radix pass (4 bits of key range)
-constexpr int kItems = 4;   // tokens per thread in a gather: kCap of them are sorted
+constexpr int kBins = 16;  // bins per radix pass (4 bits of key range)
+constexpr int kItems = 4;  // tokens per thread in a gather: kCap of them are sorted
 constexpr int kCap = kThreads * kItems;
 constexpr int kUnroll = 8;  // float4 loads in flight per thread in the strided passes
 constexpr int kRun = 16;    // consecutive tokens per thread in the id-order tiles
@@ -110,11 +110,11 @@ struct Smem {
   int bin_n[kBins];
   // Values one thread writes and every thread reads after a barrier; each has one purpose, so
   // a write never races with the reads of another step.
-  double b_double;   // block_sum
-  int b_int;         // block_min / block_max / block_sum_int
-  uint32_t b_key;    // block_min_key
-  ArgMax b_arg;      // block_argmax
-  int pass_bin;      // choose_bin
+  double b_double;  // block_sum
+  int b_int;        // block_min / block_max / block_sum_int
+  uint32_t b_key;   // block_min_key
+  ArgMax b_arg;     // block_argmax
+  int pass_bin;     // choose_bin
   double pass_above;
   int counter;       // gathers: tokens gathered
   uint32_t res_key;  // finishes: the threshold found
@@ -197,7 +197,8 @@ __device__ __forceinline__ void load_run(const Row& row, int i0, float (&v)[kRun
     }
   } else {
 #pragma unroll
-    for (int t = 0; t < kRun; ++t) v[t] = i0 + t < row.vocab ? __ldg(row.logits + i0 + t) : -INFINITY;
+    for (int t = 0; t < kRun; ++t)
+      v[t] = i0 + t < row.vocab ? __ldg(row.logits + i0 + t) : -INFINITY;
   }
 }
 

@@ -11,12 +11,13 @@
 
 namespace fastattn::kernels::cuda {
 
-void sample_cuda(const Context& ctx, const Tensor& logits, const std::vector<SamplingParams>& params,
-                 const std::vector<uint64_t>& steps, Tensor& out) {
+void sample_cuda(const Context& ctx, const Tensor& logits,
+                 const std::vector<SamplingParams>& params, const std::vector<uint64_t>& steps,
+                 Tensor& out) {
   // sample() has checked dtypes, shapes, devices and parameters.
   const int64_t B = logits.size(0), V = logits.size(1);
-  FA_CHECK(V <= kSampleMaxVocab, "logits: a vocabulary of ", V, " exceeds the CUDA sampler's limit of ",
-           kSampleMaxVocab, " tokens");
+  FA_CHECK(V <= kSampleMaxVocab, "logits: a vocabulary of ", V,
+           " exceeds the CUDA sampler's limit of ", kSampleMaxVocab, " tokens");
   if (B == 0) return;
   const DeviceGuard guard(logits.device().index);
   SampleLaunch L;
@@ -34,10 +35,11 @@ void sample_cuda(const Context& ctx, const Tensor& logits, const std::vector<Sam
   }
 }
 
-void sample_prepared_cuda(const Context& ctx, const Tensor& logits, const Tensor& rows, Tensor& out) {
+void sample_prepared_cuda(const Context& ctx, const Tensor& logits, const Tensor& rows,
+                          Tensor& out) {
   const int64_t B = logits.size(0), V = logits.size(1);
-  FA_CHECK(V <= kSampleMaxVocab, "logits: a vocabulary of ", V, " exceeds the CUDA sampler's limit of ",
-           kSampleMaxVocab, " tokens");
+  FA_CHECK(V <= kSampleMaxVocab, "logits: a vocabulary of ", V,
+           " exceeds the CUDA sampler's limit of ", kSampleMaxVocab, " tokens");
   const DeviceGuard guard(logits.device().index);
   SampleLaunch L;
   L.ld = logits.stride(0);

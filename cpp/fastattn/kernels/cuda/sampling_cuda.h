@@ -11,9 +11,11 @@
 
 namespace fastattn::kernels::cuda {
 
-void sample_cuda(const Context& ctx, const Tensor& logits, const std::vector<SamplingParams>& params,
-                 const std::vector<uint64_t>& steps, Tensor& out);
+void sample_cuda(const Context& ctx, const Tensor& logits,
+                 const std::vector<SamplingParams>& params, const std::vector<uint64_t>& steps,
+                 Tensor& out);
 // sample_prepared(): rows read from device memory (checked by the caller).
-void sample_prepared_cuda(const Context& ctx, const Tensor& logits, const Tensor& rows, Tensor& out);
+void sample_prepared_cuda(const Context& ctx, const Tensor& logits, const Tensor& rows,
+                          Tensor& out);
 
 }  // namespace fastattn::kernels::cuda

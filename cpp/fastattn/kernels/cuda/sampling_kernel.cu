@@ -135,7 +135,8 @@ struct List {
 };
 
 // Gathers the candidates (kept by lim, weight > 0) with keys in [lo, hi] and sorts them.
-__device__ void gather_sorted(const Row& row, uint32_t lo, uint32_t hi, Limit lim, List& L, Smem& s) {
+__device__ void gather_sorted(const Row& row, uint32_t lo, uint32_t hi, Limit lim, List& L,
+                              Smem& s) {
   const int tid = threadIdx.x;
   L.lo = lo;
   L.id_bits = max(1, bit_length(static_cast<uint32_t>(row.vocab - 1)));
@@ -152,7 +153,8 @@ __device__ void gather_sorted(const Row& row, uint32_t lo, uint32_t hi, Limit li
     const int at = atomicAdd(&s.counter, 1);
     if (at < kCap) {
       s.big.gather.key[at] =
-          ((static_cast<uint64_t>(key - lo) << L.id_bits) | (id_mask - static_cast<uint32_t>(i))) + 1;
+          ((static_cast<uint64_t>(key - lo) << L.id_bits) | (id_mask - static_cast<uint32_t>(i))) +
+          1;
       s.big.gather.w[at] = w;
     }
   });
@@ -172,7 +174,8 @@ __device__ void gather_sorted(const Row& row, uint32_t lo, uint32_t hi, Limit li
 
 // The first rank r < limit_n of the list whose running mass base + sum(ranks <= r) reaches
 // target (counts when unit, else weights); limit_n - 1 if rounding leaves it unreached.
-__device__ int list_crossing(const List& L, int limit_n, bool unit, double base, double target, Smem& s) {
+__device__ int list_crossing(const List& L, int limit_n, bool unit, double base, double target,
+                             Smem& s) {
   const int tid = threadIdx.x;
   double mine = 0.0;
 #pragma unroll
@@ -224,7 +227,8 @@ __device__ Limit ties_finish(const Row& row, const Search& q, bool unit, double 
   const uint32_t key = q.lo;
   const double w = unit ? 1.0 : static_cast<double>(row.weight(key_value(key)));
   // The smallest j in [1, count] with above + j * w >= target (count if none).
-  int j = static_cast<int>(fmin(fmax(ceil((target - q.above) / w), 1.0), static_cast<double>(q.count)));
+  int j =
+      static_cast<int>(fmin(fmax(ceil((target - q.above) / w), 1.0), static_cast<double>(q.count)));
   while (j > 1 && q.above + (j - 1) * w >= target) --j;
   while (j < q.count && q.above + j * w < target) ++j;
   const int tid = threadIdx.x;
@@ -267,8 +271,8 @@ struct Kept {
 
 // Finishes the search q whose histogram (with `shift`) is in s: the shortest most-likely prefix
 // whose mass (count when unit) reaches target (select_prefix on the CPU).
-__device__ Kept select_prefix(const Row& row, Search q, int shift, bool unit, double target, uint32_t top,
-                              List& L, Smem& s) {
+__device__ Kept select_prefix(const Row& row, Search q, int shift, bool unit, double target,
+                              uint32_t top, List& L, Smem& s) {
   for (;;) {
     choose_bin(q, shift, unit, target, s);
     if (q.above_n + q.count <= kCap) {  // the whole prefix fits: gather it
@@ -293,7 +297,8 @@ __device__ int draw_from_list(List& L, int n_kept, float u, Smem& s) {
   for (int j = 0; j < kItems; ++j) {
     const bool kept = tid * kItems + j < n_kept;
     const uint64_t c = L.key[j] - 1;
-    L.key[j] = kept ? static_cast<uint64_t>(id_mask - static_cast<uint32_t>(c & id_mask)) : id_mask + 1ull;
+    L.key[j] =
+        kept ? static_cast<uint64_t>(id_mask - static_cast<uint32_t>(c & id_mask)) : id_mask + 1ull;
     if (!kept) L.w[j] = 0.0f;
   }
   __syncthreads();
@@ -373,7 +378,8 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const SampleLaunch p) 
   extern __shared__ __align__(16) unsigned char smem_raw[];
   Smem& s = *reinterpret_cast<Smem*>(smem_raw);
   const SampleRow prm = p.device_rows != nullptr ? p.device_rows[blockIdx.x] : p.row[blockIdx.x];
-  Row row = make_row(p.logits + static_cast<int64_t>(blockIdx.x) * p.ld, p.vocab, prm.inv_temperature);
+  Row row =
+      make_row(p.logits + static_cast<int64_t>(blockIdx.x) * p.ld, p.vocab, prm.inv_temperature);
 
   // 1. argmax over usable logits (lowest id among equal maxima: each thread scans ids upwards),
   // and the smallest usable key (the bottom of the searches' range).
@@ -433,7 +439,8 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const SampleLaunch p) 
 
 void launch_sample(const SampleLaunch& p, cudaStream_t stream) {
   if (p.rows == 0) return;
-  const int smem = static_cast<int>(sizeof(sampling::Smem));  // over the 48 KB a launch gets unasked
+  const int smem =
+      static_cast<int>(sizeof(sampling::Smem));  // over the 48 KB a launch gets unasked
   {  // once per device (a host-side setting; kept out of the launch path, e.g. graph capture)
     static std::mutex mu;
     static std::vector<int> devices_set;

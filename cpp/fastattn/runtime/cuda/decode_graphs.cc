@@ -37,7 +37,10 @@ struct DecodeGraphs::Bucket {
 
 DecodeGraphs::DecodeGraphs(const Context& ctx, const models::DecoderModel& model,
                            kvcache::KvCache& cache, int max_batch, int64_t max_blocks_per_seq)
-    : ctx_(ctx), model_(model), cache_(cache), max_batch_(max_batch),
+    : ctx_(ctx),
+      model_(model),
+      cache_(cache),
+      max_batch_(max_batch),
       width_(std::max<int64_t>(max_blocks_per_seq, 1)) {
   const int64_t B = max_batch;
   off_ids_ = 0;
@@ -73,11 +76,12 @@ DecodeGraphs::Bucket& DecodeGraphs::bucket_for(int batch) {
   for (auto& b : buckets_) {
     if (b->size >= batch) return *b;
   }
-  FA_THROW_AS(InvalidArgument, "decode graphs: a batch of ", batch, " exceeds max_batch ", max_batch_);
+  FA_THROW_AS(InvalidArgument, "decode graphs: a batch of ", batch, " exceeds max_batch ",
+              max_batch_);
 }
 
-void DecodeGraphs::upload(const layers::ForwardBatch& host, const std::vector<kernels::SampleRow>& rows,
-                          int size) {
+void DecodeGraphs::upload(const layers::ForwardBatch& host,
+                          const std::vector<kernels::SampleRow>& rows, int size) {
   const int B = host.num_seqs;
   int32_t* s = staging_.data_as<int32_t>();
   const auto copy_ints = [&](int64_t off, const Tensor& t) {
@@ -147,13 +151,13 @@ void DecodeGraphs::enqueue(Bucket& b, const layers::ForwardBatch& batch) {
   kernels::cuda::decode_reset_split_counters(ctx);
   model_.forward(ctx, batch, cache_, b.scratch);
   model_.logits_all(ctx, b.scratch, b.logits.view());
-  const Tensor rows(inputs_.data_as<int32_t>() + off_rows_, DType::kInt32, {batch.num_seqs, kRowInts},
-                    ctx.device);
+  const Tensor rows(inputs_.data_as<int32_t>() + off_rows_, DType::kInt32,
+                    {batch.num_seqs, kRowInts}, ctx.device);
   kernels::sample_prepared(ctx, b.logits.view(), rows, b.sampled.view());
 }
 
-void DecodeGraphs::step(const layers::ForwardBatch& host, const std::vector<kernels::SampleRow>& rows,
-                        int32_t* tokens) {
+void DecodeGraphs::step(const layers::ForwardBatch& host,
+                        const std::vector<kernels::SampleRow>& rows, int32_t* tokens) {
   FA_CHECK(accepts(host), "decode graphs: this batch is not a graph-capturable decode step");
   FA_CHECK(rows.size() == static_cast<size_t>(host.num_seqs), "decode graphs: ", rows.size(),
            " sampler rows for ", host.num_seqs, " sequences");

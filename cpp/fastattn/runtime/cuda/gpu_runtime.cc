@@ -2,8 +2,8 @@
 
 #include <cuda_runtime.h>
 
-#include "fastattn/core/error.h"
 #include "fastattn/core/cuda/cuda_check.h"
+#include "fastattn/core/error.h"
 
 namespace fastattn::runtime::gpu {
 
@@ -77,7 +77,8 @@ Graph::~Graph() {
 }
 
 void Graph::launch(void* stream) const {
-  FA_CUDA_CHECK(cudaGraphLaunch(static_cast<cudaGraphExec_t>(exec_), static_cast<cudaStream_t>(stream)));
+  FA_CUDA_CHECK(
+      cudaGraphLaunch(static_cast<cudaGraphExec_t>(exec_), static_cast<cudaStream_t>(stream)));
 }
 
 }  // namespace fastattn::runtime::gpu

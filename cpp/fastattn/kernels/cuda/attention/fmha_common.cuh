@@ -22,8 +22,8 @@ struct FmhaBlockInfo {
   int nb_begin, nb_end;   // K/V blocks [nb_begin, nb_end) that hold a visible key
   float slope_log2;       // ALiBi slope in the log2 domain (0 without ALiBi)
 
-  __device__ FmhaBlockInfo(const FmhaDeviceParams& p, int m_block, int head, int batch,
-                           int block_m, int block_n) {
+  __device__ FmhaBlockInfo(const FmhaDeviceParams& p, int m_block, int head, int batch, int block_m,
+                           int block_n) {
     q_start = p.cu_seqlens_q[batch];
     seqlen_q = p.cu_seqlens_q[batch + 1] - q_start;
     k_start = p.cu_seqlens_k[batch];
@@ -36,7 +36,8 @@ struct FmhaBlockInfo {
     const int n_begin = p.window_left >= 0 ? max(0, row_lo + offset - p.window_left) : 0;
     nb_begin = n_begin / block_n;
     nb_end = n_end > n_begin ? (n_end + block_n - 1) / block_n : nb_begin;
-    slope_log2 = p.alibi_slopes ? p.alibi_slopes[batch * p.alibi_batch_stride + head] * kLog2e : 0.f;
+    slope_log2 =
+        p.alibi_slopes ? p.alibi_slopes[batch * p.alibi_batch_stride + head] * kLog2e : 0.f;
   }
 
   // First element of this sequence's rows of one head in q / k / v (the head dim is contiguous).
@@ -58,7 +59,8 @@ struct FmhaBlockInfo {
 
   // Whether K/V block nb may hold a masked element for some row of this query block (the
   // sequence end, or a causal / window edge crossing it); other blocks skip the element mask.
-  __device__ bool block_needs_mask(const FmhaDeviceParams& p, int nb, int block_m, int block_n) const {
+  __device__ bool block_needs_mask(const FmhaDeviceParams& p, int nb, int block_m,
+                                   int block_n) const {
     const int col0 = nb * block_n;
     return col0 + block_n > seqlen_k ||
            (p.window_right >= 0 && col0 + block_n - 1 > row_lo + offset + p.window_right) ||

@@ -28,9 +28,9 @@ struct FmhaDeviceParams {
   int head_dim;
   int max_seqlen_q;
 
-  float scale_log2;      // softmax_scale * log2(e)
+  float scale_log2;  // softmax_scale * log2(e)
   float softmax_scale;
-  int window_left;       // -1 = unbounded; causal sets window_right = 0
+  int window_left;  // -1 = unbounded; causal sets window_right = 0
   int window_right;
   const float* alibi_slopes;  // null or [Hq] / [B, Hq]
   int alibi_batch_stride;

@@ -3,9 +3,9 @@
 
 #include <cmath>
 
-#include "fastattn/core/error.h"
 #include "fastattn/core/cuda/cuda_check.h"
 #include "fastattn/core/cuda/dtype_vec.cuh"
+#include "fastattn/core/error.h"
 #include "fastattn/kernels/cuda/attention/merge_attention_cuda.h"
 
 namespace fastattn::kernels::cuda {
@@ -52,20 +52,34 @@ __global__ void merge_kernel(const MergeArgs p) {
 template <class A, class B>
 void launch_out(const MergeArgs& p, DType out, cudaStream_t s, dim3 grid, dim3 block) {
   switch (out) {
-    case DType::kFloat32: merge_kernel<A, B, F32><<<grid, block, 0, s>>>(p); break;
-    case DType::kFloat16: merge_kernel<A, B, F16><<<grid, block, 0, s>>>(p); break;
-    case DType::kBFloat16: merge_kernel<A, B, BF16><<<grid, block, 0, s>>>(p); break;
-    default: FA_THROW_AS(InvalidArgument, "merge_attention: out must be a float tensor");
+    case DType::kFloat32:
+      merge_kernel<A, B, F32><<<grid, block, 0, s>>>(p);
+      break;
+    case DType::kFloat16:
+      merge_kernel<A, B, F16><<<grid, block, 0, s>>>(p);
+      break;
+    case DType::kBFloat16:
+      merge_kernel<A, B, BF16><<<grid, block, 0, s>>>(p);
+      break;
+    default:
+      FA_THROW_AS(InvalidArgument, "merge_attention: out must be a float tensor");
   }
 }
 
 template <class A>
 void launch_b(const MergeArgs& p, DType b, DType out, cudaStream_t s, dim3 grid, dim3 block) {
   switch (b) {
-    case DType::kFloat32: launch_out<A, F32>(p, out, s, grid, block); break;
-    case DType::kFloat16: launch_out<A, F16>(p, out, s, grid, block); break;
-    case DType::kBFloat16: launch_out<A, BF16>(p, out, s, grid, block); break;
-    default: FA_THROW_AS(InvalidArgument, "merge_attention: out_b must be a float tensor");
+    case DType::kFloat32:
+      launch_out<A, F32>(p, out, s, grid, block);
+      break;
+    case DType::kFloat16:
+      launch_out<A, F16>(p, out, s, grid, block);
+      break;
+    case DType::kBFloat16:
+      launch_out<A, BF16>(p, out, s, grid, block);
+      break;
+    default:
+      FA_THROW_AS(InvalidArgument, "merge_attention: out_b must be a float tensor");
   }
 }
 
@@ -94,10 +108,17 @@ void merge_attention(const Context& ctx, const Tensor& out_a, const Tensor& lse_
   const dim3 grid((rows + 7) / 8);
   const auto s = static_cast<cudaStream_t>(ctx.stream);
   switch (out_a.dtype()) {
-    case DType::kFloat32: launch_b<F32>(p, out_b.dtype(), out.dtype(), s, grid, block); break;
-    case DType::kFloat16: launch_b<F16>(p, out_b.dtype(), out.dtype(), s, grid, block); break;
-    case DType::kBFloat16: launch_b<BF16>(p, out_b.dtype(), out.dtype(), s, grid, block); break;
-    default: FA_THROW_AS(InvalidArgument, "merge_attention: out_a must be a float tensor");
+    case DType::kFloat32:
+      launch_b<F32>(p, out_b.dtype(), out.dtype(), s, grid, block);
+      break;
+    case DType::kFloat16:
+      launch_b<F16>(p, out_b.dtype(), out.dtype(), s, grid, block);
+      break;
+    case DType::kBFloat16:
+      launch_b<BF16>(p, out_b.dtype(), out.dtype(), s, grid, block);
+      break;
+    default:
+      FA_THROW_AS(InvalidArgument, "merge_attention: out_a must be a float tensor");
   }
   FA_CUDA_CHECK_LAUNCH("merge_attention");
 }

@@ -120,7 +120,8 @@ __device__ __forceinline__ void store_from_float(Element* dst, const float (&f)[
   constexpr int kBytes = N * static_cast<int>(sizeof(Element));
   uint32_t w[kBytes / 4];
 #pragma unroll
-  for (int i = 0; i < kBytes / 4; ++i) w[i] = float_to_word<Element>(f + i * kElemsPerWord<Element>);
+  for (int i = 0; i < kBytes / 4; ++i)
+    w[i] = float_to_word<Element>(f + i * kElemsPerWord<Element>);
   store_words<kBytes>(dst, w);
 }
 
@@ -143,7 +144,8 @@ __device__ __forceinline__ void store_floats(float* dst, const float (&f)[N]) {
   static_assert(N % 4 == 0, "float4 stores");
 #pragma unroll
   for (int i = 0; i < N / 4; ++i) {
-    reinterpret_cast<float4*>(dst)[i] = make_float4(f[4 * i], f[4 * i + 1], f[4 * i + 2], f[4 * i + 3]);
+    reinterpret_cast<float4*>(dst)[i] =
+        make_float4(f[4 * i], f[4 * i + 1], f[4 * i + 2], f[4 * i + 3]);
   }
 }
 
@@ -194,14 +196,16 @@ struct DecodeTraits {
   static constexpr int kChunksPerLane = kChunks / kLanesPerKey;
   static constexpr int kBlockN = kWarps * kKeysPerWarp;
   // P V: head-dim columns per lane, a power of two (D = 80 / 96 leave lanes idle: 20 / 24 active).
-  static constexpr int kPiece = kHeadDim == 64 || kHeadDim == 128 || kHeadDim == 256 ? kHeadDim / 32 : 4;
+  static constexpr int kPiece =
+      kHeadDim == 64 || kHeadDim == 128 || kHeadDim == 256 ? kHeadDim / 32 : 4;
   static constexpr int kPvLanes = kHeadDim / kPiece;
   static constexpr int kQStride = kHeadDim + 4;  // floats per shared query row
   // Global -> shared copies: 16-byte chunks of one K (and one V) tile per thread.
   static constexpr int kTileChunks = kBlockN * kChunks;
   static constexpr int kLoadIters = (kTileChunks + kThreads - 1) / kThreads;
 
-  static_assert(kHeadDim % kChunkElems == 0 && kChunks % 2 == 0, "head dim: whole, even chunk count");
+  static_assert(kHeadDim % kChunkElems == 0 && kChunks % 2 == 0,
+                "head dim: whole, even chunk count");
   static_assert(kChunks % kLanesPerKey == 0, "head-dim chunks split evenly over a key's lanes");
   static_assert(kHeadDim % kPiece == 0 && kPvLanes <= 32, "P V column pieces");
   static_assert(kPiece * kElemBytes % 4 == 0, "P V pieces are whole 32-bit words");

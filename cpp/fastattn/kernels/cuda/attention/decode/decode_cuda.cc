@@ -14,15 +14,15 @@
 #include <vector>
 
 #include "fastattn/core/allocator.h"
+#include "fastattn/core/cuda/cuda_check.h"
 #include "fastattn/core/cuda/device_guard.h"
 #include "fastattn/core/env.h"
 #include "fastattn/kernels/attention/fmha_softmax.h"
-#include "fastattn/core/cuda/cuda_check.h"
 #include "fastattn/kernels/cuda/attention/attention_device_cuda.h"
 #include "fastattn/kernels/cuda/attention/attention_registry.h"
-#include "fastattn/kernels/cuda/device_props.h"
 #include "fastattn/kernels/cuda/attention/decode/decode_launch.h"
 #include "fastattn/kernels/cuda/attention/decode/decode_params.h"
+#include "fastattn/kernels/cuda/device_props.h"
 
 namespace fastattn::kernels::cuda {
 namespace {
@@ -34,16 +34,17 @@ enum class DecodeCopyPath {
   kRegisters,  // 16-byte loads staged in registers (AttentionKernel::kDecodeRegStaged)
 };
 
-constexpr int kThreads = 128;         // 4 warps per split CTA (DecodeTraits::kThreads)
+constexpr int kThreads = 128;  // 4 warps per split CTA (DecodeTraits::kThreads)
 // A split below this many keys costs more in merging than it gains. FASTATTN_DECODE_MIN_SPLIT_KEYS
 // overrides it (an A/B knob for bench decode / e2e: 1..65536).
 constexpr int kMinKeysPerSplit = 64;
 
 int min_keys_per_split() {
-  static const int keys = static_cast<int>(env_int("FASTATTN_DECODE_MIN_SPLIT_KEYS", kMinKeysPerSplit, 1, 65536));
+  static const int keys =
+      static_cast<int>(env_int("FASTATTN_DECODE_MIN_SPLIT_KEYS", kMinKeysPerSplit, 1, 65536));
   return keys;
 }
-constexpr int kMinCtasPerSm = 2;       // the heuristic aims for at least 2 x SMs CTAs
+constexpr int kMinCtasPerSm = 2;  // the heuristic aims for at least 2 x SMs CTAs
 
 // Every compiled decode kernel, one entry per (dtype, head dim, row tile), from the attention
 // registry's decode instances (each file is registered under both copy paths: taken once).
@@ -121,7 +122,8 @@ const DecodeKernelEntry* pick_entry(DType dtype, int head_dim, int64_t rows_need
       continue;
     }
     const bool fits = e.rows >= rows_needed, best_fits = best->rows >= rows_needed;
-    if ((fits && (!best_fits || e.rows < best->rows)) || (!fits && !best_fits && e.rows > best->rows)) {
+    if ((fits && (!best_fits || e.rows < best->rows)) ||
+        (!fits && !best_fits && e.rows > best->rows)) {
       best = &e;
     }
   }
@@ -134,7 +136,6 @@ int64_t visible_keys(int window_left, int window_right, int64_t max_k, int rows,
   const int64_t positions = (rows + group - 1) / group + 1;  // query tokens a tile spans
   return std::min<int64_t>(max_k, window_left + window_right + positions);
 }
-
 
 int64_t pow2_floor(int64_t n) {
   int64_t p = 1;
@@ -180,7 +181,8 @@ struct KernelChoice {
   }
 };
 
-KernelChoice choose_kernel(int dev, DType dt, int head_dim, int64_t rows_needed, DecodeCopyPath path) {
+KernelChoice choose_kernel(int dev, DType dt, int head_dim, int64_t rows_needed,
+                           DecodeCopyPath path) {
   const DeviceProps props = device_props(dev);
   KernelChoice k;
   k.entry = pick_entry(dt, head_dim, rows_needed);
@@ -210,18 +212,20 @@ int decode_num_splits(int device, const DecodeSplitQuery& q) {
            "decode_num_splits: bad shape");
   const DeviceGuard guard(device);
   const int group = q.num_heads_q / q.num_heads_k;
-  const KernelChoice k = choose_kernel(device, q.dtype, q.head_dim,
-                                       static_cast<int64_t>(q.max_seqlen_q) * group, DecodeCopyPath::kAuto);
+  const KernelChoice k =
+      choose_kernel(device, q.dtype, q.head_dim, static_cast<int64_t>(q.max_seqlen_q) * group,
+                    DecodeCopyPath::kAuto);
   const int window_right = causal_window_right(q.causal, -1);
-  return k.splits_for(q.batch * q.num_heads_k,
-                      visible_keys(q.window_left, window_right, q.max_seqlen_k, k.entry->rows, group));
+  return k.splits_for(q.batch * q.num_heads_k, visible_keys(q.window_left, window_right,
+                                                            q.max_seqlen_k, k.entry->rows, group));
 }
 
 void decode_reset_split_counters(const Context& ctx) {
   const int dev = ctx.device.index;
   const DeviceGuard guard(dev);
   const auto stream = static_cast<cudaStream_t>(ctx.stream);
-  FA_CUDA_CHECK(cudaMemsetAsync(split_counters(dev, stream), 0, kMaxSplitCounters * sizeof(unsigned), stream));
+  FA_CUDA_CHECK(cudaMemsetAsync(split_counters(dev, stream), 0,
+                                kMaxSplitCounters * sizeof(unsigned), stream));
 }
 
 bool decode_supports(DType dtype, int head_dim) {
@@ -259,9 +263,11 @@ void decode_forward_cuda(const Context& ctx, const FmhaParams& p, const FmhaShap
   const int dev = p.q.device().index;
   const DeviceGuard guard(dev);
   const int group = sh.num_heads_q / sh.num_heads_k;
-  const int max_q = sh.max_seqlen_q > 0 ? sh.max_seqlen_q : device_max_seqlen(ctx, p.cu_seqlens_q, true);
+  const int max_q =
+      sh.max_seqlen_q > 0 ? sh.max_seqlen_q : device_max_seqlen(ctx, p.cu_seqlens_q, true);
   if (max_q == 0) return;
-  const KernelChoice k = choose_kernel(dev, dt, sh.head_dim, static_cast<int64_t>(max_q) * group, path);
+  const KernelChoice k =
+      choose_kernel(dev, dt, sh.head_dim, static_cast<int64_t>(max_q) * group, path);
   const DecodeKernelEntry* e = k.entry;
   const void* kernel = k.kernel;
   const size_t smem = k.smem;
@@ -274,8 +280,10 @@ void decode_forward_cuda(const Context& ctx, const FmhaParams& p, const FmhaShap
   int splits = p.num_splits;
   if (splits == 0) {
     const Tensor& lengths = sh.paged ? p.seqlens_k : p.cu_seqlens_k;
-    const int max_k = p.max_seqlen_k > 0 ? p.max_seqlen_k : device_max_seqlen(ctx, lengths, !sh.paged);
-    splits = k.splits_for(sh.batch * sh.num_heads_k, visible_keys(sm.window_left, sm.window_right, max_k, e->rows, group));
+    const int max_k =
+        p.max_seqlen_k > 0 ? p.max_seqlen_k : device_max_seqlen(ctx, lengths, !sh.paged);
+    splits = k.splits_for(sh.batch * sh.num_heads_k,
+                          visible_keys(sm.window_left, sm.window_right, max_k, e->rows, group));
   }
 
   DecodeDeviceParams d{};
@@ -344,8 +352,9 @@ void decode_forward_cuda(const Context& ctx, const FmhaParams& p, const FmhaShap
   const bool merge_kernel = splits > 1 && grid_tiles > kMaxSplitCounters;
   if (splits > 1 && !merge_kernel) d.split_counters = split_counters(dev, stream);
   void* args[] = {&d};
-  FA_CUDA_CHECK(cudaLaunchKernel(kernel, dim3(static_cast<unsigned>(q_tiles * sh.num_heads_k), splits,
-                                              static_cast<unsigned>(sh.batch)),
+  FA_CUDA_CHECK(cudaLaunchKernel(kernel,
+                                 dim3(static_cast<unsigned>(q_tiles * sh.num_heads_k), splits,
+                                      static_cast<unsigned>(sh.batch)),
                                  dim3(kThreads), args, smem, stream));
   if (merge_kernel) {
     const int64_t rows = sh.total_q * sh.num_heads_q;  // one merge CTA each

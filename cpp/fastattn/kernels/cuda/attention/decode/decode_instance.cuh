@@ -13,15 +13,16 @@ template <typename Element, int kHeadDim, int kRows>
 DecodeKernelEntry make_decode_entry(DType dtype) {
   using Async = DecodeTraits<Element, kHeadDim, kRows, kDecodeAsyncStages>;
   using Staged = DecodeTraits<Element, kHeadDim, kRows, kDecodeRegStages>;
-  return DecodeKernelEntry{dtype,
-                           kHeadDim,
-                           kRows,
-                           Async::kBlockN,
-                           Staged::kBlockN,
-                           reinterpret_cast<const void*>(&decode_split_kernel<Element, kHeadDim, kRows, false>),
-                           reinterpret_cast<const void*>(&decode_split_kernel<Element, kHeadDim, kRows, true>),
-                           Async::kSmemBytes,
-                           Staged::kSmemBytes};
+  return DecodeKernelEntry{
+      dtype,
+      kHeadDim,
+      kRows,
+      Async::kBlockN,
+      Staged::kBlockN,
+      reinterpret_cast<const void*>(&decode_split_kernel<Element, kHeadDim, kRows, false>),
+      reinterpret_cast<const void*>(&decode_split_kernel<Element, kHeadDim, kRows, true>),
+      Async::kSmemBytes,
+      Staged::kSmemBytes};
 }
 
 // Row tiles 4, 8 and 16 (decode_cuda.cc picks the smallest that holds a sequence's rows); at head

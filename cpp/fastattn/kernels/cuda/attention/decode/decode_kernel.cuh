@@ -69,9 +69,10 @@ __device__ __forceinline__ void compute_tile(const DecodeDeviceParams& p, const 
   }
 
   // Mask (only tiles that cross the split end or a causal / window edge) and ALiBi.
-  const bool need_mask = n0 + T::kBlockN > t.split_hi ||
-                         (p.window_right >= 0 && n0 + T::kBlockN - 1 > t.diag_lo + p.window_right) ||
-                         (p.window_left >= 0 && n0 < t.diag_hi - p.window_left);
+  const bool need_mask =
+      n0 + T::kBlockN > t.split_hi ||
+      (p.window_right >= 0 && n0 + T::kBlockN - 1 > t.diag_lo + p.window_right) ||
+      (p.window_left >= 0 && n0 < t.diag_hi - p.window_left);
   if (need_mask || p.alibi_slopes != nullptr) {
     const int* diag = sm.row_diag();
     const float* slope = sm.row_slope();
@@ -100,7 +101,8 @@ __device__ __forceinline__ void compute_tile(const DecodeDeviceParams& p, const 
   if (part == 0) {
 #pragma unroll
     for (int r = 0; r < kRows; r += 4) {
-      *reinterpret_cast<float4*>(sp + j * kRows + r) = make_float4(s[r], s[r + 1], s[r + 2], s[r + 3]);
+      *reinterpret_cast<float4*>(sp + j * kRows + r) =
+          make_float4(s[r], s[r + 1], s[r + 2], s[r + 3]);
     }
   }
   __syncwarp();
@@ -131,8 +133,8 @@ __device__ __forceinline__ void compute_tile(const DecodeDeviceParams& p, const 
 
 // Query rows of the tile (scaled, fp32) and their mask info into shared memory.
 template <class T>
-__device__ __forceinline__ void load_query_rows(const DecodeDeviceParams& p, const DecodeTileInfo& t,
-                                                const DecodeSmem<T>& sm) {
+__device__ __forceinline__ void load_query_rows(const DecodeDeviceParams& p,
+                                                const DecodeTileInfo& t, const DecodeSmem<T>& sm) {
   using Element = typename T::Element;
   constexpr int kCe = T::kChunkElems;
   const Element* q = static_cast<const Element*>(p.q);
@@ -170,7 +172,7 @@ __device__ __forceinline__ void load_query_rows(const DecodeDeviceParams& p, con
 // zero again for the next launch on the stream (decode_cuda.cc keeps one buffer per stream).
 template <class T>
 __device__ __forceinline__ void merge_if_last(const DecodeDeviceParams& p, const DecodeTileInfo& t,
-                                           const DecodeSmem<T>& sm) {
+                                              const DecodeSmem<T>& sm) {
   using Element = typename T::Element;
   __shared__ int is_last;
   __threadfence();  // this CTA's partials are visible device-wide before it is counted
@@ -194,12 +196,14 @@ __device__ __forceinline__ void merge_if_last(const DecodeDeviceParams& p, const
     const int64_t prow = (t.q_start + row / p.group) * static_cast<int64_t>(p.num_heads_q) +
                          t.kv_head * p.group + row % p.group;
     float mx = -INFINITY;
-    for (int s = lane; s < p.num_splits; s += 32) mx = fmaxf(mx, __ldcg(p.part_lse + s * split_stride + prow));
+    for (int s = lane; s < p.num_splits; s += 32)
+      mx = fmaxf(mx, __ldcg(p.part_lse + s * split_stride + prow));
 #pragma unroll
     for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
     const float base = mx == -INFINITY ? 0.f : mx;
     float sum = 0.f;
-    for (int s = lane; s < p.num_splits; s += 32) sum += fast_exp2(__ldcg(p.part_lse + s * split_stride + prow) - base);
+    for (int s = lane; s < p.num_splits; s += 32)
+      sum += fast_exp2(__ldcg(p.part_lse + s * split_stride + prow) - base);
 #pragma unroll
     for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
     if (lane == 0) {
@@ -315,7 +319,8 @@ __device__ __forceinline__ void write_split(const DecodeDeviceParams& p, const D
       store_from_float<Element, kCe>(out + c * kCe, o);
       if (c == 0 && p.lse != nullptr) p.lse[head * p.lse_head_stride + token] = lse2 * kLn2;
     } else {
-      const int64_t prow = (static_cast<int64_t>(blockIdx.y) * p.total_q + token) * p.num_heads_q + head;
+      const int64_t prow =
+          (static_cast<int64_t>(blockIdx.y) * p.total_q + token) * p.num_heads_q + head;
       store_floats<kCe>(p.part_out + prow * T::kHeadDim + c * kCe, o);
       if (c == 0) p.part_lse[prow] = lse2;
     }
@@ -341,7 +346,8 @@ __global__ void __launch_bounds__(128) decode_split_kernel(const DecodeDevicePar
   } else
 #endif
   {
-    using T = DecodeTraits<Element, kHeadDim, kRows, kAsync ? kDecodeAsyncStages : kDecodeRegStages>;
+    using T =
+        DecodeTraits<Element, kHeadDim, kRows, kAsync ? kDecodeAsyncStages : kDecodeRegStages>;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     const DecodeSmem<T> sm{smem_raw};
     DecodeTileInfo t;
@@ -357,7 +363,8 @@ __global__ void __launch_bounds__(128) decode_split_kernel(const DecodeDevicePar
     }
     load_query_rows<T>(p, t, sm);  // visible after the first barrier of the loop
 
-    const int num_tiles = t.split_hi > t.split_lo ? (t.split_hi - t.split_lo + T::kBlockN - 1) / T::kBlockN : 0;
+    const int num_tiles =
+        t.split_hi > t.split_lo ? (t.split_hi - t.split_lo + T::kBlockN - 1) / T::kBlockN : 0;
     BlockIds<T> ids;  // of the next tile to copy
     if (num_tiles > 0) ids.load(p, t, t.split_lo);
     if constexpr (kAsync) {

@@ -17,12 +17,13 @@ constexpr int kMergeWarps = 8;
 constexpr int kMergeMaxHeadDim = 256;
 
 template <typename Element>
-__global__ void __launch_bounds__(kMergeWarps * 32) decode_merge_kernel(const DecodeDeviceParams p) {
+__global__ void __launch_bounds__(kMergeWarps * 32)
+    decode_merge_kernel(const DecodeDeviceParams p) {
   __shared__ __align__(16) float s_acc[kMergeWarps][kMergeMaxHeadDim];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t rows = p.total_q * p.num_heads_q;
   const int64_t row = blockIdx.x;
-  const float* lse_row = p.part_lse + row;  // split s at lse_row[s * rows]
+  const float* lse_row = p.part_lse + row;               // split s at lse_row[s * rows]
   const float* out_row = p.part_out + row * p.head_dim;  // split s at out_row[s * rows * D]
 
   // Max and sum over the splits (every warp, lanes striding over the splits: no barrier).

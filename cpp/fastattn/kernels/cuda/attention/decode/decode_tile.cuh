@@ -12,11 +12,11 @@ namespace fastattn::kernels::cuda::decode {
 // Where this CTA's rows and keys are.
 struct DecodeTileInfo {
   int batch, kv_head;
-  int q_start, seqlen_q;  // this sequence's rows of q / out
-  int k_start, seqlen_k;  // contiguous KV: its rows of k / v
-  int row0, rows;         // first (token, head) row of the tile, valid rows in it
-  int diag_lo, diag_hi;   // key position of the first / last query token of the tile
-  int split_lo, split_hi; // keys [split_lo, split_hi) of this split
+  int q_start, seqlen_q;   // this sequence's rows of q / out
+  int k_start, seqlen_k;   // contiguous KV: its rows of k / v
+  int row0, rows;          // first (token, head) row of the tile, valid rows in it
+  int diag_lo, diag_hi;    // key position of the first / last query token of the tile
+  int split_lo, split_hi;  // keys [split_lo, split_hi) of this split
 };
 
 __device__ __forceinline__ bool tile_info(const DecodeDeviceParams& p, int block_n, int k_rows,
@@ -42,7 +42,8 @@ __device__ __forceinline__ bool tile_info(const DecodeDeviceParams& p, int block
   t.diag_hi = (t.row0 + t.rows - 1) / p.group + offset;
   // Keys some row of the tile can see, cut into num_splits runs of whole tiles.
   const int n_begin = p.window_left >= 0 ? max(0, t.diag_lo - p.window_left) : 0;
-  const int n_end = p.window_right >= 0 ? min(t.seqlen_k, t.diag_hi + p.window_right + 1) : t.seqlen_k;
+  const int n_end =
+      p.window_right >= 0 ? min(t.seqlen_k, t.diag_hi + p.window_right + 1) : t.seqlen_k;
   const int tiles = n_end > n_begin ? (n_end - n_begin + block_n - 1) / block_n : 0;
   const int per_split = (tiles + p.num_splits - 1) / p.num_splits;
   t.split_lo = n_begin + blockIdx.y * per_split * block_n;
@@ -60,7 +61,8 @@ template <class T>
 struct BlockIds {
   int id[T::kLoadIters];
 
-  __device__ __forceinline__ void load(const DecodeDeviceParams& p, const DecodeTileInfo& t, int n0) {
+  __device__ __forceinline__ void load(const DecodeDeviceParams& p, const DecodeTileInfo& t,
+                                       int n0) {
     if (p.block_table == nullptr) return;
     const int32_t* table = p.block_table + t.batch * p.block_table_stride;
 #pragma unroll
@@ -111,9 +113,9 @@ struct DecodeSmem {
 
 // cp.async path: chunk i of this thread's share of a K and a V tile, zero-filled past split_hi.
 template <class T>
-__device__ __forceinline__ void issue_tile_async(const DecodeDeviceParams& p, const DecodeTileInfo& t,
-                                                 const DecodeSmem<T>& sm, int stage, int n0,
-                                                 const BlockIds<T>& ids) {
+__device__ __forceinline__ void issue_tile_async(const DecodeDeviceParams& p,
+                                                 const DecodeTileInfo& t, const DecodeSmem<T>& sm,
+                                                 int stage, int n0, const BlockIds<T>& ids) {
   using Element = typename T::Element;
   const Element* k = static_cast<const Element*>(p.k);
   const Element* v = static_cast<const Element*>(p.v);
@@ -138,8 +140,8 @@ struct StagedTile {
   uint4 k[T::kLoadIters];
   uint4 v[T::kLoadIters];
 
-  __device__ __forceinline__ void fetch(const DecodeDeviceParams& p, const DecodeTileInfo& t, int n0,
-                                        const BlockIds<T>& ids) {
+  __device__ __forceinline__ void fetch(const DecodeDeviceParams& p, const DecodeTileInfo& t,
+                                        int n0, const BlockIds<T>& ids) {
     using Element = typename T::Element;
     const Element* kp = static_cast<const Element*>(p.k);
     const Element* vp = static_cast<const Element*>(p.v);

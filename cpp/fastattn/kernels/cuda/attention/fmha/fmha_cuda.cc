@@ -8,8 +8,8 @@
 #include "fastattn/kernels/attention/fmha_softmax.h"
 #include "fastattn/kernels/cuda/attention/attention_registry.h"
 #include "fastattn/kernels/cuda/attention/decode/decode_cuda.h"
-#include "fastattn/kernels/cuda/device_props.h"
 #include "fastattn/kernels/cuda/attention/fmha/fmha_cuda.h"
+#include "fastattn/kernels/cuda/device_props.h"
 
 namespace fastattn::kernels::cuda {
 
@@ -19,8 +19,8 @@ std::vector<std::string> fmha_cuda_instances() {
   std::vector<std::string> out;
   for (int i = 0; i < n; ++i) {
     out.push_back(std::string(attention_kernel_name(table[i].kernel)) + "/hd" +
-                  std::to_string(table[i].head_dim) + "/" + dtype_name(table[i].dtype) +
-                  " (sm " + table[i].archs + ")");
+                  std::to_string(table[i].head_dim) + "/" + dtype_name(table[i].dtype) + " (sm " +
+                  table[i].archs + ")");
   }
   return out;
 }

@@ -56,15 +56,17 @@ struct FmhaTraits {
 // Copies rows [row0, row0 + rows) of a [*, D] matrix (row stride in elements) into a padded
 // shared tile; rows at or past `limit` are zero-filled.
 template <class T>
-__device__ __forceinline__ void load_tile(typename T::Element* smem, const typename T::Element* gmem,
-                                          int64_t row_stride, int row0, int rows, int limit) {
+__device__ __forceinline__ void load_tile(typename T::Element* smem,
+                                          const typename T::Element* gmem, int64_t row_stride,
+                                          int row0, int rows, int limit) {
   constexpr int kChunks = T::kChunksPerRow;
   for (int i = threadIdx.x; i < rows * kChunks; i += T::kThreads) {
     const int r = i / kChunks;
     const int c = i - r * kChunks;
     const int row = row0 + r;
     const bool valid = row < limit;
-    const typename T::Element* src = gmem + (valid ? static_cast<int64_t>(row) * row_stride : 0) + c * 8;
+    const typename T::Element* src =
+        gmem + (valid ? static_cast<int64_t>(row) * row_stride : 0) + c * 8;
     cp_async_16(smem_u32(smem + r * T::kRowElems + c * 8), src, valid ? 16 : 0);
   }
 }
@@ -103,7 +105,8 @@ __global__ void __launch_bounds__(T::kThreads) fmha_fwd_kernel(const FmhaDeviceP
 #pragma unroll
   for (int mt = 0; mt < kMTiles; ++mt) {
 #pragma unroll
-    for (int dt = 0; dt < kDTiles; ++dt) o[mt][dt][0] = o[mt][dt][1] = o[mt][dt][2] = o[mt][dt][3] = 0.f;
+    for (int dt = 0; dt < kDTiles; ++dt)
+      o[mt][dt][0] = o[mt][dt][1] = o[mt][dt][2] = o[mt][dt][3] = 0.f;
     row_max[mt][0] = row_max[mt][1] = -INFINITY;
     row_sum[mt][0] = row_sum[mt][1] = 0.f;
   }
@@ -125,7 +128,8 @@ __global__ void __launch_bounds__(T::kThreads) fmha_fwd_kernel(const FmhaDeviceP
 #pragma unroll
     for (int mt = 0; mt < kMTiles; ++mt)
 #pragma unroll
-      for (int nt = 0; nt < kNTiles; ++nt) s[mt][nt][0] = s[mt][nt][1] = s[mt][nt][2] = s[mt][nt][3] = 0.f;
+      for (int nt = 0; nt < kNTiles; ++nt)
+        s[mt][nt][0] = s[mt][nt][1] = s[mt][nt][2] = s[mt][nt][3] = 0.f;
 #pragma unroll
     for (int ks = 0; ks < T::kKSteps; ++ks) {
       uint32_t a[kMTiles][4];
@@ -163,7 +167,8 @@ __global__ void __launch_bounds__(T::kThreads) fmha_fwd_kernel(const FmhaDeviceP
           for (int i = 0; i < 4; ++i) {
             const int q_row = row_lo + warp * T::kWarpM + mt * 16 + g + (i / 2) * 8;
             const int k_col = col0 + nt * 8 + 2 * t + (i % 2);
-            const float x = info.masked(p, alibi ? s[mt][nt][i] * p.scale_log2 : s[mt][nt][i], q_row, k_col);
+            const float x =
+                info.masked(p, alibi ? s[mt][nt][i] * p.scale_log2 : s[mt][nt][i], q_row, k_col);
             s[mt][nt][i] = x;
           }
         }
@@ -177,7 +182,8 @@ __global__ void __launch_bounds__(T::kThreads) fmha_fwd_kernel(const FmhaDeviceP
       for (int h = 0; h < 2; ++h) {
         float mx = -INFINITY;
 #pragma unroll
-        for (int nt = 0; nt < kNTiles; ++nt) mx = fmaxf(mx, fmaxf(s[mt][nt][2 * h], s[mt][nt][2 * h + 1]));
+        for (int nt = 0; nt < kNTiles; ++nt)
+          mx = fmaxf(mx, fmaxf(s[mt][nt][2 * h], s[mt][nt][2 * h + 1]));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
         const OnlineSoftmaxStep step = online_softmax_step(row_max[mt][h], mx * sc);
@@ -232,8 +238,8 @@ __global__ void __launch_bounds__(T::kThreads) fmha_fwd_kernel(const FmhaDeviceP
   }
 
   // Epilogue: normalise, write O (and the LSE) once.
-  Element* o_base = static_cast<Element*>(p.out) + static_cast<int64_t>(info.q_start) * p.o_row_stride +
-                    head * p.o_head_stride;
+  Element* o_base = static_cast<Element*>(p.out) +
+                    static_cast<int64_t>(info.q_start) * p.o_row_stride + head * p.o_head_stride;
 #pragma unroll
   for (int mt = 0; mt < kMTiles; ++mt) {
 #pragma unroll

@@ -49,8 +49,7 @@
 
 namespace fastattn::kernels::cuda {
 
-struct Mma884 {
-};
+struct Mma884 {};
 
 // D (8x8 f32) += A (8x4 f16, row) * B (4x8 f16, col or row), per quad-pair.
 template <bool kBRowMajor>
@@ -94,8 +93,8 @@ struct FmhaTraitsSm70 {
   static constexpr int kBlockM = kNumWarps * 32;  // 4 quad-pairs x 8 rows per warp
   static constexpr int kBlockN = kBlockN_;
   static constexpr bool kSwizzle = kSwizzle_;
-  static constexpr int kChunks = kHeadDim / 8;               // 16-byte chunks of data per row
-  static constexpr int kRowChunks = (kChunks + 7) / 8 * 8;   // padded to 128-byte groups
+  static constexpr int kChunks = kHeadDim / 8;              // 16-byte chunks of data per row
+  static constexpr int kRowChunks = (kChunks + 7) / 8 * 8;  // padded to 128-byte groups
   static constexpr int kPRowChunks = (kBlockN / 8 + 7) / 8 * 8;
   static constexpr int kDSplit = kDSplit_;
   static constexpr int kDTiles = kHeadDim / 8 / kDSplit;  // O n8 tiles per pass
@@ -117,7 +116,8 @@ __device__ __forceinline__ void sm70_load_tile(__half* smem, const __half* gmem,
     const int c = i - r * T::kChunks;
     uint4 v = make_uint4(0, 0, 0, 0);
     if (row0 + r < limit) {
-      v = *reinterpret_cast<const uint4*>(gmem + static_cast<int64_t>(row0 + r) * row_stride + c * 8);
+      v = *reinterpret_cast<const uint4*>(gmem + static_cast<int64_t>(row0 + r) * row_stride +
+                                          c * 8);
     }
     *reinterpret_cast<uint4*>(smem + sm70_offset<T::kRowChunks, T::kSwizzle>(r, c * 8)) = v;
   }
@@ -142,12 +142,12 @@ __global__ void __launch_bounds__(T::kThreads) fmha_fwd_sm70_kernel(const FmhaDe
 
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
-  const int qp = (lane >> 2) & 3;                  // quad-pair
-  const int qi = (lane & 3) + 4 * (lane >> 4);     // thread index inside the quad-pair
+  const int qp = (lane >> 2) & 3;               // quad-pair
+  const int qi = (lane & 3) + 4 * (lane >> 4);  // thread index inside the quad-pair
   const int i0 = lane & 1, i1 = (lane >> 1) & 1, i2 = lane >> 4;
   __half* sP = sV + T::kKVElems + warp * T::kPElems;
-  const int warp_row0 = warp * 32;                 // first row of this warp in the block
-  const int a_row = warp_row0 + qp * 8 + qi;       // the row this thread feeds as A
+  const int warp_row0 = warp * 32;            // first row of this warp in the block
+  const int a_row = warp_row0 + qp * 8 + qi;  // the row this thread feeds as A
   // The two accumulator rows this thread holds (h = v1), relative to the warp.
   const int acc_row[2] = {qp * 8 + i0 + 4 * i2, qp * 8 + i0 + 2 + 4 * i2};
 
@@ -186,14 +186,16 @@ __global__ void __launch_bounds__(T::kThreads) fmha_fwd_sm70_kernel(const FmhaDe
         const uint4 a = *reinterpret_cast<const uint4*>(sQ + sm70_offset<kRC, kSw>(a_row, kc * 8));
 #pragma unroll
         for (int nt = 0; nt < kNTiles; ++nt) {
-          const uint4 b = *reinterpret_cast<const uint4*>(sK + sm70_offset<kRC, kSw>(nt * 8 + qi, kc * 8));
+          const uint4 b =
+              *reinterpret_cast<const uint4*>(sK + sm70_offset<kRC, kSw>(nt * 8 + qi, kc * 8));
           mma884<false>(s[nt], a.x, a.y, b.x, b.y);
           mma884<false>(s[nt], a.z, a.w, b.z, b.w);
         }
       }
 
       // Scale, mask, online softmax (rows live in lanes l and l ^ 2).
-      const bool need_mask = info.block_needs_mask(p, nb, kBlockM, kBlockN) || p.alibi_slopes != nullptr;
+      const bool need_mask =
+          info.block_needs_mask(p, nb, kBlockM, kBlockN) || p.alibi_slopes != nullptr;
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         const int q_row = info.row_lo + warp_row0 + acc_row[h];
@@ -240,7 +242,8 @@ __global__ void __launch_bounds__(T::kThreads) fmha_fwd_sm70_kernel(const FmhaDe
 #pragma unroll
           for (int v2 = 0; v2 < 2; ++v2) {
             const int col = nt * 8 + 2 * i1 + 4 * v2;
-            const __half2 pair = __floats2half2_rn(s[nt][2 * h + 4 * v2], s[nt][1 + 2 * h + 4 * v2]);
+            const __half2 pair =
+                __floats2half2_rn(s[nt][2 * h + 4 * v2], s[nt][1 + 2 * h + 4 * v2]);
             *reinterpret_cast<__half2*>(sP + sm70_offset<kPRC, kSw>(acc_row[h], col)) = pair;
           }
         }
@@ -250,7 +253,8 @@ __global__ void __launch_bounds__(T::kThreads) fmha_fwd_sm70_kernel(const FmhaDe
       // O += P V: per 8 keys (one 16-byte chunk of P), two k4 steps.
 #pragma unroll
       for (int kc = 0; kc < kBlockN / 8; ++kc) {
-        const uint4 a = *reinterpret_cast<const uint4*>(sP + sm70_offset<kPRC, kSw>(qp * 8 + qi, kc * 8));
+        const uint4 a =
+            *reinterpret_cast<const uint4*>(sP + sm70_offset<kPRC, kSw>(qp * 8 + qi, kc * 8));
 #pragma unroll
         for (int step = 0; step < 2; ++step) {
           const int key = kc * 8 + step * 4 + (lane & 3);
@@ -267,8 +271,8 @@ __global__ void __launch_bounds__(T::kThreads) fmha_fwd_sm70_kernel(const FmhaDe
     }
 
     // Epilogue: normalise and write the two rows this thread holds; lanes with i1 == 0 write LSE.
-    __half* o_base = static_cast<__half*>(p.out) + static_cast<int64_t>(info.q_start) * p.o_row_stride +
-                     head * p.o_head_stride;
+    __half* o_base = static_cast<__half*>(p.out) +
+                     static_cast<int64_t>(info.q_start) * p.o_row_stride + head * p.o_head_stride;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       float sum = row_sum[h];

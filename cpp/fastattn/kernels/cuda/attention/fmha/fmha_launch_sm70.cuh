@@ -16,7 +16,8 @@ namespace fastattn::kernels::cuda {
 template <int kHeadDim, bool kSwizzle>
 void launch_fmha_sm70(const FmhaDeviceParams& p, cudaStream_t stream) {
   constexpr bool kWide = kHeadDim > 128;
-  using T = FmhaTraitsSm70<__half, kHeadDim, kWide ? 32 : 64, kWide ? 2 : 4, kSwizzle, kWide ? 2 : 1>;
+  using T =
+      FmhaTraitsSm70<__half, kHeadDim, kWide ? 32 : 64, kWide ? 2 : 4, kSwizzle, kWide ? 2 : 1>;
   auto kernel = fmha_fwd_sm70_kernel<T>;
   FA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                      static_cast<int>(T::kSmemBytes)));
