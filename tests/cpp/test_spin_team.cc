@@ -65,8 +65,8 @@ bool linear_matches(int64_t N, int64_t K, uint32_t seed) {
 
 }  // namespace
 
-TEST(team_is_off_by_default_and_switches) {
-  if (std::getenv("FASTATTN_SPIN_TEAM") == nullptr) CHECK(!kernels::cpu::team_enabled());
+TEST(team_is_on_by_default_and_switches) {
+  if (std::getenv("FASTATTN_SPIN_TEAM") == nullptr) CHECK(kernels::cpu::team_enabled());
   set_team_enabled(false);
   CHECK(!team_run(2, &count_share, nullptr));  // off: refused, nothing runs
   CHECK(!set_team_enabled(true));

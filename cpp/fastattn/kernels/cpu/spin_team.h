@@ -30,9 +30,9 @@ namespace fastattn::kernels::cpu {
 using TeamFn = void (*)(void* arg, int t, int nt);
 bool team_run(int nt, TeamFn fn, void* arg);
 
-// Whether the team is used (team_run returns false while it is not): off unless
-// FASTATTN_SPIN_TEAM=1 is set in the environment (the measurements on the loaded development VM
-// did not confirm a gain: docs/CPU_DECODE.md); set_team_enabled switches it at run time (for
+// Whether the team is used (team_run returns false while it is not): on unless
+// FASTATTN_SPIN_TEAM=0 is set in the environment (measured on a quiet machine:
+// docs/CPU_DECODE.md); set_team_enabled switches it at run time (for
 // measuring the team against OpenMP regions in one process: bench cpu-step --compare-team).
 // set_team_enabled returns the old value.
 bool team_enabled();
