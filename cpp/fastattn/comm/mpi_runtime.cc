@@ -4,7 +4,6 @@
 #include <sys/stat.h>
 
 #include <chrono>
-#include <climits>
 #include <cstdlib>
 #include <memory>
 #include <mutex>
@@ -39,12 +38,6 @@ const char* env(const char* name) {
 bool file_exists(const std::string& path) {
   struct stat st;
   return !path.empty() && ::stat(path.c_str(), &st) == 0;
-}
-
-// A launcher's rank / size variable (core/env.h: a value that is not an integer >= 0 is an
-// InvalidArgument naming it, not a silent rank 0 that would leave the job waiting).
-int env_count(const char* name, int fallback) {
-  return static_cast<int>(fastattn::env_int(name, fallback, 0, INT_MAX));
 }
 
 // Directory of the shared object (or executable) holding this function: the Python package's

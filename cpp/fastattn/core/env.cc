@@ -1,6 +1,7 @@
 #include "fastattn/core/env.h"
 
 #include <cerrno>
+#include <climits>
 #include <cstdlib>
 #include <cstring>
 
@@ -26,6 +27,10 @@ long long env_int(const char* name, long long fallback, long long lo, long long 
            "environment variable ", name, ": expected an integer in [", lo, ", ", hi, "], got '", v,
            "'");
   return value;
+}
+
+int env_count(const char* name, int fallback) {
+  return static_cast<int>(env_int(name, fallback, 0, INT_MAX));
 }
 
 }  // namespace fastattn

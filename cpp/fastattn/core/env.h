@@ -11,4 +11,7 @@ bool env_flag(const char* name, bool fallback);
 // variable, its value and the range.
 long long env_int(const char* name, long long fallback, long long lo, long long hi);
 
+// env_int over [0, INT_MAX] as an int (counts and indices: threads, CTAs, ranks).
+int env_count(const char* name, int fallback);
+
 }  // namespace fastattn

@@ -449,8 +449,7 @@ std::vector<EngineEvent> Engine::step() {
       std::remove_if(running_.begin(), running_.end(), [](const Request& r) { return r.done; }),
       running_.end());
   park_preempted();
-  int64_t stash_bytes = 0;
-  for (const Request& r : preempted_) stash_bytes += static_cast<int64_t>(r.stash.nbytes());
+  const int64_t stash_bytes = stashed_bytes();
   const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::lock_guard<std::mutex> lock(queue_mu_);
   for (const EngineEvent& e : events) {

@@ -184,6 +184,8 @@ class Engine {
   bool make_room(size_t i, int64_t tokens);
   // Prompt tokens running request r can add without preempting anyone.
   int64_t fitting_tokens(const Request& r) const;
+  // Host bytes the preempted requests' KV holds (those preempted this step included).
+  int64_t stashed_bytes() const;
   void preempt(Request& r);
   bool resume(Request& r);  // false (r unchanged) when the pools cannot take it back now
   // Moves this step's preempted requests from running_ to preempted_ (id order).

@@ -37,12 +37,17 @@ int64_t Engine::fitting_tokens(const Request& r) const {
   return std::max<int64_t>(slots - r.cached, 0);
 }
 
+int64_t Engine::stashed_bytes() const {
+  int64_t bytes = 0;
+  for (const Request& p : preempted_) bytes += static_cast<int64_t>(p.stash.nbytes());
+  for (const Request& p : running_)
+    bytes += p.preempt_now ? static_cast<int64_t>(p.stash.nbytes()) : 0;
+  return bytes;
+}
+
 void Engine::preempt(Request& r) {
   InferenceSession& s = session_;
-  int64_t stashed = 0;  // host bytes the preempted requests' KV holds already
-  for (const Request& p : preempted_) stashed += static_cast<int64_t>(p.stash.nbytes());
-  for (const Request& p : running_)
-    stashed += p.preempt_now ? static_cast<int64_t>(p.stash.nbytes()) : 0;
+  const int64_t stashed = stashed_bytes();
   const auto bytes =
       static_cast<int64_t>(KvStash::bytes_for(s.cache_->config(), *s.blocks_, r.cached));
   if (stashed + bytes <= stash_cap_bytes_) {

@@ -23,6 +23,7 @@ import re
 import tempfile
 from typing import Dict, List, Tuple
 
+from fastattention.bench.arguments import int_list
 from fastattention.bench.e2e_cuda import FULL, build_or_reuse, copy_bandwidth
 
 
@@ -30,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--layers", type=int, default=8, help="decoder layers of the 7B shape (1..32)"
     )
-    parser.add_argument("--batches", default="1,16", help="decode batch sizes")
+    parser.add_argument("--batches", type=int_list, default=[1, 16], help="decode batch sizes")
     parser.add_argument("--prompt-len", type=int, default=128, help="prompt tokens per sequence")
     parser.add_argument("--steps", type=int, default=32, help="decode steps profiled")
     parser.add_argument(
@@ -47,18 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
 
 
-def check_arguments(args: argparse.Namespace) -> List[int]:
+def check_arguments(args: argparse.Namespace) -> None:
     if not 1 <= args.layers <= 32:
         raise ValueError(f"--layers must be 1..32, got {args.layers}")
     if args.prompt_len < 1 or args.steps < 1 or args.top < 1:
         raise ValueError("--prompt-len, --steps and --top must be positive")
-    try:
-        batches = [int(b) for b in args.batches.split(",") if b.strip()]
-    except ValueError:
-        raise ValueError(f"--batches: expected comma-separated integers, got {args.batches!r}")
-    if not batches or min(batches) < 1:
-        raise ValueError(f"--batches: expected positive batch sizes, got {args.batches!r}")
-    return batches
 
 
 def short_name(name: str) -> str:
@@ -113,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
     import fastattention
     from fastattention import Session
 
-    batches = check_arguments(args)
+    check_arguments(args)
+    batches = args.batches
     if not fastattention.cuda_available():
         raise ValueError("bench step-profile: this build has no CUDA kernels or no GPU is visible")
     transformers.utils.logging.disable_progress_bar()

@@ -2,7 +2,6 @@
 
 #include <cuda_runtime.h>
 
-#include <climits>
 #include <cstdlib>
 #include <mutex>
 #include <string>
@@ -50,11 +49,6 @@ namespace {
 std::string env_str(const char* name) {
   const char* v = std::getenv(name);
   return v == nullptr ? "" : v;
-}
-
-// A non-negative int setting (core/env.h: InvalidArgument naming the variable otherwise).
-int env_count(const char* name, int fallback) {
-  return static_cast<int>(fastattn::env_int(name, fallback, 0, INT_MAX));
 }
 
 // SMs the tile GEMMs of the tiling-AllReduce use (-1: plan_tiles chooses); FASTATTN_TP_GEMM_SMS
