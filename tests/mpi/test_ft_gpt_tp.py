@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "python"))
-from test_export_ft_gpt import GPT2, write_ft_gpt2  # noqa: E402
+from test_export_ft_gpt import random_gpt2, write_ft_gpt2  # noqa: E402
 
 from fastattention.export import export_ft  # noqa: E402
 from fastattention.session import Session  # noqa: E402
@@ -26,13 +26,7 @@ MAX_NEW = 8
 
 
 def test_learned_positions_tp2_match_tp1(mpi, tmp_path):
-    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(**GPT2))
-    gen = torch.Generator().manual_seed(4)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=gen)
-            p.copy_(1.0 + 0.2 * noise if ".ln_" in name else 0.1 * noise)
-    ft = write_ft_gpt2(model.eval(), tmp_path / "ft", factor=1)
+    ft = write_ft_gpt2(random_gpt2(4), tmp_path / "ft", factor=1)
     one, two = tmp_path / "tp1", tmp_path / "tp2"
     export_ft(ft, one, tp=1, dtype="float32", progress=False)
     export_ft(ft, two, tp=2, dtype="float32", progress=False)

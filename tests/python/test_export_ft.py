@@ -31,10 +31,18 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from fastattention.export import export_ft, read_tensor  # noqa: E402
+from ft_helpers import (  # noqa: E402
+    assert_greedy_matches,
+    assert_logits_match,
+    assert_tp2_split,
+    edit_ft_ini,
+    exported_tensors,
+    randomize,
+)
+
+from fastattention.export import export_ft  # noqa: E402
 from fastattention.session import Session  # noqa: E402
 
-LOGIT_ATOL = 2e-5
 NEOX = dict(
     vocab_size=301,
     hidden_size=64,
@@ -52,20 +60,10 @@ NEOX = dict(
 )
 
 
-def _randomize(model, seed):
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=gen)
-            p.copy_(
-                1.0 + 0.2 * noise if "layernorm" in name or "layer_norm" in name else 0.1 * noise
-            )
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def neox():
-    return _randomize(transformers.GPTNeoXForCausalLM(transformers.GPTNeoXConfig(**NEOX)), 0)
+    model = transformers.GPTNeoXForCausalLM(transformers.GPTNeoXConfig(**NEOX))
+    return randomize(model, 0, norm_marks=("layernorm", "layer_norm"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -148,11 +146,6 @@ def ft_dirs(neox, tmp_path_factory):
     return get
 
 
-def hf_logits(model, ids):
-    with torch.inference_mode():
-        return model(torch.tensor([ids])).logits[0].numpy()
-
-
 # ---------------------------------------------------------------------------------------------
 # round trip
 
@@ -167,67 +160,29 @@ def test_neox_logits_match_transformers(neox, ft_dirs, tmp_path, factor):
     assert cfg["bos_token_id"] == 0 and cfg["eos_token_id"] == [2]
     session = Session(out, max_batch=2, max_seq_len=64, kv_block_size=4)
     rng = np.random.default_rng(factor)
-    for length in (1, 13, 40):
-        ids = rng.integers(0, NEOX["vocab_size"], size=length).tolist()
-        ref, ours = hf_logits(neox, ids), session.logits(ids)
-        assert ours.shape == ref.shape and np.abs(ref).max() > 0.5
-        diff = float(np.abs(ours.astype(np.float64) - ref).max())
-        assert diff < LOGIT_ATOL, f"FT split {factor}, prompt of {length}: {diff}"
+    assert_logits_match(neox, session, rng, (1, 13, 40), f"FT split {factor}")
     prompt = rng.integers(0, NEOX["vocab_size"], size=9).tolist()
-    with torch.inference_mode():
-        expected = neox.generate(
-            torch.tensor([prompt]),
-            do_sample=False,
-            max_new_tokens=12,
-            eos_token_id=None,
-            pad_token_id=0,
-            attention_mask=torch.ones(1, 9, dtype=torch.long),
-        )
-    assert session.generate([prompt], 12) == [expected[0, 9:].tolist()]
-
-
-def _tensors(model_dir, rank):
-    d = pathlib.Path(model_dir) / f"rank{rank}"
-    return {p.name[:-4]: read_tensor(p) for p in sorted(d.glob("*.fat"))}
+    assert_greedy_matches(neox, session, prompt, 12)
 
 
 def test_any_split_in_any_split_out(ft_dirs, tmp_path):
     """FT split 1 and 2 give identical exports; the tp=2 output holds the tp=1 tensors split as
     docs/FORMAT.md says (heads, FFN columns and the padded vocabulary per rank)."""
     export_ft(ft_dirs(1), tmp_path / "tp1", tp=1, dtype="float32", progress=False)
-    one = _tensors(tmp_path / "tp1", 0)
+    one = exported_tensors(tmp_path / "tp1", 0)
     for factor in (1, 2):
         out = tmp_path / f"tp2-from-{factor}"
         cfg = export_ft(ft_dirs(factor), out, tp=2, dtype="float32", progress=False)
         assert cfg["tp_size"] == 2 and cfg["vocab_size_padded"] == 302
-        ranks = [_tensors(out, r) for r in (0, 1)]
-        assert set(ranks[0]) == set(one)
-        h = NEOX["hidden_size"]  # 4 heads of 16: rank r holds heads 2r, 2r+1 = rows 32r..32r+31
-        for name, full in one.items():
-            parts = [ranks[r][name] for r in (0, 1)]
-            if name.endswith("attn.qkv.weight") or name.endswith("attn.qkv.bias"):
-                q, k, v = np.split(full, 3, axis=0)
-                want = [
-                    np.concatenate([x[r * 32 : (r + 1) * 32] for x in (q, k, v)]) for r in (0, 1)
-                ]
-            elif name.endswith(("ffn.up.weight", "ffn.up.bias")):
-                want = np.split(full, 2, axis=0)
-            elif name.endswith(("attn.o.weight", "ffn.down.weight")):
-                want = np.split(full, 2, axis=1)
-            elif name in ("embed.weight", "lm_head.weight"):
-                padded = np.concatenate([full, np.zeros((1, h), np.float32)])
-                want = np.split(padded, 2, axis=0)
-            else:
-                want = [full, full]
-            for r in (0, 1):
-                np.testing.assert_array_equal(parts[r], want[r], err_msg=f"{name} rank {r}")
+        # 4 heads of 16: rank r holds heads 2r, 2r+1 = rows 32r..32r+31 of each of q, k, v
+        assert_tp2_split(one, [exported_tensors(out, r) for r in (0, 1)])
 
 
 @pytest.mark.parametrize("weight_type", ["fp16"])
 def test_fp16_source_converts_exactly(neox, ft_dirs, tmp_path, weight_type):
     out = tmp_path / "m"
     export_ft(ft_dirs(2, weight_type), out, tp=1, dtype="float32", progress=False)
-    t = _tensors(out, 0)
+    t = exported_tensors(out, 0)
     sd = {k: v.detach().numpy() for k, v in neox.state_dict().items()}
     f16 = lambda x: x.astype(np.float16).astype(np.float32)  # noqa: E731
     np.testing.assert_array_equal(t["embed.weight"], f16(sd["gpt_neox.embed_in.weight"]))
@@ -355,18 +310,6 @@ def test_fp16_files_declared_fp32_are_caught(ft_dirs, tmp_path):
         _export(d, tmp_path)
 
 
-def _edit_ini(d, **changes):
-    ini = configparser.ConfigParser()
-    ini.read(d / "config.ini")
-    for key, value in changes.items():
-        if value is None:
-            ini["gptneox"].pop(key)
-        else:
-            ini["gptneox"][key] = value
-    with open(d / "config.ini", "w") as f:
-        ini.write(f)
-
-
 @pytest.mark.parametrize(
     "changes,message",
     [
@@ -390,13 +333,13 @@ def _edit_ini(d, **changes):
     ],
 )
 def test_bad_config_ini(broken, tmp_path, changes, message):
-    _edit_ini(broken, **changes)
+    edit_ft_ini(broken, "gptneox", **changes)
     with pytest.raises(ValueError, match=r"config\.ini: " + message):
         _export(broken, tmp_path)
 
 
 def test_config_size_mismatch_names_the_file(broken, tmp_path):
-    _edit_ini(broken, vocab_size="300")
+    edit_ft_ini(broken, "gptneox", vocab_size="300")
     with pytest.raises(ValueError, match=r"model\.wte\.bin is 77056 bytes; .*\[300, 64\]"):
         _export(broken, tmp_path)
 

@@ -27,10 +27,18 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from fastattention.export import export_ft, read_tensor  # noqa: E402
+from ft_helpers import (  # noqa: E402
+    assert_greedy_matches,
+    assert_logits_match,
+    assert_tp2_split,
+    edit_ft_ini,
+    exported_tensors,
+    randomize,
+)
+
+from fastattention.export import export_ft  # noqa: E402
 from fastattention.session import Session  # noqa: E402
 
-LOGIT_ATOL = 2e-5
 GPT2 = dict(
     vocab_size=97,
     n_positions=64,
@@ -45,16 +53,16 @@ GPT2 = dict(
 )
 
 
+def random_gpt2(seed: int):
+    """The tiny GPT2 model with seeded weights, in eval mode. wpe gets the embeddings' scale: a
+    model that ignored positions would be far off."""
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(**GPT2))
+    return randomize(model, seed, norm_marks=(".ln_",))
+
+
 @pytest.fixture(scope="module")
 def gpt2():
-    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(**GPT2))
-    gen = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=gen)
-            # wpe gets the embeddings' scale: a model that ignored positions would be far off.
-            p.copy_(1.0 + 0.2 * noise if ".ln_" in name else 0.1 * noise)
-    return model.eval()
+    return random_gpt2(3)
 
 
 def write_ft_gpt2(model, out: pathlib.Path, factor: int) -> pathlib.Path:
@@ -125,11 +133,6 @@ def ft_dir(gpt2, tmp_path_factory):
     return get
 
 
-def _tensors(model_dir, rank):
-    d = pathlib.Path(model_dir) / f"rank{rank}"
-    return {p.name[:-4]: read_tensor(p) for p in sorted(d.glob("*.fat"))}
-
-
 def _export(d, out, **kw):
     return export_ft(d, out, dtype="float32", progress=False, **kw)
 
@@ -150,35 +153,19 @@ def test_gpt2_logits_match_transformers(gpt2, ft_dir, tmp_path, factor):
     session = Session(out, max_batch=2, kv_block_size=4)
     assert session.config["max_position_embeddings"] == 64
     rng = np.random.default_rng(factor)
-    for length in (1, 13, 64):
-        ids = rng.integers(0, GPT2["vocab_size"], size=length).tolist()
-        with torch.inference_mode():
-            ref = gpt2(torch.tensor([ids])).logits[0].numpy()
-        ours = session.logits(ids)
-        assert ours.shape == ref.shape and np.abs(ref).max() > 0.5
-        diff = float(np.abs(ours.astype(np.float64) - ref).max())
-        assert diff < LOGIT_ATOL, f"FT split {factor}, prompt of {length}: {diff}"
+    assert_logits_match(gpt2, session, rng, (1, 13, 64), f"FT split {factor}")
     # The same token at every position: only the position table tells the rows apart.
     same = session.logits([7] * 8)
     assert np.abs(same[1:] - same[:-1]).max() > 0.05
     prompt = rng.integers(0, GPT2["vocab_size"], size=9).tolist()
-    with torch.inference_mode():
-        expected = gpt2.generate(
-            torch.tensor([prompt]),
-            do_sample=False,
-            max_new_tokens=20,
-            eos_token_id=None,
-            pad_token_id=0,
-            attention_mask=torch.ones(1, 9, dtype=torch.long),
-        )
-    assert session.generate([prompt], 20) == [expected[0, 9:].tolist()]
+    assert_greedy_matches(gpt2, session, prompt, 20)
 
 
 def test_gpt2_any_split_in_any_split_out(gpt2, ft_dir, tmp_path):
     """FT splits 1 and 2 give identical tp=2 exports: the tp=1 tensors split as docs/FORMAT.md
     says, pos_embed.weight (= wpe) and the biases whole on both ranks; no lm_head (tied)."""
     _export(ft_dir(1), tmp_path / "tp1", tp=1)
-    one = _tensors(tmp_path / "tp1", 0)
+    one = exported_tensors(tmp_path / "tp1", 0)
     wpe = gpt2.transformer.wpe.weight.detach().numpy()
     np.testing.assert_array_equal(one["pos_embed.weight"], wpe)
     np.testing.assert_array_equal(
@@ -189,31 +176,14 @@ def test_gpt2_any_split_in_any_split_out(gpt2, ft_dir, tmp_path):
         out = tmp_path / f"tp2-from-{factor}"
         cfg = _export(ft_dir(factor), out, tp=2)
         assert cfg["tp_size"] == 2 and cfg["vocab_size_padded"] == 98
-        ranks = [_tensors(out, r) for r in (0, 1)]
-        assert set(ranks[0]) == set(one) == set(ranks[1])
-        for name, full in one.items():
-            if name.endswith(("attn.qkv.weight", "attn.qkv.bias")):
-                q, k, v = np.split(full, 3, axis=0)
-                want = [
-                    np.concatenate([x[r * 32 : (r + 1) * 32] for x in (q, k, v)]) for r in (0, 1)
-                ]
-            elif name.endswith(("ffn.up.weight", "ffn.up.bias")):
-                want = np.split(full, 2, axis=0)
-            elif name.endswith(("attn.o.weight", "ffn.down.weight")):
-                want = np.split(full, 2, axis=1)
-            elif name == "embed.weight":
-                want = np.split(np.concatenate([full, np.zeros((1, 64), np.float32)]), 2)
-            else:
-                want = [full, full]
-            for r in (0, 1):
-                np.testing.assert_array_equal(ranks[r][name], want[r], err_msg=f"{name} rank {r}")
+        assert_tp2_split(one, [exported_tensors(out, r) for r in (0, 1)])
 
 
 def test_max_positions_shortens_the_table(gpt2, ft_dir, tmp_path):
     cfg = _export(ft_dir(1), tmp_path / "m", tp=1, max_positions=40)
     assert cfg["max_position_embeddings"] == 40
     np.testing.assert_array_equal(
-        _tensors(tmp_path / "m", 0)["pos_embed.weight"],
+        exported_tensors(tmp_path / "m", 0)["pos_embed.weight"],
         gpt2.transformer.wpe.weight.detach().numpy()[:40],
     )
     with pytest.raises(
@@ -279,20 +249,8 @@ def test_wrong_size_wpe_is_named(broken, tmp_path):
         _export(broken, tmp_path / "out", tp=1)
 
 
-def _edit_ini(d, **changes):
-    ini = configparser.ConfigParser()
-    ini.read(d / "config.ini")
-    for key, value in changes.items():
-        if value is None:
-            ini["gpt"].pop(key)
-        else:
-            ini["gpt"][key] = value
-    with open(d / "config.ini", "w") as f:
-        ini.write(f)
-
-
 def test_layernorm_eps_is_read(broken, tmp_path):
-    _edit_ini(broken, layernorm_eps="1e-5")
+    edit_ft_ini(broken, "gpt", layernorm_eps="1e-5")
     assert _export(broken, tmp_path / "out", tp=1)["norm_eps"] == 1e-5
 
 
@@ -320,7 +278,7 @@ def test_layernorm_eps_is_read(broken, tmp_path):
     ],
 )
 def test_bad_config_ini(broken, tmp_path, changes, message):
-    _edit_ini(broken, **changes)
+    edit_ft_ini(broken, "gpt", **changes)
     with pytest.raises(ValueError, match=r"config\.ini: " + message):
         _export(broken, tmp_path / "out", tp=1)
 
