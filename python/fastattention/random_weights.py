@@ -13,6 +13,8 @@ shards of a seed are the tp=1 tensors split as the exporter splits them (fastatt
 fused QKV rows = this rank's q heads, then its k heads, then its v heads; fused gate/up rows; o and
 down columns; vocabulary rows, with zero padding rows), and `mpirun -n 8` generates the same tokens
 as one process. Nothing is written to disk (write_model does that, for testing the file path).
+llama_config(vocab_size=..., hidden_size=..., ...) builds a Llama config of a given shape to start
+from.
 
 Values are uniform: linear weights with standard deviation 1 / sqrt(fan_in) of the logical
 tensor, biases in [-0.1, 0.1), norm weights in [0.8, 1.2), norm biases in [-0.1, 0.1), the
@@ -32,6 +34,50 @@ from fastattention.export.tp import check_tp, kv_head_range
 
 # Weight dtypes numpy can hold (bfloat16 has no numpy type).
 DTYPES = {"float32": np.float32, "float16": np.float16}
+
+
+def llama_config(
+    *,
+    vocab_size: int,
+    hidden_size: int,
+    num_layers: int,
+    num_heads: int,
+    num_kv_heads: int,
+    head_dim: int,
+    intermediate_size: int,
+    max_position_embeddings: int,
+    dtype: str = "float32",
+    tie_word_embeddings: bool = False,
+) -> dict:
+    """A Llama config (docs/FORMAT.md) of the given shape: tp 1 with the vocabulary unpadded,
+    RMSNorm (eps 1e-5), a SwiGLU FFN, no biases, RoPE (theta 10000, neox, over the whole head, no
+    scaling), no sliding window, bos 1 and eos [2]."""
+    return dict(
+        architecture="llama",
+        dtype=dtype,
+        tp_size=1,
+        vocab_size=vocab_size,
+        vocab_size_padded=vocab_size,
+        hidden_size=hidden_size,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        num_kv_heads=num_kv_heads,
+        head_dim=head_dim,
+        intermediate_size=intermediate_size,
+        max_position_embeddings=max_position_embeddings,
+        norm_type="rmsnorm",
+        norm_eps=1e-5,
+        activation="silu",
+        gated_ffn=True,
+        qkv_bias=False,
+        o_bias=False,
+        mlp_bias=False,
+        tie_word_embeddings=tie_word_embeddings,
+        rope=dict(theta=10000.0, style="neox", rotary_dim=head_dim, scaling=dict(type="none")),
+        sliding_window=None,
+        bos_token_id=1,
+        eos_token_id=[2],
+    )
 
 
 def config_for_tp(config: dict, tp: int) -> dict:

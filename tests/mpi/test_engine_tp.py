@@ -8,37 +8,17 @@ SIGINT to rank 0."""
 from __future__ import annotations
 
 import json
+import pathlib
 import random
+import sys
 
 from fastattention import random_weights
 from fastattention.session import Session
 
-CONFIG = dict(
-    architecture="llama",
-    dtype="float32",
-    tp_size=1,
-    vocab_size=512,
-    vocab_size_padded=512,
-    hidden_size=64,
-    num_layers=2,
-    num_heads=4,
-    num_kv_heads=2,
-    head_dim=16,
-    intermediate_size=96,
-    max_position_embeddings=256,
-    norm_type="rmsnorm",
-    norm_eps=1e-5,
-    activation="silu",
-    gated_ffn=True,
-    qkv_bias=False,
-    o_bias=False,
-    mlp_bias=False,
-    tie_word_embeddings=False,
-    rope=dict(theta=10000.0, style="neox", rotary_dim=16, scaling=dict(type="none")),
-    sliding_window=None,
-    bos_token_id=1,
-    eos_token_id=[2],
-)
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "python"))
+from text_helpers import tiny_config  # noqa: E402
+
+CONFIG = tiny_config(512, max_position_embeddings=256)
 
 
 def write(tmp_path, tp: int):

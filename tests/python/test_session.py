@@ -15,6 +15,7 @@ import pathlib
 
 import numpy as np
 import pytest
+from text_helpers import tiny_config
 
 import fastattention
 from fastattention.export.format import read_tensor, write_tensor
@@ -26,30 +27,7 @@ from fastattention.session import Session
 BASE = dict(
     format="fastattention",
     format_version=1,
-    architecture="llama",
-    dtype="float32",
-    tp_size=1,
-    vocab_size=97,
-    vocab_size_padded=97,
-    hidden_size=64,
-    num_layers=2,
-    num_heads=4,
-    num_kv_heads=2,
-    head_dim=16,
-    intermediate_size=96,
-    max_position_embeddings=128,
-    norm_type="rmsnorm",
-    norm_eps=1e-5,
-    activation="silu",
-    gated_ffn=True,
-    qkv_bias=False,
-    o_bias=False,
-    mlp_bias=False,
-    tie_word_embeddings=False,
-    rope=dict(theta=10000.0, style="neox", rotary_dim=16, scaling=dict(type="none")),
-    sliding_window=None,
-    bos_token_id=1,
-    eos_token_id=[2],
+    **tiny_config(97, max_position_embeddings=128),
 )
 
 VARIANTS = {

@@ -1,9 +1,12 @@
 """Tokenizers built here with the `tokenizers` library (nothing is downloaded), test strings, and a
-tiny random model to run them: shared by the text tests (test_text_*.py, test_gguf*.py)."""
+tiny random model to run them: shared by the text tests (test_text_*.py, test_gguf*.py); the tiny
+model's config (tiny_config) also by test_session.py and tests/mpi/test_engine_tp.py."""
 
 from __future__ import annotations
 
 import random
+
+from fastattention import random_weights
 
 CORPUS = [
     "Hello world, this is a small test of the tokenizer.",
@@ -157,12 +160,8 @@ def test_strings(n: int = 300, seed: int = 0) -> list[str]:
 
 def tiny_config(vocab_size: int, **overrides) -> dict:
     """A tiny llama-shaped runtime config (random weights from fastattention.random_weights)."""
-    cfg = dict(
-        architecture="llama",
-        dtype="float32",
-        tp_size=1,
+    cfg = random_weights.llama_config(
         vocab_size=vocab_size,
-        vocab_size_padded=vocab_size,
         hidden_size=64,
         num_layers=2,
         num_heads=4,
@@ -170,18 +169,6 @@ def tiny_config(vocab_size: int, **overrides) -> dict:
         head_dim=16,
         intermediate_size=96,
         max_position_embeddings=512,
-        norm_type="rmsnorm",
-        norm_eps=1e-5,
-        activation="silu",
-        gated_ffn=True,
-        qkv_bias=False,
-        o_bias=False,
-        mlp_bias=False,
-        tie_word_embeddings=False,
-        rope=dict(theta=10000.0, style="neox", rotary_dim=16, scaling=dict(type="none")),
-        sliding_window=None,
-        bos_token_id=1,
-        eos_token_id=[2],
     )
     cfg.update(overrides)
     return cfg

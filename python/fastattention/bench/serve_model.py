@@ -43,33 +43,7 @@ SPECIALS = ["<unk>", "<s>", "</s>"]
 
 
 def model_config(shape: str, max_positions: int) -> dict:
-    s = SHAPES[shape]
-    return dict(
-        architecture="llama",
-        dtype="float32",
-        tp_size=1,
-        vocab_size=s["vocab_size"],
-        vocab_size_padded=s["vocab_size"],
-        hidden_size=s["hidden_size"],
-        num_layers=s["num_layers"],
-        num_heads=s["num_heads"],
-        num_kv_heads=s["num_kv_heads"],
-        head_dim=s["head_dim"],
-        intermediate_size=s["intermediate_size"],
-        max_position_embeddings=max_positions,
-        norm_type="rmsnorm",
-        norm_eps=1e-5,
-        activation="silu",
-        gated_ffn=True,
-        qkv_bias=False,
-        o_bias=False,
-        mlp_bias=False,
-        tie_word_embeddings=s["tie_word_embeddings"],
-        rope=dict(theta=10000.0, style="neox", rotary_dim=s["head_dim"], scaling=dict(type="none")),
-        sliding_window=None,
-        bos_token_id=1,
-        eos_token_id=[2],
-    )
+    return random_weights.llama_config(**SHAPES[shape], max_position_embeddings=max_positions)
 
 
 def _words(n: int):

@@ -31,32 +31,18 @@ import numpy as np
 
 from fastattention.bench.arguments import int_list
 
-LLAMA_7B = {
-    "architecture": "llama",
-    "dtype": "float16",
-    "tp_size": 1,
-    "vocab_size": 32000,
-    "vocab_size_padded": 32000,
-    "hidden_size": 4096,
-    "num_layers": 32,
-    "num_heads": 32,
-    "num_kv_heads": 32,
-    "head_dim": 128,
-    "intermediate_size": 11008,
-    "max_position_embeddings": 32768,
-    "norm_type": "rmsnorm",
-    "norm_eps": 1e-5,
-    "activation": "silu",
-    "gated_ffn": True,
-    "qkv_bias": False,
-    "o_bias": False,
-    "mlp_bias": False,
-    "tie_word_embeddings": False,
-    "rope": {"theta": 10000.0, "style": "neox", "rotary_dim": 128, "scaling": {"type": "none"}},
-    "sliding_window": None,
-    "bos_token_id": 1,
-    "eos_token_id": [2],
-}
+# The shape of `bench e2e`'s Llama-7B (float16 weights).
+LLAMA_7B_SHAPE = dict(
+    vocab_size=32000,
+    hidden_size=4096,
+    num_layers=32,
+    num_heads=32,
+    num_kv_heads=32,
+    head_dim=128,
+    intermediate_size=11008,
+    max_position_embeddings=32768,
+    dtype="float16",
+)
 PANGU_38B = pathlib.Path(__file__).resolve().parents[3] / "examples" / "configs" / "pangu_38b.json"
 
 
@@ -107,7 +93,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_config(name: str, layers: int | None) -> dict:
     if name == "llama-7b":
-        cfg = dict(LLAMA_7B)
+        from fastattention import random_weights
+
+        cfg = random_weights.llama_config(**LLAMA_7B_SHAPE)
     else:
         path = PANGU_38B if name == "pangu-38b" else pathlib.Path(name)
         try:
