@@ -178,8 +178,8 @@ def _options(
         raise ValueError(f"window: sizes must be >= -1 (-1 = unbounded), got {tuple(window)}")
     if left > _INT32_MAX or right > _INT32_MAX:  # any size past the longest sequence is unbounded
         left, right = min(left, _INT32_MAX), min(right, _INT32_MAX)
-    _small_int("num_threads", num_threads, 0)
-    _small_int("num_splits", num_splits, 0)
+    num_threads = _small_int("num_threads", num_threads, 0)
+    num_splits = _small_int("num_splits", num_splits, 0)
     scale = 0.0
     if softmax_scale is not None:
         scale = float(softmax_scale)
@@ -195,7 +195,14 @@ def _options(
                 f"softmax_scale: {softmax_scale} is outside float32's normal range "
                 f"[{_F32_TINY:.3g}, {_F32_MAX:.3g}]"
             )
-    return dict(causal=bool(causal), window_left=left, window_right=right, softmax_scale=scale)
+    return dict(
+        causal=bool(causal),
+        window_left=left,
+        window_right=right,
+        softmax_scale=scale,
+        num_threads=num_threads,
+        num_splits=num_splits,
+    )
 
 
 _F32_TINY = float(np.finfo(np.float32).tiny)
@@ -283,10 +290,8 @@ def attention(
             cu_seqlens_q=cu_q,
             cu_seqlens_k=cu_k,
             alibi_slopes=slopes,
-            num_threads=num_threads,
             max_seqlen_q=sq,
             max_seqlen_k=sk,
-            num_splits=num_splits,
             **dev,
             **opts,
         )
@@ -310,14 +315,19 @@ def attention(
                 cu_seqlens_q=cu_q,
                 cu_seqlens_k=cu_k,
                 alibi_slopes=sl,
-                num_threads=num_threads,
                 max_seqlen_q=sq,
                 max_seqlen_k=sk,
-                num_splits=num_splits,
                 **dev,
                 **opts,
             )
     return (out, lse) if return_lse else out
+
+
+def _packed_outputs(q: Any, return_lse: bool) -> Tuple[Any, Any]:
+    """out like packed q (total_q, Hq, D) and, with return_lse, lse float32 (Hq, total_q)."""
+    out = _empty_like_q(q, _shape(q))
+    lse = _empty_f32(q, (q.shape[1], q.shape[0])) if return_lse and q.ndim == 3 else None
+    return out, lse
 
 
 def _check_max_seqlen(value: Optional[int], cu: Any, name: str) -> None:
@@ -366,8 +376,7 @@ def attention_varlen(
     cu_q, cu_k = _index_for(q, cu_q), _index_for(q, cu_k)
     slopes = _slopes(alibi_slopes, q)
     opts = _options(causal, window, softmax_scale, num_threads, num_splits)
-    out = _empty_like_q(q, _shape(q))
-    lse = _empty_f32(q, (q.shape[1], q.shape[0])) if return_lse and q.ndim == 3 else None
+    out, lse = _packed_outputs(q, return_lse)
     _C.fmha_forward(
         q,
         k,
@@ -377,10 +386,8 @@ def attention_varlen(
         cu_seqlens_q=cu_q,
         cu_seqlens_k=cu_k,
         alibi_slopes=slopes,
-        num_threads=num_threads,
         max_seqlen_q=int(max_seqlen_q or 0),
         max_seqlen_k=int(max_seqlen_k or 0),
-        num_splits=num_splits,
         **dev,
         **opts,
     )
@@ -426,8 +433,7 @@ def attention_paged(
         _check_max_seqlen(max_seqlen_q, cu_q, "max_seqlen_q")
     cu_q, table, lengths = _index_for(q, cu_q), _index_for(q, table), _index_for(q, lengths)
     opts = _options(causal, window, softmax_scale, num_threads, num_splits)
-    out = _empty_like_q(q, _shape(q))
-    lse = _empty_f32(q, (q.shape[1], q.shape[0])) if return_lse and q.ndim == 3 else None
+    out, lse = _packed_outputs(q, return_lse)
     _C.fmha_forward(
         q,
         k_cache,
@@ -438,10 +444,8 @@ def attention_paged(
         block_table=table,
         seqlens_k=lengths,
         alibi_slopes=_slopes(alibi_slopes, q),
-        num_threads=num_threads,
         max_seqlen_q=int(max_seqlen_q or 0),
         max_seqlen_k=int(max_seqlen_k or 0),
-        num_splits=num_splits,
         **dev,
         **opts,
     )
