@@ -8,25 +8,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import types
 
 import numpy as np
 import pytest
+from cli_helpers import QUICK_CPU_E2E, run_cli
 
 from fastattention.bench import e2e
 from fastattention.bench import llama_cpp_peer as peer
-
-
-def cli(*args, env=None, timeout=300):
-    return subprocess.run(
-        [sys.executable, "-m", "fastattention.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
 
 
 @pytest.fixture
@@ -138,12 +128,12 @@ def test_conversion_source_adds_a_placeholder_tokenizer(tmp_path):
     ],
 )
 def test_bench_e2e_peer_option_errors(args, message):
-    res = cli("bench", "e2e", *args, timeout=120)
+    res = run_cli("bench", "e2e", *args, timeout=120)
     assert res.returncode == 1 and message in res.stderr, res.stdout + res.stderr
 
 
 def test_bench_e2e_peer_choice_is_checked():
-    res = cli("bench", "e2e", "--peer", "vllm", timeout=120)
+    res = run_cli("bench", "e2e", "--peer", "vllm", timeout=120)
     assert res.returncode == 2 and "invalid choice: 'vllm'" in res.stderr, res.stderr
 
 
@@ -159,27 +149,8 @@ def test_bench_e2e_peer_skipped_without_llama_cpp(tmp_path):
             [str(tmp_path)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
         ),
     )
-    res = cli(
-        "bench",
-        "e2e",
-        "--device",
-        "cpu",
-        "--quick",
-        "--threads",
-        2,
-        "--dtypes",
-        "float32",
-        "--new-tokens",
-        3,
-        "--prompt-len",
-        16,
-        "--decode-prompt-len",
-        8,
-        "--peer",
-        "llama.cpp",
-        env=env,
-        timeout=600,
-    )
+    args = ["--dtypes", "float32", "--new-tokens", 3, "--prompt-len", 16, "--decode-prompt-len", 8]
+    res = run_cli(*QUICK_CPU_E2E, *args, "--peer", "llama.cpp", env=env, timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
     assert (
         "llama.cpp peer skipped: the llama_cpp module (llama-cpp-python) is not importable "

@@ -12,19 +12,10 @@ import sys
 
 import numpy as np
 import pytest
+from cli_helpers import QUICK_CPU_E2E, run_cli
 
 from fastattention.export import read_header, read_tensor
 from fastattention.session import Session
-
-
-def cli(*args, timeout=300):
-    """Runs `python -m fastattention.cli ARGS`; returns the CompletedProcess (text)."""
-    return subprocess.run(
-        [sys.executable, "-m", "fastattention.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def parse_generate(stdout: str):
@@ -65,7 +56,7 @@ def test_package_entry_points():
 def test_export_command(hf_model_factory, tmp_path):
     hf = hf_model_factory("llama")
     out_dir = tmp_path / "exported"
-    res = cli("export", "--hf", hf.path, "--out", out_dir, "--dtype", "bfloat16", "--quiet")
+    res = run_cli("export", "--hf", hf.path, "--out", out_dir, "--dtype", "bfloat16", "--quiet")
     assert res.returncode == 0, res.stderr
     assert f"-> {out_dir}" in res.stdout
     config = json.loads((out_dir / "config.json").read_text())
@@ -84,7 +75,7 @@ def test_export_command(hf_model_factory, tmp_path):
 
 def test_export_command_tp2(hf_model_factory, tmp_path):
     hf = hf_model_factory("llama")
-    res = cli(
+    res = run_cli(
         "export",
         "--hf",
         hf.path,
@@ -106,7 +97,7 @@ def test_generate_command_matches_session(exported_model_factory):
     args = ["generate", "--model", model.path, "--ids", "--max-new-tokens", 12, "--threads", 2]
     for p in prompts:
         args += ["--prompt", p]
-    res = cli(*args)
+    res = run_cli(*args)
     assert res.returncode == 0, res.stderr
     new, prefill, decode = parse_generate(res.stdout)
     expected = Session(model.path, max_batch=3).generate(
@@ -138,7 +129,7 @@ def test_generate_command_sampling_and_json(exported_model_factory):
         7,
         "--json",
     ]
-    res = cli(*args)
+    res = run_cli(*args)
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     expected = Session(model.path).generate(
@@ -148,7 +139,7 @@ def test_generate_command_sampling_and_json(exported_model_factory):
     assert out["timings"]["decode_steps"] == 7
     # A stop token ends the sequence (and is included).
     stop = expected[0][2]
-    res = cli(*args, "--stop", stop)
+    res = run_cli(*args, "--stop", stop)
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["outputs"][0] == expected[0][: expected[0].index(stop) + 1]
 
@@ -156,18 +147,7 @@ def test_generate_command_sampling_and_json(exported_model_factory):
 def test_bench_e2e_quick():
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    res = cli(
-        "bench",
-        "e2e",
-        "--device",
-        "cpu",
-        "--quick",
-        "--threads",
-        2,
-        "--dtypes",
-        "float32,bfloat16",
-        timeout=600,
-    )
+    res = run_cli(*QUICK_CPU_E2E, "--dtypes", "float32,bfloat16", timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
     rows = {}
     for line in res.stdout.splitlines():
@@ -199,7 +179,7 @@ def test_bench_e2e_quick():
 
 def test_bench_attention_small():
     pytest.importorskip("torch")
-    res = cli(
+    res = run_cli(
         "bench",
         "attention",
         "--device",
@@ -313,13 +293,13 @@ def test_bench_attention_small():
     ],
 )
 def test_usage_errors(args, code, message):
-    res = cli(*args)
+    res = run_cli(*args)
     assert res.returncode == code, (res.stdout, res.stderr)
     assert re.search(message, res.stderr), res.stderr
 
 
 def test_export_of_a_dir_without_config(tmp_path):
-    res = cli("export", "--hf", tmp_path, "--out", tmp_path / "out")
+    res = run_cli("export", "--hf", tmp_path, "--out", tmp_path / "out")
     assert res.returncode == 1
     assert f"--hf {tmp_path}: no config.json" in res.stderr
 
@@ -328,7 +308,7 @@ def test_export_of_unsupported_architecture(tmp_path):
     (tmp_path / "config.json").write_text(
         json.dumps({"model_type": "bert", "architectures": ["BertForMaskedLM"]})
     )
-    res = cli("export", "--hf", tmp_path, "--out", tmp_path / "out")
+    res = run_cli("export", "--hf", tmp_path, "--out", tmp_path / "out")
     assert res.returncode == 1
     assert "bert" in res.stderr.lower() and "Traceback" not in res.stderr
 
@@ -336,21 +316,23 @@ def test_export_of_unsupported_architecture(tmp_path):
 def test_generate_bad_token_and_options(exported_model_factory):
     model = exported_model_factory("llama")
     vocab = model.config["vocab_size"]
-    res = cli("generate", "--model", model.path, "--ids", "--prompt", f"1 2 {vocab}")
+    res = run_cli("generate", "--model", model.path, "--ids", "--prompt", f"1 2 {vocab}")
     assert res.returncode == 1
     assert f"position 2: token id {vocab} is out of range" in res.stderr
     assert "Traceback" not in res.stderr
-    res = cli("generate", "--model", model.path, "--ids", "--prompt", "1 2", "--top-p", "1.5")
+    res = run_cli("generate", "--model", model.path, "--ids", "--prompt", "1 2", "--top-p", "1.5")
     assert res.returncode == 1 and "--top-p must be in (0, 1], got 1.5" in res.stderr
-    res = cli("generate", "--model", model.path, "--ids", "--prompt", "1 2", "--temperature", "-1")
+    res = run_cli(
+        "generate", "--model", model.path, "--ids", "--prompt", "1 2", "--temperature", "-1"
+    )
     assert res.returncode == 1 and "--temperature must be >= 0" in res.stderr
     long_prompt = " ".join(["5"] * (model.config["max_position_embeddings"] + 1))
-    res = cli("generate", "--model", model.path, "--ids", "--prompt", long_prompt)
+    res = run_cli("generate", "--model", model.path, "--ids", "--prompt", long_prompt)
     assert res.returncode == 1 and "max_seq_len" in res.stderr
-    res = cli("generate", "--model", model.path, "--ids", "--prompt", "1 2", "--device", "tpu")
+    res = run_cli("generate", "--model", model.path, "--ids", "--prompt", "1 2", "--device", "tpu")
     assert res.returncode == 1 and "'tpu' is not a valid device" in res.stderr
     # Text needs a tokenizer; this model has none.
-    res = cli("generate", "--model", model.path, "--prompt", "Hello")
+    res = run_cli("generate", "--model", model.path, "--prompt", "Hello")
     assert res.returncode == 1 and "has no tokenizer" in res.stderr and "--ids" in res.stderr
 
 
@@ -364,7 +346,7 @@ def test_generate_broken_weights(exported_model_factory, tmp_path):
         (broken / "rank0" / f.name).write_bytes(
             data[:-4] if f.name == "lm_head.weight.fat" else data
         )
-    res = cli("generate", "--model", broken, "--ids", "--prompt", "1 2")
+    res = run_cli("generate", "--model", broken, "--ids", "--prompt", "1 2")
     assert res.returncode == 1
     assert "WeightFileError" in res.stderr and "lm_head.weight.fat" in res.stderr
 
@@ -372,7 +354,7 @@ def test_generate_broken_weights(exported_model_factory, tmp_path):
 def test_bench_tp_e2e_baseline_of_another_kind(tmp_path):
     wrong = tmp_path / "other.json"
     wrong.write_text(json.dumps({"results": []}))  # e.g. allreduce-overlap's JSON
-    res = cli("bench", "tp-e2e", "--device", "cpu", "--baseline", wrong)
+    res = run_cli("bench", "tp-e2e", "--device", "cpu", "--baseline", wrong)
     assert res.returncode == 1 and "not a `bench tp-e2e --json` file" in res.stderr, res.stderr
 
 
@@ -392,7 +374,7 @@ def test_communicator_tiling_options_reject_bad_values():
 def test_bench_spill_cpu_quick():
     """`bench spill-cpu` runs on the CPU and prints the read loop, the kernel and their ratio."""
     pytest.importorskip("torch")
-    res = cli(
+    res = run_cli(
         "bench",
         "spill-cpu",
         "--quick",

@@ -6,20 +6,10 @@ from __future__ import annotations
 import errno
 import json
 import re
-import subprocess
-import sys
 
 import pytest
+from cli_helpers import run_cli
 from hostile_model import write_tiny_model
-
-
-def cli(*args, timeout=300):
-    return subprocess.run(
-        [sys.executable, "-m", "fastattention.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -55,14 +45,14 @@ def test_generate_out_of_range_values(tiny, extra, code, message):
     args = ["generate", "--ids", "--model", tiny, "--prompt", "1 2"] + extra
     if "--prompt" in extra:
         args = ["generate", "--ids", "--model", tiny] + extra
-    res = cli(*args)
+    res = run_cli(*args)
     assert res.returncode == code, (res.returncode, res.stderr)
     assert re.search(message, res.stderr), res.stderr
     assert "Traceback" not in res.stderr
 
 
 def test_bench_attention_bad_seqlens_is_a_usage_error():
-    res = cli("bench", "attention", "--seqlens", "abc")
+    res = run_cli("bench", "attention", "--seqlens", "abc")
     assert res.returncode == 2, res.stderr
     assert "argument --seqlens: expected comma-separated integers, got 'abc'" in res.stderr
 
@@ -83,7 +73,7 @@ def test_export_onto_its_source_is_refused_before_writing(tmp_path, where):
     }[where]
     if where == "symlink":
         out.symlink_to(src)
-    res = cli("export", "--hf", src, "--out", out)
+    res = run_cli("export", "--hf", src, "--out", out)
     assert res.returncode == 2, res.stderr
     assert "--out:" in res.stderr and str(src) in res.stderr and "Traceback" not in res.stderr
     assert (src / "config.json").read_text() == config
@@ -124,6 +114,6 @@ def test_export_io_errors_are_messages_not_tracebacks(
 def test_export_onto_a_read_only_file_system_for_real(hf_model_factory):
     """/proc is read-only for everyone, root included."""
     src = hf_model_factory("llama")
-    res = cli("export", "--hf", src.path, "--out", "/proc/fastattention-export", "--quiet")
+    res = run_cli("export", "--hf", src.path, "--out", "/proc/fastattention-export", "--quiet")
     assert res.returncode == 1, res.stderr
     assert "/proc/fastattention-export" in res.stderr and "Traceback" not in res.stderr

@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+from cli_helpers import run_cli
 from hostile_model import tiny_config
 
 
@@ -45,27 +46,8 @@ def test_bench_cpu_step_runs_on_a_tiny_model(tmp_path, dtype, tied):
     cfg = tiny_config()
     cfg.update(dtype=dtype, num_layers=2, tie_word_embeddings=tied)
     random_weights.write_model(cfg, tmp_path / "m", seed=1)
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fastattention.cli",
-            "bench",
-            "cpu-step",
-            "--model",
-            str(tmp_path / "m"),
-            "--steps",
-            "2",
-            "--context",
-            "20",
-            "--threads",
-            "2",
-            "--compare-team",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    args = ["--steps", 2, "--context", 20, "--threads", 2, "--compare-team"]
+    res = run_cli("bench", "cpu-step", "--model", tmp_path / "m", *args)
     assert res.returncode == 0, res.stderr
     out = res.stdout
     rows = {l.split("|")[1].strip(): l for l in out.splitlines() if l.startswith("| ")}

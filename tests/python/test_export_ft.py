@@ -22,11 +22,10 @@ import configparser
 import json
 import os
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from cli_helpers import run_cli
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -204,28 +203,8 @@ def test_fp16_source_converts_exactly(neox, ft_dirs, tmp_path, weight_type):
 
 def test_cli_export_ft(neox, ft_dirs, tmp_path):
     out = tmp_path / "cli"
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fastattention.cli",
-            "export",
-            "--ft",
-            str(ft_dirs(2)),
-            "--out",
-            str(out),
-            "--tp",
-            "2",
-            "--dtype",
-            "float32",
-            "--max-positions",
-            "96",
-            "--quiet",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    args = ["export", "--ft", ft_dirs(2), "--out", out, "--tp", 2, "--dtype", "float32"]
+    res = run_cli(*args, "--max-positions", 96, "--quiet", timeout=120)
     assert res.returncode == 0, res.stderr
     assert f"-> {out}" in res.stdout
     assert (out / "rank1" / "layers.1.attn.qkv.weight.fat").exists()
@@ -242,12 +221,7 @@ def test_cli_export_ft(neox, ft_dirs, tmp_path):
     ],
 )
 def test_cli_usage_errors(args, code, message):
-    res = subprocess.run(
-        [sys.executable, "-m", "fastattention.cli", "export", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    res = run_cli("export", *args, timeout=60)
     assert res.returncode == code and message in res.stderr, res.stderr
 
 

@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 import pytest
+from cli_helpers import QUICK_CPU_E2E, run_cli
 
 
 def _import_with(env_extra: dict) -> subprocess.CompletedProcess:
@@ -73,28 +74,8 @@ def test_neighbours_spin_and_are_stopped():
 def test_bench_e2e_busy_neighbour_quick():
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fastattention.cli",
-            "bench",
-            "e2e",
-            "--device",
-            "cpu",
-            "--quick",
-            "--threads",
-            "2",
-            "--dtypes",
-            "float32",
-            "--busy-neighbour",
-            "--repeats",
-            "2",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    args = ["--dtypes", "float32", "--busy-neighbour", "--repeats", 2]
+    res = run_cli(*QUICK_CPU_E2E, *args, timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
     rows = [
         line

@@ -16,6 +16,7 @@ import time
 import openai
 import pytest
 import text_helpers as h
+from cli_helpers import run_cli
 
 from fastattention.export import export_hf
 from fastattention.session import Session
@@ -40,6 +41,13 @@ def serve(*args):
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+def bench_serve_tiny(options: str, json_out, timeout=300):
+    """Runs `fastattention bench serve` on the tiny shape (one thread, steps of 16 tokens, prompts
+    of 4..20 tokens) with `options` (flags and values, space-separated) and --json json_out."""
+    tiny = ("--shape", "tiny", "--threads", 1, "--step-tokens", 16, "--prompt-len", "4,20")
+    return run_cli("bench", "serve", *tiny, *options.split(), "--json", json_out, timeout=timeout)
 
 
 def test_serve_answers_like_session_chat_and_stops_on_sigint(model):
@@ -81,12 +89,7 @@ def test_serve_answers_like_session_chat_and_stops_on_sigint(model):
 )
 def test_serve_bad_options(model, args, message):
     args = ["--model", model, *args] if args[0] != "--model" else args
-    res = subprocess.run(
-        [sys.executable, "-m", "fastattention.cli", "serve", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    res = run_cli("serve", *args, timeout=120)
     assert res.returncode == 1 and message in res.stderr, res.stderr
     assert "Traceback" not in res.stderr and res.stderr.startswith("fastattention serve: error:")
 
@@ -98,35 +101,8 @@ def test_bench_serve_tiny(tmp_path):
     from fastattention.bench.serve import make_requests
 
     out = tmp_path / "serve.json"
-    args = [
-        "--shape",
-        "tiny",
-        "--requests",
-        6,
-        "--concurrency",
-        3,
-        "--max-batch",
-        2,
-        "--step-tokens",
-        16,
-        "--prompt-len",
-        "4,20",
-        "--output-len",
-        "2,12",
-        "--output-mean",
-        5,
-        "--threads",
-        1,
-        "--seed",
-        4,
-        "--json",
-        out,
-    ]
-    res = subprocess.run(
-        [sys.executable, "-m", "fastattention.cli", "bench", "serve", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    res = bench_serve_tiny(
+        "--requests 6 --concurrency 3 --max-batch 2 --output-len 2,12 --output-mean 5 --seed 4", out
     )
     assert res.returncode == 0, res.stderr
     assert "| inflight |" in res.stdout and "| static |" in res.stdout
@@ -155,39 +131,10 @@ def test_bench_serve_under_kv_pressure(tmp_path):
     and resumed; reserving whole contexts, nothing is (one request at a time); every request
     runs to its length either way."""
     out = tmp_path / "serve.json"
-    args = [
-        "--shape",
-        "tiny",
-        "--requests",
-        8,
-        "--concurrency",
-        4,
-        "--max-batch",
-        4,
-        "--step-tokens",
-        16,
-        "--prompt-len",
-        "4,20",
-        "--output-len",
-        "190,200",
-        "--output-mean",
-        195,
-        "--threads",
-        1,
-        "--seed",
-        2,
-        "--max-cache-tokens",
-        256,
-        "--modes",
-        "inflight,reserve",
-        "--json",
+    res = bench_serve_tiny(
+        "--requests 8 --concurrency 4 --max-batch 4 --output-len 190,200 --output-mean 195 "
+        "--seed 2 --max-cache-tokens 256 --modes inflight,reserve",
         out,
-    ]
-    res = subprocess.run(
-        [sys.executable, "-m", "fastattention.cli", "bench", "serve", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=300,
     )
     assert res.returncode == 0, res.stderr
     assert "in-flight / reserving: throughput x" in res.stdout
@@ -206,11 +153,6 @@ def test_bench_serve_under_kv_pressure(tmp_path):
     ],
 )
 def test_bench_serve_bad_options(args, message):
-    res = subprocess.run(
-        [sys.executable, "-m", "fastattention.cli", "bench", "serve", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    res = run_cli("bench", "serve", *args, timeout=120)
     assert res.returncode == 1 and message in res.stderr, res.stderr
     assert "Traceback" not in res.stderr

@@ -14,20 +14,11 @@ import time
 
 import pytest
 import text_helpers as h
+from cli_helpers import run_cli
 
 from fastattention import random_weights
 from fastattention.export import export_hf
 from fastattention.session import Session
-
-
-def cli(*args, stdin=None, timeout=300):
-    return subprocess.run(
-        [sys.executable, "-m", "fastattention.cli", *map(str, args)],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -44,11 +35,11 @@ def model(hf_model_factory, tmp_path_factory):
 
 def test_generate_prints_text(model):
     s = Session(model, max_batch=2)
-    res = cli("generate", "--model", model, "--prompt", "Hello world", "--max-new-tokens", 12)
+    res = run_cli("generate", "--model", model, "--prompt", "Hello world", "--max-new-tokens", 12)
     assert res.returncode == 0, res.stderr
     assert res.stdout == s.generate("Hello world", 12) + "\n"
     assert "prefill:" in res.stderr and "decode:" in res.stderr
-    res = cli(
+    res = run_cli(
         "generate",
         "--model",
         model,
@@ -68,7 +59,7 @@ def test_generate_prints_text(model):
     assert out["outputs"] == expected and out["token_ids"] == [e.token_ids for e in expected]
     full = s.generate("Hello world", 12)
     stop = full[3:6]
-    res = cli(
+    res = run_cli(
         "generate",
         "--model",
         model,
@@ -95,7 +86,9 @@ def test_chat_conversation_with_history(model):
         10,
     )
     a3 = s.chat([{"role": "user", "content": u3}], 10)
-    res = cli("chat", "--model", model, "--max-new-tokens", 10, stdin=f"{u1}\n{u2}\n/reset\n{u3}\n")
+    res = run_cli(
+        "chat", "--model", model, "--max-new-tokens", 10, stdin=f"{u1}\n{u2}\n/reset\n{u3}\n"
+    )
     assert res.returncode == 0, res.stderr
     banner = res.stdout.split("\n", 1)[0]
     assert banner.startswith(f"chat with {model}")
@@ -105,7 +98,7 @@ def test_chat_conversation_with_history(model):
 
 
 def test_chat_needs_a_tokenizer(exported_model_factory):
-    res = cli("chat", "--model", exported_model_factory("llama").path, stdin="hi\n")
+    res = run_cli("chat", "--model", exported_model_factory("llama").path, stdin="hi\n")
     assert res.returncode == 1 and "has no tokenizer" in res.stderr
 
 
