@@ -154,6 +154,17 @@ class Replay:
         self.times.setdefault(name, [0.0])[-1] += dt
         self.bytes[name] = self.bytes.get(name, 0) + nbytes
 
+    def _timed_gemv(self, name: str, x, weight, out) -> None:
+        """out = x @ weight.T, timed as `name` with weight's bytes read."""
+        self._timed(
+            name, _nbytes(weight), self.C.kernel_linear, x, weight, None, out, num_threads=self.t
+        )
+
+    def _timed_rms_norm(self, name: str, x, weight, out) -> None:
+        """out = rms_norm(x) * weight, timed as `name` (its weight's bytes are not counted)."""
+        options = dict(type="rms", eps=self.eps, num_threads=self.t)
+        self._timed(name, 0, self.C.kernel_norm, x, weight, None, out, **options)
+
     def step(self) -> None:
         C, t, w = self.C, self.t, self.w
         for name in self.times:
@@ -172,28 +183,10 @@ class Replay:
             p = f"layers.{i}."
             wq, wo = w[p + "attn.qkv.weight"], w[p + "attn.o.weight"]
             wgu, wd = w[p + "ffn.gate_up.weight"], w[p + "ffn.down.weight"]
-            self._timed(
-                "norm (attn, rms)",
-                0,
-                C.kernel_norm,
-                self.hidden,
-                w[p + "attn_norm.weight"],
-                None,
-                self.normed,
-                type="rms",
-                eps=self.eps,
-                num_threads=t,
+            self._timed_rms_norm(
+                "norm (attn, rms)", self.hidden, w[p + "attn_norm.weight"], self.normed
             )
-            self._timed(
-                "GEMV qkv",
-                _nbytes(wq),
-                C.kernel_linear,
-                self.normed,
-                wq,
-                None,
-                self.qkv,
-                num_threads=t,
-            )
+            self._timed_gemv("GEMV qkv", self.normed, wq, self.qkv)
             self._timed(
                 "rope + KV write",
                 0,
@@ -224,16 +217,7 @@ class Replay:
                 max_seqlen_q=1,
                 max_seqlen_k=pos + 1,
             )
-            self._timed(
-                "GEMV o",
-                _nbytes(wo),
-                C.kernel_linear,
-                self.attn.reshape(1, -1),
-                wo,
-                None,
-                self.branch,
-                num_threads=t,
-            )
+            self._timed_gemv("GEMV o", self.attn.reshape(1, -1), wo, self.branch)
             self._timed(
                 "add + norm (ffn, rms)",
                 0,
@@ -247,27 +231,9 @@ class Replay:
                 eps=self.eps,
                 num_threads=t,
             )
-            self._timed(
-                "GEMV gate_up",
-                _nbytes(wgu),
-                C.kernel_linear,
-                self.normed,
-                wgu,
-                None,
-                self.up,
-                num_threads=t,
-            )
+            self._timed_gemv("GEMV gate_up", self.normed, wgu, self.up)
             self._timed("swiglu", 0, C.kernel_swiglu, self.up, self.act, num_threads=t)
-            self._timed(
-                "GEMV down",
-                _nbytes(wd),
-                C.kernel_linear,
-                self.act,
-                wd,
-                None,
-                self.branch,
-                num_threads=t,
-            )
+            self._timed_gemv("GEMV down", self.act, wd, self.branch)
             self._timed(
                 "residual add",
                 0,
@@ -277,28 +243,8 @@ class Replay:
                 self.hidden,
                 num_threads=t,
             )
-        self._timed(
-            "final norm",
-            0,
-            C.kernel_norm,
-            self.hidden,
-            w["final_norm.weight"],
-            None,
-            self.normed,
-            type="rms",
-            eps=self.eps,
-            num_threads=t,
-        )
-        self._timed(
-            "GEMV LM head",
-            _nbytes(self.head),
-            C.kernel_linear,
-            self.normed,
-            self.head,
-            None,
-            self.logits,
-            num_threads=t,
-        )
+        self._timed_rms_norm("final norm", self.hidden, w["final_norm.weight"], self.normed)
+        self._timed_gemv("GEMV LM head", self.normed, self.head, self.logits)
         self._timed("sampling (greedy)", 0, C.kernel_sample, self.logits, self.token, num_threads=t)
         # Keep the hidden state bounded over many replayed steps (the weights are whatever they
         # are; the values do not change the timings, but inf / nan could).
