@@ -94,6 +94,16 @@ class Problem {
   bool visible(int b, int i, int j) const;
   void reference(std::vector<double>& out, std::vector<double>& lse) const;
   void naive(std::vector<float>& out, std::vector<float>& lse) const;
+  // f(b, i, t, h, kh) for every query i of every sequence b (packed row t) and every head h
+  // (reading KV head kh): the rows the references compute.
+  template <class F>
+  void for_each_query_head(F&& f) const;
+  // Where row t, head h starts in q_ (and in the references' out); key j of sequence b, KV head
+  // kh in k_ / v_.
+  int64_t q_offset(int64_t t, int h) const { return (t * spec_.hq + h) * spec_.d; }
+  int64_t kv_offset(size_t b, int j, int kh) const {
+    return (int64_t(cu_k_[b] + j) * spec_.hk + kh) * spec_.d;
+  }
   float scale() const { return spec_.scale > 0 ? spec_.scale : 1.0f / std::sqrt(float(spec_.d)); }
   float slope(int b, int h) const {
     return spec_.alibi == 0 ? 0.0f : alibi_[spec_.alibi == 2 ? b * spec_.hq + h : h];
@@ -237,43 +247,44 @@ inline bool Problem::visible(int b, int i, int j) const {
   return true;
 }
 
+template <class F>
+void Problem::for_each_query_head(F&& f) const {
+  const Spec& s = spec_;
+  for (size_t b = 0; b < s.sq.size(); ++b)
+    for (int i = 0; i < s.sq[b]; ++i)
+      for (int h = 0; h < s.hq; ++h) f(b, i, int64_t(cu_q_[b]) + i, h, h / (s.hq / s.hk));
+}
+
 inline void Problem::reference(std::vector<double>& out, std::vector<double>& lse) const {
   const Spec& s = spec_;
-  const int g = s.hq / s.hk;
   out.assign(static_cast<size_t>(total_q_ * s.hq * s.d), 0.0);
   lse.assign(static_cast<size_t>(total_q_ * s.hq), -INFINITY);
   std::vector<double> sc;
-  for (size_t b = 0; b < s.sq.size(); ++b) {
+  for_each_query_head([&](size_t b, int i, int64_t t, int h, int kh) {
     const int sk = s.sk[b];
-    for (int i = 0; i < s.sq[b]; ++i) {
-      const int64_t t = cu_q_[b] + i;
-      const int64_t pos = int64_t(i) + sk - s.sq[b];
-      for (int h = 0; h < s.hq; ++h) {
-        const int kh = h / g;
-        sc.assign(static_cast<size_t>(sk), -INFINITY);
-        double m = -INFINITY;
-        for (int j = 0; j < sk; ++j) {
-          if (!visible(int(b), i, j)) continue;
-          double dot = 0;
-          for (int d = 0; d < s.d; ++d)
-            dot +=
-                double(q_[(t * s.hq + h) * s.d + d]) * k_[((cu_k_[b] + j) * s.hk + kh) * s.d + d];
-          sc[j] = dot * scale() - double(slope(int(b), h)) * std::fabs(double(pos - j));
-          m = std::max(m, sc[j]);
-        }
-        if (m == -INFINITY) continue;
-        double sum = 0;
-        for (int j = 0; j < sk; ++j) sum += std::exp(sc[j] - m);
-        for (int j = 0; j < sk; ++j) {
-          const double p = std::exp(sc[j] - m) / sum;
-          if (p == 0) continue;
-          for (int d = 0; d < s.d; ++d)
-            out[(t * s.hq + h) * s.d + d] += p * v_[((cu_k_[b] + j) * s.hk + kh) * s.d + d];
-        }
-        lse[t * s.hq + h] = m + std::log(sum);
-      }
+    const int64_t pos = int64_t(i) + sk - s.sq[b];
+    const float* q = &q_[q_offset(t, h)];
+    sc.assign(static_cast<size_t>(sk), -INFINITY);
+    double m = -INFINITY;
+    for (int j = 0; j < sk; ++j) {
+      if (!visible(int(b), i, j)) continue;
+      const float* k = &k_[kv_offset(b, j, kh)];
+      double dot = 0;
+      for (int d = 0; d < s.d; ++d) dot += double(q[d]) * k[d];
+      sc[j] = dot * scale() - double(slope(int(b), h)) * std::fabs(double(pos - j));
+      m = std::max(m, sc[j]);
     }
-  }
+    if (m == -INFINITY) return;
+    double sum = 0;
+    for (int j = 0; j < sk; ++j) sum += std::exp(sc[j] - m);
+    for (int j = 0; j < sk; ++j) {
+      const double p = std::exp(sc[j] - m) / sum;
+      if (p == 0) continue;
+      const float* v = &v_[kv_offset(b, j, kh)];
+      for (int d = 0; d < s.d; ++d) out[q_offset(t, h) + d] += p * v[d];
+    }
+    lse[t * s.hq + h] = m + std::log(sum);
+  });
 }
 
 // The textbook algorithm with every intermediate (scores, probabilities, output) stored in the
@@ -281,43 +292,38 @@ inline void Problem::reference(std::vector<double>& out, std::vector<double>& ls
 inline void Problem::naive(std::vector<float>& out, std::vector<float>& lse) const {
   const Spec& s = spec_;
   const DType nd = naive_dtype(s);
-  const int g = s.hq / s.hk;
   out.assign(static_cast<size_t>(total_q_ * s.hq * s.d), 0.0f);
   lse.assign(static_cast<size_t>(total_q_ * s.hq), -INFINITY);
   std::vector<float> sc, acc(static_cast<size_t>(s.d));
-  for (size_t b = 0; b < s.sq.size(); ++b) {
+  for_each_query_head([&](size_t b, int i, int64_t t, int h, int kh) {
     const int sk = s.sk[b];
-    for (int i = 0; i < s.sq[b]; ++i) {
-      const int64_t t = cu_q_[b] + i;
-      const int64_t pos = int64_t(i) + sk - s.sq[b];
-      for (int h = 0; h < s.hq; ++h) {
-        const int kh = h / g;
-        sc.assign(static_cast<size_t>(sk), -INFINITY);
-        float m = -INFINITY;
-        for (int j = 0; j < sk; ++j) {
-          if (!visible(int(b), i, j)) continue;
-          float dot = 0;
-          for (int d = 0; d < s.d; ++d)
-            dot += q_[(t * s.hq + h) * s.d + d] * k_[((cu_k_[b] + j) * s.hk + kh) * s.d + d];
-          float x = round_to(nd, dot * scale());
-          if (s.alibi) x = round_to(nd, x - slope(int(b), h) * std::fabs(float(pos - j)));
-          sc[j] = x;
-          m = std::max(m, x);
-        }
-        if (m == -INFINITY) continue;
-        float sum = 0;
-        for (int j = 0; j < sk; ++j) sum += std::exp(sc[j] - m);
-        std::fill(acc.begin(), acc.end(), 0.0f);
-        for (int j = 0; j < sk; ++j) {
-          const float p = round_to(nd, std::exp(sc[j] - m) / sum);
-          for (int d = 0; d < s.d; ++d) acc[d] += p * v_[((cu_k_[b] + j) * s.hk + kh) * s.d + d];
-        }
-        for (int d = 0; d < s.d; ++d)
-          out[(t * s.hq + h) * s.d + d] = round_to(s.out_dtype, round_to(nd, acc[d]));
-        lse[t * s.hq + h] = m + std::log(sum);
-      }
+    const int64_t pos = int64_t(i) + sk - s.sq[b];
+    const float* q = &q_[q_offset(t, h)];
+    sc.assign(static_cast<size_t>(sk), -INFINITY);
+    float m = -INFINITY;
+    for (int j = 0; j < sk; ++j) {
+      if (!visible(int(b), i, j)) continue;
+      const float* k = &k_[kv_offset(b, j, kh)];
+      float dot = 0;
+      for (int d = 0; d < s.d; ++d) dot += q[d] * k[d];
+      float x = round_to(nd, dot * scale());
+      if (s.alibi) x = round_to(nd, x - slope(int(b), h) * std::fabs(float(pos - j)));
+      sc[j] = x;
+      m = std::max(m, x);
     }
-  }
+    if (m == -INFINITY) return;
+    float sum = 0;
+    for (int j = 0; j < sk; ++j) sum += std::exp(sc[j] - m);
+    std::fill(acc.begin(), acc.end(), 0.0f);
+    for (int j = 0; j < sk; ++j) {
+      const float p = round_to(nd, std::exp(sc[j] - m) / sum);
+      const float* v = &v_[kv_offset(b, j, kh)];
+      for (int d = 0; d < s.d; ++d) acc[d] += p * v[d];
+    }
+    for (int d = 0; d < s.d; ++d)
+      out[q_offset(t, h) + d] = round_to(s.out_dtype, round_to(nd, acc[d]));
+    lse[t * s.hq + h] = m + std::log(sum);
+  });
 }
 
 inline Result Problem::run(int threads) {
