@@ -1,12 +1,14 @@
 """What the FasterTransformer import tests share (test_export_ft.py: GPT-NeoX, test_export_ft_gpt.py
 and tests/mpi/test_ft_gpt_tp.py: GPT-2): seeded weights for a tiny transformers model, an export's
-tensors and tp=2 split, a config.ini edit, and the oracle checks of an exported model's logits and
-greedy tokens against transformers'. Needs torch (the test files skip without it)."""
+tensors and tp=2 split, a copy of an FT directory to damage, config.ini edits, and the oracle
+checks of an exported model's logits and greedy tokens against transformers'. Needs torch (the
+test files skip without it)."""
 
 from __future__ import annotations
 
 import configparser
 import pathlib
+import shutil
 
 import numpy as np
 import torch
@@ -60,6 +62,14 @@ def assert_tp2_split(one: dict, ranks: list) -> None:
         want = tp2_parts(name, full)
         for r in (0, 1):
             np.testing.assert_array_equal(ranks[r][name], want[r], err_msg=f"{name} rank {r}")
+
+
+def copy_to_damage(ft_dir: pathlib.Path, tmp_path: pathlib.Path) -> pathlib.Path:
+    """A fresh copy of the FT directory ft_dir, tmp_path / its name (e.g. 2-gpu), for a test to
+    damage."""
+    d = tmp_path / ft_dir.name
+    shutil.copytree(ft_dir, d)
+    return d
 
 
 def edit_ft_ini(d, section: str, **changes) -> None:

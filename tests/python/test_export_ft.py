@@ -34,6 +34,7 @@ from ft_helpers import (  # noqa: E402
     assert_greedy_matches,
     assert_logits_match,
     assert_tp2_split,
+    copy_to_damage,
     edit_ft_ini,
     exported_tensors,
     randomize,
@@ -232,11 +233,7 @@ def test_cli_usage_errors(args, code, message):
 @pytest.fixture
 def broken(ft_dirs, tmp_path):
     """A fresh copy of the split-2 fp32 FT directory to damage."""
-    import shutil
-
-    d = tmp_path / "2-gpu"
-    shutil.copytree(ft_dirs(2), d)
-    return d
+    return copy_to_damage(ft_dirs(2), tmp_path)
 
 
 def _export(d, tmp_path):
@@ -272,10 +269,7 @@ def test_wrong_size_is_named(broken, tmp_path):
 
 def test_fp16_files_declared_fp32_are_caught(ft_dirs, tmp_path):
     """weight_data_type must match the files: half-size files fail the size check by name."""
-    import shutil
-
-    d = tmp_path / "2-gpu"
-    shutil.copytree(ft_dirs(2, "fp16"), d)
+    d = copy_to_damage(ft_dirs(2, "fp16"), tmp_path)
     text = (
         (d / "config.ini").read_text().replace("weight_data_type = fp16", "weight_data_type = fp32")
     )

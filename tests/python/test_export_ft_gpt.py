@@ -19,7 +19,6 @@ from __future__ import annotations
 import configparser
 import os
 import pathlib
-import shutil
 
 import numpy as np
 import pytest
@@ -31,6 +30,7 @@ from ft_helpers import (  # noqa: E402
     assert_greedy_matches,
     assert_logits_match,
     assert_tp2_split,
+    copy_to_damage,
     edit_ft_ini,
     exported_tensors,
     randomize,
@@ -225,9 +225,7 @@ def test_positions_past_the_table_are_refused(exported):
 
 @pytest.fixture
 def broken(ft_dir, tmp_path):
-    d = tmp_path / "2-gpu"
-    shutil.copytree(ft_dir(2), d)
-    return d
+    return copy_to_damage(ft_dir(2), tmp_path)
 
 
 def test_missing_wpe_is_named(broken, tmp_path):
