@@ -49,7 +49,11 @@ import numpy as np
 
 from fastattention import distributed
 from fastattention._native import _C
-from fastattention.text_api import Completion, TextGeneration  # noqa: F401 (re-exported)
+from fastattention.text_api import (  # noqa: F401 (Completion: re-exported)
+    Completion,
+    TextGeneration,
+    TextRequest,
+)
 from fastattention.tokenizer import Tokenizer, load_tokenizer
 
 _KV_DTYPES = ("auto", "float32", "float16", "bfloat16")
@@ -359,7 +363,7 @@ class Session(TextGeneration):
                 prompts, max_new_tokens, stop_tokens=stop_tokens, on_step=on_step, **sampling
             )
             return self._session.generate(batch, **args)
-        return self._generate_text(
+        request = TextRequest(
             prompts if batch is None else batch,
             single,
             max_new_tokens,
@@ -367,9 +371,8 @@ class Session(TextGeneration):
             stop_tokens,
             stop,
             skip_special_tokens,
-            on_step,
-            as_ids=batch is None,
         )
+        return self._generate_text(request, on_step, as_ids=batch is None)
 
     def _check_generate(
         self, prompts, max_new_tokens, *, temperature, top_k, top_p, seed, stop_tokens, on_step

@@ -7,6 +7,7 @@ tokenizer.json, fastattention.tokenizer) and its raw generate call with the on_s
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 
@@ -38,6 +39,19 @@ class Completion(str):
 
 
 _DONE = object()
+
+
+@dataclasses.dataclass(frozen=True)
+class TextRequest:
+    """What a text generate(), stream() or chat() call asks for, as its paths pass it on."""
+
+    batch: list  # the prompts as token ids
+    single: bool  # one text prompt: one result, not a list
+    max_new_tokens: int
+    sampling: dict  # temperature, top_k, top_p, seed
+    stop_tokens: object
+    stop: object  # stop strings
+    skip_special_tokens: bool
 
 
 class TextGeneration:
@@ -74,22 +88,16 @@ class TextGeneration:
             raise TypeError("prompts: mix of strings and token ids; pass all text or all ids")
         return None, False
 
-    def _text_run(
-        self,
-        batch,
-        max_new_tokens,
-        sampling,
-        stop_tokens,
-        stop,
-        skip_special_tokens,
-        emit=None,
-        user_hook=None,
-    ):
+    def _text_run(self, request: TextRequest, emit=None, user_hook=None):
         """(TextRun, checked batch, keyword arguments of the raw generate call)."""
         tok = self._need_tokenizer("text output")
-        stops = check_stop_strings(stop)
+        stops = check_stop_strings(request.stop)
         batch, args = self._check_generate(
-            batch, max_new_tokens, stop_tokens=stop_tokens, on_step=user_hook, **sampling
+            request.batch,
+            request.max_new_tokens,
+            stop_tokens=request.stop_tokens,
+            on_step=user_hook,
+            **request.sampling,
         )
         run = TextRun(
             tok,
@@ -97,7 +105,7 @@ class TextGeneration:
             args["stop_tokens"],
             stops,
             emit=emit,
-            skip_special_tokens=skip_special_tokens,
+            skip_special_tokens=request.skip_special_tokens,
             user_hook=user_hook,
             max_new_tokens=args["max_new_tokens"],
         )
@@ -113,33 +121,14 @@ class TextGeneration:
             out.append(Completion(run.texts[i], tokens, run.finish_reasons[i], run.stopped_by[i]))
         return out
 
-    def _generate_text(
-        self,
-        batch,
-        single,
-        max_new_tokens,
-        sampling,
-        stop_tokens,
-        stop,
-        skip_special_tokens,
-        on_step,
-        as_ids=False,
-    ):
-        run, batch, args = self._text_run(
-            batch,
-            max_new_tokens,
-            sampling,
-            stop_tokens,
-            stop,
-            skip_special_tokens,
-            user_hook=on_step,
-        )
+    def _generate_text(self, request: TextRequest, on_step, as_ids=False):
+        run, batch, args = self._text_run(request, user_hook=on_step)
         ids = self._session.generate(batch, **args)
         run.finish()
         out = self._completions(run, ids)
         if as_ids:
             return [c.token_ids for c in out]
-        return out[0] if single else out
+        return out[0] if request.single else out
 
     # -- stream ---------------------------------------------------------------------------------
     def stream(
@@ -158,31 +147,18 @@ class TextGeneration:
         """An iterator over the text as it is generated (Session's docstring has the rules)."""
         batch, single = self._encode_prompts(prompts)
         sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+        batch = prompts if batch is None else batch
         return self._stream(
-            prompts if batch is None else batch,
-            single,
-            max_new_tokens,
-            sampling,
-            stop_tokens,
-            stop,
-            skip_special_tokens,
+            TextRequest(
+                batch, single, max_new_tokens, sampling, stop_tokens, stop, skip_special_tokens
+            )
         )
 
-    def _stream(
-        self, batch, single, max_new_tokens, sampling, stop_tokens, stop, skip_special_tokens
-    ):
+    def _stream(self, request: TextRequest):
         # Everything is checked here, at the call, before the first next().
         pieces: queue.Queue = queue.Queue()
-        run, batch, args = self._text_run(
-            batch,
-            max_new_tokens,
-            sampling,
-            stop_tokens,
-            stop,
-            skip_special_tokens,
-            emit=lambda i, piece: pieces.put((i, piece)),
-        )
-        return self._stream_pieces(run, pieces, batch, args, single)
+        run, batch, args = self._text_run(request, emit=lambda i, piece: pieces.put((i, piece)))
+        return self._stream_pieces(run, pieces, batch, args, request.single)
 
     def _stream_pieces(self, run, pieces, batch, args, single):
         def work():
@@ -254,10 +230,7 @@ class TextGeneration:
         if stop_tokens is None:
             stop_tokens = sorted(set(tok.end_of_turn_ids()) | set(self.config["eos_token_id"]))
         sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
-        if stream:
-            return self._stream(
-                batch, single, max_new_tokens, sampling, stop_tokens, stop, skip_special_tokens
-            )
-        return self._generate_text(
-            batch, single, max_new_tokens, sampling, stop_tokens, stop, skip_special_tokens, None
+        request = TextRequest(
+            batch, single, max_new_tokens, sampling, stop_tokens, stop, skip_special_tokens
         )
+        return self._stream(request) if stream else self._generate_text(request, None)
