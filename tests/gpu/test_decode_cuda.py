@@ -355,81 +355,32 @@ def test_bad_input():
     c = Case([1, 1], [10, 20], hq=4, hk=2, d=128, dtype=F16, seed=10)
     out = torch.empty_like(c.q)
     stream = torch.cuda.current_stream().cuda_stream
-    call = fastattention._C.fmha_forward
+
+    def call(q=c.q, k_cache=c.k_cache, v_cache=c.v_cache, out=out, **changes):
+        """fmha_forward over c's paged cache, `changes` replacing its keyword arguments."""
+        paged = dict(cu_seqlens_q=c.cu_q, block_table=c.table, seqlens_k=c.lens, stream=stream)
+        fastattention._C.fmha_forward(q, k_cache, v_cache, out, **{**paged, **changes})
+
     with pytest.raises(ValueError, match="block_table"):  # one row per sequence
-        call(
-            c.q,
-            c.k_cache,
-            c.v_cache,
-            out,
-            cu_seqlens_q=c.cu_q,
-            block_table=c.table[:1],
-            seqlens_k=c.lens,
-            stream=stream,
-        )
+        call(block_table=c.table[:1])
     with pytest.raises(ValueError, match="block_table"):
-        call(
-            c.q,
-            c.k_cache,
-            c.v_cache,
-            out,
-            cu_seqlens_q=c.cu_q,
-            block_table=c.table[0],
-            seqlens_k=c.lens,
-            stream=stream,
-        )
+        call(block_table=c.table[0])
     with pytest.raises(ValueError, match="dtype"):
         kf = c.k_cache.float()
-        call(
-            c.q,
-            kf,
-            kf,
-            out,
-            cu_seqlens_q=c.cu_q,
-            block_table=c.table,
-            seqlens_k=c.lens,
-            stream=stream,
-        )
+        call(k_cache=kf, v_cache=kf)
     with pytest.raises(ValueError, match="head dim"):
         q48 = rand(2, 4, 48, dtype=F32)
         k48 = rand(4, 16, 2, 48, dtype=F32)
-        call(
-            q48,
-            k48,
-            k48,
-            torch.empty_like(q48),
-            cu_seqlens_q=c.cu_q,
-            block_table=c.table,
-            seqlens_k=c.lens,
-            stream=stream,
-        )
+        call(q=q48, k_cache=k48, v_cache=k48, out=torch.empty_like(q48))
     with pytest.raises(ValueError, match="num_splits"):
         c.run(True, num_splits=-1)
     with pytest.raises(ValueError, match="num_splits"):
         c.run(True, num_splits=100000)
     with pytest.raises(ValueError, match="aligned"):
         q_odd = torch.empty(2 * 4 * 128 + 1, device="cuda", dtype=F16)[1:].view(2, 4, 128)
-        call(
-            q_odd,
-            c.k_cache,
-            c.v_cache,
-            torch.empty_like(c.q),
-            cu_seqlens_q=c.cu_q,
-            block_table=c.table,
-            seqlens_k=c.lens,
-            stream=stream,
-        )
+        call(q=q_odd, out=torch.empty_like(c.q))
     with pytest.raises(ValueError, match="seqlens_k"):
-        call(
-            c.q,
-            c.k_cache,
-            c.v_cache,
-            out,
-            cu_seqlens_q=c.cu_q,
-            block_table=c.table,
-            seqlens_k=c.lens[:1],
-            stream=stream,
-        )
+        call(seqlens_k=c.lens[:1])
 
 
 def test_split_launch_under_graph_capture():

@@ -367,36 +367,20 @@ def test_bad_input_from_cpp():
         attention_paged(q[:1], cache, cache, [0, 1], [[0, 9]], [12])
     with pytest.raises(ValueError, match=r"seqlens_k\[0\] = 17 exceeds the block table capacity"):
         attention_paged(q[:1], cache, cache, [0, 1], [[0, 1]], [17])
+
+    def fmha_forward(*lse, **options):
+        """_C.fmha_forward itself (past ops.py's checks) on q / k: 12 queries, 10 keys."""
+        cu = dict(
+            cu_seqlens_q=np.array([0, 12], np.int32), cu_seqlens_k=np.array([0, 10], np.int32)
+        )
+        _C.fmha_forward(q, k, k, np.empty_like(q), *lse, **cu, **options)
+
     with pytest.raises(ValueError, match="num_threads"):
-        _C.fmha_forward(
-            q,
-            k,
-            k,
-            np.empty_like(q),
-            cu_seqlens_q=np.array([0, 12], np.int32),
-            cu_seqlens_k=np.array([0, 10], np.int32),
-            num_threads=-1,
-        )
+        fmha_forward(num_threads=-1)
     with pytest.raises(ValueError, match="window_left"):
-        _C.fmha_forward(
-            q,
-            k,
-            k,
-            np.empty_like(q),
-            cu_seqlens_q=np.array([0, 12], np.int32),
-            cu_seqlens_k=np.array([0, 10], np.int32),
-            window_left=-3,
-        )
+        fmha_forward(window_left=-3)
     with pytest.raises(ValueError, match="lse: expected shape"):
-        _C.fmha_forward(
-            q,
-            k,
-            k,
-            np.empty_like(q),
-            np.empty((12, 4), np.float32),
-            cu_seqlens_q=np.array([0, 12], np.int32),
-            cu_seqlens_k=np.array([0, 10], np.int32),
-        )
+        fmha_forward(np.empty((12, 4), np.float32))
 
 
 def test_impl_option_needs_cuda_tensors():
