@@ -87,9 +87,29 @@ void reference_row(const Problem& p, int b, int h, int i, int last_key, double* 
   }
 }
 
-// The larger error; a NaN (an output element the kernel left unwritten) counts as infinite.
-double worse(double worst, double err) {
-  return std::isnan(err) ? std::numeric_limits<double>::infinity() : std::max(worst, err);
+// The largest error of the output row o (D values) of (sequence b, query head h, query i) against
+// its float64 reference over keys 0 .. last_key; a NaN (an output element the kernel left
+// unwritten) counts as infinite.
+double row_error(const Problem& p, int b, int h, int i, int last_key, const float* o) {
+  std::vector<double> ref(p.D);
+  reference_row(p, b, h, i, last_key, ref.data());
+  double worst = 0;
+  for (int d = 0; d < p.D; ++d) {
+    const double err = std::fabs(o[d] - ref[d]);
+    worst = std::isnan(err) ? std::numeric_limits<double>::infinity() : std::max(worst, err);
+  }
+  return worst;
+}
+
+// The largest error of a whole-batch causal output [B, H, S, D].
+double causal_batch_error(const Problem& p, const std::vector<float>& out) {
+  double worst = 0;
+  for (int b = 0; b < p.B; ++b)
+    for (int h = 0; h < p.H; ++h)
+      for (int i = 0; i < p.S; ++i)
+        worst = std::max(worst,
+                         row_error(p, b, h, i, i, &out[((size_t(b) * p.H + h) * p.S + i) * p.D]));
+  return worst;
 }
 
 fa::Tensor i32(std::vector<int32_t>& x) {
@@ -110,17 +130,7 @@ double whole_batch_causal(const fa::Context& ctx, Problem& p) {
   a.cu_seqlens_k = i32(cu);
   a.causal = true;
   fa::kernels::fmha_forward(ctx, a);
-
-  double worst = 0;
-  std::vector<double> ref(p.D);
-  for (int b = 0; b < p.B; ++b)
-    for (int h = 0; h < p.H; ++h)
-      for (int i = 0; i < p.S; ++i) {
-        reference_row(p, b, h, i, i, ref.data());
-        const float* o = &out[((size_t(b) * p.H + h) * p.S + i) * p.D];
-        for (int d = 0; d < p.D; ++d) worst = worse(worst, std::fabs(o[d] - ref[d]));
-      }
-  return worst;
+  return causal_batch_error(p, out);
 }
 
 // One call per sequence, its own length, not causal (an encoder's or a prefix's attention).
@@ -144,7 +154,6 @@ double per_sequence(const fa::Context& ctx, Problem& p, bool* padding_untouched)
   }
   double worst = 0;
   *padding_untouched = true;
-  std::vector<double> ref(p.D);
   for (int b = 0; b < p.B; ++b)
     for (int i = 0; i < p.S; ++i)
       for (int h = 0; h < p.H; ++h) {
@@ -153,8 +162,7 @@ double per_sequence(const fa::Context& ctx, Problem& p, bool* padding_untouched)
           for (int d = 0; d < p.D; ++d) *padding_untouched &= std::isnan(o[d]);
           continue;
         }
-        reference_row(p, b, h, i, p.lengths[b] - 1, ref.data());
-        for (int d = 0; d < p.D; ++d) worst = worse(worst, std::fabs(o[d] - ref[d]));
+        worst = std::max(worst, row_error(p, b, h, i, p.lengths[b] - 1, o));
       }
   return worst;
 }
@@ -189,12 +197,10 @@ double decode_step(const fa::Context& ctx, Problem& p) {
   fa::kernels::fmha_forward(ctx, a);
 
   double worst = 0;
-  std::vector<double> ref(p.D);
   for (int b = 0; b < p.B; ++b)
     for (int h = 0; h < p.H; ++h) {
-      reference_row(p, b, h, p.lengths[b] - 1, p.lengths[b] - 1, ref.data());
-      const float* o = &out[(size_t(b) * H + h) * D];
-      for (int d = 0; d < p.D; ++d) worst = worse(worst, std::fabs(o[d] - ref[d]));
+      const int last = p.lengths[b] - 1;
+      worst = std::max(worst, row_error(p, b, h, last, last, &out[(size_t(b) * H + h) * D]));
     }
   return worst;
 }
@@ -298,16 +304,9 @@ bool run_attention_demo_cuda() {
   CUDA_OK(cudaStreamSynchronize(stream));
   CUDA_OK(cudaStreamDestroy(stream));
 
-  double worst = 0;
-  std::vector<double> ref(p.D);
-  for (int b = 0; b < p.B; ++b)
-    for (int h = 0; h < p.H; ++h)
-      for (int i = 0; i < p.S; ++i) {
-        reference_row(p, b, h, i, i, ref.data());
-        const uint16_t* o = &out[((size_t(b) * p.H + h) * p.S + i) * p.D];
-        for (int d = 0; d < p.D; ++d)
-          worst = worse(worst, std::fabs(fa::half_to_float(o[d]) - ref[d]));
-      }
+  std::vector<float> out_f(out.size());
+  for (size_t i = 0; i < out.size(); ++i) out_f[i] = fa::half_to_float(out[i]);
+  const double worst = causal_batch_error(p, out_f);
   const bool ok = worst < 2e-3;  // float16 output rounding (half an ulp near 1 is 5e-4) and more
   std::printf("fmha on CUDA, float16, own stream, whole batch causal: max |err| %.2e -> %s\n",
               worst, ok ? "OK" : "FAILED");
