@@ -293,21 +293,21 @@ TEST(tensor_header_checks) {
   longer.push_back(0);
   CHECK_THROWS(parse_tensor_header(longer.data(), longer.size(), path), FileError,
                "1 unexpected trailing bytes");
-  std::vector<unsigned char> g = f;
-  g[0] = 'X';
-  CHECK_THROWS(parse_tensor_header(g.data(), g.size(), path), FileError, "w.fat: bad magic");
-  g = f;
-  g[8] = 2;
-  CHECK_THROWS(parse_tensor_header(g.data(), g.size(), path), FileError, "format version 2");
-  g = f;
-  g[12] = 9;
-  CHECK_THROWS(parse_tensor_header(g.data(), g.size(), path), FileError, "unknown dtype code 9");
-  g = f;
-  g[16] = 7;
-  CHECK_THROWS(parse_tensor_header(g.data(), g.size(), path), FileError, "ndim 7 out of range");
-  g = f;
-  g[20] = 40;
-  CHECK_THROWS(parse_tensor_header(g.data(), g.size(), path), FileError, "bad data_offset 40");
+  // One header byte changed at a time, and the error that names it.
+  const struct {
+    size_t at;
+    unsigned char value;
+    const char* message;
+  } corruptions[] = {{0, 'X', "w.fat: bad magic"},
+                     {8, 2, "format version 2"},
+                     {12, 9, "unknown dtype code 9"},
+                     {16, 7, "ndim 7 out of range"},
+                     {20, 40, "bad data_offset 40"}};
+  for (const auto& c : corruptions) {
+    std::vector<unsigned char> g = f;
+    g[c.at] = c.value;
+    CHECK_THROWS(parse_tensor_header(g.data(), g.size(), path), FileError, c.message);
+  }
 }
 
 TEST(weight_store_maps_and_checks) {
