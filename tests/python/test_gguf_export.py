@@ -131,11 +131,17 @@ def test_mistral_by_name_and_bfloat16_export(byte_tok, tmp_path):
     check_against_transformers(path, out, atol=3e-2)
 
 
+def one_layer_llama(vocab: int) -> tuple:
+    """random_state's tied llama cut to its first layer: (HF config, state) for the tokenizer
+    tests, which need no more."""
+    config, state = random_state("llama", vocab, tied=True)
+    config["num_hidden_layers"] = 1
+    return config, {k: v for k, v in state.items() if ".layers.1." not in k}
+
+
 @pytest.mark.parametrize("pre", ["qwen2", "llama-bpe", "default"])
 def test_byte_level_tokenizer_matches_transformers(byte_tok, tmp_path, pre):
-    config, state = random_state("llama", byte_tok.get_vocab_size(), tied=True)
-    config["num_hidden_layers"] = 1
-    state = {k: v for k, v in state.items() if ".layers.1." not in k}
+    config, state = one_layer_llama(byte_tok.get_vocab_size())
     path = tmp_path / "tok.gguf"
     write_gguf(path, "llama", config, state, "F16", tokenizer=byte_tokenizer_meta(byte_tok, pre))
     out = tmp_path / "out"
@@ -147,9 +153,7 @@ def test_byte_level_tokenizer_matches_transformers(byte_tok, tmp_path, pre):
 
 def test_sentencepiece_tokenizer_matches_transformers(tmp_path):
     tok = h.train_sentencepiece_like(400)
-    config, state = random_state("llama", tok.get_vocab_size(), tied=True)
-    config["num_hidden_layers"] = 1
-    state = {k: v for k, v in state.items() if ".layers.1." not in k}
+    config, state = one_layer_llama(tok.get_vocab_size())
     tokens, types, scores = sentencepiece_vocab(tok)
     path = tmp_path / "spm.gguf"
     write_gguf(
