@@ -202,6 +202,16 @@ def _usage(req: GenerationRequest, completion_tokens: int) -> dict:
     }
 
 
+def _body(
+    req: GenerationRequest, model: str, obj: str, choices: list, usage: dict | None = None
+) -> dict:
+    """A response object or stream chunk: the fields every one has, and usage where given."""
+    body = {"id": req.id, "object": obj, "created": req.created, "model": model, "choices": choices}
+    if usage is not None:
+        body["usage"] = usage
+    return body
+
+
 def response_body(
     req: GenerationRequest, model: str, text: str, finish_reason: str, completion_tokens: int
 ) -> dict:
@@ -216,14 +226,7 @@ def response_body(
     else:
         choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
         obj = "text_completion"
-    return {
-        "id": req.id,
-        "object": obj,
-        "created": req.created,
-        "model": model,
-        "choices": [choice],
-        "usage": _usage(req, completion_tokens),
-    }
+    return _body(req, model, obj, [choice], usage=_usage(req, completion_tokens))
 
 
 def chunk_body(
@@ -244,22 +247,9 @@ def chunk_body(
     else:
         choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
         obj = "text_completion"
-    return {
-        "id": req.id,
-        "object": obj,
-        "created": req.created,
-        "model": model,
-        "choices": [choice],
-    }
+    return _body(req, model, obj, [choice])
 
 
 def usage_chunk(req: GenerationRequest, model: str, completion_tokens: int) -> dict:
     obj = "chat.completion.chunk" if req.kind == "chat" else "text_completion"
-    return {
-        "id": req.id,
-        "object": obj,
-        "created": req.created,
-        "model": model,
-        "choices": [],
-        "usage": _usage(req, completion_tokens),
-    }
+    return _body(req, model, obj, [], usage=_usage(req, completion_tokens))
