@@ -20,6 +20,8 @@ import pytest
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 WORKER = HERE / "mpi_worker.py"
+# The multi-rank tests import helpers and model builders from tests/python.
+sys.path.insert(0, str(ROOT / "tests" / "python"))
 
 
 @dataclasses.dataclass

@@ -8,15 +8,12 @@ SIGINT to rank 0."""
 from __future__ import annotations
 
 import json
-import pathlib
 import random
-import sys
+
+from text_helpers import tiny_config
 
 from fastattention import random_weights
 from fastattention.session import Session
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "python"))
-from text_helpers import tiny_config  # noqa: E402
 
 CONFIG = tiny_config(512, max_position_embeddings=256)
 

@@ -6,8 +6,6 @@ once, after the embedding's all-reduce."""
 from __future__ import annotations
 
 import json
-import pathlib
-import sys
 
 import numpy as np
 import pytest
@@ -15,7 +13,6 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "python"))
 from test_export_ft_gpt import random_gpt2, write_ft_gpt2  # noqa: E402
 
 from fastattention.export import export_ft  # noqa: E402

@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import sys
 
 import numpy as np
 import pytest
+from test_example import EXAMPLE, run_example
 
 from fastattention.session import Session
 
@@ -168,9 +168,6 @@ def test_libmpi_comes_from_an_installed_location(mpi, tmp_path):
 def test_example_under_mpirun(mpi, tmp_path):
     """`mpirun -n 2 python examples/llama_infer.py` exports the default model with tp=2 on rank
     0, runs it on both ranks, prints once, and generates what the one-process run generates."""
-    from pathlib import Path
-
-    example = Path(__file__).resolve().parents[2] / "examples" / "llama_infer.py"
     args = [
         "--builder",
         "numpy",
@@ -186,18 +183,10 @@ def test_example_under_mpirun(mpi, tmp_path):
         1,
     ]
     env = {"FASTATTENTION_CACHE": str(tmp_path / "cache")}
-    res = mpi.run(2, *args, script=example, env=env)
+    res = mpi.run(2, *args, script=EXAMPLE, env=env)
     assert res.output.count("tensor parallel over 2 ranks") == 1, res.output  # rank 0 only
     assert "-export-float32-tp2" in res.output
-    import subprocess
-
-    single = subprocess.run(
-        [sys.executable, str(example), *map(str, args)],
-        capture_output=True,
-        text=True,
-        env={**__import__("os").environ, **env},
-        timeout=300,
-    )
+    single = run_example(*args, cache=tmp_path / "cache")
     assert single.returncode == 0, single.stderr
 
     def new_tokens(text):
