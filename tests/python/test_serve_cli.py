@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,19 +17,14 @@ import pytest
 import text_helpers as h
 from cli_helpers import run_cli
 
-from fastattention.export import export_hf
 from fastattention.session import Session
 
 
 @pytest.fixture(scope="module")
 def model(hf_model_factory, tmp_path_factory):
-    tok = h.train_byte_level()
-    hf = hf_model_factory("llama", vocab_size=tok.get_vocab_size())
     src = tmp_path_factory.mktemp("hf-serve")
-    shutil.copytree(hf.path, src, dirs_exist_ok=True)
-    h.save_hf_tokenizer(tok, src)
     out = tmp_path_factory.mktemp("fa-serve") / "tiny-llama"
-    export_hf(src, out, dtype="float32", progress=False)
+    h.export_llama_with_tokenizer(hf_model_factory, h.train_byte_level(), src, out)
     return out
 
 

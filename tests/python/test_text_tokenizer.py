@@ -31,13 +31,9 @@ CHATS = [
 @pytest.fixture(scope="module", params=sorted(TOKENIZERS))
 def exported(request, hf_model_factory, tmp_path_factory):
     """(HF dir with a tokenizer, exported dir) for a tiny llama whose vocab fits the tokenizer."""
-    tok = TOKENIZERS[request.param]()
-    hf = hf_model_factory("llama", vocab_size=tok.get_vocab_size())
     src = tmp_path_factory.mktemp(f"hf-tok-{request.param}")
-    shutil.copytree(hf.path, src, dirs_exist_ok=True)
-    h.save_hf_tokenizer(tok, src)
     out = tmp_path_factory.mktemp(f"fa-tok-{request.param}")
-    export_hf(src, out, dtype="float32", progress=False)
+    h.export_llama_with_tokenizer(hf_model_factory, TOKENIZERS[request.param](), src, out)
     return src, out
 
 

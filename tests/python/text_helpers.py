@@ -5,6 +5,7 @@ model's config (tiny_config) also by test_session.py and tests/mpi/test_engine_t
 from __future__ import annotations
 
 import random
+import shutil
 
 from fastattention import random_weights
 
@@ -107,6 +108,17 @@ def save_hf_tokenizer(tok, directory, chat_template: str | None = CHAT_TEMPLATE)
     if chat_template is not None:
         fast.chat_template = chat_template
     fast.save_pretrained(directory)
+
+
+def export_llama_with_tokenizer(hf_model_factory, tok, src, out) -> None:
+    """conftest's tiny llama with its vocabulary sized to `tok`, copied to src with `tok` saved
+    beside it (a Hugging Face checkpoint with its tokenizer), exported in float32 to out."""
+    from fastattention.export import export_hf
+
+    hf = hf_model_factory("llama", vocab_size=tok.get_vocab_size())
+    shutil.copytree(hf.path, src, dirs_exist_ok=True)
+    save_hf_tokenizer(tok, src)
+    export_hf(src, out, dtype="float32", progress=False)
 
 
 def test_strings(n: int = 300, seed: int = 0) -> list[str]:
