@@ -284,6 +284,20 @@ def call_cost(repeats: int = 2000) -> float:
     return float(np.median(ts))
 
 
+def _warm_session(model_dir: str, threads: int, context: int, steps: int, seed: int):
+    """(config, a seeded prompt of `context` tokens, a batch-1 Session on `threads` threads with
+    one generate of `steps` tokens after the prompt done as a warm-up)."""
+    from fastattention.session import Session
+
+    rng = np.random.default_rng(seed)
+    with open(os.path.join(model_dir, "config.json")) as f:
+        config = json.load(f)
+    prompt = [int(x) for x in rng.integers(3, config["vocab_size"], size=context)]
+    s = Session(model_dir, num_threads=threads, max_batch=1, max_seq_len=context + steps + 8)
+    s.generate([prompt], steps)
+    return config, prompt, s
+
+
 def session_steps(
     model_dir: str,
     threads: int,
@@ -297,14 +311,8 @@ def session_steps(
     variant (the spin team on / off), the variants alternating call by call so load falls on all
     alike."""
     from fastattention import _C
-    from fastattention.session import Session
 
-    rng = np.random.default_rng(seed)
-    with open(os.path.join(model_dir, "config.json")) as f:
-        vocab = json.load(f)["vocab_size"]
-    prompt = [int(x) for x in rng.integers(3, vocab, size=context)]
-    s = Session(model_dir, num_threads=threads, max_batch=1, max_seq_len=context + steps + 8)
-    s.generate([prompt], steps)
+    _, prompt, s = _warm_session(model_dir, threads, context, steps, seed)
     ms: List[List[float]] = [[] for _ in variants]
     for _ in range(rounds):
         for i, team in enumerate(variants):
@@ -327,14 +335,8 @@ def busy_neighbour_table(
     """The session step per variant, idle and beside spinning neighbours (bench/busy.py)."""
     from fastattention import _C
     from fastattention.bench import busy
-    from fastattention.session import Session
 
-    rng = np.random.default_rng(seed)
-    with open(os.path.join(model_dir, "config.json")) as f:
-        config = json.load(f)
-    prompt = [int(x) for x in rng.integers(3, config["vocab_size"], size=context)]
-    s = Session(model_dir, num_threads=threads, max_batch=1, max_seq_len=context + steps + 8)
-    s.generate([prompt], steps)
+    config, prompt, s = _warm_session(model_dir, threads, context, steps, seed)
 
     def decoder(team: bool):
         def decode() -> float:
