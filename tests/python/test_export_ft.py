@@ -30,15 +30,7 @@ from cli_helpers import run_cli
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from ft_helpers import (  # noqa: E402
-    assert_greedy_matches,
-    assert_logits_match,
-    assert_tp2_split,
-    copy_to_damage,
-    edit_ft_ini,
-    exported_tensors,
-    randomize,
-)
+import ft_helpers  # noqa: E402
 
 from fastattention.export import export_ft  # noqa: E402
 from fastattention.session import Session  # noqa: E402
@@ -63,7 +55,7 @@ NEOX = dict(
 @pytest.fixture(scope="module")
 def neox():
     model = transformers.GPTNeoXForCausalLM(transformers.GPTNeoXConfig(**NEOX))
-    return randomize(model, 0, norm_marks=("layernorm", "layer_norm"))
+    return ft_helpers.randomize(model, 0, norm_marks=("layernorm", "layer_norm"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,29 +152,29 @@ def test_neox_logits_match_transformers(neox, ft_dirs, tmp_path, factor):
     assert cfg["bos_token_id"] == 0 and cfg["eos_token_id"] == [2]
     session = Session(out, max_batch=2, max_seq_len=64, kv_block_size=4)
     rng = np.random.default_rng(factor)
-    assert_logits_match(neox, session, rng, (1, 13, 40), f"FT split {factor}")
+    ft_helpers.assert_logits_match(neox, session, rng, (1, 13, 40), f"FT split {factor}")
     prompt = rng.integers(0, NEOX["vocab_size"], size=9).tolist()
-    assert_greedy_matches(neox, session, prompt, 12)
+    ft_helpers.assert_greedy_matches(neox, session, prompt, 12)
 
 
 def test_any_split_in_any_split_out(ft_dirs, tmp_path):
     """FT split 1 and 2 give identical exports; the tp=2 output holds the tp=1 tensors split as
     docs/FORMAT.md says (heads, FFN columns and the padded vocabulary per rank)."""
     export_ft(ft_dirs(1), tmp_path / "tp1", tp=1, dtype="float32", progress=False)
-    one = exported_tensors(tmp_path / "tp1", 0)
+    one = ft_helpers.exported_tensors(tmp_path / "tp1", 0)
     for factor in (1, 2):
         out = tmp_path / f"tp2-from-{factor}"
         cfg = export_ft(ft_dirs(factor), out, tp=2, dtype="float32", progress=False)
         assert cfg["tp_size"] == 2 and cfg["vocab_size_padded"] == 302
         # 4 heads of 16: rank r holds heads 2r, 2r+1 = rows 32r..32r+31 of each of q, k, v
-        assert_tp2_split(one, [exported_tensors(out, r) for r in (0, 1)])
+        ft_helpers.assert_tp2_split(one, [ft_helpers.exported_tensors(out, r) for r in (0, 1)])
 
 
 @pytest.mark.parametrize("weight_type", ["fp16"])
 def test_fp16_source_converts_exactly(neox, ft_dirs, tmp_path, weight_type):
     out = tmp_path / "m"
     export_ft(ft_dirs(2, weight_type), out, tp=1, dtype="float32", progress=False)
-    t = exported_tensors(out, 0)
+    t = ft_helpers.exported_tensors(out, 0)
     sd = {k: v.detach().numpy() for k, v in neox.state_dict().items()}
     f16 = lambda x: x.astype(np.float16).astype(np.float32)  # noqa: E731
     np.testing.assert_array_equal(t["embed.weight"], f16(sd["gpt_neox.embed_in.weight"]))
@@ -233,7 +225,7 @@ def test_cli_usage_errors(args, code, message):
 @pytest.fixture
 def broken(ft_dirs, tmp_path):
     """A fresh copy of the split-2 fp32 FT directory to damage."""
-    return copy_to_damage(ft_dirs(2), tmp_path)
+    return ft_helpers.copy_to_damage(ft_dirs(2), tmp_path)
 
 
 def _export(d, tmp_path):
@@ -269,7 +261,7 @@ def test_wrong_size_is_named(broken, tmp_path):
 
 def test_fp16_files_declared_fp32_are_caught(ft_dirs, tmp_path):
     """weight_data_type must match the files: half-size files fail the size check by name."""
-    d = copy_to_damage(ft_dirs(2, "fp16"), tmp_path)
+    d = ft_helpers.copy_to_damage(ft_dirs(2, "fp16"), tmp_path)
     text = (
         (d / "config.ini").read_text().replace("weight_data_type = fp16", "weight_data_type = fp32")
     )
@@ -301,13 +293,13 @@ def test_fp16_files_declared_fp32_are_caught(ft_dirs, tmp_path):
     ],
 )
 def test_bad_config_ini(broken, tmp_path, changes, message):
-    edit_ft_ini(broken, "gptneox", **changes)
+    ft_helpers.edit_ft_ini(broken, "gptneox", **changes)
     with pytest.raises(ValueError, match=r"config\.ini: " + message):
         _export(broken, tmp_path)
 
 
 def test_config_size_mismatch_names_the_file(broken, tmp_path):
-    edit_ft_ini(broken, "gptneox", vocab_size="300")
+    ft_helpers.edit_ft_ini(broken, "gptneox", vocab_size="300")
     with pytest.raises(ValueError, match=r"model\.wte\.bin is 77056 bytes; .*\[300, 64\]"):
         _export(broken, tmp_path)
 

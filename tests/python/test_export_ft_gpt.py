@@ -26,15 +26,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from ft_helpers import (  # noqa: E402
-    assert_greedy_matches,
-    assert_logits_match,
-    assert_tp2_split,
-    copy_to_damage,
-    edit_ft_ini,
-    exported_tensors,
-    randomize,
-)
+import ft_helpers  # noqa: E402
 
 from fastattention.export import export_ft  # noqa: E402
 from fastattention.session import Session  # noqa: E402
@@ -57,7 +49,7 @@ def random_gpt2(seed: int):
     """The tiny GPT2 model with seeded weights, in eval mode. wpe gets the embeddings' scale: a
     model that ignored positions would be far off."""
     model = transformers.GPT2LMHeadModel(transformers.GPT2Config(**GPT2))
-    return randomize(model, seed, norm_marks=(".ln_",))
+    return ft_helpers.randomize(model, seed, norm_marks=(".ln_",))
 
 
 @pytest.fixture(scope="module")
@@ -153,19 +145,19 @@ def test_gpt2_logits_match_transformers(gpt2, ft_dir, tmp_path, factor):
     session = Session(out, max_batch=2, kv_block_size=4)
     assert session.config["max_position_embeddings"] == 64
     rng = np.random.default_rng(factor)
-    assert_logits_match(gpt2, session, rng, (1, 13, 64), f"FT split {factor}")
+    ft_helpers.assert_logits_match(gpt2, session, rng, (1, 13, 64), f"FT split {factor}")
     # The same token at every position: only the position table tells the rows apart.
     same = session.logits([7] * 8)
     assert np.abs(same[1:] - same[:-1]).max() > 0.05
     prompt = rng.integers(0, GPT2["vocab_size"], size=9).tolist()
-    assert_greedy_matches(gpt2, session, prompt, 20)
+    ft_helpers.assert_greedy_matches(gpt2, session, prompt, 20)
 
 
 def test_gpt2_any_split_in_any_split_out(gpt2, ft_dir, tmp_path):
     """FT splits 1 and 2 give identical tp=2 exports: the tp=1 tensors split as docs/FORMAT.md
     says, pos_embed.weight (= wpe) and the biases whole on both ranks; no lm_head (tied)."""
     _export(ft_dir(1), tmp_path / "tp1", tp=1)
-    one = exported_tensors(tmp_path / "tp1", 0)
+    one = ft_helpers.exported_tensors(tmp_path / "tp1", 0)
     wpe = gpt2.transformer.wpe.weight.detach().numpy()
     np.testing.assert_array_equal(one["pos_embed.weight"], wpe)
     np.testing.assert_array_equal(
@@ -176,14 +168,14 @@ def test_gpt2_any_split_in_any_split_out(gpt2, ft_dir, tmp_path):
         out = tmp_path / f"tp2-from-{factor}"
         cfg = _export(ft_dir(factor), out, tp=2)
         assert cfg["tp_size"] == 2 and cfg["vocab_size_padded"] == 98
-        assert_tp2_split(one, [exported_tensors(out, r) for r in (0, 1)])
+        ft_helpers.assert_tp2_split(one, [ft_helpers.exported_tensors(out, r) for r in (0, 1)])
 
 
 def test_max_positions_shortens_the_table(gpt2, ft_dir, tmp_path):
     cfg = _export(ft_dir(1), tmp_path / "m", tp=1, max_positions=40)
     assert cfg["max_position_embeddings"] == 40
     np.testing.assert_array_equal(
-        exported_tensors(tmp_path / "m", 0)["pos_embed.weight"],
+        ft_helpers.exported_tensors(tmp_path / "m", 0)["pos_embed.weight"],
         gpt2.transformer.wpe.weight.detach().numpy()[:40],
     )
     with pytest.raises(
@@ -225,7 +217,7 @@ def test_positions_past_the_table_are_refused(exported):
 
 @pytest.fixture
 def broken(ft_dir, tmp_path):
-    return copy_to_damage(ft_dir(2), tmp_path)
+    return ft_helpers.copy_to_damage(ft_dir(2), tmp_path)
 
 
 def test_missing_wpe_is_named(broken, tmp_path):
@@ -248,7 +240,7 @@ def test_wrong_size_wpe_is_named(broken, tmp_path):
 
 
 def test_layernorm_eps_is_read(broken, tmp_path):
-    edit_ft_ini(broken, "gpt", layernorm_eps="1e-5")
+    ft_helpers.edit_ft_ini(broken, "gpt", layernorm_eps="1e-5")
     assert _export(broken, tmp_path / "out", tp=1)["norm_eps"] == 1e-5
 
 
@@ -276,7 +268,7 @@ def test_layernorm_eps_is_read(broken, tmp_path):
     ],
 )
 def test_bad_config_ini(broken, tmp_path, changes, message):
-    edit_ft_ini(broken, "gpt", **changes)
+    ft_helpers.edit_ft_ini(broken, "gpt", **changes)
     with pytest.raises(ValueError, match=r"config\.ini: " + message):
         _export(broken, tmp_path / "out", tp=1)
 
