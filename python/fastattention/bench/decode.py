@@ -21,6 +21,7 @@ import argparse
 import datetime
 from typing import List, Optional
 
+from fastattention.bench.arguments import run_as_script
 from fastattention.bench.cuda_timing import median_ms_per_call
 
 DTYPES = ("float16", "bfloat16")
@@ -238,8 +239,4 @@ def run(args: argparse.Namespace) -> List[dict]:
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    add_arguments(ap)
-    run(ap.parse_args())
+    run_as_script(__doc__, add_arguments, run)
