@@ -51,6 +51,13 @@ def ref_seq(q, k, v, *, causal=False, window=(-1, -1), alibi=None, scale=None):
     return out, lse
 
 
+def ref_packed(q, k, v, cu_q, cu_k, b, **options):
+    """ref_seq of sequence b of packed q / k / v: rows cu_q[b] .. cu_q[b + 1] of q and
+    cu_k[b] .. cu_k[b + 1] of k and v."""
+    keys = slice(cu_k[b], cu_k[b + 1])
+    return ref_seq(q[cu_q[b] : cu_q[b + 1]], k[keys], v[keys], **options)
+
+
 def ref_batch(q, k, v, **kw):
     """(B, S, H, D) inputs -> out (B, Sq, Hq, D), lse (B, Hq, Sq)."""
     alibi = kw.pop("alibi", None)
@@ -211,13 +218,7 @@ def test_varlen_mixed_lengths():
     )
     assert out.shape == q.shape and lse.shape == (4, cu_q[-1])
     for b in range(5):
-        ref, ref_lse = ref_seq(
-            q[cu_q[b] : cu_q[b + 1]],
-            k[cu_k[b] : cu_k[b + 1]],
-            v[cu_k[b] : cu_k[b + 1]],
-            causal=True,
-            alibi=slopes[b],
-        )
+        ref, ref_lse = ref_packed(q, k, v, cu_q, cu_k, b, causal=True, alibi=slopes[b])
         assert max_err(out[cu_q[b] : cu_q[b + 1]], ref) < TOL["float32"]
         assert max_err(lse[:, cu_q[b] : cu_q[b + 1]], ref_lse) < 1e-4
 
@@ -283,13 +284,7 @@ def test_fmha_forward_writes_every_output_element():
     )
     assert np.all(np.isfinite(out)) and not np.any(np.isnan(lse))
     for b in range(2):
-        ref, ref_lse = ref_seq(
-            q[cu_q[b] : cu_q[b + 1]],
-            k[cu_k[b] : cu_k[b + 1]],
-            v[cu_k[b] : cu_k[b + 1]],
-            causal=True,
-            window=(10, -1),
-        )
+        ref, ref_lse = ref_packed(q, k, v, cu_q, cu_k, b, causal=True, window=(10, -1))
         assert max_err(out[cu_q[b] : cu_q[b + 1]], ref) < TOL["float16"]
         assert max_err(lse[:, cu_q[b] : cu_q[b + 1]], ref_lse) < 1e-4
 
