@@ -231,29 +231,28 @@ class Session(TextGeneration):
         dtype, and the KV cache gets what gpu_memory_fraction leaves after the weights and
         activations (the plan is printed with verbose=True and in session.memory_plan).
     num_threads: CPU threads for the kernels (None: OpenMP's default).
-    max_batch: most prompts per generate() call (default 8).
+    max_batch: most prompts per generate() call.
     max_seq_len: prompt + new tokens per sequence (None: the model's max_position_embeddings).
-    kv_block_size: tokens per KV-cache block (default 16).
-    kv_dtype: "auto" (the default: float32 on the CPU, the weights' dtype on a GPU), "float32",
-        "float16" or "bfloat16" KV cache (a GPU session accepts only the weights' dtype).
+    kv_block_size: tokens per KV-cache block.
+    kv_dtype: "auto" (float32 on the CPU, the weights' dtype on a GPU), "float32", "float16" or
+        "bfloat16" KV cache (a GPU session accepts only the weights' dtype).
     max_cache_tokens: KV pool size in tokens over all sequences (None: on the CPU max_batch *
         min(max_seq_len, 4096); on a GPU as many as the memory budget allows, at most
         max_batch * max_seq_len). A GPU pool that does not fit raises MemoryError at load.
-    gpu_memory_fraction: share of the GPU's memory the session may use in all (GPU only;
-        default 0.9).
+    gpu_memory_fraction: share of the GPU's memory the session may use in all (GPU only).
     gpu_kv_budget: the device KV pool's budget (GPU only): a fraction of the GPU's memory (<= 1)
         or bytes (> 1); None: what the memory plan leaves. max_cache_tokens wins if given.
     host_kv_tokens: size in tokens of a host-memory KV pool (pinned on a GPU) that takes the
         older tokens of sequences outgrowing the device pool, so contexts longer than the device
         can hold still run (attention over them runs on the CPU, merged by log-sum-exp).
-        0 (the default): no spilling. Not for sliding-window models.
-    spill_attention: how attention reads spilled KV: "auto" (the default; on a GPU: prefill
-        streams the host blocks to the GPU; decode measures streaming against computing on the
-        CPU, where the blocks are, and keeps the faster; timings say how many steps took each),
-        "cpu" or "stream".
+        0: no spilling. Not for sliding-window models.
+    spill_attention: how attention reads spilled KV: "auto" (on a GPU: prefill streams the host
+        blocks to the GPU; decode measures streaming against computing on the CPU, where the
+        blocks are, and keeps the faster; timings say how many steps took each), "cpu" or
+        "stream".
     prefill_chunk_tokens: token budget of one prefill forward pass (bounds activation memory;
-        longer prompts and batches are prefilled in chunks; default 2048).
-    verbose: log the weight and KV-cache memory at load (default False).
+        longer prompts and batches are prefilled in chunks).
+    verbose: log the weight and KV-cache memory at load.
     load: how the weight files are held. "mmap" (default) maps them read-only: no copy, and the
         pages are shared with the OS cache, but the files must not change while the session
         lives (a file truncated or rewritten in place makes the next generate read the new bytes,
@@ -275,12 +274,49 @@ class Session(TextGeneration):
         the CPU; must be a bool.
     """
 
-    def __init__(self, model_dir, device: str = "cpu", *, load: str = "mmap", **options):
-        # options: the keywords of _session_options (its signature holds their defaults).
+    def __init__(
+        self,
+        model_dir,
+        device: str = "cpu",
+        *,
+        num_threads=None,
+        max_batch: int = 8,
+        max_seq_len=None,
+        kv_block_size: int = 16,
+        kv_dtype: str = "auto",
+        max_cache_tokens=None,
+        prefill_chunk_tokens: int = 2048,
+        gpu_memory_fraction: float = 0.9,
+        gpu_kv_budget=None,
+        host_kv_tokens: int = 0,
+        spill_attention: str = "auto",
+        verbose: bool = False,
+        tp_overlap: bool = True,
+        tp_tiles=None,
+        cuda_graphs: bool = True,
+        load: str = "mmap",
+    ):
         path = _model_path(model_dir)
         if load not in ("mmap", "copy"):
             raise ValueError(f"load must be 'mmap' or 'copy', got {load!r}")
-        opts = _session_options(device, **options)
+        opts = _session_options(
+            device,
+            num_threads=num_threads,
+            max_batch=max_batch,
+            max_seq_len=max_seq_len,
+            kv_block_size=kv_block_size,
+            kv_dtype=kv_dtype,
+            max_cache_tokens=max_cache_tokens,
+            prefill_chunk_tokens=prefill_chunk_tokens,
+            gpu_memory_fraction=gpu_memory_fraction,
+            gpu_kv_budget=gpu_kv_budget,
+            host_kv_tokens=host_kv_tokens,
+            spill_attention=spill_attention,
+            verbose=verbose,
+            tp_overlap=tp_overlap,
+            tp_tiles=tp_tiles,
+            cuda_graphs=cuda_graphs,
+        )
         self.model_dir = os.fspath(model_dir)
         # Under mpirun, a rank that fails (here or later) ends the job instead of leaving the
         # other ranks waiting for it.
