@@ -147,7 +147,7 @@ class Case:
 
 @pytest.mark.parametrize("dtype", [F16, BF16, F32])
 @pytest.mark.parametrize("block_size", [16, 64, 256])
-@pytest.mark.parametrize("group", [1, 4, 8])
+@pytest.mark.parametrize("group", [1, 2, 4, 8])
 def test_paged_decode(dtype, block_size, group):
     c = Case(
         [1, 1, 1],
@@ -171,7 +171,7 @@ def test_odd_block_sizes(block_size):
 
 
 @pytest.mark.parametrize("dtype", [F16, BF16, F32])
-@pytest.mark.parametrize("group", [1, 4, 8])
+@pytest.mark.parametrize("group", [1, 2, 4, 8])
 @pytest.mark.parametrize("sq", [1, 4])
 @pytest.mark.parametrize("impl", ["auto", "decode"])
 def test_contiguous(dtype, group, sq, impl):
@@ -276,6 +276,28 @@ def test_copy_paths(impl, dtype, d):
     c.check(out, lse, window=(100, 17), what=f"{impl} window")
     out, lse = c.run(True, causal=True, impl=impl, num_splits=1)
     c.check(out, lse, causal=True, what=f"{impl} one split")
+
+
+@pytest.mark.parametrize("impl", ["decode-regstage", "decode-async"])
+@pytest.mark.parametrize("dtype", [F16, BF16, F32])
+@pytest.mark.parametrize("d", [64, 128, 256])
+@pytest.mark.parametrize("group", [1, 2])
+def test_small_row_tiles(impl, dtype, d, group):
+    """One query of a multi-head (1 row) or GQA-2 (2 rows) model takes the 1- or 2-row tile
+    (P and the merge state read as a float / float2 instead of float4 groups), on both copy
+    paths, paged and contiguous, split and not, with ALiBi and a window."""
+    if impl == "decode-async" and torch.cuda.get_device_capability()[0] < 8:
+        pytest.skip("cp.async needs sm_80+")
+    if not instance_runs_here(impl, d, dtype):
+        pytest.skip(f"no {impl} instance for head dim {d}, {dtype} in this build")
+    c = Case([1, 1, 1], [1, 130, 2000], hq=3 * group, hk=3, d=d, dtype=dtype, seed=d + group)
+    for paged in (True, False):
+        for splits in (1, 4):
+            out, lse = c.run(paged, causal=True, impl=impl, num_splits=splits)
+            c.check(out, lse, causal=True, what=f"{impl} paged={paged} splits={splits}")
+    slopes = torch.tensor([2.0 ** -(i + 1) for i in range(3 * group)], device="cuda")
+    out, lse = c.run(True, window=(100, 0), impl=impl, alibi_slopes=slopes)
+    c.check(out, lse, window=(100, 0), alibi=slopes, what=f"{impl} window + alibi")
 
 
 def test_merge_kernel_path():

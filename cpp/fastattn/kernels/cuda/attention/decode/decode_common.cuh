@@ -125,27 +125,42 @@ __device__ __forceinline__ void store_from_float(Element* dst, const float (&f)[
   store_words<kBytes>(dst, w);
 }
 
-// N floats (N a multiple of 4) from 16-byte aligned memory (shared or global).
+// N floats from memory aligned to their size (16 bytes for N a multiple of 4): float4 loads,
+// or one float2 / float for N = 2 / 1 (the decode kernel's 1- and 2-row tiles).
 template <int N>
 __device__ __forceinline__ void load_floats(const float* src, float (&f)[N]) {
-  static_assert(N % 4 == 0, "float4 loads");
+  static_assert(N == 1 || N == 2 || N % 4 == 0, "1, 2 or a multiple of 4 floats");
+  if constexpr (N == 1) {
+    f[0] = *src;
+  } else if constexpr (N == 2) {
+    const float2 v = *reinterpret_cast<const float2*>(src);
+    f[0] = v.x;
+    f[1] = v.y;
+  } else {
 #pragma unroll
-  for (int i = 0; i < N / 4; ++i) {
-    const float4 v = reinterpret_cast<const float4*>(src)[i];
-    f[4 * i] = v.x;
-    f[4 * i + 1] = v.y;
-    f[4 * i + 2] = v.z;
-    f[4 * i + 3] = v.w;
+    for (int i = 0; i < N / 4; ++i) {
+      const float4 v = reinterpret_cast<const float4*>(src)[i];
+      f[4 * i] = v.x;
+      f[4 * i + 1] = v.y;
+      f[4 * i + 2] = v.z;
+      f[4 * i + 3] = v.w;
+    }
   }
 }
 
 template <int N>
 __device__ __forceinline__ void store_floats(float* dst, const float (&f)[N]) {
-  static_assert(N % 4 == 0, "float4 stores");
+  static_assert(N == 1 || N == 2 || N % 4 == 0, "1, 2 or a multiple of 4 floats");
+  if constexpr (N == 1) {
+    *dst = f[0];
+  } else if constexpr (N == 2) {
+    *reinterpret_cast<float2*>(dst) = make_float2(f[0], f[1]);
+  } else {
 #pragma unroll
-  for (int i = 0; i < N / 4; ++i) {
-    reinterpret_cast<float4*>(dst)[i] =
-        make_float4(f[4 * i], f[4 * i + 1], f[4 * i + 2], f[4 * i + 3]);
+    for (int i = 0; i < N / 4; ++i) {
+      reinterpret_cast<float4*>(dst)[i] =
+          make_float4(f[4 * i], f[4 * i + 1], f[4 * i + 2], f[4 * i + 3]);
+    }
   }
 }
 
@@ -209,7 +224,8 @@ struct DecodeTraits {
   static_assert(kChunks % kLanesPerKey == 0, "head-dim chunks split evenly over a key's lanes");
   static_assert(kHeadDim % kPiece == 0 && kPvLanes <= 32, "P V column pieces");
   static_assert(kPiece * kElemBytes % 4 == 0, "P V pieces are whole 32-bit words");
-  static_assert(kRows % 4 == 0, "rows come in float4 groups");
+  static_assert(kRows == 1 || kRows == 2 || kRows % 4 == 0,
+                "rows: 1, 2 or float4 groups (P and the merge state are read as vectors)");
 
   // Shared memory (bytes): K / V stages, then the query rows, P, the per-row mask info and the
   // per-warp softmax state. The final merge of the four warps reuses the K / V area.

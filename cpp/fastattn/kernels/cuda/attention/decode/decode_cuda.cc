@@ -112,8 +112,16 @@ unsigned* split_counters(int dev, cudaStream_t stream) {
   return counters;
 }
 
+// FASTATTN_DECODE_MIN_ROWS (1..16, default 1) keeps tiles smaller than it unused: 4 gives the
+// row tiles of before the 1- and 2-row instances, for an A/B in one build (bench e2e / decode).
+int min_row_tile() {
+  static const int rows = static_cast<int>(env_int("FASTATTN_DECODE_MIN_ROWS", 1, 1, 16));
+  return rows;
+}
+
 // The smallest row tile that holds a sequence's (token, head) rows, else the largest.
 const DecodeKernelEntry* pick_entry(DType dtype, int head_dim, int64_t rows_needed) {
+  rows_needed = std::max<int64_t>(rows_needed, min_row_tile());
   const DecodeKernelEntry* best = nullptr;
   for (const DecodeKernelEntry& e : decode_table()) {
     if (e.dtype != dtype || e.head_dim != head_dim) continue;

@@ -25,20 +25,25 @@ DecodeKernelEntry make_decode_entry(DType dtype) {
       Staged::kSmemBytes};
 }
 
-// Row tiles 4, 8 and 16 (decode_cuda.cc picks the smallest that holds a sequence's rows); at head
-// dim 256 only 4 and 8 (16 rows x 8 columns of fp32 accumulators per lane would spill).
+// Row tiles 1, 2, 4, 8 and 16 (decode_cuda.cc picks the smallest that holds a sequence's rows:
+// a multi-head model's decode query is one row, and a 4-row tile would do 4x its math); at head
+// dim 256 up to 8 (16 rows x 8 columns of fp32 accumulators per lane would spill).
 template <typename Element, int kHeadDim>
 const DecodeKernelEntry* decode_entries(DType dtype, int* n) {
   if constexpr (kHeadDim <= 128) {
-    static const DecodeKernelEntry entries[] = {make_decode_entry<Element, kHeadDim, 4>(dtype),
+    static const DecodeKernelEntry entries[] = {make_decode_entry<Element, kHeadDim, 1>(dtype),
+                                                make_decode_entry<Element, kHeadDim, 2>(dtype),
+                                                make_decode_entry<Element, kHeadDim, 4>(dtype),
                                                 make_decode_entry<Element, kHeadDim, 8>(dtype),
                                                 make_decode_entry<Element, kHeadDim, 16>(dtype)};
-    *n = 3;
+    *n = 5;
     return entries;
   } else {
-    static const DecodeKernelEntry entries[] = {make_decode_entry<Element, kHeadDim, 4>(dtype),
+    static const DecodeKernelEntry entries[] = {make_decode_entry<Element, kHeadDim, 1>(dtype),
+                                                make_decode_entry<Element, kHeadDim, 2>(dtype),
+                                                make_decode_entry<Element, kHeadDim, 4>(dtype),
                                                 make_decode_entry<Element, kHeadDim, 8>(dtype)};
-    *n = 2;
+    *n = 4;
     return entries;
   }
 }

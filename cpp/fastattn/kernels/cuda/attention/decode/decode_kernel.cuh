@@ -98,13 +98,7 @@ __device__ __forceinline__ void compute_tile(const DecodeDeviceParams& p, const 
     st.row_sum[r] = st.row_sum[r] * step.alpha + s[r];
   }
   float* sp = sm.p(warp);
-  if (part == 0) {
-#pragma unroll
-    for (int r = 0; r < kRows; r += 4) {
-      *reinterpret_cast<float4*>(sp + j * kRows + r) =
-          make_float4(s[r], s[r + 1], s[r + 2], s[r + 3]);
-    }
-  }
+  if (part == 0) store_floats<kRows>(sp + j * kRows, s);
   __syncwarp();
 
   // O = O * alpha + P V over this warp's keys.
