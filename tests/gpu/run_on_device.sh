@@ -49,7 +49,7 @@ t0=$(date +%s)
   -Dpybind11_DIR="$(python3 -m pybind11 --cmakedir)" -DFASTATTN_BUILD_PYTHON=ON \
   -DCMAKE_CXX_COMPILER="$cxx" \
   -DFASTATTN_BUILD_TESTS=OFF -DFASTATTN_CUDA=ON -DFASTATTN_MPI=$( [[ $tp == ON ]] && echo ON || echo AUTO) \
-  -DFASTATTN_NCCL=$( [[ $tp == ON ]] && echo ON || echo AUTO) \ -DFASTATTN_CUDA_ARCHS="$cc" \
+  -DFASTATTN_NCCL=$( [[ $tp == ON ]] && echo ON || echo AUTO) -DFASTATTN_CUDA_ARCHS="$cc" \
   -DFASTATTN_CUDA_ALL_IMPLS=${FA_ALL_IMPLS:-1} -DFASTATTN_CUDA_PTXAS_VERBOSE=ON \
   -DFASTATTN_CUDA_HEAD_DIMS="${FA_HEAD_DIMS:-64;80;96;128;256}" \
   -DCMAKE_LIBRARY_OUTPUT_DIRECTORY="$root/python/fastattention" > "$out/configure.log" 2>&1 \
