@@ -226,6 +226,19 @@ def shard_tensors(
 ) -> dict:
     """Rank `rank`'s tensors {name: np.ndarray} for `config` (a config.json dict with tp_size and
     vocab_size_padded set; its dtype float32 or float16), from `seed`. progress: a tqdm bar."""
+    return dict(iter_shard_tensors(config, rank, seed, num_threads=num_threads, progress=progress))
+
+
+def iter_shard_tensors(
+    config: dict,
+    rank: int,
+    seed: int = 0,
+    *,
+    num_threads: int | None = None,
+    progress: bool = False,
+):
+    """shard_tensors one tensor at a time: yields (name, np.ndarray), each built when asked for,
+    so that a caller writing them out holds one tensor at a time, not the whole shard."""
     seed = int(seed)
     if not 0 <= seed < 1 << 64:
         raise ValueError(f"seed must be in [0, 2**64), got {seed}")
@@ -236,7 +249,6 @@ def shard_tensors(
         from tqdm import tqdm
 
         items = tqdm(items, desc=f"random weights (rank {rank})", unit="tensor")
-    out = {}
     for name, s in items:
         arr = np.empty(s.shape, dtype=dtype)
         _C.fill_random_weight(
@@ -250,8 +262,7 @@ def shard_tensors(
             s.shift,
             0 if num_threads is None else int(num_threads),
         )
-        out[name] = arr
-    return out
+        yield name, arr
 
 
 def logical_tensors(config: dict, seed: int = 0) -> dict:
@@ -261,7 +272,9 @@ def logical_tensors(config: dict, seed: int = 0) -> dict:
 
 def write_model(config: dict, out_dir, seed: int = 0) -> None:
     """Writes the random model as an exported model directory (config.json, rank0/ ...) for
-    config's tp_size: the files hold exactly what shard_tensors builds in memory."""
+    config's tp_size: the files hold exactly what shard_tensors builds in memory. One tensor is
+    in memory at a time (a 7B float16 model: 13.5 GB of files, at most its largest tensor, the
+    embedding, 262 MB, in memory); config.json is written last."""
     from fastattention.export.format import write_tensor
 
     cfg = {"format": "fastattention", "format_version": 1, **config}
@@ -269,7 +282,7 @@ def write_model(config: dict, out_dir, seed: int = 0) -> None:
     for rank in range(int(cfg["tp_size"])):
         rank_dir = os.path.join(out_dir, f"rank{rank}")
         os.makedirs(rank_dir, exist_ok=True)
-        for name, arr in shard_tensors(cfg, rank, seed).items():
+        for name, arr in iter_shard_tensors(cfg, rank, seed):
             write_tensor(os.path.join(rank_dir, name + ".fat"), arr)
     with open(os.path.join(out_dir, "config.json"), "w") as f:
         json.dump(cfg, f, indent=2)

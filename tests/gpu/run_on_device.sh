@@ -12,6 +12,8 @@
 #   at each split count of FA_DECODE_SPLITS, default "0 1 2 4 8"; 0 = the heuristic)
 #   e2e-cublas: bench e2e with FASTATTN_SMALL_BATCH_GEMV=0 (every linear on cuBLAS).
 #   step-profile: bench step-profile (kernel time per decode step, by kernel): FA_STEP_PROFILE_ARGS.
+#   serve: bench serve --device cuda --shape 7b, in-flight vs static batching (FA_SERVE_ARGS); needs
+#   the serve wheels in .whl/ (tests/gpu/README.md). FA_ALL_IMPLS=0 FA_HEAD_DIMS=128 suffice for it.
 #   FA_KEEP_BUILD=1 keeps build/gpu from an earlier call on the same warm machine (incremental).
 #   Tensor parallelism (2+ GPUs, e.g. nvidia-h200-x2; the build then needs MPI and NCCL): tp-tests
 #   (tests/gpu/test_tp_nccl.py), tp-bench (bench allreduce-overlap sweeps: FA_TP_SWEEP="NAME=ENV
@@ -145,6 +147,31 @@ fi
 if has e2e-cublas; then  # the same bench with every linear on cuBLAS (no small-batch GEMV)
   FASTATTN_SMALL_BATCH_GEMV=0 python3 -m fastattention.cli bench e2e --device cuda --work-dir /tmp/fa_e2e \
     ${FA_E2E_ARGS:-} 2>&1 | tee "$out/bench_e2e_cuda_cublas.md" | tail -30
+fi
+if has serve; then
+  # The load test of README "bench serve" on the GPU: a Llama-7B-shaped model (random float16
+  # weights, 13.5 GB, written once into /tmp/fa_serve and reused by later calls on the same warm
+  # machine), in-flight vs static batching of the same 1536 requests. 64 streaming clients, twice
+  # the running batch of 32, so that a static batch finds 32 requests waiting when the last one
+  # ends; prompts 16-256 tokens, outputs exponential with mean 128 clipped to 8-512 (~124 on
+  # average after clipping: ~191K output tokens, ~210K prompt tokens).
+  # Time at ~6 ms per decode step (13.5 GB of weights read at ~3 TB/s is 4.5 ms; then the KV and
+  # the launches of eager steps), from a step-by-step simulation of both schedules:
+  #   in flight: ~30 tokens per step -> ~6,300 steps -> ~40 s; longer if the HTTP side cannot
+  #     stream ~5,000 tokens/s (the table's "engine busy" then falls well below 100%);
+  #   static: 48 batches of 32, each as long as its longest output (the mean of the largest of 32
+  #     draws is ~455 tokens) -> ~22,000 steps -> ~2.2 min.
+  # With the model's write (about a minute), two server starts (the weights to the GPU) and the
+  # build, about 6 minutes of a 10-minute call; at 8 ms per step about 7. FA_SERVE_ARGS is appended,
+  # so its options win (e.g. FA_SERVE_ARGS="--requests 512 --modes inflight,static,reserve").
+  python3 -c "import openai, starlette, uvicorn" || {
+    echo "serve: openai, starlette and uvicorn must come as wheels in .whl/ (tests/gpu/README.md)"
+    exit 1
+  }
+  python3 -m fastattention.cli bench serve --device cuda --shape 7b --work-dir /tmp/fa_serve \
+    --requests 1536 --concurrency 64 --max-batch 32 --step-tokens 256 --prompt-len 16,256 \
+    --output-mean 128 --output-len 8,512 --modes inflight,static --json "$out/bench_serve_cuda.json" \
+    --server-log-dir "$out" ${FA_SERVE_ARGS:-} 2>&1 | tee "$out/bench_serve_cuda.md" | tail -20
 fi
 if has tp-tests; then
   python3 -m pytest tests/gpu/test_tp_nccl.py -v -p no:cacheprovider 2>&1 | tee "$out/pytest_tp.log" | tail -15

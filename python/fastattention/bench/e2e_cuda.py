@@ -136,25 +136,16 @@ def build_or_reuse(torch, root: str, shape: Dict[str, int], seed: int) -> tuple:
     """The random-weight HF checkpoint and its export under `root` (hf/, fa/), built unless a
     finished build of the same shape and seed is there already (a stamp written last), so that
     repeated runs with --work-dir skip the minutes of building. Returns (hf_dir, fa_dir)."""
-    import json
-
+    from fastattention.bench.work_dir import reuse_or_build
     from fastattention.export import export_hf
 
     hf_dir, fa_dir = os.path.join(root, "hf"), os.path.join(root, "fa")
-    stamp_path = os.path.join(root, "built.json")
-    want = {"shape": shape, "seed": seed}
-    try:
-        with open(stamp_path) as f:
-            if json.load(f) == want:
-                return hf_dir, fa_dir
-    except (OSError, ValueError):
-        pass
-    if os.path.exists(stamp_path):
-        os.remove(stamp_path)
-    _build(torch, hf_dir, shape, seed)
-    export_hf(hf_dir, fa_dir, tp=1, dtype="float16", progress=False)
-    with open(stamp_path, "w") as f:
-        json.dump(want, f)
+
+    def build():
+        _build(torch, hf_dir, shape, seed)
+        export_hf(hf_dir, fa_dir, tp=1, dtype="float16", progress=False)
+
+    reuse_or_build(os.path.join(root, "built.json"), {"shape": shape, "seed": seed}, build)
     return hf_dir, fa_dir
 
 

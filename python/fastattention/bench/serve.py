@@ -1,11 +1,13 @@
 """HTTP serving load test: in-flight batching vs static batching of the same requests.
 
-    fastattention bench serve [--model DIR | --shape 135m|tiny] [--requests 64] [--concurrency 16]
-                              [--max-batch 8] [--prompt-len 16,256] [--output-mean 64]
-                              [--output-len 4,256] [--modes inflight,static] [--seed 0]
-                              [--max-cache-tokens N]
+    fastattention bench serve [--model DIR | --shape 135m|7b|tiny [--dtype float32|float16]
+                              [--work-dir DIR]] [--device cpu|cuda|cuda:N] [--requests 64]
+                              [--concurrency 16] [--max-batch 8] [--prompt-len 16,256]
+                              [--output-mean 64] [--output-len 4,256] [--modes inflight,static]
+                              [--seed 0] [--max-cache-tokens N] [--server-log-dir DIR]
 
 For each mode, `fastattention serve` runs as its own process on 127.0.0.1 (an ephemeral port;
+on --device, which the build must have;
 --static-batching for static; --no-preemption for reserve: in-flight batching that reserves each
 request's whole context at admission instead of preempting under KV pressure) and --concurrency clients (the official `openai` Python client,
 AsyncOpenAI, streaming) send the --requests requests, each client its next one as soon as its
@@ -18,18 +20,23 @@ end-to-end latency percentiles; and, from the server's /metrics after the run, t
 steps, tokens per step (prompt + generated) and busy share (time in steps over the wall time),
 which tell the engine's cost apart from the HTTP side's.
 
-Without --model, a random-weight model of --shape (135m: the SmolLM-135M shape; tiny) with a
-word-level tokenizer is written to a temporary directory (bench/serve_model.py).
+Without --model, a random-weight model of --shape (135m: the SmolLM-135M shape; 7b: the Llama-7B
+shape, 13.5 GB in float16; tiny) with a word-level tokenizer is written to a temporary directory
+(bench/serve_model.py), or to --work-dir, where it is kept and reused by later runs of the same
+shape, dtype and seed. Its weights are float16 on a GPU and float32 on the CPU unless --dtype
+says otherwise. --server-log-dir keeps each mode's server output (server_MODE.log).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import json
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -53,9 +60,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--shape",
-        choices=("135m", "tiny"),
-        default="135m",
+        choices=("135m", "7b", "tiny"),
+        default=None,
         help="shape of the random model when no --model (default 135m)",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=("float32", "float16"),
+        default=None,
+        help="weights of the random model (default float16 on a GPU, float32 on the CPU)",
+    )
+    p.add_argument(
+        "--work-dir",
+        default=None,
+        metavar="DIR",
+        help="write the random model here and keep it: later runs of the same shape, dtype "
+        "and seed reuse it (default: a temporary directory, removed afterwards)",
+    )
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="the server's device: cpu, cuda or cuda:N (a CUDA build; default cpu)",
     )
     p.add_argument("--requests", type=int, default=64, help="requests per mode (default 64)")
     p.add_argument("--concurrency", type=int, default=16, help="concurrent clients (default 16)")
@@ -100,7 +125,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--threads", type=int, default=None, help="server's CPU threads")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", default=None, metavar="FILE", help="also write the results here")
+    p.add_argument(
+        "--json",
+        default=None,
+        metavar="FILE",
+        help="also write the results here (rewritten after each mode)",
+    )
+    p.add_argument(
+        "--server-log-dir",
+        default=None,
+        metavar="DIR",
+        help="write each mode's server output to DIR/server_MODE.log",
+    )
 
 
 def make_requests(args, vocab: int) -> list:
@@ -114,41 +150,51 @@ def make_requests(args, vocab: int) -> list:
     return reqs
 
 
-class ServerProcess:
-    """`fastattention serve` on 127.0.0.1:<ephemeral port>, stopped by SIGINT."""
+def server_command(args, model_dir: str, mode: str, max_seq_len: int) -> list:
+    """The `fastattention serve` command line of `mode` (on 127.0.0.1, an ephemeral port)."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "fastattention.cli",
+        "serve",
+        "--model",
+        model_dir,
+        "--port",
+        "0",
+        "--device",
+        args.device,
+        "--max-batch",
+        str(args.max_batch),
+        "--step-tokens",
+        str(args.step_tokens),
+        "--max-seq-len",
+        str(max_seq_len),
+        "--served-model-name",
+        "bench",
+        "--log-level",
+        "info",
+    ]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    if args.max_cache_tokens:
+        cmd += ["--max-cache-tokens", str(args.max_cache_tokens)]
+    return cmd + SERVER_FLAGS[mode]
 
-    def __init__(self, args, model_dir: str, mode: str, max_seq_len: int):
-        cmd = [
-            sys.executable,
-            "-m",
-            "fastattention.cli",
-            "serve",
-            "--model",
-            model_dir,
-            "--port",
-            "0",
-            "--max-batch",
-            str(args.max_batch),
-            "--step-tokens",
-            str(args.step_tokens),
-            "--max-seq-len",
-            str(max_seq_len),
-            "--served-model-name",
-            "bench",
-            "--log-level",
-            "info",
-        ]
-        if args.threads:
-            cmd += ["--threads", str(args.threads)]
-        if args.max_cache_tokens:
-            cmd += ["--max-cache-tokens", str(args.max_cache_tokens)]
-        cmd += SERVER_FLAGS[mode]
+
+class ServerProcess:
+    """`fastattention serve` (server_command) on 127.0.0.1:<ephemeral port>, stopped by SIGINT."""
+
+    def __init__(self, cmd: list):
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
         self.lines: list[str] = []
-        threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True).start()
-        deadline = time.monotonic() + 600
+        self._reader = threading.Thread(
+            target=lambda: self.lines.extend(self.proc.stdout), daemon=True
+        )
+        self._reader.start()
+        started = time.monotonic()
+        deadline = started + 600
         self.port = None
         while self.port is None:
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -158,6 +204,7 @@ class ServerProcess:
             found = re.search(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", text)
             self.port = int(found.group(1)) if found else None
             time.sleep(0.1)
+        self.start_seconds = time.monotonic() - started  # the model's load, mostly
 
     def engine_metrics(self) -> dict:
         """The server's engine counters (fastattention_* in /metrics) as floats."""
@@ -180,6 +227,10 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self._reader.join(10)  # the rest of its output
+
+    def output_tail(self, lines: int = 40) -> str:
+        return "".join(self.lines[-lines:])
 
 
 async def _one(client, ids, max_tokens, record):
@@ -317,40 +368,160 @@ def _check(args) -> list:
             f"--max-cache-tokens ({args.max_cache_tokens}) must hold the longest "
             f"request: --prompt-len + --output-len maxima = {longest} tokens"
         )
+    if args.model is not None:
+        given = [
+            f"--{name.replace('_', '-')}"
+            for name in ("shape", "dtype", "work_dir")
+            if getattr(args, name) is not None
+        ]
+        if given:
+            raise CliError(
+                f"{', '.join(given)}: for the random model, not with --model (its own "
+                f"weights are served)"
+            )
+    _check_device(args.device)
     return modes
+
+
+def _check_device(device: str) -> None:
+    """CliError unless `device` is the CPU or a GPU that this build has and sees (checked before
+    a model of gigabytes is written for a server that could not start)."""
+    from fastattention._native import _C
+    from fastattention.cli import CliError
+    from fastattention.session import _check_device as check_name
+
+    try:
+        check_name(device)
+    except ValueError as e:  # "device: 'x' is not a valid device (expected cpu, cuda or cuda:N)"
+        raise CliError(f"--{e}") from None
+    if device == "cpu":
+        return
+    if not _C.cuda_built:
+        raise CliError(
+            f"--device {device}: this build has no CUDA support (built for CPU only): use "
+            f"--device cpu, or a CUDA build (README, On a GPU)"
+        )
+    count, index = _C.cuda_device_count(), int(device.partition(":")[2] or 0)
+    if index >= count:
+        seen = f"cuda:0..cuda:{count - 1}" if count else "none"
+        raise CliError(f"--device {device}: this CUDA build sees {count} GPU(s) ({seen})")
+
+
+def _random_model(args, tmp: str, max_seq_len: int) -> tuple:
+    """(model_dir, config) of the random --shape model: written into --work-dir (and reused when
+    an earlier run wrote the same config and seed there) or into the temporary directory tmp."""
+    from fastattention import random_weights
+    from fastattention.bench.serve_model import model_config, write_bench_model
+    from fastattention.bench.work_dir import reuse_or_build
+    from fastattention.cli import CliError
+
+    cfg = model_config(args.shape, max_seq_len, args.dtype)
+    size = random_weights.shard_bytes(cfg)
+    root = args.work_dir or tmp
+    name = f"random-{args.shape}-{args.dtype}"
+    model_dir = os.path.join(root, name)
+    os.makedirs(root, exist_ok=True)
+    if args.shape == "7b" and args.device == "cpu":
+        print(
+            f"bench serve: warning: --shape 7b on the CPU: every decode step reads the whole "
+            f"model ({size / 1e9:.1f} GB of {args.dtype} weights), seconds per step; "
+            f"--device cuda is what this shape is for",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def build():
+        shutil.rmtree(model_dir, ignore_errors=True)  # an earlier config's files
+        free = shutil.disk_usage(root).free
+        if free < size + 2**30:
+            raise CliError(
+                f"the random {args.shape} model needs {size / 1e9:.1f} GB (and 1 GiB to spare) "
+                f"in {root}, which has {free / 1e9:.1f} GB free: pass a --work-dir on a "
+                f"larger disk"
+            )
+        t0 = time.perf_counter()
+        write_bench_model(cfg, model_dir, args.seed)
+        params = random_weights.parameter_count(cfg)
+        print(
+            f"random {args.shape} model ({params:,} parameters, {args.dtype}, "
+            f"{size / 1e9:.2f} GB) written to {model_dir} in {time.perf_counter() - t0:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    if reuse_or_build(
+        os.path.join(root, name + ".json"), {"config": cfg, "seed": args.seed}, build
+    ):
+        print(f"random {args.shape} model: reusing {model_dir}", file=sys.stderr, flush=True)
+    return model_dir, cfg
+
+
+def _run_mode(args, model_dir: str, mode: str, max_seq_len: int, reqs: list) -> dict:
+    """One server of `mode` under the load of `reqs`: summarise()'s results."""
+    server = ServerProcess(server_command(args, model_dir, mode, max_seq_len))
+    try:
+        record = asyncio.run(_load(server.port, reqs, args.concurrency))
+        return dict(
+            summarise(mode, record, server.engine_metrics()), server_start_s=server.start_seconds
+        )
+    except Exception:
+        print(
+            f"{mode}: the load failed; the server's last output:\n{server.output_tail()}",
+            file=sys.stderr,
+        )
+        raise
+    finally:
+        server.stop()
+        if args.server_log_dir:
+            os.makedirs(args.server_log_dir, exist_ok=True)
+            with open(os.path.join(args.server_log_dir, f"server_{mode}.log"), "w") as f:
+                f.write("".join(server.lines))
+
+
+def _write_json(args, results: list) -> None:
+    with open(args.json, "w") as f:
+        json.dump(
+            {"args": {k: v for k, v in vars(args).items() if k != "func"}, "results": results},
+            f,
+            indent=2,
+        )
 
 
 def run(args: argparse.Namespace):
     modes = _check(args)
     import openai  # noqa: F401  (the test extra has it; fail before any work)
 
+    if args.model is None:
+        args.shape = args.shape or "135m"
+        args.dtype = args.dtype or ("float32" if args.device == "cpu" else "float16")
     with tempfile.TemporaryDirectory(prefix="fa-bench-serve-") as tmp:
         max_seq_len = args.prompt_len[1] + args.output_len[1]
-        model_dir = args.model
-        if model_dir is None:
-            from fastattention.bench.serve_model import write_bench_model
-
-            model_dir = os.path.join(tmp, f"random-{args.shape}")
-            cfg = write_bench_model(model_dir, args.shape, max(max_seq_len, 512), args.seed)
+        if args.model is None:
+            model_dir, cfg = _random_model(args, tmp, max_seq_len)
         else:
+            model_dir = args.model
             with open(os.path.join(model_dir, "config.json")) as f:
                 cfg = json.load(f)
         reqs = make_requests(args, cfg["vocab_size"])
         results = []
         for mode in modes:
-            server = ServerProcess(args, model_dir, mode, max_seq_len)
-            try:
-                record = asyncio.run(_load(server.port, reqs, args.concurrency))
-                engine = server.engine_metrics()
-            finally:
-                server.stop()
-            results.append(summarise(mode, record, engine))
-            print(f"{mode}: {results[-1]['tokens_per_s']:.1f} tokens/s", file=sys.stderr)
+            results.append(_run_mode(args, model_dir, mode, max_seq_len, reqs))
+            r = results[-1]
+            print(
+                f"{mode}: {r['tokens_per_s']:.1f} tokens/s, {r['wall_s']:.0f} s, "
+                f"{r['engine_steps']} steps, engine busy {100 * r['engine_busy']:.0f}% (the "
+                f"server started in {r['server_start_s']:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
+            if args.json:
+                _write_json(args, results)  # after each mode: a run cut short keeps its results
+    model = args.model or f"random {args.shape} ({args.dtype})"
     print(
         f"{args.requests} requests, {args.concurrency} clients, max batch {args.max_batch}, "
         f"prompts {args.prompt_len[0]}-{args.prompt_len[1]} tokens, outputs exponential mean "
         f"{args.output_mean:g} in {args.output_len[0]}-{args.output_len[1]}, seed {args.seed}, "
-        f"model {args.model or 'random ' + args.shape}"
+        f"model {model}, device {args.device}, {datetime.date.today().isoformat()}"
     )
     print(table(results))
     by_mode = {r["mode"]: r for r in results}
@@ -361,12 +532,5 @@ def run(args: argparse.Namespace):
                 f"in-flight / {name}: throughput x{a['tokens_per_s'] / b['tokens_per_s']:.2f}, "
                 f"latency p50 x{a['e2e_p50'] / b['e2e_p50']:.2f}, TTFT p50 "
                 f"x{a['ttft_p50'] / b['ttft_p50']:.2f}"
-            )
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(
-                {"args": {k: v for k, v in vars(args).items() if k != "func"}, "results": results},
-                f,
-                indent=2,
             )
     return results
