@@ -19,10 +19,16 @@ layers::ForwardBatch DeviceBatch::upload(const Context& ctx, const layers::Forwa
       {&FB::cu_seqlens_k, &FB::cu_seqlens_k}, {&FB::host_cu_seqlens_k, &FB::host_cu_seqlens_k_dev}};
   int64_t total = 0;
   for (const auto& f : fields) total += (host.*f.first).defined() ? (host.*f.first).numel() : 0;
-  staging_.resize(DType::kInt32, {total});
+  const int buf = next_;
+  next_ = 1 - next_;
+  // The copy queued two uploads ago read this buffer: it must have run before the buffer is
+  // rewritten (or freed by a resize). Usually long done; a no-op before the buffer's first use.
+  copied_[buf].wait();
+  OwnedTensor& staging = staging_[buf];
+  staging.resize(DType::kInt32, {total});
   device_.resize(DType::kInt32, {total});
   layers::ForwardBatch dev = host;
-  int32_t* stage = staging_.data_as<int32_t>();
+  int32_t* stage = staging.data_as<int32_t>();
   int32_t* on_dev = device_.data_as<int32_t>();
   int64_t off = 0;
   for (const auto& f : fields) {
@@ -33,8 +39,9 @@ layers::ForwardBatch DeviceBatch::upload(const Context& ctx, const layers::Forwa
     dev.*f.second = Tensor(on_dev + off, DType::kInt32, t.shape(), ctx.device);
     off += t.numel();
   }
-  detail::copy_bytes(ctx, on_dev, ctx.device, stage, staging_.view().device(),
+  detail::copy_bytes(ctx, on_dev, ctx.device, stage, staging.view().device(),
                      static_cast<size_t>(total) * sizeof(int32_t));
+  copied_[buf].record(ctx);
   return dev;
 }
 
