@@ -103,3 +103,28 @@ def test_out_of_memory_is_refused_at_load(models):
         Session(m.path, "cuda", kv_dtype="float32")
     with pytest.raises(ValueError, match="does not exist"):
         Session(m.path, "cuda:99")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_generate_prefill_chunks_match_logits(models, dtype):
+    """A 640-token prompt in 40 chunks of 16: generate() queues the chunks back to back (no host
+    wait between them), logits() waits after each. Each pass's index tensors (positions, slots,
+    block table) go up from a pinned staging buffer by an asynchronous copy; the buffer must not be
+    rewritten for the next chunk before that copy has run (runtime/device_batch.h). When it was,
+    a chunk could run with the next chunk's indices: generate()'s tokens then differed from run to
+    run and from the argmax of logits() (seen on an H100 in fp32, 2026-12-07). Here generate()'s
+    greedy tokens must be the argmax of logits() over the prompt and those tokens (up to a near
+    tie) and, in fp32, equal a CPU session's."""
+    m = models("llama", dtype)
+    prompt = [1] + [(37 * i + 11) % 290 + 3 for i in range(639)]
+    opts = dict(max_batch=1, max_seq_len=720, kv_block_size=16, prefill_chunk_tokens=16)
+    gpu = Session(m.path, "cuda", **opts)
+    tol = 1e-4 if dtype == "float32" else 2e-2  # near ties, relative to the row's largest logit
+    for _ in range(3):  # the race depended on timing: a few calls
+        tokens = gpu.generate([prompt], max_new_tokens=16)[0]
+        rows = gpu.logits(prompt + tokens[:-1])[len(prompt) - 1 :]
+        for i, (t, row) in enumerate(zip(tokens, rows)):
+            assert row[t] >= row.max() - tol * np.abs(row).max(), (i, t, int(row.argmax()))
+    if dtype == "float32":
+        cpu = Session(m.path, "cpu", **opts)
+        assert tokens == cpu.generate([prompt], max_new_tokens=16)[0]
