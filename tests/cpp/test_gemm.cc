@@ -98,6 +98,9 @@ TEST(linear_large_enough_to_thread) {
     run_case({30, 333, 100, dt, false, 1, 0, 2}, 10);  // GEMV for 16-bit, BLAS for fp32
     run_case({40, 1025, 64, dt, true, 0, 0, 2}, 11);   // BLAS for every dtype
   }
+  // A prefill-sized x (M >= 128) widens 16-bit weights in 8 MiB panels: 128 rows of K = 16384,
+  // so N = 150 on one thread takes a full panel and a partial one.
+  for (DType dt : fa_test::kFloatTypes) run_case({128, 150, 16384, dt, false, 3, 1, 1}, 12);
 }
 
 TEST(linear_small_m_equals_large_m_path) {

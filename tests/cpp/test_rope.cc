@@ -1,6 +1,7 @@
 // Rotary embedding: inverse frequencies of every scaling type against their float64 formulas,
 // and the rotation itself (both styles, partial rotary, strided views, int32/int64 positions)
 // against a float64 reference.
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -213,6 +214,35 @@ TEST(apply_rope_scalings_and_threads) {
   run_apply({RopeStyle::kNeox, 64, 12, 64, 0, DType::kInt32, true, RopeScaling::kNone, 2}, 22);
   run_apply({RopeStyle::kInterleaved, 64, 8, 80, 64, DType::kInt64, false, RopeScaling::kNone, 2},
             23);
+}
+
+TEST(apply_rope_reuses_its_table_only_when_it_matches) {
+  // The CPU kernel keeps the last cos / sin table of the calling thread and reuses it when the
+  // frequencies and the positions match exactly: calls that change either, one at a time, must
+  // each match the float64 reference (same positions with another theta or rotary dim, then the
+  // same position buffer with one entry changed in place).
+  for (int rep = 0; rep < 2; ++rep) {
+    run_apply({RopeStyle::kNeox, 40, 4, 64, 0, DType::kInt32, true, RopeScaling::kNone, 2}, 31);
+    run_apply({RopeStyle::kNeox, 40, 4, 64, 32, DType::kInt32, true, RopeScaling::kNone, 2}, 31);
+    run_apply({RopeStyle::kNeox, 40, 4, 64, 0, DType::kInt32, true, RopeScaling::kLinear, 2}, 31);
+  }
+  std::vector<float> x = fa_test::randn(3 * 2 * 64, 6), y = x;
+  std::vector<int32_t> pos = {5, 9, 700};
+  const Tensor pt(pos.data(), DType::kInt32, {3});
+  Tensor xt(x.data(), DType::kFloat32, {3, 2, 64});
+  apply_rope(cpu_context(), RopeParams{}, xt, pt);
+  pos[2] = 701;  // same buffer, new content
+  Tensor yt(y.data(), DType::kFloat32, {3, 2, 64});
+  apply_rope(cpu_context(), RopeParams{}, yt, pt);
+  CHECK(std::equal(x.begin(), x.begin() + 2 * 2 * 64, y.begin()));  // tokens 0, 1: same angles
+  CHECK(!std::equal(x.begin() + 2 * 2 * 64, x.end(), y.begin() + 2 * 2 * 64));
+  // Token 2 of y equals a fresh rotation at position 701.
+  std::vector<float> z(y.begin(), y.end());
+  std::vector<float> fresh = fa_test::randn(3 * 2 * 64, 6);
+  std::vector<int32_t> one = {701};
+  Tensor ft(fresh.data() + 2 * 2 * 64, DType::kFloat32, {1, 2, 64});
+  apply_rope(cpu_context(), RopeParams{}, ft, Tensor(one.data(), DType::kInt32, {1}));
+  CHECK(std::equal(fresh.begin() + 2 * 2 * 64, fresh.end(), z.begin() + 2 * 2 * 64));
 }
 
 TEST(apply_rope_position_zero_is_identity) {

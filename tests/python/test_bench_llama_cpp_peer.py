@@ -132,6 +132,22 @@ def test_bench_e2e_peer_option_errors(args, message):
     assert res.returncode == 1 and message in res.stderr, res.stdout + res.stderr
 
 
+def test_bench_e2e_model_shapes():
+    """--model-shape picks the random model's shape; --kv-heads defaults to the shape's own."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    e2e.add_arguments(parser)
+    small = e2e._resolve(parser.parse_args([]))
+    assert small.model_shape == "134m" and small.kv_heads == 12
+    big = e2e._resolve(parser.parse_args(["--model-shape", "1b"]))
+    assert big.kv_heads == 4 and e2e.MODEL_SHAPES["1b"]["hidden_size"] == 2048
+    gqa = e2e._resolve(parser.parse_args(["--model-shape", "1b", "--kv-heads", "8"]))
+    assert gqa.kv_heads == 8
+    res = cli("bench", "e2e", "--model-shape", "7b", timeout=120)
+    assert res.returncode == 2 and "invalid choice: '7b'" in res.stderr, res.stderr
+
+
 def test_bench_e2e_peer_choice_is_checked():
     res = run_cli("bench", "e2e", "--peer", "vllm", timeout=120)
     assert res.returncode == 2 and "invalid choice: 'vllm'" in res.stderr, res.stderr

@@ -67,6 +67,56 @@ def test_bench_cpu_step_runs_on_a_tiny_model(tmp_path, dtype, tied):
     assert "step bound" in out and "session step (spin team" in out
 
 
+def test_bench_cpu_step_prefill_mode(tmp_path):
+    """--prefill N replays a prefill: GEMMs over N rows, the prefill attention, the LM head on the
+    last token only; GFLOP/s per op and the session's prefill tokens/s."""
+    pytest.importorskip("torch")
+    from fastattention import random_weights
+
+    cfg = tiny_config()
+    cfg.update(dtype="float16", num_layers=2)
+    random_weights.write_model(cfg, tmp_path / "m", seed=2)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fastattention.cli",
+            "bench",
+            "cpu-step",
+            "--model",
+            str(tmp_path / "m"),
+            "--prefill",
+            "40",
+            "--steps",
+            "2",
+            "--threads",
+            "2",
+            "--session-rounds",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr
+    out = res.stdout
+    rows = {l.split("|")[1].strip(): l for l in out.splitlines() if l.startswith("| ")}
+    for op in (
+        "GEMM qkv",
+        "GEMM o",
+        "GEMM gate_up",
+        "GEMM down",
+        "GEMV LM head (last token)",
+        "attention (paged prefill)",
+        "**sum of ops**",
+    ):
+        assert op in rows, out
+    assert "GFLOP/s" in rows["op"]
+    assert rows["GEMV LM head (last token)"].split("|")[2].strip() == "1"
+    assert "replayed prefill" in out and "session prefill" in out and "tokens/s" in out
+    assert "step bound" not in out
+
+
 def test_spin_team_switch_with_a_bad_value_is_a_clear_error():
     """FASTATTN_SPIN_TEAM takes 0 or 1; anything else is refused, naming the variable."""
     code = (

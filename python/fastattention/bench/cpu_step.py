@@ -1,7 +1,8 @@
-"""Where a CPU decode step goes: the batch-1 decode step of an exported Llama-style model replayed
-op by op through the kernel bindings, each op timed on its own.
+"""Where a CPU decode step (or a prefill) goes: the batch-1 decode step of an exported Llama-style
+model replayed op by op through the kernel bindings, each op timed on its own.
 
     fastattention bench cpu-step --model DIR [--threads N] [--context 160] [--steps 40]
+    fastattention bench cpu-step --model DIR --prefill 512 [--steps 5]
 
 The replay runs, for every layer in order, the ops DecoderLayer runs (rms norm, fused QKV GEMV,
 RoPE + KV-cache write, paged decode attention, O GEMV, add + norm, gate/up GEMV, SwiGLU, down
@@ -23,6 +24,12 @@ bytes read and GB/s; then
 
 Every op's time includes one call cost (Python and argument conversion, a few microseconds)
 that the C++ step does not pay; the table shows it so it can be subtracted.
+
+--prefill N replays the batch-1 prefill of an N-token prompt instead (after --context cached
+tokens, default 0): the same ops on N rows (the GEMMs, the paged prefill attention over the
+prompt with the causal mask), then the final norm, the LM head and sampling on the last row only,
+as the session does. The table gives GFLOP and GFLOP/s per op class instead of bytes, and the
+session comparison is Session.generate's prefill tokens/s on the same prompt length.
 """
 
 from __future__ import annotations
@@ -43,8 +50,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--context",
         type=int,
-        default=160,
-        help="KV tokens cached before the step (default 160: the e2e bench's mean decode context)",
+        default=None,
+        help="KV tokens cached before the step (default 160: the e2e bench's mean decode "
+        "context; 0 with --prefill)",
+    )
+    parser.add_argument(
+        "--prefill",
+        type=int,
+        default=0,
+        metavar="N",
+        help="replay the prefill of an N-token prompt instead of a decode step (GFLOP/s per op; "
+        "the LM head on the last token only)",
     )
     parser.add_argument("--steps", type=int, default=40, help="replayed steps (median kept)")
     parser.add_argument(
@@ -107,9 +123,12 @@ def _nbytes(a) -> int:
 
 
 class Replay:
-    """One batch-1 decode step, op by op, with per-op timers."""
+    """One batch-1 decode step (tokens = 1) or prefill chunk of `tokens` tokens, op by op, with
+    per-op timers."""
 
-    def __init__(self, config: dict, weights: dict, threads: int, context: int, seed: int):
+    def __init__(
+        self, config: dict, weights: dict, threads: int, context: int, seed: int, tokens: int = 1
+    ):
         from fastattention import _C
 
         self.C, self.c, self.w, self.t = _C, config, weights, threads
@@ -123,20 +142,25 @@ class Replay:
         self.I, self.V = c["intermediate_size"], c["vocab_size"]
         rng = np.random.default_rng(seed)
         self.block = 16
-        blocks = (context + 1 + self.block - 1) // self.block
+        T = self.tokens = tokens
+        blocks = (context + T + self.block - 1) // self.block
         kv_shape = (blocks, self.block, self.hk, self.D)
         self.k_cache = [rng.standard_normal(kv_shape, dtype=np.float32) for _ in range(self.L)]
         self.v_cache = [rng.standard_normal(kv_shape, dtype=np.float32) for _ in range(self.L)]
         self.block_table = np.arange(blocks, dtype=np.int32)[None]
         self.context = context
-        self.kv_bytes_per_step = 2 * self.L * (context + 1) * self.hk * self.D * 4
-        self.hidden = rng.standard_normal((1, self.H), dtype=np.float32)
+        self.kv_bytes_per_step = 2 * self.L * (context + T) * self.hk * self.D * 4
+        # Query-key pairs the causal attention of one layer scores, per head.
+        self.attn_pairs = T * context + T * (T + 1) // 2
+        self.hidden = rng.standard_normal((T, self.H), dtype=np.float32)
         f = lambda *s: np.empty(s, dtype=np.float32)  # noqa: E731
         qkv_cols = (self.hq + 2 * self.hk) * self.D
-        self.normed, self.branch = f(1, self.H), f(1, self.H)
-        self.qkv, self.attn = f(1, qkv_cols), f(1, self.hq, self.D)
-        self.up, self.act = f(1, 2 * self.I), f(1, self.I)
+        self.normed, self.branch = f(T, self.H), f(T, self.H)
+        self.qkv, self.attn = f(T, qkv_cols), f(T, self.hq, self.D)
+        self.up, self.act = f(T, 2 * self.I), f(T, self.I)
+        self.last, self.last_normed = f(1, self.H), f(1, self.H)
         self.logits, self.token = f(1, self.V), np.empty(1, dtype=np.int32)
+        self.mm = "GEMV" if T == 1 else "GEMM"  # the op names: decode rows vs prefill rows
         self.rope = dict(c.get("rope") or {})
         self.rope.pop("scaling", None)
         self.eps = float(c["norm_eps"])
@@ -146,47 +170,56 @@ class Replay:
         self.head = self.head[: self.V]
         self.times: Dict[str, List[float]] = OrderedDict()
         self.bytes: Dict[str, int] = OrderedDict()
+        self.flops: Dict[str, float] = OrderedDict()
 
-    def _timed(self, name: str, nbytes: int, fn, *args, **kwargs) -> None:
+    def _timed(self, name: str, nbytes: int, fn, *args, flops: float = 0.0, **kwargs) -> None:
         t0 = time.perf_counter()
         fn(*args, **kwargs)
         dt = time.perf_counter() - t0
         self.times.setdefault(name, [0.0])[-1] += dt
         self.bytes[name] = self.bytes.get(name, 0) + nbytes
+        self.flops[name] = self.flops.get(name, 0.0) + flops
 
-    def _timed_gemv(self, name: str, x, weight, out) -> None:
-        """out = x @ weight.T, timed as `name` with weight's bytes read."""
+    def _linear(self, name: str, x: np.ndarray, w, y: np.ndarray) -> None:
+        """y = x w^T, timed as `name` with the weight's bytes and 2 M N K flops."""
+        flops = 2.0 * x.shape[0] * y.shape[1] * x.shape[1]
         self._timed(
-            name, _nbytes(weight), self.C.kernel_linear, x, weight, None, out, num_threads=self.t
+            name, _nbytes(w), self.C.kernel_linear, x, w, None, y, flops=flops, num_threads=self.t
         )
 
-    def _timed_rms_norm(self, name: str, x, weight, out) -> None:
-        """out = rms_norm(x) * weight, timed as `name` (its weight's bytes are not counted)."""
-        options = dict(type="rms", eps=self.eps, num_threads=self.t)
-        self._timed(name, 0, self.C.kernel_norm, x, weight, None, out, **options)
-
     def step(self) -> None:
-        C, t, w = self.C, self.t, self.w
+        C, t, w, T, mm = self.C, self.t, self.w, self.tokens, self.mm
         for name in self.times:
             self.times[name].append(0.0)
         self.bytes = OrderedDict()
+        self.flops = OrderedDict()
         pos = self.context
-        positions = np.array([pos], dtype=np.int32)
-        slot = np.array([pos], dtype=np.int32)
-        cu_q = np.array([0, 1], dtype=np.int32)
-        seqlens = np.array([pos + 1], dtype=np.int32)
-        q = self.qkv[:, : self.hq * self.D].reshape(1, self.hq, self.D)
-        k = self.qkv[:, self.hq * self.D : (self.hq + self.hk) * self.D].reshape(1, self.hk, self.D)
-        v = self.qkv[:, (self.hq + self.hk) * self.D :].reshape(1, self.hk, self.D)
+        positions = np.arange(pos, pos + T, dtype=np.int32)
+        slot = positions.copy()
+        cu_q = np.array([0, T], dtype=np.int32)
+        seqlens = np.array([pos + T], dtype=np.int32)
+        q = self.qkv[:, : self.hq * self.D].reshape(T, self.hq, self.D)
+        k = self.qkv[:, self.hq * self.D : (self.hq + self.hk) * self.D].reshape(T, self.hk, self.D)
+        v = self.qkv[:, (self.hq + self.hk) * self.D :].reshape(T, self.hk, self.D)
         kv_layer = self.kv_bytes_per_step // self.L
+        attn_flops = 4.0 * self.hq * self.D * self.attn_pairs  # q k^T and p v
+        attn_name = "attention (paged decode)" if T == 1 else "attention (paged prefill)"
+        norm = dict(type="rms", eps=self.eps, num_threads=t)
         for i in range(self.L):
             p = f"layers.{i}."
             wq, wo = w[p + "attn.qkv.weight"], w[p + "attn.o.weight"]
             wgu, wd = w[p + "ffn.gate_up.weight"], w[p + "ffn.down.weight"]
-            self._timed_rms_norm(
-                "norm (attn, rms)", self.hidden, w[p + "attn_norm.weight"], self.normed
+            self._timed(
+                "norm (attn, rms)",
+                0,
+                C.kernel_norm,
+                self.hidden,
+                w[p + "attn_norm.weight"],
+                None,
+                self.normed,
+                **norm,
             )
-            self._timed_gemv("GEMV qkv", self.normed, wq, self.qkv)
+            self._linear(f"{mm} qkv", self.normed, wq, self.qkv)
             self._timed(
                 "rope + KV write",
                 0,
@@ -202,22 +235,23 @@ class Replay:
                 num_threads=t,
             )
             self._timed(
-                "attention (paged decode)",
+                attn_name,
                 kv_layer,
                 C.fmha_forward,
                 q,
                 self.k_cache[i],
                 self.v_cache[i],
                 self.attn,
+                flops=attn_flops,
                 cu_seqlens_q=cu_q,
                 block_table=self.block_table,
                 seqlens_k=seqlens,
                 causal=True,
                 num_threads=t,
-                max_seqlen_q=1,
-                max_seqlen_k=pos + 1,
+                max_seqlen_q=T,
+                max_seqlen_k=pos + T,
             )
-            self._timed_gemv("GEMV o", self.attn.reshape(1, -1), wo, self.branch)
+            self._linear(f"{mm} o", self.attn.reshape(T, -1), wo, self.branch)
             self._timed(
                 "add + norm (ffn, rms)",
                 0,
@@ -227,13 +261,11 @@ class Replay:
                 w[p + "ffn_norm.weight"],
                 None,
                 self.normed,
-                type="rms",
-                eps=self.eps,
-                num_threads=t,
+                **norm,
             )
-            self._timed_gemv("GEMV gate_up", self.normed, wgu, self.up)
+            self._linear(f"{mm} gate_up", self.normed, wgu, self.up)
             self._timed("swiglu", 0, C.kernel_swiglu, self.up, self.act, num_threads=t)
-            self._timed_gemv("GEMV down", self.act, wd, self.branch)
+            self._linear(f"{mm} down", self.act, wd, self.branch)
             self._timed(
                 "residual add",
                 0,
@@ -243,8 +275,24 @@ class Replay:
                 self.hidden,
                 num_threads=t,
             )
-        self._timed_rms_norm("final norm", self.hidden, w["final_norm.weight"], self.normed)
-        self._timed_gemv("GEMV LM head", self.normed, self.head, self.logits)
+        # The session normalises and projects only the rows it samples from: the last one.
+        self.last[:] = self.hidden[-1:]
+        self._timed(
+            "final norm",
+            0,
+            C.kernel_norm,
+            self.last,
+            w["final_norm.weight"],
+            None,
+            self.last_normed,
+            **norm,
+        )
+        self._linear(
+            "GEMV LM head" if T == 1 else "GEMV LM head (last token)",
+            self.last_normed,
+            self.head,
+            self.logits,
+        )
         self._timed("sampling (greedy)", 0, C.kernel_sample, self.logits, self.token, num_threads=t)
         # Keep the hidden state bounded over many replayed steps (the weights are whatever they
         # are; the values do not change the timings, but inf / nan could).
@@ -284,20 +332,6 @@ def call_cost(repeats: int = 2000) -> float:
     return float(np.median(ts))
 
 
-def _warm_session(model_dir: str, threads: int, context: int, steps: int, seed: int):
-    """(config, a seeded prompt of `context` tokens, a batch-1 Session on `threads` threads with
-    one generate of `steps` tokens after the prompt done as a warm-up)."""
-    from fastattention.session import Session
-
-    rng = np.random.default_rng(seed)
-    with open(os.path.join(model_dir, "config.json")) as f:
-        config = json.load(f)
-    prompt = [int(x) for x in rng.integers(3, config["vocab_size"], size=context)]
-    s = Session(model_dir, num_threads=threads, max_batch=1, max_seq_len=context + steps + 8)
-    s.generate([prompt], steps)
-    return config, prompt, s
-
-
 def session_steps(
     model_dir: str,
     threads: int,
@@ -311,8 +345,14 @@ def session_steps(
     variant (the spin team on / off), the variants alternating call by call so load falls on all
     alike."""
     from fastattention import _C
+    from fastattention.session import Session
 
-    _, prompt, s = _warm_session(model_dir, threads, context, steps, seed)
+    rng = np.random.default_rng(seed)
+    with open(os.path.join(model_dir, "config.json")) as f:
+        vocab = json.load(f)["vocab_size"]
+    prompt = [int(x) for x in rng.integers(3, vocab, size=context)]
+    s = Session(model_dir, num_threads=threads, max_batch=1, max_seq_len=context + steps + 8)
+    s.generate([prompt], steps)
     ms: List[List[float]] = [[] for _ in variants]
     for _ in range(rounds):
         for i, team in enumerate(variants):
@@ -321,6 +361,30 @@ def session_steps(
             s.generate([prompt], steps)
             ms[i].append(s.timings["decode_ms_per_step"])
     return ms
+
+
+def session_prefill(
+    model_dir: str, threads: int, tokens: int, seed: int, variants: List[bool], rounds: int = 3
+) -> List[List[float]]:
+    """Prefill tokens/s of each of `rounds` Session.generate calls on a `tokens`-token prompt (one
+    new token: the prefill and the first token's sampling) per variant, alternating call by call."""
+    from fastattention import _C
+    from fastattention.session import Session
+
+    rng = np.random.default_rng(seed)
+    with open(os.path.join(model_dir, "config.json")) as f:
+        vocab = json.load(f)["vocab_size"]
+    prompt = [int(x) for x in rng.integers(3, vocab, size=tokens)]
+    s = Session(model_dir, num_threads=threads, max_batch=1, max_seq_len=tokens + 8)
+    s.generate([prompt], 1)
+    rate: List[List[float]] = [[] for _ in variants]
+    for _ in range(rounds):
+        for i, team in enumerate(variants):
+            _C.cpu_spin_team(team)
+            time.sleep(0.25)
+            s.generate([prompt], 1)
+            rate[i].append(tokens / s.timings["prefill_seconds"])
+    return rate
 
 
 def busy_neighbour_table(
@@ -335,8 +399,14 @@ def busy_neighbour_table(
     """The session step per variant, idle and beside spinning neighbours (bench/busy.py)."""
     from fastattention import _C
     from fastattention.bench import busy
+    from fastattention.session import Session
 
-    config, prompt, s = _warm_session(model_dir, threads, context, steps, seed)
+    rng = np.random.default_rng(seed)
+    with open(os.path.join(model_dir, "config.json")) as f:
+        config = json.load(f)
+    prompt = [int(x) for x in rng.integers(3, config["vocab_size"], size=context)]
+    s = Session(model_dir, num_threads=threads, max_batch=1, max_seq_len=context + steps + 8)
+    s.generate([prompt], steps)
 
     def decoder(team: bool):
         def decode() -> float:
@@ -366,10 +436,18 @@ def run(args: argparse.Namespace) -> int:
     from fastattention.bench.e2e import _load, read_bandwidth
 
     threads = args.threads or os.cpu_count() or 1
+    if args.prefill < 0:
+        raise ValueError(f"--prefill must be >= 0, got {args.prefill}")
+    prefill = args.prefill > 0
+    if prefill and args.busy_neighbour:
+        raise ValueError("--busy-neighbour times decode steps; it does not combine with --prefill")
+    if args.context is None:
+        args.context = 0 if prefill else 160
+    tokens = args.prefill if prefill else 1
     default_team = _C.cpu_spin_team()
     variants = [False, True] if args.compare_team else [default_team]
     config, weights = _load_weights(args.model)
-    replays = [Replay(config, weights, threads, args.context, args.seed) for _ in variants]
+    replays = [Replay(config, weights, threads, args.context, args.seed, tokens) for _ in variants]
     load_before = _load()
     bandwidth = read_bandwidth(threads)
     for replay, team in zip(replays, variants):
@@ -386,13 +464,17 @@ def run(args: argparse.Namespace) -> int:
     _C.cpu_spin_team(default_team)
     region = region_cost(threads)
     call = call_cost()
-    session_ms = (
-        None
-        if args.no_session
-        else session_steps(
+    session_ms = session_rate = None
+    if args.no_session:
+        pass
+    elif prefill:
+        session_rate = session_prefill(
+            args.model, threads, tokens, args.seed, variants, args.session_rounds
+        )
+    else:
+        session_ms = session_steps(
             args.model, threads, args.context, args.steps, args.seed, variants, args.session_rounds
         )
-    )
     busy_table = (
         None
         if not args.busy_neighbour
@@ -409,8 +491,9 @@ def run(args: argparse.Namespace) -> int:
         f"{replay.L} layers, hidden {replay.H}, heads {replay.hq}/{replay.hk}, intermediate "
         f"{replay.I}, vocab {replay.V}, tied LM head: {config['tie_word_embeddings']})"
     )
+    what = f"prefill of {tokens} tokens" if prefill else "steps"
     print(
-        f"threads {threads}; context {args.context}; median of {args.steps} replayed steps"
+        f"threads {threads}; context {args.context}; median of {args.steps} replayed {what}"
         + (" per variant, the variants alternating step by step" if len(variants) > 1 else "")
         + f"; load average before {load_before}, after {_load()}"
     )
@@ -418,10 +501,20 @@ def run(args: argparse.Namespace) -> int:
     if not args.session_only:
         _print_ops(replays, variants)
     bound_ms = step_bytes / bandwidth * 1e3
-    print(
-        f"read loop ({threads} threads, 1 GiB): {bandwidth / 1e9:.1f} GB/s; step bound "
-        f"{bound_ms:.2f} ms ({step_bytes / 1e6:.1f} MB)"
-    )
+    if prefill:
+        if not args.session_only:
+            for replay, team in zip(replays, variants):
+                total = sum(float(np.median(v)) for v in replay.times.values())
+                print(
+                    f"replayed prefill ({_variant_name(team)}): {total * 1e3:.1f} ms = "
+                    f"{tokens / total:,.0f} tokens/s, "
+                    f"{sum(replay.flops.values()) / total / 1e9:.1f} GFLOP/s"
+                )
+    else:
+        print(
+            f"read loop ({threads} threads, 1 GiB): {bandwidth / 1e9:.1f} GB/s; step bound "
+            f"{bound_ms:.2f} ms ({step_bytes / 1e6:.1f} MB)"
+        )
     print(
         f"region cost (one {threads}-thread OpenMP region over ~no work, minus 1 thread): "
         f"{region * 1e6:.1f} us"
@@ -430,6 +523,13 @@ def run(args: argparse.Namespace) -> int:
         f"call cost (one binding call, in every op's time above): {call * 1e6:.1f} us x "
         f"{calls_per_step} calls = {call * calls_per_step * 1e3:.2f} ms"
     )
+    if session_rate is not None:
+        for team, rates in zip(variants, session_rate):
+            print(
+                f"session prefill ({_variant_name(team)}; Session.generate, {tokens}-token "
+                f"prompt, median of {len(rates)}): {float(np.median(rates)):,.0f} tokens/s "
+                f"(best {max(rates):,.0f})"
+            )
     if session_ms is not None:
         for team, calls in zip(variants, session_ms):
             ms = float(np.median(calls))
@@ -457,37 +557,44 @@ def _print_ops(replays: List[Replay], variants: List[bool]) -> None:
     names = list(replay.times)
     med = [{n: float(np.median(r.times[n])) for n in names} for r in replays]
     totals = [sum(m.values()) for m in med]
-    step_bytes = sum(replay.bytes.values())
-    head = "| op | calls/step | MB read |"
+    # Decode: bytes read and GB/s per op; prefill (compute-bound): GFLOP and GFLOP/s.
+    prefill = replay.tokens > 1
+    work = replay.flops if prefill else replay.bytes
+    unit, rate, scale = ("GFLOP", "GFLOP/s", 1e9) if prefill else ("MB read", "GB/s", 1e6)
+    step = "prefill" if prefill else "step"
+    head = f"| op | calls/{step} | {unit} |"
     for team in variants:
-        head += f" ms/step ({_variant_name(team)}) | share | GB/s |"
+        head += f" ms/{step} ({_variant_name(team)}) | share | {rate} |"
     print(head)
     print("|---|---:|---:|" + "---:|---:|---:|" * len(variants))
     for n in names:
-        nbytes = replay.bytes[n]
-        line = f"| {n} | {ops[n]} | {nbytes / 1e6:.1f} |" if nbytes else f"| {n} | {ops[n]} | |"
+        amount = work[n]
+        line = f"| {n} | {ops[n]} | {amount / scale:.1f} |" if amount else f"| {n} | {ops[n]} | |"
         for m, total in zip(med, totals):
-            gbs = f"{nbytes / m[n] / 1e9:.1f}" if nbytes else ""
-            line += f" {m[n] * 1e3:.3f} | {m[n] / total:.1%} | {gbs} |"
+            per_s = f"{amount / m[n] / 1e9:.1f}" if amount else ""
+            line += f" {m[n] * 1e3:.3f} | {m[n] / total:.1%} | {per_s} |"
         print(line)
-    line = f"| **sum of ops** | {sum(ops.values())} | {step_bytes / 1e6:.1f} |"
+    total_work = sum(work.values())
+    line = f"| **sum of ops** | {sum(ops.values())} | {total_work / scale:.1f} |"
     for total in totals:
-        line += f" {total * 1e3:.3f} | 100% | {step_bytes / total / 1e9:.1f} |"
+        line += f" {total * 1e3:.3f} | 100% | {total_work / total / 1e9:.1f} |"
     print(line)
     print()
 
 
 def _ops_per_step(replay: Replay) -> Dict[str, int]:
+    mm = replay.mm
     per_layer = {
         "norm (attn, rms)",
-        "GEMV qkv",
+        f"{mm} qkv",
         "rope + KV write",
         "attention (paged decode)",
-        "GEMV o",
+        "attention (paged prefill)",
+        f"{mm} o",
         "add + norm (ffn, rms)",
-        "GEMV gate_up",
+        f"{mm} gate_up",
         "swiglu",
-        "GEMV down",
+        f"{mm} down",
         "residual add",
     }
     return {name: replay.L if name in per_layer else 1 for name in replay.times}

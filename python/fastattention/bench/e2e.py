@@ -3,8 +3,9 @@
     fastattention bench e2e --device cpu [--threads N] [--prompt-len 512] [--new-tokens 64] [--quick]
 
 A ~100M-parameter Llama-shaped model (hidden 768, 12 layers, 12 heads, intermediate 2048, vocab
-32000) with random weights is built as a transformers LlamaForCausalLM, saved, and exported with
-our exporter in float32, bfloat16 and float16. In one process, on the same threads:
+32000; --model-shape 1b: TinyLlama-1.1B's shape) with random weights is built as a transformers
+LlamaForCausalLM, saved, and exported with our exporter in float32, bfloat16 and float16. In one
+process, on the same threads:
 
   prefill tokens/s   batch 1, a --prompt-len prompt
   decode ms/step     batch 1, --new-tokens greedy tokens after a --decode-prompt-len prompt
@@ -47,6 +48,18 @@ QUICK_MODEL = dict(
     intermediate_size=512,
     vocab_size=32000,
 )
+# --model-shape 1b: TinyLlama-1.1B's shape (1.10B parameters, GQA 32 / 4, untied 32,000 vocab):
+# 4.4 GB of float32 weights, so the whole bench (transformers, our float32 and bfloat16 sessions,
+# llama.cpp's GGUFs) needs ~18 GB of memory.
+ONE_B_MODEL = dict(
+    hidden_size=2048,
+    num_hidden_layers=22,
+    num_attention_heads=32,
+    num_key_value_heads=4,
+    intermediate_size=5632,
+    vocab_size=32000,
+)
+MODEL_SHAPES = {"134m": FULL_MODEL, "1b": ONE_B_MODEL}
 
 
 @dataclass
@@ -100,7 +113,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--new-tokens", type=int, default=None, help="decode steps (default 64; 8 with --quick)"
     )
-    parser.add_argument("--kv-heads", type=int, default=12, help="KV heads (12 = MHA, 4 = GQA)")
+    parser.add_argument(
+        "--model-shape",
+        choices=sorted(MODEL_SHAPES),
+        default="134m",
+        help="cpu: the random model's shape: 134m (hidden 768, 12 layers, 12 heads; the default) "
+        "or 1b (TinyLlama-1.1B: hidden 2048, 22 layers, 32 heads / 4 KV heads, intermediate "
+        "5632; ~18 GB of memory for the whole bench)",
+    )
+    parser.add_argument(
+        "--kv-heads",
+        type=int,
+        default=None,
+        help="KV heads (default: the shape's own, 12 = MHA for 134m, 4 for 1b; 4 = GQA for 134m)",
+    )
     parser.add_argument(
         "--dtypes",
         default="float32,bfloat16,float16",
@@ -147,6 +173,9 @@ def _resolve(args: argparse.Namespace) -> argparse.Namespace:
             setattr(args, name, q if quick else full)
     if args.threads is None:
         args.threads = os.cpu_count() or 1
+    if args.kv_heads is None:
+        shape = QUICK_MODEL if quick else MODEL_SHAPES[args.model_shape]
+        args.kv_heads = shape.get("num_key_value_heads", shape["num_attention_heads"])
     for name in ("threads", "prompt_len", "decode_prompt_len", "new_tokens", "repeats", "kv_heads"):
         if getattr(args, name) <= 0:
             raise ValueError(
@@ -164,7 +193,8 @@ def build_checkpoint(hf_dir: str, args: argparse.Namespace) -> Dict[str, int]:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    shape = dict(QUICK_MODEL if args.quick else FULL_MODEL)
+    shape = dict(QUICK_MODEL if args.quick else MODEL_SHAPES[args.model_shape])
+    shape.pop("num_key_value_heads", None)
     heads = shape["num_attention_heads"]
     kv_heads = min(args.kv_heads, heads)
     if heads % kv_heads:

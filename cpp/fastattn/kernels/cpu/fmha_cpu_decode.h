@@ -6,7 +6,7 @@
 //     (vcvtph2ps; bf16 by a 16-bit shift): no float32 copy of the tile is written and re-read;
 //   - scores of ROWS query rows x KJ keys (ROWS x KJ <= 8 accumulators) are reduced with a hadd
 //     tree, not one horizontal sum per (row, key);
-//   - the softmax's 2^x is a vectorised polynomial (the portable V16 calls std::exp2 per lane);
+//   - the softmax's 2^x is a vectorised polynomial (simd::exp2_8);
 //   - row pointers come from one walk of the block table per tile (tile_rows), not a division
 //     per row and per use.
 // The same code serves AVX-512 builds (which include AVX2); memory, not the vector width, bounds
@@ -166,26 +166,6 @@ inline void pv_tile(const char* const* vp, int n, const float* p, int kv_tile, c
   for (; c0 + CMAX <= chunks; c0 += CMAX)
     pv_chunks<T, ROWS, CMAX>(vp, n, p, kv_tile, alpha, 8 * c0, dp, o);
   for (; c0 < chunks; ++c0) pv_chunks<T, ROWS, 1>(vp, n, p, kv_tile, alpha, 8 * c0, dp, o);
-}
-
-// 2^x on 8 lanes with the same floor as simd::exp2 (x <= kExp2Floor, -inf included, gives 0):
-// round to nearest, degree-7 polynomial on [-0.5, 0.5], exponent by integer add.
-inline __m256 exp2_8(__m256 x, float floor, const float* c) {
-  // max_ps returns its second operand when either is NaN: x, so a NaN score stays NaN (as in
-  // simd::exp2; a NaN or inf input must give a NaN output, not a zero weight).
-  x = _mm256_max_ps(_mm256_set1_ps(floor), x);
-  const __m256 n = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  const __m256 f = _mm256_sub_ps(x, n);
-  __m256 p = _mm256_set1_ps(c[7]);
-  for (int i = 6; i >= 0; --i) p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(c[i]));
-  // 2^n in two steps, 2^(n/2) * 2^(n - n/2), so that n down to -160 stays in range (a single
-  // exponent add would underflow below -126 without producing denormals / zero correctly).
-  const __m256i ni = _mm256_cvtps_epi32(n);
-  const __m256i h = _mm256_srai_epi32(ni, 1);
-  const __m256i e1 = _mm256_slli_epi32(_mm256_add_epi32(h, _mm256_set1_epi32(127)), 23);
-  const __m256i e2 =
-      _mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(ni, h), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(e1)), _mm256_castsi256_ps(e2));
 }
 
 #endif  // FASTATTN_DECODE_AVX2

@@ -119,13 +119,10 @@ inline void softmax_row(float* pr, int n, int64_t j0, bool any_mask, int32_t lo,
   float tile_sum = 0.0f;
 #if defined(FASTATTN_DECODE_AVX2)
   if constexpr (FAST) {
-    static constexpr float kC[8] = {1.0f,          simd::kExp2C1, simd::kExp2C2, simd::kExp2C3,
-                                    simd::kExp2C4, simd::kExp2C5, simd::kExp2C6, simd::kExp2C7};
     const __m256 mv = _mm256_set1_ps(m_use);
     __m256 sum = _mm256_setzero_ps();
     for (int jj = 0; jj < n16; jj += 8) {
-      const __m256 e =
-          decode::exp2_8(_mm256_sub_ps(_mm256_loadu_ps(pr + jj), mv), simd::kExp2Floor, kC);
+      const __m256 e = simd::exp2_8(_mm256_sub_ps(_mm256_loadu_ps(pr + jj), mv));
       _mm256_storeu_ps(pr + jj, e);
       sum = _mm256_add_ps(sum, e);
     }

@@ -15,10 +15,21 @@ namespace fastattn::kernels::cpu::wide {
 using simd::V16;
 
 // Register blocking: accumulators of R rows x NC vectors (at most 24 of the 32 zmm registers).
+// AVX2 (a V16 is two of the 16 ymm registers) runs the tiles one 16-lane vector at a time with 6
+// rows: 12 accumulators, 2 registers of Q^T / P^T and a broadcast, GEMM's 6 x 16 micro-kernel.
+#if defined(__AVX512F__)
+constexpr bool kOneVectorPasses = false;
 template <int NC>
 constexpr int kQkRows = NC == 4 ? 6 : 8;
 template <int NC>
 constexpr int kPvRows = NC == 4 ? 6 : (NC == 3 ? 6 : 8);
+#else
+constexpr bool kOneVectorPasses = true;
+template <int NC>
+constexpr int kQkRows = 6;
+template <int NC>
+constexpr int kPvRows = 6;
+#endif
 
 // S^T[r] (r < R) for keys krow[0..R).
 template <int R, int NC>
@@ -60,6 +71,10 @@ inline void qk_tail(int rem, const float* const* krow, const float* qt, int ld, 
 
 template <int NC>
 void qk_tile(const float* const* kptr, int n, const float* qt, int ld, int head_dim, float* st) {
+  if constexpr (kOneVectorPasses && NC > 1) {
+    for (int c = 0; c < NC; ++c) qk_tile<1>(kptr, n, qt + 16 * c, ld, head_dim, st + 16 * c);
+    return;
+  }
   constexpr int R = kQkRows<NC>;
   int j = 0;
   for (; j + R <= n; j += R) qk_block<R, NC>(kptr + j, qt, ld, head_dim, st + j * ld);
@@ -128,6 +143,13 @@ inline void pv_tail(int rem, const float* const* vrow, int d0, const float* pt, 
 template <int NC>
 void pv_tile(const float* const* vptr, int n, const float* pt, int ld, const V16* alpha,
              int head_dim, float* ot) {
+  if constexpr (kOneVectorPasses && NC > 1) {
+    for (int c = 0; c < NC; ++c) {
+      pv_tile<1>(vptr, n, pt + 16 * c, ld, alpha == nullptr ? nullptr : alpha + c, head_dim,
+                 ot + 16 * c);
+    }
+    return;
+  }
   constexpr int R = kPvRows<NC>;
   int d = 0;
   for (; d + R <= head_dim; d += R) pv_block<R, NC>(vptr, d, pt, ld, n, alpha, ot + d * ld);

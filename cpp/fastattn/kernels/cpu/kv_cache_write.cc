@@ -1,11 +1,13 @@
 // Writes new tokens' K and V into a paged cache, converting the dtype on the way; the fused
 // rope + cache write is apply_rope twice and the same write on the CPU.
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <vector>
 
 #include "fastattn/kernels/cpu/cpu_util.h"
 #include "fastattn/kernels/cpu/kv_cache_write_cpu.h"
+#include "fastattn/kernels/cpu/rope_cpu.h"
 #include "fastattn/kernels/kv_cache_write.h"
 
 namespace fastattn::kernels {
@@ -40,28 +42,32 @@ void copy_row(const void* src, DType st, void* dst, DType dt, int64_t n, float* 
   }
 }
 
-// Writes every (token, head) row of `src` [T, Hk, D] to its slot of `cache`.
-void write_one(const Context& ctx, const Tensor& src, Tensor& cache, const int32_t* slots,
-               int64_t block_size) {
-  const int64_t T = src.size(0), Hk = src.size(1), D = src.size(2);
+// Writes the Hk head rows of token t of `src` [T, Hk, D] to its slot of `cache` (none for slot
+// -1). `tmp` holds D floats.
+void write_token(const Tensor& src, Tensor& cache, const int32_t* slots, int64_t t, float* tmp) {
+  const int64_t slot = slots[t];
+  if (slot < 0) return;
+  const int64_t Hk = src.size(1), D = src.size(2), block_size = cache.size(1);
   const size_t s_es = dtype_size(src.dtype()), c_es = dtype_size(cache.dtype());
   const char* sp = static_cast<const char*>(src.data());
   char* cp = static_cast<char*>(cache.data());
+  const int64_t block = slot / block_size, offset = slot % block_size;
+  for (int64_t h = 0; h < Hk; ++h) {
+    const char* s = sp + (t * src.stride(0) + h * src.stride(1)) * s_es;
+    char* c =
+        cp + (block * cache.stride(0) + offset * cache.stride(1) + h * cache.stride(2)) * c_es;
+    copy_row(s, src.dtype(), c, cache.dtype(), D, tmp);
+  }
+}
+
+// Writes every (token, head) row of `src` [T, Hk, D] to its slot of `cache`.
+void write_one(const Context& ctx, const Tensor& src, Tensor& cache, const int32_t* slots) {
+  const int64_t T = src.size(0), Hk = src.size(1), D = src.size(2);
 #pragma omp parallel num_threads(cpu::threads_for(ctx, T * Hk * D))
   {
     std::vector<float> tmp(static_cast<size_t>(D));
 #pragma omp for schedule(static)
-    for (int64_t t = 0; t < T; ++t) {
-      const int64_t slot = slots[t];
-      if (slot < 0) continue;
-      const int64_t block = slot / block_size, offset = slot % block_size;
-      for (int64_t h = 0; h < Hk; ++h) {
-        const char* s = sp + (t * src.stride(0) + h * src.stride(1)) * s_es;
-        char* c =
-            cp + (block * cache.stride(0) + offset * cache.stride(1) + h * cache.stride(2)) * c_es;
-        copy_row(s, src.dtype(), c, cache.dtype(), D, tmp.data());
-      }
-    }
+    for (int64_t t = 0; t < T; ++t) write_token(src, cache, slots, t, tmp.data());
   }
 }
 
@@ -113,15 +119,15 @@ void cpu::kv_cache_write_cpu(const Context& ctx, const Tensor& k_new, const Tens
                              Tensor& k_cache, Tensor& v_cache, const Tensor& slot_mapping) {
   check_write_args(k_new, "k_new", v_new, "v_new", k_cache, v_cache, slot_mapping);
   const int32_t* slots = slot_mapping.data_as<const int32_t>();
-  write_one(ctx, k_new, k_cache, slots, k_cache.size(1));
-  write_one(ctx, v_new, v_cache, slots, k_cache.size(1));
+  write_one(ctx, k_new, k_cache, slots);
+  write_one(ctx, v_new, v_cache, slots);
 }
 
 void cpu::rope_kv_cache_write_cpu(const Context& ctx, const RopeParams& p, Tensor& q, Tensor& k,
                                   const Tensor& v, const Tensor& positions, Tensor& k_cache,
                                   Tensor& v_cache, const Tensor& slot_mapping, int64_t seq_len) {
   // Nothing is written before every argument is checked: the write's here, k's rope rules and
-  // its agreement with q here too, then q's, positions' and the params' by the first apply_rope
+  // its agreement with q here too, then q's, k's, positions' and the params' by apply_rope_qk_cpu
   // (which checks them all before rotating).
   check_write_args(k, "k", v, "v", k_cache, v_cache, slot_mapping);
   check_cpu(q, "q");
@@ -131,11 +137,17 @@ void cpu::rope_kv_cache_write_cpu(const Context& ctx, const RopeParams& p, Tenso
   check_last_dim_contiguous(q, "q");
   FA_CHECK(q.size(0) == k.size(0) && q.size(2) == k.size(2), "q ", q.describe(), " and k ",
            k.describe(), " must have the same number of tokens and head dim");
-  apply_rope(ctx, p, q, positions, seq_len);
-  apply_rope(ctx, p, k, positions, seq_len);
+  // One pass over the tokens: rotate the token's q and k heads (one cos / sin for both), then
+  // write its k and v rows to the cache while they are in cache.
   const int32_t* slots = slot_mapping.data_as<const int32_t>();
-  write_one(ctx, k, k_cache, slots, k_cache.size(1));
-  write_one(ctx, v, v_cache, slots, k_cache.size(1));
+  const int64_t tmp_floats = std::max(k.size(2), v.size(2));
+  auto write = [&](int64_t t) {
+    thread_local std::vector<float> tmp;
+    if (tmp.size() < static_cast<size_t>(tmp_floats)) tmp.resize(static_cast<size_t>(tmp_floats));
+    write_token(k, k_cache, slots, t, tmp.data());
+    write_token(v, v_cache, slots, t, tmp.data());
+  };
+  apply_rope_qk_cpu(ctx, p, q, k, positions, seq_len, write);
 }
 
 }  // namespace fastattn::kernels
