@@ -144,7 +144,7 @@ def test_bench_e2e_model_shapes():
     assert big.kv_heads == 4 and e2e.MODEL_SHAPES["1b"]["hidden_size"] == 2048
     gqa = e2e._resolve(parser.parse_args(["--model-shape", "1b", "--kv-heads", "8"]))
     assert gqa.kv_heads == 8
-    res = cli("bench", "e2e", "--model-shape", "7b", timeout=120)
+    res = run_cli("bench", "e2e", "--model-shape", "7b", timeout=120)
     assert res.returncode == 2 and "invalid choice: '7b'" in res.stderr, res.stderr
 
 
