@@ -187,6 +187,11 @@ class Replay:
             name, _nbytes(w), self.C.kernel_linear, x, w, None, y, flops=flops, num_threads=self.t
         )
 
+    def _timed_rms_norm(self, name: str, x, weight, out) -> None:
+        """out = rms_norm(x) * weight, timed as `name` (its weight's bytes are not counted)."""
+        options = dict(type="rms", eps=self.eps, num_threads=self.t)
+        self._timed(name, 0, self.C.kernel_norm, x, weight, None, out, **options)
+
     def step(self) -> None:
         C, t, w, T, mm = self.C, self.t, self.w, self.tokens, self.mm
         for name in self.times:
@@ -204,20 +209,13 @@ class Replay:
         kv_layer = self.kv_bytes_per_step // self.L
         attn_flops = 4.0 * self.hq * self.D * self.attn_pairs  # q k^T and p v
         attn_name = "attention (paged decode)" if T == 1 else "attention (paged prefill)"
-        norm = dict(type="rms", eps=self.eps, num_threads=t)
+        add_norm = dict(type="rms", eps=self.eps, num_threads=t)
         for i in range(self.L):
             p = f"layers.{i}."
             wq, wo = w[p + "attn.qkv.weight"], w[p + "attn.o.weight"]
             wgu, wd = w[p + "ffn.gate_up.weight"], w[p + "ffn.down.weight"]
-            self._timed(
-                "norm (attn, rms)",
-                0,
-                C.kernel_norm,
-                self.hidden,
-                w[p + "attn_norm.weight"],
-                None,
-                self.normed,
-                **norm,
+            self._timed_rms_norm(
+                "norm (attn, rms)", self.hidden, w[p + "attn_norm.weight"], self.normed
             )
             self._linear(f"{mm} qkv", self.normed, wq, self.qkv)
             self._timed(
@@ -261,7 +259,7 @@ class Replay:
                 w[p + "ffn_norm.weight"],
                 None,
                 self.normed,
-                **norm,
+                **add_norm,
             )
             self._linear(f"{mm} gate_up", self.normed, wgu, self.up)
             self._timed("swiglu", 0, C.kernel_swiglu, self.up, self.act, num_threads=t)
@@ -277,16 +275,7 @@ class Replay:
             )
         # The session normalises and projects only the rows it samples from: the last one.
         self.last[:] = self.hidden[-1:]
-        self._timed(
-            "final norm",
-            0,
-            C.kernel_norm,
-            self.last,
-            w["final_norm.weight"],
-            None,
-            self.last_normed,
-            **norm,
-        )
+        self._timed_rms_norm("final norm", self.last, w["final_norm.weight"], self.last_normed)
         self._linear(
             "GEMV LM head" if T == 1 else "GEMV LM head (last token)",
             self.last_normed,
@@ -332,6 +321,35 @@ def call_cost(repeats: int = 2000) -> float:
     return float(np.median(ts))
 
 
+def _warm_session(model_dir: str, threads: int, context: int, new_tokens: int, seed: int):
+    """(config, a seeded prompt of `context` tokens, a batch-1 Session on `threads` threads with
+    one generate of `new_tokens` tokens after the prompt done as a warm-up)."""
+    from fastattention.session import Session
+
+    rng = np.random.default_rng(seed)
+    with open(os.path.join(model_dir, "config.json")) as f:
+        config = json.load(f)
+    prompt = [int(x) for x in rng.integers(3, config["vocab_size"], size=context)]
+    s = Session(model_dir, num_threads=threads, max_batch=1, max_seq_len=context + new_tokens + 8)
+    s.generate([prompt], new_tokens)
+    return config, prompt, s
+
+
+def _alternating(s, prompt, new_tokens: int, variants: List[bool], rounds: int, metric):
+    """metric(s.timings) of `rounds` generate calls per variant (the spin team on / off), the
+    variants alternating call by call so load falls on all alike."""
+    from fastattention import _C
+
+    out: List[List[float]] = [[] for _ in variants]
+    for _ in range(rounds):
+        for i, team in enumerate(variants):
+            _C.cpu_spin_team(team)
+            time.sleep(0.25)
+            s.generate([prompt], new_tokens)
+            out[i].append(metric(s.timings))
+    return out
+
+
 def session_steps(
     model_dir: str,
     threads: int,
@@ -344,23 +362,8 @@ def session_steps(
     """ms/step of each of `rounds` Session.generate calls (`steps` tokens after `context`) per
     variant (the spin team on / off), the variants alternating call by call so load falls on all
     alike."""
-    from fastattention import _C
-    from fastattention.session import Session
-
-    rng = np.random.default_rng(seed)
-    with open(os.path.join(model_dir, "config.json")) as f:
-        vocab = json.load(f)["vocab_size"]
-    prompt = [int(x) for x in rng.integers(3, vocab, size=context)]
-    s = Session(model_dir, num_threads=threads, max_batch=1, max_seq_len=context + steps + 8)
-    s.generate([prompt], steps)
-    ms: List[List[float]] = [[] for _ in variants]
-    for _ in range(rounds):
-        for i, team in enumerate(variants):
-            _C.cpu_spin_team(team)
-            time.sleep(0.25)
-            s.generate([prompt], steps)
-            ms[i].append(s.timings["decode_ms_per_step"])
-    return ms
+    _, prompt, s = _warm_session(model_dir, threads, context, steps, seed)
+    return _alternating(s, prompt, steps, variants, rounds, lambda t: t["decode_ms_per_step"])
 
 
 def session_prefill(
@@ -368,23 +371,8 @@ def session_prefill(
 ) -> List[List[float]]:
     """Prefill tokens/s of each of `rounds` Session.generate calls on a `tokens`-token prompt (one
     new token: the prefill and the first token's sampling) per variant, alternating call by call."""
-    from fastattention import _C
-    from fastattention.session import Session
-
-    rng = np.random.default_rng(seed)
-    with open(os.path.join(model_dir, "config.json")) as f:
-        vocab = json.load(f)["vocab_size"]
-    prompt = [int(x) for x in rng.integers(3, vocab, size=tokens)]
-    s = Session(model_dir, num_threads=threads, max_batch=1, max_seq_len=tokens + 8)
-    s.generate([prompt], 1)
-    rate: List[List[float]] = [[] for _ in variants]
-    for _ in range(rounds):
-        for i, team in enumerate(variants):
-            _C.cpu_spin_team(team)
-            time.sleep(0.25)
-            s.generate([prompt], 1)
-            rate[i].append(tokens / s.timings["prefill_seconds"])
-    return rate
+    _, prompt, s = _warm_session(model_dir, threads, tokens, 1, seed)
+    return _alternating(s, prompt, 1, variants, rounds, lambda t: tokens / t["prefill_seconds"])
 
 
 def busy_neighbour_table(
@@ -399,14 +387,8 @@ def busy_neighbour_table(
     """The session step per variant, idle and beside spinning neighbours (bench/busy.py)."""
     from fastattention import _C
     from fastattention.bench import busy
-    from fastattention.session import Session
 
-    rng = np.random.default_rng(seed)
-    with open(os.path.join(model_dir, "config.json")) as f:
-        config = json.load(f)
-    prompt = [int(x) for x in rng.integers(3, config["vocab_size"], size=context)]
-    s = Session(model_dir, num_threads=threads, max_batch=1, max_seq_len=context + steps + 8)
-    s.generate([prompt], steps)
+    config, prompt, s = _warm_session(model_dir, threads, context, steps, seed)
 
     def decoder(team: bool):
         def decode() -> float:
