@@ -13,11 +13,12 @@
 namespace fastattn::kernels::cuda::decode {
 
 // ---------------------------------------------------------------------------------------------
-// Vector loads / stores of kBytes (4, 8, 16 or 32) as 32-bit words, and their conversions.
+// Vector loads / stores of kBytes (4, 8 or a multiple of 16) as 32-bit words, and their
+// conversions.
 
 template <int kBytes>
 __device__ __forceinline__ void load_words(const void* src, uint32_t (&w)[kBytes / 4]) {
-  static_assert(kBytes == 4 || kBytes == 8 || kBytes == 16 || kBytes == 32, "vector width");
+  static_assert(kBytes == 4 || kBytes == 8 || kBytes % 16 == 0, "vector width");
   if constexpr (kBytes == 4) {
     w[0] = *static_cast<const uint32_t*>(src);
   } else if constexpr (kBytes == 8) {
@@ -38,7 +39,7 @@ __device__ __forceinline__ void load_words(const void* src, uint32_t (&w)[kBytes
 
 template <int kBytes>
 __device__ __forceinline__ void store_words(void* dst, const uint32_t (&w)[kBytes / 4]) {
-  static_assert(kBytes == 4 || kBytes == 8 || kBytes == 16 || kBytes == 32, "vector width");
+  static_assert(kBytes == 4 || kBytes == 8 || kBytes % 16 == 0, "vector width");
   if constexpr (kBytes == 4) {
     *static_cast<uint32_t*>(dst) = w[0];
   } else if constexpr (kBytes == 8) {
@@ -125,43 +126,22 @@ __device__ __forceinline__ void store_from_float(Element* dst, const float (&f)[
   store_words<kBytes>(dst, w);
 }
 
-// N floats from memory aligned to their size (16 bytes for N a multiple of 4): float4 loads,
-// or one float2 / float for N = 2 / 1 (the decode kernel's 1- and 2-row tiles).
+// N floats (1, 2 or a multiple of 4: the decode kernel's row tiles) from / to memory aligned to
+// their size, in load_words' / store_words' vectors.
 template <int N>
 __device__ __forceinline__ void load_floats(const float* src, float (&f)[N]) {
-  static_assert(N == 1 || N == 2 || N % 4 == 0, "1, 2 or a multiple of 4 floats");
-  if constexpr (N == 1) {
-    f[0] = *src;
-  } else if constexpr (N == 2) {
-    const float2 v = *reinterpret_cast<const float2*>(src);
-    f[0] = v.x;
-    f[1] = v.y;
-  } else {
+  uint32_t w[N];
+  load_words<4 * N>(src, w);
 #pragma unroll
-    for (int i = 0; i < N / 4; ++i) {
-      const float4 v = reinterpret_cast<const float4*>(src)[i];
-      f[4 * i] = v.x;
-      f[4 * i + 1] = v.y;
-      f[4 * i + 2] = v.z;
-      f[4 * i + 3] = v.w;
-    }
-  }
+  for (int i = 0; i < N; ++i) f[i] = __uint_as_float(w[i]);
 }
 
 template <int N>
 __device__ __forceinline__ void store_floats(float* dst, const float (&f)[N]) {
-  static_assert(N == 1 || N == 2 || N % 4 == 0, "1, 2 or a multiple of 4 floats");
-  if constexpr (N == 1) {
-    *dst = f[0];
-  } else if constexpr (N == 2) {
-    *reinterpret_cast<float2*>(dst) = make_float2(f[0], f[1]);
-  } else {
+  uint32_t w[N];
 #pragma unroll
-    for (int i = 0; i < N / 4; ++i) {
-      reinterpret_cast<float4*>(dst)[i] =
-          make_float4(f[4 * i], f[4 * i + 1], f[4 * i + 2], f[4 * i + 3]);
-    }
-  }
+  for (int i = 0; i < N; ++i) w[i] = __float_as_uint(f[i]);
+  store_words<4 * N>(dst, w);
 }
 
 // ---------------------------------------------------------------------------------------------
