@@ -76,27 +76,19 @@ def test_bench_cpu_step_prefill_mode(tmp_path):
     cfg = tiny_config()
     cfg.update(dtype="float16", num_layers=2)
     random_weights.write_model(cfg, tmp_path / "m", seed=2)
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fastattention.cli",
-            "bench",
-            "cpu-step",
-            "--model",
-            str(tmp_path / "m"),
-            "--prefill",
-            "40",
-            "--steps",
-            "2",
-            "--threads",
-            "2",
-            "--session-rounds",
-            "1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    res = run_cli(
+        "bench",
+        "cpu-step",
+        "--model",
+        tmp_path / "m",
+        "--prefill",
+        "40",
+        "--steps",
+        "2",
+        "--threads",
+        "2",
+        "--session-rounds",
+        "1",
     )
     assert res.returncode == 0, res.stderr
     out = res.stdout
@@ -138,3 +130,20 @@ def test_spin_team_switch_with_a_bad_value_is_a_clear_error():
         res.stdout,
         res.stderr,
     )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--prefill", "-1"], "--prefill must be >= 0, got -1"),
+        (["--prefill", "8", "--busy-neighbour", "2"], "does not combine with --prefill"),
+    ],
+)
+def test_bench_cpu_step_refuses_bad_prefill_options(tmp_path, args, message):
+    cfg = tiny_config()
+    cfg.update(num_layers=1)
+    from fastattention import random_weights
+
+    random_weights.write_model(cfg, tmp_path / "m", seed=1)
+    res = run_cli("bench", "cpu-step", "--model", tmp_path / "m", *args, timeout=120)
+    assert res.returncode != 0 and message in res.stderr, res.stderr
