@@ -5,6 +5,9 @@
 #   bash tests/gpu/run_on_device.sh [MODE[,MODE...]]   (default: all)
 #   modes: tests (all of tests/gpu), attn-tests (the attention kernel tests only), infer-tests
 #   (every other GPU test: kernels, decode, session), sanitize, ncu, profile, bench (attention),
+#   spill-cpu (bench spill-cpu, the CPU attention over host KV vs a read loop, on the machine's CPU
+#   at each thread count of FA_SPILL_CPU_THREADS, default "1 16"; FA_SPILL_CPU_ARGS, default
+#   --quick; set it empty for every shape),
 #   decode (bench decode), e2e (bench e2e --device cuda), spill (bench spill), demo256k (bench
 #   spill --demo), debug, all (tests sanitize ncu bench), graphs (the decode CUDA graph tests),
 #   pangu1 (examples/pangu38b_infer.py on one GPU: FA_PANGU1_ARGS), pytest (the test files in
@@ -135,6 +138,12 @@ fi
 if has spill; then
   python3 -m fastattention.cli bench spill --work-dir /tmp/fa_spill ${FA_SPILL_ARGS:-} 2>&1 \
     | tee "$out/bench_spill.md" | tail -30
+fi
+if has spill-cpu; then  # the host-part CPU attention vs a read loop on this machine's cores (issue 14)
+  for n in ${FA_SPILL_CPU_THREADS:-1 16}; do
+    python3 -m fastattention.cli bench spill-cpu --threads "$n" ${FA_SPILL_CPU_ARGS---quick} 2>&1 \
+      | tee "$out/bench_spill_cpu_threads$n.md" | tail -14
+  done
 fi
 if has demo256k; then
   python3 -m fastattention.cli bench spill --demo --work-dir /tmp/fa_spill ${FA_DEMO_ARGS:-} 2>&1 \
