@@ -59,14 +59,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "skipped with a message when the module or the conversion script "
         "is missing",
     )
+    add_convert_argument(parser, f"--peer {PEER}")
+    add_kv_argument(parser)
+
+
+def add_convert_argument(parser: argparse.ArgumentParser, peer_option: str) -> None:
+    """--llama-cpp-convert: llama.cpp's conversion script (for `peer_option`, say --peer llama.cpp)."""
     parser.add_argument(
         "--llama-cpp-convert",
         default=None,
         metavar="PATH",
-        help=f"llama.cpp's {SCRIPT} (or its folder) for --peer llama.cpp "
+        help=f"llama.cpp's {SCRIPT} (or its folder) for {peer_option} "
         f"(default: ${ENV}, else a copy vendored beside the llama_cpp "
         f"module, else {SCRIPT} on PATH)",
     )
+
+
+def add_kv_argument(parser: argparse.ArgumentParser) -> None:
+    """--llama-cpp-kv: llama.cpp's KV cache dtype."""
     parser.add_argument(
         "--llama-cpp-kv",
         choices=KV_CHOICES,
@@ -174,20 +184,24 @@ def find_convert_script(
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
 
 
-def write_placeholder_tokenizer(out_dir: str, vocab_size: int) -> None:
+def write_placeholder_tokenizer(out_dir: str, vocab_size: int, byte_tokens: int = 256) -> None:
     """A Llama-style byte-fallback BPE tokenizer with exactly `vocab_size` entries (<unk>, <s>,
-    </s>, the 256 byte tokens, then placeholders): convert_hf_to_gguf.py needs a vocabulary to
-    write a GGUF, and the bench's random checkpoint has none. The benchmark feeds token ids, so
-    the texts of the tokens never matter."""
-    if vocab_size < 259:
+    </s>, byte tokens for the bytes below `byte_tokens`, then placeholders): convert_hf_to_gguf.py
+    needs a vocabulary to write a GGUF, and the bench's random checkpoint has none. The benchmark
+    feeds token ids, so the texts of the tokens never matter, except to a streaming server:
+    byte_tokens=128 (ASCII only) makes every token decode to whole UTF-8 text (a byte 0x80-0xFF
+    alone is an unfinished character, whose chunk llama-server holds back)."""
+    if not 0 <= byte_tokens <= 256:
+        raise ValueError(f"byte_tokens must be in 0..256, got {byte_tokens}")
+    if vocab_size < 3 + byte_tokens:
         raise ValueError(
-            f"a placeholder tokenizer needs a vocabulary of at least 259 tokens "
-            f"(3 special + 256 bytes), got {vocab_size}"
+            f"a placeholder tokenizer needs a vocabulary of at least {3 + byte_tokens} tokens "
+            f"(3 special + {byte_tokens} bytes), got {vocab_size}"
         )
     vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
-    for b in range(256):
+    for b in range(byte_tokens):
         vocab[f"<0x{b:02X}>"] = 3 + b
-    for i in range(259, vocab_size):
+    for i in range(3 + byte_tokens, vocab_size):
         vocab[f"\u2581t{i}"] = i
     special = [
         dict(
@@ -253,10 +267,10 @@ def write_placeholder_tokenizer(out_dir: str, vocab_size: int) -> None:
         json.dump(config, f)
 
 
-def conversion_source(hf_dir: str, work_dir: str) -> str:
+def conversion_source(hf_dir: str, work_dir: str, byte_tokens: int = 256) -> str:
     """The folder to convert: `hf_dir` itself when it has a tokenizer, else `work_dir` with links
-    to hf_dir's files and a placeholder tokenizer (hf_dir, which our export reads, is left as
-    it is)."""
+    to hf_dir's files and a placeholder tokenizer (write_placeholder_tokenizer's, with
+    `byte_tokens`; hf_dir, which our export reads, is left as it is)."""
     if any(os.path.isfile(os.path.join(hf_dir, f)) for f in TOKENIZER_FILES):
         return hf_dir
     os.makedirs(work_dir, exist_ok=True)
@@ -266,7 +280,7 @@ def conversion_source(hf_dir: str, work_dir: str) -> str:
             os.symlink(src, dst)
     with open(os.path.join(hf_dir, "config.json"), encoding="utf-8") as f:
         vocab_size = int(json.load(f)["vocab_size"])
-    write_placeholder_tokenizer(work_dir, vocab_size)
+    write_placeholder_tokenizer(work_dir, vocab_size, byte_tokens)
     return work_dir
 
 

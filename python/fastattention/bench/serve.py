@@ -5,6 +5,8 @@
                               [--concurrency 16] [--max-batch 8] [--prompt-len 16,256]
                               [--output-mean 64] [--output-len 4,256] [--modes inflight,static]
                               [--seed 0] [--max-cache-tokens N] [--server-log-dir DIR]
+                              [--peer llama-server [--llama-server PATH]
+                               [--llama-cpp-convert PATH] [--llama-cpp-kv float16|same|...]]
 
 For each mode, `fastattention serve` runs as its own process on 127.0.0.1 (an ephemeral port;
 on --device, which the build must have;
@@ -25,6 +27,12 @@ shape, 13.5 GB in float16; tiny) with a word-level tokenizer is written to a tem
 (bench/serve_model.py), or to --work-dir, where it is kept and reused by later runs of the same
 shape, dtype and seed. Its weights are float16 on a GPU and float32 on the CPU unless --dtype
 says otherwise. --server-log-dir keeps each mode's server output (server_MODE.log).
+
+--peer llama-server (CPU, the random model) serves the same requests with llama.cpp's
+llama-server on the same weights as a GGUF after our modes (bench/llama_server_peer.py: how it is
+set up to match), one more row in the table, and compares the greedy tokens of two prompts
+between our server and llama-server; without a llama-server binary or llama.cpp's conversion
+script it says why the peer is skipped and runs the rest.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ import json
 import os
 import random
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -45,6 +54,7 @@ import time
 
 import numpy as np
 
+from fastattention.bench import llama_server_peer
 from fastattention.bench.arguments import int_list
 
 MODES = ("inflight", "static", "reserve")
@@ -137,6 +147,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="write each mode's server output to DIR/server_MODE.log",
     )
+    llama_server_peer.add_arguments(p)
 
 
 def make_requests(args, vocab: int) -> list:
@@ -181,10 +192,27 @@ def server_command(args, model_dir: str, mode: str, max_seq_len: int) -> list:
     return cmd + SERVER_FLAGS[mode]
 
 
-class ServerProcess:
-    """`fastattention serve` (server_command) on 127.0.0.1:<ephemeral port>, stopped by SIGINT."""
+UVICORN = r"Uvicorn running on http://127\.0\.0\.1:(\d+)"
 
-    def __init__(self, cmd: list):
+
+def fastattention_metrics(text: str) -> dict:
+    """Our server's engine counters (fastattention_* in /metrics) as floats."""
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("fastattention_") and "{" not in line:
+            name, value = line.rsplit(" ", 1)
+            out[name[len("fastattention_") :]] = float(value)
+    return out
+
+
+class ServerProcess:
+    """A server on 127.0.0.1:<ephemeral port>, stopped by SIGINT: `fastattention serve`
+    (server_command) by default; another (llama-server) with the regular expression of the line
+    that tells its port, a path that answers 200 once it is ready, and a parser of its /metrics
+    into our server's counter names."""
+
+    def __init__(self, cmd: list, port_line=UVICORN, health=None, metrics=fastattention_metrics):
+        self.parse_metrics = metrics
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
@@ -201,23 +229,34 @@ class ServerProcess:
                 self.stop()
                 raise RuntimeError("the server did not start:\n" + "".join(self.lines))
             text = re.sub(r"\x1b\[[0-9;]*m", "", "".join(self.lines))  # colours, if any
-            found = re.search(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", text)
+            found = re.search(port_line, text)
             self.port = int(found.group(1)) if found else None
             time.sleep(0.1)
+        while health is not None and not self._answers(health):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"the server never answered {health}:\n" + "".join(self.lines))
+            time.sleep(0.2)
         self.start_seconds = time.monotonic() - started  # the model's load, mostly
 
-    def engine_metrics(self) -> dict:
-        """The server's engine counters (fastattention_* in /metrics) as floats."""
+    def _get(self, path: str) -> str:
         import urllib.request
 
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=30) as r:
-            text = r.read().decode()
-        out = {}
-        for line in text.splitlines():
-            if line.startswith("fastattention_") and "{" not in line:
-                name, value = line.rsplit(" ", 1)
-                out[name[len("fastattention_") :]] = float(value)
-        return out
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=30) as r:
+            return r.read().decode()
+
+    def _answers(self, path: str) -> bool:
+        import urllib.error
+
+        try:
+            self._get(path)
+            return True
+        except (urllib.error.URLError, OSError):  # 503 while loading, refused before listening
+            return False
+
+    def engine_metrics(self) -> dict:
+        """The server's engine counters from its /metrics (our server's names)."""
+        return self.parse_metrics(self._get("/metrics"))
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -291,12 +330,16 @@ def summarise(mode: str, record: list, engine: dict | None = None) -> dict:
         if len(r["stamps"]) > 1
     ]
     e2e = [r["done"] - r["sent"] for r in record]
-    short = sum(r["tokens"] != r["expected"] for r in record)
-    if short:
-        raise RuntimeError(f"{mode}: {short} requests got fewer tokens than asked")
+    wrong = [(r["tokens"], r["expected"]) for r in record if r["tokens"] != r["expected"]]
+    if wrong:
+        raise RuntimeError(
+            f"{mode}: {len(wrong)} of {len(record)} requests got another number of tokens than "
+            f"asked (got, asked: {', '.join(map(str, wrong[:5]))})"
+        )
     engine = engine or {}
     steps = engine.get("engine_steps_total", 0.0)
     step_tokens = engine.get("prompt_tokens_total", 0.0) + engine.get("generated_tokens_total", 0.0)
+    busy = engine.get("engine_step_seconds_total")  # llama-server has no such counter
     return dict(
         mode=mode,
         requests=len(record),
@@ -304,7 +347,10 @@ def summarise(mode: str, record: list, engine: dict | None = None) -> dict:
         output_tokens=tokens,
         engine_steps=int(steps),
         tokens_per_step=step_tokens / steps if steps else 0.0,
-        engine_busy=engine.get("engine_step_seconds_total", 0.0) / wall,
+        engine_busy=None if busy is None else busy / wall,
+        # streamed chunks with text != tokens: the ITL then spans tokens (a special token's
+        # empty text, a character held back)
+        chunks_not_tokens=sum(len(r["stamps"]) != r["tokens"] for r in record),
         preemptions=int(engine.get("preemptions_total", 0.0)),
         tokens_per_s=tokens / wall,
         requests_per_s=len(record) / wall,
@@ -320,6 +366,10 @@ def summarise(mode: str, record: list, engine: dict | None = None) -> dict:
     )
 
 
+def _percent(share) -> str:
+    return "-" if share is None else f"{100 * share:.0f}%"
+
+
 def table(results: list) -> str:
     head = (
         "| batching | tokens/s | req/s | TTFT p50 / p90 / p99 (s) | ITL p50 / p90 / p99 (ms) "
@@ -333,7 +383,7 @@ def table(results: list) -> str:
             f"{1e3 * r['itl_p50']:.0f} / {1e3 * r['itl_p90']:.0f} / "
             f"{1e3 * r['itl_p99']:.0f} | {1e3 * r['tpot_p50']:.0f} | "
             f"{r['e2e_p50']:.2f} / {r['e2e_p90']:.2f} | {r['engine_steps']} | "
-            f"{r['tokens_per_step']:.1f} | {100 * r['engine_busy']:.0f}% |"
+            f"{r['tokens_per_step']:.1f} | {_percent(r['engine_busy'])} |"
         )
     return "\n".join(rows)
 
@@ -368,6 +418,10 @@ def _check(args) -> list:
             f"--max-cache-tokens ({args.max_cache_tokens}) must hold the longest "
             f"request: --prompt-len + --output-len maxima = {longest} tokens"
         )
+    try:
+        llama_server_peer.check_arguments(args)
+    except (ValueError, FileNotFoundError) as e:  # LlamaServerNotFound, ConvertScriptNotFound
+        raise CliError(str(e)) from None
     if args.model is not None:
         given = [
             f"--{name.replace('_', '-')}"
@@ -456,17 +510,20 @@ def _random_model(args, tmp: str, max_seq_len: int) -> tuple:
     return model_dir, cfg
 
 
-def _run_mode(args, model_dir: str, mode: str, max_seq_len: int, reqs: list) -> dict:
-    """One server of `mode` under the load of `reqs`: summarise()'s results."""
-    server = ServerProcess(server_command(args, model_dir, mode, max_seq_len))
+def _measure(args, name: str, server: ServerProcess, reqs: list, probe=None) -> dict:
+    """The load of `reqs` on the running `server` (stopped afterwards): summarise()'s results,
+    with probe(port)'s greedy token ids as "probe_ids" when a probe is given."""
     try:
         record = asyncio.run(_load(server.port, reqs, args.concurrency))
-        return dict(
-            summarise(mode, record, server.engine_metrics()), server_start_s=server.start_seconds
+        result = dict(
+            summarise(name, record, server.engine_metrics()), server_start_s=server.start_seconds
         )
+        if probe is not None:
+            result["probe_ids"] = probe(server.port)
+        return result
     except Exception:
         print(
-            f"{mode}: the load failed; the server's last output:\n{server.output_tail()}",
+            f"{name}: the load failed; the server's last output:\n{server.output_tail()}",
             file=sys.stderr,
         )
         raise
@@ -474,8 +531,87 @@ def _run_mode(args, model_dir: str, mode: str, max_seq_len: int, reqs: list) -> 
         server.stop()
         if args.server_log_dir:
             os.makedirs(args.server_log_dir, exist_ok=True)
-            with open(os.path.join(args.server_log_dir, f"server_{mode}.log"), "w") as f:
+            with open(os.path.join(args.server_log_dir, f"server_{name}.log"), "w") as f:
                 f.write("".join(server.lines))
+
+
+def _run_mode(
+    args, model_dir: str, mode: str, max_seq_len: int, reqs: list, probe: bool = False
+) -> dict:
+    """One server of `mode` under the load of `reqs`: summarise()'s results (and, with probe,
+    the greedy token ids that the peer's are compared with)."""
+    from fastattention.bench import llama_server_peer as peer
+
+    server = ServerProcess(server_command(args, model_dir, mode, max_seq_len))
+
+    def token_ids(port):
+        vocab = peer.word_vocab(model_dir)
+        return [peer.text_token_ids(vocab, text) for text in peer.probe(port, reqs, logprobs=False)]
+
+    return _measure(args, mode, server, reqs, token_ids if probe else None)
+
+
+def _resolve_peer(args):
+    """(llama-server binary, conversion script) for --peer, or (None, why it is skipped)."""
+    from fastattention.bench import llama_cpp_peer
+
+    try:
+        server = llama_server_peer.find_llama_server(args.llama_server)
+        script = llama_cpp_peer.find_convert_script(
+            args.llama_cpp_convert, llama_server_peer.convert_script_candidates(server)
+        )
+    except FileNotFoundError as e:  # LlamaServerNotFound, ConvertScriptNotFound
+        return None, f"{llama_server_peer.PEER} peer skipped: {e}"
+    return (server, script), ""
+
+
+def _run_peer(args, peer, model_dir: str, cfg: dict, tmp: str, max_seq_len: int, reqs: list):
+    """llama-server on the GGUF of the served model under the load of `reqs`: (its results, a
+    line saying what was run)."""
+    from fastattention.bench.work_dir import reuse_or_build
+
+    server_bin, script = peer
+    root = args.work_dir or tmp
+    gguf = os.path.join(root, f"random-{args.shape}-{args.dtype}.gguf")
+    stamp = {
+        "config": cfg,
+        "seed": args.seed,
+        "script": str(script),
+        "byte_tokens": llama_server_peer.BYTE_TOKENS,
+    }
+    t0 = time.perf_counter()
+    scratch = tempfile.mkdtemp(prefix="gguf-", dir=tmp)
+    reused = reuse_or_build(
+        gguf + ".json",
+        stamp,
+        lambda: llama_server_peer.write_gguf(model_dir, gguf, script, scratch),
+    )
+    shutil.rmtree(scratch, ignore_errors=True)
+    print(
+        f"{llama_server_peer.PEER}: {'reusing' if reused else 'wrote'} {gguf} "
+        f"({os.path.getsize(gguf) / 1e6:.0f} MB) in {time.perf_counter() - t0:.0f} s",
+        file=sys.stderr,
+        flush=True,
+    )
+    cmd = llama_server_peer.server_command(server_bin, gguf, args, max_seq_len)
+    server = ServerProcess(
+        cmd,
+        port_line=llama_server_peer.LISTENING,
+        health="/health",
+        metrics=llama_server_peer.engine_metrics,
+    )
+    result = _measure(
+        args,
+        llama_server_peer.PEER,
+        server,
+        reqs,
+        lambda port: llama_server_peer.probe(port, reqs, logprobs=True),
+    )
+    note = (
+        f"{llama_server_peer.PEER} peer: {llama_server_peer.server_version(server_bin)} "
+        f"({server_bin}), GGUF by {script}: {shlex.join([os.path.basename(cmd[0])] + cmd[1:])}"
+    )
+    return result, note
 
 
 def _write_json(args, results: list) -> None:
@@ -494,6 +630,11 @@ def run(args: argparse.Namespace):
     if args.model is None:
         args.shape = args.shape or "135m"
         args.dtype = args.dtype or ("float32" if args.device == "cpu" else "float16")
+    peer, peer_note = _resolve_peer(args) if args.peer else (None, "")
+    if peer_note:
+        print(peer_note, file=sys.stderr, flush=True)
+    # Our server's greedy tokens are compared with the peer's: probed in one of our modes.
+    probed = "inflight" if "inflight" in modes else modes[0]
     with tempfile.TemporaryDirectory(prefix="fa-bench-serve-") as tmp:
         max_seq_len = args.prompt_len[1] + args.output_len[1]
         if args.model is None:
@@ -505,17 +646,17 @@ def run(args: argparse.Namespace):
         reqs = make_requests(args, cfg["vocab_size"])
         results = []
         for mode in modes:
-            results.append(_run_mode(args, model_dir, mode, max_seq_len, reqs))
-            r = results[-1]
-            print(
-                f"{mode}: {r['tokens_per_s']:.1f} tokens/s, {r['wall_s']:.0f} s, "
-                f"{r['engine_steps']} steps, engine busy {100 * r['engine_busy']:.0f}% (the "
-                f"server started in {r['server_start_s']:.0f} s)",
-                file=sys.stderr,
-                flush=True,
-            )
+            probe = peer is not None and mode == probed
+            results.append(_run_mode(args, model_dir, mode, max_seq_len, reqs, probe))
+            _progress(results[-1])
             if args.json:
                 _write_json(args, results)  # after each mode: a run cut short keeps its results
+        if peer is not None:
+            result, peer_note = _run_peer(args, peer, model_dir, cfg, tmp, max_seq_len, reqs)
+            results.append(result)
+            _progress(results[-1])
+            if args.json:
+                _write_json(args, results)
     model = args.model or f"random {args.shape} ({args.dtype})"
     print(
         f"{args.requests} requests, {args.concurrency} clients, max batch {args.max_batch}, "
@@ -523,9 +664,13 @@ def run(args: argparse.Namespace):
         f"{args.output_mean:g} in {args.output_len[0]}-{args.output_len[1]}, seed {args.seed}, "
         f"model {model}, device {args.device}, {datetime.date.today().isoformat()}"
     )
+    if peer_note:
+        print(peer_note)
     print(table(results))
     by_mode = {r["mode"]: r for r in results}
-    for other, name in (("static", "static"), ("reserve", "reserving")):
+    pairs = (("static", "static"), ("reserve", "reserving"))
+    pairs += ((llama_server_peer.PEER, llama_server_peer.PEER),)
+    for other, name in pairs:
         if "inflight" in by_mode and other in by_mode:
             a, b = by_mode["inflight"], by_mode[other]
             print(
@@ -533,4 +678,22 @@ def run(args: argparse.Namespace):
                 f"latency p50 x{a['e2e_p50'] / b['e2e_p50']:.2f}, TTFT p50 "
                 f"x{a['ttft_p50'] / b['ttft_p50']:.2f}"
             )
+    for r in results:
+        if r["chunks_not_tokens"]:
+            print(
+                f"{r['mode']}: {r['chunks_not_tokens']} requests streamed another number of text "
+                f"chunks than tokens (their ITL spans tokens)"
+            )
+    if peer is not None:
+        print(llama_server_peer.agreement(results))
     return results
+
+
+def _progress(r: dict) -> None:
+    print(
+        f"{r['mode']}: {r['tokens_per_s']:.1f} tokens/s, {r['wall_s']:.0f} s, "
+        f"{r['engine_steps']} steps, engine busy {_percent(r['engine_busy'])} (the "
+        f"server started in {r['server_start_s']:.0f} s)",
+        file=sys.stderr,
+        flush=True,
+    )
