@@ -540,13 +540,12 @@ def _run_mode(
 ) -> dict:
     """One server of `mode` under the load of `reqs`: summarise()'s results (and, with probe,
     the greedy token ids that the peer's are compared with)."""
-    from fastattention.bench import llama_server_peer as peer
-
     server = ServerProcess(server_command(args, model_dir, mode, max_seq_len))
 
     def token_ids(port):
-        vocab = peer.word_vocab(model_dir)
-        return [peer.text_token_ids(vocab, text) for text in peer.probe(port, reqs, logprobs=False)]
+        vocab = llama_server_peer.word_vocab(model_dir)
+        texts = llama_server_peer.probe(port, reqs, logprobs=False)
+        return [llama_server_peer.text_token_ids(vocab, text) for text in texts]
 
     return _measure(args, mode, server, reqs, token_ids if probe else None)
 
@@ -668,9 +667,8 @@ def run(args: argparse.Namespace):
         print(peer_note)
     print(table(results))
     by_mode = {r["mode"]: r for r in results}
-    pairs = (("static", "static"), ("reserve", "reserving"))
-    pairs += ((llama_server_peer.PEER, llama_server_peer.PEER),)
-    for other, name in pairs:
+    peer_name = llama_server_peer.PEER
+    for other, name in (("static", "static"), ("reserve", "reserving"), (peer_name, peer_name)):
         if "inflight" in by_mode and other in by_mode:
             a, b = by_mode["inflight"], by_mode[other]
             print(
